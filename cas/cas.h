@@ -1,0 +1,132 @@
+/*
+ * cas.h - the local content-addressable store.
+ *
+ * Blobs are immutable files named by their SHA-256 under <dir>/blobs/<aa>/<hash>,
+ * where <aa> is the first two hex digits. A blob becomes visible only once it is
+ * complete and verified (written to <dir>/tmp, size and hash checked, then
+ * renamed into place), so a crash at any moment leaves no partial blob. An
+ * in-memory index tracks sizes and access order for LRU eviction against a byte
+ * limit. Reads never return bytes that do not match the digest: a blob is
+ * re-hashed the first time it is opened after start-up, and a mismatch deletes
+ * it and reports it missing.
+ *
+ * The action cache lives beside it under <dir>/ac: small files keyed by
+ * (instance name, action digest), also committed with write+rename.
+ *
+ * All functions return 0 or a negative errno; they are thread-safe.
+ */
+#ifndef CASBOX_CAS_H
+#define CASBOX_CAS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CAS_HASH_BYTES 32
+#define CAS_HASH_HEX   64
+
+struct cas_digest {
+    uint8_t hash[CAS_HASH_BYTES];
+    int64_t size;
+};
+
+/* --- digests (cas/digest.c) --- */
+
+/* Parses a 64-character lowercase or uppercase hex SHA-256 and a size.
+ * -EINVAL for a wrong length, non-hex character or negative size. */
+int cas_digest_parse(const char *hex, int64_t size, struct cas_digest *out);
+/* Same, for a hash that is not NUL-terminated (hex_len bytes). */
+int cas_digest_parse_n(const char *hex, size_t hex_len, int64_t size, struct cas_digest *out);
+/* Writes 64 lowercase hex digits and a NUL. */
+void cas_digest_hex(const struct cas_digest *d, char out[CAS_HASH_HEX + 1]);
+/* Digest of a memory buffer. */
+void cas_digest_buffer(const void *buf, size_t len, struct cas_digest *out);
+/* Digest of an open file, read from offset 0 with page-aligned 1 MiB reads. */
+int cas_digest_fd(int fd, struct cas_digest *out);
+bool cas_digest_equal(const struct cas_digest *a, const struct cas_digest *b);
+/* The digest of the empty blob (e3b0c442...). */
+const struct cas_digest *cas_digest_empty(void);
+
+/* Incremental hashing, for streamed uploads. */
+struct cas_hasher;
+struct cas_hasher *cas_hasher_new(void);
+void cas_hasher_update(struct cas_hasher *h, const void *buf, size_t len);
+/* Finishes into out->hash and sets out->size to the bytes seen; frees h. */
+void cas_hasher_finish(struct cas_hasher *h, struct cas_digest *out);
+void cas_hasher_free(struct cas_hasher *h);
+
+/* --- the store (cas/store.c) --- */
+
+struct cas_store;
+
+struct cas_store_options {
+    uint64_t max_bytes;   /* LRU eviction above this many blob bytes; 0 = no limit */
+};
+
+/* Opens (creating if needed) a store under dir: removes stale temp files and
+ * builds the index from the blob files present. */
+int cas_store_open(const char *dir, const struct cas_store_options *opt, struct cas_store **out);
+void cas_store_close(struct cas_store *s);
+
+/* 1 when the blob is present (and marks it recently used), 0 when not. The empty
+ * blob is always present. */
+int cas_store_contains(struct cas_store *s, const struct cas_digest *d);
+
+/* Stores a buffer whose digest the caller claims is d: -EINVAL (and nothing
+ * stored) when size or hash do not match. 0 when stored or already present. */
+int cas_store_put(struct cas_store *s, const struct cas_digest *d, const void *buf, size_t len);
+
+/* Reads a whole blob into a malloc'd buffer (caller frees). -ENOENT when absent
+ * or found corrupt (then deleted). */
+int cas_store_get(struct cas_store *s, const struct cas_digest *d, void **buf, size_t *len);
+
+/* Opens a blob for reading, verified as described above. Returns an fd
+ * (O_RDONLY|O_CLOEXEC) or -ENOENT. The fd stays valid if the blob is evicted. */
+int cas_store_open_blob(struct cas_store *s, const struct cas_digest *d);
+
+/* Path of the blob file (for hardlink staging); -ENOENT when absent. The empty
+ * blob is materialised as a file too. */
+int cas_store_blob_path(struct cas_store *s, const struct cas_digest *d, char *buf, size_t len);
+
+/* Streaming writer: bytes are appended to a temp file, hashed as they come, and
+ * committed only when the total size and hash match the expected digest. */
+struct cas_writer;
+int cas_writer_begin(struct cas_store *s, const struct cas_digest *expected, struct cas_writer **out);
+int cas_writer_append(struct cas_writer *w, const void *buf, size_t len);
+/* Bytes appended so far. */
+int64_t cas_writer_offset(const struct cas_writer *w);
+/* Verifies and renames into place; -EINVAL on a size or hash mismatch (the
+ * temp file is removed). Frees w in every case. */
+int cas_writer_commit(struct cas_writer *w);
+/* Discards the temp file and frees w. */
+void cas_writer_abort(struct cas_writer *w);
+
+/* Ingests an existing file (an action output): hashes it and links or copies it
+ * into the store (rename when unlink_source and same filesystem, else link,
+ * else copy). The blob file is made read-only. Fills *out. */
+int cas_store_put_file(struct cas_store *s, const char *path, bool unlink_source,
+                       struct cas_digest *out);
+
+struct cas_store_stats {
+    uint64_t blobs;
+    uint64_t bytes;
+    uint64_t evicted_blobs;
+    uint64_t evicted_bytes;
+    uint64_t corrupt_blobs;
+};
+void cas_store_get_stats(struct cas_store *s, struct cas_store_stats *out);
+
+/* Directory for temporary files on the store's filesystem (<dir>/tmp). */
+const char *cas_store_tmp_dir(const struct cas_store *s);
+
+/* --- the action cache (cas/action_cache.c) --- */
+
+/* Stores serialized ActionResult bytes for (instance, action digest). */
+int cas_ac_put(struct cas_store *s, const char *instance, const struct cas_digest *action,
+               const void *buf, size_t len);
+/* Reads them back into a malloc'd buffer; -ENOENT when absent. */
+int cas_ac_get(struct cas_store *s, const char *instance, const struct cas_digest *action,
+               void **buf, size_t *len);
+
+#endif
