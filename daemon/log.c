@@ -1,0 +1,2 @@
+/* daemon/log.c - placeholder, being written. */
+#include <stddef.h>

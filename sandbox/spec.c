@@ -1,0 +1,2 @@
+/* sandbox/spec.c - placeholder, being written. */
+#include <stddef.h>
