@@ -1,0 +1,47 @@
+/*
+ * casboxd.h - the daemon's context: the one place its mutable state lives,
+ * handed to every service handler, and the service tables.
+ */
+#ifndef CASBOX_CASBOXD_H
+#define CASBOX_CASBOXD_H
+
+#include "cas.h"
+#include "config.h"
+#include "rpc.h"
+#include "reapi.h"
+#include "sandbox.h"
+
+struct bytestream_uploads;
+struct exec_service;
+
+struct casboxd {
+    struct casbox_config cfg;
+    struct cas_store *store;
+    struct rpc_server *rpc;
+    struct sandbox_spawner *spawner; /* NULL when execution is off */
+    struct bytestream_uploads *uploads;
+    struct exec_service *exec; /* NULL when execution is off */
+};
+
+/* Each service exports its method table. */
+extern const struct rpc_method capabilities_methods[];
+extern const size_t capabilities_n_methods;
+extern const struct rpc_method cas_methods[];
+extern const size_t cas_n_methods;
+extern const struct rpc_method bytestream_methods[];
+extern const size_t bytestream_n_methods;
+extern const struct rpc_method action_cache_methods[];
+extern const size_t action_cache_n_methods;
+extern const struct rpc_method execution_methods[];
+extern const size_t execution_n_methods;
+
+/* ByteStream's resumable uploads table (svc_bytestream.c). */
+int bytestream_uploads_new(uint64_t max_uploads, struct bytestream_uploads **out);
+void bytestream_uploads_free(struct bytestream_uploads *u);
+
+/* Whether an ActionResult's referenced blobs are all in the CAS
+ * (svc_action_cache.c); used by the Execution service's cache lookup. */
+bool action_cache_result_complete(struct casboxd *d,
+                                  const Build__Bazel__Remote__Execution__V2__ActionResult *r);
+
+#endif

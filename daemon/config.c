@@ -1,0 +1,370 @@
+/*
+ * config.c - defaults, INI parsing (libinih) and bounds for casboxd's keys.
+ *
+ * Every key is a row of one table: its section, name, type, where it lives in
+ * struct casbox_config, its bounds and a one-line description. Parsing, bounds
+ * checking and config_print all walk that table, so a key cannot be parsed
+ * without being bounded and documented.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+enum config_type { CONFIG_STRING, CONFIG_SIZE, CONFIG_BOOL };
+
+struct config_key {
+    const char *section;
+    const char *name;
+    enum config_type type;
+    size_t offset;
+    size_t string_len; /* CONFIG_STRING: capacity */
+    uint64_t min;
+    uint64_t max;
+    const char *help;
+};
+
+#define KIB (1024ULL)
+#define MIB (1024ULL * KIB)
+#define GIB (1024ULL * MIB)
+#define TIB (1024ULL * GIB)
+
+#define STR(sec, field, help)                                                                      \
+    {                                                                                              \
+        sec, #field, CONFIG_STRING, offsetof(struct casbox_config, field),                         \
+            sizeof(((struct casbox_config *)0)->field), 0, 0, help                                 \
+    }
+#define SIZE(sec, key, field, lo, hi, help)                                                        \
+    {                                                                                              \
+        sec, key, CONFIG_SIZE, offsetof(struct casbox_config, field), 0, lo, hi, help              \
+    }
+#define BOOL(sec, key, field, help)                                                                \
+    {                                                                                              \
+        sec, key, CONFIG_BOOL, offsetof(struct casbox_config, field), 0, 0, 1, help                \
+    }
+
+static const struct config_key config_keys[] = {
+    STR("server", listen, "address to serve gRPC on (HOST:PORT)"),
+    STR("server", state_dir, "directory holding the CAS, the action cache and scratch space"),
+    STR("server", worker_name,
+        "name reported in ExecutedActionMetadata.worker (default: hostname)"),
+    STR("server", log_level, "error, warn, info or debug"),
+    SIZE("server", "rpc_threads", rpc_threads, 1, 256, "threads serving short calls"),
+    SIZE("server", "stream_threads", stream_threads, 1, 4096,
+         "threads serving long streams (Execute, WaitExecution): at most this many at once"),
+    SIZE("server", "max_inflight_calls", max_inflight_calls, 1, 1000000,
+         "accepted calls waiting for a thread, per pool; beyond it RESOURCE_EXHAUSTED"),
+    SIZE("server", "max_message_bytes", max_message_bytes, 1 * MIB, 1 * GIB,
+         "largest gRPC message received or sent"),
+    SIZE("server", "max_batch_bytes", max_batch_bytes, 64 * KIB, 1 * GIB,
+         "max_batch_total_size_bytes: largest Batch* request or response"),
+    SIZE("server", "max_batch_blobs", max_batch_blobs, 1, 10000000,
+         "digests in one FindMissingBlobs/BatchUpdateBlobs/BatchReadBlobs request"),
+    SIZE("server", "read_chunk_bytes", read_chunk_bytes, 4 * KIB, 64 * MIB,
+         "ByteStream.Read chunk size"),
+    SIZE("server", "max_uploads", max_uploads, 1, 100000,
+         "resumable ByteStream uploads kept at once (oldest idle one dropped)"),
+    SIZE("cas", "max_bytes", cas_max_bytes, 0, 1024 * TIB,
+         "CAS size above which least recently used blobs are evicted (0 = no limit)"),
+    BOOL("execution", "enabled", exec_enabled, "serve the Execution service"),
+    SIZE("execution", "slots", exec_slots, 0, 4096, "actions running at once (0 = number of CPUs)"),
+    SIZE("execution", "queue_length", exec_queue_length, 1, 1000000,
+         "actions waiting for a slot; beyond it Execute answers RESOURCE_EXHAUSTED"),
+    SIZE("execution", "default_timeout", exec_default_timeout, 1, 86400 * 7,
+         "seconds an action may run when it asks for no timeout"),
+    SIZE("execution", "max_timeout", exec_max_timeout, 1, 86400 * 7,
+         "cap in seconds on the timeout an action asks for"),
+    SIZE("execution", "memory_bytes", exec_memory_bytes, 0, 1024 * TIB,
+         "memory limit per action (0 = none)"),
+    SIZE("execution", "pids_max", exec_pids_max, 0, 4194304,
+         "processes and threads per action (0 = none)"),
+    SIZE("execution", "stdio_bytes", exec_stdio_bytes, 1 * KIB, 16 * GIB,
+         "cap on each of an action's stdout and stderr"),
+    SIZE("execution", "max_output_bytes", exec_max_output_bytes, 0, 1024 * TIB,
+         "total bytes of outputs one action may produce (0 = none)"),
+    SIZE("execution", "max_output_files", exec_max_output_files, 0, 100000000,
+         "output files one action may produce (0 = none)"),
+    SIZE("execution", "operation_retention", operation_retention, 1, 86400 * 7,
+         "seconds a finished operation stays available to WaitExecution"),
+    BOOL("execution", "allow_network", exec_allow_network,
+         "let actions with the platform property network=on use the host network"),
+    STR("execution", exec_seccomp, "seccomp policy: default, strict, none or a policy file path"),
+    STR("execution", exec_staging, "input staging: hardlink, fuse or auto"),
+    STR("execution", exec_accepted_properties,
+        "comma-separated platform property names accepted and ignored"),
+};
+
+/* Names in the file for the exec_* string fields (the table uses the field). */
+static const char *config_key_name(const struct config_key *k)
+{
+    if (strncmp(k->name, "exec_", 5) == 0)
+        return k->name + 5;
+    return k->name;
+}
+
+void config_init_defaults(struct casbox_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    snprintf(cfg->listen, sizeof(cfg->listen), "127.0.0.1:8980");
+    snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
+    if (gethostname(cfg->worker_name, sizeof(cfg->worker_name) - 1) != 0)
+        snprintf(cfg->worker_name, sizeof(cfg->worker_name), "casboxd");
+    cfg->rpc_threads = 8;
+    cfg->stream_threads = 256;
+    cfg->max_inflight_calls = 1024;
+    cfg->max_message_bytes = 16 * MIB;
+    cfg->max_batch_bytes = 4 * MIB;
+    cfg->max_batch_blobs = 100000;
+    cfg->read_chunk_bytes = 1 * MIB;
+    cfg->max_uploads = 1024;
+    cfg->cas_max_bytes = 20 * GIB;
+    cfg->exec_enabled = true;
+    cfg->exec_slots = 0;
+    cfg->exec_queue_length = 1024;
+    cfg->exec_default_timeout = 900;
+    cfg->exec_max_timeout = 3600;
+    cfg->exec_memory_bytes = 8 * GIB;
+    cfg->exec_pids_max = 4096;
+    cfg->exec_stdio_bytes = 64 * MIB;
+    cfg->exec_max_output_bytes = 16 * GIB;
+    cfg->exec_max_output_files = 1000000;
+    cfg->operation_retention = 600;
+    cfg->exec_allow_network = false;
+    snprintf(cfg->exec_seccomp, sizeof(cfg->exec_seccomp), "default");
+    snprintf(cfg->exec_staging, sizeof(cfg->exec_staging), "hardlink");
+}
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    uint64_t mul = 1;
+
+    if (*s == '\0' || *s == '-')
+        return -EINVAL;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s)
+        return -EINVAL;
+    switch (*end) {
+    case '\0':
+        break;
+    case 'k':
+    case 'K':
+        mul = KIB;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mul = MIB;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mul = GIB;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mul = TIB;
+        end++;
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (*end == 'i' || *end == 'B')
+        end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
+    if (*end != '\0')
+        return -EINVAL;
+    if (v > UINT64_MAX / mul)
+        return -EINVAL;
+    *out = v * mul;
+    return 0;
+}
+
+static int config_parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+int config_set(struct casbox_config *cfg, const char *section, const char *key, const char *value,
+               char *err, size_t err_len)
+{
+    for (size_t i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++) {
+        const struct config_key *k = &config_keys[i];
+        char *field = (char *)cfg + k->offset;
+        uint64_t size;
+
+        if (strcmp(config_key_name(k), key) != 0)
+            continue;
+        if (section != NULL && strcmp(section, k->section) != 0)
+            continue;
+        switch (k->type) {
+        case CONFIG_STRING:
+            if (strlen(value) >= k->string_len) {
+                snprintf(err, err_len, "[%s] %s: value longer than %zu bytes", k->section, key,
+                         k->string_len - 1);
+                return -EINVAL;
+            }
+            memcpy(field, value, strlen(value) + 1);
+            return 0;
+        case CONFIG_SIZE:
+            if (config_parse_size(value, &size) != 0) {
+                snprintf(err, err_len, "[%s] %s: '%s' is not a size (e.g. 512, 64K, 16M, 2G)",
+                         k->section, key, value);
+                return -EINVAL;
+            }
+            if (size < k->min || size > k->max) {
+                snprintf(err, err_len,
+                         "[%s] %s: %" PRIu64 " is out of bounds [%" PRIu64 ", %" PRIu64 "]",
+                         k->section, key, size, k->min, k->max);
+                return -EINVAL;
+            }
+            memcpy(field, &size, sizeof(size));
+            return 0;
+        case CONFIG_BOOL:
+            if (config_parse_bool(value, (bool *)field) != 0) {
+                snprintf(err, err_len, "[%s] %s: '%s' is not a boolean (true/false)", k->section,
+                         key, value);
+                return -EINVAL;
+            }
+            return 0;
+        }
+    }
+    snprintf(err, err_len, "unknown key '%s%s%s'", section ? section : "", section ? "." : "", key);
+    return -EINVAL;
+}
+
+struct config_load_state {
+    struct casbox_config *cfg;
+    char *err;
+    size_t err_len;
+    int rc;
+};
+
+static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct config_load_state *st = user;
+
+    if (st->rc != 0)
+        return 0;
+    st->rc = config_set(st->cfg, section[0] ? section : NULL, name, value, st->err, st->err_len);
+    return st->rc == 0;
+}
+
+int config_load_file(struct casbox_config *cfg, const char *path, char *err, size_t err_len)
+{
+    struct config_load_state st = {cfg, err, err_len, 0};
+    char detail[512] = "";
+    FILE *f;
+    int line;
+
+    f = fopen(path, "re");
+    if (f == NULL) {
+        int e = errno;
+        snprintf(err, err_len, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    st.err = detail;
+    st.err_len = sizeof(detail);
+    line = ini_parse_file(f, config_ini_handler, &st);
+    fclose(f);
+    if (line != 0) {
+        snprintf(err, err_len, "%s:%d: %s", path, line, detail[0] ? detail : "syntax error");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
+{
+    enum { LEVELS = 4 };
+    static const char *const levels[LEVELS] = {"error", "warn", "info", "debug"};
+    bool level_ok = false;
+
+    if (cfg->exec_slots == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->exec_slots = n > 0 ? (uint64_t)n : 1;
+    }
+    if (cfg->exec_default_timeout > cfg->exec_max_timeout) {
+        snprintf(err, err_len,
+                 "[execution] default_timeout %" PRIu64 " exceeds max_timeout %" PRIu64,
+                 cfg->exec_default_timeout, cfg->exec_max_timeout);
+        return -EINVAL;
+    }
+    if (cfg->max_batch_bytes > cfg->max_message_bytes) {
+        snprintf(err, err_len, "[server] max_batch_bytes exceeds max_message_bytes");
+        return -EINVAL;
+    }
+    if (cfg->read_chunk_bytes + 4096 > cfg->max_message_bytes) {
+        snprintf(err, err_len, "[server] read_chunk_bytes must be below max_message_bytes");
+        return -EINVAL;
+    }
+    for (int i = 0; i < LEVELS; i++)
+        level_ok |= strcasecmp(cfg->log_level, levels[i]) == 0;
+    if (!level_ok) {
+        snprintf(err, err_len, "[server] log_level '%s' is not error, warn, info or debug",
+                 cfg->log_level);
+        return -EINVAL;
+    }
+    if (strcmp(cfg->exec_staging, "hardlink") != 0 && strcmp(cfg->exec_staging, "fuse") != 0 &&
+        strcmp(cfg->exec_staging, "auto") != 0) {
+        snprintf(err, err_len, "[execution] staging '%s' is not hardlink, fuse or auto",
+                 cfg->exec_staging);
+        return -EINVAL;
+    }
+    if (cfg->state_dir[0] == '\0') {
+        snprintf(err, err_len, "no state directory: pass --state-dir or set [server] state_dir");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void config_print(const struct casbox_config *cfg, FILE *out)
+{
+    const char *section = "";
+
+    for (size_t i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++) {
+        const struct config_key *k = &config_keys[i];
+        const char *field = (const char *)cfg + k->offset;
+        uint64_t size;
+
+        if (strcmp(section, k->section) != 0) {
+            fprintf(out, "%s[%s]\n", i ? "\n" : "", k->section);
+            section = k->section;
+        }
+        fprintf(out, "# %s\n", k->help);
+        switch (k->type) {
+        case CONFIG_STRING:
+            fprintf(out, "%s = %s\n", config_key_name(k), field);
+            break;
+        case CONFIG_SIZE:
+            memcpy(&size, field, sizeof(size));
+            fprintf(out, "%s = %" PRIu64 "\n", config_key_name(k), size);
+            break;
+        case CONFIG_BOOL:
+            fprintf(out, "%s = %s\n", config_key_name(k), *(const bool *)field ? "true" : "false");
+            break;
+        }
+    }
+}

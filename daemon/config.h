@@ -1,0 +1,70 @@
+/*
+ * config.h - casboxd's configuration: defaults, the INI file, command-line
+ * overrides, and the bounds of every key.
+ *
+ * The file is INI (parsed by Debian's libinih): [server], [cas] and
+ * [execution] sections; docs/configuration.md lists every key. Sizes accept
+ * K/M/G/T suffixes (powers of 1024), durations are seconds.
+ */
+#ifndef CASBOX_CONFIG_H
+#define CASBOX_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_LIST 32
+
+struct casbox_config {
+    /* [server] */
+    char listen[256];
+    char state_dir[1024];
+    char worker_name[256];
+    char log_level[16];
+    uint64_t rpc_threads;        /* threads serving short calls */
+    uint64_t stream_threads;     /* threads serving long streams (Execute, WaitExecution) */
+    uint64_t max_inflight_calls; /* accepted calls waiting for a thread, per pool */
+    uint64_t max_message_bytes;  /* largest gRPC message received or sent */
+    uint64_t max_batch_bytes;    /* max_batch_total_size_bytes advertised and enforced */
+    uint64_t max_batch_blobs;    /* digests in one batch / FindMissingBlobs request */
+    uint64_t read_chunk_bytes;   /* ByteStream.Read chunk size */
+    uint64_t max_uploads;        /* concurrent resumable uploads kept */
+
+    /* [cas] */
+    uint64_t cas_max_bytes; /* LRU eviction above this */
+
+    /* [execution] */
+    bool exec_enabled;
+    uint64_t exec_slots;           /* actions running at once; 0 = number of CPUs */
+    uint64_t exec_queue_length;    /* actions waiting for a slot */
+    uint64_t exec_default_timeout; /* seconds, when the Action has none */
+    uint64_t exec_max_timeout;     /* seconds, cap on Action.timeout */
+    uint64_t exec_memory_bytes;    /* per action; 0 = unlimited */
+    uint64_t exec_pids_max;        /* per action; 0 = unlimited */
+    uint64_t exec_stdio_bytes;     /* cap on each of stdout and stderr */
+    uint64_t exec_max_output_bytes;
+    uint64_t exec_max_output_files;
+    uint64_t operation_retention;        /* seconds a finished operation stays queryable */
+    bool exec_allow_network;             /* honour the platform property network=on */
+    char exec_seccomp[256];              /* default | strict | none | /path/to/policy */
+    char exec_staging[16];               /* hardlink | fuse | auto */
+    char exec_accepted_properties[1024]; /* comma-separated property names to accept */
+};
+
+/* Fills the compiled-in defaults. */
+void config_init_defaults(struct casbox_config *cfg);
+/* Loads an INI file over the current values. On error writes a one-line
+ * message naming the file, line and key into err and returns -EINVAL (or
+ * -errno when the file cannot be read). */
+int config_load_file(struct casbox_config *cfg, const char *path, char *err, size_t err_len);
+/* Sets one key ("section.key" or bare "key"), checking bounds. */
+int config_set(struct casbox_config *cfg, const char *section, const char *key, const char *value,
+               char *err, size_t err_len);
+/* Checks cross-key constraints and resolves derived defaults (exec_slots 0). */
+int config_finish(struct casbox_config *cfg, char *err, size_t err_len);
+/* Writes the effective configuration as an INI file with comments. */
+void config_print(const struct casbox_config *cfg, FILE *out);
+/* Parses "12", "4K", "16M", "1G", "2T". -EINVAL on garbage or overflow. */
+int config_parse_size(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,298 @@
+/*
+ * main.c - casboxd: command line, start-up order and shutdown.
+ *
+ * Order matters: signals are blocked and the sandbox spawner is forked before
+ * grpc_init, because grpc starts threads that would inherit an unblocked mask,
+ * and a multi-threaded process cannot create user namespaces. Then the store
+ * opens, the server starts, and the main thread waits in sigwait for SIGTERM
+ * or SIGINT, on which calls are cancelled and drained before exit.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <grpc/grpc.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "casboxd.h"
+#include "exec.h"
+#include "log.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: casboxd [--listen HOST:PORT] [--state-dir DIR] [--config FILE] [options]\n"
+                 "\n"
+                 "A remote-execution server for Bazel (REAPI v2): CAS, ByteStream, ActionCache,\n"
+                 "Capabilities and Execution on grpc://HOST:PORT.\n"
+                 "\n"
+                 "  -l, --listen HOST:PORT   address to serve on (default 127.0.0.1:8980)\n"
+                 "  -s, --state-dir DIR      CAS, action cache and scratch space\n"
+                 "  -c, --config FILE        INI configuration file (see docs/configuration.md)\n"
+                 "  -o, --set SECTION.KEY=V  set one configuration key (repeatable)\n"
+                 "      --log-level LEVEL    error, warn, info or debug\n"
+                 "      --no-execution       serve only the cache services\n"
+                 "      --print-config       print the effective configuration and exit\n"
+                 "  -h, --help               this text\n"
+                 "  -V, --version            the version\n"
+                 "\n"
+                 "Flags override the configuration file.\n");
+}
+
+/* "section.key=value" -> config_set. */
+static int main_apply_set(struct casbox_config *cfg, const char *arg, char *err, size_t err_len)
+{
+    char buf[1200];
+    char *eq, *dot, *section = NULL, *key;
+
+    if (snprintf(buf, sizeof(buf), "%s", arg) >= (int)sizeof(buf)) {
+        snprintf(err, err_len, "--set %s: too long", arg);
+        return -EINVAL;
+    }
+    eq = strchr(buf, '=');
+    if (eq == NULL) {
+        snprintf(err, err_len, "--set %s: expected SECTION.KEY=VALUE", arg);
+        return -EINVAL;
+    }
+    *eq = '\0';
+    key = buf;
+    dot = strchr(buf, '.');
+    if (dot != NULL) {
+        *dot = '\0';
+        section = buf;
+        key = dot + 1;
+    }
+    return config_set(cfg, section, key, eq + 1, err, err_len);
+}
+
+static int main_parse_args(int argc, char **argv, struct casbox_config *cfg, bool *print_config)
+{
+    enum { OPT_LOG_LEVEL = 256, OPT_NO_EXEC, OPT_PRINT_CONFIG };
+    static const struct option options[] = {
+        {"listen", required_argument, NULL, 'l'},
+        {"state-dir", required_argument, NULL, 's'},
+        {"config", required_argument, NULL, 'c'},
+        {"set", required_argument, NULL, 'o'},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"no-execution", no_argument, NULL, OPT_NO_EXEC},
+        {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_file = NULL;
+    char err[1024];
+    int opt;
+
+    /* First pass: find --config so that flags override the file. */
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "l:s:c:o:hV", options, NULL)) != -1) {
+        if (opt == 'c')
+            config_file = optarg;
+    }
+    if (config_file != NULL && config_load_file(cfg, config_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "casboxd: %s\n", err);
+        return 2;
+    }
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "l:s:c:o:hV", options, NULL)) != -1) {
+        int rc = 0;
+
+        switch (opt) {
+        case 'l':
+            rc = config_set(cfg, "server", "listen", optarg, err, sizeof(err));
+            break;
+        case 's':
+            rc = config_set(cfg, "server", "state_dir", optarg, err, sizeof(err));
+            break;
+        case 'c':
+            break;
+        case 'o':
+            rc = main_apply_set(cfg, optarg, err, sizeof(err));
+            break;
+        case OPT_LOG_LEVEL:
+            rc = config_set(cfg, "server", "log_level", optarg, err, sizeof(err));
+            break;
+        case OPT_NO_EXEC:
+            cfg->exec_enabled = false;
+            break;
+        case OPT_PRINT_CONFIG:
+            *print_config = true;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        case 'V':
+            printf("casboxd %s\n", CASBOX_VERSION);
+            exit(0);
+        default:
+            fprintf(stderr, "casboxd: unknown or incomplete option '%s' (see --help)\n",
+                    argv[optind - 1]);
+            return 2;
+        }
+        if (rc != 0) {
+            fprintf(stderr, "casboxd: %s\n", err);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "casboxd: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (config_finish(cfg, err, sizeof(err)) != 0 && !*print_config) {
+        fprintf(stderr, "casboxd: %s\n", err);
+        return 2;
+    }
+    return 0;
+}
+
+static int main_make_dir(const char *path)
+{
+    if (mkdir(path, 0750) != 0 && errno != EEXIST) {
+        fprintf(stderr, "casboxd: cannot create %s: %s\n", path, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+/* Concatenates the service tables into one method list. */
+static struct rpc_method *main_methods(bool with_exec, size_t *n)
+{
+    const struct rpc_method *tables[] = {capabilities_methods, cas_methods, bytestream_methods,
+                                         action_cache_methods, execution_methods};
+    const size_t counts[] = {capabilities_n_methods, cas_n_methods, bytestream_n_methods,
+                             action_cache_n_methods, execution_n_methods};
+    size_t n_tables = with_exec ? 5 : 4;
+    size_t total = 0;
+    struct rpc_method *m;
+
+    for (size_t i = 0; i < n_tables; i++)
+        total += counts[i];
+    m = calloc(total, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    *n = 0;
+    for (size_t i = 0; i < n_tables; i++) {
+        memcpy(&m[*n], tables[i], counts[i] * sizeof(*m));
+        *n += counts[i];
+    }
+    return m;
+}
+
+int main(int argc, char **argv)
+{
+    struct casboxd d;
+    struct rpc_server_options ropt;
+    struct cas_store_options sopt;
+    struct rpc_method *methods = NULL;
+    size_t n_methods = 0;
+    bool print_config = false;
+    char path[PATH_MAX];
+    sigset_t sigs;
+    enum log_level level;
+    int rc, sig = 0;
+    int status = 1;
+
+    memset(&d, 0, sizeof(d));
+    config_init_defaults(&d.cfg);
+    rc = main_parse_args(argc, argv, &d.cfg, &print_config);
+    if (rc != 0)
+        return rc;
+    if (print_config) {
+        config_print(&d.cfg, stdout);
+        return 0;
+    }
+    if (log_parse_level(d.cfg.log_level, &level) == 0)
+        log_set_level(level);
+
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (main_make_dir(d.cfg.state_dir) != 0)
+        return 1;
+    if (d.cfg.exec_enabled) {
+        /* Before grpc_init: the spawner must be forked while single-threaded. */
+        rc = sandbox_spawner_start(&d.spawner);
+        if (rc != 0) {
+            fprintf(stderr, "casboxd: cannot start the sandbox spawner: %s\n", strerror(-rc));
+            return 1;
+        }
+    }
+
+    snprintf(path, sizeof(path), "%s/cas", d.cfg.state_dir);
+    memset(&sopt, 0, sizeof(sopt));
+    sopt.max_bytes = d.cfg.cas_max_bytes;
+    rc = cas_store_open(path, &sopt, &d.store);
+    if (rc != 0) {
+        fprintf(stderr, "casboxd: cannot open the CAS at %s: %s\n", path, strerror(-rc));
+        goto out;
+    }
+    rc = bytestream_uploads_new(d.cfg.max_uploads, &d.uploads);
+    if (rc != 0)
+        goto out;
+    if (d.cfg.exec_enabled) {
+        rc = exec_service_start(&d, &d.exec);
+        if (rc != 0) {
+            fprintf(stderr, "casboxd: cannot start execution: %s\n", strerror(-rc));
+            goto out;
+        }
+    }
+
+    grpc_init();
+    methods = main_methods(d.exec != NULL, &n_methods);
+    if (methods == NULL)
+        goto out_grpc;
+    memset(&ropt, 0, sizeof(ropt));
+    ropt.listen = d.cfg.listen;
+    ropt.max_message_bytes = d.cfg.max_message_bytes;
+    ropt.threads[RPC_POOL_SHORT] = d.cfg.rpc_threads;
+    ropt.threads[RPC_POOL_STREAM] = d.cfg.stream_threads;
+    ropt.queue_length[RPC_POOL_SHORT] = d.cfg.max_inflight_calls;
+    ropt.queue_length[RPC_POOL_STREAM] = d.cfg.max_inflight_calls;
+    rc = rpc_server_start(&ropt, methods, n_methods, &d, &d.rpc);
+    if (rc != 0) {
+        fprintf(stderr, "casboxd: cannot serve on %s: %s\n", d.cfg.listen, strerror(-rc));
+        goto out_grpc;
+    }
+    LOG_I("state in %s, CAS limit %" PRIu64 " bytes, execution %s (%" PRIu64 " slots)",
+          d.cfg.state_dir, d.cfg.cas_max_bytes, d.exec ? "on" : "off", d.cfg.exec_slots);
+    fprintf(stderr, "casboxd: listening on %s\n", d.cfg.listen);
+
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            LOG_I("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+            continue;
+        }
+        break;
+    }
+    LOG_I("signal %d: shutting down", sig);
+    status = 0;
+    if (d.exec != NULL)
+        exec_service_begin_stop(d.exec);
+    rpc_server_stop(d.rpc);
+out_grpc:
+    exec_service_stop(d.exec);
+    d.exec = NULL;
+    grpc_shutdown();
+out:
+    free(methods);
+    exec_service_stop(d.exec);
+    bytestream_uploads_free(d.uploads);
+    cas_store_close(d.store);
+    if (d.spawner != NULL)
+        sandbox_spawner_stop(d.spawner);
+    if (status == 0)
+        LOG_I("stopped");
+    return status;
+}

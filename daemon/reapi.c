@@ -1,0 +1,174 @@
+/*
+ * reapi.c - digest conversion and ByteStream resource-name parsing.
+ */
+#include "reapi.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+int reapi_digest_from_proto(const reapi_digest_t *pd, struct cas_digest *out,
+                            struct reapi_status *st, const char *field)
+{
+    size_t len;
+
+    if (pd == NULL) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "%s: digest is missing", field);
+        return -EINVAL;
+    }
+    len = pd->hash ? strlen(pd->hash) : 0;
+    if (len != CAS_HASH_HEX) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "%s: hash '%.80s' has %zu characters, a SHA-256 digest has 64 (the only "
+                         "digest function served)",
+                         field, pd->hash ? pd->hash : "", len);
+        return -EINVAL;
+    }
+    if (pd->size_bytes < 0) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "%s: negative size %" PRId64, field,
+                         pd->size_bytes);
+        return -EINVAL;
+    }
+    if (cas_digest_parse(pd->hash, pd->size_bytes, out) != 0) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "%s: hash '%s' is not hexadecimal",
+                         field, pd->hash);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void reapi_digest_to_proto(const struct cas_digest *d, struct reapi_digest_buf *buf)
+{
+    build__bazel__remote__execution__v2__digest__init(&buf->pd);
+    cas_digest_hex(d, buf->hex);
+    buf->pd.hash = buf->hex;
+    buf->pd.size_bytes = d->size;
+}
+
+reapi_digest_t *reapi_digest_new(const struct cas_digest *d)
+{
+    reapi_digest_t *pd = malloc(sizeof(*pd) + CAS_HASH_HEX + 1);
+
+    if (pd == NULL)
+        return NULL;
+    build__bazel__remote__execution__v2__digest__init(pd);
+    pd->hash = (char *)(pd + 1);
+    cas_digest_hex(d, pd->hash);
+    pd->size_bytes = d->size;
+    return pd;
+}
+
+void reapi_digest_free(reapi_digest_t *pd)
+{
+    free(pd); /* the hash string lives in the same allocation */
+}
+
+int reapi_parse_size(const char *s, size_t len, int64_t *out)
+{
+    int64_t v = 0;
+
+    if (len == 0 || len > 19)
+        return -EINVAL;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -EINVAL;
+        if (v > (INT64_MAX - (s[i] - '0')) / 10)
+            return -EINVAL;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Splits name at '/' into at most max segments; -EINVAL if more. */
+struct reapi_segment {
+    const char *p;
+    size_t len;
+};
+
+static int reapi_split(const char *name, struct reapi_segment *seg, size_t max, size_t *n)
+{
+    const char *p = name;
+
+    *n = 0;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+
+        if (*n == max)
+            return -EINVAL;
+        seg[*n].p = p;
+        seg[*n].len = len;
+        (*n)++;
+        if (slash == NULL)
+            return 0;
+        p = slash + 1;
+    }
+}
+
+static bool reapi_segment_is(const struct reapi_segment *s, const char *word)
+{
+    return s->len == strlen(word) && memcmp(s->p, word, s->len) == 0;
+}
+
+/* Fills the digest from segments [i] = hash, [i+1] = size and the instance
+ * from the segments before first. */
+static int reapi_resource_finish(const char *name, struct reapi_segment *seg, size_t first,
+                                 size_t i, struct reapi_resource *out)
+{
+    int64_t size;
+
+    if (reapi_parse_size(seg[i + 1].p, seg[i + 1].len, &size) != 0)
+        return -EINVAL;
+    if (cas_digest_parse_n(seg[i].p, seg[i].len, size, &out->digest) != 0)
+        return -EINVAL;
+    out->instance = name;
+    out->instance_len = first == 0 ? 0 : (size_t)(seg[first - 1].p + seg[first - 1].len - name);
+    for (size_t k = 0; k < first; k++) {
+        if (seg[k].len == 0)
+            return -EINVAL; /* "a//b" or a leading slash */
+    }
+    return 0;
+}
+
+#define REAPI_MAX_SEGMENTS 64
+
+int reapi_resource_parse_read(const char *name, struct reapi_resource *out)
+{
+    struct reapi_segment seg[REAPI_MAX_SEGMENTS];
+    size_t n;
+
+    memset(out, 0, sizeof(*out));
+    if (name == NULL || reapi_split(name, seg, REAPI_MAX_SEGMENTS, &n) != 0)
+        return -EINVAL;
+    for (size_t i = 0; i + 2 < n; i++) {
+        if (reapi_segment_is(&seg[i], "blobs"))
+            return reapi_resource_finish(name, seg, i, i + 1, out);
+    }
+    return -EINVAL;
+}
+
+int reapi_resource_parse_write(const char *name, struct reapi_resource *out)
+{
+    struct reapi_segment seg[REAPI_MAX_SEGMENTS];
+    size_t n;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (name == NULL || reapi_split(name, seg, REAPI_MAX_SEGMENTS, &n) != 0)
+        return -EINVAL;
+    for (size_t i = 0; i + 4 < n; i++) {
+        if (!reapi_segment_is(&seg[i], "uploads") || !reapi_segment_is(&seg[i + 2], "blobs"))
+            continue;
+        if (seg[i + 1].len == 0)
+            return -EINVAL;
+        rc = reapi_resource_finish(name, seg, i, i + 3, out);
+        if (rc != 0)
+            return rc;
+        out->upload_id = seg[i + 1].p;
+        out->upload_id_len = seg[i + 1].len;
+        return 0;
+    }
+    return -EINVAL;
+}

@@ -1,0 +1,514 @@
+/*
+ * svc_bytestream.c - google.bytestream.ByteStream over the CAS: Read, Write
+ * and QueryWriteStatus.
+ *
+ * Read streams a blob in server.read_chunk_bytes chunks, reading straight
+ * into the response's wire buffer (the message is one bytes field, so its
+ * encoding is a tag, a length and the data: no second copy).
+ *
+ * Write appends to a cas_writer, which hashes as it goes and commits only when
+ * the size and hash match the resource name's digest. Uploads are resumable:
+ * an upload that ends without finish_write stays in a bounded table, keyed by
+ * its resource name, so QueryWriteStatus reports its committed size and a new
+ * Write can continue at that offset. A gap or overlap in write_offset is
+ * INVALID_ARGUMENT.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "casboxd.h"
+#include "log.h"
+#include "reapi.h"
+
+struct upload {
+    char *name; /* resource name up to and including the size segment */
+    struct cas_writer *writer;
+    bool busy; /* a Write stream is appending to it now */
+    time_t last_used;
+    struct upload *next;
+};
+
+struct bytestream_uploads {
+    pthread_mutex_t lock;
+    struct upload *head;
+    uint64_t count;
+    uint64_t max;
+};
+
+int bytestream_uploads_new(uint64_t max_uploads, struct bytestream_uploads **out)
+{
+    struct bytestream_uploads *u = calloc(1, sizeof(*u));
+
+    if (u == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&u->lock, NULL);
+    u->max = max_uploads;
+    *out = u;
+    return 0;
+}
+
+static void upload_free(struct upload *up)
+{
+    if (up->writer != NULL)
+        cas_writer_abort(up->writer);
+    free(up->name);
+    free(up);
+}
+
+void bytestream_uploads_free(struct bytestream_uploads *u)
+{
+    if (u == NULL)
+        return;
+    while (u->head != NULL) {
+        struct upload *up = u->head;
+
+        u->head = up->next;
+        upload_free(up);
+    }
+    pthread_mutex_destroy(&u->lock);
+    free(u);
+}
+
+/* Takes the upload named name out of the table for exclusive use (busy), or
+ * -EBUSY when another stream holds it, or -ENOENT. */
+static int uploads_take(struct bytestream_uploads *u, const char *name, struct upload **out)
+{
+    int rc = -ENOENT;
+
+    pthread_mutex_lock(&u->lock);
+    for (struct upload *up = u->head; up != NULL; up = up->next) {
+        if (strcmp(up->name, name) != 0)
+            continue;
+        if (up->busy) {
+            rc = -EBUSY;
+        } else {
+            up->busy = true;
+            *out = up;
+            rc = 0;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&u->lock);
+    return rc;
+}
+
+static void uploads_unlink_locked(struct bytestream_uploads *u, struct upload *target)
+{
+    for (struct upload **pp = &u->head; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == target) {
+            *pp = target->next;
+            u->count--;
+            return;
+        }
+    }
+}
+
+/* Adds a new busy upload, dropping the oldest idle one when the table is full. */
+static int uploads_add(struct bytestream_uploads *u, struct upload *up)
+{
+    struct upload *victim = NULL;
+    int rc = 0;
+
+    pthread_mutex_lock(&u->lock);
+    if (u->count >= u->max) {
+        for (struct upload *p = u->head; p != NULL; p = p->next) {
+            if (!p->busy && (victim == NULL || p->last_used < victim->last_used))
+                victim = p;
+        }
+        if (victim == NULL) {
+            rc = -EAGAIN;
+            goto out;
+        }
+        uploads_unlink_locked(u, victim);
+    }
+    up->busy = true;
+    up->next = u->head;
+    u->head = up;
+    u->count++;
+out:
+    pthread_mutex_unlock(&u->lock);
+    if (victim != NULL) {
+        LOG_I("dropping idle upload %s: server.max_uploads reached", victim->name);
+        upload_free(victim);
+    }
+    return rc;
+}
+
+/* Gives an upload back: kept for resumption, or removed and freed. */
+static void uploads_release(struct bytestream_uploads *u, struct upload *up, bool keep)
+{
+    pthread_mutex_lock(&u->lock);
+    if (keep) {
+        up->busy = false;
+        up->last_used = time(NULL);
+    } else {
+        uploads_unlink_locked(u, up);
+    }
+    pthread_mutex_unlock(&u->lock);
+    if (!keep)
+        upload_free(up);
+}
+
+/* The upload key: the resource name cut after the size segment, so that
+ * optional trailing metadata does not create a second upload. */
+static char *upload_key(const char *name, const struct reapi_resource *res)
+{
+    const char *p = res->upload_id + res->upload_id_len; /* "/blobs/{hash}/{size}..." */
+    char sizebuf[32];
+    size_t len;
+
+    snprintf(sizebuf, sizeof(sizebuf), "%" PRId64, res->digest.size);
+    p = strstr(p, "/blobs/");
+    if (p == NULL)
+        return NULL;
+    len = (size_t)(p - name) + strlen("/blobs/") + CAS_HASH_HEX + 1 + strlen(sizebuf);
+    if (len > strlen(name))
+        len = strlen(name);
+    return strndup(name, len);
+}
+
+/* --- Read --- */
+
+/* Encodes a ReadResponse header (field 1, length-delimited) into hdr. */
+static size_t read_response_header(uint8_t *hdr, size_t len)
+{
+    size_t n = 0;
+
+    hdr[n++] = 0x0a;
+    do {
+        uint8_t b = len & 0x7f;
+
+        len >>= 7;
+        hdr[n++] = b | (len ? 0x80 : 0);
+    } while (len);
+    return n;
+}
+
+static void bytestream_read(void *ctx, struct rpc_call *call)
+{
+    struct casboxd *d = ctx;
+    Google__Bytestream__ReadRequest *req = NULL;
+    struct reapi_resource res;
+    struct reapi_status st;
+    int64_t offset, end;
+    int fd = -1;
+
+    reapi_status_init(&st);
+    if (rpc_call_request(call, &google__bytestream__read_request__descriptor,
+                         (ProtobufCMessage **)&req) != 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "ReadRequest not parseable");
+        goto out;
+    }
+    if (reapi_resource_parse_read(req->resource_name, &res) != 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "resource name '%.300s' is not {instance}/blobs/{sha256}/{size}",
+                         req->resource_name);
+        goto out;
+    }
+    if (req->read_offset < 0 || req->read_limit < 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "read_offset %" PRId64 " and read_limit %" PRId64 " must not be negative",
+                         req->read_offset, req->read_limit);
+        goto out;
+    }
+    if (req->read_offset > res.digest.size) {
+        reapi_status_set(&st, GRPC_STATUS_OUT_OF_RANGE,
+                         "read_offset %" PRId64 " is past the blob's size %" PRId64,
+                         req->read_offset, res.digest.size);
+        goto out;
+    }
+    fd = cas_store_open_blob(d->store, &res.digest);
+    if (fd < 0) {
+        char hex[CAS_HASH_HEX + 1];
+
+        cas_digest_hex(&res.digest, hex);
+        reapi_status_set(&st, fd == -ENOENT ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_INTERNAL,
+                         "blob %s/%" PRId64 " %s", hex, res.digest.size,
+                         fd == -ENOENT ? "not found" : strerror(-fd));
+        goto out;
+    }
+    offset = req->read_offset;
+    end = res.digest.size;
+    if (req->read_limit > 0 && req->read_limit < end - offset)
+        end = offset + req->read_limit;
+    while (offset < end) {
+        size_t want = (size_t)(end - offset);
+        uint8_t hdr[16];
+        size_t hlen;
+        uint8_t *buf;
+        ssize_t got;
+
+        if (want > d->cfg.read_chunk_bytes)
+            want = d->cfg.read_chunk_bytes;
+        hlen = read_response_header(hdr, want);
+        buf = aligned_alloc(4096, (16 + want + 4095) & ~(size_t)4095);
+        if (buf == NULL) {
+            reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        /* Put the data page-aligned at buf + 16 and the header right before it. */
+        got = pread(fd, buf + 16, want, offset);
+        if (got != (ssize_t)want) {
+            free(buf);
+            reapi_status_set(&st, GRPC_STATUS_DATA_LOSS, "blob %s shrank while being read",
+                             req->resource_name);
+            goto out;
+        }
+        memcpy(buf + 16 - hlen, hdr, hlen);
+        if (rpc_call_send_raw(call, buf + 16 - hlen, hlen + want, free, buf) != 0)
+            goto out; /* client gone; buf was freed by the send */
+        offset += (int64_t)want;
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    rpc_call_finish(call, NULL, &st);
+    reapi_status_free(&st);
+    if (req != NULL)
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* --- Write --- */
+
+typedef Google__Bytestream__WriteRequest WriteRequest;
+
+static void bytestream_write(void *ctx, struct rpc_call *call)
+{
+    struct casboxd *d = ctx;
+    Google__Bytestream__WriteResponse resp = GOOGLE__BYTESTREAM__WRITE_RESPONSE__INIT;
+    WriteRequest *req = NULL;
+    struct upload *up = NULL;
+    struct reapi_resource res;
+    struct reapi_status st;
+    bool keep = false;
+    bool existed = false;
+    int rc;
+
+    reapi_status_init(&st);
+    rc = rpc_call_recv(call, &google__bytestream__write_request__descriptor,
+                       (ProtobufCMessage **)&req);
+    if (rc <= 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                         rc == 0 ? "Write stream had no request" : "WriteRequest not parseable");
+        goto out;
+    }
+    if (reapi_resource_parse_write(req->resource_name, &res) != 0) {
+        reapi_status_set(
+            &st, GRPC_STATUS_INVALID_ARGUMENT,
+            "resource name '%.300s' is not {instance}/uploads/{uuid}/blobs/{sha256}/{size}",
+            req->resource_name);
+        goto out;
+    }
+    if (cas_store_contains(d->store, &res.digest) == 1) {
+        /* Already stored: drain the stream without writing, report complete. */
+        existed = true;
+    } else {
+        char *key = upload_key(req->resource_name, &res);
+
+        if (key == NULL) {
+            reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        rc = uploads_take(d->uploads, key, &up);
+        if (rc == -EBUSY) {
+            free(key);
+            reapi_status_set(&st, GRPC_STATUS_ABORTED,
+                             "upload %s is being written by another stream", req->resource_name);
+            goto out;
+        }
+        if (rc == 0 && req->write_offset == 0 && cas_writer_offset(up->writer) != 0) {
+            /* A restart from zero discards what was there. */
+            cas_writer_abort(up->writer);
+            up->writer = NULL;
+            rc = cas_writer_begin(d->store, &res.digest, &up->writer);
+            if (rc != 0) {
+                free(key);
+                reapi_status_set(&st, GRPC_STATUS_INTERNAL, "cannot start upload: %s",
+                                 strerror(-rc));
+                goto out;
+            }
+        }
+        if (rc == -ENOENT) {
+            up = calloc(1, sizeof(*up));
+            if (up == NULL) {
+                free(key);
+                reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+                goto out;
+            }
+            up->name = key;
+            key = NULL;
+            rc = cas_writer_begin(d->store, &res.digest, &up->writer);
+            if (rc == 0)
+                rc = uploads_add(d->uploads, up);
+            if (rc != 0) {
+                reapi_status_set(
+                    &st, rc == -EAGAIN ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
+                    "cannot start upload: %s",
+                    rc == -EAGAIN ? "too many uploads in progress (server.max_uploads)"
+                                  : strerror(-rc));
+                upload_free(up);
+                up = NULL;
+                goto out;
+            }
+        }
+        free(key);
+    }
+
+    for (;;) {
+        int64_t at = existed ? req->write_offset : cas_writer_offset(up->writer);
+
+        if (!existed && req->write_offset != at) {
+            reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "write_offset %" PRId64 " leaves a %s: %" PRId64
+                             " bytes are committed",
+                             req->write_offset, req->write_offset > at ? "gap" : "overlap", at);
+            keep = true; /* the committed bytes are still good */
+            goto out;
+        }
+        if (req->write_offset + (int64_t)req->data.len > res.digest.size) {
+            reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "data runs to %" PRId64 " bytes, past the digest's size %" PRId64,
+                             req->write_offset + (int64_t)req->data.len, res.digest.size);
+            goto out;
+        }
+        if (!existed && req->data.len > 0) {
+            rc = cas_writer_append(up->writer, req->data.data, req->data.len);
+            if (rc != 0) {
+                reapi_status_set(
+                    &st, rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
+                    "writing upload failed: %s", strerror(-rc));
+                goto out;
+            }
+        }
+        if (req->finish_write) {
+            int64_t total = req->write_offset + (int64_t)req->data.len;
+
+            if (total != res.digest.size) {
+                reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                                 "finish_write after %" PRId64 " bytes, the digest says %" PRId64,
+                                 total, res.digest.size);
+                goto out;
+            }
+            if (!existed) {
+                rc = cas_writer_commit(up->writer);
+                up->writer = NULL;
+                if (rc == -EINVAL) {
+                    reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                                     "uploaded data does not match digest in '%.300s'",
+                                     req->resource_name);
+                    goto out;
+                }
+                if (rc != 0) {
+                    reapi_status_set(&st, GRPC_STATUS_INTERNAL, "committing blob failed: %s",
+                                     strerror(-rc));
+                    goto out;
+                }
+            }
+            resp.committed_size = res.digest.size;
+            break;
+        }
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+        req = NULL;
+        rc = rpc_call_recv(call, &google__bytestream__write_request__descriptor,
+                           (ProtobufCMessage **)&req);
+        if (rc == 0) {
+            /* Closed without finish_write: keep it for resumption. */
+            resp.committed_size = existed ? res.digest.size : cas_writer_offset(up->writer);
+            keep = !existed;
+            break;
+        }
+        if (rc < 0) {
+            if (rc == -EINVAL)
+                reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "WriteRequest not parseable");
+            else
+                reapi_status_set(&st, GRPC_STATUS_CANCELLED, "client went away");
+            keep = rc != -EINVAL;
+            goto out;
+        }
+        if (req->resource_name != NULL && req->resource_name[0] != '\0') {
+            struct reapi_resource again;
+
+            if (reapi_resource_parse_write(req->resource_name, &again) != 0 ||
+                !cas_digest_equal(&again.digest, &res.digest)) {
+                reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                                 "resource name changed within one Write");
+                goto out;
+            }
+        }
+    }
+out:
+    if (up != NULL)
+        uploads_release(d->uploads, up, keep && up->writer != NULL);
+    if (!reapi_status_ok(&st) && st.code != GRPC_STATUS_CANCELLED)
+        LOG_I("ByteStream.Write %s: %s", req && req->resource_name ? req->resource_name : "",
+              st.message);
+    rpc_call_finish(call, &resp.base, &st);
+    reapi_status_free(&st);
+    if (req != NULL)
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void bytestream_query_write_status(void *ctx, struct rpc_call *call)
+{
+    struct casboxd *d = ctx;
+    Google__Bytestream__QueryWriteStatusRequest *req = NULL;
+    Google__Bytestream__QueryWriteStatusResponse resp =
+        GOOGLE__BYTESTREAM__QUERY_WRITE_STATUS_RESPONSE__INIT;
+    struct reapi_resource res;
+    struct reapi_status st;
+    struct upload *up = NULL;
+    char *key = NULL;
+    int rc;
+
+    reapi_status_init(&st);
+    if (rpc_call_request(call, &google__bytestream__query_write_status_request__descriptor,
+                         (ProtobufCMessage **)&req) != 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "QueryWriteStatusRequest not parseable");
+        goto out;
+    }
+    if (reapi_resource_parse_write(req->resource_name, &res) != 0) {
+        reapi_status_set(
+            &st, GRPC_STATUS_INVALID_ARGUMENT,
+            "resource name '%.300s' is not {instance}/uploads/{uuid}/blobs/{sha256}/{size}",
+            req->resource_name);
+        goto out;
+    }
+    if (cas_store_contains(d->store, &res.digest) == 1) {
+        resp.committed_size = res.digest.size;
+        resp.complete = 1;
+        goto out;
+    }
+    key = upload_key(req->resource_name, &res);
+    rc = key ? uploads_take(d->uploads, key, &up) : -ENOMEM;
+    if (rc == 0) {
+        resp.committed_size = cas_writer_offset(up->writer);
+        uploads_release(d->uploads, up, true);
+    } else if (rc == -EBUSY) {
+        reapi_status_set(&st, GRPC_STATUS_UNAVAILABLE,
+                         "upload %s is being written right now; ask again", req->resource_name);
+    } else {
+        reapi_status_set(&st, GRPC_STATUS_NOT_FOUND, "no upload %s in progress",
+                         req->resource_name);
+    }
+out:
+    rpc_call_finish(call, &resp.base, &st);
+    free(key);
+    reapi_status_free(&st);
+    if (req != NULL)
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+const struct rpc_method bytestream_methods[] = {
+    {"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, RPC_POOL_SHORT, bytestream_read},
+    {"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, RPC_POOL_SHORT, bytestream_write},
+    {"/google.bytestream.ByteStream/QueryWriteStatus", RPC_UNARY, RPC_POOL_SHORT,
+     bytestream_query_write_status},
+};
+const size_t bytestream_n_methods = sizeof(bytestream_methods) / sizeof(bytestream_methods[0]);

@@ -1,0 +1,63 @@
+/*
+ * svc_capabilities.c - build.bazel.remote.execution.v2.Capabilities.
+ *
+ * Advertises SHA-256, the batch limit, the symlink strategy, action-cache
+ * updates, execution when it is running, and API versions 2.0 to 2.2 (the
+ * protos Debian ships are the v2.2-era API).
+ */
+#include "casboxd.h"
+#include "reapi.h"
+
+static void capabilities_get(void *ctx, struct rpc_call *call)
+{
+    struct casboxd *d = ctx;
+    ProtobufCMessage *req = NULL;
+    Build__Bazel__Remote__Execution__V2__ServerCapabilities caps =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__SERVER_CAPABILITIES__INIT;
+    Build__Bazel__Remote__Execution__V2__CacheCapabilities cache =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__CACHE_CAPABILITIES__INIT;
+    Build__Bazel__Remote__Execution__V2__ActionCacheUpdateCapabilities ac_update =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION_CACHE_UPDATE_CAPABILITIES__INIT;
+    Build__Bazel__Remote__Execution__V2__ExecutionCapabilities exec =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__EXECUTION_CAPABILITIES__INIT;
+    Build__Bazel__Semver__SemVer low = BUILD__BAZEL__SEMVER__SEM_VER__INIT;
+    Build__Bazel__Semver__SemVer high = BUILD__BAZEL__SEMVER__SEM_VER__INIT;
+    Build__Bazel__Remote__Execution__V2__DigestFunction__Value functions[] = {
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256};
+
+    if (rpc_call_request(call,
+                         &build__bazel__remote__execution__v2__get_capabilities_request__descriptor,
+                         &req) != 0) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                      "GetCapabilitiesRequest missing or not parseable");
+        return;
+    }
+    cache.n_digest_function = 1;
+    cache.digest_function = functions;
+    ac_update.update_enabled = 1;
+    cache.action_cache_update_capabilities = &ac_update;
+    cache.max_batch_total_size_bytes = (int64_t)d->cfg.max_batch_bytes;
+    cache.symlink_absolute_path_strategy =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__DISALLOWED;
+    caps.cache_capabilities = &cache;
+
+    exec.digest_function = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256;
+    exec.exec_enabled = d->exec != NULL;
+    caps.execution_capabilities = &exec;
+
+    low.major = 2;
+    low.minor = 0;
+    high.major = 2;
+    high.minor = 2;
+    caps.low_api_version = &low;
+    caps.high_api_version = &high;
+    rpc_call_finish(call, &caps.base, NULL);
+    protobuf_c_message_free_unpacked(req, NULL);
+}
+
+const struct rpc_method capabilities_methods[] = {
+    {"/build.bazel.remote.execution.v2.Capabilities/GetCapabilities", RPC_UNARY, RPC_POOL_SHORT,
+     capabilities_get},
+};
+const size_t capabilities_n_methods =
+    sizeof(capabilities_methods) / sizeof(capabilities_methods[0]);

@@ -1,0 +1,454 @@
+/*
+ * svc_cas.c - build.bazel.remote.execution.v2.ContentAddressableStorage:
+ * FindMissingBlobs, BatchUpdateBlobs, BatchReadBlobs and GetTree.
+ *
+ * A malformed digest anywhere in a request fails the whole request with
+ * INVALID_ARGUMENT naming its index; per-blob problems in the Batch calls are
+ * reported in that blob's own status, as the spec says. Requests are bounded
+ * by server.max_batch_blobs digests and server.max_batch_bytes of data.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "casboxd.h"
+#include "log.h"
+#include "reapi.h"
+
+typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest FindMissingRequest;
+typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse FindMissingResponse;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest BatchUpdateRequest;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse BatchUpdateResponse;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response BatchUpdateEntry;
+typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest BatchReadRequest;
+typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse BatchReadResponse;
+typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response BatchReadEntry;
+typedef Build__Bazel__Remote__Execution__V2__GetTreeRequest GetTreeRequest;
+typedef Build__Bazel__Remote__Execution__V2__GetTreeResponse GetTreeResponse;
+typedef Build__Bazel__Remote__Execution__V2__Directory Directory;
+
+/* Converts every digest of a request; the first bad one fails the request. */
+static int cas_digests_from_request(reapi_digest_t **pds, size_t n, struct cas_digest *out,
+                                    struct reapi_status *st, const char *what)
+{
+    char field[64];
+
+    for (size_t i = 0; i < n; i++) {
+        snprintf(field, sizeof(field), "%s[%zu]", what, i);
+        if (reapi_digest_from_proto(pds[i], &out[i], st, field) != 0)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+static bool cas_check_count(struct casboxd *d, size_t n, struct reapi_status *st, const char *what)
+{
+    if (n > d->cfg.max_batch_blobs) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "%s: %zu digests exceed the limit of %" PRIu64
+                         " per request (server.max_batch_blobs)",
+                         what, n, d->cfg.max_batch_blobs);
+        return false;
+    }
+    return true;
+}
+
+static void cas_find_missing(void *ctx, struct rpc_call *call)
+{
+    struct casboxd *d = ctx;
+    FindMissingRequest *req = NULL;
+    FindMissingResponse resp =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_RESPONSE__INIT;
+    struct cas_digest *digests = NULL;
+    struct reapi_status st;
+
+    reapi_status_init(&st);
+    if (rpc_call_request(
+            call, &build__bazel__remote__execution__v2__find_missing_blobs_request__descriptor,
+            (ProtobufCMessage **)&req) != 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "FindMissingBlobsRequest not parseable");
+        goto out;
+    }
+    if (!cas_check_count(d, req->n_blob_digests, &st, "blob_digests"))
+        goto out;
+    digests = calloc(req->n_blob_digests + 1, sizeof(*digests));
+    resp.missing_blob_digests = calloc(req->n_blob_digests + 1, sizeof(*resp.missing_blob_digests));
+    if (digests == NULL || resp.missing_blob_digests == NULL) {
+        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (cas_digests_from_request(req->blob_digests, req->n_blob_digests, digests, &st,
+                                 "blob_digests") != 0)
+        goto out;
+    for (size_t i = 0; i < req->n_blob_digests; i++) {
+        if (cas_store_contains(d->store, &digests[i]) != 1)
+            resp.missing_blob_digests[resp.n_missing_blob_digests++] = req->blob_digests[i];
+    }
+out:
+    rpc_call_finish(call, &resp.base, &st);
+    free(resp.missing_blob_digests);
+    free(digests);
+    reapi_status_free(&st);
+    if (req != NULL)
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void cas_status_fill(Google__Rpc__Status *s, grpc_status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Per-blob statuses own their message (freed by cas_status_free). */
+static void cas_status_fill(Google__Rpc__Status *s, grpc_status_code code, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+
+    google__rpc__status__init(s);
+    s->code = code;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    s->message = strdup(buf);
+    if (s->message == NULL)
+        s->message = "";
+}
+
+static void cas_status_free(Google__Rpc__Status *s)
+{
+    if (s->message != NULL && s->message[0] != '\0')
+        free(s->message);
+}
+
+static void cas_batch_update(void *ctx, struct rpc_call *call)
+{
+    struct casboxd *d = ctx;
+    BatchUpdateRequest *req = NULL;
+    BatchUpdateResponse resp =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_UPDATE_BLOBS_RESPONSE__INIT;
+    BatchUpdateEntry *entries = NULL;
+    Google__Rpc__Status *statuses = NULL;
+    struct reapi_status st;
+    uint64_t total = 0;
+    size_t n = 0;
+
+    reapi_status_init(&st);
+    if (rpc_call_request(
+            call, &build__bazel__remote__execution__v2__batch_update_blobs_request__descriptor,
+            (ProtobufCMessage **)&req) != 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "BatchUpdateBlobsRequest not parseable");
+        goto out;
+    }
+    n = req->n_requests;
+    if (!cas_check_count(d, n, &st, "requests"))
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        total += req->requests[i]->data.len;
+    if (total > d->cfg.max_batch_bytes) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "batch of %" PRIu64 " bytes exceeds max_batch_total_size_bytes %" PRIu64
+                         ": use ByteStream.Write for large blobs",
+                         total, d->cfg.max_batch_bytes);
+        goto out;
+    }
+    entries = calloc(n + 1, sizeof(*entries));
+    statuses = calloc(n + 1, sizeof(*statuses));
+    resp.responses = calloc(n + 1, sizeof(*resp.responses));
+    if (entries == NULL || statuses == NULL || resp.responses == NULL) {
+        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *r =
+            req->requests[i];
+        struct reapi_status blob_st;
+        struct cas_digest dg;
+        int rc;
+
+        build__bazel__remote__execution__v2__batch_update_blobs_response__response__init(
+            &entries[i]);
+        entries[i].digest = r->digest;
+        entries[i].status = &statuses[i];
+        resp.responses[resp.n_responses++] = &entries[i];
+        reapi_status_init(&blob_st);
+        if (reapi_digest_from_proto(r->digest, &dg, &blob_st, "digest") != 0) {
+            cas_status_fill(&statuses[i], GRPC_STATUS_INVALID_ARGUMENT, "%s", blob_st.message);
+            continue;
+        }
+        rc = cas_store_put(d->store, &dg, r->data.data, r->data.len);
+        if (rc == -EINVAL) {
+            cas_status_fill(&statuses[i], GRPC_STATUS_INVALID_ARGUMENT,
+                            "data (%zu bytes) does not match digest %s/%" PRId64, r->data.len,
+                            r->digest->hash, r->digest->size_bytes);
+        } else if (rc != 0) {
+            cas_status_fill(&statuses[i],
+                            rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
+                            "storing %s failed: %s", r->digest->hash, strerror(-rc));
+        } else {
+            google__rpc__status__init(&statuses[i]);
+        }
+    }
+out:
+    rpc_call_finish(call, &resp.base, &st);
+    for (size_t i = 0; statuses != NULL && i < resp.n_responses; i++)
+        cas_status_free(&statuses[i]);
+    free(resp.responses);
+    free(entries);
+    free(statuses);
+    reapi_status_free(&st);
+    if (req != NULL)
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void cas_batch_read(void *ctx, struct rpc_call *call)
+{
+    struct casboxd *d = ctx;
+    BatchReadRequest *req = NULL;
+    BatchReadResponse resp = BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_RESPONSE__INIT;
+    BatchReadEntry *entries = NULL;
+    Google__Rpc__Status *statuses = NULL;
+    struct cas_digest *digests = NULL;
+    struct reapi_status st;
+    uint64_t total = 0;
+    size_t n = 0;
+
+    reapi_status_init(&st);
+    if (rpc_call_request(call,
+                         &build__bazel__remote__execution__v2__batch_read_blobs_request__descriptor,
+                         (ProtobufCMessage **)&req) != 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "BatchReadBlobsRequest not parseable");
+        goto out;
+    }
+    n = req->n_digests;
+    if (!cas_check_count(d, n, &st, "digests"))
+        goto out;
+    digests = calloc(n + 1, sizeof(*digests));
+    entries = calloc(n + 1, sizeof(*entries));
+    statuses = calloc(n + 1, sizeof(*statuses));
+    resp.responses = calloc(n + 1, sizeof(*resp.responses));
+    if (digests == NULL || entries == NULL || statuses == NULL || resp.responses == NULL) {
+        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (cas_digests_from_request(req->digests, n, digests, &st, "digests") != 0)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        total += (uint64_t)digests[i].size;
+    if (total > d->cfg.max_batch_bytes) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "batch of %" PRIu64 " bytes exceeds max_batch_total_size_bytes %" PRIu64
+                         ": use ByteStream.Read for large blobs",
+                         total, d->cfg.max_batch_bytes);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        void *buf = NULL;
+        size_t len = 0;
+        int rc;
+
+        build__bazel__remote__execution__v2__batch_read_blobs_response__response__init(&entries[i]);
+        entries[i].digest = req->digests[i];
+        entries[i].status = &statuses[i];
+        resp.responses[resp.n_responses++] = &entries[i];
+        rc = cas_store_get(d->store, &digests[i], &buf, &len);
+        if (rc == 0) {
+            entries[i].data.data = buf;
+            entries[i].data.len = len;
+            google__rpc__status__init(&statuses[i]);
+        } else if (rc == -ENOENT) {
+            cas_status_fill(&statuses[i], GRPC_STATUS_NOT_FOUND, "blob %s/%" PRId64 " not found",
+                            req->digests[i]->hash, req->digests[i]->size_bytes);
+        } else {
+            cas_status_fill(&statuses[i], GRPC_STATUS_INTERNAL, "reading %s failed: %s",
+                            req->digests[i]->hash, strerror(-rc));
+        }
+    }
+out:
+    rpc_call_finish(call, &resp.base, &st);
+    for (size_t i = 0; entries != NULL && i < resp.n_responses; i++) {
+        free(entries[i].data.data);
+        cas_status_free(&statuses[i]);
+    }
+    free(resp.responses);
+    free(entries);
+    free(statuses);
+    free(digests);
+    reapi_status_free(&st);
+    if (req != NULL)
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* --- GetTree --- */
+
+/* The directories of a tree in breadth-first order, each once. */
+struct tree_walk {
+    Directory **dirs;
+    struct cas_digest *digests;
+    size_t n, cap;
+};
+
+static bool tree_walk_seen(const struct tree_walk *w, const struct cas_digest *dg)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        if (cas_digest_equal(&w->digests[i], dg))
+            return true;
+    }
+    return false;
+}
+
+static int tree_walk_add(struct tree_walk *w, struct cas_store *store, const struct cas_digest *dg)
+{
+    void *buf = NULL;
+    size_t len;
+    Directory *dir;
+    int rc;
+
+    if (tree_walk_seen(w, dg))
+        return 0;
+    rc = cas_store_get(store, dg, &buf, &len);
+    if (rc != 0)
+        return rc;
+    dir = build__bazel__remote__execution__v2__directory__unpack(NULL, len, buf);
+    free(buf);
+    if (dir == NULL)
+        return -EBADMSG;
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 64;
+        Directory **dirs = realloc(w->dirs, cap * sizeof(*dirs));
+        struct cas_digest *digests;
+
+        if (dirs == NULL)
+            goto nomem;
+        w->dirs = dirs;
+        digests = realloc(w->digests, cap * sizeof(*digests));
+        if (digests == NULL)
+            goto nomem;
+        w->digests = digests;
+        w->cap = cap;
+    }
+    w->dirs[w->n] = dir;
+    w->digests[w->n] = *dg;
+    w->n++;
+    return 0;
+nomem:
+    build__bazel__remote__execution__v2__directory__free_unpacked(dir, NULL);
+    return -ENOMEM;
+}
+
+static void tree_walk_free(struct tree_walk *w)
+{
+    for (size_t i = 0; i < w->n; i++)
+        build__bazel__remote__execution__v2__directory__free_unpacked(w->dirs[i], NULL);
+    free(w->dirs);
+    free(w->digests);
+}
+
+#define GET_TREE_MAX_DIRECTORIES 1000000
+
+static void cas_get_tree(void *ctx, struct rpc_call *call)
+{
+    struct casboxd *d = ctx;
+    GetTreeRequest *req = NULL;
+    struct tree_walk w = {0};
+    struct reapi_status st;
+    struct cas_digest root;
+    int64_t start = 0;
+    size_t page;
+    int rc;
+
+    reapi_status_init(&st);
+    if (rpc_call_request(call, &build__bazel__remote__execution__v2__get_tree_request__descriptor,
+                         (ProtobufCMessage **)&req) != 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "GetTreeRequest not parseable");
+        goto out;
+    }
+    if (reapi_digest_from_proto(req->root_digest, &root, &st, "root_digest") != 0)
+        goto out;
+    if (req->page_size < 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "page_size %d is negative",
+                         req->page_size);
+        goto out;
+    }
+    if (req->page_token != NULL && req->page_token[0] != '\0' &&
+        reapi_parse_size(req->page_token, strlen(req->page_token), &start) != 0) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "page_token '%s' was not issued by this server", req->page_token);
+        goto out;
+    }
+    rc = tree_walk_add(&w, d->store, &root);
+    if (rc != 0) {
+        reapi_status_set(&st, rc == -ENOENT ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_INVALID_ARGUMENT,
+                         "root directory %s/%" PRId64 " %s", req->root_digest->hash,
+                         req->root_digest->size_bytes,
+                         rc == -ENOENT ? "not found" : "is not a Directory message");
+        goto out;
+    }
+    /* Breadth first; missing or unparsable subtrees are omitted (the spec's rule). */
+    for (size_t i = 0; i < w.n && w.n < GET_TREE_MAX_DIRECTORIES; i++) {
+        for (size_t k = 0; k < w.dirs[i]->n_directories; k++) {
+            struct reapi_status ignored;
+            struct cas_digest child;
+
+            reapi_status_init(&ignored);
+            if (reapi_digest_from_proto(w.dirs[i]->directories[k]->digest, &child, &ignored,
+                                        "child") != 0)
+                continue;
+            rc = tree_walk_add(&w, d->store, &child);
+            if (rc == -ENOMEM) {
+                reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+                goto out;
+            }
+        }
+    }
+    if ((size_t)start > w.n) {
+        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "page_token '%s' is past the end",
+                         req->page_token);
+        goto out;
+    }
+    page = req->page_size > 0 ? (size_t)req->page_size : 1000;
+    for (size_t i = (size_t)start; i < w.n || i == (size_t)start;) {
+        GetTreeResponse resp = BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_TREE_RESPONSE__INIT;
+        size_t n = w.n - i < page ? w.n - i : page;
+        uint64_t bytes = 0;
+        char token[32] = "";
+
+        /* Keep each message well below the message size limit. */
+        for (size_t k = 0; k < n; k++) {
+            bytes += w.digests[i + k].size + 16;
+            if (bytes > d->cfg.max_batch_bytes && k > 0) {
+                n = k;
+                break;
+            }
+        }
+        resp.directories = &w.dirs[i];
+        resp.n_directories = n;
+        if (i + n < w.n)
+            snprintf(token, sizeof(token), "%zu", i + n);
+        resp.next_page_token = token;
+        if (rpc_call_send(call, &resp.base) != 0)
+            goto out;
+        i += n;
+        if (i >= w.n)
+            break;
+    }
+out:
+    rpc_call_finish(call, NULL, &st);
+    tree_walk_free(&w);
+    reapi_status_free(&st);
+    if (req != NULL)
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+const struct rpc_method cas_methods[] = {
+    {"/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs", RPC_UNARY,
+     RPC_POOL_SHORT, cas_find_missing},
+    {"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs", RPC_UNARY,
+     RPC_POOL_SHORT, cas_batch_update},
+    {"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs", RPC_UNARY,
+     RPC_POOL_SHORT, cas_batch_read},
+    {"/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree", RPC_SERVER_STREAM,
+     RPC_POOL_SHORT, cas_get_tree},
+};
+const size_t cas_n_methods = sizeof(cas_methods) / sizeof(cas_methods[0]);

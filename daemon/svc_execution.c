@@ -1,0 +1,555 @@
+/*
+ * svc_execution.c - build.bazel.remote.execution.v2.Execution (Execute,
+ * WaitExecution): operations, the bounded queue and the slot threads.
+ *
+ * An operation goes QUEUED -> EXECUTING -> COMPLETED; every change is
+ * broadcast on one condition variable and each watching stream sends the new
+ * state as a google.longrunning.Operation. The final Operation carries an
+ * ExecuteResponse that always has a result. Streams also send the current
+ * state every EXEC_KEEPALIVE_S seconds so proxies do not drop an idle stream.
+ * Finished operations stay for execution.operation_retention seconds so that
+ * WaitExecution after a broken stream still gets the result.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "exec.h"
+#include "log.h"
+#include "google/protobuf/any.pb-c.h"
+
+#define EXEC_KEEPALIVE_S      30
+#define EXEC_MAX_RETAINED_OPS 100000
+
+#define TYPE_PREFIX       "type.googleapis.com/build.bazel.remote.execution.v2."
+#define METADATA_TYPE_URL TYPE_PREFIX "ExecuteOperationMetadata"
+#define RESPONSE_TYPE_URL TYPE_PREFIX "ExecuteResponse"
+
+typedef Build__Bazel__Remote__Execution__V2__ExecuteRequest ExecuteRequest;
+typedef Build__Bazel__Remote__Execution__V2__WaitExecutionRequest WaitExecutionRequest;
+typedef Build__Bazel__Remote__Execution__V2__ExecuteResponse ExecuteResponse;
+typedef Build__Bazel__Remote__Execution__V2__ExecuteOperationMetadata ExecuteOperationMetadata;
+typedef Google__Longrunning__Operation Operation;
+
+struct exec_op {
+    char name[64]; /* "operations/<32 hex>" */
+    char *instance;
+    struct cas_digest action_digest;
+    enum exec_stage stage;
+    struct action *action; /* owned until a slot takes it */
+    uint8_t *response;     /* packed ExecuteResponse, once COMPLETED */
+    size_t response_len;
+    struct exec_times times;
+    time_t completed_at;
+    unsigned refs;              /* the table's reference plus one per watcher/slot */
+    struct exec_op *next;       /* all operations */
+    struct exec_op *queue_next; /* the run queue */
+};
+
+struct exec_service {
+    struct casboxd *d;
+    pthread_mutex_t lock;
+    pthread_cond_t changed; /* any operation changed stage */
+    pthread_cond_t work;    /* the queue gained an operation */
+    struct exec_op *ops;
+    uint64_t n_ops;
+    struct exec_op *queue_head, *queue_tail;
+    uint64_t queued;
+    bool stopping;
+    pthread_t *slots;
+    uint64_t n_slots;
+};
+
+uint64_t exec_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void exec_op_unref_locked(struct exec_op *op)
+{
+    if (--op->refs > 0)
+        return;
+    if (op->action != NULL)
+        exec_action_free(op->action);
+    free(op->response);
+    free(op->instance);
+    free(op);
+}
+
+/* Drops finished operations past their retention, and the oldest finished
+ * ones when the table holds too many. Called with the lock held. */
+static void exec_purge_locked(struct exec_service *svc)
+{
+    time_t now = time(NULL);
+    time_t keep = (time_t)svc->d->cfg.operation_retention;
+
+    for (struct exec_op **pp = &svc->ops; *pp != NULL;) {
+        struct exec_op *op = *pp;
+
+        if (op->stage == EXEC_COMPLETED &&
+            (now - op->completed_at > keep || svc->n_ops > EXEC_MAX_RETAINED_OPS)) {
+            *pp = op->next;
+            svc->n_ops--;
+            exec_op_unref_locked(op);
+            continue;
+        }
+        pp = &op->next;
+    }
+}
+
+static struct exec_op *exec_find_locked(struct exec_service *svc, const char *name)
+{
+    for (struct exec_op *op = svc->ops; op != NULL; op = op->next) {
+        if (strcmp(op->name, name) == 0)
+            return op;
+    }
+    return NULL;
+}
+
+static struct exec_op *exec_find_inflight_locked(struct exec_service *svc, const char *instance,
+                                                 const struct cas_digest *dg)
+{
+    for (struct exec_op *op = svc->ops; op != NULL; op = op->next) {
+        if (op->stage != EXEC_COMPLETED && cas_digest_equal(&op->action_digest, dg) &&
+            strcmp(op->instance, instance) == 0)
+            return op;
+    }
+    return NULL;
+}
+
+/* --- Operation messages --- */
+
+/* Packs an Any around msg; the value is malloc'd into any->value. */
+static int exec_pack_any(Google__Protobuf__Any *any, const char *type_url,
+                         const ProtobufCMessage *msg)
+{
+    google__protobuf__any__init(any);
+    any->type_url = (char *)type_url;
+    any->value.len = protobuf_c_message_get_packed_size(msg);
+    any->value.data = malloc(any->value.len ? any->value.len : 1);
+    if (any->value.data == NULL)
+        return -ENOMEM;
+    protobuf_c_message_pack(msg, any->value.data);
+    return 0;
+}
+
+/* Sends the operation's current state (snapshot taken by the caller). */
+static int exec_send_operation(struct rpc_call *call, const char *name, enum exec_stage stage,
+                               const struct cas_digest *action_digest, const uint8_t *response,
+                               size_t response_len)
+{
+    static const Build__Bazel__Remote__Execution__V2__ExecutionStage__Value stages[] = {
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__EXECUTION_STAGE__VALUE__QUEUED,
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__EXECUTION_STAGE__VALUE__EXECUTING,
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__EXECUTION_STAGE__VALUE__COMPLETED,
+    };
+    Operation op = GOOGLE__LONGRUNNING__OPERATION__INIT;
+    ExecuteOperationMetadata md =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__EXECUTE_OPERATION_METADATA__INIT;
+    Google__Protobuf__Any md_any, resp_any;
+    struct reapi_digest_buf db;
+    int rc;
+
+    reapi_digest_to_proto(action_digest, &db);
+    md.stage = stages[stage];
+    md.action_digest = &db.pd;
+    rc = exec_pack_any(&md_any, METADATA_TYPE_URL, &md.base);
+    if (rc != 0)
+        return rc;
+    op.name = (char *)name;
+    op.metadata = &md_any;
+    if (stage == EXEC_COMPLETED) {
+        google__protobuf__any__init(&resp_any);
+        resp_any.type_url = RESPONSE_TYPE_URL;
+        resp_any.value.data = (uint8_t *)response;
+        resp_any.value.len = response_len;
+        op.done = 1;
+        op.result_case = GOOGLE__LONGRUNNING__OPERATION__RESULT_RESPONSE;
+        op.response = &resp_any;
+    }
+    rc = rpc_call_send(call, &op.base);
+    free(md_any.value.data);
+    return rc;
+}
+
+/* Streams op's states to the client until it completes or the client leaves;
+ * then ends the call. Holds a reference on op, dropped here. */
+static void exec_watch(struct exec_service *svc, struct rpc_call *call, struct exec_op *op)
+{
+    enum exec_stage sent = EXEC_QUEUED;
+    bool first = true;
+    uint8_t *response = NULL;
+    size_t response_len = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&svc->lock);
+    for (;;) {
+        enum exec_stage stage = op->stage;
+
+        if (first || stage != sent) {
+            char name[sizeof(op->name)];
+            struct cas_digest dg = op->action_digest;
+
+            memcpy(name, op->name, sizeof(name));
+            if (stage == EXEC_COMPLETED) {
+                response = op->response;
+                response_len = op->response_len;
+            }
+            /* Do not hold the lock over the network; op stays alive by our ref
+             * and its response bytes are immutable once COMPLETED. */
+            pthread_mutex_unlock(&svc->lock);
+            rc = exec_send_operation(call, name, stage, &dg, response, response_len);
+            pthread_mutex_lock(&svc->lock);
+            first = false;
+            sent = stage;
+            if (rc != 0 || stage == EXEC_COMPLETED)
+                break;
+            continue;
+        }
+        if (svc->stopping) {
+            rc = -ECANCELED;
+            break;
+        }
+        struct timespec until;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += EXEC_KEEPALIVE_S;
+        if (pthread_cond_timedwait(&svc->changed, &svc->lock, &until) == ETIMEDOUT)
+            first = true; /* resend the current state as a keep-alive */
+    }
+    exec_op_unref_locked(op);
+    pthread_mutex_unlock(&svc->lock);
+    if (rc == -ECANCELED && svc->stopping)
+        rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "casboxd is shutting down");
+    else
+        rpc_call_finish(call, NULL, NULL);
+}
+
+static void exec_new_name(char *name, size_t len)
+{
+    unsigned char r[16];
+    char hex[33];
+
+    if (RAND_bytes(r, sizeof(r)) != 1) {
+        uint64_t t = exec_now_us();
+
+        memcpy(r, &t, 8);
+        memcpy(r + 8, &name, 8);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", r[i]);
+    snprintf(name, len, "operations/%s", hex);
+}
+
+/* Sends a single completed Operation (cache hit, or error) and ends the call. */
+static void exec_answer_now(struct rpc_call *call, const struct cas_digest *dg, const uint8_t *resp,
+                            size_t len)
+{
+    char name[64];
+
+    exec_new_name(name, sizeof(name));
+    exec_send_operation(call, name, EXEC_COMPLETED, dg, resp, len);
+    rpc_call_finish(call, NULL, NULL);
+}
+
+/* A cache hit answers at once; returns true when it did. */
+static bool exec_try_cache(struct casboxd *d, struct rpc_call *call, const char *instance,
+                           const struct cas_digest *dg)
+{
+    Build__Bazel__Remote__Execution__V2__ActionResult *result = NULL;
+    uint8_t *resp = NULL;
+    void *buf = NULL;
+    size_t len, resp_len;
+    bool hit = false;
+
+    if (cas_ac_get(d->store, instance, dg, &buf, &len) != 0)
+        return false;
+    result = build__bazel__remote__execution__v2__action_result__unpack(NULL, len, buf);
+    if (result == NULL || !action_cache_result_complete(d, result))
+        goto out;
+    if (exec_response_pack(result, true, NULL, NULL, &resp, &resp_len) != 0)
+        goto out;
+    exec_answer_now(call, dg, resp, resp_len);
+    hit = true;
+out:
+    free(resp);
+    if (result != NULL)
+        build__bazel__remote__execution__v2__action_result__free_unpacked(result, NULL);
+    free(buf);
+    return hit;
+}
+
+static void exec_execute(void *ctx, struct rpc_call *call)
+{
+    struct casboxd *d = ctx;
+    struct exec_service *svc = d->exec;
+    ExecuteRequest *req = NULL;
+    struct exec_op *op = NULL;
+    struct action *act = NULL;
+    struct reapi_status st;
+    struct cas_digest dg;
+    const char *instance;
+    uint8_t *resp = NULL;
+    size_t resp_len;
+
+    reapi_status_init(&st);
+    if (rpc_call_request(call, &build__bazel__remote__execution__v2__execute_request__descriptor,
+                         (ProtobufCMessage **)&req) != 0) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "ExecuteRequest not parseable");
+        goto out;
+    }
+    if (reapi_digest_from_proto(req->action_digest, &dg, &st, "action_digest") != 0) {
+        rpc_call_finish(call, NULL, &st);
+        goto out;
+    }
+    instance = req->instance_name ? req->instance_name : "";
+    if (!req->skip_cache_lookup && exec_try_cache(d, call, instance, &dg))
+        goto out;
+
+    /* Join an identical action already queued or running. */
+    pthread_mutex_lock(&svc->lock);
+    op = exec_find_inflight_locked(svc, instance, &dg);
+    if (op != NULL)
+        op->refs++;
+    pthread_mutex_unlock(&svc->lock);
+    if (op != NULL) {
+        exec_watch(svc, call, op);
+        goto out;
+    }
+
+    if (exec_action_load(d, instance, &dg, &act, &st) != 0) {
+        char hex[CAS_HASH_HEX + 1];
+
+        cas_digest_hex(&dg, hex);
+        LOG_I("action %s/%" PRId64 ": %s", hex, dg.size, st.message);
+        if (exec_response_pack(NULL, false, &st, st.message, &resp, &resp_len) != 0) {
+            rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        exec_answer_now(call, &dg, resp, resp_len);
+        goto out;
+    }
+
+    op = calloc(1, sizeof(*op));
+    if (op == NULL || (op->instance = strdup(instance)) == NULL) {
+        free(op);
+        op = NULL;
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    exec_new_name(op->name, sizeof(op->name));
+    op->action_digest = dg;
+    op->action = act;
+    act = NULL;
+    op->stage = EXEC_QUEUED;
+    op->times.queued = exec_now_us();
+    op->refs = 2; /* the table and this watcher */
+
+    pthread_mutex_lock(&svc->lock);
+    exec_purge_locked(svc);
+    if (svc->queued >= svc->d->cfg.exec_queue_length || svc->stopping) {
+        bool stopping = svc->stopping;
+
+        op->refs = 1;
+        exec_op_unref_locked(op);
+        pthread_mutex_unlock(&svc->lock);
+        if (stopping)
+            rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "casboxd is shutting down");
+        else
+            rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                          "execution queue is full (%" PRIu64
+                          " actions waiting, execution.queue_length)",
+                          svc->d->cfg.exec_queue_length);
+        goto out;
+    }
+    op->next = svc->ops;
+    svc->ops = op;
+    svc->n_ops++;
+    if (svc->queue_tail != NULL)
+        svc->queue_tail->queue_next = op;
+    else
+        svc->queue_head = op;
+    svc->queue_tail = op;
+    svc->queued++;
+    pthread_cond_signal(&svc->work);
+    pthread_mutex_unlock(&svc->lock);
+
+    exec_watch(svc, call, op);
+out:
+    if (act != NULL)
+        exec_action_free(act);
+    free(resp);
+    reapi_status_free(&st);
+    if (req != NULL)
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void exec_wait_execution(void *ctx, struct rpc_call *call)
+{
+    struct casboxd *d = ctx;
+    struct exec_service *svc = d->exec;
+    WaitExecutionRequest *req = NULL;
+    struct exec_op *op;
+
+    if (rpc_call_request(call,
+                         &build__bazel__remote__execution__v2__wait_execution_request__descriptor,
+                         (ProtobufCMessage **)&req) != 0) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "WaitExecutionRequest not parseable");
+        return;
+    }
+    pthread_mutex_lock(&svc->lock);
+    op = req->name ? exec_find_locked(svc, req->name) : NULL;
+    if (op != NULL)
+        op->refs++;
+    pthread_mutex_unlock(&svc->lock);
+    if (op == NULL)
+        rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "operation '%.200s' is unknown or expired",
+                      req->name ? req->name : "");
+    else
+        exec_watch(svc, call, op);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* --- slots --- */
+
+static void *exec_slot_main(void *arg)
+{
+    struct exec_service *svc = arg;
+    char log_line[512];
+
+    for (;;) {
+        struct exec_op *op;
+        struct action *act;
+        struct exec_times times;
+        uint8_t *resp = NULL;
+        size_t resp_len = 0;
+        int rc;
+
+        pthread_mutex_lock(&svc->lock);
+        while (svc->queue_head == NULL && !svc->stopping)
+            pthread_cond_wait(&svc->work, &svc->lock);
+        if (svc->stopping) {
+            pthread_mutex_unlock(&svc->lock);
+            break;
+        }
+        op = svc->queue_head;
+        svc->queue_head = op->queue_next;
+        if (svc->queue_head == NULL)
+            svc->queue_tail = NULL;
+        svc->queued--;
+        op->stage = EXEC_EXECUTING;
+        op->refs++;
+        act = op->action;
+        op->action = NULL;
+        times = op->times;
+        pthread_cond_broadcast(&svc->changed);
+        pthread_mutex_unlock(&svc->lock);
+
+        times.worker_start = exec_now_us();
+        log_line[0] = '\0';
+        rc = exec_pipeline_run(svc->d, op->instance, act, &times, &resp, &resp_len, log_line,
+                               sizeof(log_line));
+        exec_action_free(act);
+        if (rc != 0 || resp == NULL) {
+            struct reapi_status st;
+
+            reapi_status_init(&st);
+            reapi_status_set(&st, GRPC_STATUS_INTERNAL, "execution failed: %s", strerror(-rc));
+            free(resp);
+            resp = NULL;
+            if (exec_response_pack(NULL, false, &st, st.message, &resp, &resp_len) != 0)
+                resp_len = 0;
+        }
+        {
+            char hex[CAS_HASH_HEX + 1];
+
+            cas_digest_hex(&op->action_digest, hex);
+            LOG_I("action %s/%" PRId64 " %s: %s", hex, op->action_digest.size, op->name,
+                  log_line[0] ? log_line : "done");
+        }
+
+        pthread_mutex_lock(&svc->lock);
+        op->response = resp;
+        op->response_len = resp_len;
+        op->times = times;
+        op->stage = EXEC_COMPLETED;
+        op->completed_at = time(NULL);
+        pthread_cond_broadcast(&svc->changed);
+        exec_op_unref_locked(op);
+        pthread_mutex_unlock(&svc->lock);
+    }
+    return NULL;
+}
+
+int exec_service_start(struct casboxd *d, struct exec_service **out)
+{
+    struct exec_service *svc = calloc(1, sizeof(*svc));
+    int rc;
+
+    if (svc == NULL)
+        return -ENOMEM;
+    svc->d = d;
+    pthread_mutex_init(&svc->lock, NULL);
+    pthread_cond_init(&svc->changed, NULL);
+    pthread_cond_init(&svc->work, NULL);
+    svc->slots = calloc(d->cfg.exec_slots, sizeof(*svc->slots));
+    if (svc->slots == NULL) {
+        exec_service_stop(svc);
+        return -ENOMEM;
+    }
+    for (uint64_t i = 0; i < d->cfg.exec_slots; i++) {
+        rc = pthread_create(&svc->slots[i], NULL, exec_slot_main, svc);
+        if (rc != 0) {
+            exec_service_stop(svc);
+            return -rc;
+        }
+        svc->n_slots++;
+    }
+    *out = svc;
+    return 0;
+}
+
+void exec_service_begin_stop(struct exec_service *svc)
+{
+    pthread_mutex_lock(&svc->lock);
+    svc->stopping = true;
+    pthread_cond_broadcast(&svc->work);
+    pthread_cond_broadcast(&svc->changed);
+    pthread_mutex_unlock(&svc->lock);
+}
+
+void exec_service_stop(struct exec_service *svc)
+{
+    if (svc == NULL)
+        return;
+    exec_service_begin_stop(svc);
+    for (uint64_t i = 0; i < svc->n_slots; i++)
+        pthread_join(svc->slots[i], NULL);
+    free(svc->slots);
+    while (svc->ops != NULL) {
+        struct exec_op *op = svc->ops;
+
+        svc->ops = op->next;
+        exec_op_unref_locked(op);
+    }
+    pthread_cond_destroy(&svc->work);
+    pthread_cond_destroy(&svc->changed);
+    pthread_mutex_destroy(&svc->lock);
+    free(svc);
+}
+
+const struct rpc_method execution_methods[] = {
+    {"/build.bazel.remote.execution.v2.Execution/Execute", RPC_SERVER_STREAM, RPC_POOL_STREAM,
+     exec_execute},
+    {"/build.bazel.remote.execution.v2.Execution/WaitExecution", RPC_SERVER_STREAM, RPC_POOL_STREAM,
+     exec_wait_execution},
+};
+const size_t execution_n_methods = sizeof(execution_methods) / sizeof(execution_methods[0]);
