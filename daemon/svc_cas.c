@@ -282,30 +282,80 @@ out:
 
 /* --- GetTree --- */
 
-/* The directories of a tree in breadth-first order, each once. */
+/* The directories of a tree in breadth-first order, each once: an
+ * open-addressing set of indices (keyed by the hash's first bytes) finds
+ * repeats in constant time, so shared subtrees cost nothing extra. */
 struct tree_walk {
     Directory **dirs;
     struct cas_digest *digests;
     size_t n, cap;
+    uint32_t *slots; /* index + 1, 0 = empty; power-of-two size, kept under half full */
+    size_t n_slots;
 };
 
-static bool tree_walk_seen(const struct tree_walk *w, const struct cas_digest *dg)
+static size_t tree_walk_slot(const struct tree_walk *w, const struct cas_digest *dg, bool *found)
 {
-    for (size_t i = 0; i < w->n; i++) {
-        if (cas_digest_equal(&w->digests[i], dg))
-            return true;
+    uint64_t h;
+    size_t i;
+
+    memcpy(&h, dg->hash, sizeof(h));
+    for (i = h & (w->n_slots - 1);; i = (i + 1) & (w->n_slots - 1)) {
+        uint32_t v = w->slots[i];
+
+        if (v == 0) {
+            *found = false;
+            return i;
+        }
+        if (cas_digest_equal(&w->digests[v - 1], dg)) {
+            *found = true;
+            return i;
+        }
     }
-    return false;
+}
+
+static int tree_walk_grow(struct tree_walk *w)
+{
+    size_t cap = w->cap ? w->cap * 2 : 64;
+    Directory **dirs;
+    struct cas_digest *digests;
+
+    dirs = realloc(w->dirs, cap * sizeof(*dirs));
+    if (dirs == NULL)
+        return -ENOMEM;
+    w->dirs = dirs;
+    digests = realloc(w->digests, cap * sizeof(*digests));
+    if (digests == NULL)
+        return -ENOMEM;
+    w->digests = digests;
+    w->cap = cap;
+    free(w->slots);
+    w->n_slots = cap * 2;
+    w->slots = calloc(w->n_slots, sizeof(*w->slots));
+    if (w->slots == NULL)
+        return -ENOMEM;
+    for (size_t k = 0; k < w->n; k++) {
+        bool found;
+
+        w->slots[tree_walk_slot(w, &w->digests[k], &found)] = (uint32_t)(k + 1);
+    }
+    return 0;
 }
 
 static int tree_walk_add(struct tree_walk *w, struct cas_store *store, const struct cas_digest *dg)
 {
     void *buf = NULL;
-    size_t len;
+    size_t len, slot;
     Directory *dir;
+    bool found;
     int rc;
 
-    if (tree_walk_seen(w, dg))
+    if (w->n == w->cap) {
+        rc = tree_walk_grow(w);
+        if (rc != 0)
+            return rc;
+    }
+    slot = tree_walk_slot(w, dg, &found);
+    if (found)
         return 0;
     rc = cas_store_get(store, dg, &buf, &len);
     if (rc != 0)
@@ -314,27 +364,11 @@ static int tree_walk_add(struct tree_walk *w, struct cas_store *store, const str
     free(buf);
     if (dir == NULL)
         return -EBADMSG;
-    if (w->n == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 64;
-        Directory **dirs = realloc(w->dirs, cap * sizeof(*dirs));
-        struct cas_digest *digests;
-
-        if (dirs == NULL)
-            goto nomem;
-        w->dirs = dirs;
-        digests = realloc(w->digests, cap * sizeof(*digests));
-        if (digests == NULL)
-            goto nomem;
-        w->digests = digests;
-        w->cap = cap;
-    }
     w->dirs[w->n] = dir;
     w->digests[w->n] = *dg;
     w->n++;
+    w->slots[slot] = (uint32_t)w->n;
     return 0;
-nomem:
-    build__bazel__remote__execution__v2__directory__free_unpacked(dir, NULL);
-    return -ENOMEM;
 }
 
 static void tree_walk_free(struct tree_walk *w)
@@ -343,6 +377,7 @@ static void tree_walk_free(struct tree_walk *w)
         build__bazel__remote__execution__v2__directory__free_unpacked(w->dirs[i], NULL);
     free(w->dirs);
     free(w->digests);
+    free(w->slots);
 }
 
 #define GET_TREE_MAX_DIRECTORIES 1000000
