@@ -1,0 +1,267 @@
+/*
+ * action.h - one action's way from the CAS to the sandbox and back: load and
+ * validate the Action, its Command and input tree; stage the input root as
+ * hardlinks into a scratch directory; build the sandbox spec; collect the
+ * outputs from the overlay's layers into an ActionResult.
+ *
+ * The Execution service drives it:
+ *
+ *     action_load(cas, &digest, cfg, &act, &st)           read + validate
+ *     action_scratch_create(base, id, &scratch)           <base>/<id>/...
+ *     action_stage_inputs(cas, act, scratch.lower, exec_blob_dir, &stats, &st)
+ *     action_spec_build(act, cfg, &scratch, &spec, &notes, &st)
+ *     sandbox_spawner_run(spawner, &spec, &res)           (not here)
+ *     action_outputs_collect(cas, act, &scratch, &limits, &result, &st)
+ *     result->exit_code = res.exit_code; ... cas_ac_put ...
+ *     action_result_free(result); action_scratch_remove(&scratch); action_free(act)
+ *
+ * Errors: every function taking a struct reapi_status returns 0 or a negative
+ * errno and, when it fails, has set st: FAILED_PRECONDITION with every missing
+ * blob (action_load, action_stage_inputs), INVALID_ARGUMENT naming the field,
+ * path, platform property or input bound at fault (not RESOURCE_EXHAUSTED,
+ * which Bazel would retry), RESOURCE_EXHAUSTED naming the output limit
+ * exceeded (action_outputs_collect; the caller turns it into a failed
+ * action), FAILED_PRECONDITION for an output of the wrong type, INTERNAL
+ * (with the host path and strerror) for local I/O failures. The message is
+ * one line, meant for the user.
+ *
+ * Nothing here keeps global state; a struct action is read-only after
+ * action_load and may be shared between threads.
+ */
+#ifndef CASBOX_ACTION_H
+#define CASBOX_ACTION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "cas.h"
+#include "config.h"
+#include "sandbox.h"
+#include "status.h"
+
+/* Bounds on the work one request can cause. */
+#define ACTION_MAX_PROTO_BYTES  (64u << 20) /* an Action, Command or Directory blob */
+#define ACTION_MAX_INPUT_NODES  (4u << 20)  /* files + dirs + symlinks staged, repeats counted */
+#define ACTION_MAX_INPUT_DEPTH  128         /* directory levels below the input root */
+#define ACTION_MAX_OUTPUT_DEPTH 128         /* directory levels inside one output directory */
+#define ACTION_MAX_SYMLINK_HOPS 40          /* when resolving an output path's parents */
+
+/* --- loading and validation (action_load.c, action_validate.c) --- */
+
+enum action_output_kind {
+    ACTION_OUTPUT_PATH,      /* Command.output_paths (v2.1): its type is found afterwards */
+    ACTION_OUTPUT_FILE,      /* Command.output_files (before v2.1) */
+    ACTION_OUTPUT_DIRECTORY, /* Command.output_directories (before v2.1) */
+};
+
+struct action_output {
+    const char *path; /* relative to the working directory; points into the Command */
+    enum action_output_kind kind;
+};
+
+/* One distinct Directory of the input tree (identical subtrees share one). */
+struct action_input_dir {
+    struct cas_digest digest;
+    Build__Bazel__Remote__Execution__V2__Directory *dir;
+    char *path;         /* where it was first met, "" for the root (for messages) */
+    uint32_t min_depth; /* shallowest level it appears at; the root is 0 */
+};
+
+struct action {
+    struct cas_digest digest; /* of the Action */
+    struct cas_digest command_digest;
+    struct cas_digest input_root_digest;
+    Build__Bazel__Remote__Execution__V2__Action *action;
+    Build__Bazel__Remote__Execution__V2__Command *command;
+
+    const char *working_directory; /* "" for the input root; points into the Command */
+    struct action_output *outputs; /* output_paths, else output_files then output_directories */
+    size_t n_outputs;
+    bool output_paths_api; /* the Command used output_paths */
+
+    bool network;        /* platform property network=on (only when the config allows it) */
+    uint64_t timeout_ms; /* Action.timeout rounded up to ms; 0 when none was asked */
+
+    struct action_input_dir *dirs; /* every distinct Directory; dirs[0] is the input root */
+    size_t n_dirs;
+    struct action_digest_map *dir_index; /* private: digest -> index in dirs */
+
+    /* The staged tree's size, every repeat of a shared subtree counted. */
+    uint64_t input_files;
+    uint64_t input_dirs; /* not counting the root */
+    uint64_t input_symlinks;
+    uint64_t input_bytes;
+};
+
+/* Reads the Action, its Command and every Directory reachable from the input
+ * root, and checks that every input file blob is present. All missing blobs
+ * are listed in st (FAILED_PRECONDITION). Validates the Command (arguments,
+ * environment, output paths, working directory), the platform properties
+ * against cfg (OSFamily=Linux; network=on|off, on only when
+ * cfg->exec_allow_network; anything else only when named in
+ * cfg->exec_accepted_properties; names compared case-insensitively), the
+ * timeout, and every Directory (canonical names and order, digests, symlink
+ * targets: relative and not leaving the input root). Bounded by the
+ * ACTION_MAX_* constants above; input bytes are not bounded. */
+int action_load(struct cas_store *cas, const struct cas_digest *action_digest,
+                const struct casbox_config *cfg, struct action **out, struct reapi_status *st);
+void action_free(struct action *act);
+
+/* The decoded Directory with this digest, or NULL. */
+const struct action_input_dir *action_input_dir_find(const struct action *act,
+                                                     const struct cas_digest *digest);
+
+/* The pure checks action_load uses, for other callers and tests. `where`
+ * names the directory in messages ("" for the input root). */
+int action_validate_directory(const Build__Bazel__Remote__Execution__V2__Directory *dir,
+                              const char *where, struct reapi_status *st);
+/* A symlink target as the staged tree allows it: not empty, not absolute
+ * (the server advertises SymlinkAbsolutePathStrategy DISALLOWED) and not
+ * climbing above the input root from a directory `depth` levels below it. */
+int action_validate_symlink_target(const char *target, uint32_t depth, const char *where,
+                                   struct reapi_status *st);
+/* Arguments, environment, outputs, working directory, output_node_properties. */
+int action_validate_command(const Build__Bazel__Remote__Execution__V2__Command *cmd,
+                            struct reapi_status *st);
+/* 0 when path is relative, with no empty, "." or ".." component, no leading
+ * or trailing slash; "" only when allow_empty. *why gets a short reason. */
+int action_validate_relative_path(const char *path, bool allow_empty, const char **why);
+/* Platform properties; sets *network. p may be NULL (no properties). */
+int action_validate_platform(const Build__Bazel__Remote__Execution__V2__Platform *p,
+                             const struct casbox_config *cfg, bool *network,
+                             struct reapi_status *st);
+/* Action.timeout: 0 ms when d is NULL or zero; INVALID_ARGUMENT when negative
+ * or malformed. */
+int action_validate_timeout(const Google__Protobuf__Duration *d, uint64_t *timeout_ms,
+                            struct reapi_status *st);
+
+/* --- the scratch directory and staging (action_stage.c) --- */
+
+/* <base>/<id>/ holds, for one action:
+ *   lower/   the staged input root (the overlay's lower layer, never written
+ *            by the action); also holds the working directory and the parent
+ *            directories of every declared output, created by staging
+ *   upper/   the overlay's upper layer (empty; takes the action's writes)
+ *   work/    the overlay's work directory (empty)
+ *   stdout, stderr  files the sandbox writes (not created here)
+ * base must be on the CAS's filesystem so that staging can hardlink and
+ * output collection can rename. */
+struct action_scratch {
+    char *root;
+    char *lower;
+    char *upper;
+    char *work;
+    char *stdout_path;
+    char *stderr_path;
+};
+
+/* Creates <base>/<id> (mode 0700, -EEXIST when present) and lower/upper/work.
+ * id must be one path component. On failure nothing is left behind. */
+int action_scratch_create(const char *base, const char *id, struct action_scratch *out);
+/* Removes <base>/<id> recursively (see action_remove_tree) and frees the
+ * strings; safe on a zeroed struct and when called twice. */
+int action_scratch_remove(struct action_scratch *scratch);
+/* Removes path and everything below it without following symlinks,
+ * making directories readable and writable as needed (an action may leave
+ * mode 000 files or read-only directories). A mount point inside stops it
+ * with -EXDEV (another filesystem's files are never removed). Deep trees are
+ * removed with a bounded number of open fds (deeper levels are moved up
+ * first). -ENOENT when path does not exist. */
+int action_remove_tree(const char *path);
+
+struct action_stage_stats {
+    uint64_t files;
+    uint64_t dirs;
+    uint64_t symlinks;
+    uint64_t bytes;       /* sum of staged file sizes */
+    uint64_t exec_copies; /* executable copies made in exec_blob_dir by this call */
+    uint64_t copies;      /* files copied instead of linked (EMLINK) */
+    uint64_t micros;      /* wall time of action_stage_inputs */
+};
+
+/* Materialises the input root under lower_dir (an existing, empty
+ * directory): directories 0755, files hardlinked from the CAS blob files
+ * (mode 0444), executable files hardlinked from a 0555 copy of the blob kept
+ * in exec_blob_dir/<aa>/<hash> (created on demand with a temp file and
+ * rename; exec_blob_dir must exist on the CAS's filesystem and is a cache the
+ * caller may empty while no staging runs), symlinks as declared. When a file
+ * has too many links (EMLINK) it is copied instead. Then creates the working
+ * directory and the parent directories of every declared output (not the
+ * output directories themselves, as the REAPI says); a parent that is an
+ * input symlink is left alone, one that is an input file is INVALID_ARGUMENT.
+ * Blobs evicted since action_load are all listed (FAILED_PRECONDITION). */
+int action_stage_inputs(struct cas_store *cas, const struct action *act, const char *lower_dir,
+                        const char *exec_blob_dir, struct action_stage_stats *stats,
+                        struct reapi_status *st);
+
+/* --- the sandbox spec (action_spec.c) --- */
+
+struct action_spec_notes {
+    uint64_t requested_timeout_ms; /* Action.timeout, 0 when none */
+    uint64_t timeout_ms;           /* what the spec got */
+    bool timeout_capped;           /* requested above cfg->exec_max_timeout: capped to it */
+};
+
+/* Note: the REAPI says a server MUST reject a timeout above its maximum;
+ * casbox caps it instead and says so in notes (the caller may refuse when
+ * notes->timeout_capped).
+ *
+ * Fills spec (which must be sandbox_spec_init'ed; the caller frees it with
+ * sandbox_spec_free) for act: argv = Command.arguments, envp = exactly
+ * Command.environment_variables, the exec root from scratch's lower, upper
+ * and work dirs at SANDBOX_EXEC_ROOT, cwd = SANDBOX_EXEC_ROOT/<working
+ * directory>, the timeout (Action.timeout, else cfg->exec_default_timeout;
+ * capped at cfg->exec_max_timeout), memory, pids and stdio limits from cfg,
+ * stdout/stderr to the scratch files, stdin /dev/null, the caller's uid,
+ * network per the platform property, seccomp per cfg->exec_seccomp
+ * ("default", "strict", "none" or an absolute policy file path). */
+int action_spec_build(const struct action *act, const struct casbox_config *cfg,
+                      const struct action_scratch *scratch, struct sandbox_spec *spec,
+                      struct action_spec_notes *notes, struct reapi_status *st);
+
+/* --- output collection (action_outputs.c, action_tree.c) --- */
+
+struct action_output_limits {
+    uint64_t max_bytes;   /* total bytes of output files; 0 = none (exec_max_output_bytes) */
+    uint64_t max_entries; /* files + dirs + symlinks, inside Trees too; 0 = none
+                           * (exec_max_output_files) */
+};
+
+struct action_output_stats {
+    uint64_t files;
+    uint64_t dirs;
+    uint64_t symlinks;
+    uint64_t bytes;
+    uint64_t micros;
+};
+
+/* Builds a new ActionResult from the exec root the command left: each
+ * declared output is looked up through the overlay's layers as the command
+ * saw them (upper first; lower unless hidden by a whiteout, an opaque or
+ * replaced directory), following symlinks in its parents only inside the
+ * exec root (leaving it is INVALID_ARGUMENT naming the output). Regular files
+ * go to the CAS (renamed from upper, linked or copied from lower) as
+ * output_files with the executable bit (mode & 0100); directories become a
+ * Tree blob (children deduplicated, sorted by digest) as output_directories;
+ * symlinks are returned as symlinks (output_symlinks for output_paths, else
+ * output_file_symlinks / output_directory_symlinks), never followed; absolute
+ * targets are refused (FAILED_PRECONDITION), as is an output of the wrong type
+ * or a special file. Outputs not produced are absent. stdout and stderr go to
+ * the CAS and their digests are always set (the empty digest for no output).
+ * exit_code and execution_metadata are left for the caller. limits: exceeding
+ * one is RESOURCE_EXHAUSTED naming it; stats may be NULL. */
+int action_outputs_collect(struct cas_store *cas, const struct action *act,
+                           const struct action_scratch *scratch,
+                           const struct action_output_limits *limits,
+                           Build__Bazel__Remote__Execution__V2__ActionResult **out,
+                           struct action_output_stats *stats, struct reapi_status *st);
+
+/* Frees a result from action_outputs_collect with protobuf-c's free_unpacked
+ * and the default allocator: whatever the caller adds to it (exit_code,
+ * execution_metadata, ...) must be plain malloc'd fields, one allocation
+ * each (not reapi_digest_new, which shares one). NULL is fine. */
+void action_result_free(Build__Bazel__Remote__Execution__V2__ActionResult *result);
+
+#endif

@@ -1,0 +1,421 @@
+/*
+ * action_load.c - reads an Action, its Command and its whole input tree from
+ * the CAS, and validates them (with the rules in action_validate.c).
+ *
+ * The input tree is walked breadth first over distinct Directory digests, so
+ * a subtree repeated a thousand times is fetched and checked once, and the
+ * first time a Directory is met is at its shallowest depth (which is what the
+ * symlink escape check needs). The walk does not stop at the first missing
+ * blob: every missing Directory and file blob reachable is listed, because
+ * Bazel uploads exactly what the FAILED_PRECONDITION names and then retries.
+ * Sizes (repeats counted) are then summed bottom-up with memoisation, which
+ * bounds the staging work before any of it is done.
+ */
+#include "action_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct subtree_size {
+    uint64_t files;
+    uint64_t dirs;
+    uint64_t symlinks;
+    uint64_t bytes;
+    uint32_t height; /* directory levels below */
+    uint8_t state;   /* 0 not yet, 1 in progress, 2 done */
+};
+
+static uint64_t add_saturating(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* Fetches and decodes one blob. -ENOENT (listed in st) when absent. */
+static int load_message(struct cas_store *cas, const struct cas_digest *d,
+                        const ProtobufCMessageDescriptor *desc, const char *what,
+                        ProtobufCMessage **out, struct reapi_status *st)
+{
+    char hex[CAS_HASH_HEX + 1];
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = 0;
+
+    *out = NULL;
+    cas_digest_hex(d, hex);
+    if (d->size > (int64_t)ACTION_MAX_PROTO_BYTES) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "%s blobs/%s/%" PRId64 " is larger than the %u bytes allowed", what, hex,
+                         d->size, ACTION_MAX_PROTO_BYTES);
+        return -EINVAL;
+    }
+    if (d->size > 0) {
+        rc = cas_store_get(cas, d, &buf, &len);
+        if (rc == -ENOENT) {
+            if (reapi_status_add_missing(st, d) != 0) {
+                reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+                rc = -ENOMEM;
+            }
+            goto out;
+        }
+        if (rc != 0) {
+            reapi_status_set(st, GRPC_STATUS_INTERNAL, "reading %s blobs/%s/%" PRId64 ": %s", what,
+                             hex, d->size, strerror(-rc));
+            goto out;
+        }
+    }
+    *out = protobuf_c_message_unpack(desc, NULL, len, buf);
+    if (*out == NULL) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "%s blobs/%s/%" PRId64 " does not decode as a %s message", what, hex,
+                         d->size, desc->name);
+        rc = -EINVAL;
+    }
+out:
+    free(buf);
+    return rc;
+}
+
+static int add_dir(struct action *act, size_t *cap, const struct cas_digest *d, char *path,
+                   uint32_t depth, struct reapi_status *st)
+{
+    struct action_input_dir *e;
+    int rc;
+
+    if (act->n_dirs >= ACTION_MAX_INPUT_NODES) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "the input tree has more than %u distinct directories",
+                         ACTION_MAX_INPUT_NODES);
+        rc = -E2BIG;
+        goto fail;
+    }
+    rc = action_array_reserve((void **)&act->dirs, cap, act->n_dirs, sizeof(*act->dirs));
+    if (rc == 0)
+        rc = action_digest_map_put(act->dir_index, d, act->n_dirs, NULL) < 0 ? -ENOMEM : 0;
+    if (rc != 0) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                         "out of memory loading the input tree");
+        goto fail;
+    }
+    e = &act->dirs[act->n_dirs++];
+    memset(e, 0, sizeof(*e));
+    e->digest = *d;
+    e->path = path;
+    e->min_depth = depth;
+    return 0;
+fail:
+    free(path);
+    return rc;
+}
+
+/* Checks one loaded Directory and queues its unseen subdirectories. */
+static int visit_dir(struct cas_store *cas, struct action *act, size_t index, size_t *cap,
+                     struct action_digest_map *files_seen, struct reapi_status *st)
+{
+    const pb_directory_t *dir = act->dirs[index].dir;
+    const char *path = act->dirs[index].path;
+    uint32_t depth = act->dirs[index].min_depth;
+    struct cas_digest d;
+    char *child = NULL;
+    int rc;
+
+    rc = action_validate_directory(dir, path, st);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < dir->n_files; i++) {
+        action_digest_valid(dir->files[i]->digest, &d);
+        rc = action_digest_map_put(files_seen, &d, 0, NULL);
+        if (rc < 0)
+            goto nomem;
+        if (rc == 0)
+            continue;
+        rc = cas_store_contains(cas, &d);
+        if (rc < 0) {
+            reapi_status_set(st, GRPC_STATUS_INTERNAL, "looking up input file '%s': %s",
+                             dir->files[i]->name, strerror(-rc));
+            return rc;
+        }
+        if (rc == 0 && reapi_status_add_missing(st, &d) != 0)
+            goto nomem;
+    }
+    for (size_t i = 0; i < dir->n_symlinks; i++) {
+        child = action_path_join(path, dir->symlinks[i]->name);
+        if (child == NULL)
+            goto nomem;
+        rc = action_validate_symlink_target(dir->symlinks[i]->target, depth, child, st);
+        free(child);
+        if (rc != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < dir->n_directories; i++) {
+        action_digest_valid(dir->directories[i]->digest, &d);
+        if (action_digest_map_get(act->dir_index, &d, NULL))
+            continue;
+        child = action_path_join(path, dir->directories[i]->name);
+        if (child == NULL)
+            goto nomem;
+        rc = add_dir(act, cap, &d, child, depth + 1, st);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+nomem:
+    reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory loading the input tree");
+    return -ENOMEM;
+}
+
+/* Sizes of the subtree at index, repeats counted, memoised in sizes[]. */
+static int size_subtree(const struct action *act, size_t index, uint32_t depth,
+                        struct subtree_size *sizes, struct reapi_status *st)
+{
+    struct subtree_size *s = &sizes[index];
+    const pb_directory_t *dir = act->dirs[index].dir;
+    int rc;
+
+    if (s->state == 2)
+        return 0;
+    if (s->state == 1 || depth > ACTION_MAX_INPUT_DEPTH) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "the input tree is deeper than %d levels (at '%.600s')",
+                         ACTION_MAX_INPUT_DEPTH, act->dirs[index].path);
+        return -EINVAL;
+    }
+    s->state = 1;
+    s->files = dir->n_files;
+    s->symlinks = dir->n_symlinks;
+    s->dirs = dir->n_directories;
+    for (size_t i = 0; i < dir->n_files; i++)
+        s->bytes = add_saturating(s->bytes, (uint64_t)dir->files[i]->digest->size_bytes);
+    for (size_t i = 0; i < dir->n_directories; i++) {
+        struct cas_digest d;
+        size_t child;
+        const struct subtree_size *c;
+
+        action_digest_valid(dir->directories[i]->digest, &d);
+        if (!action_digest_map_get(act->dir_index, &d, &child)) {
+            reapi_status_set(st, GRPC_STATUS_INTERNAL, "input directory '%.600s/%s' was not loaded",
+                             act->dirs[index].path, dir->directories[i]->name);
+            return -EINVAL;
+        }
+        rc = size_subtree(act, child, depth + 1, sizes, st);
+        if (rc != 0)
+            return rc;
+        c = &sizes[child];
+        s->files = add_saturating(s->files, c->files);
+        s->dirs = add_saturating(s->dirs, c->dirs);
+        s->symlinks = add_saturating(s->symlinks, c->symlinks);
+        s->bytes = add_saturating(s->bytes, c->bytes);
+        if (c->height + 1 > s->height)
+            s->height = c->height + 1;
+        if (add_saturating(add_saturating(s->files, s->dirs), s->symlinks) >
+            ACTION_MAX_INPUT_NODES) {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "the input tree has more than %u entries (files, directories and "
+                             "symlinks, repeats counted)",
+                             ACTION_MAX_INPUT_NODES);
+            return -E2BIG;
+        }
+    }
+    if (depth + s->height > ACTION_MAX_INPUT_DEPTH) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "the input tree is deeper than %d levels (below '%.600s')",
+                         ACTION_MAX_INPUT_DEPTH, act->dirs[index].path);
+        return -EINVAL;
+    }
+    s->state = 2;
+    return 0;
+}
+
+static int load_tree(struct cas_store *cas, struct action *act, struct reapi_status *st)
+{
+    struct action_digest_map files_seen = {0};
+    struct subtree_size *sizes = NULL;
+    bool missing = false;
+    size_t cap = 0;
+    char *root_path = strdup("");
+    int rc;
+
+    if (root_path == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    rc = add_dir(act, &cap, &act->input_root_digest, root_path, 0, st);
+    if (rc != 0)
+        goto out;
+    /* act->dirs grows while this loop runs: a queue. */
+    for (size_t i = 0; i < act->n_dirs; i++) {
+        char what[1024];
+
+        snprintf(what, sizeof(what), "input directory '%.900s'",
+                 act->dirs[i].path[0] ? act->dirs[i].path : ".");
+        rc = load_message(cas, &act->dirs[i].digest,
+                          &build__bazel__remote__execution__v2__directory__descriptor, what,
+                          (ProtobufCMessage **)&act->dirs[i].dir, st);
+        if (rc == -ENOENT) {
+            missing = true;
+            continue;
+        }
+        if (rc == 0)
+            rc = visit_dir(cas, act, i, &cap, &files_seen, st);
+        if (rc != 0)
+            goto out;
+    }
+    if (missing || st->n_missing > 0) {
+        rc = -ENOENT;
+        goto out;
+    }
+    sizes = calloc(act->n_dirs, sizeof(*sizes));
+    if (sizes == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = size_subtree(act, 0, 0, sizes, st);
+    if (rc != 0)
+        goto out;
+    act->input_files = sizes[0].files;
+    act->input_dirs = sizes[0].dirs;
+    act->input_symlinks = sizes[0].symlinks;
+    act->input_bytes = sizes[0].bytes;
+out:
+    free(sizes);
+    action_digest_map_free(&files_seen);
+    return rc;
+}
+
+static int build_outputs(struct action *act, struct reapi_status *st)
+{
+    const pb_command_t *cmd = act->command;
+    size_t n = 0;
+
+    act->output_paths_api = cmd->n_output_paths > 0;
+    if (act->output_paths_api)
+        n = cmd->n_output_paths;
+    else
+        n = cmd->n_output_files + cmd->n_output_directories;
+    if (n == 0)
+        return 0;
+    act->outputs = calloc(n, sizeof(*act->outputs));
+    if (act->outputs == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    if (act->output_paths_api) {
+        for (size_t i = 0; i < cmd->n_output_paths; i++)
+            act->outputs[act->n_outputs++] =
+                (struct action_output){cmd->output_paths[i], ACTION_OUTPUT_PATH};
+        return 0;
+    }
+    for (size_t i = 0; i < cmd->n_output_files; i++)
+        act->outputs[act->n_outputs++] =
+            (struct action_output){cmd->output_files[i], ACTION_OUTPUT_FILE};
+    for (size_t i = 0; i < cmd->n_output_directories; i++)
+        act->outputs[act->n_outputs++] =
+            (struct action_output){cmd->output_directories[i], ACTION_OUTPUT_DIRECTORY};
+    return 0;
+}
+
+/* The Command: decoded, validated, its outputs listed. -ENOENT when absent. */
+static int load_command(struct cas_store *cas, struct action *act, const struct casbox_config *cfg,
+                        struct reapi_status *st)
+{
+    const pb_platform_t *platform = act->action->platform;
+    int rc;
+
+    rc = load_message(cas, &act->command_digest,
+                      &build__bazel__remote__execution__v2__command__descriptor, "Command",
+                      (ProtobufCMessage **)&act->command, st);
+    if (rc != 0)
+        return rc;
+    rc = action_validate_command(act->command, st);
+    if (rc != 0)
+        return rc;
+    act->working_directory = act->command->working_directory ? act->command->working_directory : "";
+    /* Platform moved to the Action in v2.2; older clients set the Command's. */
+    if (platform == NULL || platform->n_properties == 0)
+        platform = act->command->platform;
+    rc = action_validate_platform(platform, cfg, &act->network, st);
+    if (rc != 0)
+        return rc;
+    return build_outputs(act, st);
+}
+
+int action_load(struct cas_store *cas, const struct cas_digest *action_digest,
+                const struct casbox_config *cfg, struct action **out, struct reapi_status *st)
+{
+    struct action *act = calloc(1, sizeof(*act));
+    bool command_missing = false;
+    int rc;
+
+    *out = NULL;
+    if (act == NULL || (act->dir_index = calloc(1, sizeof(*act->dir_index))) == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        rc = -ENOMEM;
+        goto out;
+    }
+    act->digest = *action_digest;
+    act->working_directory = "";
+    rc = load_message(cas, action_digest, &build__bazel__remote__execution__v2__action__descriptor,
+                      "Action", (ProtobufCMessage **)&act->action, st);
+    if (rc != 0)
+        goto out;
+    rc = action_digest_from_proto(act->action->command_digest, &act->command_digest,
+                                  "Action.command_digest", st);
+    if (rc == 0)
+        rc = action_digest_from_proto(act->action->input_root_digest, &act->input_root_digest,
+                                      "Action.input_root_digest", st);
+    if (rc == 0)
+        rc = action_validate_timeout(act->action->timeout, &act->timeout_ms, st);
+    if (rc != 0)
+        goto out;
+    rc = load_command(cas, act, cfg, st);
+    if (rc == -ENOENT) {
+        command_missing = true;
+        /* Still check the Action's own platform: a wrong one is final. */
+        rc = action_validate_platform(act->action->platform, cfg, &act->network, st);
+    }
+    if (rc != 0)
+        goto out;
+    rc = load_tree(cas, act, st);
+    if (rc == 0 && command_missing)
+        rc = -ENOENT;
+out:
+    if (rc != 0) {
+        action_free(act);
+        return rc;
+    }
+    *out = act;
+    return 0;
+}
+
+void action_free(struct action *act)
+{
+    if (act == NULL)
+        return;
+    for (size_t i = 0; i < act->n_dirs; i++) {
+        if (act->dirs[i].dir != NULL)
+            build__bazel__remote__execution__v2__directory__free_unpacked(act->dirs[i].dir, NULL);
+        free(act->dirs[i].path);
+    }
+    free(act->dirs);
+    if (act->dir_index != NULL)
+        action_digest_map_free(act->dir_index);
+    free(act->dir_index);
+    free(act->outputs);
+    if (act->command != NULL)
+        build__bazel__remote__execution__v2__command__free_unpacked(act->command, NULL);
+    if (act->action != NULL)
+        build__bazel__remote__execution__v2__action__free_unpacked(act->action, NULL);
+    free(act);
+}
+
+const struct action_input_dir *action_input_dir_find(const struct action *act,
+                                                     const struct cas_digest *digest)
+{
+    size_t i;
+
+    if (!action_digest_map_get(act->dir_index, digest, &i))
+        return NULL;
+    return &act->dirs[i];
+}

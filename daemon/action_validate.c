@@ -1,0 +1,535 @@
+/*
+ * action_validate.c - the rules a client's Action, Command, Directory and
+ * platform must follow before casbox stages or runs anything. Each check
+ * names the field, path or property at fault in an INVALID_ARGUMENT status,
+ * so that a user can tell from Bazel's error what to fix.
+ */
+#include "action_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* google.protobuf.Duration's documented range: +-10000 years. */
+#define DURATION_MAX_SECONDS 315576000000LL
+
+static void directory_label(const char *where, char *buf, size_t len)
+{
+    if (where[0] == '\0')
+        snprintf(buf, len, "input root directory");
+    else
+        snprintf(buf, len, "input directory '%.900s'", where);
+}
+
+/* A size-0 digest can only be the empty blob's: nothing else can be uploaded. */
+static int check_empty_digest(const struct cas_digest *d, const char *what, struct reapi_status *st)
+{
+    if (d->size != 0 || cas_digest_equal(d, cas_digest_empty()))
+        return 0;
+    reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                     "%s: digest has size 0 but not the empty blob's hash", what);
+    return -EINVAL;
+}
+
+static int check_entry_name(const char *name, const char *kind, const char *label,
+                            struct reapi_status *st)
+{
+    const char *why = NULL;
+
+    if (name == NULL || name[0] == '\0')
+        why = "is empty";
+    else if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        why = "is not allowed";
+    else if (strchr(name, '/') != NULL)
+        why = "contains '/' (one path segment per entry)";
+    else if (strlen(name) > NAME_MAX)
+        why = "is longer than 255 bytes";
+    if (why == NULL)
+        return 0;
+    reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s name '%.300s' %s", label, kind,
+                     name ? name : "", why);
+    return -EINVAL;
+}
+
+/* Names of one kind must be strictly increasing by bytes: sorted, no repeat. */
+static int check_order(const char *prev, const char *cur, const char *kind, const char *label,
+                       struct reapi_status *st)
+{
+    int cmp;
+
+    if (prev == NULL)
+        return 0;
+    cmp = strcmp(prev, cur);
+    if (cmp < 0)
+        return 0;
+    if (cmp == 0)
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s name '%.300s' appears twice",
+                         label, kind, cur);
+    else
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "%s: %s names are not sorted ('%.300s' before '%.300s')", label, kind,
+                         prev, cur);
+    return -EINVAL;
+}
+
+/* Walks the three sorted lists at once: a name may belong to one kind only. */
+static int check_cross_kind(const pb_directory_t *dir, const char *label, struct reapi_status *st)
+{
+    size_t i = 0, j = 0, k = 0;
+
+    while (true) {
+        const char *names[3] = {
+            i < dir->n_files ? dir->files[i]->name : NULL,
+            j < dir->n_directories ? dir->directories[j]->name : NULL,
+            k < dir->n_symlinks ? dir->symlinks[k]->name : NULL,
+        };
+        static const char *const kinds[3] = {"file", "directory", "symlink"};
+        int min = -1;
+
+        for (int n = 0; n < 3; n++) {
+            if (names[n] != NULL && (min < 0 || strcmp(names[n], names[min]) < 0))
+                min = n;
+        }
+        if (min < 0)
+            return 0;
+        for (int n = 0; n < 3; n++) {
+            if (n != min && names[n] != NULL && strcmp(names[n], names[min]) == 0) {
+                reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                                 "%s: name '%.300s' is both a %s and a %s", label, names[min],
+                                 kinds[min], kinds[n]);
+                return -EINVAL;
+            }
+        }
+        if (min == 0)
+            i++;
+        else if (min == 1)
+            j++;
+        else
+            k++;
+    }
+}
+
+int action_validate_directory(const pb_directory_t *dir, const char *where, struct reapi_status *st)
+{
+    char label[1024], what[1400];
+    struct cas_digest d;
+    int rc;
+
+    directory_label(where, label, sizeof(label));
+    for (size_t i = 0; i < dir->n_files; i++) {
+        const pb_file_node_t *f = dir->files[i];
+
+        rc = check_entry_name(f->name, "file", label, st);
+        if (rc == 0)
+            rc = check_order(i ? dir->files[i - 1]->name : NULL, f->name, "file", label, st);
+        if (rc != 0)
+            return rc;
+        snprintf(what, sizeof(what), "%s: file '%.300s'", label, f->name);
+        rc = action_digest_from_proto(f->digest, &d, what, st);
+        if (rc == 0)
+            rc = check_empty_digest(&d, what, st);
+        if (rc != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < dir->n_directories; i++) {
+        const pb_directory_node_t *n = dir->directories[i];
+
+        rc = check_entry_name(n->name, "directory", label, st);
+        if (rc == 0)
+            rc = check_order(i ? dir->directories[i - 1]->name : NULL, n->name, "directory", label,
+                             st);
+        if (rc != 0)
+            return rc;
+        snprintf(what, sizeof(what), "%s: directory '%.300s'", label, n->name);
+        rc = action_digest_from_proto(n->digest, &d, what, st);
+        if (rc == 0)
+            rc = check_empty_digest(&d, what, st);
+        if (rc != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < dir->n_symlinks; i++) {
+        const pb_symlink_node_t *s = dir->symlinks[i];
+
+        rc = check_entry_name(s->name, "symlink", label, st);
+        if (rc == 0)
+            rc = check_order(i ? dir->symlinks[i - 1]->name : NULL, s->name, "symlink", label, st);
+        if (rc != 0)
+            return rc;
+        if (s->target == NULL || s->target[0] == '\0') {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "%s: symlink '%.300s' has an empty target", label, s->name);
+            return -EINVAL;
+        }
+    }
+    return check_cross_kind(dir, label, st);
+}
+
+int action_validate_symlink_target(const char *target, uint32_t depth, const char *where,
+                                   struct reapi_status *st)
+{
+    int64_t level = depth;
+    const char *p = target;
+
+    if (target == NULL || target[0] == '\0') {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "input symlink '%.900s' has an empty target", where);
+        return -EINVAL;
+    }
+    if (target[0] == '/') {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "input symlink '%.600s' has the absolute target '%.300s' (this server's "
+                         "symlink_absolute_path_strategy is DISALLOWED)",
+                         where, target);
+        return -EINVAL;
+    }
+    /* Lexically, from the symlink's directory: climbing above the input root
+     * at any point would leave the exec root. */
+    while (*p != '\0') {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+
+        if (len == 2 && p[0] == '.' && p[1] == '.') {
+            if (--level < 0) {
+                reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                                 "input symlink '%.600s' -> '%.300s' points outside the input root",
+                                 where, target);
+                return -EINVAL;
+            }
+        } else if (!(len == 0 || (len == 1 && p[0] == '.'))) {
+            level++;
+        }
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    return 0;
+}
+
+int action_validate_relative_path(const char *path, bool allow_empty, const char **why)
+{
+    const char *p = path;
+
+    *why = NULL;
+    if (path[0] == '\0') {
+        if (allow_empty)
+            return 0;
+        *why = "is empty";
+        return -EINVAL;
+    }
+    if (path[0] == '/') {
+        *why = "is absolute";
+        return -EINVAL;
+    }
+    while (true) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+
+        if (len == 0)
+            *why = slash ? "has an empty component ('//')" : "ends with '/'";
+        else if (len == 1 && p[0] == '.')
+            *why = "has a '.' component";
+        else if (len == 2 && p[0] == '.' && p[1] == '.')
+            *why = "has a '..' component";
+        else if (len > NAME_MAX)
+            *why = "has a component longer than 255 bytes";
+        if (*why != NULL)
+            return -EINVAL;
+        if (slash == NULL)
+            break;
+        p = slash + 1;
+    }
+    if (strlen(path) >= PATH_MAX - sizeof(SANDBOX_EXEC_ROOT) - 1) {
+        *why = "is longer than PATH_MAX inside the sandbox";
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int compare_strings(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Whether key[0..len) is in the sorted array. */
+static bool sorted_contains(char *const *sorted, size_t n, const char *key, size_t len)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int cmp = strncmp(sorted[mid], key, len);
+
+        if (cmp == 0)
+            cmp = sorted[mid][len] == '\0' ? 0 : 1;
+        if (cmp == 0)
+            return true;
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+/* Checks each path of a list and that none repeats; optionally that none is
+ * a parent of another (output files). */
+static int check_path_list(char **paths, size_t n, const char *field, bool allow_empty,
+                           bool no_parents, struct reapi_status *st)
+{
+    char **sorted = NULL;
+    const char *why;
+    int rc = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (action_validate_relative_path(paths[i], allow_empty, &why) != 0) {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "Command.%s[%zu] '%.600s' %s", field,
+                             i, paths[i], why);
+            return -EINVAL;
+        }
+    }
+    if (n < 2)
+        return 0;
+    sorted = malloc(n * sizeof(*sorted));
+    if (sorted == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory checking Command.%s",
+                         field);
+        return -ENOMEM;
+    }
+    memcpy(sorted, paths, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), compare_strings);
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "Command.%s: '%.600s' appears twice",
+                             field, sorted[i]);
+            rc = -EINVAL;
+            goto out;
+        }
+    }
+    for (size_t i = 0; no_parents && i < n; i++) {
+        for (const char *s = strchr(sorted[i], '/'); s != NULL; s = strchr(s + 1, '/')) {
+            if (sorted_contains(sorted, n, sorted[i], (size_t)(s - sorted[i]))) {
+                reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                                 "Command.%s: '%.*s' is a parent of '%.600s'", field,
+                                 (int)(s - sorted[i]), sorted[i], sorted[i]);
+                rc = -EINVAL;
+                goto out;
+            }
+        }
+    }
+out:
+    free(sorted);
+    return rc;
+}
+
+/* No output file may also be an output directory. */
+static int check_files_vs_dirs(const pb_command_t *cmd, struct reapi_status *st)
+{
+    char **dirs = NULL;
+    int rc = 0;
+
+    if (cmd->n_output_files == 0 || cmd->n_output_directories == 0)
+        return 0;
+    dirs = malloc(cmd->n_output_directories * sizeof(*dirs));
+    if (dirs == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory checking outputs");
+        return -ENOMEM;
+    }
+    memcpy(dirs, cmd->output_directories, cmd->n_output_directories * sizeof(*dirs));
+    qsort(dirs, cmd->n_output_directories, sizeof(*dirs), compare_strings);
+    for (size_t i = 0; i < cmd->n_output_files; i++) {
+        const char *f = cmd->output_files[i];
+
+        if (sorted_contains(dirs, cmd->n_output_directories, f, strlen(f))) {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "Command: '%.600s' is both an output file and an output directory", f);
+            rc = -EINVAL;
+            break;
+        }
+    }
+    free(dirs);
+    return rc;
+}
+
+static int check_environment(const pb_command_t *cmd, struct reapi_status *st)
+{
+    char **names = NULL;
+    int rc = 0;
+
+    for (size_t i = 0; i < cmd->n_environment_variables; i++) {
+        const char *name = cmd->environment_variables[i]->name;
+
+        if (name == NULL || name[0] == '\0') {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "Command.environment_variables[%zu] has an empty name", i);
+            return -EINVAL;
+        }
+        if (strchr(name, '=') != NULL) {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "Command.environment_variables[%zu]: name '%.300s' contains '='", i,
+                             name);
+            return -EINVAL;
+        }
+    }
+    if (cmd->n_environment_variables < 2)
+        return 0;
+    names = malloc(cmd->n_environment_variables * sizeof(*names));
+    if (names == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                         "out of memory checking the environment");
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < cmd->n_environment_variables; i++)
+        names[i] = cmd->environment_variables[i]->name;
+    qsort(names, cmd->n_environment_variables, sizeof(*names), compare_strings);
+    for (size_t i = 1; i < cmd->n_environment_variables; i++) {
+        if (strcmp(names[i - 1], names[i]) == 0) {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "Command.environment_variables: '%.300s' is set twice", names[i]);
+            rc = -EINVAL;
+            break;
+        }
+    }
+    free(names);
+    return rc;
+}
+
+int action_validate_command(const pb_command_t *cmd, struct reapi_status *st)
+{
+    const char *wd = cmd->working_directory ? cmd->working_directory : "";
+    const char *why;
+    int rc;
+
+    if (cmd->n_arguments == 0) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "Command.arguments is empty: there is no program to run");
+        return -EINVAL;
+    }
+    if (cmd->arguments[0] == NULL || cmd->arguments[0][0] == '\0') {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "Command.arguments[0] is empty");
+        return -EINVAL;
+    }
+    rc = check_environment(cmd, st);
+    if (rc != 0)
+        return rc;
+    if (action_validate_relative_path(wd, true, &why) != 0) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "Command.working_directory '%.600s' %s",
+                         wd, why);
+        return -EINVAL;
+    }
+    if (cmd->n_output_node_properties > 0) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "Command.output_node_properties: '%.300s' is not supported by this server",
+                         cmd->output_node_properties[0]);
+        return -EINVAL;
+    }
+    if (cmd->n_output_paths > 0)
+        return check_path_list(cmd->output_paths, cmd->n_output_paths, "output_paths", false, false,
+                               st);
+    rc = check_path_list(cmd->output_files, cmd->n_output_files, "output_files", false, true, st);
+    if (rc == 0)
+        rc = check_path_list(cmd->output_directories, cmd->n_output_directories,
+                             "output_directories", true, false, st);
+    if (rc == 0)
+        rc = check_files_vs_dirs(cmd, st);
+    return rc;
+}
+
+/* Whether name is one of the comma-separated names of list (spaces around
+ * names ignored, case-insensitive). */
+static bool name_in_list(const char *list, const char *name)
+{
+    size_t name_len = strlen(name);
+    const char *p = list;
+
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        const char *stop = end ? end : p + strlen(p);
+
+        while (p < stop && (*p == ' ' || *p == '\t'))
+            p++;
+        while (stop > p && (stop[-1] == ' ' || stop[-1] == '\t'))
+            stop--;
+        if ((size_t)(stop - p) == name_len && name_len > 0 && strncasecmp(p, name, name_len) == 0)
+            return true;
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return false;
+}
+
+int action_validate_platform(const pb_platform_t *p, const struct casbox_config *cfg, bool *network,
+                             struct reapi_status *st)
+{
+    *network = false;
+    if (p == NULL)
+        return 0;
+    for (size_t i = 0; i < p->n_properties; i++) {
+        const char *name = p->properties[i]->name ? p->properties[i]->name : "";
+        const char *value = p->properties[i]->value ? p->properties[i]->value : "";
+
+        if (strcasecmp(name, "OSFamily") == 0) {
+            if (strcasecmp(value, "Linux") != 0) {
+                reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                                 "platform property OSFamily=%.200s: this server runs Linux "
+                                 "actions only",
+                                 value);
+                return -EINVAL;
+            }
+        } else if (strcasecmp(name, "network") == 0) {
+            if (strcasecmp(value, "off") == 0) {
+                *network = false;
+            } else if (strcasecmp(value, "on") == 0) {
+                if (!cfg->exec_allow_network) {
+                    reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                                     "platform property network=on: this server does not give "
+                                     "actions network access (execution allow_network = false)");
+                    return -EINVAL;
+                }
+                *network = true;
+            } else {
+                reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                                 "platform property network=%.200s: the value must be on or off",
+                                 value);
+                return -EINVAL;
+            }
+        } else if (!name_in_list(cfg->exec_accepted_properties, name)) {
+            const char *list = cfg->exec_accepted_properties;
+
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "platform property '%.200s' (= '%.200s') is not supported by this "
+                             "server: it knows OSFamily and network%s%.300s%s",
+                             name, value, list[0] ? ", and accepts " : "", list,
+                             list[0] ? " (execution accepted_properties)"
+                                     : " (add it to execution accepted_properties to accept it)");
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int action_validate_timeout(const Google__Protobuf__Duration *d, uint64_t *timeout_ms,
+                            struct reapi_status *st)
+{
+    *timeout_ms = 0;
+    if (d == NULL)
+        return 0;
+    if (d->seconds < 0 || d->nanos < 0 || d->nanos > 999999999) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "Action.timeout (%" PRId64 " s, %" PRId32 " ns) is negative or malformed",
+                         d->seconds, d->nanos);
+        return -EINVAL;
+    }
+    if (d->seconds > DURATION_MAX_SECONDS) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "Action.timeout (%" PRId64 " s) is beyond the range of a Duration",
+                         d->seconds);
+        return -EINVAL;
+    }
+    *timeout_ms = (uint64_t)d->seconds * 1000u + ((uint64_t)d->nanos + 999999u) / 1000000u;
+    return 0;
+}
