@@ -65,7 +65,8 @@ struct cas_store_options {
 };
 
 /* Opens (creating if needed) a store under dir: removes stale temp files and
- * builds the index from the blob files present. */
+ * builds the index from the blob files present. -EBUSY when the directory is
+ * already open (it is flock'ed: one store per directory, in any process). */
 int cas_store_open(const char *dir, const struct cas_store_options *opt, struct cas_store **out);
 void cas_store_close(struct cas_store *s);
 
@@ -93,6 +94,9 @@ int cas_store_blob_path(struct cas_store *s, const struct cas_digest *d, char *b
  * committed only when the total size and hash match the expected digest. */
 struct cas_writer;
 int cas_writer_begin(struct cas_store *s, const struct cas_digest *expected, struct cas_writer **out);
+/* -EFBIG, and nothing appended, when the bytes would run past the expected
+ * size. After any other error the writer only accepts commit (which returns
+ * that error) or abort. */
 int cas_writer_append(struct cas_writer *w, const void *buf, size_t len);
 /* Bytes appended so far. */
 int64_t cas_writer_offset(const struct cas_writer *w);
@@ -104,7 +108,9 @@ void cas_writer_abort(struct cas_writer *w);
 
 /* Ingests an existing file (an action output): hashes it and links or copies it
  * into the store (rename when unlink_source and same filesystem, else link,
- * else copy). The blob file is made read-only. Fills *out. */
+ * else copy). The blob file is made read-only. Fills *out. -EINVAL when path
+ * is not a regular file (a symlink is not followed: -ELOOP); -ESTALE when the
+ * file was replaced or written while being ingested. */
 int cas_store_put_file(struct cas_store *s, const char *path, bool unlink_source,
                        struct cas_digest *out);
 

@@ -1,0 +1,82 @@
+/*
+ * store_internal.h - what the files of cas/ share and nobody else sees: the
+ * store structure, its two locks, and the helpers that write temp files and
+ * commit them.
+ *
+ * Locking. index_lock protects the index and the counters; it is held only
+ * for index operations, never across I/O or hashing. name_lock serialises
+ * changes to the names under blobs/ and ac/ (a rename into place, an unlink of
+ * a corrupt, missing or evicted blob) together with the matching index update,
+ * so that deleting a corrupt file can never delete a good copy that another
+ * thread committed a moment earlier, and an eviction can never remove a blob
+ * that was just committed again. It is held for single metadata syscalls,
+ * never for data I/O. Lock order: name_lock, then index_lock.
+ */
+#ifndef CASBOX_CAS_STORE_INTERNAL_H
+#define CASBOX_CAS_STORE_INTERNAL_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cas.h"
+#include "store_index.h"
+
+/* Page-aligned buffers and 1 MiB reads: about 2-3x faster than unaligned
+ * malloc'd buffers on the target VMs (see PLATFORM.md, io_uring pitfall). */
+#define CAS_IO_ALIGN 4096
+#define CAS_IO_CHUNK (1024 * 1024)
+
+/* "aa/" + 64 hex + NUL */
+#define CAS_BLOB_RELPATH (3 + CAS_HASH_HEX + 1)
+
+struct cas_store {
+    char *dir;       /* absolute path of the store */
+    char *tmp_dir;   /* <dir>/tmp */
+    char *blobs_dir; /* <dir>/blobs */
+    int lock_fd;     /* <dir>/lock, flock'ed: one process per store */
+    int blobs_fd;
+    int tmp_fd;
+    int ac_fd;
+    dev_t dev; /* filesystem of blobs/ and tmp/ */
+    uint64_t max_bytes;
+
+    pthread_mutex_t name_lock;
+    pthread_mutex_t index_lock;
+    struct store_index index;
+    uint64_t evicted_blobs;
+    uint64_t evicted_bytes;
+    uint64_t corrupt_blobs;
+
+    atomic_uint_fast64_t name_counter; /* unique temp names for links */
+};
+
+/* digest.c */
+bool cas_digest_is_empty(const struct cas_digest *d);
+/* Buffer size for reading or writing a file of about `expected` bytes: its
+ * size rounded up to a page, at most CAS_IO_CHUNK. */
+size_t cas_io_buffer_size(int64_t expected);
+
+/* store.c */
+int cas_io_write_all(int fd, const void *buf, size_t len);
+/* Reads up to len bytes at off; *got < len only at end of file. */
+int cas_io_pread_all(int fd, void *buf, size_t len, off_t off, size_t *got);
+void cas_blob_relpath(const struct cas_digest *d, char out[CAS_BLOB_RELPATH]);
+/* renameat(from -> dir_fd/rel) where rel is "<aa>/<name>", creating the
+ * shard directory if someone removed it. */
+int cas_rename_into_shard(const char *from, int dir_fd, const char *rel);
+/* Creates a temp file (mode 0600, O_CLOEXEC) in <dir>/tmp; path receives its
+ * name. Returns the fd or a negative errno. */
+int cas_store_temp_create(struct cas_store *s, const char *prefix, char path[PATH_MAX]);
+/* Makes the complete, verified temp file at tmp_path (mode 0444 already) the
+ * blob d. The temp name is consumed in every case: renamed into place, or
+ * unlinked when the blob is already present or on error. verified says
+ * whether this process knows the bytes match (false for a file that other
+ * names share). Evicts old blobs when over the limit. */
+int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas_digest *d,
+                     uint64_t ino, bool verified);
+
+#endif

@@ -1,0 +1,175 @@
+/*
+ * writer.c - streaming uploads into the store (ByteStream.Write, copies of
+ * files from other filesystems).
+ *
+ * Bytes are hashed as they arrive and gathered in a page-aligned buffer of up
+ * to 1 MiB that is written to a temp file in <dir>/tmp when full (large
+ * appends bypass it). Commit checks the total size and the hash against the
+ * expected digest and only then renames the file into blobs/; anything else
+ * removes the temp file, so an unfinished or wrong upload is never visible.
+ */
+#include "cas.h"
+#include "store_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct cas_writer {
+    struct cas_store *s;
+    struct cas_digest expected;
+    struct cas_hasher *hasher;
+    int fd;
+    uint64_t ino;
+    int64_t offset; /* bytes accepted so far */
+    uint8_t *buf;
+    size_t cap;
+    size_t used;
+    int error; /* first write error; the temp file's content is then unknown */
+    char path[PATH_MAX];
+};
+
+static void writer_free(struct cas_writer *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->path[0] != '\0')
+        unlink(w->path);
+    cas_hasher_free(w->hasher);
+    free(w->buf);
+    free(w);
+}
+
+int cas_writer_begin(struct cas_store *s, const struct cas_digest *expected,
+                     struct cas_writer **out)
+{
+    struct cas_writer *w;
+    struct stat st;
+    int ret;
+
+    *out = NULL;
+    if (expected->size < 0)
+        return -EINVAL;
+    w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -ENOMEM;
+    w->fd = -1;
+    w->s = s;
+    w->expected = *expected;
+    w->cap = cas_io_buffer_size(expected->size);
+    w->buf = aligned_alloc(CAS_IO_ALIGN, w->cap);
+    w->hasher = cas_hasher_new();
+    if (w->buf == NULL || w->hasher == NULL) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    ret = cas_store_temp_create(s, "upload", w->path);
+    if (ret < 0)
+        goto out;
+    w->fd = ret;
+    if (fstat(w->fd, &st) < 0) {
+        ret = -errno;
+        goto out;
+    }
+    w->ino = (uint64_t)st.st_ino;
+    *out = w;
+    w = NULL;
+    ret = 0;
+out:
+    if (w != NULL)
+        writer_free(w);
+    return ret;
+}
+
+static int writer_flush(struct cas_writer *w)
+{
+    int ret = cas_io_write_all(w->fd, w->buf, w->used);
+
+    w->used = 0;
+    return ret;
+}
+
+int cas_writer_append(struct cas_writer *w, const void *buf, size_t len)
+{
+    int ret = 0;
+
+    if (w->error != 0)
+        return w->error;
+    if (len > (uint64_t)(w->expected.size - w->offset))
+        return -EFBIG; /* nothing accepted; the writer is unchanged */
+    if (len == 0)
+        return 0;
+    cas_hasher_update(w->hasher, buf, len);
+    if (w->used + len <= w->cap) {
+        memcpy(w->buf + w->used, buf, len);
+        w->used += len;
+        goto out;
+    }
+    ret = writer_flush(w);
+    if (ret < 0)
+        goto out;
+    if (len >= w->cap) {
+        ret = cas_io_write_all(w->fd, buf, len);
+    } else {
+        memcpy(w->buf, buf, len);
+        w->used = len;
+    }
+out:
+    if (ret < 0)
+        w->error = ret;
+    else
+        w->offset += (int64_t)len;
+    return ret;
+}
+
+int64_t cas_writer_offset(const struct cas_writer *w)
+{
+    return w->offset;
+}
+
+int cas_writer_commit(struct cas_writer *w)
+{
+    struct cas_digest actual;
+    int ret = w->error;
+
+    if (ret < 0)
+        goto out;
+    if (w->offset != w->expected.size) {
+        ret = -EINVAL;
+        goto out;
+    }
+    ret = writer_flush(w);
+    if (ret < 0)
+        goto out;
+    cas_hasher_finish(w->hasher, &actual);
+    w->hasher = NULL;
+    if (actual.size < 0) {
+        ret = -ENOMEM; /* hashing failed, see digest.c */
+        goto out;
+    }
+    if (!cas_digest_equal(&actual, &w->expected)) {
+        ret = -EINVAL;
+        goto out;
+    }
+    if (fchmod(w->fd, 0444) < 0) {
+        ret = -errno;
+        goto out;
+    }
+    ret = close(w->fd) < 0 ? -errno : 0;
+    w->fd = -1;
+    if (ret < 0)
+        goto out;
+    ret = cas_store_commit(w->s, w->path, &w->expected, w->ino, true);
+    w->path[0] = '\0'; /* consumed by the commit in every case */
+out:
+    writer_free(w);
+    return ret;
+}
+
+void cas_writer_abort(struct cas_writer *w)
+{
+    if (w != NULL)
+        writer_free(w);
+}
