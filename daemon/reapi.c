@@ -112,6 +112,11 @@ static bool reapi_segment_is(const struct reapi_segment *s, const char *word)
     return s->len == strlen(word) && memcmp(s->p, word, s->len) == 0;
 }
 
+static const char *const reapi_reserved[] = {
+    "blobs",      "uploads",      "actions",          "actionResults",
+    "operations", "capabilities", "compressed-blobs",
+};
+
 /* Fills the digest from segments [i] = hash, [i+1] = size and the instance
  * from the segments before first. */
 static int reapi_resource_finish(const char *name, struct reapi_segment *seg, size_t first,
@@ -128,6 +133,12 @@ static int reapi_resource_finish(const char *name, struct reapi_segment *seg, si
     for (size_t k = 0; k < first; k++) {
         if (seg[k].len == 0)
             return -EINVAL; /* "a//b" or a leading slash */
+        /* The REAPI reserves these words: they cannot be part of an instance
+         * name, so "uploads/x/blobs/..." is not a read name. */
+        for (size_t r = 0; r < sizeof(reapi_reserved) / sizeof(reapi_reserved[0]); r++) {
+            if (reapi_segment_is(&seg[k], reapi_reserved[r]))
+                return -EINVAL;
+        }
     }
     return 0;
 }

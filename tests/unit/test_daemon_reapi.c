@@ -41,6 +41,7 @@ static void test_read_names(void **state)
     assert_int_equal(reapi_resource_parse_read("blobs/" H "/99999999999999999999", &r), -EINVAL);
     assert_int_equal(reapi_resource_parse_read("x//blobs/" H "/1", &r), -EINVAL);
     assert_int_equal(reapi_resource_parse_read("uploads/u/blobs/zz" H "/1", &r), -EINVAL);
+    assert_int_equal(reapi_resource_parse_read("uploads/u/blobs/" H "/1", &r), -EINVAL);
 }
 
 static void test_write_names(void **state)
