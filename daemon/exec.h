@@ -44,6 +44,9 @@ void exec_service_stop(struct exec_service *svc);
 int exec_action_load(struct casboxd *d, const char *instance, const struct cas_digest *digest,
                      struct action **out, struct reapi_status *st);
 void exec_action_free(struct action *act);
+/* Removes scratch directories left by a previous run and the executable-copy
+ * cache; called at start-up before any action runs. */
+int exec_scratch_reset(struct casboxd *d);
 
 /* Runs one loaded action to completion on the calling slot thread: fills
  * *response (an ExecuteResponse, packed, malloc'd) (exec_pipeline.c). */

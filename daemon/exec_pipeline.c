@@ -29,8 +29,42 @@ typedef Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata ExecutedActi
 int exec_action_load(struct casboxd *d, const char *instance, const struct cas_digest *digest,
                      struct action **out, struct reapi_status *st)
 {
+    uint64_t max_ms = d->cfg.exec_max_timeout * 1000u;
+    int rc;
+
     (void)instance;
-    return action_load(d->store, digest, &d->cfg, out, st);
+    rc = action_load(d->store, digest, &d->cfg, out, st);
+    if (rc != 0)
+        return rc;
+    /* The REAPI: a timeout above the server's maximum MUST be rejected. */
+    if ((*out)->timeout_ms > max_ms) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "Action.timeout of %.3f s exceeds the server's maximum of %" PRIu64
+                         " s (execution.max_timeout)",
+                         (*out)->timeout_ms / 1000.0, d->cfg.exec_max_timeout);
+        action_free(*out);
+        *out = NULL;
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int exec_scratch_reset(struct casboxd *d)
+{
+    char path[4096];
+    int rc;
+
+    /* Scratch dirs of actions a crash interrupted, and the executable-copy
+     * cache (it is only a cache and grows without bound otherwise). */
+    snprintf(path, sizeof(path), "%s/cas/exec", d->cfg.state_dir);
+    rc = action_remove_tree(path);
+    if (rc != 0 && rc != -ENOENT)
+        return rc;
+    snprintf(path, sizeof(path), "%s/cas/exec-blobs", d->cfg.state_dir);
+    rc = action_remove_tree(path);
+    if (rc != 0 && rc != -ENOENT)
+        return rc;
+    return 0;
 }
 
 void exec_action_free(struct action *act)

@@ -497,6 +497,9 @@ int exec_service_start(struct casboxd *d, struct exec_service **out)
     if (svc == NULL)
         return -ENOMEM;
     svc->d = d;
+    rc = exec_scratch_reset(d);
+    if (rc != 0)
+        LOG_W("cannot clean up old scratch space: %s", strerror(-rc));
     pthread_mutex_init(&svc->lock, NULL);
     pthread_cond_init(&svc->changed, NULL);
     pthread_cond_init(&svc->work, NULL);
