@@ -353,7 +353,10 @@ void config_print(const struct casbox_config *cfg, FILE *out)
             fprintf(out, "%s[%s]\n", i ? "\n" : "", k->section);
             section = k->section;
         }
-        fprintf(out, "# %s\n", k->help);
+        if (k->type == CONFIG_SIZE)
+            fprintf(out, "# %s [%" PRIu64 " .. %" PRIu64 "]\n", k->help, k->min, k->max);
+        else
+            fprintf(out, "# %s\n", k->help);
         switch (k->type) {
         case CONFIG_STRING:
             fprintf(out, "%s = %s\n", config_key_name(k), field);
