@@ -49,11 +49,11 @@ enum sandbox_seccomp_mode {
 };
 
 struct sandbox_limits {
-    uint64_t timeout_ms;      /* 0 = none; past it the whole tree is killed */
-    uint64_t memory_bytes;    /* 0 = none; cgroup (v2 or v1) else RLIMIT_AS */
-    uint64_t pids_max;        /* 0 = none; cgroup pids else RLIMIT_NPROC */
-    uint64_t cpu_seconds;     /* 0 = none; RLIMIT_CPU */
-    uint64_t output_bytes;    /* cap on each of stdout/stderr files; 0 = none */
+    uint64_t timeout_ms;   /* 0 = none; past it the whole tree is killed */
+    uint64_t memory_bytes; /* 0 = none; cgroup (v2 or v1) else RLIMIT_AS */
+    uint64_t pids_max;     /* 0 = none; cgroup pids else RLIMIT_NPROC */
+    uint64_t cpu_seconds;  /* 0 = none; RLIMIT_CPU */
+    uint64_t output_bytes; /* cap on each of stdout/stderr files; 0 = none */
 };
 
 struct sandbox_spec {
@@ -63,7 +63,7 @@ struct sandbox_spec {
     /* The exec root. lower_dir is the staged input tree (never modified);
      * upper_dir/work_dir (same filesystem, both empty dirs) take the writes
      * through overlayfs. When upper_dir is NULL, lower_dir is bound read-write
-     * directly. */
+     * directly. When lower_dir is NULL the exec root is an empty tmpfs. */
     char *lower_dir;
     char *upper_dir;
     char *work_dir;
@@ -73,9 +73,9 @@ struct sandbox_spec {
     struct sandbox_mount *mounts; /* extra mounts, applied in order after the base root */
     size_t n_mounts;
 
-    bool network;     /* share the host network namespace instead of loopback only */
-    bool uid0;        /* be uid 0 inside (else the caller's uid and gid) */
-    char *hostname;   /* default "casbox" */
+    bool network;   /* share the host network namespace instead of loopback only */
+    bool uid0;      /* be uid 0 inside (else the caller's uid and gid) */
+    char *hostname; /* default "casbox" */
 
     enum sandbox_seccomp_mode seccomp;
     char *seccomp_file;
@@ -89,9 +89,18 @@ struct sandbox_spec {
     char *stderr_path;
     bool stdin_null;
 
-    /* Cgroup parent to create the action's cgroup under; NULL = autodetect
-     * from /proc/self/cgroup. */
+    /* Cgroup parent to create the action's cgroup under, as a cgroup path
+     * (e.g. "/system.slice/casbox.service"), applied in each hierarchy used;
+     * NULL = the caller's own cgroup from /proc/self/cgroup. */
     char *cgroup_parent;
+};
+
+/* How a memory or pids limit was enforced (see docs/sandbox.md). */
+enum sandbox_limit_method {
+    SANDBOX_METHOD_NONE = 0,  /* no limit was asked for */
+    SANDBOX_METHOD_CGROUP_V2, /* memory.max / pids.max in a cgroup2 child */
+    SANDBOX_METHOD_CGROUP_V1, /* memory.limit_in_bytes / pids.max in v1 children */
+    SANDBOX_METHOD_RLIMIT,    /* RLIMIT_AS / RLIMIT_NPROC: no cgroup could be made */
 };
 
 enum sandbox_limit_hit {
@@ -104,9 +113,10 @@ enum sandbox_limit_hit {
 };
 
 struct sandbox_result {
-    int exit_code;       /* the command's exit code, or 128 + signal */
-    int term_signal;     /* signal that killed it, 0 if it exited */
-    enum sandbox_limit_hit limit; /* first limit hit, if any */
+    int exit_code;                /* the command's exit code, or 128 + signal */
+    int term_signal;              /* signal that killed it, 0 if it exited */
+    enum sandbox_limit_hit limit; /* the limit that decided the outcome, if any:
+                                   * memory, pids, timeout, cpu, output */
     bool stdout_truncated;
     bool stderr_truncated;
     uint64_t wall_us;
@@ -116,6 +126,10 @@ struct sandbox_result {
     /* The runner itself failed (namespace, mount, exec): a one-line reason,
      * exit_code is then 127 for exec failures and 125 for set-up failures. */
     char error[256];
+    /* How the memory and pids limits were enforced. A limit hit is only
+     * detected with a cgroup; under RLIMIT_AS an allocation simply fails. */
+    enum sandbox_limit_method memory_method;
+    enum sandbox_limit_method pids_method;
 };
 
 /* --- the spec (sandbox/spec.c) --- */
@@ -123,39 +137,73 @@ struct sandbox_result {
 /* An empty spec with the defaults filled in (exec root path, hostname, seccomp
  * default, stdin null). Free with sandbox_spec_free. */
 void sandbox_spec_init(struct sandbox_spec *spec);
+/* Frees every pointer in the spec (argv and envp and their strings, all
+ * strings, mounts) and leaves it empty: fields set by hand must be malloc'd. */
 void sandbox_spec_free(struct sandbox_spec *spec);
+/* Replaces one of the spec's strings (e.g. &spec->cwd) with a copy of value
+ * (NULL clears it). */
+int sandbox_spec_set_string(char **field, const char *value);
+/* Replace argv / envp with copies of a NULL-terminated vector. */
+int sandbox_spec_set_argv(struct sandbox_spec *spec, const char *const *argv);
+int sandbox_spec_set_envp(struct sandbox_spec *spec, const char *const *envp);
 int sandbox_spec_add_mount(struct sandbox_spec *spec, enum sandbox_mount_kind kind,
                            const char *host, const char *inside);
 /* Prints every field, one per line, stable order; for tests and --dry-run. */
 void sandbox_spec_print(const struct sandbox_spec *spec, FILE *out);
 const char *sandbox_limit_name(enum sandbox_limit_hit limit);
+const char *sandbox_limit_method_name(enum sandbox_limit_method method);
 
 /* --- running (sandbox/run.c) --- */
 
 /* Runs the spec and waits for it. Must be called from a single-threaded
- * process (or the spawner). Fills *res; returns a negative errno only when the
+ * process (or the spawner), which must not reap other children with
+ * waitpid(-1) meanwhile. Fills *res; returns a negative errno only when the
  * sandbox could not be attempted at all (res->error says why). */
 int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res);
 
 /* --- the spawner (sandbox/spawner.c) --- */
 
 struct sandbox_spawner;
-/* Forks the spawner; call before any thread exists (before grpc_init). */
+/* Forks the spawner; call before any thread exists (before grpc_init), from
+ * the thread that lives longest (the spawner stops when it exits). */
 int sandbox_spawner_start(struct sandbox_spawner **out);
 /* Sends the spec to the spawner and waits for the result; thread-safe, many
  * runs may be in flight at once. */
 int sandbox_spawner_run(struct sandbox_spawner *sp, const struct sandbox_spec *spec,
                         struct sandbox_result *res);
-/* Stops the spawner (running sandboxes are killed) and frees sp. */
+/* Stops the spawner and frees sp: runs in flight are killed and answer
+ * "cancelled"; no run may start during or after this call. */
 void sandbox_spawner_stop(struct sandbox_spawner *sp);
 
 /* --- the seccomp policy table (sandbox/seccomp.c) --- */
 
+/* errno_value of a policy-file rule that takes a syscall off the deny list. */
+#define SANDBOX_SECCOMP_ALLOW (-1)
+
 struct sandbox_seccomp_rule {
     const char *syscall;
-    int errno_value; /* returned errno, e.g. EPERM */
+    int errno_value; /* returned errno, e.g. EPERM; SANDBOX_SECCOMP_ALLOW */
+    /* When arg_mask is non-zero the rule applies only to calls where
+     * (argument arg_index & arg_mask) == arg_value (clone with CLONE_NEWUSER,
+     * ioctl TIOCSTI); otherwise to every call. */
+    unsigned arg_index;
+    uint64_t arg_mask;
+    uint64_t arg_value;
 };
-/* The rules of a mode (not FILE); *n set to the count. Static storage. */
+/* The table of a mode (FILE: the default table, which the file's rules
+ * amend; NONE: NULL); *n set to the count. Static storage. */
 const struct sandbox_seccomp_rule *sandbox_seccomp_rules(enum sandbox_seccomp_mode mode, size_t *n);
+const char *sandbox_seccomp_mode_name(enum sandbox_seccomp_mode mode);
+
+/* Parses a policy file's text (format in docs/sandbox.md): one syscall per
+ * line, optional `errno=NAME` or `allow`, `#` comments. name is used in error
+ * messages. On success *rules is malloc'd (free with sandbox_seccomp_rules_free).
+ * On a bad line: -EINVAL and err = "NAME:LINE: reason". */
+int sandbox_seccomp_parse(const char *text, const char *name, struct sandbox_seccomp_rule **rules,
+                          size_t *n, char *err, size_t err_len);
+/* The same for a file on disk (at most 1 MiB). */
+int sandbox_seccomp_parse_file(const char *path, struct sandbox_seccomp_rule **rules, size_t *n,
+                               char *err, size_t err_len);
+void sandbox_seccomp_rules_free(struct sandbox_seccomp_rule *rules, size_t n);
 
 #endif

@@ -1,0 +1,357 @@
+/*
+ * child.c - the inside of the clone: pid 1 of the new namespaces, and the
+ * command it starts.
+ *
+ * pid 1 maps its uid/gid and joins the action's cgroup, sets the namespaces
+ * up (cgroup ns, hostname, root, loopback), drops every capability and
+ * installs the seccomp filter, then starts the command and reaps. Why a
+ * separate pid 1: orphans of the command are re-parented to it and must be
+ * reaped or they stay zombies; and when pid 1 exits the kernel kills the
+ * whole pid namespace, so killing pid 1 (timeout, cancel, caller death via
+ * PDEATHSIG) kills every process the command started. pid 1 runs under the
+ * same filter and without capabilities too, so the command gains nothing by
+ * attacking it.
+ *
+ * The command's wait status goes to the supervisor over the report pipe,
+ * because pid 1 can only pass on "128 + signal" as an exit code: a namespace's
+ * init cannot kill itself with the signal the command died of.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdint.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/close_range.h>
+
+#include "internal.h"
+
+static void child_report(int fd, int kind, int status, const char *msg)
+{
+    struct sandbox_report r;
+    ssize_t n;
+
+    memset(&r, 0, sizeof(r));
+    r.kind = kind;
+    r.status = status;
+    snprintf(r.msg, sizeof(r.msg), "%s", msg != NULL ? msg : "");
+    do {
+        n = write(fd, &r, sizeof(r));
+    } while (n < 0 && errno == EINTR);
+    /* If the supervisor is gone there is nobody left to tell; the exit code
+     * (125/127) still says what happened. */
+}
+
+static int child_write_file(const char *path, const char *data, char *err, size_t err_len)
+{
+    size_t len = strlen(data);
+    int fd, rc = 0;
+
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, data, len) != (ssize_t)len)
+        rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    if (rc != 0)
+        sandbox_error_set(err, err_len, "write %s: %s", path, strerror(-rc));
+    return rc;
+}
+
+/* The first steps, done by the child itself so that the caller never waits
+ * on it: map our ids (one line mapping our own euid/egid is what an
+ * unprivileged process may write for itself; setgroups must be denied
+ * before gid_map), then move into the action's cgroup ("0" is the writer). */
+static int child_enter(struct sandbox_child *c, char *err, size_t err_len)
+{
+    char map[64];
+    int rc;
+
+    snprintf(map, sizeof(map), "%u %u 1\n", c->spec->uid0 ? 0 : c->outer_uid, c->outer_uid);
+    rc = child_write_file("/proc/self/uid_map", map, err, err_len);
+    if (rc == 0)
+        rc = child_write_file("/proc/self/setgroups", "deny", err, err_len);
+    if (rc == 0) {
+        snprintf(map, sizeof(map), "%u %u 1\n", c->spec->uid0 ? 0 : c->outer_gid, c->outer_gid);
+        rc = child_write_file("/proc/self/gid_map", map, err, err_len);
+    }
+    if (rc != 0)
+        return rc;
+    rc = sandbox_cgroup_attach(c->cgroup, 0);
+    if (rc != 0)
+        sandbox_error_set(err, err_len, "move into the action's cgroup: %s", strerror(-rc));
+    return rc;
+}
+
+static int child_setup(struct sandbox_child *c, char *err, size_t err_len)
+{
+    const struct sandbox_spec *spec = c->spec;
+    const char *hostname = sandbox_spec_hostname(spec);
+    int rc;
+
+    /* We are in the action's cgroup by now, so this namespace's root is
+     * that cgroup: /proc/self/cgroup shows "/". */
+    if (unshare(CLONE_NEWCGROUP) != 0) {
+        rc = -errno;
+        sandbox_error_set(err, err_len, "unshare cgroup namespace: %s", strerror(errno));
+        return rc;
+    }
+    if (sethostname(hostname, strlen(hostname)) != 0) {
+        rc = -errno;
+        sandbox_error_set(err, err_len, "sethostname: %s", strerror(errno));
+        return rc;
+    }
+    rc = sandbox_mounts_build_root(spec, err, err_len);
+    if (rc != 0)
+        return rc;
+    if (!spec->network) {
+        rc = sandbox_net_loopback_up();
+        if (rc != 0) {
+            sandbox_error_set(err, err_len, "bring up lo: %s", strerror(-rc));
+            return rc;
+        }
+    }
+    rc = sandbox_caps_drop_all(err, err_len);
+    if (rc != 0)
+        return rc;
+    rc = sandbox_seccomp_apply(c->seccomp);
+    if (rc != 0)
+        sandbox_error_set(err, err_len, "install seccomp filter: %s", strerror(-rc));
+    return rc;
+}
+
+/* execve with the PATH of the command's own environment (execvpe would use
+ * ours). Returns the errno to report. */
+static int child_execvpe(char *const argv[], char *const envp[])
+{
+    const char *file = argv[0], *path = NULL;
+    char buf[PATH_MAX];
+    bool eacces = false;
+
+    if (strchr(file, '/') != NULL) {
+        execve(file, argv, envp);
+        return errno;
+    }
+    for (size_t i = 0; envp[i] != NULL; i++)
+        if (strncmp(envp[i], "PATH=", 5) == 0)
+            path = envp[i] + 5;
+    if (path == NULL)
+        path = "/bin:/usr/bin"; /* glibc's default */
+    for (const char *p = path;; p++) {
+        size_t len = strcspn(p, ":");
+        int n;
+
+        /* An empty element means the current directory. */
+        if (len == 0)
+            n = snprintf(buf, sizeof(buf), "%s", file);
+        else
+            n = snprintf(buf, sizeof(buf), "%.*s/%s", (int)len, p, file);
+        if (n > 0 && (size_t)n < sizeof(buf)) {
+            execve(buf, argv, envp);
+            switch (errno) {
+            case EACCES:
+                eacces = true;
+                break;
+            case ENOENT:
+            case ENOTDIR:
+            case ESTALE:
+            case ENODEV:
+            case ETIMEDOUT:
+                break;
+            default:
+                return errno;
+            }
+        }
+        p += len;
+        if (*p == '\0')
+            break;
+    }
+    return eacces ? EACCES : ENOENT;
+}
+
+/* Reads a hex signal mask line ("SigIgn:\t0000000000001000") of status. */
+static uint64_t child_status_mask(const char *status, const char *key)
+{
+    const char *p = strstr(status, key);
+
+    return p != NULL ? strtoull(p + strlen(key), NULL, 16) : 0;
+}
+
+/* pid 1 hands its signal dispositions down through vfork and execve:
+ * "ignore" survives execve (the daemon ignores SIGPIPE, which `yes | head`
+ * in a build relies on), and a handler inherited from the caller must not
+ * run in the vfork child, which shares our memory. /proc/self/status lists
+ * both sets, so only those few are reset, not all 64. */
+static int child_reset_dispositions(void)
+{
+    struct sigaction dfl;
+    char status[4096];
+    uint64_t mask = ~0ull;
+    ssize_t n = -1;
+    int fd;
+
+    fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        n = read(fd, status, sizeof(status) - 1);
+        close(fd);
+    }
+    if (n > 0) {
+        status[n] = '\0';
+        mask = child_status_mask(status, "\nSigIgn:") | child_status_mask(status, "\nSigCgt:");
+    }
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig <= 64 && sig < NSIG; sig++) {
+        if (!(mask & (1ull << (sig - 1))) || sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        /* glibc reserves two real-time signals and refuses to touch them */
+        if (sigaction(sig, &dfl, NULL) != 0 && errno != EINVAL)
+            return -errno;
+    }
+    return 0;
+}
+
+/* Puts the command's stdio on 0, 1, 2. A caller that runs with some of
+ * 0..2 closed may have got our fds there: move those out of the way first,
+ * and clear close-on-exec where an fd is already in place (dup2 onto
+ * itself would leave the flag). */
+static int child_dup_stdio(const struct sandbox_child *c)
+{
+    int fds[3] = {c->stdin_fd, c->stdout_fd, c->stderr_fd};
+
+    for (int i = 0; i < 3; i++) {
+        if (fds[i] >= 0 && fds[i] < 3 && fds[i] != i) {
+            fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+            if (fds[i] < 0)
+                return -errno;
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        if (fds[i] < 0)
+            continue;
+        if (fds[i] == i ? fcntl(i, F_SETFD, 0) != 0 : dup2(fds[i], i) < 0)
+            return -errno;
+    }
+    return 0;
+}
+
+static _Noreturn void child_exec_command(struct sandbox_child *c)
+{
+    const struct sandbox_spec *spec = c->spec;
+    char msg[sizeof(((struct sandbox_report *)0)->msg)];
+    sigset_t none;
+    int rc;
+
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    rc = child_dup_stdio(c);
+    if (rc != 0) {
+        snprintf(msg, sizeof(msg), "redirect stdio: %s", strerror(-rc));
+        child_report(c->report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, msg);
+        _exit(125);
+    }
+    rc = sandbox_rlimits_apply(&spec->limits, c->memory_method, c->pids_method);
+    if (rc != 0) {
+        snprintf(msg, sizeof(msg), "setrlimit: %s", strerror(-rc));
+        child_report(c->report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, msg);
+        _exit(125);
+    }
+    /* Whatever the caller leaked without O_CLOEXEC stays out of the command;
+     * the report pipe is already close-on-exec, so a successful exec closes
+     * it and a failed one can still use it. */
+    if (close_range(3, ~0u, CLOSE_RANGE_CLOEXEC) != 0) {
+        snprintf(msg, sizeof(msg), "close_range: %s", strerror(errno));
+        child_report(c->report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, msg);
+        _exit(125);
+    }
+    rc = child_execvpe(spec->argv, spec->envp);
+    snprintf(msg, sizeof(msg), "exec %s: %s", spec->argv[0], strerror(rc));
+    child_report(c->report_wr, SANDBOX_REPORT_EXEC_ERROR, 0, msg);
+    _exit(127);
+}
+
+/* pid 1's life after set-up: reap everything until the command is gone. */
+static _Noreturn void child_reap(struct sandbox_child *c, pid_t command)
+{
+    int status = 0;
+
+    for (;;) {
+        int st;
+        pid_t w = waitpid(-1, &st, 0);
+
+        if (w == command) {
+            status = st;
+            break;
+        }
+        if (w < 0 && errno != EINTR) {
+            /* ECHILD cannot happen before the command was reaped; if it
+             * does, report the failure instead of looping. */
+            child_report(c->report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, "pid 1: waitpid failed");
+            _exit(125);
+        }
+    }
+    child_report(c->report_wr, SANDBOX_REPORT_STATUS, status, NULL);
+    /* Exiting kills whatever the command left behind in the namespace. */
+    if (WIFSIGNALED(status))
+        _exit(128 + WTERMSIG(status));
+    _exit(WEXITSTATUS(status));
+}
+
+_Noreturn void sandbox_child_main(struct sandbox_child *c)
+{
+    char err[sizeof(((struct sandbox_report *)0)->msg)];
+    struct pollfd parent = {.fd = c->report_wr, .events = POLLOUT};
+    sigset_t all;
+    pid_t command;
+    int rc;
+
+    close(c->report_rd);
+    for (size_t i = 0; i < sizeof(c->close_fds) / sizeof(c->close_fds[0]); i++)
+        if (c->close_fds[i] >= 0)
+            close(c->close_fds[i]);
+    /* If the supervisor dies, so does the whole sandbox; if it died before
+     * this, its end of the report pipe is closed already. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || poll(&parent, 1, 0) != 1 ||
+        (parent.revents & (POLLERR | POLLHUP)) != 0)
+        _exit(125);
+
+    err[0] = '\0';
+    if (child_enter(c, err, sizeof(err)) != 0 || child_setup(c, err, sizeof(err)) != 0) {
+        child_report(c->report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, err);
+        _exit(125);
+    }
+    /* vfork: no copy of our page tables, and we sleep until the command has
+     * exec'd. The child only makes syscalls on its own stack frames and
+     * never returns. Signals are blocked across it, and every disposition
+     * is the default before the child unblocks them. */
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    rc = child_reset_dispositions();
+    if (rc != 0) {
+        snprintf(err, sizeof(err), "reset signal dispositions: %s", strerror(-rc));
+        child_report(c->report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, err);
+        _exit(125);
+    }
+    command = vfork();
+    if (command < 0) {
+        snprintf(err, sizeof(err), "fork the command: %s", strerror(errno));
+        child_report(c->report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, err);
+        _exit(125);
+    }
+    if (command == 0)
+        child_exec_command(c);
+    /* pid 1 keeps no end of the command's output pipes: the supervisor
+     * reads until every writer is gone. */
+    if (c->stdout_fd >= 0)
+        close(c->stdout_fd);
+    if (c->stderr_fd >= 0)
+        close(c->stderr_fd);
+    if (c->stdin_fd >= 0)
+        close(c->stdin_fd);
+    child_reap(c, command);
+}

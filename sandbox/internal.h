@@ -1,0 +1,176 @@
+/*
+ * internal.h - declarations shared by the files of sandbox/, not public.
+ *
+ * The life-cycle is nsjail's: each subsystem has a part that runs in the
+ * caller before clone (build the seccomp program, create the cgroup, open the
+ * output files) and a part that runs in the child, inside the namespaces
+ * (mounts, loopback, capabilities, seccomp load). run.c strings them together.
+ */
+#ifndef CASBOX_SANDBOX_INTERNAL_H
+#define CASBOX_SANDBOX_INTERNAL_H
+
+#include <limits.h>
+#include <linux/filter.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "sandbox.h"
+
+/* Writes a one-line message into buf (always terminated). */
+void sandbox_error_set(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Effective values of the spec's optional strings. */
+const char *sandbox_spec_exec_root(const struct sandbox_spec *spec);
+const char *sandbox_spec_cwd(const struct sandbox_spec *spec);
+const char *sandbox_spec_hostname(const struct sandbox_spec *spec);
+/* Rejects a spec that cannot run (no argv, relative paths, ...). */
+int sandbox_spec_check(const struct sandbox_spec *spec, char *err, size_t err_len);
+
+/* --- seccomp.c --- */
+
+/* Builds the BPF program of the spec's policy in the caller (no namespace
+ * needed). prog->filter is malloc'd; free it with sandbox_seccomp_program_free.
+ * Mode NONE gives an empty program (len 0). */
+int sandbox_seccomp_build(enum sandbox_seccomp_mode mode, const char *file, struct sock_fprog *prog,
+                          char *err, size_t err_len);
+void sandbox_seccomp_program_free(struct sock_fprog *prog);
+/* In the child: sets no_new_privs and installs prog (when non-empty). Raw
+ * syscalls only. */
+int sandbox_seccomp_apply(const struct sock_fprog *prog);
+
+/* --- caps.c --- */
+
+/* Drops every capability for good: securebits locked, bounding set and
+ * ambient set emptied, permitted/effective/inheritable cleared. */
+int sandbox_caps_drop_all(char *err, size_t err_len);
+
+/* --- net.c --- */
+
+/* Brings the loopback interface of the current network namespace up. */
+int sandbox_net_loopback_up(void);
+
+/* --- mounts.c --- */
+
+/* In the child (pid 1, own user and mount namespace, before capabilities are
+ * dropped): builds the new root from the allow-list and the spec, pivots into
+ * it and changes into spec->cwd. */
+int sandbox_mounts_build_root(const struct sandbox_spec *spec, char *err, size_t err_len);
+
+/* --- cgroup.c --- */
+
+struct sandbox_cgroup {
+    char v2_dir[PATH_MAX];        /* "" when not used */
+    char v1_memory_dir[PATH_MAX]; /* "" when not used */
+    char v1_pids_dir[PATH_MAX];   /* "" when not used */
+    enum sandbox_limit_method memory_method;
+    enum sandbox_limit_method pids_method;
+};
+
+/* Creates the action's cgroup(s) for the spec's memory and pids limits and
+ * writes the limits; what cannot be had from a cgroup is left to rlimits
+ * (memory_method/pids_method say which). */
+int sandbox_cgroup_create(struct sandbox_cgroup *cg, const struct sandbox_spec *spec, char *err,
+                          size_t err_len);
+/* Moves pid into every cgroup created. */
+int sandbox_cgroup_attach(const struct sandbox_cgroup *cg, pid_t pid);
+/* Kills every process in the v2 cgroup (cgroup.kill); -ENOENT without one. */
+int sandbox_cgroup_kill(const struct sandbox_cgroup *cg);
+/* After the run: did the OOM killer act, did a fork hit pids.max? */
+void sandbox_cgroup_collect(const struct sandbox_cgroup *cg, bool *oom_killed, bool *pids_hit);
+/* Removes the cgroups (waits briefly while they drain). */
+int sandbox_cgroup_destroy(struct sandbox_cgroup *cg);
+
+/* In the command's process: the rlimits of the spec (cpu always, memory and
+ * pids only when no cgroup took them). */
+int sandbox_rlimits_apply(const struct sandbox_limits *limits,
+                          enum sandbox_limit_method memory_method,
+                          enum sandbox_limit_method pids_method);
+
+/* --- output.c --- */
+
+/* One of stdout/stderr on its way to a host file. Without a cap the file's
+ * fd is handed to the command; with one, a pipe the supervisor drains. */
+struct sandbox_output {
+    int file_fd;  /* host file, -1 when inheriting */
+    int pipe_rd;  /* supervisor's end, -1 when not capped */
+    int child_fd; /* what the command gets as its fd, -1 to inherit */
+    uint64_t cap;
+    uint64_t written;
+    bool truncated;
+};
+
+int sandbox_output_open(struct sandbox_output *out, const char *path, uint64_t cap, char *err,
+                        size_t err_len);
+/* Reads what the pipe has; 1 at end of file, 0 when more may come. */
+int sandbox_output_drain(struct sandbox_output *out);
+/* Closes the child's end after clone. */
+void sandbox_output_close_child(struct sandbox_output *out);
+void sandbox_output_close(struct sandbox_output *out);
+
+/* --- child.c --- */
+
+/* What the child reports to the supervisor over the report pipe; each message
+ * is one write below PIPE_BUF, so it arrives whole. */
+enum sandbox_report_kind {
+    SANDBOX_REPORT_SETUP_ERROR = 1, /* msg says why, the child exits 125 */
+    SANDBOX_REPORT_EXEC_ERROR,      /* msg says why, the command exits 127 */
+    SANDBOX_REPORT_STATUS,          /* status is the command's wait status */
+};
+
+struct sandbox_report {
+    int kind;
+    int status;
+    char msg[200];
+};
+
+/* Everything the child needs, prepared by the caller before clone. */
+struct sandbox_child {
+    const struct sandbox_spec *spec;
+    const struct sock_fprog *seccomp;
+    const struct sandbox_cgroup *cgroup; /* to move into, before anything */
+    unsigned outer_uid;                  /* the caller's ids, mapped to themselves or to 0 */
+    unsigned outer_gid;
+    int report_rd; /* parent's end, closed in the child */
+    int report_wr;
+    int stdin_fd;     /* -1 to inherit */
+    int stdout_fd;    /* -1 to inherit */
+    int stderr_fd;    /* -1 to inherit */
+    int close_fds[4]; /* other parent-only fds to close in the child, -1 unused */
+    enum sandbox_limit_method memory_method;
+    enum sandbox_limit_method pids_method;
+};
+
+/* Runs in the child of the clone: pid 1 of the new namespaces. */
+_Noreturn void sandbox_child_main(struct sandbox_child *c);
+
+/* --- run.c --- */
+
+struct sandbox_run_options {
+    /* fds that cancel the run when they become readable or hang up (the
+     * spawner's request socket, a SIGTERM signalfd); at most 4 */
+    const int *cancel_fds;
+    size_t n_cancel_fds;
+    /* programs built ahead of time for these modes (the spawner builds them
+     * once); NULL: build per run */
+    const struct sock_fprog *seccomp_default;
+    const struct sock_fprog *seccomp_strict;
+};
+
+/* sandbox_run with options (NULL: none). */
+int sandbox_run_with(const struct sandbox_spec *spec, struct sandbox_result *res,
+                     const struct sandbox_run_options *opts);
+
+/* --- wire.c --- */
+
+#define SANDBOX_WIRE_MAX (1u << 20) /* largest encoded spec */
+
+/* Encodes the spec into one malloc'd buffer (length-prefixed fields). */
+int sandbox_spec_encode(const struct sandbox_spec *spec, uint8_t **buf, size_t *len);
+/* Decodes into an initialised spec (sandbox_spec_init); on error the spec is
+ * left freeable. */
+int sandbox_spec_decode(const uint8_t *buf, size_t len, struct sandbox_spec *spec);
+
+#endif
