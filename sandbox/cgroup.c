@@ -296,10 +296,8 @@ int sandbox_cgroup_create(struct sandbox_cgroup *cg, const struct sandbox_spec *
             rc = cgroup_write_u64(cg->v1_memory_dir, "memory.limit_in_bytes", l->memory_bytes);
             /* memory+swap at the same limit: no swapping around it. Absent
              * without swap accounting. */
-            if (rc == 0)
-                rc = cgroup_write_u64(cg->v1_memory_dir, "memory.memsw.limit_in_bytes",
-                                      l->memory_bytes);
-            if (rc == -ENOENT)
+            if (rc == 0 && (rc = cgroup_write_u64(cg->v1_memory_dir, "memory.memsw.limit_in_bytes",
+                                                  l->memory_bytes)) == -ENOENT)
                 rc = 0;
             if (rc != 0) {
                 sandbox_error_set(err, err_len, "cgroup %s: set limit: %s", cg->v1_memory_dir,

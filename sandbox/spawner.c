@@ -12,17 +12,21 @@
  * For each run the calling thread makes a socketpair and passes one end to
  * the spawner with SCM_RIGHTS; that is the only thing on the control socket,
  * so the spawner never blocks on a slow client and the spec's size is bounded
- * by SANDBOX_WIRE_MAX, not by a socket buffer. The spawner forks a supervisor
- * per request (it is single-threaded, so fork is safe) and goes back to
- * poll. The supervisor reads the encoded spec from its end, calls sandbox_run
- * and writes the struct sandbox_result back; then it exits.
+ * by SANDBOX_WIRE_MAX, not by a socket buffer. Each run gets a supervisor
+ * process of its own (the spawner is single-threaded, so fork is safe): one
+ * is always forked ahead and idle, the request's socket is passed on to it,
+ * and the next idle one is forked while the run goes on, so no request waits
+ * for a fork. The supervisor reads the encoded spec from its end, calls
+ * sandbox_run and writes the struct sandbox_result back; then it exits, so
+ * no state carries over from one run to the next.
  *
  * Lifetime: if the calling thread goes away (closes its end) the supervisor
  * cancels the run. If the daemon dies, the control socket hits EOF (and
- * PDEATHSIG sends SIGTERM); the spawner then sends SIGTERM to every
- * supervisor, which cancels its run (kills the namespace, removes the cgroup)
- * and exits, and the spawner exits after reaping them. A supervisor that dies
- * takes its sandbox with it (pid 1 has PDEATHSIG = SIGKILL).
+ * PDEATHSIG sends SIGTERM); the spawner then closes the idle supervisor's
+ * channel (it exits), sends SIGTERM to every busy one, which cancels its run
+ * (kills the namespace, removes the cgroup) and exits, and exits itself after
+ * reaping them. A supervisor that dies takes its sandbox with it (pid 1 has
+ * PDEATHSIG = SIGKILL).
  */
 #include <errno.h>
 #include <poll.h>
@@ -45,11 +49,24 @@ struct sandbox_spawner {
     pid_t pid;
 };
 
-/* The spawner's own bookkeeping (local to its loop, not global). */
-struct spawner_children {
+/* Filters compiled once in the spawner, inherited by every supervisor. */
+struct spawner_filters {
+    struct sock_fprog default_prog;
+    struct sock_fprog strict_prog;
+};
+
+/* The spawner's own bookkeeping (local to its loop, not global): its
+ * supervisors, and one idle supervisor forked ahead of the next request, so
+ * that a request does not wait for a fork. */
+struct spawner_state {
+    int control;
+    int sfd;
+    pid_t self;
+    const struct spawner_filters *filters;
     pid_t *pids;
     size_t n;
     size_t cap;
+    int idle_fd; /* channel to the idle supervisor, -1 when there is none */
 };
 
 static int spawner_send_all(int fd, const void *buf, size_t len)
@@ -119,12 +136,6 @@ static int supervisor_read_spec(int sock, struct sandbox_spec *spec, char *err, 
     return rc;
 }
 
-/* Filters compiled once in the spawner, inherited by every supervisor. */
-struct spawner_filters {
-    struct sock_fprog default_prog;
-    struct sock_fprog strict_prog;
-};
-
 static int supervisor_main(int sock, pid_t spawner, const struct spawner_filters *filters)
 {
     struct sandbox_run_options opts = {
@@ -166,45 +177,34 @@ static int supervisor_main(int sock, pid_t spawner, const struct spawner_filters
     return rc == 0 ? 0 : 1;
 }
 
-/* --- the spawner's loop --- */
+/* --- passing a socket: the run's, to the spawner, then to a supervisor --- */
 
-static int spawner_track(struct spawner_children *kids, pid_t pid)
+static int spawner_send_fd(int channel, int fd)
 {
-    if (kids->n == kids->cap) {
-        size_t cap = kids->cap ? kids->cap * 2 : 16;
-        pid_t *grown = realloc(kids->pids, cap * sizeof(*grown));
+    char control_buf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = SPAWNER_MAGIC, .iov_len = 4};
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = control_buf,
+        .msg_controllen = sizeof(control_buf),
+    };
+    struct cmsghdr *cmsg;
 
-        if (grown == NULL)
-            return -ENOMEM;
-        kids->pids = grown;
-        kids->cap = cap;
-    }
-    kids->pids[kids->n++] = pid;
+    memset(control_buf, 0, sizeof(control_buf));
+    cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    while (sendmsg(channel, &msg, MSG_NOSIGNAL) < 0)
+        if (errno != EINTR)
+            return -errno;
     return 0;
 }
 
-static void spawner_reap(struct spawner_children *kids, bool block)
-{
-    for (;;) {
-        pid_t pid = waitpid(-1, NULL, block ? 0 : WNOHANG);
-
-        if (pid < 0 && errno == EINTR)
-            continue;
-        if (pid <= 0)
-            return;
-        for (size_t i = 0; i < kids->n; i++) {
-            if (kids->pids[i] == pid) {
-                kids->pids[i] = kids->pids[--kids->n];
-                break;
-            }
-        }
-        if (block && kids->n == 0)
-            return;
-    }
-}
-
-/* Receives one request: the run's socket. Returns 1 at EOF. */
-static int spawner_receive(int control, int *sock)
+/* Receives one socket; 1 at EOF, 0 with *fd = -1 for a malformed message. */
+static int spawner_recv_fd(int channel, int *fd)
 {
     char data[8];
     char control_buf[CMSG_SPACE(sizeof(int))];
@@ -218,8 +218,8 @@ static int spawner_receive(int control, int *sock)
     struct cmsghdr *cmsg;
     ssize_t n;
 
-    *sock = -1;
-    n = recvmsg(control, &msg, MSG_CMSG_CLOEXEC);
+    *fd = -1;
+    n = recvmsg(channel, &msg, MSG_CMSG_CLOEXEC);
     if (n == 0)
         return 1;
     if (n < 0)
@@ -227,51 +227,144 @@ static int spawner_receive(int control, int *sock)
     cmsg = CMSG_FIRSTHDR(&msg);
     if (cmsg != NULL && cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS &&
         cmsg->cmsg_len == CMSG_LEN(sizeof(int)))
-        memcpy(sock, CMSG_DATA(cmsg), sizeof(int));
+        memcpy(fd, CMSG_DATA(cmsg), sizeof(int));
     if (n != 4 || memcmp(data, SPAWNER_MAGIC, 4) != 0 || (msg.msg_flags & MSG_CTRUNC)) {
-        if (*sock >= 0)
-            close(*sock);
-        *sock = -1;
+        if (*fd >= 0)
+            close(*fd);
+        *fd = -1;
     }
     return 0;
 }
 
-static void spawner_fork_supervisor(int control, int sfd, int sock, struct spawner_children *kids,
-                                    const struct spawner_filters *filters)
+/* An idle supervisor: waits for its one request (EOF: the spawner is gone
+ * or stopping, nothing to do). */
+static int supervisor_idle_main(int channel, pid_t spawner, const struct spawner_filters *filters)
 {
-    const pid_t self = getpid();
-    struct sandbox_result res;
+    int sock = -1, rc;
+
+    do {
+        rc = spawner_recv_fd(channel, &sock);
+    } while (rc == 0 && sock < 0);
+    close(channel);
+    if (rc != 0)
+        return 0;
+    return supervisor_main(sock, spawner, filters);
+}
+
+/* --- the spawner's loop --- */
+
+static int spawner_track(struct spawner_state *st, pid_t pid)
+{
+    if (st->n == st->cap) {
+        size_t cap = st->cap ? st->cap * 2 : 16;
+        pid_t *grown = realloc(st->pids, cap * sizeof(*grown));
+
+        if (grown == NULL)
+            return -ENOMEM;
+        st->pids = grown;
+        st->cap = cap;
+    }
+    st->pids[st->n++] = pid;
+    return 0;
+}
+
+static void spawner_reap(struct spawner_state *st, bool block)
+{
+    for (;;) {
+        pid_t pid = waitpid(-1, NULL, block ? 0 : WNOHANG);
+
+        if (pid < 0 && errno == EINTR)
+            continue;
+        if (pid <= 0)
+            return;
+        for (size_t i = 0; i < st->n; i++) {
+            if (st->pids[i] == pid) {
+                st->pids[i] = st->pids[--st->n];
+                break;
+            }
+        }
+        if (block && st->n == 0)
+            return;
+    }
+}
+
+/* Forks a supervisor: for sock now, or (sock < 0) an idle one, whose
+ * channel becomes st->idle_fd. Returns the pid or a negative errno. */
+static pid_t spawner_fork(struct spawner_state *st, int sock)
+{
+    int channel[2] = {-1, -1};
     pid_t pid;
 
+    if (sock < 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) != 0)
+        return -errno;
     pid = fork();
     if (pid == 0) {
-        close(control);
-        close(sfd);
-        free(kids->pids);
-        _exit(supervisor_main(sock, self, filters));
+        close(st->control);
+        close(st->sfd);
+        free(st->pids);
+        if (sock >= 0)
+            _exit(supervisor_main(sock, st->self, st->filters));
+        close(channel[0]);
+        _exit(supervisor_idle_main(channel[1], st->self, st->filters));
     }
     if (pid < 0) {
+        pid = -errno;
+        if (channel[0] >= 0) {
+            close(channel[0]);
+            close(channel[1]);
+        }
+        return pid;
+    }
+    if (channel[0] >= 0) {
+        close(channel[1]);
+        st->idle_fd = channel[0];
+    }
+    if (spawner_track(st, pid) != 0) {
+        /* Out of memory: an untracked supervisor would outlive a stop, so
+         * cancel it now; it answers "cancelled" (or, idle, just exits). */
+        kill(pid, SIGTERM);
+        if (channel[0] >= 0) {
+            close(st->idle_fd);
+            st->idle_fd = -1;
+        }
+    }
+    return pid;
+}
+
+/* Hands a request to the idle supervisor (then forks the next idle one,
+ * while the run goes on), or to a new one. */
+static void spawner_dispatch(struct spawner_state *st, int sock)
+{
+    struct sandbox_result res;
+    pid_t pid = -1;
+    int rc = -1;
+
+    if (st->idle_fd >= 0) {
+        rc = spawner_send_fd(st->idle_fd, sock);
+        close(st->idle_fd);
+        st->idle_fd = -1;
+    }
+    if (rc != 0) /* none idle, or it died: the old way */
+        pid = spawner_fork(st, sock);
+    if (rc != 0 && pid < 0) {
         /* The caller gets an answer either way. */
         memset(&res, 0, sizeof(res));
         res.exit_code = 125;
-        sandbox_error_set(res.error, sizeof(res.error), "spawner: fork: %s", strerror(errno));
+        sandbox_error_set(res.error, sizeof(res.error), "spawner: fork: %s", strerror(-pid));
         spawner_send_all(sock, &res, sizeof(res));
-    } else if (spawner_track(kids, pid) != 0) {
-        /* Out of memory: an untracked supervisor would outlive a stop, so
-         * cancel it now; it answers "cancelled" and is reaped as usual. */
-        kill(pid, SIGTERM);
     }
     close(sock);
+    /* A failure leaves no idle supervisor; the next request forks. */
+    spawner_fork(st, -1);
 }
 
 static int spawner_main(int control, pid_t parent)
 {
     struct spawner_filters filters;
-    struct spawner_children kids = {0};
+    struct spawner_state st = {.control = control, .idle_fd = -1, .filters = &filters};
     char err[256];
     struct pollfd pfd[2];
     sigset_t sigs;
-    int sfd;
 
     /* Own session: the terminal's ^C goes to the daemon, which then stops us. */
     setsid();
@@ -288,8 +381,9 @@ static int spawner_main(int control, pid_t parent)
     if (control > 3)
         close_range(3, (unsigned)control - 1, 0);
     close_range((unsigned)control + 1, ~0u, 0);
-    sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (sfd < 0)
+    st.self = getpid();
+    st.sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (st.sfd < 0)
         return 1;
     /* A failure here only means each run compiles its own (and reports). */
     if (sandbox_seccomp_build(SANDBOX_SECCOMP_DEFAULT, NULL, &filters.default_prog, err,
@@ -298,8 +392,9 @@ static int spawner_main(int control, pid_t parent)
     if (sandbox_seccomp_build(SANDBOX_SECCOMP_STRICT, NULL, &filters.strict_prog, err,
                               sizeof(err)) != 0)
         filters.strict_prog.len = 0;
+    spawner_fork(&st, -1);
     pfd[0] = (struct pollfd){.fd = control, .events = POLLIN};
-    pfd[1] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    pfd[1] = (struct pollfd){.fd = st.sfd, .events = POLLIN};
     for (;;) {
         struct signalfd_siginfo si;
         bool stop = false;
@@ -310,25 +405,28 @@ static int spawner_main(int control, pid_t parent)
                 continue;
             break;
         }
-        while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        while (read(st.sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
             if (si.ssi_signo == SIGTERM)
                 stop = true;
-        spawner_reap(&kids, false);
+        spawner_reap(&st, false);
         if (stop)
             break;
         if (pfd[0].revents == 0)
             continue;
-        rc = spawner_receive(control, &sock);
+        rc = spawner_recv_fd(control, &sock);
         if (rc != 0)
             break; /* EOF: the daemon closed it or died */
         if (sock >= 0)
-            spawner_fork_supervisor(control, sfd, sock, &kids, &filters);
+            spawner_dispatch(&st, sock);
     }
-    for (size_t i = 0; i < kids.n; i++)
-        kill(kids.pids[i], SIGTERM);
-    if (kids.n > 0)
-        spawner_reap(&kids, true);
-    free(kids.pids);
+    /* The idle supervisor sees EOF, the busy ones cancel their runs. */
+    if (st.idle_fd >= 0)
+        close(st.idle_fd);
+    for (size_t i = 0; i < st.n; i++)
+        kill(st.pids[i], SIGTERM);
+    if (st.n > 0)
+        spawner_reap(&st, true);
+    free(st.pids);
     sandbox_seccomp_program_free(&filters.default_prog);
     sandbox_seccomp_program_free(&filters.strict_prog);
     return 0;
@@ -369,15 +467,6 @@ int sandbox_spawner_start(struct sandbox_spawner **out)
 int sandbox_spawner_run(struct sandbox_spawner *sp, const struct sandbox_spec *spec,
                         struct sandbox_result *res)
 {
-    char control_buf[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {.iov_base = SPAWNER_MAGIC, .iov_len = 4};
-    struct msghdr msg = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = control_buf,
-        .msg_controllen = sizeof(control_buf),
-    };
-    struct cmsghdr *cmsg;
     uint8_t *buf = NULL;
     size_t len = 0;
     uint32_t len32;
@@ -399,17 +488,9 @@ int sandbox_spawner_run(struct sandbox_spawner *sp, const struct sandbox_spec *s
         sandbox_error_set(res->error, sizeof(res->error), "socketpair: %s", strerror(errno));
         goto out;
     }
-    memset(control_buf, 0, sizeof(control_buf));
-    cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &pair[1], sizeof(int));
-    while (sendmsg(sp->control_fd, &msg, MSG_NOSIGNAL) < 0) {
-        if (errno == EINTR)
-            continue;
-        rc = -errno;
-        sandbox_error_set(res->error, sizeof(res->error), "spawner is gone: %s", strerror(errno));
+    rc = spawner_send_fd(sp->control_fd, pair[1]);
+    if (rc != 0) {
+        sandbox_error_set(res->error, sizeof(res->error), "spawner is gone: %s", strerror(-rc));
         goto out;
     }
     close(pair[1]);
