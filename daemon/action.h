@@ -196,6 +196,15 @@ int action_stage_inputs(struct cas_store *cas, const struct action *act, const c
                         const char *exec_blob_dir, struct action_stage_stats *stats,
                         struct reapi_status *st);
 
+/* For a read-only lower layer (FUSE staging): creates the working directory
+ * and the parent directories of every declared output in upper_dir (an
+ * existing directory, the overlay's upper layer), with the same rules as
+ * action_stage_inputs, deciding from the decoded input tree whether a
+ * component is an input directory, file or symlink. Counts the directories
+ * made in stats->dirs (stats is not reset). */
+int action_stage_output_dirs(const struct action *act, const char *upper_dir,
+                             struct action_stage_stats *stats, struct reapi_status *st);
+
 /* --- the sandbox spec (action_spec.c) --- */
 
 struct action_spec_notes {

@@ -356,6 +356,119 @@ static int stage_output_parents(struct stage_ctx *c, int root_fd)
     return rc;
 }
 
+/* The input node called name in dir: 'd' a directory (*child set), 'f' a
+ * file, 'l' a symlink, 0 none. Linear: this runs for a few path components. */
+static char input_node(const struct action *act, const pb_directory_t *dir, const char *name,
+                       const pb_directory_t **child)
+{
+    for (size_t i = 0; i < dir->n_directories; i++) {
+        if (strcmp(dir->directories[i]->name, name) == 0) {
+            const struct action_input_dir *in;
+            struct cas_digest d;
+
+            action_digest_valid(dir->directories[i]->digest, &d);
+            in = action_input_dir_find(act, &d);
+            *child = in ? in->dir : NULL;
+            return 'd';
+        }
+    }
+    for (size_t i = 0; i < dir->n_files; i++)
+        if (strcmp(dir->files[i]->name, name) == 0)
+            return 'f';
+    for (size_t i = 0; i < dir->n_symlinks; i++)
+        if (strcmp(dir->symlinks[i]->name, name) == 0)
+            return 'l';
+    return 0;
+}
+
+/* make_parents for a read-only lower layer: the directories are made in the
+ * upper layer, and the input tree is consulted from the decoded Directory
+ * messages instead of the disk. */
+static int make_parents_upper(struct stage_ctx *c, int root_fd, const char *rel, bool include_last,
+                              const char *what)
+{
+    const pb_directory_t *in = c->act->dirs[0].dir;
+    const char *p = rel;
+    int fd, rc = 0;
+
+    fd = dup(root_fd);
+    if (fd < 0)
+        return stage_error(c, "", rel, "dup", -errno);
+    while (*p != '\0') {
+        const char *slash = strchr(p, '/');
+        const pb_directory_t *child = NULL;
+        char name[NAME_MAX + 1];
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        char kind = 0;
+        int next;
+
+        if (slash == NULL && !include_last)
+            break;
+        memcpy(name, p, len); /* components are <= NAME_MAX: validated */
+        name[len] = '\0';
+        if (in != NULL)
+            kind = input_node(c->act, in, name, &child);
+        if (kind == 'l')
+            goto out; /* an input symlink: the action sees what it points to */
+        if (kind == 'f') {
+            reapi_status_set(c->st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "%s '%s': '%.*s' is a file in the input root", what, rel,
+                             (int)(p + len - rel), rel);
+            rc = -EINVAL;
+            goto out;
+        }
+        in = child;
+        next = make_dir_at(fd, name);
+        if (next == -EEXIST) {
+            next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            next = next < 0 ? -errno : next;
+        } else if (next >= 0) {
+            c->stats->dirs++;
+        }
+        if (next < 0) {
+            rc = stage_error(c, "", rel, "creating its parent directories", next);
+            goto out;
+        }
+        close(fd);
+        fd = next;
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+out:
+    close(fd);
+    return rc;
+}
+
+int action_stage_output_dirs(const struct action *act, const char *upper_dir,
+                             struct action_stage_stats *stats, struct reapi_status *st)
+{
+    struct stage_ctx c = {.act = act, .exec_dir_fd = -1, .stats = stats, .st = st};
+    int root_fd, rc = 0;
+
+    root_fd = open(upper_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0) {
+        rc = -errno;
+        reapi_status_set(st, GRPC_STATUS_INTERNAL, "opening %s: %s", upper_dir, strerror(-rc));
+        return rc;
+    }
+    if (act->working_directory[0] != '\0')
+        rc = make_parents_upper(&c, root_fd, act->working_directory, true, "working directory");
+    for (size_t i = 0; rc == 0 && i < act->n_outputs; i++) {
+        char *full = action_path_join(act->working_directory, act->outputs[i].path);
+
+        if (full == NULL) {
+            reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rc = -ENOMEM;
+            break;
+        }
+        rc = make_parents_upper(&c, root_fd, full, false, "output path");
+        free(full);
+    }
+    close(root_fd);
+    return rc;
+}
+
 int action_stage_inputs(struct cas_store *cas, const struct action *act, const char *lower_dir,
                         const char *exec_blob_dir, struct action_stage_stats *stats,
                         struct reapi_status *st)

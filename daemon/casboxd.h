@@ -13,6 +13,7 @@
 
 struct bytestream_uploads;
 struct exec_service;
+struct casfs;
 
 struct casboxd {
     struct casbox_config cfg;
@@ -21,6 +22,7 @@ struct casboxd {
     struct sandbox_spawner *spawner; /* NULL when execution is off */
     struct bytestream_uploads *uploads;
     struct exec_service *exec; /* NULL when execution is off */
+    struct casfs *fs;          /* the FUSE input-tree mount; NULL: hardlink staging */
 };
 
 /* Each service exports its method table. */

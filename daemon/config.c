@@ -97,6 +97,8 @@ static const struct config_key config_keys[] = {
          "let actions with the platform property network=on use the host network"),
     STR("execution", exec_seccomp, "seccomp policy: default, strict, none or a policy file path"),
     STR("execution", exec_staging, "input staging: hardlink, fuse or auto"),
+    SIZE("execution", "fuse_threads", exec_fuse_threads, 1, 256,
+         "threads serving the FUSE input-tree mount (staging = fuse or auto)"),
     STR("execution", exec_accepted_properties,
         "comma-separated platform property names accepted and ignored"),
 };
@@ -139,6 +141,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->exec_allow_network = false;
     snprintf(cfg->exec_seccomp, sizeof(cfg->exec_seccomp), "default");
     snprintf(cfg->exec_staging, sizeof(cfg->exec_staging), "hardlink");
+    cfg->exec_fuse_threads = 8;
 }
 
 int config_parse_size(const char *s, uint64_t *out)

@@ -4,6 +4,11 @@
  * outputs, fill ExecutedActionMetadata, cache the result, and pack the
  * ExecuteResponse that the operation's watchers receive.
  *
+ * Staging is by hardlinks (action_stage_inputs) or, when casboxd mounted the
+ * FUSE filesystem (d->fs), by adding the input root as a tree of that mount
+ * and using <mount>/<scratch id> as the overlay's read-only lower layer; the
+ * working directory and output parents are then made in the upper layer.
+ *
  * What the runner itself has to say (a limit hit, an exec failure) is
  * appended to the action's stderr, where Bazel shows it to the user, and to
  * ExecuteResponse.message.
@@ -19,8 +24,10 @@
 #include <unistd.h>
 
 #include "action.h"
+#include "casfs.h"
 #include "exec.h"
 #include "log.h"
+#include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
 typedef Build__Bazel__Remote__Execution__V2__ActionResult ActionResult;
@@ -84,9 +91,67 @@ static Google__Protobuf__Timestamp *exec_timestamp(uint64_t us)
     return ts;
 }
 
+/* What staging did, for the log line and auxiliary_metadata. */
+struct exec_staging {
+    bool fuse;
+    uint64_t micros;
+    struct casfs_tree_stats fuse_stats; /* fuse only */
+};
+
+#define EXEC_STAGING_TYPE_URL "type.googleapis.com/casbox.StagingStats"
+
+static size_t exec_put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* An Any holding casbox.StagingStats (docs/fuse.md): files_opened = 1,
+ * bytes_read = 2, staging_us = 3, mode = 4 (1 hardlink, 2 fuse), all
+ * varints; 1 and 2 only for fuse. Hand-encoded: no .proto needed for four
+ * integers. */
+static Google__Protobuf__Any *exec_staging_any(const struct exec_staging *sg)
+{
+    Google__Protobuf__Any *any = malloc(sizeof(*any));
+    uint8_t buf[4 * 11];
+    size_t n = 0;
+
+    if (any == NULL)
+        return NULL;
+    google__protobuf__any__init(any);
+    if (sg->fuse) {
+        buf[n++] = 1 << 3;
+        n += exec_put_varint(buf + n, sg->fuse_stats.files_opened);
+        buf[n++] = 2 << 3;
+        n += exec_put_varint(buf + n, sg->fuse_stats.bytes_read);
+    }
+    buf[n++] = 3 << 3;
+    n += exec_put_varint(buf + n, sg->micros);
+    buf[n++] = 4 << 3;
+    n += exec_put_varint(buf + n, sg->fuse ? 2 : 1);
+    any->type_url = strdup(EXEC_STAGING_TYPE_URL);
+    any->value.data = malloc(n);
+    if (any->type_url == NULL || any->value.data == NULL) {
+        free(any->type_url);
+        free(any->value.data);
+        free(any);
+        return NULL;
+    }
+    memcpy(any->value.data, buf, n);
+    any->value.len = n;
+    return any;
+}
+
 /* Fills result->execution_metadata; every field its own allocation, as
  * action_result_free expects. */
-static int exec_fill_metadata(ActionResult *result, const char *worker, const struct exec_times *t)
+static int exec_fill_metadata(ActionResult *result, const char *worker, const struct exec_times *t,
+                              const struct exec_staging *sg)
 {
     ExecutedActionMetadata *md = calloc(1, sizeof(*md));
 
@@ -104,6 +169,13 @@ static int exec_fill_metadata(ActionResult *result, const char *worker, const st
     md->execution_completed_timestamp = exec_timestamp(t->execution_end);
     md->output_upload_start_timestamp = exec_timestamp(t->output_upload_start);
     md->output_upload_completed_timestamp = exec_timestamp(t->output_upload_end);
+    md->auxiliary_metadata = malloc(sizeof(*md->auxiliary_metadata));
+    if (md->auxiliary_metadata == NULL)
+        return -ENOMEM;
+    md->auxiliary_metadata[0] = exec_staging_any(sg);
+    if (md->auxiliary_metadata[0] == NULL)
+        return -ENOMEM;
+    md->n_auxiliary_metadata = 1;
     if (md->worker == NULL || md->queued_timestamp == NULL || md->worker_start_timestamp == NULL ||
         md->worker_completed_timestamp == NULL || md->input_fetch_start_timestamp == NULL ||
         md->input_fetch_completed_timestamp == NULL || md->execution_start_timestamp == NULL ||
@@ -218,6 +290,31 @@ static int exec_cache_result(struct casboxd *d, const char *instance, const stru
     return rc;
 }
 
+/* FUSE staging: <mount>/<id> becomes the lower layer; the working directory
+ * and output parents go to the upper layer (the lower one is read-only). */
+static int exec_stage_fuse(struct casboxd *d, const struct action *act, const char *id,
+                           struct action_scratch *scratch, struct action_stage_stats *stats,
+                           bool *added, struct reapi_status *st)
+{
+    char *lower = NULL;
+    int rc;
+
+    rc = casfs_tree_add(d->fs, id, &act->input_root_digest);
+    if (rc != 0) {
+        reapi_status_set(st, GRPC_STATUS_INTERNAL, "cannot add the input root to %s: %s",
+                         casfs_mountpoint(d->fs), strerror(-rc));
+        return rc;
+    }
+    *added = true;
+    if (asprintf(&lower, "%s/%s", casfs_mountpoint(d->fs), id) < 0) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    free(scratch->lower);
+    scratch->lower = lower;
+    return action_stage_output_dirs(act, scratch->upper, stats, st);
+}
+
 int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *act,
                       struct exec_times *times, uint8_t **response, size_t *response_len,
                       char *log_line, size_t log_len)
@@ -231,7 +328,10 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     struct sandbox_result res;
     struct reapi_status st;
     ActionResult *result = NULL;
-    char base[4096], exec_blobs[4096], id[32] = "", verdict[512];
+    struct exec_staging staging;
+    char base[4096], exec_blobs[4096], id[32] = "", verdict[512], staged[160];
+    bool tree_added = false;
+    uint64_t start;
     int rc;
 
     reapi_status_init(&st);
@@ -240,6 +340,8 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     memset(&res, 0, sizeof(res));
     memset(&stage_stats, 0, sizeof(stage_stats));
     memset(&out_stats, 0, sizeof(out_stats));
+    memset(&staging, 0, sizeof(staging));
+    staging.fuse = d->fs != NULL;
     verdict[0] = '\0';
     snprintf(base, sizeof(base), "%s/cas/exec", d->cfg.state_dir);
     snprintf(exec_blobs, sizeof(exec_blobs), "%s/cas/exec-blobs", d->cfg.state_dir);
@@ -254,8 +356,18 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
                          strerror(-rc));
         goto respond;
     }
-    if (action_stage_inputs(d->store, act, scratch.lower, exec_blobs, &stage_stats, &st) != 0)
-        goto respond;
+    start = exec_now_us();
+    if (staging.fuse) {
+        rc = exec_stage_fuse(d, act, id, &scratch, &stage_stats, &tree_added, &st);
+        if (rc != 0)
+            goto respond;
+        stage_stats.micros = exec_now_us() - start;
+    } else {
+        rc = action_stage_inputs(d->store, act, scratch.lower, exec_blobs, &stage_stats, &st);
+        if (rc != 0)
+            goto respond;
+    }
+    staging.micros = stage_stats.micros;
     times->input_fetch_end = exec_now_us();
     if (action_spec_build(act, &d->cfg, &scratch, &spec, &notes, &st) != 0)
         goto respond;
@@ -282,7 +394,9 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     if (res.limit == SANDBOX_LIMIT_TIMEOUT)
         reapi_status_set(&st, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", verdict);
     times->worker_end = exec_now_us();
-    if (exec_fill_metadata(result, d->cfg.worker_name, times) != 0) {
+    if (staging.fuse)
+        casfs_tree_stats(d->fs, id, &staging.fuse_stats);
+    if (exec_fill_metadata(result, d->cfg.worker_name, times, &staging) != 0) {
         reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto respond;
     }
@@ -295,11 +409,22 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
 respond:
     if (times->worker_end == 0)
         times->worker_end = exec_now_us();
+    /* Never waits for readers: a process still reading is left its files. */
+    if (tree_added && casfs_tree_remove(d->fs, id, &staging.fuse_stats) != 0)
+        LOG_W("removing input tree %s from the FUSE mount: not found", id);
+    if (staging.fuse)
+        snprintf(staged, sizeof(staged),
+                 "fuse tree of %" PRIu64 " files in %.1f ms (%" PRIu64 " opened, %" PRIu64
+                 " bytes read)",
+                 act->input_files, stage_stats.micros / 1000.0, staging.fuse_stats.files_opened,
+                 staging.fuse_stats.bytes_read);
+    else
+        snprintf(staged, sizeof(staged), "staged %" PRIu64 " files in %.1f ms", stage_stats.files,
+                 stage_stats.micros / 1000.0);
     snprintf(log_line, log_len,
-             "exit %d%s%s, staged %" PRIu64 " files in %.1f ms, ran %.1f ms, %" PRIu64
-             " outputs (%" PRIu64 " bytes)%s%s",
-             result ? result->exit_code : -1, verdict[0] ? " " : "", verdict, stage_stats.files,
-             stage_stats.micros / 1000.0, (times->execution_end - times->execution_start) / 1000.0,
+             "exit %d%s%s, %s, ran %.1f ms, %" PRIu64 " outputs (%" PRIu64 " bytes)%s%s",
+             result ? result->exit_code : -1, verdict[0] ? " " : "", verdict, staged,
+             (times->execution_end - times->execution_start) / 1000.0,
              out_stats.files + out_stats.symlinks + out_stats.dirs, out_stats.bytes,
              reapi_status_ok(&st) ? "" : "; ", reapi_status_ok(&st) ? "" : st.message);
     rc = exec_response_pack(result, false, &st, verdict[0] ? verdict : st.message, response,

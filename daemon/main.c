@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "casboxd.h"
+#include "casfs.h"
 #include "exec.h"
 #include "log.h"
 
@@ -160,6 +161,44 @@ static int main_make_dir(const char *path)
     return 0;
 }
 
+static void main_fuse_log(void *arg, const char *line)
+{
+    (void)arg;
+    LOG_W("%s", line);
+}
+
+/* [execution] staging: mounts the FUSE input-tree filesystem at
+ * <state>/cas/fuse for fuse and auto (auto falls back to hardlinks). */
+static int main_staging_start(struct casboxd *d)
+{
+    struct casfs_options opt = {.threads = (unsigned)d->cfg.exec_fuse_threads,
+                                .log = main_fuse_log};
+    char mnt[PATH_MAX];
+    int rc;
+
+    if (strcmp(d->cfg.exec_staging, "hardlink") == 0) {
+        LOG_I("input staging: hardlink (execution.staging = hardlink)");
+        return 0;
+    }
+    snprintf(mnt, sizeof(mnt), "%s/cas/fuse", d->cfg.state_dir);
+    opt.mountpoint = mnt;
+    rc = casfs_mount(d->store, &opt, &d->fs);
+    if (rc == 0) {
+        LOG_I("input staging: fuse, mounted on %s with %u threads (execution.staging = %s)", mnt,
+              opt.threads, d->cfg.exec_staging);
+        return 0;
+    }
+    if (strcmp(d->cfg.exec_staging, "fuse") == 0) {
+        fprintf(stderr,
+                "casboxd: cannot mount the FUSE input filesystem on %s: %s (see docs/fuse.md)\n",
+                mnt, strerror(-rc));
+        return rc;
+    }
+    LOG_I("input staging: hardlink (execution.staging = auto; FUSE unavailable: %s)",
+          strerror(-rc));
+    return 0;
+}
+
 /* Concatenates the service tables into one method list. */
 static struct rpc_method *main_methods(bool with_exec, size_t *n)
 {
@@ -239,6 +278,8 @@ int main(int argc, char **argv)
     rc = bytestream_uploads_new(d.cfg.max_uploads, &d.uploads);
     if (rc != 0)
         goto out;
+    if (d.cfg.exec_enabled && main_staging_start(&d) != 0)
+        goto out;
     if (d.cfg.exec_enabled) {
         rc = exec_service_start(&d, &d.exec);
         if (rc != 0) {
@@ -289,6 +330,7 @@ out:
     free(methods);
     exec_service_stop(d.exec);
     bytestream_uploads_free(d.uploads);
+    casfs_unmount(d.fs); /* after the last action: nothing reads it any more */
     cas_store_close(d.store);
     if (d.spawner != NULL)
         sandbox_spawner_stop(d.spawner);

@@ -1,0 +1,433 @@
+/*
+ * casfs.c - the casfs mount's life cycle (stale-mount cleanup, mount, the
+ * request loop's thread, unmount) and its trees and inodes.
+ *
+ * Shutdown never depends on the kernel forgetting inodes or on readers
+ * finishing: the connection is aborted through fusectl when it is mounted
+ * (stuck readers get ENOTCONN), the mount is detached lazily, and every inode
+ * still alive is freed from the inode list.
+ */
+#include "casfs_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+void casfs_log(struct casfs *fs, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (fs->log != NULL)
+        fs->log(fs->log_arg, line);
+    else
+        fprintf(stderr, "%s\n", line);
+}
+
+/* --- inodes --- */
+
+struct casfs_inode *casfs_inode_of(struct casfs *fs, fuse_ino_t ino)
+{
+    if (ino == FUSE_ROOT_ID)
+        return &fs->root;
+    return (struct casfs_inode *)(uintptr_t)ino;
+}
+
+struct casfs_inode *casfs_inode_new(struct casfs *fs, struct casfs_tree *tree, mode_t mode,
+                                    const struct cas_digest *digest, const char *target)
+{
+    struct casfs_inode *inode = calloc(1, sizeof(*inode));
+
+    if (inode == NULL)
+        return NULL;
+    if (target != NULL && (inode->target = strdup(target)) == NULL) {
+        free(inode);
+        return NULL;
+    }
+    atomic_init(&inode->nlookup, 1);
+    inode->mode = mode;
+    inode->digest = *digest;
+    inode->tree = tree;
+    atomic_fetch_add(&tree->refs, 1);
+    pthread_mutex_lock(&fs->lock);
+    inode->next = fs->inodes;
+    if (fs->inodes != NULL)
+        fs->inodes->prev = inode;
+    fs->inodes = inode;
+    pthread_mutex_unlock(&fs->lock);
+    return inode;
+}
+
+static void inode_free(struct casfs_inode *inode)
+{
+    casfs_tree_unref(inode->tree);
+    free(inode->target);
+    free(inode);
+}
+
+void casfs_inode_forget(struct casfs *fs, struct casfs_inode *inode, uint64_t n)
+{
+    if (inode == &fs->root)
+        return;
+    if (atomic_fetch_sub(&inode->nlookup, n) != n)
+        return;
+    pthread_mutex_lock(&fs->lock);
+    if (inode->prev != NULL)
+        inode->prev->next = inode->next;
+    else
+        fs->inodes = inode->next;
+    if (inode->next != NULL)
+        inode->next->prev = inode->prev;
+    pthread_mutex_unlock(&fs->lock);
+    inode_free(inode);
+}
+
+/* --- trees --- */
+
+void casfs_tree_unref(struct casfs_tree *tree)
+{
+    if (tree == NULL || atomic_fetch_sub(&tree->refs, 1) != 1)
+        return;
+    free(tree->name);
+    free(tree);
+}
+
+/* Under fs->lock. */
+static struct casfs_tree **tree_slot(struct casfs *fs, const char *name)
+{
+    struct casfs_tree **p = &fs->trees;
+
+    while (*p != NULL && strcmp((*p)->name, name) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+struct casfs_tree *casfs_tree_find(struct casfs *fs, const char *name)
+{
+    struct casfs_tree *tree;
+
+    pthread_mutex_lock(&fs->lock);
+    tree = *tree_slot(fs, name);
+    if (tree != NULL)
+        atomic_fetch_add(&tree->refs, 1);
+    pthread_mutex_unlock(&fs->lock);
+    return tree;
+}
+
+int casfs_tree_names(struct casfs *fs, char **buf, size_t *len, size_t *count)
+{
+    size_t total = 0, n = 0;
+    char *out, *p;
+
+    pthread_mutex_lock(&fs->lock);
+    for (struct casfs_tree *t = fs->trees; t != NULL; t = t->next) {
+        total += strlen(t->name) + 1;
+        n++;
+    }
+    out = malloc(total ? total : 1);
+    if (out == NULL) {
+        pthread_mutex_unlock(&fs->lock);
+        return -ENOMEM;
+    }
+    p = out;
+    for (struct casfs_tree *t = fs->trees; t != NULL; t = t->next) {
+        size_t l = strlen(t->name) + 1;
+
+        memcpy(p, t->name, l);
+        p += l;
+    }
+    pthread_mutex_unlock(&fs->lock);
+    *buf = out;
+    *len = total;
+    *count = n;
+    return 0;
+}
+
+int casfs_tree_add(struct casfs *fs, const char *name, const struct cas_digest *root)
+{
+    struct casfs_tree *tree, **slot;
+    int rc = 0;
+
+    if (name[0] == '\0' || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
+        strcmp(name, "..") == 0 || strlen(name) > 255)
+        return -EINVAL;
+    tree = calloc(1, sizeof(*tree));
+    if (tree == NULL || (tree->name = strdup(name)) == NULL) {
+        free(tree);
+        return -ENOMEM;
+    }
+    tree->root = *root;
+    atomic_init(&tree->refs, 1);
+    pthread_mutex_lock(&fs->lock);
+    slot = tree_slot(fs, name);
+    if (*slot != NULL)
+        rc = -EEXIST;
+    else
+        *slot = tree;
+    pthread_mutex_unlock(&fs->lock);
+    if (rc != 0)
+        casfs_tree_unref(tree);
+    return rc;
+}
+
+static void tree_read_stats(struct casfs_tree *tree, struct casfs_tree_stats *out)
+{
+    out->files_opened = atomic_load(&tree->files_opened);
+    out->bytes_read = atomic_load(&tree->bytes_read);
+}
+
+int casfs_tree_stats(struct casfs *fs, const char *name, struct casfs_tree_stats *out)
+{
+    struct casfs_tree *tree = casfs_tree_find(fs, name);
+
+    if (tree == NULL)
+        return -ENOENT;
+    tree_read_stats(tree, out);
+    casfs_tree_unref(tree);
+    return 0;
+}
+
+int casfs_tree_remove(struct casfs *fs, const char *name, struct casfs_tree_stats *final)
+{
+    struct casfs_tree *tree, **slot;
+
+    pthread_mutex_lock(&fs->lock);
+    slot = tree_slot(fs, name);
+    tree = *slot;
+    if (tree != NULL)
+        *slot = tree->next;
+    pthread_mutex_unlock(&fs->lock);
+    if (tree == NULL)
+        return -ENOENT;
+    if (final != NULL)
+        tree_read_stats(tree, final);
+    /* Drop the kernel's dentry for it (and below it): the name is gone at
+     * once. -ENOENT when the kernel never looked it up. This takes the mount
+     * root's inode lock only, which no FUSE request of ours holds for long. */
+    fuse_lowlevel_notify_inval_entry(fs->se, FUSE_ROOT_ID, name, strlen(name));
+    casfs_tree_unref(tree);
+    return 0;
+}
+
+/* --- mounting --- */
+
+/* Runs fusermount3 -u -z mountpoint; 0 when it exits 0. */
+static int run_fusermount_unmount(const char *mountpoint)
+{
+    char *const argv[] = {"fusermount3", "-u", "-z", "-q", (char *)mountpoint, NULL};
+    posix_spawn_file_actions_t fa;
+    int status, rc;
+    pid_t pid;
+
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    rc = posix_spawnp(&pid, "fusermount3", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return -rc;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EINVAL;
+}
+
+int casfs_cleanup_stale(const char *mountpoint)
+{
+    int detached = 0;
+
+    /* Several mounts may be stacked by repeated crashes: detach them all. */
+    for (int i = 0; i < 16; i++) {
+        if (umount2(mountpoint, MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
+            detached = 1;
+            continue;
+        }
+        if (errno == EPERM && run_fusermount_unmount(mountpoint) == 0) {
+            detached = 1;
+            continue;
+        }
+        break;
+    }
+    return detached ? 0 : -EINVAL;
+}
+
+static void *casfs_loop_thread(void *arg)
+{
+    struct casfs *fs = arg;
+    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+
+    if (cfg == NULL) {
+        fs->loop_rc = -ENOMEM;
+        return NULL;
+    }
+    fuse_loop_cfg_set_max_threads(cfg, fs->threads);
+    fuse_loop_cfg_set_idle_threads(cfg, fs->threads);
+    fuse_loop_cfg_set_clone_fd(cfg, 0);
+    fs->loop_rc = fuse_session_loop_mt(fs->se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    return NULL;
+}
+
+const char *casfs_mountpoint(const struct casfs *fs)
+{
+    return fs->mountpoint;
+}
+
+int casfs_mount(struct cas_store *cas, const struct casfs_options *opt, struct casfs **out)
+{
+    char *argv[] = {"casfs", "-o", "ro,default_permissions,fsname=casfs,subtype=casfs", NULL};
+    struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+    struct casfs *fs;
+    struct stat st;
+    int rc, fd;
+
+    *out = NULL;
+    if (opt->threads > CASFS_MAX_THREADS)
+        return -EINVAL;
+    /* libfuse only says why on stderr; find out first. */
+    fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    close(fd);
+
+    fs = calloc(1, sizeof(*fs));
+    if (fs == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&fs->lock, NULL);
+    fs->cas = cas;
+    fs->uid = getuid();
+    fs->gid = getgid();
+    fs->threads = opt->threads ? opt->threads : 8;
+    fs->log = opt->log;
+    fs->log_arg = opt->log_arg;
+    fs->root.mode = S_IFDIR | 0755;
+    atomic_init(&fs->root.nlookup, 1);
+    rc = casfs_dircache_init(&fs->cache, opt->dir_cache);
+    if (rc != 0)
+        goto out;
+    fs->mountpoint = strdup(opt->mountpoint);
+    if (fs->mountpoint == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (casfs_cleanup_stale(fs->mountpoint) == 0)
+        casfs_log(fs, "casfs: detached a stale mount on %s", fs->mountpoint);
+    if (mkdir(fs->mountpoint, 0755) < 0 && errno != EEXIST) {
+        rc = -errno;
+        goto out;
+    }
+    fs->se = fuse_session_new(&args, &casfs_ops, sizeof(casfs_ops), fs);
+    fuse_opt_free_args(&args); /* the session may have added to them */
+    if (fs->se == NULL) {
+        rc = -EINVAL;
+        goto out;
+    }
+    if (fuse_session_mount(fs->se, fs->mountpoint) != 0) {
+        rc = -EPERM;
+        fuse_session_destroy(fs->se);
+        fs->se = NULL;
+        goto out;
+    }
+    rc = -pthread_create(&fs->loop_thread, NULL, casfs_loop_thread, fs);
+    if (rc != 0) {
+        fuse_session_unmount(fs->se);
+        fuse_session_destroy(fs->se);
+        fs->se = NULL;
+        goto out;
+    }
+    fs->loop_started = true;
+    /* Served by the loop: also waits for the kernel's INIT to be answered. */
+    if (stat(fs->mountpoint, &st) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    fs->dev = st.st_dev;
+    *out = fs;
+    return 0;
+out:
+    if (fs->loop_started) {
+        casfs_unmount(fs);
+        return rc;
+    }
+    fuse_opt_free_args(&args);
+    casfs_dircache_destroy(&fs->cache);
+    pthread_mutex_destroy(&fs->lock);
+    free(fs->mountpoint);
+    free(fs);
+    return rc;
+}
+
+/* Makes every pending and future request of the connection fail at once. */
+static void casfs_abort_connection(struct casfs *fs)
+{
+    char path[64];
+    int fd;
+
+    if (fs->dev == 0)
+        return;
+    snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", minor(fs->dev));
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return; /* fusectl not mounted: the unmount ends the connection */
+    if (write(fd, "1", 1) < 0)
+        casfs_log(fs, "casfs: aborting the connection through %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+void casfs_unmount(struct casfs *fs)
+{
+    struct casfs_inode *inode, *next;
+    struct casfs_tree *tree, *tnext;
+    struct timespec deadline;
+    bool joined = true;
+
+    if (fs == NULL)
+        return;
+    if (fs->se != NULL) {
+        fuse_session_exit(fs->se);
+        casfs_abort_connection(fs);
+        fuse_session_unmount(fs->se);
+    }
+    if (fs->loop_started) {
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 10;
+        if (pthread_timedjoin_np(fs->loop_thread, NULL, &deadline) != 0) {
+            /* A connection we could not abort and a busy mount: leave the
+             * loop (and what it may touch) to the process's exit. */
+            casfs_log(fs, "casfs: the request loop on %s did not stop; leaving it", fs->mountpoint);
+            pthread_detach(fs->loop_thread);
+            joined = false;
+        }
+    }
+    if (!joined)
+        return;
+    if (fs->se != NULL)
+        fuse_session_destroy(fs->se);
+    for (inode = fs->inodes; inode != NULL; inode = next) {
+        next = inode->next;
+        inode_free(inode);
+    }
+    for (tree = fs->trees; tree != NULL; tree = tnext) {
+        tnext = tree->next;
+        casfs_tree_unref(tree);
+    }
+    casfs_dircache_destroy(&fs->cache);
+    pthread_mutex_destroy(&fs->lock);
+    free(fs->mountpoint);
+    free(fs);
+}

@@ -1,0 +1,79 @@
+/*
+ * casfs.h - the lazy input-tree filesystem: one read-only FUSE mount that
+ * serves, under <mountpoint>/<name>/, the input root of each running action
+ * straight out of the CAS.
+ *
+ * Directories are resolved on demand from the Directory blobs (decoded once,
+ * kept in a bounded digest-keyed cache shared by every tree); files get their
+ * size and executable bit from the FileNode (mode 0444 or 0555, directories
+ * 0755, all owned by the mounting user, a fixed mtime); symlinks are served as
+ * declared. No file content is read until a file is opened: open opens the
+ * CAS blob (cas_store_open_blob) and reads are spliced from that fd. Writes of
+ * any kind fail with EROFS (the mount is read-only); an action writes through
+ * an overlay whose lower layer is its tree here. A blob that cannot be read
+ * gives EIO and a log line naming the digest.
+ *
+ * libfuse3 low-level API; requests are served by a bounded thread pool
+ * (fuse_session_loop_mt) on a thread casfs_mount starts. libfuse installs no
+ * signal handlers: the caller owns signals.
+ *
+ * All functions return 0 or a negative errno and are thread-safe.
+ */
+#ifndef CASBOX_CASFS_H
+#define CASBOX_CASFS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cas.h"
+
+#define CASFS_MAX_THREADS      256       /* upper bound on casfs_options.threads */
+#define CASFS_DEFAULT_DIRCACHE 4096      /* decoded Directory messages kept */
+#define CASFS_MTIME            946684800 /* 2000-01-01T00:00:00Z, every inode's mtime */
+
+struct casfs;
+
+struct casfs_options {
+    const char *mountpoint; /* created if missing; a stale mount on it is detached first */
+    unsigned threads;       /* request threads, 1 .. CASFS_MAX_THREADS (0: 8) */
+    size_t dir_cache;       /* decoded Directory messages kept (0: CASFS_DEFAULT_DIRCACHE) */
+    /* Where error lines go (one line, no newline); NULL: stderr. */
+    void (*log)(void *arg, const char *line);
+    void *log_arg;
+};
+
+/* Detaches whatever is mounted on mountpoint (a mount left by a crashed
+ * daemon): umount2(MNT_DETACH), or `fusermount3 -u -z` when not permitted.
+ * 0 when something was detached, -EINVAL when nothing was mounted there. */
+int casfs_cleanup_stale(const char *mountpoint);
+
+/* Mounts the filesystem on opt->mountpoint and starts serving it. -ENODEV
+ * (or the open error) when /dev/fuse cannot be opened, -EPERM when mounting
+ * is not permitted. The store must outlive the mount. */
+int casfs_mount(struct cas_store *cas, const struct casfs_options *opt, struct casfs **out);
+/* Stops serving and unmounts (lazily, so a busy mount never blocks this;
+ * the connection is aborted so that stuck readers get ENOTCONN), frees fs.
+ * NULL is fine. */
+void casfs_unmount(struct casfs *fs);
+const char *casfs_mountpoint(const struct casfs *fs);
+
+/* Makes <mountpoint>/<name> the tree of root (a Directory digest). Nothing is
+ * read from the CAS here. name is one path component; -EEXIST when taken. */
+int casfs_tree_add(struct casfs *fs, const char *name, const struct cas_digest *root);
+
+struct casfs_tree_stats {
+    uint64_t files_opened; /* successful opens of regular files */
+    uint64_t bytes_read;   /* bytes replied to reads */
+};
+
+/* The counters of a tree; -ENOENT when there is no such tree. */
+int casfs_tree_stats(struct casfs *fs, const char *name, struct casfs_tree_stats *out);
+
+/* Removes the tree: it disappears from the mount root at once (the kernel's
+ * entry for it is invalidated) and its inodes are freed when the kernel
+ * forgets them; files still open keep working. Never waits for readers.
+ * final (may be NULL) gets the counters as of the removal. -ENOENT when there
+ * is no such tree. */
+int casfs_tree_remove(struct casfs *fs, const char *name, struct casfs_tree_stats *final);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * casfs_internal.h - what the fuse/ sources share: the filesystem state,
+ * trees, inodes and the decoded-Directory cache.
+ *
+ * Locking: fs->lock guards the tree list and the inode list; the Directory
+ * cache has its own lock; counters and reference counts are atomics. No lock
+ * is held while a FUSE reply is sent or the CAS is read.
+ */
+#ifndef CASBOX_CASFS_INTERNAL_H
+#define CASBOX_CASFS_INTERNAL_H
+
+/* 312: the opaque fuse_loop_cfg_* API, whose max_threads bounds the pool
+ * (the 3.2 struct only bounds idle threads). Available in libfuse 3.14. */
+#define FUSE_USE_VERSION 312
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "casfs.h"
+
+typedef Build__Bazel__Remote__Execution__V2__Directory casfs_pb_dir_t;
+typedef Build__Bazel__Remote__Execution__V2__FileNode casfs_pb_file_t;
+typedef Build__Bazel__Remote__Execution__V2__DirectoryNode casfs_pb_dirnode_t;
+typedef Build__Bazel__Remote__Execution__V2__SymlinkNode casfs_pb_symlink_t;
+
+/* Entry and attribute timeout: content never changes under a name. */
+#define CASFS_TIMEOUT 86400.0
+
+/* --- the decoded-Directory cache (dircache.c) --- */
+
+struct casfs_dir {
+    struct cas_digest digest;
+    casfs_pb_dir_t *msg;
+    unsigned refs; /* under the cache lock */
+    struct casfs_dir *hash_next;
+    struct casfs_dir *lru_prev, *lru_next; /* most recently used first */
+};
+
+struct casfs_dircache {
+    pthread_mutex_t lock;
+    struct casfs_dir **buckets;
+    size_t n_buckets; /* power of two */
+    size_t count, max;
+    struct casfs_dir *lru_head, *lru_tail;
+    uint64_t hits, misses, evictions;
+};
+
+int casfs_dircache_init(struct casfs_dircache *c, size_t max);
+void casfs_dircache_destroy(struct casfs_dircache *c);
+/* The decoded Directory with this digest, read from the CAS and checked on a
+ * miss (-ENOENT absent, -EIO malformed); release it with casfs_dir_put. */
+int casfs_dir_get(struct casfs *fs, const struct cas_digest *d, struct casfs_dir **out);
+void casfs_dir_put(struct casfs *fs, struct casfs_dir *dir);
+
+/* --- trees and inodes (casfs.c) --- */
+
+struct casfs_tree {
+    char *name;
+    struct cas_digest root;
+    atomic_uint_fast64_t files_opened;
+    atomic_uint_fast64_t bytes_read;
+    atomic_uint refs; /* the tree list's while listed, plus one per inode */
+    struct casfs_tree *next;
+};
+
+struct casfs_inode {
+    atomic_uint_fast64_t nlookup;
+    struct casfs_tree *tree;         /* NULL for the mount root */
+    mode_t mode;                     /* S_IFDIR|0755, S_IFREG|0444/0555, S_IFLNK|0777 */
+    struct cas_digest digest;        /* Directory digest, or the file's blob */
+    char *target;                    /* symlink target */
+    struct casfs_inode *prev, *next; /* every live inode, for unmount */
+};
+
+struct casfs {
+    struct cas_store *cas;
+    struct fuse_session *se;
+    char *mountpoint;
+    dev_t dev; /* the mount's device, for the fusectl abort */
+    uid_t uid;
+    gid_t gid;
+    unsigned threads;
+    pthread_t loop_thread;
+    bool loop_started;
+    int loop_rc;
+
+    struct casfs_dircache cache;
+
+    pthread_mutex_t lock; /* trees, inodes */
+    struct casfs_tree *trees;
+    struct casfs_inode *inodes;
+    struct casfs_inode root; /* FUSE_ROOT_ID; lists the trees */
+
+    void (*log)(void *arg, const char *line);
+    void *log_arg;
+};
+
+void casfs_log(struct casfs *fs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The inode behind a FUSE inode number. */
+struct casfs_inode *casfs_inode_of(struct casfs *fs, fuse_ino_t ino);
+/* A new inode with nlookup 1, holding a tree reference; NULL on ENOMEM. */
+struct casfs_inode *casfs_inode_new(struct casfs *fs, struct casfs_tree *tree, mode_t mode,
+                                    const struct cas_digest *digest, const char *target);
+/* Drops n lookups; frees the inode at zero. */
+void casfs_inode_forget(struct casfs *fs, struct casfs_inode *inode, uint64_t n);
+/* The listed tree with this name, with a reference taken; NULL if none. */
+struct casfs_tree *casfs_tree_find(struct casfs *fs, const char *name);
+void casfs_tree_unref(struct casfs_tree *tree);
+/* Copies the listed trees' names, NUL-separated, into a malloc'd buffer. */
+int casfs_tree_names(struct casfs *fs, char **buf, size_t *len, size_t *count);
+
+/* --- the FUSE operations (ops.c) --- */
+
+extern const struct fuse_lowlevel_ops casfs_ops;
+
+#endif

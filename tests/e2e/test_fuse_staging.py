@@ -1,0 +1,375 @@
+#!/usr/bin/python3
+"""End-to-end: FUSE staging (execution.staging = fuse) with a real casboxd,
+a real FUSE mount and the real sandbox.
+
+Checks, each a function below:
+  big_tree     an input root of 100,000 files (100 dirs x 1000 files sharing 4
+               blobs) of which the action reads 3: right output, and the
+               StagingStats auxiliary metadata says 3 files opened
+  attributes   modes, executable bit, symlinks, nested empty dirs, zero-byte files
+  no_writes    write, chmod, truncate, rename, rm go to the overlay's upper
+               layer; the CAS and the next action see the original bytes; the
+               FUSE mount and other actions' trees are invisible in the sandbox
+  concurrent   4 actions at once over inputs sharing blobs
+  big_file     a 1 GiB input read back byte for byte (sha256sum inside)
+  sigkill      SIGKILL casboxd while an action reads through FUSE; a restart on
+               the same state dir detaches the stale mount and works; after a
+               clean stop nothing is left mounted
+
+    test_fuse_staging.py [-k NAME] [--skip-big]
+
+Needs root (or /dev/fuse usable) and overlayfs over FUSE; exit 77 (skip) when
+FUSE cannot be mounted. Exit 0 pass, 1 fail.
+"""
+
+import argparse
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reapi_client as rc  # noqa: E402
+from reapi_client import re_pb2, bs_pb2  # noqa: E402
+
+SKIP = 77
+STATS_URL = "type.googleapis.com/casbox.StagingStats"
+ENV = [re_pb2.Command.EnvironmentVariable(name="PATH", value="/usr/bin:/bin")]
+
+
+class Fail(AssertionError):
+    pass
+
+
+def need(cond, msg, *args):
+    if not cond:
+        raise Fail(msg % args if args else msg)
+
+
+def log(msg):
+    print("[test_fuse_staging %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr,
+          flush=True)
+
+
+# -- building inputs -------------------------------------------------------------
+
+def file_node(name, d, exe=False):
+    return re_pb2.FileNode(name=name, digest=d, is_executable=exe)
+
+
+def directory(files=(), dirs=(), links=()):
+    return re_pb2.Directory(
+        files=sorted(files, key=lambda n: n.name),
+        directories=sorted(dirs, key=lambda n: n.name),
+        symlinks=sorted(links, key=lambda n: n.name))
+
+
+def put_dir(c, msg):
+    return c.upload_message(msg)
+
+
+def dir_node(name, d):
+    return re_pb2.DirectoryNode(name=name, digest=d)
+
+
+def stats_of(result):
+    """The casbox.StagingStats of an ActionResult as a dict."""
+    for a in result.execution_metadata.auxiliary_metadata:
+        if a.type_url != STATS_URL:
+            continue
+        out, v, i = {}, a.value, 0
+        names = {1: "files_opened", 2: "bytes_read", 3: "staging_us", 4: "mode"}
+        while i < len(v):
+            key = v[i]
+            i += 1
+            val, shift = 0, 0
+            while True:
+                b = v[i]
+                i += 1
+                val |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+            out[names.get(key >> 3, key >> 3)] = val
+        return out
+    raise Fail("no %s in auxiliary_metadata" % STATS_URL)
+
+
+def run(c, root, script, outputs=(), timeout=300):
+    """Execute sh -c script over root; returns (ActionResult, stdout, stderr)."""
+    cmd = re_pb2.Command(arguments=["/bin/sh", "-c", script], environment_variables=ENV,
+                         output_paths=list(outputs))
+    act = re_pb2.Action(command_digest=c.upload_message(cmd), input_root_digest=root,
+                        do_not_cache=True)
+    ad = c.upload_message(act)
+    ops = c.execute(ad, skip_cache_lookup=True, timeout=timeout)
+    resp = c.execute_response(ops[-1])
+    need(resp is not None, "no ExecuteResponse")
+    need(resp.status.code == 0, "Execute status %d: %s", resp.status.code, resp.status.message)
+    r = resp.result
+    out = c.bs_read(c.read_name(r.stdout_digest)) if r.stdout_digest.size_bytes else b""
+    err = c.bs_read(c.read_name(r.stderr_digest)) if r.stderr_digest.size_bytes else b""
+    return r, out, err
+
+
+def check_exit(r, out, err):
+    need(r.exit_code == 0, "exit %d\nstdout: %s\nstderr: %s", r.exit_code,
+         out.decode(errors="replace")[-2000:], err.decode(errors="replace")[-2000:])
+
+
+# -- the checks ------------------------------------------------------------------
+
+def big_tree(t):
+    c = t.client
+    blobs = [c.upload_blob(b"blob number %d\n" % i) for i in range(4)]
+    files = [file_node("f%04d" % i, blobs[i % 4]) for i in range(1000)]
+    sub = put_dir(c, directory(files=files))
+    root = put_dir(c, directory(dirs=[dir_node("d%03d" % i, sub) for i in range(100)]))
+    t0 = time.time()
+    r, out, err = run(c, root, "cat d007/f0001 d042/f0502 d099/f0999")
+    wall = time.time() - t0
+    check_exit(r, out, err)
+    need(out == b"blob number 1\nblob number 2\nblob number 3\n", "stdout %r", out)
+    s = stats_of(r)
+    need(s.get("mode") == 2, "staging mode %s, want 2 (fuse)", s)
+    need(s.get("files_opened") == 3, "files_opened %s, want 3", s)
+    need(s.get("bytes_read") == 3 * 14, "bytes_read %s, want 42", s)
+    log("100,000-file tree, 3 files read: staging %.1f ms, Execute round trip %.0f ms, %s"
+        % (s["staging_us"] / 1000.0, wall * 1000, s))
+
+
+def attributes(t):
+    c = t.client
+    empty = put_dir(c, directory())
+    e1 = put_dir(c, directory(dirs=[dir_node("e2", empty)]))
+    hello = c.upload_blob(b"hello\n")
+    tool = c.upload_blob(b"#!/bin/sh\necho tool ran\n")
+    zero = rc.digest_of(b"")
+    root = put_dir(c, directory(
+        files=[file_node("hello.txt", hello), file_node("tool.sh", tool, exe=True),
+               file_node("zero", zero)],
+        dirs=[dir_node("e1", e1), dir_node("emptydir", empty)],
+        links=[re_pb2.SymlinkNode(name="link", target="hello.txt"),
+               re_pb2.SymlinkNode(name="dirlink", target="e1")]))
+    script = ("stat -c '%n %a %s %F' hello.txt tool.sh zero e1/e2 emptydir; "
+              "readlink link dirlink; cat link; ./tool.sh; ls -A emptydir | wc -l; "
+              "test -d dirlink/e2 && echo dirlink-ok")
+    r, out, err = run(c, root, script)
+    check_exit(r, out, err)
+    want = ("hello.txt 444 6 regular file\ntool.sh 555 24 regular file\n"
+            "zero 444 0 regular empty file\ne1/e2 755 4096 directory\n"
+            "emptydir 755 4096 directory\nhello.txt\ne1\nhello\ntool ran\n0\ndirlink-ok\n")
+    need(out.decode() == want, "got:\n%s\nwant:\n%s", out.decode(), want)
+
+
+def no_writes(t):
+    c = t.client
+    text = b"original content\n"
+    d = c.upload_blob(text)
+    d2 = c.upload_blob(b"second\n")
+    root = put_dir(c, directory(files=[file_node("a.txt", d), file_node("b.txt", d2),
+                                       file_node("c.txt", d2)]))
+    mnt = os.path.join(t.state, "cas", "fuse")
+    # Inputs are 0444 as with hardlink staging: the owner chmods before writing.
+    script = ("chmod 644 a.txt c.txt && echo changed > a.txt; chmod 777 b.txt; "
+              "truncate -s 0 c.txt; mv b.txt moved.txt; rm -f nothing; "
+              "cat a.txt; stat -c %%a moved.txt; wc -c < c.txt; "
+              "test -e '%s' && echo MOUNT-VISIBLE; "
+              "grep -c fuse.casfs /proc/self/mountinfo; ls /casbox" % mnt)
+    r, out, err = run(c, root, script)
+    check_exit(r, out, err)
+    need(out.decode() == "changed\n777\n0\n0\nexec\n", "inside: %r (stderr %r)", out, err)
+    # The CAS and a fresh action still see the original bytes and modes.
+    need(c.bs_read(c.read_name(d)) == text, "the CAS blob changed")
+    r, out, err = run(c, root, "cat a.txt; stat -c %a b.txt c.txt; wc -c < c.txt")
+    check_exit(r, out, err)
+    need(out == b"original content\n444\n444\n7\n", "second action saw %r", out)
+    # Another action's tree is not reachable: the mount root is not visible
+    # (checked above) and the tree name is not guessable from inside.
+    need(not [m for m in open("/proc/mounts") if "casbox/exec" in m.split()[1:2]],
+         "overlay leaked into the host")
+
+
+def concurrent(t):
+    c = t.client
+    shared = c.upload_blob(b"shared data " * 1000)
+    files = [file_node("s%02d" % i, shared) for i in range(20)]
+    root = put_dir(c, directory(files=files))
+    results, errors = [None] * 4, []
+
+    def one(i):
+        try:
+            results[i] = run(c, root, "cat s*  | sha256sum; echo %d" % i)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    need(not errors, "errors: %s", errors)
+    want = hashlib.sha256(b"shared data " * 1000 * 20).hexdigest()
+    for i, (r, out, err) in enumerate(results):
+        check_exit(r, out, err)
+        need(out.decode().split()[0] == want and out.decode().split()[-1] == str(i),
+             "action %d: %r", i, out)
+        need(stats_of(r)["files_opened"] == 20, "action %d: %s", i, stats_of(r))
+
+
+def upload_big(c, size):
+    """A size-byte blob from a repeating 1 MiB pattern, streamed."""
+    pattern = hashlib.sha256(b"seed").digest() * (1 << 15)  # 1 MiB
+    h = hashlib.sha256()
+    for off in range(0, size, len(pattern)):
+        h.update(pattern[:min(len(pattern), size - off)])
+    d = re_pb2.Digest(hash=h.hexdigest(), size_bytes=size)
+    name = c.write_name(d)
+
+    def gen():
+        off = 0
+        while off < size:
+            piece = pattern[:min(len(pattern), size - off)]
+            yield bs_pb2.WriteRequest(resource_name=name if off == 0 else "", write_offset=off,
+                                      data=piece, finish_write=off + len(piece) >= size)
+            off += len(piece)
+    r = c.bs_write_requests(gen(), timeout=600)
+    need(r.committed_size == size, "committed %d", r.committed_size)
+    return d
+
+
+def big_file(t):
+    c = t.client
+    size = 1 << 30
+    t0 = time.time()
+    d = upload_big(c, size)
+    log("uploaded 1 GiB in %.1f s" % (time.time() - t0))
+    root = put_dir(c, directory(files=[file_node("big.bin", d)]))
+    r, out, err = run(c, root, "sha256sum big.bin", timeout=600)
+    check_exit(r, out, err)
+    need(out.decode().split()[0] == d.hash, "sha256sum %r, want %s", out, d.hash)
+    s = stats_of(r)
+    need(s["files_opened"] == 1 and s["bytes_read"] == size, "stats %s", s)
+    t.big = (d, root)
+
+
+def sigkill(t):
+    c = t.client
+    d = c.upload_blob(os.urandom(1 << 20))
+    root = put_dir(c, directory(files=[file_node("f", d)]))
+    done = []
+
+    def reader():
+        try:
+            run(c, root, "while :; do cat f > /dev/null; done", timeout=60)
+        except Exception as e:  # noqa: BLE001 - the daemon dies under it
+            done.append(e)
+    th = threading.Thread(target=reader)
+    th.start()
+    time.sleep(2)
+    t.daemon.kill()
+    th.join(60)
+    need(not th.is_alive(), "the Execute call did not end after SIGKILL")
+    mnt = os.path.join(t.state, "cas", "fuse")
+    stale = [m for m in open("/proc/mounts") if m.split()[1] == mnt]
+    log("after SIGKILL: %d mount(s) left on %s" % (len(stale), mnt))
+    t.restart()
+    c = t.client
+    need(len([m for m in open("/proc/mounts") if m.split()[1] == mnt]) == 1,
+         "want exactly one mount on %s after the restart", mnt)
+    r, out, err = run(c, root, "cat f | wc -c")
+    check_exit(r, out, err)
+    need(out == b"1048576\n", "after restart: %r", out)
+
+
+CHECKS = [("big_tree", big_tree), ("attributes", attributes), ("no_writes", no_writes),
+          ("concurrent", concurrent), ("big_file", big_file), ("sigkill", sigkill)]
+
+
+class T:
+    def __init__(self, tmp, extra):
+        self.tmp = tmp
+        self.state = os.path.join(tmp, "state")
+        self.extra = extra
+        log_dir = os.environ.get("E2E_LOG_DIR", tmp)
+        os.makedirs(log_dir, exist_ok=True)
+        self.log_path = os.path.join(log_dir, "casboxd-fuse.log")
+        self.daemon = None
+        self.client = None
+
+    def start(self):
+        self.daemon = rc.Casboxd(self.state, log_path=self.log_path, extra_args=self.extra)
+        self.daemon.start()
+        self.client = rc.Client(self.daemon.target, timeout=120)
+
+    def restart(self):
+        if self.daemon is not None and self.daemon.alive():
+            self.daemon.stop()
+        self.start()
+
+    def stop(self):
+        if self.daemon is not None:
+            self.daemon.stop()
+            self.daemon = None
+
+
+def fuse_usable():
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+        return True
+    except OSError:
+        return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-k", default="")
+    ap.add_argument("--skip-big", action="store_true", help="leave out the 1 GiB check")
+    args = ap.parse_args()
+    if not fuse_usable():
+        log("SKIP: /dev/fuse cannot be opened (see docs/fuse.md)")
+        return SKIP
+    tmp = tempfile.mkdtemp(prefix="casbox-e2e-fuse.")
+    t = T(tmp, ["--set", "execution.staging=fuse", "--set", "execution.slots=4"])
+    failed = 0
+    try:
+        t.start()
+        for name, fn in CHECKS:
+            if args.k not in name or (args.skip_big and name == "big_file"):
+                continue
+            t0 = time.time()
+            try:
+                fn(t)
+                log("ok   %s (%.1f s)" % (name, time.time() - t0))
+            except Exception:  # noqa: BLE001
+                failed += 1
+                log("FAIL %s:\n%s" % (name, traceback.format_exc()))
+                if t.daemon is None or not t.daemon.alive():
+                    t.restart()
+        mnt = os.path.join(t.state, "cas", "fuse")
+        t.stop()
+        left = [m for m in open("/proc/mounts") if m.split()[1] == mnt]
+        if left:
+            failed += 1
+            log("FAIL: %s still mounted after a clean stop" % mnt)
+    except Exception:  # noqa: BLE001
+        failed += 1
+        log("FAIL:\n%s\n%s" % (traceback.format_exc(), t.daemon.log_tail() if t.daemon else ""))
+        if t.daemon is not None:
+            t.daemon.kill()
+    finally:
+        subprocess.run(["umount", "-l", os.path.join(t.state, "cas", "fuse")],
+                       stderr=subprocess.DEVNULL, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+    log("PASS" if not failed else "%d check(s) failed (log %s)" % (failed, t.log_path))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,433 @@
+/*
+ * test_casfs.c - the casfs FUSE filesystem, really mounted (root and a usable
+ * /dev/fuse needed, else every test is skipped): modes, the executable bit,
+ * symlinks, nested empty directories, zero-byte files, byte-for-byte reads,
+ * EROFS for every kind of write, a removed tree disappearing, the per-tree
+ * counters, EIO (not a hang) for a missing blob, a Directory that is not in
+ * the CAS, and stale-mount cleanup.
+ */
+#include "test_action_helpers.h"
+
+#include <dirent.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include "casfs.h"
+
+struct fs_fixture {
+    struct th_env env;
+    char mnt[PATH_MAX];
+    struct casfs *fs;
+    struct cas_digest root, missing, big;
+    char *big_data;
+    size_t big_len;
+    char log[1024];
+};
+
+static const char hello_text[] = "hello, casfs\n";
+static const char tool_text[] = "#!/bin/sh\necho tool\n";
+
+static void fixture_log(void *arg, const char *line)
+{
+    struct fs_fixture *f = arg;
+
+    snprintf(f->log, sizeof(f->log), "%s", line);
+}
+
+static bool fuse_usable(void)
+{
+    int fd;
+
+    if (geteuid() != 0)
+        return false;
+    fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
+static int setup(void **state)
+{
+    struct fs_fixture *f;
+    struct cas_digest empty_dir, nested, sub;
+    struct casfs_options opt = {0};
+    th_directory_t *d;
+
+    if (!fuse_usable()) {
+        *state = NULL;
+        return 0;
+    }
+    f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    th_env_setup(&f->env);
+    snprintf(f->mnt, sizeof(f->mnt), "%s/mnt", f->env.dir);
+
+    f->big_len = 3 * 1024 * 1024 + 17;
+    f->big_data = malloc(f->big_len);
+    assert_non_null(f->big_data);
+    for (size_t i = 0; i < f->big_len; i++)
+        f->big_data[i] = (char)(i * 7 + i / 4096);
+    th_put(f->env.cas, f->big_data, f->big_len, &f->big);
+
+    d = th_dir_new();
+    th_dir_put(f->env.cas, d, &empty_dir);
+    d = th_dir_new();
+    th_dir_add_dir(d, "e2", &empty_dir);
+    th_dir_put(f->env.cas, d, &nested);
+    d = th_dir_new();
+    th_dir_add_dir(d, "e1", &nested);
+    th_dir_add_file(f->env.cas, d, "hello.txt", hello_text, false);
+    th_dir_put(f->env.cas, d, &sub);
+
+    cas_digest_buffer("not stored", 10, &f->missing);
+    d = th_dir_new();
+    th_dir_add_dir(d, "emptydir", &empty_dir);
+    th_dir_add_dir(d, "sub", &sub);
+    th_dir_add_file_digest(d, "big.bin", &f->big, false);
+    th_dir_add_file(f->env.cas, d, "empty.txt", "", false);
+    th_dir_add_file(f->env.cas, d, "hello.txt", hello_text, false);
+    th_dir_add_file_digest(d, "missing.bin", &f->missing, false);
+    th_dir_add_file(f->env.cas, d, "tool.sh", tool_text, true);
+    th_dir_add_symlink(d, "link", "sub/hello.txt");
+    th_dir_add_symlink(d, "linkdir", "sub");
+    th_dir_put(f->env.cas, d, &f->root);
+
+    opt.mountpoint = f->mnt;
+    opt.threads = 4;
+    opt.dir_cache = 2; /* small: exercises eviction */
+    opt.log = fixture_log;
+    opt.log_arg = f;
+    assert_int_equal(casfs_mount(f->env.cas, &opt, &f->fs), 0);
+    assert_int_equal(casfs_tree_add(f->fs, "t1", &f->root), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fs_fixture *f = *state;
+
+    if (f == NULL)
+        return 0;
+    casfs_unmount(f->fs);
+    free(f->big_data);
+    th_env_teardown(&f->env);
+    free(f);
+    return 0;
+}
+
+#define NEED_FUSE(f)                                                                               \
+    do {                                                                                           \
+        if ((f) == NULL)                                                                           \
+            skip();                                                                                \
+    } while (0)
+
+static void path_in(const struct fs_fixture *f, const char *rel, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%s", f->mnt, rel);
+}
+
+static void test_attributes(void **state)
+{
+    struct fs_fixture *f = *state;
+    char p[PATH_MAX + 64], target[64];
+    struct stat st;
+    ssize_t n;
+
+    NEED_FUSE(f);
+    path_in(f, "t1", p, sizeof(p));
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0755);
+    assert_int_equal(st.st_uid, getuid());
+
+    path_in(f, "t1/hello.txt", p, sizeof(p));
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0444);
+    assert_int_equal(st.st_size, strlen(hello_text));
+    assert_int_equal(st.st_mtime, CASFS_MTIME);
+
+    path_in(f, "t1/tool.sh", p, sizeof(p));
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0555);
+
+    path_in(f, "t1/empty.txt", p, sizeof(p));
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 0);
+
+    path_in(f, "t1/sub/e1/e2", p, sizeof(p));
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+
+    path_in(f, "t1/link", p, sizeof(p));
+    assert_int_equal(lstat(p, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    n = readlink(p, target, sizeof(target));
+    assert_int_equal(n, strlen("sub/hello.txt"));
+    assert_memory_equal(target, "sub/hello.txt", (size_t)n);
+    assert_int_equal(stat(p, &st), 0); /* followed inside the tree */
+    assert_int_equal(st.st_size, strlen(hello_text));
+
+    path_in(f, "t1/nothere", p, sizeof(p));
+    assert_int_equal(stat(p, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    path_in(f, "t1/hello.txt/x", p, sizeof(p));
+    assert_int_equal(stat(p, &st), -1);
+    assert_int_equal(errno, ENOTDIR);
+}
+
+static void test_readdir(void **state)
+{
+    static const char *const want[] = {"emptydir",  "sub",       "big.bin",
+                                       "empty.txt", "hello.txt", "missing.bin",
+                                       "tool.sh",   "link",      "linkdir"};
+    static const unsigned char types[] = {DT_DIR, DT_DIR, DT_REG, DT_REG, DT_REG,
+                                          DT_REG, DT_REG, DT_LNK, DT_LNK};
+    struct fs_fixture *f = *state;
+    char p[PATH_MAX + 64];
+    struct dirent *de;
+    size_t n = 0;
+    DIR *dir;
+
+    NEED_FUSE(f);
+    path_in(f, "t1", p, sizeof(p));
+    dir = opendir(p);
+    assert_non_null(dir);
+    while ((de = readdir(dir)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        assert_true(n < 9);
+        assert_string_equal(de->d_name, want[n]);
+        assert_int_equal(de->d_type, types[n]);
+        n++;
+    }
+    closedir(dir);
+    assert_int_equal(n, 9);
+
+    path_in(f, "t1/emptydir", p, sizeof(p));
+    dir = opendir(p);
+    assert_non_null(dir);
+    n = 0;
+    while ((de = readdir(dir)) != NULL)
+        n++;
+    closedir(dir);
+    assert_int_equal(n, 2); /* . and .. */
+
+    /* The mount root lists the trees. */
+    dir = opendir(f->mnt);
+    assert_non_null(dir);
+    n = 0;
+    while ((de = readdir(dir)) != NULL)
+        if (strcmp(de->d_name, "t1") == 0)
+            n++;
+    closedir(dir);
+    assert_int_equal(n, 1);
+}
+
+static void read_all(const char *path, char **buf, size_t *len)
+{
+    size_t cap = 1 << 20, used = 0;
+    char *out = malloc(cap);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    assert_non_null(out);
+    assert_true(fd >= 0);
+    for (;;) {
+        if (used == cap) {
+            cap *= 2;
+            out = realloc(out, cap);
+            assert_non_null(out);
+        }
+        n = read(fd, out + used, cap - used);
+        assert_true(n >= 0);
+        if (n == 0)
+            break;
+        used += (size_t)n;
+    }
+    close(fd);
+    *buf = out;
+    *len = used;
+}
+
+static void test_read_and_counters(void **state)
+{
+    struct fs_fixture *f = *state;
+    struct casfs_tree_stats s;
+    char p[PATH_MAX + 64], *buf;
+    size_t len;
+
+    NEED_FUSE(f);
+    assert_int_equal(casfs_tree_add(f->fs, "t2", &f->root), 0);
+    assert_int_equal(casfs_tree_stats(f->fs, "t2", &s), 0);
+    assert_int_equal(s.files_opened, 0);
+    assert_int_equal(s.bytes_read, 0);
+
+    path_in(f, "t2/sub/hello.txt", p, sizeof(p));
+    read_all(p, &buf, &len);
+    assert_int_equal(len, strlen(hello_text));
+    assert_memory_equal(buf, hello_text, len);
+    free(buf);
+
+    path_in(f, "t2/big.bin", p, sizeof(p));
+    read_all(p, &buf, &len);
+    assert_int_equal(len, f->big_len);
+    assert_memory_equal(buf, f->big_data, len);
+    free(buf);
+
+    path_in(f, "t2/empty.txt", p, sizeof(p));
+    read_all(p, &buf, &len);
+    assert_int_equal(len, 0);
+    free(buf);
+
+    assert_int_equal(casfs_tree_stats(f->fs, "t2", &s), 0);
+    assert_int_equal(s.files_opened, 3);
+    assert_int_equal(s.bytes_read, strlen(hello_text) + f->big_len);
+    /* Counters are per tree: t1 untouched by this. */
+    assert_int_equal(casfs_tree_remove(f->fs, "t2", &s), 0);
+    assert_int_equal(s.files_opened, 3);
+    assert_int_equal(casfs_tree_stats(f->fs, "t2", &s), -ENOENT);
+}
+
+static void test_writes_fail(void **state)
+{
+    struct fs_fixture *f = *state;
+    char p[PATH_MAX + 64], q[PATH_MAX + 64];
+
+    NEED_FUSE(f);
+    path_in(f, "t1/hello.txt", p, sizeof(p));
+    assert_int_equal(open(p, O_WRONLY | O_CLOEXEC), -1);
+    assert_int_equal(errno, EROFS);
+    assert_int_equal(open(p, O_RDWR | O_CLOEXEC), -1);
+    assert_int_equal(errno, EROFS);
+    assert_int_equal(chmod(p, 0777), -1);
+    assert_int_equal(errno, EROFS);
+    assert_int_equal(truncate(p, 0), -1);
+    assert_int_equal(errno, EROFS);
+    path_in(f, "t1/renamed", q, sizeof(q));
+    assert_int_equal(rename(p, q), -1);
+    assert_int_equal(errno, EROFS);
+    assert_int_equal(unlink(p), -1);
+    assert_int_equal(errno, EROFS);
+    path_in(f, "t1/newdir", q, sizeof(q));
+    assert_int_equal(mkdir(q, 0755), -1);
+    assert_int_equal(errno, EROFS);
+    path_in(f, "t1/newfile", q, sizeof(q));
+    assert_int_equal(open(q, O_CREAT | O_WRONLY | O_CLOEXEC, 0644), -1);
+    assert_int_equal(errno, EROFS);
+    path_in(f, "t3", q, sizeof(q));
+    assert_int_equal(mkdir(q, 0755), -1);
+    assert_int_equal(errno, EROFS);
+}
+
+static void test_missing_blob_eio(void **state)
+{
+    struct fs_fixture *f = *state;
+    char p[PATH_MAX + 64], hex[CAS_HASH_HEX + 1];
+    struct stat st;
+
+    NEED_FUSE(f);
+    path_in(f, "t1/missing.bin", p, sizeof(p));
+    assert_int_equal(stat(p, &st), 0); /* attributes need no content */
+    assert_int_equal(open(p, O_RDONLY | O_CLOEXEC), -1);
+    assert_int_equal(errno, EIO);
+    cas_digest_hex(&f->missing, hex);
+    assert_non_null(strstr(f->log, hex));
+}
+
+static void test_missing_directory_eio(void **state)
+{
+    struct fs_fixture *f = *state;
+    char p[PATH_MAX + 64];
+    struct cas_digest nodir;
+    struct stat st;
+    DIR *dir;
+
+    NEED_FUSE(f);
+    cas_digest_buffer("no such Directory", 17, &nodir);
+    assert_int_equal(casfs_tree_add(f->fs, "nodir", &nodir), 0);
+    assert_int_equal(casfs_tree_add(f->fs, "nodir", &nodir), -EEXIST);
+    assert_int_equal(casfs_tree_add(f->fs, "a/b", &nodir), -EINVAL);
+    path_in(f, "nodir", p, sizeof(p));
+    assert_int_equal(stat(p, &st), 0);
+    dir = opendir(p); /* opendir needs no content: readdir gives EIO */
+    assert_non_null(dir);
+    errno = 0;
+    assert_null(readdir(dir));
+    assert_int_equal(errno, EIO);
+    closedir(dir);
+    path_in(f, "nodir/x", p, sizeof(p));
+    assert_int_equal(stat(p, &st), -1);
+    assert_int_equal(errno, EIO);
+    assert_int_equal(casfs_tree_remove(f->fs, "nodir", NULL), 0);
+}
+
+static void test_remove_tree(void **state)
+{
+    struct fs_fixture *f = *state;
+    char p[PATH_MAX + 64], buf[64];
+    struct stat st;
+    int fd;
+
+    NEED_FUSE(f);
+    assert_int_equal(casfs_tree_add(f->fs, "gone", &f->root), 0);
+    path_in(f, "gone/hello.txt", p, sizeof(p));
+    assert_int_equal(stat(p, &st), 0);
+    fd = open(p, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(casfs_tree_remove(f->fs, "gone", NULL), 0);
+    assert_int_equal(casfs_tree_remove(f->fs, "gone", NULL), -ENOENT);
+    /* The name is gone at once, despite the long entry timeout... */
+    path_in(f, "gone", p, sizeof(p));
+    assert_int_equal(stat(p, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    path_in(f, "gone/hello.txt", p, sizeof(p));
+    assert_int_equal(stat(p, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    /* ...and a file still open keeps working. */
+    assert_int_equal(pread(fd, buf, sizeof(buf), 0), strlen(hello_text));
+    close(fd);
+    /* The name can be used again. */
+    assert_int_equal(casfs_tree_add(f->fs, "gone", &f->root), 0);
+    path_in(f, "gone/tool.sh", p, sizeof(p));
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(casfs_tree_remove(f->fs, "gone", NULL), 0);
+}
+
+static void test_stale_mount_cleanup(void **state)
+{
+    struct fs_fixture *f = *state;
+    struct casfs_options opt = {0};
+    struct casfs *fs2 = NULL;
+    char p[PATH_MAX + 64];
+
+    NEED_FUSE(f);
+    /* Nothing mounted: nothing to do. */
+    snprintf(p, sizeof(p), "%s/not-a-mount", f->env.dir);
+    assert_int_equal(mkdir(p, 0755), 0);
+    assert_int_equal(casfs_cleanup_stale(p), -EINVAL);
+    /* A second mount on the same point replaces (detaches) the first one's
+     * view, as a restart after a crash does. */
+    snprintf(p, sizeof(p), "%s/mnt2", f->env.dir);
+    opt.mountpoint = p;
+    opt.threads = 1;
+    assert_int_equal(casfs_mount(f->env.cas, &opt, &fs2), 0);
+    assert_int_equal(casfs_tree_add(fs2, "x", &f->root), 0);
+    assert_int_equal(casfs_cleanup_stale(p), 0);
+    casfs_unmount(fs2); /* unmounting a detached mount still stops cleanly */
+    assert_int_equal(umount2(p, MNT_DETACH), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attributes),        cmocka_unit_test(test_readdir),
+        cmocka_unit_test(test_read_and_counters), cmocka_unit_test(test_writes_fail),
+        cmocka_unit_test(test_missing_blob_eio),  cmocka_unit_test(test_missing_directory_eio),
+        cmocka_unit_test(test_remove_tree),       cmocka_unit_test(test_stale_mount_cleanup),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
