@@ -5,6 +5,8 @@
 #ifndef CASBOX_CASBOXD_H
 #define CASBOX_CASBOXD_H
 
+#include <pthread.h>
+
 #include "cas.h"
 #include "config.h"
 #include "rpc.h"
@@ -16,7 +18,10 @@ struct exec_service;
 struct casfs;
 
 struct casboxd {
+    /* The effective configuration. Keys that SIGHUP may change are read
+     * through casboxd_config_snapshot; the others never change after start. */
     struct casbox_config cfg;
+    pthread_mutex_t cfg_lock;
     struct cas_store *store;
     struct rpc_server *rpc;
     struct sandbox_spawner *spawner; /* NULL when execution is off */
@@ -24,6 +29,12 @@ struct casboxd {
     struct exec_service *exec; /* NULL when execution is off */
     struct casfs *fs;          /* the FUSE input-tree mount; NULL: hardlink staging */
 };
+
+/* A consistent copy of the configuration (reload.c). */
+void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out);
+/* Applies the keys of fresh that are safe to change at run time and logs the
+ * others as needing a restart (SIGHUP). */
+int casboxd_config_reload(struct casboxd *d, const struct casbox_config *fresh);
 
 /* Each service exports its method table. */
 extern const struct rpc_method capabilities_methods[];

@@ -36,11 +36,14 @@ typedef Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata ExecutedActi
 int exec_action_load(struct casboxd *d, const char *instance, const struct cas_digest *digest,
                      struct action **out, struct reapi_status *st)
 {
-    uint64_t max_ms = d->cfg.exec_max_timeout * 1000u;
+    struct casbox_config cfg;
+    uint64_t max_ms;
     int rc;
 
     (void)instance;
-    rc = action_load(d->store, digest, &d->cfg, out, st);
+    casboxd_config_snapshot(d, &cfg);
+    max_ms = cfg.exec_max_timeout * 1000u;
+    rc = action_load(d->store, digest, &cfg, out, st);
     if (rc != 0)
         return rc;
     /* The REAPI: a timeout above the server's maximum MUST be rejected. */
@@ -48,7 +51,7 @@ int exec_action_load(struct casboxd *d, const char *instance, const struct cas_d
         reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
                          "Action.timeout of %.3f s exceeds the server's maximum of %" PRIu64
                          " s (execution.max_timeout)",
-                         (*out)->timeout_ms / 1000.0, d->cfg.exec_max_timeout);
+                         (*out)->timeout_ms / 1000.0, cfg.exec_max_timeout);
         action_free(*out);
         *out = NULL;
         return -EINVAL;
@@ -327,6 +330,7 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     struct sandbox_spec spec;
     struct sandbox_result res;
     struct reapi_status st;
+    struct casbox_config cfg; /* this action's snapshot (SIGHUP may change d->cfg) */
     ActionResult *result = NULL;
     struct exec_staging staging;
     char base[4096], exec_blobs[4096], id[32] = "", verdict[512], staged[160];
@@ -335,6 +339,7 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     int rc;
 
     reapi_status_init(&st);
+    casboxd_config_snapshot(d, &cfg);
     sandbox_spec_init(&spec);
     memset(&scratch, 0, sizeof(scratch));
     memset(&res, 0, sizeof(res));
@@ -343,8 +348,8 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     memset(&staging, 0, sizeof(staging));
     staging.fuse = d->fs != NULL;
     verdict[0] = '\0';
-    snprintf(base, sizeof(base), "%s/cas/exec", d->cfg.state_dir);
-    snprintf(exec_blobs, sizeof(exec_blobs), "%s/cas/exec-blobs", d->cfg.state_dir);
+    snprintf(base, sizeof(base), "%s/cas/exec", cfg.state_dir);
+    snprintf(exec_blobs, sizeof(exec_blobs), "%s/cas/exec-blobs", cfg.state_dir);
     mkdir(base, 0700);
     mkdir(exec_blobs, 0700);
 
@@ -369,7 +374,7 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     }
     staging.micros = stage_stats.micros;
     times->input_fetch_end = exec_now_us();
-    if (action_spec_build(act, &d->cfg, &scratch, &spec, &notes, &st) != 0)
+    if (action_spec_build(act, &cfg, &scratch, &spec, &notes, &st) != 0)
         goto respond;
 
     times->execution_start = exec_now_us();
@@ -385,8 +390,8 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
         exec_note_stderr(scratch.stderr_path, verdict);
 
     times->output_upload_start = exec_now_us();
-    limits.max_bytes = d->cfg.exec_max_output_bytes;
-    limits.max_entries = d->cfg.exec_max_output_files;
+    limits.max_bytes = cfg.exec_max_output_bytes;
+    limits.max_entries = cfg.exec_max_output_files;
     if (action_outputs_collect(d->store, act, &scratch, &limits, &result, &out_stats, &st) != 0)
         goto respond;
     times->output_upload_end = exec_now_us();
@@ -396,7 +401,7 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     times->worker_end = exec_now_us();
     if (staging.fuse)
         casfs_tree_stats(d->fs, id, &staging.fuse_stats);
-    if (exec_fill_metadata(result, d->cfg.worker_name, times, &staging) != 0) {
+    if (exec_fill_metadata(result, cfg.worker_name, times, &staging) != 0) {
         reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto respond;
     }

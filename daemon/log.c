@@ -1,8 +1,8 @@
 /*
  * log.c - timestamped one-line log records on stderr.
  *
- * The level threshold is the only state; it is written once at start-up before
- * any thread exists and read afterwards, so it needs no lock.
+ * The level threshold is the only state: process-wide by nature (stderr is),
+ * set at start-up and on SIGHUP, read with atomic loads.
  */
 #include "log.h"
 
@@ -15,7 +15,7 @@ static enum log_level log_threshold = LOG_LEVEL_INFO;
 
 void log_set_level(enum log_level level)
 {
-    log_threshold = level;
+    __atomic_store_n(&log_threshold, level, __ATOMIC_RELAXED);
 }
 
 int log_parse_level(const char *name, enum log_level *out)
@@ -40,7 +40,7 @@ void log_write(enum log_level level, const char *fmt, ...)
     va_list ap;
     int n;
 
-    if (level > log_threshold)
+    if (level > __atomic_load_n(&log_threshold, __ATOMIC_RELAXED))
         return;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);

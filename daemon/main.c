@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -90,6 +91,7 @@ static int main_parse_args(int argc, char **argv, struct casbox_config *cfg, boo
     int opt;
 
     /* First pass: find --config so that flags override the file. */
+    optind = 1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "l:s:c:o:hV", options, NULL)) != -1) {
         if (opt == 'c')
@@ -199,6 +201,36 @@ static int main_staging_start(struct casboxd *d)
     return 0;
 }
 
+/* SIGHUP: the configuration file and flags again, as at start-up; the keys
+ * that are safe to change apply at once (reload.c). A broken file changes
+ * nothing. */
+static void main_reload(struct casboxd *d, int argc, char **argv)
+{
+    struct casbox_config fresh;
+    bool print_config = false;
+
+    config_init_defaults(&fresh);
+    if (main_parse_args(argc, argv, &fresh, &print_config) != 0) {
+        LOG_W("reload: the configuration has errors (above); nothing changed");
+        return;
+    }
+    if (casboxd_config_reload(d, &fresh) != 0)
+        LOG_W("reload failed: out of memory");
+}
+
+/* Raises the soft open-file limit to the hard one: every upload, blob read
+ * and FUSE open holds an fd, and 1024 is too few for a busy server. */
+static void main_raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            LOG_W("cannot raise the open-file limit: %s", strerror(errno));
+    }
+}
+
 /* Concatenates the service tables into one method list. */
 static struct rpc_method *main_methods(bool with_exec, size_t *n)
 {
@@ -238,6 +270,7 @@ int main(int argc, char **argv)
     int status = 1;
 
     memset(&d, 0, sizeof(d));
+    pthread_mutex_init(&d.cfg_lock, NULL);
     config_init_defaults(&d.cfg);
     rc = main_parse_args(argc, argv, &d.cfg, &print_config);
     if (rc != 0)
@@ -258,6 +291,7 @@ int main(int argc, char **argv)
 
     if (main_make_dir(d.cfg.state_dir) != 0)
         return 1;
+    main_raise_nofile();
     if (d.cfg.exec_enabled) {
         /* Before grpc_init: the spawner must be forked while single-threaded. */
         rc = sandbox_spawner_start(&d.spawner);
@@ -312,7 +346,7 @@ int main(int argc, char **argv)
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            LOG_I("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+            main_reload(&d, argc, argv);
             continue;
         }
         break;

@@ -89,7 +89,11 @@ static void exec_op_unref_locked(struct exec_op *op)
 static void exec_purge_locked(struct exec_service *svc)
 {
     time_t now = time(NULL);
-    time_t keep = (time_t)svc->d->cfg.operation_retention;
+    struct casbox_config cfg;
+    time_t keep;
+
+    casboxd_config_snapshot(svc->d, &cfg);
+    keep = (time_t)cfg.operation_retention;
 
     for (struct exec_op **pp = &svc->ops; *pp != NULL;) {
         struct exec_op *op = *pp;
