@@ -32,8 +32,8 @@ struct exec_times {
 };
 
 int exec_service_start(struct casboxd *d, struct exec_service **out);
-/* Makes every watching stream end with UNAVAILABLE and refuses new actions;
- * running actions go on. Call before stopping the gRPC server. */
+/* Makes every watching stream end with UNAVAILABLE, refuses new actions and
+ * kills the running ones. Call before stopping the gRPC server. */
 void exec_service_begin_stop(struct exec_service *svc);
 /* Waits for running actions to finish (they are bounded by their timeouts)
  * and frees the service. */

@@ -237,6 +237,64 @@ static void exec_describe(const struct sandbox_result *res, const struct sandbox
     }
 }
 
+/* A wire digest with its own allocations, as action_result_free expects. */
+static reapi_digest_t *exec_digest_alloc(const struct cas_digest *dg)
+{
+    reapi_digest_t *pd = malloc(sizeof(*pd));
+
+    if (pd == NULL)
+        return NULL;
+    build__bazel__remote__execution__v2__digest__init(pd);
+    pd->hash = malloc(CAS_HASH_HEX + 1);
+    if (pd->hash == NULL) {
+        free(pd);
+        return NULL;
+    }
+    cas_digest_hex(dg, pd->hash);
+    pd->size_bytes = dg->size;
+    return pd;
+}
+
+/* Stores one of the action's stdio files (absent: the empty blob). */
+static int exec_store_stdio(struct cas_store *store, const char *path, reapi_digest_t **out)
+{
+    struct cas_digest dg = *cas_digest_empty();
+    int rc = 0;
+
+    if (access(path, F_OK) == 0)
+        rc = cas_store_put_file(store, path, false, &dg);
+    if (rc != 0)
+        return rc;
+    *out = exec_digest_alloc(&dg);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* An ActionResult with only stdout and stderr, for an action whose outputs
+ * were rejected. */
+static int exec_result_stdio_only(struct cas_store *store, const struct action_scratch *scratch,
+                                  ActionResult **out, struct reapi_status *st)
+{
+    ActionResult *r = calloc(1, sizeof(*r));
+    int rc;
+
+    if (r == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    build__bazel__remote__execution__v2__action_result__init(r);
+    rc = exec_store_stdio(store, scratch->stdout_path, &r->stdout_digest);
+    if (rc == 0)
+        rc = exec_store_stdio(store, scratch->stderr_path, &r->stderr_digest);
+    if (rc != 0) {
+        reapi_status_set(st, GRPC_STATUS_INTERNAL, "storing stdout/stderr failed: %s",
+                         strerror(-rc));
+        action_result_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
 static void exec_scratch_id(char *buf, size_t len)
 {
     unsigned char r[12];
@@ -392,8 +450,35 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     times->output_upload_start = exec_now_us();
     limits.max_bytes = cfg.exec_max_output_bytes;
     limits.max_entries = cfg.exec_max_output_files;
-    if (action_outputs_collect(d->store, act, &scratch, &limits, &result, &out_stats, &st) != 0)
-        goto respond;
+    if (action_outputs_collect(d->store, act, &scratch, &limits, &result, &out_stats, &st) != 0) {
+        /* Outputs the action got wrong (a limit, a path leaving the exec
+         * root) fail the action, not the call: RESOURCE_EXHAUSTED would make
+         * Bazel retry it, and the user would not see stdout and stderr. An
+         * absolute output symlink keeps the FAILED_PRECONDITION the REAPI
+         * prescribes for SymlinkAbsolutePathStrategy DISALLOWED, with the
+         * stdio attached. */
+        struct reapi_status kept;
+
+        if (st.code != GRPC_STATUS_RESOURCE_EXHAUSTED &&
+            st.code != GRPC_STATUS_FAILED_PRECONDITION && st.code != GRPC_STATUS_INVALID_ARGUMENT)
+            goto respond;
+        snprintf(verdict, sizeof(verdict), "casbox: outputs rejected: %s", st.message);
+        exec_note_stderr(scratch.stderr_path, verdict);
+        kept = st;
+        reapi_status_init(&st);
+        if (exec_result_stdio_only(d->store, &scratch, &result, &st) != 0) {
+            reapi_status_free(&kept);
+            goto respond;
+        }
+        if (kept.code == GRPC_STATUS_FAILED_PRECONDITION) {
+            reapi_status_free(&st);
+            st = kept;
+        } else {
+            reapi_status_free(&kept);
+        }
+        if (res.exit_code == 0)
+            res.exit_code = 1;
+    }
     times->output_upload_end = exec_now_us();
     result->exit_code = res.exit_code;
     if (res.limit == SANDBOX_LIMIT_TIMEOUT)
@@ -405,7 +490,10 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
         reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto respond;
     }
-    if (reapi_status_ok(&st) && result->exit_code == 0 && !act->action->do_not_cache) {
+    /* Only clean successes are cached: not a run that hit a limit (its
+     * output may be truncated) nor one whose outputs were rejected. */
+    if (reapi_status_ok(&st) && result->exit_code == 0 && res.limit == SANDBOX_LIMIT_NONE &&
+        verdict[0] == '\0' && !act->action->do_not_cache) {
         rc = exec_cache_result(d, instance, act, result);
         if (rc != 0)
             LOG_W("caching the result failed: %s", strerror(-rc));

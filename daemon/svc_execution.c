@@ -531,6 +531,9 @@ void exec_service_begin_stop(struct exec_service *svc)
     pthread_cond_broadcast(&svc->work);
     pthread_cond_broadcast(&svc->changed);
     pthread_mutex_unlock(&svc->lock);
+    /* Running actions are killed, not waited for: a stop must not take as
+     * long as the longest timeout. Their results are not cached. */
+    sandbox_spawner_cancel(svc->d->spawner);
 }
 
 void exec_service_stop(struct exec_service *svc)

@@ -171,6 +171,9 @@ int sandbox_spawner_start(struct sandbox_spawner **out);
  * runs may be in flight at once. */
 int sandbox_spawner_run(struct sandbox_spawner *sp, const struct sandbox_spec *spec,
                         struct sandbox_result *res);
+/* Kills every running sandbox and makes later runs fail at once (for a
+ * daemon that is shutting down); sandbox_spawner_stop still frees sp. */
+void sandbox_spawner_cancel(struct sandbox_spawner *sp);
 /* Stops the spawner and frees sp: runs in flight are killed and answer
  * "cancelled"; no run may start during or after this call. */
 void sandbox_spawner_stop(struct sandbox_spawner *sp);

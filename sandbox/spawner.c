@@ -517,6 +517,14 @@ out:
     return rc;
 }
 
+void sandbox_spawner_cancel(struct sandbox_spawner *sp)
+{
+    /* SIGTERM makes the spawner leave its loop and SIGTERM its busy
+     * supervisors, which kill their namespaces and still send a result. */
+    if (sp != NULL)
+        kill(sp->pid, SIGTERM);
+}
+
 void sandbox_spawner_stop(struct sandbox_spawner *sp)
 {
     if (sp == NULL)

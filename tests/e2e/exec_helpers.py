@@ -14,6 +14,7 @@ test_cas_bad_input.py: one line per check, ok / SKIP / FAIL with the reason).
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -411,6 +412,11 @@ def main(doc, checks, make_ctx, prefix):
         for name, _ in checks.items:
             print(name)
         return 0
+    # SIGTERM (scripts/test's timeout, Ctrl-C in a wrapper) must still stop
+    # the daemons and remove the temp dir: turn it into SystemExit.
+    def on_term(signum, _frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_term)
     ds = Daemons(prefix)
     passed, failed, skipped = 0, [], []
     try:
