@@ -114,6 +114,91 @@ void cas_writer_abort(struct cas_writer *w);
 int cas_store_put_file(struct cas_store *s, const char *path, bool unlink_source,
                        struct cas_digest *out);
 
+/* --- batch ingestion of files (cas/ingest_engine.c, ingest_uring.c, ingest_threads.c) ---
+ *
+ * Takes many existing files (an action's outputs) into the store at once:
+ * statx, open, read (page-aligned buffers of at most 1 MiB) and close every
+ * file, SHA-256 on a pool of hashing threads, then commit without copying
+ * when possible. Two I/O paths behind one interface: io_uring batches (the
+ * caller's thread drives the ring, the pool hashes and commits) and a plain
+ * read() thread pool (each thread does a whole file). docs/ingestion.md has
+ * the figures behind the auto choice.
+ *
+ * Commit, per file: a blob already present costs nothing. A file that may be
+ * moved (move = true: the caller owns it as scratch), lives on the store's
+ * filesystem, has one link and that no process holds open for writing (probed
+ * with a read lease) is renamed into the store, made 0444 and trusted; it
+ * cannot change afterwards, as nobody can open it for writing by any other
+ * name. Anything else (another filesystem, hard links, an open writer, a
+ * lease refused, move = false) is copied: the store's blob is then a separate
+ * inode that later writes to the source cannot reach. A file that changed
+ * while it was read (size, inode or mtime differ from the first statx) is
+ * read again, twice at most, then fails with -ESTALE. */
+
+enum cas_ingest_mode {
+    CAS_INGEST_AUTO = 0, /* per batch: see cas_ingest_run */
+    CAS_INGEST_URING,    /* io_uring; falls back to threads when the ring cannot be set up */
+    CAS_INGEST_THREADS,  /* read() thread pool */
+};
+
+#define CAS_INGEST_MAX_THREADS     256
+#define CAS_INGEST_MAX_QUEUE_DEPTH 1024
+
+struct cas_ingest_options {
+    enum cas_ingest_mode mode;
+    unsigned threads;     /* hashing threads; 0 = the CPUs this process may use */
+    unsigned queue_depth; /* io_uring: files in flight; 0 = 64 */
+    uint64_t max_bytes;   /* bytes one run may ingest (statx sizes); 0 = no limit */
+};
+
+struct cas_ingest_file {
+    /* in */
+    int dir_fd;       /* a directory fd, or AT_FDCWD */
+    const char *name; /* relative to dir_fd; a final symlink is not followed (-ELOOP) */
+    bool move;        /* the file is scratch: its name may be moved into the store */
+    /* out */
+    struct cas_digest digest;
+    uint32_t mode; /* st_mode as ingested */
+    int error;     /* 0, or a negative errno for this file; -ECANCELED: not attempted */
+};
+
+struct cas_ingest_stats {
+    enum cas_ingest_mode mode; /* the path used (never AUTO) */
+    unsigned threads;          /* hashing threads used, the caller's counted */
+    uint64_t files;            /* files ingested */
+    uint64_t bytes;            /* bytes read and hashed */
+    uint64_t renamed;          /* blobs moved into the store */
+    uint64_t copied;           /* blobs copied into the store */
+    uint64_t present;          /* blobs already there (and empty files) */
+    uint64_t retries;          /* files read again because they changed */
+    uint64_t micros;           /* wall time of the run */
+};
+
+struct cas_ingest;
+
+/* An engine for store s (NULL: hash only, nothing stored; the bench uses
+ * it). Threads, the ring and buffers are made on first use and kept until
+ * cas_ingest_free. One run at a time per engine; engines share nothing. */
+int cas_ingest_new(struct cas_store *s, const struct cas_ingest_options *opt,
+                   struct cas_ingest **out);
+void cas_ingest_free(struct cas_ingest *ing);
+
+/* Ingests files[0..n), filling digest, mode and error of each. Returns 0 when
+ * every file was stored, else the first error in file order (files after a
+ * run-stopping error get -ECANCELED): -EINVAL not a regular file, -ELOOP a
+ * symlink, -ENOENT gone, -ESTALE kept changing, -EFBIG the run's bytes passed
+ * opt->max_bytes (that file and later ones fail; the store is never left
+ * with a partial blob). AUTO picks: the caller's thread alone for up to 4
+ * files; for 8 or more, io_uring when a sample of them is mostly not in the
+ * page cache (cold) or when 64 or more average 16 KiB or less; else the
+ * thread pool. stats may be NULL. */
+int cas_ingest_run(struct cas_ingest *ing, struct cas_ingest_file *files, size_t n,
+                   struct cas_ingest_stats *stats);
+
+/* "auto", "uring", "threads" (and "" for auto) <-> the enum; -EINVAL. */
+int cas_ingest_mode_parse(const char *s, enum cas_ingest_mode *out);
+const char *cas_ingest_mode_name(enum cas_ingest_mode mode);
+
 struct cas_store_stats {
     uint64_t blobs;
     uint64_t bytes;

@@ -1,6 +1,7 @@
 /*
- * ingest.c - cas_store_put_file: taking an existing file (an action output)
- * into the store without copying it when possible.
+ * ingest.c - cas_store_put_file: taking one existing file into the store
+ * without copying it when possible. Batches of files (action outputs) go
+ * through the engine in ingest_engine.c, which shares cas_ingest_present.
  *
  * The source is hashed through an fd, then renamed (unlink_source) or hard
  * linked to a private name in tmp/ and checked to still be the same,
@@ -15,6 +16,7 @@
  * several links) is stored unverified and re-hashed on its first read.
  */
 #include "cas.h"
+#include "ingest_internal.h"
 #include "store_internal.h"
 
 #include <errno.h>
@@ -29,8 +31,9 @@
 
 /* 1 when blob d is already in the store in a form that needs nothing more:
  * a verified entry, or the store's file is the very inode we just hashed
- * (the source is a hardlink of the blob; it is then verified). */
-static int ingest_present(struct cas_store *s, const struct cas_digest *d, const struct stat *src)
+ * (the source is a hardlink of the blob; it is then verified). Shared with
+ * the batch engine (ingest_commit.c). */
+int cas_ingest_present(struct cas_store *s, const struct cas_digest *d, dev_t dev, ino_t ino)
 {
     struct store_entry *e;
     int present = 0;
@@ -38,7 +41,7 @@ static int ingest_present(struct cas_store *s, const struct cas_digest *d, const
     pthread_mutex_lock(&s->index_lock);
     e = store_index_find(&s->index, d->hash);
     if (e != NULL && e->size == d->size &&
-        (e->verified || (e->ino == (uint64_t)src->st_ino && src->st_dev == s->dev))) {
+        (e->verified || (e->ino == (uint64_t)ino && dev == s->dev))) {
         if (!e->verified)
             store_index_update(&s->index, e, e->size, e->ino, true);
         store_index_touch(&s->index, e);
@@ -142,7 +145,7 @@ int cas_store_put_file(struct cas_store *s, const char *path, bool unlink_source
     ret = cas_digest_fd(fd, &d);
     if (ret < 0)
         goto out;
-    if (d.size == 0 || ingest_present(s, &d, &st) == 1)
+    if (d.size == 0 || cas_ingest_present(s, &d, st.st_dev, st.st_ino) == 1)
         goto done;
     if (st.st_dev != s->dev) {
         ret = ingest_copy(s, fd, &d);

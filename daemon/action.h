@@ -267,6 +267,17 @@ int action_outputs_collect(struct cas_store *cas, const struct action *act,
                            Build__Bazel__Remote__Execution__V2__ActionResult **out,
                            struct action_output_stats *stats, struct reapi_status *st);
 
+/* The same, with the batch ingestion engine's options (cas.h: mode, hashing
+ * threads, io_uring queue depth; the [cas] ingest_* keys). NULL, as in
+ * action_outputs_collect, means the defaults: auto, one thread per CPU, 64.
+ * Files are ingested in one batch after the walk (see action_internal.h). */
+int action_outputs_collect_opts(struct cas_store *cas, const struct action *act,
+                                const struct action_scratch *scratch,
+                                const struct action_output_limits *limits,
+                                const struct cas_ingest_options *ingest,
+                                Build__Bazel__Remote__Execution__V2__ActionResult **out,
+                                struct action_output_stats *stats, struct reapi_status *st);
+
 /* Frees a result from action_outputs_collect with protobuf-c's free_unpacked
  * and the default allocator: whatever the caller adds to it (exit_code,
  * execution_metadata, ...) must be plain malloc'd fields, one allocation

@@ -97,29 +97,82 @@ int action_view_open_dir(int parent_fd, const char *name, bool upper);
 int action_view_descend(const struct action_view_dir *dir, const char *name, bool in_upper,
                         struct action_view_dir *child);
 
-/* Output collection state shared with action_tree.c. */
+/* Output collection state shared with action_tree.c.
+ *
+ * Collection is two passes. The walk resolves every output, lists output
+ * directories, checks the limits and queues each regular file (a dup of its
+ * directory fd and its name) in a batch, leaving a slot for its digest in
+ * the result or the Directory being built. Then the batch engine (cas.h,
+ * cas_ingest_run) ingests them all at once, the slots are filled, and the
+ * Trees are finished bottom-up from the digests. A batch that grows past
+ * ACTION_BATCH_FILES files or ACTION_BATCH_FDS directory fds is ingested
+ * early, which bounds the fds held. */
+#define ACTION_BATCH_FILES 65536
+#define ACTION_BATCH_FDS   256
+
+/* A queued file's directory fd, dup'ed once per directory and batch. */
+struct action_batch_fd {
+    int fd;
+    uint64_t batch; /* the batch it belongs to */
+};
+
+struct action_pending_dest {
+    pb_digest_t **digest; /* gets the wire digest */
+    char *path;           /* names the output in messages */
+    bool missing_ok;      /* absent means empty (stdout, stderr) */
+};
+
 struct action_collect {
     struct cas_store *cas;
     const struct action_output_limits *limits;
     struct action_output_stats stats;
     struct reapi_status *st;
+
+    const struct cas_ingest_options *ingest_opt; /* NULL: defaults */
+    struct cas_ingest *engine;                   /* made by the first flush */
+    struct cas_ingest_stats ingest;              /* summed over flushes */
+    uint64_t batch;                              /* current batch number */
+    struct cas_ingest_file *files;
+    struct action_pending_dest *dests;
+    size_t n_files, files_cap;
+    int *fds; /* owned by the batch */
+    size_t n_fds, fds_cap;
+    /* the parent directory of the last top-level output file, whose batch
+     * fd the next one in the same directory shares */
+    dev_t parent_dev;
+    ino_t parent_ino;
+    struct action_batch_fd parent_bfd;
 };
 
 /* Counts one more entry (and bytes) against the limits; RESOURCE_EXHAUSTED
  * naming the limit and the output when over. */
 int action_collect_account(struct action_collect *c, uint64_t bytes, bool is_file, bool is_symlink,
                            const char *path);
-/* Ingests the regular file name in dir_fd into the CAS (renamed when from
- * the upper layer); fills *d. path names it in messages. */
-int action_collect_file(struct action_collect *c, int dir_fd, const char *name, bool upper,
-                        const char *path, struct cas_digest *d);
+/* Queues the regular file name in dir_fd (of the upper layer when upper:
+ * then it may be moved into the CAS), whose lstat is st, for ingestion;
+ * *dest gets its digest when the batch is flushed. bfd caches the batch's
+ * dup of dir_fd for the directory's other files ({-1, 0} at first). path
+ * names it in messages. */
+int action_collect_file(struct action_collect *c, int dir_fd, struct action_batch_fd *bfd,
+                        const char *name, const struct stat *st, bool upper, const char *path,
+                        pb_digest_t **dest);
+/* Ingests the queued files and fills their digests; sets st on failure. */
+int action_collect_flush(struct action_collect *c);
 /* Reads a symlink's target, refusing absolute ones; *target is malloc'd. */
 int action_collect_symlink(struct action_collect *c, int dir_fd, const char *name, const char *path,
                            char **target);
 
-/* Builds the Tree of the directory dir (path names it in messages), stores
- * it in the CAS and fills *tree_digest (action_tree.c). */
-int action_tree_collect(struct action_collect *c, const struct action_view_dir *dir,
-                        const char *path, struct cas_digest *tree_digest);
+/* An output directory between the walk and its Tree (action_tree.c). */
+struct action_tree;
+
+/* Walks the directory dir (path names it in messages): lists it, checks
+ * limits, queues its files and keeps the Directory skeleton in *out. */
+int action_tree_walk(struct action_collect *c, const struct action_view_dir *dir, const char *path,
+                     struct action_tree **out);
+/* After the flush: computes the Directory digests bottom-up, stores the
+ * Tree blob and fills *tree_digest. Frees tree in every case. */
+int action_tree_finish(struct action_collect *c, struct action_tree *tree, const char *path,
+                       struct cas_digest *tree_digest);
+void action_tree_free(struct action_tree *tree);
 
 #endif

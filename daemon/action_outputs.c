@@ -384,21 +384,161 @@ int action_collect_account(struct action_collect *c, uint64_t bytes, bool is_fil
     return 0;
 }
 
-int action_collect_file(struct action_collect *c, int dir_fd, const char *name, bool upper,
-                        const char *path, struct cas_digest *d)
+/* Grows the batch arrays for one more file (and fd). */
+static int batch_reserve(struct action_collect *c, bool fd)
 {
-    char proc[32 + NAME_MAX];
-    struct stat st;
+    if (c->n_files == c->files_cap) {
+        size_t cap = c->files_cap ? c->files_cap * 2 : 64;
+        struct cas_ingest_file *files = realloc(c->files, cap * sizeof(*files));
+        struct action_pending_dest *dests;
+
+        if (files == NULL)
+            return -ENOMEM;
+        c->files = files;
+        dests = realloc(c->dests, cap * sizeof(*dests));
+        if (dests == NULL)
+            return -ENOMEM;
+        c->dests = dests;
+        c->files_cap = cap;
+    }
+    if (fd)
+        return action_array_reserve((void **)&c->fds, &c->fds_cap, c->n_fds, sizeof(*c->fds));
+    return 0;
+}
+
+/* Forgets the queued files (names, paths, fds) and starts a new batch. */
+static void batch_clear(struct action_collect *c)
+{
+    for (size_t i = 0; i < c->n_files; i++) {
+        free((char *)c->files[i].name);
+        free(c->dests[i].path);
+    }
+    for (size_t i = 0; i < c->n_fds; i++)
+        close(c->fds[i]);
+    c->n_files = c->n_fds = 0;
+    c->batch++;
+}
+
+static void batch_free(struct action_collect *c)
+{
+    batch_clear(c);
+    free(c->files);
+    free(c->dests);
+    free(c->fds);
+    cas_ingest_free(c->engine);
+}
+
+/* Queues name in dir_fd (AT_FDCWD: a path of ours) with its destination. */
+static int batch_add(struct action_collect *c, int dir_fd, const char *name, bool move,
+                     const char *path, pb_digest_t **dest, bool missing_ok)
+{
+    struct cas_ingest_file *f;
+    struct action_pending_dest *d;
+
+    if (batch_reserve(c, false) != 0)
+        return -ENOMEM;
+    f = &c->files[c->n_files];
+    d = &c->dests[c->n_files];
+    memset(f, 0, sizeof(*f));
+    f->dir_fd = dir_fd;
+    f->move = move;
+    f->name = strdup(name);
+    d->path = strdup(path);
+    d->digest = dest;
+    d->missing_ok = missing_ok;
+    c->n_files++; /* freed with the batch from now on */
+    return f->name && d->path ? 0 : -ENOMEM;
+}
+
+int action_collect_file(struct action_collect *c, int dir_fd, struct action_batch_fd *bfd,
+                        const char *name, const struct stat *st, bool upper, const char *path,
+                        pb_digest_t **dest)
+{
     int rc;
 
-    /* The store opens by path: this one cannot be redirected by a symlink. */
-    snprintf(proc, sizeof(proc), "/proc/self/fd/%d/%s", dir_fd, name);
-    if (upper && fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && (st.st_mode & 0400) == 0)
-        fchmodat(dir_fd, name, (st.st_mode & 07777) | 0400, AT_SYMLINK_NOFOLLOW);
-    rc = cas_store_put_file(c->cas, proc, upper, d);
-    if (rc != 0)
-        reapi_status_set(c->st, GRPC_STATUS_INTERNAL, "storing output file '%s' in the CAS: %s",
-                         path, strerror(-rc));
+    if (c->n_files >= ACTION_BATCH_FILES || c->n_fds >= ACTION_BATCH_FDS) {
+        rc = action_collect_flush(c);
+        if (rc != 0)
+            return rc;
+    }
+    if (bfd->fd < 0 || bfd->batch != c->batch) {
+        if (batch_reserve(c, true) != 0)
+            goto nomem;
+        bfd->fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+        if (bfd->fd < 0) {
+            rc = -errno;
+            reapi_status_set(c->st, GRPC_STATUS_INTERNAL, "queueing output file '%s': %s", path,
+                             strerror(-rc));
+            return rc;
+        }
+        bfd->batch = c->batch;
+        c->fds[c->n_fds++] = bfd->fd;
+    }
+    /* A file the command made unreadable: it is scratch, and ours. */
+    if (upper && (st->st_mode & 0400) == 0)
+        fchmodat(dir_fd, name, (st->st_mode & 07777) | 0400, AT_SYMLINK_NOFOLLOW);
+    if (batch_add(c, bfd->fd, name, upper, path, dest, false) != 0)
+        goto nomem;
+    return 0;
+nomem:
+    reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return -ENOMEM;
+}
+
+static void stats_add(struct cas_ingest_stats *sum, const struct cas_ingest_stats *s)
+{
+    sum->mode = s->mode;
+    sum->threads = s->threads;
+    sum->files += s->files;
+    sum->bytes += s->bytes;
+    sum->renamed += s->renamed;
+    sum->copied += s->copied;
+    sum->present += s->present;
+    sum->retries += s->retries;
+    sum->micros += s->micros;
+}
+
+int action_collect_flush(struct action_collect *c)
+{
+    struct cas_ingest_stats stats;
+    int rc = 0;
+
+    if (c->n_files == 0)
+        goto out;
+    if (c->engine == NULL) {
+        rc = cas_ingest_new(c->cas, c->ingest_opt, &c->engine);
+        if (rc != 0) {
+            reapi_status_set(c->st, GRPC_STATUS_INTERNAL,
+                             "cannot set up output ingestion ([cas] ingest_*): %s", strerror(-rc));
+            goto out;
+        }
+    }
+    cas_ingest_run(c->engine, c->files, c->n_files, &stats);
+    stats_add(&c->ingest, &stats);
+    for (size_t i = 0; i < c->n_files; i++) {
+        const struct cas_ingest_file *f = &c->files[i];
+        const struct action_pending_dest *d = &c->dests[i];
+        struct cas_digest digest = f->digest;
+
+        rc = f->error;
+        if (rc == -ENOENT && d->missing_ok) {
+            digest = *cas_digest_empty();
+            rc = 0;
+        }
+        if (rc != 0) {
+            reapi_status_set(c->st, GRPC_STATUS_INTERNAL, "storing output '%s' in the CAS: %s",
+                             d->path, strerror(-rc));
+            goto out;
+        }
+        *d->digest = action_digest_proto_new(&digest);
+        if (*d->digest == NULL) {
+            reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+out:
+    batch_clear(c);
     return rc;
 }
 
@@ -440,13 +580,23 @@ int action_collect_symlink(struct action_collect *c, int dir_fd, const char *nam
 
 /* --- the ActionResult --- */
 
+/* An output directory waiting for its Tree. */
+struct pending_tree {
+    struct action_tree *tree;
+    pb_output_directory_t *out;
+    const char *path; /* the Command's */
+};
+
 struct result_builder {
     pb_action_result_t *r;
     size_t files_cap, dirs_cap, symlinks_cap, file_symlinks_cap, dir_symlinks_cap;
+    struct pending_tree *trees;
+    size_t n_trees, trees_cap;
 };
 
-static int add_output_file(struct result_builder *b, const char *path, const struct cas_digest *d,
-                           bool executable)
+/* Adds output file path; its digest comes with the batch (*out->digest). */
+static int add_output_file(struct result_builder *b, const char *path, bool executable,
+                           pb_output_file_t **out)
 {
     pb_action_result_t *r = b->r;
     pb_output_file_t *f;
@@ -459,14 +609,15 @@ static int add_output_file(struct result_builder *b, const char *path, const str
         return -ENOMEM;
     build__bazel__remote__execution__v2__output_file__init(f);
     f->path = strdup(path);
-    f->digest = action_digest_proto_new(d);
     f->is_executable = executable;
     r->output_files[r->n_output_files++] = f; /* freed with the result from now on */
-    return f->path && f->digest ? 0 : -ENOMEM;
+    *out = f;
+    return f->path ? 0 : -ENOMEM;
 }
 
+/* Adds output directory path; its Tree digest comes after the batch. */
 static int add_output_directory(struct result_builder *b, const char *path,
-                                const struct cas_digest *tree)
+                                pb_output_directory_t **out)
 {
     pb_action_result_t *r = b->r;
     pb_output_directory_t *o;
@@ -479,9 +630,9 @@ static int add_output_directory(struct result_builder *b, const char *path,
         return -ENOMEM;
     build__bazel__remote__execution__v2__output_directory__init(o);
     o->path = strdup(path);
-    o->tree_digest = action_digest_proto_new(tree);
     r->output_directories[r->n_output_directories++] = o;
-    return o->path && o->tree_digest ? 0 : -ENOMEM;
+    *out = o;
+    return o->path ? 0 : -ENOMEM;
 }
 
 static int add_output_symlink(pb_output_symlink_t ***arr, size_t *n, size_t *cap, const char *path,
@@ -540,9 +691,12 @@ static int collect_one(struct action_collect *c, struct result_builder *b,
 {
     struct action_view_dir dir = {-1, -1};
     struct view_entry e = {.parent = {-1, -1}};
-    struct cas_digest d;
+    pb_output_directory_t *od = NULL;
+    pb_output_file_t *of = NULL;
+    struct action_tree *tree = NULL;
     char *full = action_path_join(act->working_directory, o->path);
-    int rc;
+    struct stat pst;
+    int parent, rc;
 
     if (full == NULL) {
         reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -563,13 +717,25 @@ static int collect_one(struct action_collect *c, struct result_builder *b,
             goto out;
         }
         rc = action_collect_account(c, (uint64_t)e.st.st_size, true, false, o->path);
-        if (rc == 0)
-            rc = action_collect_file(c, e.in_upper ? e.parent.upper : e.parent.lower, e.name,
-                                     e.in_upper, o->path, &d);
-        if (rc == 0 && add_output_file(b, o->path, &d, (e.st.st_mode & 0100) != 0) != 0) {
-            reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            rc = -ENOMEM;
+        if (rc != 0)
+            goto out;
+        if (add_output_file(b, o->path, (e.st.st_mode & 0100) != 0, &of) != 0)
+            goto nomem;
+        parent = e.in_upper ? e.parent.upper : e.parent.lower;
+        /* Outputs in one directory share one fd in the batch. */
+        if (fstat(parent, &pst) < 0) {
+            rc = -errno;
+            reapi_status_set(c->st, GRPC_STATUS_INTERNAL, "looking up output '%s': %s", o->path,
+                             strerror(-rc));
+            goto out;
         }
+        if (pst.st_dev != c->parent_dev || pst.st_ino != c->parent_ino || c->parent_bfd.fd < 0) {
+            c->parent_dev = pst.st_dev;
+            c->parent_ino = pst.st_ino;
+            c->parent_bfd = (struct action_batch_fd){-1, 0};
+        }
+        rc = action_collect_file(c, parent, &c->parent_bfd, e.name, &e.st, e.in_upper, o->path,
+                                 &of->digest);
     } else if (S_ISDIR(e.st.st_mode)) {
         if (o->kind == ACTION_OUTPUT_FILE) {
             reapi_status_set(c->st, GRPC_STATUS_FAILED_PRECONDITION,
@@ -588,11 +754,16 @@ static int collect_one(struct action_collect *c, struct result_builder *b,
                 goto out;
             }
         }
-        rc = action_tree_collect(c, &dir, o->path, &d);
-        if (rc == 0 && add_output_directory(b, o->path, &d) != 0) {
-            reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            rc = -ENOMEM;
+        rc = action_tree_walk(c, &dir, o->path, &tree);
+        if (rc != 0)
+            goto out;
+        if (add_output_directory(b, o->path, &od) != 0 ||
+            action_array_reserve((void **)&b->trees, &b->trees_cap, b->n_trees,
+                                 sizeof(*b->trees)) != 0) {
+            action_tree_free(tree);
+            goto nomem;
         }
+        b->trees[b->n_trees++] = (struct pending_tree){tree, od, o->path};
     } else if (S_ISLNK(e.st.st_mode)) {
         rc = collect_symlink_output(c, b, o, &e);
     } else {
@@ -600,6 +771,10 @@ static int collect_one(struct action_collect *c, struct result_builder *b,
                          "output '%s' is not a regular file, directory or symlink", o->path);
         rc = -EINVAL;
     }
+    goto out;
+nomem:
+    reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    rc = -ENOMEM;
 out:
     action_view_dir_close(&dir);
     action_view_dir_close(&e.parent);
@@ -607,37 +782,52 @@ out:
     return rc;
 }
 
-/* stdout/stderr: moved into the CAS; a file never created is empty output. */
+/* stdout/stderr: moved into the CAS with the outputs; a file never created
+ * is empty output. */
 static int collect_stdio(struct action_collect *c, const char *path, const char *what,
                          pb_digest_t **out)
 {
-    struct cas_digest d = *cas_digest_empty();
-    int rc;
-
-    rc = cas_store_put_file(c->cas, path, true, &d);
-    if (rc == -ENOENT) {
-        d = *cas_digest_empty();
-        rc = 0;
-    }
-    if (rc != 0) {
-        reapi_status_set(c->st, GRPC_STATUS_INTERNAL, "storing the action's %s in the CAS: %s",
-                         what, strerror(-rc));
-        return rc;
-    }
-    *out = action_digest_proto_new(&d);
-    if (*out == NULL) {
+    if (batch_add(c, AT_FDCWD, path, true, what, out, true) != 0) {
         reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return -ENOMEM;
     }
     return 0;
 }
 
-int action_outputs_collect(struct cas_store *cas, const struct action *act,
-                           const struct action_scratch *scratch,
-                           const struct action_output_limits *limits, pb_action_result_t **out,
-                           struct action_output_stats *stats, struct reapi_status *st)
+/* After the batch: each output directory's Tree. */
+static int finish_trees(struct action_collect *c, struct result_builder *b)
 {
-    struct action_collect c = {.cas = cas, .limits = limits, .st = st};
+    int rc = 0;
+
+    for (size_t i = 0; i < b->n_trees; i++) {
+        struct pending_tree *t = &b->trees[i];
+        struct cas_digest d;
+
+        if (rc == 0) {
+            rc = action_tree_finish(c, t->tree, t->path, &d);
+            if (rc == 0) {
+                t->out->tree_digest = action_digest_proto_new(&d);
+                if (t->out->tree_digest == NULL) {
+                    reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+                    rc = -ENOMEM;
+                }
+            }
+        } else {
+            action_tree_free(t->tree);
+        }
+        t->tree = NULL;
+    }
+    return rc;
+}
+
+int action_outputs_collect_opts(struct cas_store *cas, const struct action *act,
+                                const struct action_scratch *scratch,
+                                const struct action_output_limits *limits,
+                                const struct cas_ingest_options *ingest, pb_action_result_t **out,
+                                struct action_output_stats *stats, struct reapi_status *st)
+{
+    struct action_collect c = {
+        .cas = cas, .limits = limits, .st = st, .ingest_opt = ingest, .parent_bfd = {-1, 0}};
     struct action_view_dir root = {-1, -1};
     struct result_builder b = {0};
     uint64_t start = action_now_us();
@@ -667,12 +857,20 @@ int action_outputs_collect(struct cas_store *cas, const struct action *act,
         rc = collect_stdio(&c, scratch->stdout_path, "stdout", &b.r->stdout_digest);
     if (rc == 0)
         rc = collect_stdio(&c, scratch->stderr_path, "stderr", &b.r->stderr_digest);
+    if (rc == 0)
+        rc = action_collect_flush(&c);
+    if (rc == 0)
+        rc = finish_trees(&c, &b);
     goto out;
 io_error:
     rc = -errno;
     reapi_status_set(st, GRPC_STATUS_INTERNAL, "opening the exec root's layers under %s: %s",
                      scratch->root, strerror(-rc));
 out:
+    for (size_t i = 0; i < b.n_trees; i++)
+        action_tree_free(b.trees[i].tree);
+    free(b.trees);
+    batch_free(&c);
     action_view_dir_close(&root);
     c.stats.micros = action_now_us() - start;
     if (stats != NULL)
@@ -683,6 +881,14 @@ out:
     }
     *out = b.r;
     return 0;
+}
+
+int action_outputs_collect(struct cas_store *cas, const struct action *act,
+                           const struct action_scratch *scratch,
+                           const struct action_output_limits *limits, pb_action_result_t **out,
+                           struct action_output_stats *stats, struct reapi_status *st)
+{
+    return action_outputs_collect_opts(cas, act, scratch, limits, NULL, out, stats, st);
 }
 
 void action_result_free(pb_action_result_t *result)

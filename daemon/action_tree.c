@@ -2,13 +2,16 @@
  * action_tree.c - an output directory as a REAPI Tree: the root Directory
  * plus every distinct Directory below it, stored in the CAS as one blob.
  *
- * Each Directory is built from the merged overlay view (action_outputs.c)
- * with its files, directories and symlinks each sorted by name, serialized
- * by protobuf-c (fields in field-number order, which is the canonical form
- * Bazel hashes), and hashed; identical subdirectories share one entry in
- * Tree.children. The children are sorted by digest so that the same tree
- * always gives the same Tree blob. Files go to the CAS as they are met
- * (renamed out of the upper layer), symlinks are kept as SymlinkNodes.
+ * Two steps around the batch ingestion of the outputs (action_internal.h).
+ * The walk builds each Directory from the merged overlay view
+ * (action_outputs.c) with its files, directories and symlinks each sorted
+ * by name, queueing every file for the batch and leaving its digest to it;
+ * symlinks are kept as SymlinkNodes. After the batch, the finish step
+ * computes digests bottom-up: each Directory serialized by protobuf-c
+ * (fields in field-number order, the canonical form Bazel hashes) and
+ * hashed; identical subdirectories share one entry in Tree.children, which
+ * are sorted by digest so that the same tree always gives the same Tree
+ * blob.
  */
 #include "action_internal.h"
 
@@ -29,6 +32,15 @@ struct tree_entry {
 struct tree_listing {
     struct tree_entry *e;
     size_t n, cap;
+};
+
+/* An output directory's Directory before its digest: the message, whose
+ * file nodes get their digests from the batch, and the subdirectories in
+ * the order of its directory nodes. */
+struct action_tree {
+    pb_directory_t *dir;
+    struct action_tree **subdirs;
+    size_t n_subdirs, subdirs_cap;
 };
 
 struct tree_builder {
@@ -168,25 +180,23 @@ static int directory_digest(const pb_directory_t *d, struct cas_digest *out)
 }
 
 /* Node appenders: the node is attached before its fields are filled, so that
- * freeing the Directory frees a half-built node too. */
-static int add_file_node(pb_directory_t *d, size_t *cap, const char *name,
-                         const struct cas_digest *digest, bool executable)
+ * freeing the Directory frees a half-built node too. Digests come later. */
+static pb_file_node_t *add_file_node(pb_directory_t *d, size_t *cap, const char *name,
+                                     bool executable)
 {
     pb_file_node_t *f;
 
     if (action_array_reserve((void **)&d->files, cap, d->n_files, sizeof(*d->files)) != 0 ||
         (f = malloc(sizeof(*f))) == NULL)
-        return -ENOMEM;
+        return NULL;
     build__bazel__remote__execution__v2__file_node__init(f);
     d->files[d->n_files++] = f;
     f->name = strdup(name);
-    f->digest = action_digest_proto_new(digest);
     f->is_executable = executable;
-    return f->name && f->digest ? 0 : -ENOMEM;
+    return f->name ? f : NULL;
 }
 
-static int add_directory_node(pb_directory_t *d, size_t *cap, const char *name,
-                              const struct cas_digest *digest)
+static int add_directory_node(pb_directory_t *d, size_t *cap, const char *name)
 {
     pb_directory_node_t *n;
 
@@ -197,8 +207,7 @@ static int add_directory_node(pb_directory_t *d, size_t *cap, const char *name,
     build__bazel__remote__execution__v2__directory_node__init(n);
     d->directories[d->n_directories++] = n;
     n->name = strdup(name);
-    n->digest = action_digest_proto_new(digest);
-    return n->name && n->digest ? 0 : -ENOMEM;
+    return n->name ? 0 : -ENOMEM;
 }
 
 static int add_symlink_node(pb_directory_t *d, size_t *cap, const char *name, char *target)
@@ -216,6 +225,167 @@ static int add_symlink_node(pb_directory_t *d, size_t *cap, const char *name, ch
     s->name = strdup(name);
     s->target = target; /* taken */
     return s->name ? 0 : -ENOMEM;
+}
+
+void action_tree_free(struct action_tree *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->n_subdirs; i++)
+        action_tree_free(t->subdirs[i]);
+    free(t->subdirs);
+    directory_free(t->dir);
+    free(t);
+}
+
+static struct action_tree *tree_node_new(void)
+{
+    struct action_tree *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    t->dir = malloc(sizeof(*t->dir));
+    if (t->dir == NULL) {
+        free(t);
+        return NULL;
+    }
+    build__bazel__remote__execution__v2__directory__init(t->dir);
+    return t;
+}
+
+static int walk_directory(struct action_collect *c, const struct action_view_dir *view,
+                          const char *path, int depth, struct action_tree **out);
+
+/* One entry of a listed directory: a file is queued for the batch, a
+ * symlink read, a directory walked. bfd caches the batch's fds of this
+ * directory's upper [0] and lower [1] layers. */
+static int walk_entry(struct action_collect *c, const struct action_view_dir *view,
+                      const struct tree_entry *e, const char *path, int depth,
+                      struct action_tree *t, size_t caps[3], struct action_batch_fd bfd[2])
+{
+    int fd = e->in_upper ? view->upper : view->lower;
+    int rc;
+
+    if (S_ISREG(e->st.st_mode)) {
+        pb_file_node_t *f;
+
+        rc = action_collect_account(c, (uint64_t)e->st.st_size, true, false, path);
+        if (rc != 0)
+            return rc;
+        f = add_file_node(t->dir, &caps[0], e->name, e->st.st_mode & 0100);
+        if (f == NULL)
+            goto nomem;
+        return action_collect_file(c, fd, &bfd[e->in_upper ? 0 : 1], e->name, &e->st, e->in_upper,
+                                   path, &f->digest);
+    }
+    if (S_ISLNK(e->st.st_mode)) {
+        char *target;
+
+        rc = action_collect_account(c, 0, false, true, path);
+        if (rc == 0)
+            rc = action_collect_symlink(c, fd, e->name, path, &target);
+        if (rc == 0 && add_symlink_node(t->dir, &caps[2], e->name, target) != 0)
+            goto nomem;
+        return rc;
+    }
+    if (S_ISDIR(e->st.st_mode)) {
+        struct action_view_dir child = {-1, -1};
+        struct action_tree *sub = NULL;
+
+        rc = action_collect_account(c, 0, false, false, path);
+        if (rc != 0)
+            return rc;
+        if (depth + 1 > ACTION_MAX_OUTPUT_DEPTH) {
+            reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                             "output directory '%s' is more than %d levels deep", path,
+                             ACTION_MAX_OUTPUT_DEPTH);
+            return -E2BIG;
+        }
+        rc = action_view_descend(view, e->name, e->in_upper, &child);
+        if (rc < 0)
+            goto io_error;
+        rc = walk_directory(c, &child, path, depth + 1, &sub);
+        action_view_dir_close(&child);
+        if (rc != 0)
+            return rc;
+        if (action_array_reserve((void **)&t->subdirs, &t->subdirs_cap, t->n_subdirs,
+                                 sizeof(*t->subdirs)) != 0) {
+            action_tree_free(sub);
+            goto nomem;
+        }
+        t->subdirs[t->n_subdirs++] = sub;
+        if (add_directory_node(t->dir, &caps[1], e->name) != 0)
+            goto nomem;
+        return 0;
+    }
+    reapi_status_set(c->st, GRPC_STATUS_FAILED_PRECONDITION,
+                     "'%s' in an output directory is not a regular file, directory or symlink",
+                     path);
+    return -EINVAL;
+io_error:
+    reapi_status_set(c->st, GRPC_STATUS_INTERNAL, "opening output directory '%s': %s", path,
+                     strerror(-rc));
+    return rc;
+nomem:
+    reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return -ENOMEM;
+}
+
+/* Builds the skeleton of view's Directory (caller owns *out): names sorted,
+ * files queued, subdirectories walked. */
+static int walk_directory(struct action_collect *c, const struct action_view_dir *view,
+                          const char *path, int depth, struct action_tree **out)
+{
+    struct action_batch_fd bfd[2] = {{-1, 0}, {-1, 0}};
+    struct tree_listing l = {0};
+    struct action_tree *t = NULL;
+    size_t caps[3] = {0, 0, 0};
+    int rc;
+
+    *out = NULL;
+    rc = list_merged(view, &l);
+    if (rc != 0) {
+        reapi_status_set(c->st, GRPC_STATUS_INTERNAL, "listing output directory '%s': %s", path,
+                         strerror(-rc));
+        return rc;
+    }
+    t = tree_node_new();
+    if (t == NULL) {
+        rc = -ENOMEM;
+        goto nomem;
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        char *child_path = action_path_join(path, l.e[i].name);
+
+        if (child_path == NULL) {
+            rc = -ENOMEM;
+            goto nomem;
+        }
+        rc = walk_entry(c, view, &l.e[i], child_path, depth, t, caps, bfd);
+        free(child_path);
+        if (rc != 0)
+            goto out;
+    }
+    *out = t;
+    t = NULL;
+    goto out;
+nomem:
+    reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+out:
+    action_tree_free(t);
+    listing_free(&l);
+    return rc;
+}
+
+int action_tree_walk(struct action_collect *c, const struct action_view_dir *dir, const char *path,
+                     struct action_tree **out)
+{
+    int rc = action_collect_account(c, 0, false, false, path);
+
+    *out = NULL;
+    if (rc != 0)
+        return rc;
+    return walk_directory(c, dir, path, 0, out);
 }
 
 /* Keeps a child Directory once per digest; takes d. */
@@ -237,124 +407,33 @@ static int builder_keep(struct tree_builder *b, pb_directory_t *d, const struct 
     return 0;
 }
 
-static int build_directory(struct tree_builder *b, const struct action_view_dir *view,
-                           const char *path, int depth, pb_directory_t **out,
-                           struct cas_digest *digest);
-
-static int build_entry(struct tree_builder *b, const struct action_view_dir *view,
-                       const struct tree_entry *e, const char *path, int depth, pb_directory_t *d,
-                       size_t caps[3])
+/* Digests bottom-up, now that every file's is known: fills the directory
+ * nodes, keeps each child Directory once in b, and hashes t's. */
+static int finish_directory(struct tree_builder *b, struct action_tree *t,
+                            struct cas_digest *digest)
 {
-    struct action_collect *c = b->c;
-    int fd = e->in_upper ? view->upper : view->lower;
-    struct cas_digest digest;
     int rc;
 
-    if (S_ISREG(e->st.st_mode)) {
-        rc = action_collect_account(c, (uint64_t)e->st.st_size, true, false, path);
-        if (rc == 0)
-            rc = action_collect_file(c, fd, e->name, e->in_upper, path, &digest);
-        if (rc == 0 && add_file_node(d, &caps[0], e->name, &digest, e->st.st_mode & 0100) != 0)
-            goto nomem;
-        return rc;
-    }
-    if (S_ISLNK(e->st.st_mode)) {
-        char *target;
+    for (size_t i = 0; i < t->n_subdirs; i++) {
+        struct action_tree *sub = t->subdirs[i];
+        struct cas_digest d;
 
-        rc = action_collect_account(c, 0, false, true, path);
-        if (rc == 0)
-            rc = action_collect_symlink(c, fd, e->name, path, &target);
-        if (rc == 0 && add_symlink_node(d, &caps[2], e->name, target) != 0)
-            goto nomem;
-        return rc;
-    }
-    if (S_ISDIR(e->st.st_mode)) {
-        struct action_view_dir child = {-1, -1};
-        pb_directory_t *sub = NULL;
-
-        rc = action_collect_account(c, 0, false, false, path);
+        rc = finish_directory(b, sub, &d);
         if (rc != 0)
             return rc;
-        if (depth + 1 > ACTION_MAX_OUTPUT_DEPTH) {
-            reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                             "output directory '%s' is more than %d levels deep", path,
-                             ACTION_MAX_OUTPUT_DEPTH);
-            return -E2BIG;
-        }
-        rc = action_view_descend(view, e->name, e->in_upper, &child);
+        t->dir->directories[i]->digest = action_digest_proto_new(&d);
+        if (t->dir->directories[i]->digest == NULL)
+            return -ENOMEM;
+        rc = builder_keep(b, sub->dir, &d);
+        sub->dir = NULL; /* taken */
         if (rc < 0)
-            goto io_error;
-        rc = build_directory(b, &child, path, depth + 1, &sub, &digest);
-        action_view_dir_close(&child);
-        if (rc != 0)
             return rc;
-        rc = builder_keep(b, sub, &digest);
-        if (rc == 0 && add_directory_node(d, &caps[1], e->name, &digest) != 0)
-            goto nomem;
-        if (rc < 0)
-            goto nomem;
-        return 0;
     }
-    reapi_status_set(c->st, GRPC_STATUS_FAILED_PRECONDITION,
-                     "'%s' in an output directory is not a regular file, directory or symlink",
-                     path);
-    return -EINVAL;
-io_error:
-    reapi_status_set(c->st, GRPC_STATUS_INTERNAL, "opening output directory '%s': %s", path,
-                     strerror(-rc));
-    return rc;
-nomem:
-    reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return -ENOMEM;
-}
-
-/* Builds the Directory for view (caller owns *out) and its digest. */
-static int build_directory(struct tree_builder *b, const struct action_view_dir *view,
-                           const char *path, int depth, pb_directory_t **out,
-                           struct cas_digest *digest)
-{
-    struct tree_listing l = {0};
-    pb_directory_t *d = NULL;
-    size_t caps[3] = {0, 0, 0};
-    int rc;
-
-    *out = NULL;
-    rc = list_merged(view, &l);
-    if (rc != 0) {
-        reapi_status_set(b->c->st, GRPC_STATUS_INTERNAL, "listing output directory '%s': %s", path,
-                         strerror(-rc));
-        return rc;
+    for (size_t i = 0; i < t->dir->n_files; i++) {
+        if (t->dir->files[i]->digest == NULL)
+            return -EINVAL; /* not flushed: a bug, never a wrong digest */
     }
-    d = malloc(sizeof(*d));
-    if (d == NULL) {
-        rc = -ENOMEM;
-        goto nomem;
-    }
-    build__bazel__remote__execution__v2__directory__init(d);
-    for (size_t i = 0; i < l.n; i++) {
-        char *child_path = action_path_join(path, l.e[i].name);
-
-        if (child_path == NULL) {
-            rc = -ENOMEM;
-            goto nomem;
-        }
-        rc = build_entry(b, view, &l.e[i], child_path, depth, d, caps);
-        free(child_path);
-        if (rc != 0)
-            goto out;
-    }
-    rc = directory_digest(d, digest);
-    if (rc != 0)
-        goto nomem;
-    *out = d;
-    d = NULL;
-    goto out;
-nomem:
-    reapi_status_set(b->c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-out:
-    directory_free(d);
-    listing_free(&l);
-    return rc;
+    return directory_digest(t->dir, digest);
 }
 
 static int compare_children(const void *a, const void *b)
@@ -372,23 +451,25 @@ struct keyed_child {
     pb_directory_t *dir;
 };
 
-int action_tree_collect(struct action_collect *c, const struct action_view_dir *dir,
-                        const char *path, struct cas_digest *tree_digest)
+int action_tree_finish(struct action_collect *c, struct action_tree *t, const char *path,
+                       struct cas_digest *tree_digest)
 {
     struct tree_builder b = {.c = c};
     pb_tree_t tree = BUILD__BAZEL__REMOTE__EXECUTION__V2__TREE__INIT;
     struct keyed_child *keyed = NULL;
     struct cas_digest root_digest;
-    pb_directory_t *root = NULL;
     uint8_t *buf = NULL;
     size_t len;
     int rc;
 
-    rc = action_collect_account(c, 0, false, false, path);
-    if (rc == 0)
-        rc = build_directory(&b, dir, path, 0, &root, &root_digest);
-    if (rc != 0)
+    rc = finish_directory(&b, t, &root_digest);
+    if (rc == -EINVAL) {
+        reapi_status_set(c->st, GRPC_STATUS_INTERNAL,
+                         "output directory '%s': a file was never ingested", path);
         goto out;
+    }
+    if (rc != 0)
+        goto nomem;
     /* Children in digest order: the index maps each digest to its Directory. */
     keyed = calloc(b.n_children ? b.n_children : 1, sizeof(*keyed));
     if (keyed == NULL)
@@ -401,7 +482,7 @@ int action_tree_collect(struct action_collect *c, const struct action_view_dir *
     qsort(keyed, b.n_children, sizeof(*keyed), compare_children);
     for (size_t i = 0; i < b.n_children; i++)
         b.children[i] = keyed[i].dir;
-    tree.root = root;
+    tree.root = t->dir;
     tree.children = b.children;
     tree.n_children = b.n_children;
     len = build__bazel__remote__execution__v2__tree__get_packed_size(&tree);
@@ -422,7 +503,7 @@ nomem:
 out:
     free(buf);
     free(keyed);
-    directory_free(root);
+    action_tree_free(t);
     for (size_t i = 0; i < b.n_children; i++)
         directory_free(b.children[i]);
     free(b.children);

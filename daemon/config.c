@@ -73,6 +73,12 @@ static const struct config_key config_keys[] = {
          "resumable ByteStream uploads kept at once (oldest idle one dropped)"),
     SIZE("cas", "max_bytes", cas_max_bytes, 0, 1024 * TIB,
          "CAS size above which least recently used blobs are evicted (0 = no limit)"),
+    STR("cas", ingest_mode,
+        "how action outputs are read and hashed: auto, uring or threads (docs/ingestion.md)"),
+    SIZE("cas", "ingest_threads", ingest_threads, 0, 256,
+         "hashing threads per output collection (0 = number of CPUs)"),
+    SIZE("cas", "ingest_queue_depth", ingest_queue_depth, 1, 1024,
+         "io_uring ingestion: output files read at once"),
     BOOL("execution", "enabled", exec_enabled, "serve the Execution service"),
     SIZE("execution", "slots", exec_slots, 0, 4096, "actions running at once (0 = number of CPUs)"),
     SIZE("execution", "queue_length", exec_queue_length, 1, 1000000,
@@ -127,6 +133,9 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->read_chunk_bytes = 1 * MIB;
     cfg->max_uploads = 1024;
     cfg->cas_max_bytes = 20 * GIB;
+    snprintf(cfg->ingest_mode, sizeof(cfg->ingest_mode), "auto");
+    cfg->ingest_threads = 0;
+    cfg->ingest_queue_depth = 64;
     cfg->exec_enabled = true;
     cfg->exec_slots = 0;
     cfg->exec_queue_length = 1024;

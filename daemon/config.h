@@ -32,6 +32,9 @@ struct casbox_config {
 
     /* [cas] */
     uint64_t cas_max_bytes; /* LRU eviction above this */
+    char ingest_mode[16];        /* auto | uring | threads (cas.h, cas_ingest_mode_parse) */
+    uint64_t ingest_threads;     /* hashing threads for output collection; 0 = CPUs */
+    uint64_t ingest_queue_depth; /* io_uring: output files in flight */
 
     /* [execution] */
     bool exec_enabled;

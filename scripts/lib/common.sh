@@ -14,6 +14,7 @@ CASBOX_PACKAGES=(
   bazel-bootstrap bazel-bootstrap-source
   python3-grpcio python3-protobuf
   bubblewrap time dpkg-dev clang-format
+  debhelper lintian rpm rpm2cpio debootstrap systemd
 )
 
 # Tests use Debian's python (python3-grpcio, python3-protobuf), never a pyenv

@@ -1,0 +1,716 @@
+/*
+ * bench_common.c - clocks, statistics, digests, the private casboxd and the
+ * blocking gRPC client shared by the casbox benchmarks (see bench_common.h).
+ */
+#include "bench_common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <malloc.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIB (1024 * 1024)
+
+/* --- clocks, sizes, statistics --- */
+
+double bench_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int bench_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    uint64_t mult = 1;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s)
+        return -1;
+    switch (*end) {
+    case '\0':
+        break;
+    case 'k':
+    case 'K':
+        mult = 1024;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1024 * 1024;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1024ULL * 1024 * 1024;
+        break;
+    default:
+        return -1;
+    }
+    if (*end != '\0' && end[1] != '\0' && strcmp(end + 1, "iB") != 0 && strcmp(end + 1, "B") != 0)
+        return -1;
+    if (v > UINT64_MAX / mult)
+        return -1;
+    *out = (uint64_t)v * mult;
+    return 0;
+}
+
+static int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+double bench_percentile(double *v, size_t n, double p)
+{
+    size_t rank;
+
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof(*v), bench_cmp_double);
+    if (p == 50 && n % 2 == 0)
+        return (v[n / 2 - 1] + v[n / 2]) / 2; /* the usual median */
+    rank = (size_t)ceil(p / 100.0 * (double)n);
+    if (rank < 1)
+        rank = 1;
+    if (rank > n)
+        rank = n;
+    return v[rank - 1];
+}
+
+double bench_loadavg(void)
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%lf", &l) != 1)
+        l = -1;
+    fclose(f);
+    return l;
+}
+
+void bench_fill_random(void *buf, size_t len, uint64_t seed)
+{
+    uint8_t *p = buf;
+    uint64_t x = seed;
+
+    while (len > 0) {
+        uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+        size_t n = len < 8 ? len : 8;
+
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        memcpy(p, &z, n);
+        p += n;
+        len -= n;
+    }
+}
+
+uint64_t bench_random_u64(void)
+{
+    uint64_t v = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || read(fd, &v, sizeof(v)) != (ssize_t)sizeof(v))
+        v = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(bench_now() * 1e9);
+    if (fd >= 0)
+        close(fd);
+    return v;
+}
+
+void bench_tune_malloc(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 64 * MIB);
+    mallopt(M_TRIM_THRESHOLD, 512 * MIB);
+}
+
+/* --- digests --- */
+
+static void bench_hex(const uint8_t *h, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = digits[h[i] >> 4];
+        out[2 * i + 1] = digits[h[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+void bench_sha256(const void *buf, size_t len, struct bench_digest *out)
+{
+    uint8_t h[EVP_MAX_MD_SIZE];
+    unsigned int hl = 0;
+
+    if (EVP_Digest(buf, len, h, &hl, EVP_sha256(), NULL) != 1 || hl != 32) {
+        fprintf(stderr, "bench: EVP_Digest(sha256) failed\n");
+        abort();
+    }
+    bench_hex(h, out->hex);
+    out->size = (int64_t)len;
+}
+
+void bench_digest_to_proto(const struct bench_digest *d, bench_pb_digest *pd)
+{
+    build__bazel__remote__execution__v2__digest__init(pd);
+    pd->hash = (char *)d->hex;
+    pd->size_bytes = d->size;
+}
+
+int bench_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *len, struct bench_digest *d)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(n ? n : 1);
+
+    if (buf == NULL)
+        return -1;
+    protobuf_c_message_pack(msg, buf);
+    if (d != NULL)
+        bench_sha256(buf, n, d);
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* --- the work directory and its watcher --- */
+
+static int watcher_fd = -1; /* write end: the watcher reads the daemon's pid, then EOF */
+
+static int rm_chmod_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    (void)ftw;
+    if (type == FTW_D && (sb->st_mode & 0700) != 0700)
+        chmod(path, (sb->st_mode & 07777) | 0700);
+    return 0;
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    if (type == FTW_DP)
+        return rmdir(path) == 0 || errno == ENOENT ? 0 : -1;
+    return unlink(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+int bench_rm_rf(const char *path)
+{
+    struct stat st;
+
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -1;
+    nftw(path, rm_chmod_cb, 64, FTW_PHYS);
+    return nftw(path, rm_cb, 64, FTW_PHYS | FTW_DEPTH);
+}
+
+/* The watcher: waits for this process to exit (EOF on the pipe), then for
+ * the daemon whose pid it was told, then removes the work directory. */
+static void bench_watcher(int rfd, const char *dir)
+{
+    pid_t daemon_pid = 0, p;
+    ssize_t n;
+
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    while ((n = read(rfd, &p, sizeof(p))) != 0) {
+        if (n == (ssize_t)sizeof(p))
+            daemon_pid = p;
+        else if (n < 0 && errno != EINTR)
+            break;
+    }
+    for (int i = 0; daemon_pid > 0 && i < 600 && kill(daemon_pid, 0) == 0; i++)
+        usleep(100 * 1000);
+    bench_rm_rf(dir);
+    _exit(0);
+}
+
+int bench_workdir_create(const char *parent, bool keep, char *out, size_t out_len)
+{
+    int p[2];
+    pid_t pid;
+
+    if (snprintf(out, out_len, "%s/casbox-bench.XXXXXX", parent) >= (int)out_len) {
+        fprintf(stderr, "bench: work directory name too long\n");
+        return -1;
+    }
+    if (mkdtemp(out) == NULL) {
+        fprintf(stderr, "bench: mkdtemp %s: %s\n", out, strerror(errno));
+        return -1;
+    }
+    if (keep)
+        return 0;
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        fprintf(stderr, "bench: pipe: %s\n", strerror(errno));
+        return -1;
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "bench: fork: %s\n", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        close(p[1]);
+        bench_watcher(p[0], out);
+    }
+    close(p[0]);
+    watcher_fd = p[1];
+    return 0;
+}
+
+/* --- the private casboxd --- */
+
+const char *bench_casboxd_path(const char *path, char *buf, size_t len)
+{
+    const char *env = getenv("CASBOXD");
+    ssize_t n;
+    char *slash;
+
+    if (path != NULL && path[0] != '\0')
+        return path;
+    if (env != NULL && env[0] != '\0')
+        return env;
+    n = readlink("/proc/self/exe", buf, len - 1);
+    if (n <= 0)
+        return "casboxd";
+    buf[n] = '\0';
+    slash = strrchr(buf, '/');
+    if (slash == NULL || (size_t)(slash - buf) + sizeof("/casboxd") > len)
+        return "casboxd";
+    strcpy(slash, "/casboxd");
+    return buf;
+}
+
+static int bench_free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int port = -1;
+
+    if (fd < 0)
+        return -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* 1 when the log holds needle, 0 when not, -1 when it cannot be read. */
+static int bench_log_has(const char *log, const char *needle)
+{
+    char line[4096];
+    FILE *f = fopen(log, "r");
+    int found = 0;
+
+    if (f == NULL)
+        return -1;
+    while (!found && fgets(line, sizeof(line), f) != NULL)
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+void bench_daemon_log_tail(const struct bench_daemon *d, int lines)
+{
+    char cmd[PATH_MAX + 64];
+
+    snprintf(cmd, sizeof(cmd), "tail -n %d '%s' >&2", lines, d->log);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(cannot show %s)\n", d->log);
+}
+
+int bench_daemon_start(struct bench_daemon *d, const char *casboxd, const char *workdir,
+                       char *const *extra, int n_extra)
+{
+    memset(d, 0, sizeof(*d));
+    snprintf(d->workdir, sizeof(d->workdir), "%s", workdir);
+    snprintf(d->state, sizeof(d->state), "%s/state", workdir);
+    snprintf(d->log, sizeof(d->log), "%s/casboxd.log", workdir);
+    if (access(casboxd, X_OK) != 0) {
+        fprintf(stderr,
+                "bench: casboxd '%s' is not executable (%s): build it (scripts/build) or "
+                "pass --casboxd PATH\n",
+                casboxd, strerror(errno));
+        return -1;
+    }
+    if (n_extra > BENCH_MAX_ARGS) {
+        fprintf(stderr, "bench: too many daemon arguments\n");
+        return -1;
+    }
+    for (int attempt = 0; attempt < 3; attempt++) {
+        char listen[64], ready[96], port_s[16];
+        char *argv[BENCH_MAX_ARGS + 8];
+        pid_t parent = getpid(), pid;
+        int argc = 0, status;
+        double deadline;
+
+        d->port = bench_free_port();
+        if (d->port < 0) {
+            fprintf(stderr, "bench: no free port: %s\n", strerror(errno));
+            return -1;
+        }
+        snprintf(port_s, sizeof(port_s), "%d", d->port);
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", d->port);
+        snprintf(d->target, sizeof(d->target), "%s", listen);
+        snprintf(ready, sizeof(ready), "casboxd: listening on %s", listen);
+        argv[argc++] = (char *)casboxd;
+        argv[argc++] = "--listen";
+        argv[argc++] = listen;
+        argv[argc++] = "--state-dir";
+        argv[argc++] = d->state;
+        for (int i = 0; i < n_extra; i++)
+            argv[argc++] = extra[i];
+        argv[argc] = NULL;
+
+        unlink(d->log);
+        fflush(NULL);
+        pid = fork();
+        if (pid < 0) {
+            fprintf(stderr, "bench: fork: %s\n", strerror(errno));
+            return -1;
+        }
+        if (pid == 0) {
+            int null = open("/dev/null", O_RDONLY);
+            int log = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() != parent)
+                _exit(127);
+            if (null < 0 || log < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+                _exit(127);
+            execv(casboxd, argv);
+            dprintf(2, "bench: exec %s: %s\n", casboxd, strerror(errno));
+            _exit(127);
+        }
+        d->pid = pid;
+        deadline = bench_now() + 60;
+        for (;;) {
+            if (bench_log_has(d->log, ready) == 1) {
+                if (watcher_fd >= 0 && write(watcher_fd, &pid, sizeof(pid)) != sizeof(pid))
+                    fprintf(stderr, "bench: cannot tell the cleanup watcher the daemon pid\n");
+                return 0;
+            }
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                d->pid = 0;
+                if (bench_log_has(d->log, "in use") == 1)
+                    break; /* the port was taken meanwhile: try another */
+                fprintf(stderr, "bench: casboxd exited (status 0x%x) before it was ready:\n",
+                        status);
+                bench_daemon_log_tail(d, 20);
+                return -1;
+            }
+            if (bench_now() > deadline) {
+                fprintf(stderr, "bench: casboxd printed no '%s' within 60 s\n", ready);
+                bench_daemon_log_tail(d, 20);
+                bench_daemon_stop(d);
+                return -1;
+            }
+            usleep(10 * 1000);
+        }
+    }
+    fprintf(stderr, "bench: could not start casboxd on a free port\n");
+    return -1;
+}
+
+int bench_daemon_stop(struct bench_daemon *d)
+{
+    int status;
+    double deadline;
+
+    if (d->pid <= 0)
+        return -1;
+    kill(d->pid, SIGTERM);
+    deadline = bench_now() + 30;
+    for (;;) {
+        pid_t r = waitpid(d->pid, &status, WNOHANG);
+
+        if (r == d->pid)
+            break;
+        if (r < 0 && errno != EINTR) {
+            d->pid = 0;
+            return -1;
+        }
+        if (bench_now() > deadline) {
+            fprintf(stderr, "bench: casboxd did not exit within 30 s of SIGTERM; killing it\n");
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, &status, 0);
+            d->pid = 0;
+            return -1;
+        }
+        usleep(10 * 1000);
+    }
+    d->pid = 0;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+/* --- the gRPC client --- */
+
+static const char *const method_paths[BM_COUNT] = {
+    [BM_GET_CAPABILITIES] = "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
+    [BM_FIND_MISSING] = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+                        "FindMissingBlobs",
+    [BM_BATCH_UPDATE] = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+                        "BatchUpdateBlobs",
+    [BM_BS_READ] = "/google.bytestream.ByteStream/Read",
+    [BM_BS_WRITE] = "/google.bytestream.ByteStream/Write",
+    [BM_EXECUTE] = "/build.bazel.remote.execution.v2.Execution/Execute",
+};
+
+int bench_client_open(struct bench_client *c, const char *target)
+{
+    grpc_arg args[2];
+    grpc_channel_args ca = {.num_args = 2, .args = args};
+    grpc_channel_credentials *creds;
+
+    memset(c, 0, sizeof(*c));
+    c->instance = "";
+    c->timeout_s = 600;
+    memset(args, 0, sizeof(args));
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = 64 * MIB;
+    /* No retry policy is configured; do not buffer sent messages for one. */
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_ENABLE_RETRIES;
+    args[1].value.integer = 0;
+    creds = grpc_insecure_credentials_create();
+    c->channel = grpc_channel_create(target, creds, &ca);
+    grpc_channel_credentials_release(creds);
+    c->cq = grpc_completion_queue_create_for_pluck(NULL);
+    if (c->channel == NULL || c->cq == NULL) {
+        fprintf(stderr, "bench: cannot create a channel to %s\n", target);
+        return -1;
+    }
+    for (int m = 0; m < BM_COUNT; m++)
+        c->method[m] = grpc_channel_register_call(c->channel, method_paths[m], NULL, NULL);
+    return 0;
+}
+
+void bench_client_close(struct bench_client *c)
+{
+    if (c->cq != NULL) {
+        grpc_completion_queue_shutdown(c->cq);
+        while (grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                   .type != GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(c->cq);
+        c->cq = NULL;
+    }
+    if (c->channel != NULL)
+        grpc_channel_destroy(c->channel);
+    c->channel = NULL;
+}
+
+gpr_timespec bench_deadline(double timeout_s)
+{
+    return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                        gpr_time_from_millis((int64_t)(timeout_s * 1000), GPR_TIMESPAN));
+}
+
+void bench_status_set(struct bench_status *st, grpc_status_code code, grpc_slice details)
+{
+    size_t n = GRPC_SLICE_LENGTH(details);
+
+    st->code = code;
+    if (n >= sizeof(st->message))
+        n = sizeof(st->message) - 1;
+    memcpy(st->message, GRPC_SLICE_START_PTR(details), n);
+    st->message[n] = '\0';
+    grpc_slice_unref(details);
+}
+
+ProtobufCMessage *bench_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc)
+{
+    grpc_byte_buffer_reader reader;
+    ProtobufCMessage *msg;
+    grpc_slice s;
+
+    if (bb == NULL || !grpc_byte_buffer_reader_init(&reader, bb))
+        return NULL;
+    s = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return msg;
+}
+
+grpc_status_code bench_unary(struct bench_client *c, enum bench_method m,
+                             const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                             struct bench_status *st)
+{
+    grpc_metadata_array imd, tmd;
+    grpc_byte_buffer *send = NULL, *recv = NULL;
+    grpc_status_code code = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_op ops[6];
+    grpc_call *call;
+    grpc_event ev;
+    grpc_slice s;
+    uint8_t *buf;
+    size_t len;
+
+    *resp = NULL;
+    st->code = GRPC_STATUS_INTERNAL;
+    st->message[0] = '\0';
+    if (bench_pack(req, &buf, &len, NULL) != 0) {
+        snprintf(st->message, sizeof(st->message), "out of memory");
+        return st->code;
+    }
+    s = grpc_slice_new(buf, len, free);
+    send = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
+                                               c->method[m], bench_deadline(c->timeout_s), NULL);
+    grpc_metadata_array_init(&imd);
+    grpc_metadata_array_init(&tmd);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &imd;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &tmd;
+    ops[5].data.recv_status_on_client.status = &code;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    if (grpc_call_start_batch(call, ops, 6, call, NULL) != GRPC_CALL_OK) {
+        snprintf(st->message, sizeof(st->message), "grpc_call_start_batch failed");
+        goto out;
+    }
+    ev = grpc_completion_queue_pluck(c->cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
+        snprintf(st->message, sizeof(st->message), "call failed in grpc");
+        goto out;
+    }
+    bench_status_set(st, code, details);
+    details = grpc_empty_slice();
+    if (st->code == GRPC_STATUS_OK) {
+        *resp = bench_unpack(recv, resp_desc);
+        if (*resp == NULL) {
+            st->code = GRPC_STATUS_INTERNAL;
+            snprintf(st->message, sizeof(st->message), "%s",
+                     recv == NULL ? "status OK but no response message"
+                                  : "response does not parse");
+        }
+    }
+out:
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&imd);
+    grpc_metadata_array_destroy(&tmd);
+    grpc_byte_buffer_destroy(send);
+    if (recv != NULL)
+        grpc_byte_buffer_destroy(recv);
+    grpc_call_unref(call);
+    return st->code;
+}
+
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest BatchUpdateRequest;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request BatchUpdateEntry;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse BatchUpdateResponse;
+
+int bench_batch_update(struct bench_client *c, const struct bench_digest *digests,
+                       const uint8_t *const *data, size_t n, struct bench_status *st)
+{
+    BatchUpdateRequest req = BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_UPDATE_BLOBS_REQUEST__INIT;
+    BatchUpdateResponse *resp = NULL;
+    BatchUpdateEntry *entries = calloc(n + 1, sizeof(*entries));
+    BatchUpdateEntry **ptrs = calloc(n + 1, sizeof(*ptrs));
+    bench_pb_digest *pds = calloc(n + 1, sizeof(*pds));
+    int rc = -1;
+
+    if (entries == NULL || ptrs == NULL || pds == NULL) {
+        st->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(st->message, sizeof(st->message), "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        build__bazel__remote__execution__v2__batch_update_blobs_request__request__init(&entries[i]);
+        bench_digest_to_proto(&digests[i], &pds[i]);
+        entries[i].digest = &pds[i];
+        entries[i].data.len = (size_t)digests[i].size;
+        entries[i].data.data = (uint8_t *)data[i];
+        ptrs[i] = &entries[i];
+    }
+    req.instance_name = (char *)c->instance;
+    req.n_requests = n;
+    req.requests = ptrs;
+    if (bench_unary(c, BM_BATCH_UPDATE, &req.base,
+                    &build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
+                    (ProtobufCMessage **)&resp, st) != GRPC_STATUS_OK)
+        goto out;
+    if (resp->n_responses != n) {
+        st->code = GRPC_STATUS_INTERNAL;
+        snprintf(st->message, sizeof(st->message), "BatchUpdateBlobs: %zu responses for %zu blobs",
+                 resp->n_responses, n);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Google__Rpc__Status *s = resp->responses[i]->status;
+
+        if (s != NULL && s->code != 0) {
+            st->code = (grpc_status_code)s->code;
+            snprintf(st->message, sizeof(st->message), "BatchUpdateBlobs blob %zu: %s", i,
+                     s->message ? s->message : "");
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (resp != NULL)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    free(entries);
+    free(ptrs);
+    free(pds);
+    return rc;
+}
+
+int bench_check_server(struct bench_client *c, const char *who, bool *exec_enabled)
+{
+    Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest req =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_CAPABILITIES_REQUEST__INIT;
+    Build__Bazel__Remote__Execution__V2__ServerCapabilities *caps = NULL;
+    struct bench_status st;
+
+    req.instance_name = (char *)c->instance;
+    if (bench_unary(c, BM_GET_CAPABILITIES, &req.base,
+                    &build__bazel__remote__execution__v2__server_capabilities__descriptor,
+                    (ProtobufCMessage **)&caps, &st) != GRPC_STATUS_OK) {
+        fprintf(stderr, "%s: GetCapabilities failed: status %d: %s\n", who, st.code, st.message);
+        return -1;
+    }
+    *exec_enabled =
+        caps->execution_capabilities != NULL && caps->execution_capabilities->exec_enabled;
+    protobuf_c_message_free_unpacked(&caps->base, NULL);
+    return 0;
+}

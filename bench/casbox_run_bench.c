@@ -1,0 +1,185 @@
+/*
+ * casbox_run_bench.c - start-to-exit time of `casbox run -- true`, the whole
+ * command as a user types it, against plain `true`, `unshare -Urmpf
+ * --mount-proc true` and `bwrap --unshare-all --ro-bind / / true`, measured
+ * in the same run.
+ *
+ *   casbox_run_bench [ROUNDS]     (default 200)
+ *
+ * casbox is found beside this executable (build/bin/) or at $CASBOX. Each
+ * round runs every contender once, in turn, so that the noise of a shared
+ * machine spreads over all of them; medians, 90th percentiles and ratios are
+ * printed. The target is casbox run at or under half of bwrap's time. A
+ * benchmark only prints: it fails only when a contender fails to run.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { C_TRUE, C_UNSHARE, C_BWRAP, C_CASBOX, C_COUNT };
+
+static const char *const bench_names[C_COUNT] = {
+    "true",
+    "unshare -Urmpf --mount-proc true",
+    "bwrap --unshare-all --ro-bind / / true",
+    "casbox run -- true",
+};
+
+static double bench_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* fork + exec argv with stdio on /dev/null; the wall time, or -1. */
+static double bench_spawn(char *const argv[])
+{
+    double start = bench_now_us();
+    int status;
+    pid_t pid = fork();
+
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return -1;
+    return bench_now_us() - start;
+}
+
+static int bench_compare(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static double bench_percentile(double *v, size_t n, double p)
+{
+    size_t i;
+
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof(*v), bench_compare);
+    if (p == 50 && n % 2 == 0)
+        return (v[n / 2 - 1] + v[n / 2]) / 2;
+    i = (size_t)(p / 100 * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}
+
+/* $CASBOX, else casbox beside this executable. */
+static int bench_casbox_path(char *buf, size_t len)
+{
+    const char *env = getenv("CASBOX");
+    ssize_t n;
+    char *slash;
+
+    if (env != NULL && env[0] != '\0') {
+        snprintf(buf, len, "%s", env);
+        return access(buf, X_OK) == 0 ? 0 : -errno;
+    }
+    n = readlink("/proc/self/exe", buf, len - 1);
+    if (n < 0)
+        return -errno;
+    buf[n] = '\0';
+    slash = strrchr(buf, '/');
+    if (slash == NULL || (size_t)(slash - buf) + sizeof("/casbox") > len)
+        return -ENAMETOOLONG;
+    strcpy(slash, "/casbox");
+    return access(buf, X_OK) == 0 ? 0 : -errno;
+}
+
+int main(int argc, char **argv)
+{
+    char casbox[PATH_MAX];
+    char *cmds[C_COUNT][12] = {
+        {"/bin/true", NULL},
+        {"/usr/bin/unshare", "-Urmpf", "--mount-proc", "/bin/true", NULL},
+        {"/usr/bin/bwrap", "--unshare-all", "--ro-bind", "/", "/", "/bin/true", NULL},
+        {casbox, "run", "--", "/bin/true", NULL},
+    };
+    bool present[C_COUNT];
+    double *t[C_COUNT], med[C_COUNT], load[3] = {0, 0, 0};
+    long rounds = argc > 1 ? strtol(argv[1], NULL, 10) : 200;
+    int rc = 0;
+
+    if (rounds <= 0 || rounds > 1000000) {
+        fprintf(stderr, "usage: %s [ROUNDS]\n", argv[0]);
+        return 2;
+    }
+    if (bench_casbox_path(casbox, sizeof(casbox)) != 0) {
+        fprintf(stderr, "casbox_run_bench: no casbox binary beside this one: set CASBOX\n");
+        return 1;
+    }
+    for (int c = 0; c < C_COUNT; c++) {
+        present[c] = access(cmds[c][0], X_OK) == 0;
+        t[c] = calloc((size_t)rounds, sizeof(double));
+        if (t[c] == NULL)
+            return 1;
+        if (present[c] && bench_spawn(cmds[c]) < 0) {
+            fprintf(stderr, "casbox_run_bench: '%s' does not run here; left out\n", bench_names[c]);
+            present[c] = false;
+        }
+    }
+    if (!present[C_CASBOX]) {
+        fprintf(stderr, "casbox_run_bench: %s run -- /bin/true failed\n", casbox);
+        return 1;
+    }
+    for (long r = 0; r < rounds && rc == 0; r++) {
+        for (int c = 0; c < C_COUNT; c++) {
+            if (!present[c])
+                continue;
+            t[c][r] = bench_spawn(cmds[c]);
+            if (t[c][r] < 0) {
+                fprintf(stderr, "casbox_run_bench: '%s' failed in round %ld\n", bench_names[c], r);
+                rc = 1;
+            }
+        }
+    }
+    if (rc != 0)
+        return rc;
+    if (getloadavg(load, 3) < 0)
+        load[0] = -1;
+    printf("casbox run start-to-exit, %ld rounds interleaved (load average %.2f)\n", rounds,
+           load[0]);
+    printf("%-40s %12s %12s %10s %10s\n", "contender", "median ms", "p90 ms", "vs true",
+           "vs bwrap");
+    for (int c = 0; c < C_COUNT; c++)
+        if (present[c])
+            med[c] = bench_percentile(t[c], (size_t)rounds, 50);
+    for (int c = 0; c < C_COUNT; c++) {
+        if (!present[c]) {
+            printf("%-40s %12s\n", bench_names[c], "(not installed)");
+            continue;
+        }
+        printf("%-40s %12.3f %12.3f %9.2fx", bench_names[c], med[c] / 1000,
+               bench_percentile(t[c], (size_t)rounds, 90) / 1000, med[c] / med[C_TRUE]);
+        if (present[C_BWRAP])
+            printf(" %9.2fx", med[c] / med[C_BWRAP]);
+        putchar('\n');
+    }
+    if (present[C_BWRAP])
+        printf("casbox run / bwrap = %.2f (target: at or under 0.50)\n",
+               med[C_CASBOX] / med[C_BWRAP]);
+    for (int c = 0; c < C_COUNT; c++)
+        free(t[c]);
+    return 0;
+}

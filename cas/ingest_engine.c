@@ -1,0 +1,403 @@
+/*
+ * ingest_engine.c - the batch ingestion engine's front: options, the pool of
+ * hashing threads, and cas_ingest_run, which picks the I/O path for a batch
+ * and gathers the results.
+ *
+ * The AUTO choice (figures in docs/ingestion.md): a handful of files stay on
+ * the caller's thread (starting threads costs more than they save); io_uring
+ * when a sample of the files is mostly not in the page cache (its queue
+ * depth is what wins on a cold disk) or when there are many small files (one
+ * batched system call costs less than one call per file, and a 4 KiB file
+ * hashes in under 3 us); otherwise the read() thread pool, which costs less
+ * CPU than handing each file from the ring's thread to a hasher once a file
+ * takes longer to hash than to open.
+ */
+#include "ingest_internal.h"
+#include "store_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+
+/* The kernel's struct cachestat_range / struct cachestat (Linux 6.5). */
+struct ingest_cachestat_range {
+    uint64_t off;
+    uint64_t len;
+};
+
+struct ingest_cachestat {
+    uint64_t nr_cache;
+    uint64_t nr_dirty;
+    uint64_t nr_writeback;
+    uint64_t nr_evicted;
+    uint64_t nr_recently_evicted;
+};
+
+static uint64_t ingest_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static unsigned ingest_cpus(void)
+{
+    cpu_set_t set;
+    long n;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+int cas_ingest_mode_parse(const char *s, enum cas_ingest_mode *out)
+{
+    if (s == NULL)
+        return -EINVAL;
+    if (s[0] == '\0' || strcmp(s, "auto") == 0)
+        *out = CAS_INGEST_AUTO;
+    else if (strcmp(s, "uring") == 0)
+        *out = CAS_INGEST_URING;
+    else if (strcmp(s, "threads") == 0)
+        *out = CAS_INGEST_THREADS;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+const char *cas_ingest_mode_name(enum cas_ingest_mode mode)
+{
+    switch (mode) {
+    case CAS_INGEST_AUTO:
+        return "auto";
+    case CAS_INGEST_URING:
+        return "uring";
+    case CAS_INGEST_THREADS:
+        return "threads";
+    }
+    return "?";
+}
+
+/* --- the pool --- */
+
+struct ingest_thread_arg {
+    struct cas_ingest *ing;
+    unsigned index; /* worker index, from 1 */
+    uint64_t seen;  /* the generation before the job it was started for */
+};
+
+static void *ingest_pool_main(void *p)
+{
+    struct ingest_thread_arg *arg = p;
+    struct cas_ingest *ing = arg->ing;
+    unsigned index = arg->index;
+    uint64_t seen = arg->seen;
+
+    free(arg);
+    pthread_mutex_lock(&ing->lock);
+    for (;;) {
+        while (!ing->quit && ing->generation == seen)
+            pthread_cond_wait(&ing->wake, &ing->lock);
+        if (ing->quit)
+            break;
+        seen = ing->generation;
+        if (index > ing->job_workers)
+            continue;
+        pthread_mutex_unlock(&ing->lock);
+        ing->job(ing, index);
+        pthread_mutex_lock(&ing->lock);
+        if (--ing->job_active == 0)
+            pthread_cond_broadcast(&ing->idle);
+    }
+    pthread_mutex_unlock(&ing->lock);
+    return NULL;
+}
+
+/* With ing->lock held: starts pool threads until `want` run. */
+static int ingest_pool_grow(struct cas_ingest *ing, unsigned want)
+{
+    while (ing->started < want) {
+        struct ingest_thread_arg *arg = malloc(sizeof(*arg));
+        int rc;
+
+        if (arg == NULL)
+            return -ENOMEM;
+        arg->ing = ing;
+        arg->index = ing->started + 1;
+        arg->seen = ing->generation;
+        rc = pthread_create(&ing->pool[ing->started], NULL, ingest_pool_main, arg);
+        if (rc != 0) {
+            free(arg);
+            return -rc;
+        }
+        ing->started++;
+    }
+    return 0;
+}
+
+int ingest_pool_start(struct cas_ingest *ing, void (*job)(struct cas_ingest *, unsigned),
+                      unsigned *workers)
+{
+    int rc;
+
+    pthread_mutex_lock(&ing->lock);
+    rc = ingest_pool_grow(ing, *workers);
+    if (ing->started < *workers)
+        *workers = ing->started;
+    ing->job = job;
+    ing->job_workers = *workers;
+    ing->job_active = *workers;
+    ing->generation++;
+    if (*workers > 0)
+        pthread_cond_broadcast(&ing->wake);
+    pthread_mutex_unlock(&ing->lock);
+    return *workers > 0 ? 0 : rc;
+}
+
+void ingest_pool_wait(struct cas_ingest *ing)
+{
+    pthread_mutex_lock(&ing->lock);
+    while (ing->job_active > 0)
+        pthread_cond_wait(&ing->idle, &ing->lock);
+    pthread_mutex_unlock(&ing->lock);
+}
+
+/* --- engine life --- */
+
+int cas_ingest_new(struct cas_store *s, const struct cas_ingest_options *opt,
+                   struct cas_ingest **out)
+{
+    struct cas_ingest *ing;
+    int rc;
+
+    *out = NULL;
+    if (opt != NULL &&
+        (opt->threads > CAS_INGEST_MAX_THREADS || opt->queue_depth > CAS_INGEST_MAX_QUEUE_DEPTH ||
+         opt->mode > CAS_INGEST_THREADS))
+        return -EINVAL;
+    ing = calloc(1, sizeof(*ing));
+    if (ing == NULL)
+        return -ENOMEM;
+    ing->s = s;
+    ing->mode = opt ? opt->mode : CAS_INGEST_AUTO;
+    ing->threads = opt && opt->threads ? opt->threads : ingest_cpus();
+    if (ing->threads > CAS_INGEST_MAX_THREADS)
+        ing->threads = CAS_INGEST_MAX_THREADS;
+    ing->queue_depth = opt && opt->queue_depth ? opt->queue_depth : INGEST_DEFAULT_QD;
+    ing->max_bytes = opt ? opt->max_bytes : 0;
+    ing->pid = getpid();
+    ing->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    ing->pool = calloc(ing->threads, sizeof(*ing->pool));
+    ing->workers = calloc(ing->threads + 1, sizeof(*ing->workers));
+    if (ing->md == NULL || ing->pool == NULL || ing->workers == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (unsigned i = 0; i <= ing->threads; i++) {
+        ing->workers[i].ctx = EVP_MD_CTX_new();
+        if (ing->workers[i].ctx == NULL) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+    }
+    rc = -pthread_mutex_init(&ing->lock, NULL);
+    if (rc < 0)
+        goto fail;
+    if (pthread_cond_init(&ing->wake, NULL) != 0 || pthread_cond_init(&ing->idle, NULL) != 0) {
+        /* Never fails on Linux; a half-made engine is not worth undoing. */
+        abort();
+    }
+    *out = ing;
+    return 0;
+fail:
+    if (ing->workers != NULL) {
+        for (unsigned i = 0; i <= ing->threads; i++)
+            EVP_MD_CTX_free(ing->workers[i].ctx);
+    }
+    free(ing->workers);
+    free(ing->pool);
+    EVP_MD_free(ing->md);
+    free(ing);
+    return rc;
+}
+
+void cas_ingest_free(struct cas_ingest *ing)
+{
+    if (ing == NULL)
+        return;
+    pthread_mutex_lock(&ing->lock);
+    ing->quit = true;
+    pthread_cond_broadcast(&ing->wake);
+    pthread_mutex_unlock(&ing->lock);
+    for (unsigned i = 0; i < ing->started; i++)
+        pthread_join(ing->pool[i], NULL);
+    ingest_uring_free(ing->ring);
+    for (unsigned i = 0; i <= ing->threads; i++) {
+        EVP_MD_CTX_free(ing->workers[i].ctx);
+        free(ing->workers[i].buf);
+    }
+    pthread_cond_destroy(&ing->idle);
+    pthread_cond_destroy(&ing->wake);
+    pthread_mutex_destroy(&ing->lock);
+    free(ing->workers);
+    free(ing->pool);
+    EVP_MD_free(ing->md);
+    free(ing);
+}
+
+/* --- choosing a path --- */
+
+/* What a sample of a batch looks like. */
+struct ingest_sample {
+    uint64_t cached; /* pages in the page cache */
+    uint64_t pages;  /* pages sampled */
+    uint64_t bytes;  /* sizes of the files sampled */
+    unsigned files;
+};
+
+/* Adds one file to the sample: its size and how much of it is cached. */
+static int ingest_sample_one(const struct cas_ingest_file *f, struct ingest_sample *sm)
+{
+    struct ingest_cachestat_range range = {0, 0};
+    struct ingest_cachestat cs;
+    struct stat st;
+    int fd, rc = 0;
+
+    fd = openat(f->dir_fd, f->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        goto out;
+    sm->files++;
+    sm->bytes += (uint64_t)st.st_size;
+    if (st.st_size == 0)
+        goto out;
+    if (syscall(__NR_cachestat, fd, &range, &cs, 0) == 0) {
+        sm->cached += cs.nr_cache;
+        sm->pages += ((uint64_t)st.st_size + INGEST_ALIGN - 1) / INGEST_ALIGN;
+    } else {
+        /* Before Linux 6.5: is the first page there? */
+        char byte;
+        struct iovec iov = {&byte, 1};
+        ssize_t n = preadv2(fd, &iov, 1, 0, RWF_NOWAIT);
+
+        sm->pages += 1;
+        if (n >= 0)
+            sm->cached += 1;
+        else if (errno != EAGAIN)
+            rc = -errno;
+    }
+out:
+    close(fd);
+    return rc;
+}
+
+/* io_uring for a batch whose sample is mostly out of the page cache (its
+ * queue depth is what wins on a cold disk), or for many small files (its
+ * batched system calls cost less than one call each, which matters when
+ * the file is cheap to hash); the thread pool otherwise. */
+static bool ingest_batch_wants_uring(const struct cas_ingest_file *files, size_t n)
+{
+    struct ingest_sample sm = {0};
+    size_t k = n < INGEST_SAMPLE_FILES ? n : INGEST_SAMPLE_FILES;
+
+    for (size_t i = 0; i < k; i++)
+        ingest_sample_one(&files[i * n / k], &sm);
+    if (sm.pages > 0 && sm.cached * 2 < sm.pages)
+        return true; /* cold */
+    return n >= INGEST_URING_SMALL_FILES && sm.files > 0 &&
+           sm.bytes / sm.files <= INGEST_URING_SMALL_BYTES;
+}
+
+static enum cas_ingest_mode ingest_choose(struct cas_ingest *ing, struct cas_ingest_file *files,
+                                          size_t n, unsigned *workers)
+{
+    enum cas_ingest_mode mode = ing->mode;
+
+    *workers = ing->threads > 1 ? ing->threads - 1 : 0;
+    if (mode == CAS_INGEST_AUTO) {
+        if (n <= INGEST_INLINE_MAX_FILES) {
+            *workers = 0;
+            return CAS_INGEST_THREADS;
+        }
+        mode = CAS_INGEST_THREADS;
+        if (n >= INGEST_URING_MIN_FILES && !ing->ring_failed && ingest_batch_wants_uring(files, n))
+            mode = CAS_INGEST_URING;
+    }
+    if (mode == CAS_INGEST_THREADS && *workers + 1 > n)
+        *workers = n > 0 ? (unsigned)n - 1 : 0;
+    return mode;
+}
+
+static void ingest_counts_add(struct cas_ingest_stats *st, const struct ingest_counts *c)
+{
+    st->files += c->files;
+    st->bytes += c->bytes;
+    st->renamed += c->renamed;
+    st->copied += c->copied;
+    st->present += c->present;
+    st->retries += c->retries;
+}
+
+int cas_ingest_run(struct cas_ingest *ing, struct cas_ingest_file *files, size_t n,
+                   struct cas_ingest_stats *stats)
+{
+    struct ingest_run run = {.files = files, .n = n};
+    struct cas_ingest_stats st = {0};
+    uint64_t start = ingest_now_us();
+    enum cas_ingest_mode mode;
+    unsigned workers;
+    int rc = 0;
+
+    atomic_init(&run.next, 0);
+    atomic_init(&run.reserved, 0);
+    atomic_init(&run.stop, false);
+    for (size_t i = 0; i < n; i++) {
+        files[i].error = -ECANCELED;
+        files[i].mode = 0;
+        memset(&files[i].digest, 0, sizeof(files[i].digest));
+    }
+    for (unsigned i = 0; i <= ing->threads; i++)
+        memset(&ing->workers[i].counts, 0, sizeof(ing->workers[i].counts));
+    ing->run = &run;
+    mode = ingest_choose(ing, files, n, &workers);
+    if (mode == CAS_INGEST_URING) {
+        rc = ingest_uring_run(ing);
+        if (rc == 0) {
+            workers = ing->threads;
+        } else {
+            ing->ring_failed = true;
+            mode = CAS_INGEST_THREADS;
+            workers = ing->threads > 1 ? ing->threads - 1 : 0;
+            if (workers + 1 > n)
+                workers = n > 0 ? (unsigned)n - 1 : 0;
+        }
+    }
+    if (mode == CAS_INGEST_THREADS)
+        ingest_threads_run(ing, workers);
+    ing->run = NULL;
+
+    st.mode = mode;
+    st.threads = mode == CAS_INGEST_URING ? workers : workers + 1;
+    for (unsigned i = 0; i <= ing->threads; i++)
+        ingest_counts_add(&st, &ing->workers[i].counts);
+    rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = files[i].error;
+    st.micros = ingest_now_us() - start;
+    if (stats != NULL)
+        *stats = st;
+    return rc;
+}
