@@ -102,7 +102,9 @@ int cas_writer_append(struct cas_writer *w, const void *buf, size_t len)
     if (len == 0)
         return 0;
     cas_hasher_update(w->hasher, buf, len);
-    if (w->used + len <= w->cap) {
+    /* A chunk of a whole buffer or more goes straight to the file: copying
+     * it into the buffer first would only add a memcpy. */
+    if (w->used + len <= w->cap && !(w->used == 0 && len >= w->cap)) {
         memcpy(w->buf + w->used, buf, len);
         w->used += len;
         goto out;
