@@ -100,7 +100,7 @@ start_casboxd "$E2E_TMP/state.0"
 prev_state="$E2E_TMP/state.0"
 casboxd_exec_enabled || e2e_fail "casboxd does not advertise execution (exec_enabled is false)"
 stage_workspace zlib
-cd "$WS_DIR"
+cd "$WS_DIR" || e2e_fail "cannot cd to $WS_DIR"
 
 log "warm-up: local build + test of zlib (not timed)"
 bazel_run "$E2E_LOG_DIR/warmup.log" test //... --jobs="$JOBS" --spawn_strategy=linux-sandbox
