@@ -70,7 +70,8 @@ struct options {
     bool cold;
     unsigned threads;
     unsigned qd;
-    double scale; /* file counts and large sizes multiplied by this */
+    double scale;     /* file counts and large sizes multiplied by this */
+    const char *sets; /* which sets: "small,medium,large" */
 };
 
 static unsigned bench_cpus(void)
@@ -599,13 +600,14 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [--dir DIR] [--rounds N] [--no-cold] [--threads N] [--queue-depth N]\n"
-            "          [--scale F]\n"
+            "          [--scale F] [--sets small,medium,large]\n"
             "  --dir DIR          where the files and stores go (default /var/tmp)\n"
             "  --rounds N         hot rounds, best kept (default 3)\n"
             "  --no-cold          skip the cold-cache runs (drop_caches, root only)\n"
             "  --threads N        engine hashing threads (default: CPUs)\n"
             "  --queue-depth N    engine io_uring files in flight (default 64)\n"
-            "  --scale F          multiply file counts and the large size (default 1)\n",
+            "  --scale F          multiply file counts and the large size (default 1)\n"
+            "  --sets LIST        which of small (4 KiB), medium (64 KiB), large (256 MiB)\n",
             argv0);
 }
 
@@ -618,10 +620,15 @@ int main(int argc, char **argv)
         {"threads", required_argument, NULL, 't'},
         {"queue-depth", required_argument, NULL, 'q'},
         {"scale", required_argument, NULL, 's'},
+        {"sets", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct bench b = {.o = {.base = "/var/tmp", .rounds = 3, .cold = true, .scale = 1}};
+    struct bench b = {.o = {.base = "/var/tmp",
+                            .rounds = 3,
+                            .cold = true,
+                            .scale = 1,
+                            .sets = "small,medium,large"}};
     struct file_set sets[3];
     char base[PATH_MAX];
     int opt, rc = 0;
@@ -645,6 +652,9 @@ int main(int argc, char **argv)
             break;
         case 's':
             b.o.scale = atof(optarg) > 0 ? atof(optarg) : 1;
+            break;
+        case 'S':
+            b.o.sets = optarg;
             break;
         default:
             usage(argv[0]);
@@ -680,6 +690,10 @@ int main(int argc, char **argv)
            "second (load %.1f)\n",
            b.limit / bench_cpus() / 1e6, bench_cpus(), b.limit / 1e6, b.hash_cpu / 1e6, loadavg());
     for (int i = 0; i < 3 && rc == 0; i++) {
+        static const char *const set_names[3] = {"small", "medium", "large"};
+
+        if (strstr(b.o.sets, set_names[i]) == NULL)
+            continue;
         rc = bench_set(&b, &sets[i]);
         if (rc != 0)
             fprintf(stderr, "%s: %s\n", sets[i].label, strerror(-rc));

@@ -117,7 +117,7 @@ int cas_store_put_file(struct cas_store *s, const char *path, bool unlink_source
 /* --- batch ingestion of files (cas/ingest_engine.c, ingest_uring.c, ingest_threads.c) ---
  *
  * Takes many existing files (an action's outputs) into the store at once:
- * statx, open, read (page-aligned buffers of at most 1 MiB) and close every
+ * statx, open, read (page-aligned buffers of 256 KiB) and close every
  * file, SHA-256 on a pool of hashing threads, then commit without copying
  * when possible. Two I/O paths behind one interface: io_uring batches (the
  * caller's thread drives the ring, the pool hashes and commits) and a plain

@@ -1,7 +1,7 @@
 /*
  * ingest_threads.c - the plain read() path: every worker (the caller and
  * the pool's threads) takes the next file of the run, statx, open, pread in
- * page-aligned 1 MiB pieces into its own buffer, hashes, commits and closes
+ * page-aligned 256 KiB pieces into its own buffer, hashes, commits and closes
  * it. No queue, no lock: one atomic counter hands out the files.
  *
  * Reads ask for one byte more than the snapshot's size when that fits the

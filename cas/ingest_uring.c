@@ -6,8 +6,8 @@
  *
  * Files below 128 KiB are read in one small buffer (one read asks for one
  * byte more than the snapshot's size, which notices growth); larger files in
- * 1 MiB pieces, at most URING_READS_PER_FILE in flight each, from a pool of
- * URING_LARGE_BUFS buffers handed out in the order files were started, so
+ * 256 KiB pieces, at most URING_READS_PER_FILE in flight each, from a pool
+ * of URING_LARGE_BUFS buffers handed out in the order files were started, so
  * that started files finish first. Both pools are registered with the ring
  * (READ_FIXED) when the memlock limit allows, else read plainly.
  *
@@ -33,8 +33,8 @@
 #include <unistd.h>
 
 #define URING_SMALL_MAX      (128 * 1024) /* files below this: one small buffer */
-#define URING_READS_PER_FILE 4
-#define URING_LARGE_BUFS     16
+#define URING_READS_PER_FILE 8            /* pieces in flight per file: 2 MiB */
+#define URING_LARGE_BUFS     64           /* pieces in flight in all: 16 MiB */
 
 enum uring_op { OP_WAKE = 1, OP_STATX, OP_OPEN, OP_READ, OP_CLOSE };
 

@@ -345,6 +345,12 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
                  cfg->exec_staging);
         return -EINVAL;
     }
+    if (strcmp(cfg->ingest_mode, "auto") != 0 && strcmp(cfg->ingest_mode, "uring") != 0 &&
+        strcmp(cfg->ingest_mode, "threads") != 0) {
+        snprintf(err, err_len, "[cas] ingest_mode '%s' is not auto, uring or threads",
+                 cfg->ingest_mode);
+        return -EINVAL;
+    }
     if (cfg->state_dir[0] == '\0') {
         snprintf(err, err_len, "no state directory: pass --state-dir or set [server] state_dir");
         return -EINVAL;

@@ -384,6 +384,7 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     struct action_stage_stats stage_stats;
     struct action_output_stats out_stats;
     struct action_output_limits limits;
+    struct cas_ingest_options ingest;
     struct action_spec_notes notes;
     struct sandbox_spec spec;
     struct sandbox_result res;
@@ -450,7 +451,13 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     times->output_upload_start = exec_now_us();
     limits.max_bytes = cfg.exec_max_output_bytes;
     limits.max_entries = cfg.exec_max_output_files;
-    if (action_outputs_collect(d->store, act, &scratch, &limits, &result, &out_stats, &st) != 0) {
+    memset(&ingest, 0, sizeof(ingest));
+    ingest.threads = (unsigned)cfg.ingest_threads;
+    ingest.queue_depth = (unsigned)cfg.ingest_queue_depth;
+    if (cas_ingest_mode_parse(cfg.ingest_mode, &ingest.mode) != 0)
+        ingest.mode = CAS_INGEST_AUTO;
+    if (action_outputs_collect_opts(d->store, act, &scratch, &limits, &ingest, &result, &out_stats,
+                                    &st) != 0) {
         /* Outputs the action got wrong (a limit, a path leaving the exec
          * root) fail the action, not the call: RESOURCE_EXHAUSTED would make
          * Bazel retry it, and the user would not see stdout and stderr. An
