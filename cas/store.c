@@ -215,6 +215,25 @@ static bool is_dot(const char *name)
     return strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
 }
 
+/* The next entry of dir other than "." and "..", with its lstat: 1, 0 at the
+ * end of the directory, or a negative errno. Entries that vanish while we
+ * look are skipped. */
+static int store_next_entry(DIR *dir, struct dirent **de, struct stat *st)
+{
+    for (;;) {
+        errno = 0;
+        *de = readdir(dir);
+        if (*de == NULL)
+            return -errno;
+        if (is_dot((*de)->d_name))
+            continue;
+        if (fstatat(dirfd(dir), (*de)->d_name, st, AT_SYMLINK_NOFOLLOW) == 0)
+            return 1;
+        if (errno != ENOENT)
+            return -errno;
+    }
+}
+
 /* Removes every file left in tmp/ by an earlier run (we hold the store lock,
  * so nobody else is writing there). Directories are left alone: they are not
  * ours and may hold mounts. */
@@ -230,20 +249,9 @@ static int store_clean_tmp(struct cas_store *s)
     for (;;) {
         struct stat st;
 
-        errno = 0;
-        de = readdir(dir);
-        if (de == NULL) {
-            ret = -errno;
+        ret = store_next_entry(dir, &de, &st);
+        if (ret <= 0)
             break;
-        }
-        if (is_dot(de->d_name))
-            continue;
-        if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-            if (errno == ENOENT)
-                continue;
-            ret = -errno;
-            break;
-        }
         if (S_ISDIR(st.st_mode))
             continue;
         if (unlinkat(dirfd(dir), de->d_name, 0) < 0 && errno != ENOENT) {
@@ -327,21 +335,10 @@ static int store_scan_shard(struct cas_store *s, const char *shard, struct scan_
         struct cas_digest d;
         struct stat st;
 
-        errno = 0;
-        de = readdir(dir);
-        if (de == NULL) {
-            ret = -errno;
+        ret = store_next_entry(dir, &de, &st);
+        if (ret <= 0)
             break;
-        }
         name = de->d_name;
-        if (is_dot(name))
-            continue;
-        if (fstatat(dirfd(dir), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-            if (errno == ENOENT)
-                continue;
-            ret = -errno;
-            break;
-        }
         if (S_ISDIR(st.st_mode))
             continue;
         if (!S_ISREG(st.st_mode) || strlen(name) != CAS_HASH_HEX ||
@@ -382,20 +379,9 @@ static int store_scan(struct cas_store *s)
     for (;;) {
         struct stat st;
 
-        errno = 0;
-        de = readdir(dir);
-        if (de == NULL) {
-            ret = -errno;
+        ret = store_next_entry(dir, &de, &st);
+        if (ret <= 0)
             break;
-        }
-        if (is_dot(de->d_name))
-            continue;
-        if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-            if (errno == ENOENT)
-                continue;
-            ret = -errno;
-            break;
-        }
         if (S_ISDIR(st.st_mode)) {
             if (strlen(de->d_name) != 2 || !is_lower_hex(de->d_name, 2))
                 continue; /* not ours; left alone */
