@@ -175,10 +175,11 @@ struct action_stage_stats {
     uint64_t files;
     uint64_t dirs;
     uint64_t symlinks;
-    uint64_t bytes;       /* sum of staged file sizes */
-    uint64_t exec_copies; /* executable copies made in exec_blob_dir by this call */
-    uint64_t copies;      /* files copied instead of linked (EMLINK) */
-    uint64_t micros;      /* wall time of action_stage_inputs */
+    uint64_t bytes;           /* sum of staged file sizes */
+    uint64_t exec_copies;     /* executable copies made in exec_blob_dir by this call */
+    uint64_t exec_copy_bytes; /* their total size */
+    uint64_t copies;          /* files copied instead of linked (EMLINK) */
+    uint64_t micros;          /* wall time of action_stage_inputs */
 };
 
 /* Materialises the input root under lower_dir (an existing, empty

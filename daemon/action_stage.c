@@ -156,8 +156,10 @@ static int make_exec_copy(struct stage_ctx *c, const struct cas_digest *d, const
         rc = -errno;
     if (rc != 0)
         unlink(tmp);
-    else
+    else {
         c->stats->exec_copies++;
+        c->stats->exec_copy_bytes += (uint64_t)d->size;
+    }
 out:
     close(src);
     return rc;

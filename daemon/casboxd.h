@@ -17,6 +17,13 @@ struct bytestream_uploads;
 struct exec_service;
 struct casfs;
 
+/* The executable-copy cache of hardlink staging (exec_copies.c). */
+struct exec_copies {
+    pthread_rwlock_t lock; /* shared while staging, exclusive to empty it */
+    uint64_t bytes;        /* copied since it was last emptied (atomic) */
+    uint64_t max_bytes;    /* execution.exec_copy_cache_bytes */
+};
+
 struct casboxd {
     /* The effective configuration. Keys that SIGHUP may change are read
      * through casboxd_config_snapshot; the others never change after start. */
@@ -28,6 +35,7 @@ struct casboxd {
     struct bytestream_uploads *uploads;
     struct exec_service *exec; /* NULL when execution is off */
     struct casfs *fs;          /* the FUSE input-tree mount; NULL: hardlink staging */
+    struct exec_copies copies;
 };
 
 /* A consistent copy of the configuration (reload.c). */

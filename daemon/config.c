@@ -97,6 +97,9 @@ static const struct config_key config_keys[] = {
          "total bytes of outputs one action may produce (0 = none)"),
     SIZE("execution", "max_output_files", exec_max_output_files, 0, 100000000,
          "output files one action may produce (0 = none)"),
+    SIZE("execution", "exec_copy_cache_bytes", exec_copy_cache_bytes, 0, 1024 * TIB,
+         "hardlink staging: bytes of 0555 copies of executable inputs kept before the cache is "
+         "emptied"),
     SIZE("execution", "operation_retention", operation_retention, 1, 86400 * 7,
          "seconds a finished operation stays available to WaitExecution"),
     BOOL("execution", "allow_network", exec_allow_network,
@@ -146,6 +149,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->exec_stdio_bytes = 64 * MIB;
     cfg->exec_max_output_bytes = 16 * GIB;
     cfg->exec_max_output_files = 1000000;
+    cfg->exec_copy_cache_bytes = 1 * GIB;
     cfg->operation_retention = 600;
     cfg->exec_allow_network = false;
     snprintf(cfg->exec_seccomp, sizeof(cfg->exec_seccomp), "default");

@@ -47,6 +47,7 @@ struct casbox_config {
     uint64_t exec_stdio_bytes;     /* cap on each of stdout and stderr */
     uint64_t exec_max_output_bytes;
     uint64_t exec_max_output_files;
+    uint64_t exec_copy_cache_bytes;
     uint64_t operation_retention;        /* seconds a finished operation stays queryable */
     bool exec_allow_network;             /* honour the platform property network=on */
     char exec_seccomp[256];              /* default | strict | none | /path/to/policy */

@@ -16,6 +16,9 @@
 #include "casboxd.h"
 #include "reapi.h"
 
+struct action;
+struct action_stage_stats;
+
 struct exec_service;
 struct action; /* a loaded, checked action (action.h) */
 
@@ -47,6 +50,15 @@ void exec_action_free(struct action *act);
 /* Removes scratch directories left by a previous run and the executable-copy
  * cache; called at start-up before any action runs. */
 int exec_scratch_reset(struct casboxd *d);
+
+/* The executable-copy cache (exec_copies.c): exec_copies_stage stages an
+ * input root by hardlinks (action_stage_inputs) with dir as the cache and
+ * empties the cache afterwards when it has grown past its bound. */
+void exec_copies_init(struct exec_copies *c, uint64_t max_bytes);
+void exec_copies_destroy(struct exec_copies *c);
+int exec_copies_stage(struct exec_copies *c, struct cas_store *cas, const struct action *act,
+                      const char *lower_dir, const char *dir, struct action_stage_stats *stats,
+                      struct reapi_status *st);
 
 /* Runs one loaded action to completion on the calling slot thread: fills
  * *response (an ExecuteResponse, packed, malloc'd) (exec_pipeline.c). */

@@ -427,7 +427,8 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
             goto respond;
         stage_stats.micros = exec_now_us() - start;
     } else {
-        rc = action_stage_inputs(d->store, act, scratch.lower, exec_blobs, &stage_stats, &st);
+        rc = exec_copies_stage(&d->copies, d->store, act, scratch.lower, exec_blobs, &stage_stats,
+                               &st);
         if (rc != 0)
             goto respond;
     }

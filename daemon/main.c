@@ -290,6 +290,7 @@ int main(int argc, char **argv)
         config_print(&d.cfg, stdout);
         return 0;
     }
+    exec_copies_init(&d.copies, d.cfg.exec_copy_cache_bytes);
     if (log_parse_level(d.cfg.log_level, &level) == 0)
         log_set_level(level);
 
@@ -380,6 +381,7 @@ out:
     cas_store_close(d.store);
     if (d.spawner != NULL)
         sandbox_spawner_stop(d.spawner);
+    exec_copies_destroy(&d.copies);
     if (status == 0)
         LOG_I("stopped");
     return status;

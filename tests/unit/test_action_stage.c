@@ -9,6 +9,8 @@
 
 #include <sys/sysmacros.h>
 
+#include "exec.h"
+
 struct stage_fixture {
     struct th_env env;
     char exec_dir[PATH_MAX + 16];
@@ -362,10 +364,93 @@ static void test_remove_tree_hostile(void **state)
     th_env_teardown(&env);
 }
 
+/* Counts the entries of the executable-copy cache (its <aa> shards' files). */
+static int count_exec_copies(const char *dir)
+{
+    char cmd[PATH_MAX + 64];
+    int n = -1;
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd), "find '%s' -type f | wc -l", dir);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_int_equal(fscanf(p, "%d", &n), 1);
+    pclose(p);
+    return n;
+}
+
+/* The cache keeps copies under its bound and is emptied past it, while the
+ * staged trees keep working 0555 files with the right bytes. */
+static void test_stage_exec_copy_bound(void **state)
+{
+    struct stage_fixture f;
+    struct action_scratch s1, s2;
+    struct action_stage_stats stats;
+    struct exec_copies copies;
+    struct reapi_status st;
+    struct stat s;
+
+    (void)state;
+    fixture_setup(&f, false);
+    /* Bound above one copy: the copy stays and is reused by the next stage. */
+    exec_copies_init(&copies, strlen(tool_text));
+    assert_int_equal(action_scratch_create(f.base, "b1", &s1), 0);
+    reapi_status_init(&st);
+    assert_int_equal(
+        exec_copies_stage(&copies, f.env.cas, f.act, s1.lower, f.exec_dir, &stats, &st), 0);
+    reapi_status_free(&st);
+    assert_int_equal(stats.exec_copies, 1);
+    assert_int_equal(stats.exec_copy_bytes, strlen(tool_text));
+    assert_int_equal(count_exec_copies(f.exec_dir), 1);
+    exec_copies_destroy(&copies);
+
+    /* Bound 0: the cache is emptied after each stage; staged links survive. */
+    exec_copies_init(&copies, 0);
+    assert_int_equal(action_scratch_create(f.base, "b2", &s2), 0);
+    reapi_status_init(&st);
+    assert_int_equal(
+        exec_copies_stage(&copies, f.env.cas, f.act, s2.lower, f.exec_dir, &stats, &st), 0);
+    reapi_status_free(&st);
+    assert_int_equal(stats.exec_copies, 0); /* linked from the copy the first stage made */
+    assert_int_equal(count_exec_copies(f.exec_dir), 1);
+    reapi_status_init(&st);
+    assert_int_equal(action_scratch_remove(&s2), 0);
+    assert_int_equal(action_scratch_create(f.base, "b3", &s2), 0);
+    assert_int_equal(
+        exec_copies_stage(&copies, f.env.cas, f.act, s2.lower, f.exec_dir, &stats, &st), 0);
+    reapi_status_free(&st);
+    assert_int_equal(stats.exec_copies, 0);
+    assert_int_equal(count_exec_copies(f.exec_dir), 1); /* nothing new copied: no trim */
+    exec_copies_destroy(&copies);
+
+    /* A fresh copy past a bound of 0 empties the cache. */
+    assert_int_equal(action_remove_tree(f.exec_dir), 0);
+    assert_int_equal(mkdir(f.exec_dir, 0700), 0);
+    exec_copies_init(&copies, 0);
+    assert_int_equal(action_scratch_remove(&s2), 0);
+    assert_int_equal(action_scratch_create(f.base, "b4", &s2), 0);
+    reapi_status_init(&st);
+    assert_int_equal(
+        exec_copies_stage(&copies, f.env.cas, f.act, s2.lower, f.exec_dir, &stats, &st), 0);
+    reapi_status_free(&st);
+    assert_int_equal(stats.exec_copies, 1);
+    assert_int_equal(count_exec_copies(f.exec_dir), 0);
+    lstat_at(s2.lower, "tool.sh", &s);
+    assert_int_equal(s.st_mode & 07777, 0555);
+    expect_content(s2.lower, "tool.sh", tool_text);
+    expect_content(s1.lower, "sub/tool.sh", tool_text);
+    exec_copies_destroy(&copies);
+
+    assert_int_equal(action_scratch_remove(&s1), 0);
+    assert_int_equal(action_scratch_remove(&s2), 0);
+    fixture_teardown(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stage_tree),
+        cmocka_unit_test(test_stage_exec_copy_bound),
         cmocka_unit_test(test_stage_working_directory),
         cmocka_unit_test(test_stage_lists_evicted_blobs),
         cmocka_unit_test(test_stage_output_parent_is_file),
