@@ -25,6 +25,7 @@
 #include "casfs.h"
 #include "exec.h"
 #include "log.h"
+#include "rootless.h"
 
 static void usage(FILE *out)
 {
@@ -170,6 +171,29 @@ static void main_fuse_log(void *arg, const char *line)
     LOG_W("%s", line);
 }
 
+/* An unprivileged casboxd that may use FUSE enters a user and mount
+ * namespace of its own, where it may mount it without fusermount3
+ * (rootless.c). Before the spawner and any thread. */
+static int main_enter_rootless(const struct casbox_config *cfg)
+{
+    int rc, unshare_errno;
+
+    if (geteuid() == 0 || !cfg->exec_enabled || strcmp(cfg->exec_staging, "hardlink") == 0)
+        return 0;
+    rc = rootless_enter_namespace(&unshare_errno);
+    if (rc != 0) {
+        fprintf(stderr, "casboxd: cannot set up its own user namespace: %s\n", strerror(-rc));
+        return rc;
+    }
+    if (unshare_errno != 0)
+        LOG_I("rootless: no user namespace of its own (%s); FUSE needs fusermount3",
+              strerror(unshare_errno));
+    else
+        LOG_I("rootless: running in a user and mount namespace of its own (uid %u) for FUSE",
+              (unsigned)geteuid());
+    return 0;
+}
+
 /* [execution] staging: mounts the FUSE input-tree filesystem at
  * <state>/cas/fuse for fuse and auto (auto falls back to hardlinks). */
 static int main_staging_start(struct casboxd *d)
@@ -305,6 +329,8 @@ int main(int argc, char **argv)
         return 1;
     main_raise_nofile();
     main_tune_malloc();
+    if (main_enter_rootless(&d.cfg) != 0)
+        return 1;
     if (d.cfg.exec_enabled) {
         /* Before grpc_init: the spawner must be forked while single-threaded. */
         rc = sandbox_spawner_start(&d.spawner);

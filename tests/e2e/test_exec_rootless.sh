@@ -19,6 +19,12 @@
 #   4. casboxd exits 0 on SIGTERM (lib.sh), and no process of its tree
 #      (spawner, supervisors, sandboxed commands) is left behind.
 #
+# With E2E_ROOTLESS_STAGING=fuse (test_fuse_rootless.sh) all of it runs with
+# execution.staging=fuse: casboxd mounts its FUSE input filesystem in a user
+# and mount namespace of its own (daemon/rootless.c), /dev/fuse being made
+# 0666 for the test as distributions ship it (restored afterwards), and every
+# action must have been staged through FUSE.
+#
 # Knobs: E2E_ROOTLESS_USER (default casbox-rootless), E2E_JOBS (default 4),
 # and lib.sh's.
 source "$(dirname "$0")/lib.sh"
@@ -35,6 +41,19 @@ if ! id -u "$user" > /dev/null 2>&1; then
   fi
 fi
 uid="$(id -u "$user")"
+staging="${E2E_ROOTLESS_STAGING:-hardlink}"
+case "$staging" in
+  hardlink) ;;
+  fuse)
+    [ -c /dev/fuse ] || e2e_skip "no /dev/fuse"
+    fuse_mode="$(stat -c %a /dev/fuse)"
+    restore_fuse() { chmod "$fuse_mode" /dev/fuse; }
+    e2e_on_exit restore_fuse
+    chmod 0666 /dev/fuse
+    CASBOXD_ARGS="${CASBOXD_ARGS:-} --set execution.staging=fuse"
+    ;;
+  *) e2e_fail "E2E_ROOTLESS_STAGING=$staging: want hardlink or fuse" ;;
+esac
 gid="$(id -g "$user")"
 [ "$uid" != 0 ] || e2e_fail "user $user has uid 0"
 max_userns="$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo 1)"
@@ -107,8 +126,25 @@ e2e_on_exit record_tree     # runs before it
 duid="$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$CASBOXD_PID/status")"
 [ "$duid" = "$uid $uid $uid $uid" ] || e2e_fail "casboxd (pid $CASBOXD_PID) runs with uids '$duid', want $uid ($user)"
 dcap="$(awk '/^CapEff:/ { print $2 }' "/proc/$CASBOXD_PID/status")"
-[ "$dcap" = 0000000000000000 ] || e2e_fail "casboxd as $user has effective capabilities $dcap"
-log "casboxd runs as $user (uid $uid), no capabilities"
+if [ "$staging" = fuse ]; then
+  # Capabilities, but only over its own user namespace, which maps nothing
+  # but the user's uid: no privilege on the host.
+  [ "$(readlink "/proc/$CASBOXD_PID/ns/user")" != "$(readlink /proc/self/ns/user)" ] ||
+    e2e_fail "casboxd as $user with staging=fuse is in the host's user namespace"
+  umap="$(awk '{ print $1, $2, $3 }' "/proc/$CASBOXD_PID/uid_map" | paste -sd';')"
+  [ "$umap" = "$uid $uid 1" ] || e2e_fail "casboxd's user namespace maps '$umap', want '$uid $uid 1'"
+  log "casboxd runs as $user (uid $uid) in a user namespace of its own mapping only $uid"
+else
+  [ "$dcap" = 0000000000000000 ] || e2e_fail "casboxd as $user has effective capabilities $dcap"
+  log "casboxd runs as $user (uid $uid), no capabilities"
+fi
+if [ "$staging" = fuse ]; then
+  grep -q "input staging: fuse" "$CASBOXD_LOG" ||
+    e2e_fail "casboxd as $user did not mount FUSE (log $CASBOXD_LOG)"
+  grep -q "rootless: running in a user and mount namespace of its own" "$CASBOXD_LOG" ||
+    e2e_fail "casboxd as $user did not enter its own namespaces (log $CASBOXD_LOG)"
+  log "casboxd as $user mounted FUSE in its own user namespace"
+fi
 casboxd_exec_enabled || e2e_fail "casboxd as $user does not advertise execution"
 
 # -- a real Bazel build, every action remote -------------------------------------------
@@ -225,6 +261,13 @@ e2e_run "$PY" "$E2E_TMP/rootless_check.py" "$CASBOXD_TARGET" "$uid" "$gid" "$ust
   e2e_fail "sandboxed action checks as $user failed (casboxd log $CASBOXD_LOG)"
 
 casboxd_alive || e2e_fail "casboxd died"
+if [ "$staging" = fuse ]; then
+  staged_hl="$(grep -c ' staged [0-9]* files in ' "$CASBOXD_LOG" || true)"
+  staged_fuse="$(grep -c ' fuse tree of [0-9]* files in ' "$CASBOXD_LOG" || true)"
+  [ "$staged_hl" = 0 ] && [ "$staged_fuse" -ge "$((ran + 3))" ] ||
+    e2e_fail "want every action staged through FUSE: $staged_fuse fuse, $staged_hl hardlink (log $CASBOXD_LOG)"
+  log "ok: $staged_fuse actions staged through FUSE as $user"
+fi
 record_tree
 stop_casboxd || e2e_fail "casboxd did not stop cleanly"
 check_tree || e2e_fail "processes of casboxd (user $user) survived it"
