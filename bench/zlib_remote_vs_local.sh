@@ -20,7 +20,9 @@
 #
 # Reuses the end-to-end harness (tests/e2e/lib.sh): CASBOXD, CASBOXD_ARGS,
 # BAZEL_BIN, E2E_LOG_DIR, E2E_KEEP_TMP, CASBOX_TEST_CACHE work as there.
-# BENCH_JOBS sets --jobs for both modes (default 8). Logs: $E2E_LOG_DIR
+# BENCH_JOBS sets --jobs for both modes (default 8); BENCH_PROFILE=1 also
+# writes Bazel's profile of each timed build beside its log (MODE.N.profile.gz;
+# `bazel analyze-profile` reads it). Logs: $E2E_LOG_DIR
 # (default /tmp/casbox-e2e-logs-UID/zlib_remote_vs_local).
 # A benchmark, not a test: it never judges the times, and exits non-zero
 # only when a build or a check failed.
@@ -46,6 +48,7 @@ median() {
 timed_test() {
   local logf="$1" t0 t1
   shift
+  [ -n "${BENCH_PROFILE:-}" ] && set -- "$@" --profile="${logf%.log}.profile.gz"
   bazel_run "${logf%.log}.clean.log" clean
   t0="$EPOCHREALTIME"
   bazel_run "$logf" test //... --jobs="$JOBS" --verbose_failures "$@"
