@@ -70,8 +70,9 @@ struct options {
     bool cold;
     unsigned threads;
     unsigned qd;
-    double scale;     /* file counts and large sizes multiplied by this */
-    const char *sets; /* which sets: "small,medium,large" */
+    double scale;        /* file counts and large sizes multiplied by this */
+    const char *sets;    /* which sets: "small,medium,large" */
+    const char *methods; /* which methods (the loop always runs), NULL: all */
 };
 
 static unsigned bench_cpus(void)
@@ -378,6 +379,12 @@ enum method {
     M_COUNT
 };
 
+/* Names for --methods. */
+static const char *const method_keys[M_COUNT] = {
+    "loop",      "pool",          "threads",     "uring",      "auto",
+    "sha256sum", "store-threads", "store-uring", "store-auto",
+};
+
 static const char *const method_names[M_COUNT] = {
     "read()+SHA-256 loop, 1 thread",
     "read() pool",
@@ -399,6 +406,25 @@ struct bench {
     int store_seq;
     const char *auto_path[2]; /* what auto took: hash only, with store */
 };
+
+/* Whether --methods asks for m: a comma-separated list of method_keys. */
+static bool method_wanted(const struct options *o, enum method m)
+{
+    size_t len = strlen(method_keys[m]);
+
+    if (m == M_LOOP || o->methods == NULL)
+        return true;
+    for (const char *p = o->methods; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+
+        if (n == len && strncmp(p, method_keys[m], n) == 0)
+            return true;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return false;
+}
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -533,6 +559,8 @@ static int bench_set(struct bench *b, struct file_set *s)
         for (size_t i = 0; i < sizeof(hot_order) / sizeof(hot_order[0]); i++) {
             struct result r;
 
+            if (!method_wanted(&b->o, hot_order[i]))
+                continue;
             rc = run_method(b, s, hot_order[i], false, &r);
             if (rc != 0) {
                 fprintf(stderr, "%s, %s: %s\n", s->label, method_names[hot_order[i]],
@@ -544,6 +572,8 @@ static int bench_set(struct bench *b, struct file_set *s)
         }
     }
     for (size_t i = 0; i < sizeof(store_order) / sizeof(store_order[0]); i++) {
+        if (!method_wanted(&b->o, store_order[i]))
+            continue;
         rc = run_method(b, s, store_order[i], false, &hot[store_order[i]]);
         if (rc != 0)
             return rc;
@@ -554,10 +584,14 @@ static int bench_set(struct bench *b, struct file_set *s)
         return 0;
     load0 = loadavg();
     rc = set_write(s, 1); /* the store runs moved the files away */
-    for (size_t i = 0; rc == 0 && i < sizeof(hot_order) / sizeof(hot_order[0]); i++)
-        rc = run_method(b, s, hot_order[i], true, &cold[hot_order[i]]);
-    for (size_t i = 0; rc == 0 && i < sizeof(store_order) / sizeof(store_order[0]); i++)
-        rc = run_method(b, s, store_order[i], true, &cold[store_order[i]]);
+    for (size_t i = 0; rc == 0 && i < sizeof(hot_order) / sizeof(hot_order[0]); i++) {
+        if (method_wanted(&b->o, hot_order[i]))
+            rc = run_method(b, s, hot_order[i], true, &cold[hot_order[i]]);
+    }
+    for (size_t i = 0; rc == 0 && i < sizeof(store_order) / sizeof(store_order[0]); i++) {
+        if (method_wanted(&b->o, store_order[i]))
+            rc = run_method(b, s, store_order[i], true, &cold[store_order[i]]);
+    }
     if (rc == -EPERM) {
         printf("\n%s, cold cache: skipped (drop_caches needs root)\n", s->label);
         return 0;
@@ -598,17 +632,20 @@ static void set_free(struct file_set *s)
 
 static void usage(const char *argv0)
 {
-    fprintf(stderr,
-            "usage: %s [--dir DIR] [--rounds N] [--no-cold] [--threads N] [--queue-depth N]\n"
-            "          [--scale F] [--sets small,medium,large]\n"
-            "  --dir DIR          where the files and stores go (default /var/tmp)\n"
-            "  --rounds N         hot rounds, best kept (default 3)\n"
-            "  --no-cold          skip the cold-cache runs (drop_caches, root only)\n"
-            "  --threads N        engine hashing threads (default: CPUs)\n"
-            "  --queue-depth N    engine io_uring files in flight (default 64)\n"
-            "  --scale F          multiply file counts and the large size (default 1)\n"
-            "  --sets LIST        which of small (4 KiB), medium (64 KiB), large (256 MiB)\n",
-            argv0);
+    fprintf(
+        stderr,
+        "usage: %s [--dir DIR] [--rounds N] [--no-cold] [--threads N] [--queue-depth N]\n"
+        "          [--scale F] [--sets small,medium,large] [--methods LIST]\n"
+        "  --dir DIR          where the files and stores go (default /var/tmp)\n"
+        "  --rounds N         hot rounds, best kept (default 3)\n"
+        "  --no-cold          skip the cold-cache runs (drop_caches, root only)\n"
+        "  --threads N        engine hashing threads (default: CPUs)\n"
+        "  --queue-depth N    engine io_uring files in flight (default 64)\n"
+        "  --scale F          multiply file counts and the large size (default 1)\n"
+        "  --sets LIST        which of small (4 KiB), medium (64 KiB), large (256 MiB)\n"
+        "  --methods LIST     which of loop (always run), pool, threads, uring, auto,\n"
+        "                     sha256sum, store-threads, store-uring, store-auto (default all)\n",
+        argv0);
 }
 
 int main(int argc, char **argv)
@@ -621,6 +658,7 @@ int main(int argc, char **argv)
         {"queue-depth", required_argument, NULL, 'q'},
         {"scale", required_argument, NULL, 's'},
         {"sets", required_argument, NULL, 'S'},
+        {"methods", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -655,6 +693,9 @@ int main(int argc, char **argv)
             break;
         case 'S':
             b.o.sets = optarg;
+            break;
+        case 'M':
+            b.o.methods = optarg;
             break;
         default:
             usage(argv[0]);

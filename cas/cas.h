@@ -120,9 +120,10 @@ int cas_store_put_file(struct cas_store *s, const char *path, bool unlink_source
  * statx, open, read (page-aligned buffers of 256 KiB) and close every
  * file, SHA-256 on a pool of hashing threads, then commit without copying
  * when possible. Two I/O paths behind one interface: io_uring batches (the
- * caller's thread drives the ring, the pool hashes and commits) and a plain
- * read() thread pool (each thread does a whole file). docs/ingestion.md has
- * the figures behind the auto choice.
+ * caller's thread drives the ring, the pool hashes and commits) and a
+ * thread pool (each thread does whole files: small ones batched through its
+ * own ring, larger ones with pread). docs/ingestion.md has the figures
+ * behind the auto choice.
  *
  * Commit, per file: a blob already present costs nothing. A file that may be
  * moved (move = true: the caller owns it as scratch), lives on the store's
@@ -190,8 +191,8 @@ void cas_ingest_free(struct cas_ingest *ing);
  * opt->max_bytes (that file and later ones fail; the store is never left
  * with a partial blob). AUTO picks: the caller's thread alone for up to 4
  * files; for 8 or more, io_uring when a sample of them is mostly not in the
- * page cache (cold) or when 64 or more average 16 KiB or less; else the
- * thread pool. stats may be NULL. */
+ * page cache (cold); else the thread pool (whose workers batch small files
+ * through their own rings). stats may be NULL. */
 int cas_ingest_run(struct cas_ingest *ing, struct cas_ingest_file *files, size_t n,
                    struct cas_ingest_stats *stats);
 

@@ -6,11 +6,10 @@
  * The AUTO choice (figures in docs/ingestion.md): a handful of files stay on
  * the caller's thread (starting threads costs more than they save); io_uring
  * when a sample of the files is mostly not in the page cache (its queue
- * depth is what wins on a cold disk) or when there are many small files (one
- * batched system call costs less than one call per file, and a 4 KiB file
- * hashes in under 3 us); otherwise the read() thread pool, which costs less
- * CPU than handing each file from the ring's thread to a hasher once a file
- * takes longer to hash than to open.
+ * depth is what wins on a cold disk); otherwise the thread pool, where each
+ * worker does whole files itself (small ones batched through its own ring),
+ * which costs less CPU than handing each file from the ring's thread to a
+ * hasher, for any size.
  */
 #include "ingest_internal.h"
 #include "store_internal.h"
@@ -247,6 +246,7 @@ void cas_ingest_free(struct cas_ingest *ing)
     for (unsigned i = 0; i <= ing->threads; i++) {
         EVP_MD_CTX_free(ing->workers[i].ctx);
         free(ing->workers[i].buf);
+        ingest_batch_free(ing->workers[i].batch);
     }
     pthread_cond_destroy(&ing->idle);
     pthread_cond_destroy(&ing->wake);
@@ -304,10 +304,10 @@ out:
     return rc;
 }
 
-/* io_uring for a batch whose sample is mostly out of the page cache (its
- * queue depth is what wins on a cold disk), or for many small files (its
- * batched system calls cost less than one call each, which matters when
- * the file is cheap to hash); the thread pool otherwise. */
+/* io_uring for a batch whose sample is mostly out of the page cache: its
+ * queue depth (statx and open on io-wq, many reads in flight) is what wins
+ * on a cold disk. A hot batch goes to the thread pool, whose workers batch
+ * small files through their own rings with no hand-off between threads. */
 static bool ingest_batch_wants_uring(const struct cas_ingest_file *files, size_t n)
 {
     struct ingest_sample sm = {0};
@@ -315,10 +315,7 @@ static bool ingest_batch_wants_uring(const struct cas_ingest_file *files, size_t
 
     for (size_t i = 0; i < k; i++)
         ingest_sample_one(&files[i * n / k], &sm);
-    if (sm.pages > 0 && sm.cached * 2 < sm.pages)
-        return true; /* cold */
-    return n >= INGEST_URING_SMALL_FILES && sm.files > 0 &&
-           sm.bytes / sm.files <= INGEST_URING_SMALL_BYTES;
+    return sm.pages > 0 && sm.cached * 2 < sm.pages;
 }
 
 static enum cas_ingest_mode ingest_choose(struct cas_ingest *ing, struct cas_ingest_file *files,

@@ -30,15 +30,25 @@
  * buffers of at most 1 MiB are 2-3x faster than malloc'd ones (PLATFORM.md
  * §4); 256 KiB, which stays in a Zen 3 core's 512 KiB L2 between the copy and
  * the hash, cost 10-17% less CPU than 1 MiB here (docs/ingestion.md). */
-#define INGEST_CHUNK             (256 * 1024)
-#define INGEST_ALIGN             4096
-#define INGEST_TRIES             3           /* reads of a file that keeps changing */
-#define INGEST_DEFAULT_QD        64          /* io_uring files in flight */
-#define INGEST_INLINE_MAX_FILES  4           /* AUTO: this few files stay on the caller's thread */
-#define INGEST_URING_MIN_FILES   8           /* AUTO: fewer files never use the ring (nor sample) */
-#define INGEST_SAMPLE_FILES      4           /* AUTO: files whose page-cache residency is sampled */
-#define INGEST_URING_SMALL_FILES 64          /* AUTO: this many files ... */
-#define INGEST_URING_SMALL_BYTES (16 * 1024) /* ... this small on average: io_uring when hot */
+#define INGEST_CHUNK            (256 * 1024)
+#define INGEST_ALIGN            4096
+#define INGEST_TRIES            3  /* reads of a file that keeps changing */
+#define INGEST_DEFAULT_QD       64 /* io_uring files in flight */
+#define INGEST_INLINE_MAX_FILES 4  /* AUTO: this few files stay on the caller's thread */
+#define INGEST_URING_MIN_FILES  8  /* AUTO: fewer files never use the ring (nor sample) */
+#define INGEST_SAMPLE_FILES     4  /* AUTO: files whose page-cache residency is sampled */
+/* Threads path: small files go through the worker's own ring in batches of
+ * INGEST_BATCH_FILES or INGEST_BATCH_BYTES, whichever comes first (one
+ * submission opens them all, one reads them all, one closes them all; the
+ * bytes bound keeps a batch in a Zen 3 core's 512 KiB L2 between the copy
+ * and the hash), each read into its own INGEST_BATCH_CAP slot of the
+ * worker's arena; a file must be smaller than that (the read asks one byte
+ * more) to be batched. Runs of fewer than INGEST_BATCH_MIN_FILES files do
+ * not batch (the ring's set-up would cost more). */
+#define INGEST_BATCH_FILES     32
+#define INGEST_BATCH_BYTES     (256 * 1024)
+#define INGEST_BATCH_CAP       (128 * 1024)
+#define INGEST_BATCH_MIN_FILES 8
 
 /* What a file looked like at its first statx; compared after reading. */
 struct ingest_snap {
@@ -55,9 +65,13 @@ struct ingest_counts {
     uint64_t files, bytes, renamed, copied, present, retries;
 };
 
+struct ingest_batch; /* ingest_threads.c */
+
 struct ingest_worker {
     EVP_MD_CTX *ctx;
-    uint8_t *buf; /* INGEST_CHUNK bytes, page-aligned; made on first use */
+    uint8_t *buf;               /* INGEST_CHUNK bytes, page-aligned; made on first use */
+    struct ingest_batch *batch; /* the threads path's ring; made on first use */
+    bool batch_failed;          /* no ring for this worker: file by file */
     struct ingest_counts counts;
 };
 
@@ -146,6 +160,7 @@ int cas_ingest_present(struct cas_store *s, const struct cas_digest *d, dev_t de
 /* Runs ing->run with `workers` pool threads besides the caller (0: the
  * caller alone). */
 void ingest_threads_run(struct cas_ingest *ing, unsigned workers);
+void ingest_batch_free(struct ingest_batch *b);
 /* -ENOSYS (or another errno) when the ring cannot be set up: nothing was
  * done, and the caller falls back to the threads path. */
 int ingest_uring_run(struct cas_ingest *ing);
