@@ -66,6 +66,9 @@ int rpc_call_request(struct rpc_call *call, const ProtobufCMessageDescriptor *de
  * of the stream, -EINVAL when it does not parse, -ECANCELED when the call died. */
 int rpc_call_recv(struct rpc_call *call, const ProtobufCMessageDescriptor *desc,
                   ProtobufCMessage **out);
+/* The same without decoding: 1 with *out set (destroy it with
+ * grpc_byte_buffer_destroy), 0 at the end of the stream, -ECANCELED. */
+int rpc_call_recv_buffer(struct rpc_call *call, grpc_byte_buffer **out);
 /* Sends one message of a stream; -ECANCELED when the client went away. */
 int rpc_call_send(struct rpc_call *call, const ProtobufCMessage *msg);
 /* Sends one message already encoded (data, len); destroy(user_data) is called

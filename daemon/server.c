@@ -152,10 +152,8 @@ int rpc_call_request(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
     return rpc_unpack(c->payload, desc, out);
 }
 
-int rpc_call_recv(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
-                  ProtobufCMessage **out)
+int rpc_call_recv_buffer(struct rpc_call *c, grpc_byte_buffer **out)
 {
-    grpc_byte_buffer *bb = NULL;
     grpc_op ops[2];
     size_t n = 0;
     int rc;
@@ -167,21 +165,32 @@ int rpc_call_recv(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
         n++;
     }
     ops[n].op = GRPC_OP_RECV_MESSAGE;
-    ops[n].data.recv_message.recv_message = &bb;
+    ops[n].data.recv_message.recv_message = out;
     n++;
     rc = rpc_call_run_batch(c, ops, n);
     c->sent_initial_md = true;
-    if (rc != 0)
-        goto out;
-    if (bb == NULL)
-        return 0; /* the client half-closed: end of stream */
+    if (rc != 0) {
+        if (*out != NULL)
+            grpc_byte_buffer_destroy(*out);
+        *out = NULL;
+        return rc;
+    }
+    return *out != NULL ? 1 : 0; /* NULL: the client half-closed */
+}
+
+int rpc_call_recv(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
+                  ProtobufCMessage **out)
+{
+    grpc_byte_buffer *bb = NULL;
+    int rc;
+
+    *out = NULL;
+    rc = rpc_call_recv_buffer(c, &bb);
+    if (rc <= 0)
+        return rc;
     rc = rpc_unpack(bb, desc, out);
-    if (rc == 0)
-        rc = 1;
-out:
-    if (bb != NULL)
-        grpc_byte_buffer_destroy(bb);
-    return rc;
+    grpc_byte_buffer_destroy(bb);
+    return rc == 0 ? 1 : rc;
 }
 
 static int rpc_call_send_buffer(struct rpc_call *c, grpc_byte_buffer *bb)

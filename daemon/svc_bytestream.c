@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "casboxd.h"
+#include "write_request.h"
 #include "log.h"
 #include "reapi.h"
 
@@ -278,13 +279,53 @@ out:
 
 /* --- Write --- */
 
-typedef Google__Bytestream__WriteRequest WriteRequest;
+/* Frees the previous message of a Write stream, if any. */
+static void bytestream_recv_done(grpc_byte_buffer **bb, struct write_request *wr,
+                                 struct write_request **req)
+{
+    if (*req != NULL)
+        write_request_free(wr);
+    *req = NULL;
+    if (*bb != NULL)
+        grpc_byte_buffer_destroy(*bb);
+    *bb = NULL;
+}
+
+/* The next WriteRequest of the stream, decoded in place (write_request.c):
+ * 1 with *req = wr, 0 at the end of the stream, -EINVAL when it does not
+ * parse, -ECANCELED when the call died. */
+static int bytestream_recv(struct rpc_call *call, grpc_byte_buffer **bb, struct write_request *wr,
+                           struct write_request **req)
+{
+    int rc;
+
+    bytestream_recv_done(bb, wr, req);
+    rc = rpc_call_recv_buffer(call, bb);
+    if (rc <= 0)
+        return rc;
+    rc = write_request_decode(*bb, wr);
+    *req = wr; /* freed by the next call or bytestream_recv_done, also on failure */
+    if (rc != 0)
+        return rc == -ENOMEM ? -ECANCELED : -EINVAL;
+    return 1;
+}
+
+/* Hashes and writes the data of one WriteRequest from grpc's slices. */
+static int bytestream_append(struct cas_writer *w, const struct write_request *req)
+{
+    int rc = 0;
+
+    for (size_t i = 0; rc == 0 && i < req->n_spans; i++)
+        rc = cas_writer_append(w, req->spans[i].data, req->spans[i].len);
+    return rc;
+}
 
 static void bytestream_write(void *ctx, struct rpc_call *call)
 {
     struct casboxd *d = ctx;
     Google__Bytestream__WriteResponse resp = GOOGLE__BYTESTREAM__WRITE_RESPONSE__INIT;
-    WriteRequest *req = NULL;
+    struct write_request wr, *req = NULL;
+    grpc_byte_buffer *bb = NULL;
     struct upload *up = NULL;
     struct reapi_resource res;
     struct reapi_status st;
@@ -293,8 +334,7 @@ static void bytestream_write(void *ctx, struct rpc_call *call)
     int rc;
 
     reapi_status_init(&st);
-    rc = rpc_call_recv(call, &google__bytestream__write_request__descriptor,
-                       (ProtobufCMessage **)&req);
+    rc = bytestream_recv(call, &bb, &wr, &req);
     if (rc <= 0) {
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
                          rc == 0 ? "Write stream had no request" : "WriteRequest not parseable");
@@ -373,14 +413,14 @@ static void bytestream_write(void *ctx, struct rpc_call *call)
             keep = true; /* the committed bytes are still good */
             goto out;
         }
-        if (req->write_offset + (int64_t)req->data.len > res.digest.size) {
+        if (req->write_offset + (int64_t)req->data_len > res.digest.size) {
             reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
                              "data runs to %" PRId64 " bytes, past the digest's size %" PRId64,
-                             req->write_offset + (int64_t)req->data.len, res.digest.size);
+                             req->write_offset + (int64_t)req->data_len, res.digest.size);
             goto out;
         }
-        if (!existed && req->data.len > 0) {
-            rc = cas_writer_append(up->writer, req->data.data, req->data.len);
+        if (!existed && req->data_len > 0) {
+            rc = bytestream_append(up->writer, req);
             if (rc != 0) {
                 reapi_status_set(
                     &st, rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
@@ -389,7 +429,7 @@ static void bytestream_write(void *ctx, struct rpc_call *call)
             }
         }
         if (req->finish_write) {
-            int64_t total = req->write_offset + (int64_t)req->data.len;
+            int64_t total = req->write_offset + (int64_t)req->data_len;
 
             if (total != res.digest.size) {
                 reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
@@ -419,10 +459,7 @@ static void bytestream_write(void *ctx, struct rpc_call *call)
             resp.committed_size = res.digest.size;
             break;
         }
-        protobuf_c_message_free_unpacked(&req->base, NULL);
-        req = NULL;
-        rc = rpc_call_recv(call, &google__bytestream__write_request__descriptor,
-                           (ProtobufCMessage **)&req);
+        rc = bytestream_recv(call, &bb, &wr, &req);
         if (rc == 0) {
             /* Closed without finish_write: keep it for resumption. */
             resp.committed_size = existed ? res.digest.size : cas_writer_offset(up->writer);
@@ -437,7 +474,7 @@ static void bytestream_write(void *ctx, struct rpc_call *call)
             keep = rc != -EINVAL;
             goto out;
         }
-        if (req->resource_name != NULL && req->resource_name[0] != '\0') {
+        if (req->resource_name[0] != '\0') {
             struct reapi_resource again;
 
             if (reapi_resource_parse_write(req->resource_name, &again) != 0 ||
@@ -456,8 +493,7 @@ out:
               st.message);
     rpc_call_finish(call, &resp.base, &st);
     reapi_status_free(&st);
-    if (req != NULL)
-        protobuf_c_message_free_unpacked(&req->base, NULL);
+    bytestream_recv_done(&bb, &wr, &req);
 }
 
 static void bytestream_query_write_status(void *ctx, struct rpc_call *call)
