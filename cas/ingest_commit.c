@@ -5,8 +5,12 @@
  *
  * Commit rules (cas.h). The fast path renames the file into the store: it
  * needs move, the store's filesystem, one link, and no process holding the
- * file open for writing. The last is probed with a read lease, which the
- * kernel refuses (EAGAIN) while any open file description has the inode
+ * file open for writing. It is made 0444 and renamed straight to its blob
+ * name; the store checks (fstatat: same inode, size and mtime as the
+ * snapshot, one link) before indexing it, so no reader sees it unchecked
+ * (cas_store_commit_moved). When a file already sits under that name, the
+ * older route through a private name in tmp/ and a second rename is taken. The last is probed with
+ * a read lease, which the kernel refuses (EAGAIN) while any open file description has the inode
  * open for writing, writable shared mappings included. Once renamed, the
  * inode has no name but the store's and no writer, so no later write can
  * reach it. The lease is held only between two fcntl calls; its break signal
@@ -129,12 +133,19 @@ static int ingest_lease_probe(int fd)
     return 0;
 }
 
-/* Moves the source to a private name in the store's tmp/, checks that it is
- * still the snapshot's inode, unwritten and with one link, makes it 0444 and
- * commits it. -EAGAIN when the rename is refused (copy instead), -ESTALE when
- * the file changed (its name is given back). */
-static int ingest_commit_rename(struct cas_store *s, pid_t pid, const struct cas_ingest_file *f,
-                                int fd, const struct ingest_snap *snap, const struct cas_digest *d)
+/* What cas_store_commit_moved checks after its rename: the snapshot's
+ * inode, unwritten, with no other name. */
+static bool ingest_check_moved(const struct stat *st, const void *arg)
+{
+    return ingest_snap_same(arg, st) && st->st_nlink == 1 && S_ISREG(st->st_mode);
+}
+
+/* The temp route: moves the source to a private name in the store's tmp/,
+ * checks that it is still the snapshot's inode, unwritten and with one
+ * link, and commits it (a second rename). -EAGAIN when the rename is refused
+ * (copy instead), -ESTALE when the file changed (its name is given back). */
+static int ingest_commit_via_tmp(struct cas_store *s, pid_t pid, const struct cas_ingest_file *f,
+                                 const struct ingest_snap *snap, const struct cas_digest *d)
 {
     char tmp[PATH_MAX];
     struct stat now;
@@ -159,12 +170,8 @@ static int ingest_commit_rename(struct cas_store *s, pid_t pid, const struct cas
         rc = -errno;
         goto give_back;
     }
-    if (!ingest_snap_same(snap, &now) || now.st_nlink != 1) {
+    if (!ingest_check_moved(&now, snap)) {
         rc = -ESTALE;
-        goto give_back;
-    }
-    if (fchmod(fd, 0444) < 0) {
-        rc = -errno;
         goto give_back;
     }
     return cas_store_commit(s, tmp, d, (uint64_t)now.st_ino, true);
@@ -172,6 +179,28 @@ give_back:
     if (renameat2(AT_FDCWD, tmp, f->dir_fd, f->name, RENAME_NOREPLACE) < 0)
         unlink(tmp);
     return rc;
+}
+
+/* Moves the source into the store, made 0444 first (so that it is never
+ * writable under a blob name): one rename straight to its blob name, which
+ * the store checks against the snapshot before indexing it; the temp route
+ * when that is not possible. 1 when the blob turned out to be present (the
+ * source stays); -EAGAIN: copy instead; -ESTALE: it changed. */
+static int ingest_commit_rename(struct cas_store *s, pid_t pid, const struct cas_ingest_file *f,
+                                int fd, const struct ingest_snap *snap, const struct cas_digest *d)
+{
+    int rc;
+
+    if (fchmod(fd, 0444) < 0)
+        return errno == EPERM || errno == EROFS ? -EAGAIN : -errno;
+    rc = cas_store_commit_moved(s, f->dir_fd, f->name, d, ingest_check_moved, snap);
+    if (rc == 1)
+        return 1; /* committed meanwhile by someone else: the source stays */
+    if (rc == -ENOENT)
+        return -ESTALE; /* gone since the statx */
+    if (rc != -EAGAIN)
+        return rc;
+    return ingest_commit_via_tmp(s, pid, f, snap, d);
 }
 
 /* The file's bytes are in `whole`: writes them to a new temp file and
@@ -260,6 +289,10 @@ int ingest_commit(struct cas_ingest *ing, struct ingest_worker *w, struct cas_in
     }
     if (f->move && snap->dev == s->dev && snap->nlink == 1 && ingest_lease_probe(fd) == 0) {
         rc = ingest_commit_rename(s, ing->pid, f, fd, snap, d);
+        if (rc == 1) {
+            w->counts.present++; /* committed meanwhile by another thread */
+            return 0;
+        }
         if (rc == 0)
             w->counts.renamed++;
         if (rc != -EAGAIN)

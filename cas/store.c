@@ -984,37 +984,14 @@ int cas_store_blob_path(struct cas_store *s, const struct cas_digest *d, char *b
 
 /* --- the write side --- */
 
-int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas_digest *d,
-                     uint64_t ino, bool verified)
+/* With name_lock held, after the file for d was renamed to rel: indexes it
+ * (or updates its entry) and evicts what the limit asks. When it cannot be
+ * indexed it is unlinked, since it would never be evicted. */
+static int store_index_committed(struct cas_store *s, const struct cas_digest *d, const char *rel,
+                                 uint64_t ino, bool verified)
 {
-    char rel[CAS_BLOB_RELPATH];
     struct store_entry *e, *victims = NULL;
-    bool consumed = false;
-    int ret;
-
-    if (cas_digest_is_empty(d)) {
-        ret = store_ensure_empty(s);
-        goto out;
-    }
-    cas_blob_relpath(d, rel);
-    pthread_mutex_lock(&s->name_lock);
-    pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, d->hash);
-    if (e != NULL && e->verified && e->size == d->size) {
-        /* Already there and known good: keep it, drop ours. */
-        store_index_touch(&s->index, e);
-        pthread_mutex_unlock(&s->index_lock);
-        ret = 0;
-        goto out_unlock;
-    }
-    pthread_mutex_unlock(&s->index_lock);
-
-    /* Atomic: readers see the old file (if any, identical or unverified) or
-     * ours, never a partial one. */
-    ret = cas_rename_into_shard(tmp_path, s->blobs_fd, rel);
-    if (ret < 0)
-        goto out_unlock;
-    consumed = true;
+    int ret = 0;
 
     pthread_mutex_lock(&s->index_lock);
     e = store_index_find(&s->index, d->hash);
@@ -1028,17 +1005,117 @@ int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas
         victims = store_evict_collect(s, e);
     pthread_mutex_unlock(&s->index_lock);
     if (ret < 0) {
-        /* Not indexed, so it must not stay: it would never be evicted. */
         if (unlinkat(s->blobs_fd, rel, 0) < 0 && errno != ENOENT)
             ret = -errno;
+        return ret;
+    }
+    return store_evict_unlink(s, victims);
+}
+
+/* With name_lock held: true (and the entry touched) when d is indexed,
+ * verified and of the right size. */
+static bool store_has_verified(struct cas_store *s, const struct cas_digest *d)
+{
+    struct store_entry *e;
+    bool has;
+
+    pthread_mutex_lock(&s->index_lock);
+    e = store_index_find(&s->index, d->hash);
+    has = e != NULL && e->verified && e->size == d->size;
+    if (has)
+        store_index_touch(&s->index, e);
+    pthread_mutex_unlock(&s->index_lock);
+    return has;
+}
+
+int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas_digest *d,
+                     uint64_t ino, bool verified)
+{
+    char rel[CAS_BLOB_RELPATH];
+    bool consumed = false;
+    int ret;
+
+    if (cas_digest_is_empty(d)) {
+        ret = store_ensure_empty(s);
+        goto out;
+    }
+    cas_blob_relpath(d, rel);
+    pthread_mutex_lock(&s->name_lock);
+    if (store_has_verified(s, d)) {
+        /* Already there and known good: keep it, drop ours. */
+        ret = 0;
         goto out_unlock;
     }
-    ret = store_evict_unlink(s, victims);
+
+    /* Atomic: readers see the old file (if any, identical or unverified) or
+     * ours, never a partial one. */
+    ret = cas_rename_into_shard(tmp_path, s->blobs_fd, rel);
+    if (ret < 0)
+        goto out_unlock;
+    consumed = true;
+    ret = store_index_committed(s, d, rel, ino, verified);
 out_unlock:
     pthread_mutex_unlock(&s->name_lock);
 out:
     if (!consumed && unlink(tmp_path) < 0 && errno != ENOENT && ret == 0)
         ret = -errno;
+    return ret;
+}
+
+/* renameat2(dir_fd/name -> blobs/rel, RENAME_NOREPLACE), creating the shard
+ * directory if someone removed it. */
+static int store_rename_noreplace(struct cas_store *s, int dir_fd, const char *name,
+                                  const char *rel)
+{
+    char shard[3] = {rel[0], rel[1], '\0'};
+    int ret;
+
+    if (renameat2(dir_fd, name, s->blobs_fd, rel, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != ENOENT || faccessat(dir_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    ret = mkdirat_exist_ok(s->blobs_fd, shard);
+    if (ret < 0)
+        return ret;
+    return renameat2(dir_fd, name, s->blobs_fd, rel, RENAME_NOREPLACE) < 0 ? -errno : 0;
+}
+
+int cas_store_commit_moved(struct cas_store *s, int dir_fd, const char *name,
+                           const struct cas_digest *d, cas_store_check_fn *check, const void *arg)
+{
+    char rel[CAS_BLOB_RELPATH];
+    struct stat st;
+    int ret;
+
+    if (cas_digest_is_empty(d))
+        return -EAGAIN;
+    cas_blob_relpath(d, rel);
+    pthread_mutex_lock(&s->name_lock);
+    if (store_has_verified(s, d)) {
+        ret = 1;
+        goto out;
+    }
+    ret = store_rename_noreplace(s, dir_fd, name, rel);
+    if (ret == -EEXIST || ret == -EINVAL || ret == -EXDEV || ret == -EPERM || ret == -EACCES ||
+        ret == -EROFS || ret == -EBUSY || ret == -ENOTDIR)
+        ret = -EAGAIN; /* a file is there already, or no direct rename: the temp route */
+    if (ret < 0)
+        goto out;
+    /* Not indexed yet, so no reader can reach it: check that the name held
+     * the file the caller hashed, unchanged, before anything can. */
+    if (fstatat(s->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        ret = -errno;
+    } else if (!check(&st, arg)) {
+        ret = -ESTALE;
+    } else {
+        ret = store_index_committed(s, d, rel, (uint64_t)st.st_ino, true);
+        goto out;
+    }
+    /* Give the name back (or drop the file when that is taken meanwhile). */
+    if (renameat2(s->blobs_fd, rel, dir_fd, name, RENAME_NOREPLACE) < 0)
+        unlinkat(s->blobs_fd, rel, 0);
+out:
+    pthread_mutex_unlock(&s->name_lock);
     return ret;
 }
 

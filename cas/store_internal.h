@@ -79,4 +79,21 @@ int cas_store_temp_create(struct cas_store *s, const char *prefix, char path[PAT
 int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas_digest *d,
                      uint64_t ino, bool verified);
 
+/* Checks an fstatat of the file just renamed to its blob name. */
+struct stat;
+typedef bool cas_store_check_fn(const struct stat *st, const void *arg);
+
+/* Commits a complete file that the caller hashed to d through an fd it holds
+ * and made 0444 (an action's output it may move): renames dir_fd/name
+ * straight to its blob name (RENAME_NOREPLACE), then, before it is indexed
+ * and so before any reader can reach it, checks with check(st, arg) that the
+ * name held the very file hashed, unchanged; only then indexes it as
+ * verified. All under name_lock, so one rename instead of two through tmp/.
+ * 0 committed; 1 already present and verified (nothing moved); -EAGAIN
+ * when no direct rename is possible (a file is already under that name,
+ * another filesystem, ...; commit through tmp/ instead); -ESTALE when the
+ * check fails (the file gets its name back). */
+int cas_store_commit_moved(struct cas_store *s, int dir_fd, const char *name,
+                           const struct cas_digest *d, cas_store_check_fn *check, const void *arg);
+
 #endif
