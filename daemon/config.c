@@ -108,6 +108,8 @@ static const struct config_key config_keys[] = {
     STR("execution", exec_staging, "input staging: hardlink, fuse or auto"),
     SIZE("execution", "fuse_threads", exec_fuse_threads, 1, 256,
          "threads serving the FUSE input-tree mount (staging = fuse or auto)"),
+    STR("execution", exec_fuse_passthrough,
+        "FUSE passthrough for input reads: auto (when the kernel and CAP_SYS_ADMIN allow) or off"),
     STR("execution", exec_accepted_properties,
         "comma-separated platform property names accepted and ignored"),
 };
@@ -155,6 +157,7 @@ void config_init_defaults(struct casbox_config *cfg)
     snprintf(cfg->exec_seccomp, sizeof(cfg->exec_seccomp), "default");
     snprintf(cfg->exec_staging, sizeof(cfg->exec_staging), "hardlink");
     cfg->exec_fuse_threads = 8;
+    snprintf(cfg->exec_fuse_passthrough, sizeof(cfg->exec_fuse_passthrough), "auto");
 }
 
 int config_parse_size(const char *s, uint64_t *out)
@@ -347,6 +350,12 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         strcmp(cfg->exec_staging, "auto") != 0) {
         snprintf(err, err_len, "[execution] staging '%s' is not hardlink, fuse or auto",
                  cfg->exec_staging);
+        return -EINVAL;
+    }
+    if (strcmp(cfg->exec_fuse_passthrough, "auto") != 0 &&
+        strcmp(cfg->exec_fuse_passthrough, "off") != 0) {
+        snprintf(err, err_len, "[execution] fuse_passthrough '%s' is not auto or off",
+                 cfg->exec_fuse_passthrough);
         return -EINVAL;
     }
     if (strcmp(cfg->ingest_mode, "auto") != 0 && strcmp(cfg->ingest_mode, "uring") != 0 &&

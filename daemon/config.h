@@ -53,6 +53,7 @@ struct casbox_config {
     char exec_seccomp[256];              /* default | strict | none | /path/to/policy */
     char exec_staging[16];               /* hardlink | fuse | auto */
     uint64_t exec_fuse_threads;          /* FUSE request threads (fuse/casfs.h) */
+    char exec_fuse_passthrough[8];       /* auto | off: FUSE passthrough (docs/fuse.md) */
     char exec_accepted_properties[1024]; /* comma-separated property names to accept */
 };
 

@@ -209,6 +209,8 @@ static int main_staging_start(struct casboxd *d)
     }
     snprintf(mnt, sizeof(mnt), "%s/cas/fuse", d->cfg.state_dir);
     opt.mountpoint = mnt;
+    if (casfs_passthrough_parse(d->cfg.exec_fuse_passthrough, &opt.passthrough) != 0)
+        return -EINVAL; /* config_check refuses it first */
     rc = casfs_mount(d->store, &opt, &d->fs);
     if (rc == 0) {
         LOG_I("input staging: fuse, mounted on %s with %u threads (execution.staging = %s)", mnt,

@@ -188,6 +188,7 @@ int casfs_tree_add(struct casfs *fs, const char *name, const struct cas_digest *
 static void tree_read_stats(struct casfs_tree *tree, struct casfs_tree_stats *out)
 {
     out->files_opened = atomic_load(&tree->files_opened);
+    out->files_passthrough = atomic_load(&tree->files_passthrough);
     out->bytes_read = atomic_load(&tree->bytes_read);
 }
 
@@ -288,6 +289,17 @@ const char *casfs_mountpoint(const struct casfs *fs)
     return fs->mountpoint;
 }
 
+int casfs_passthrough_parse(const char *s, enum casfs_passthrough_mode *out)
+{
+    if (strcmp(s, "auto") == 0)
+        *out = CASFS_PASSTHROUGH_AUTO;
+    else if (strcmp(s, "off") == 0)
+        *out = CASFS_PASSTHROUGH_OFF;
+    else
+        return -EINVAL;
+    return 0;
+}
+
 int casfs_mount(struct cas_store *cas, const struct casfs_options *opt, struct casfs **out)
 {
     char *argv[] = {"casfs", "-o", "ro,default_permissions,fsname=casfs,subtype=casfs", NULL};
@@ -317,6 +329,7 @@ int casfs_mount(struct cas_store *cas, const struct casfs_options *opt, struct c
     fs->log_arg = opt->log_arg;
     fs->root.mode = S_IFDIR | 0755;
     atomic_init(&fs->root.nlookup, 1);
+    casfs_pt_init(fs, opt->passthrough != CASFS_PASSTHROUGH_OFF);
     rc = casfs_dircache_init(&fs->cache, opt->dir_cache);
     if (rc != 0)
         goto out;
@@ -343,7 +356,9 @@ int casfs_mount(struct cas_store *cas, const struct casfs_options *opt, struct c
         fs->se = NULL;
         goto out;
     }
-    rc = -pthread_create(&fs->loop_thread, NULL, casfs_loop_thread, fs);
+    rc = casfs_pt_attach(fs);
+    if (rc == 0)
+        rc = -pthread_create(&fs->loop_thread, NULL, casfs_loop_thread, fs);
     if (rc != 0) {
         fuse_session_unmount(fs->se);
         fuse_session_destroy(fs->se);
@@ -357,6 +372,7 @@ int casfs_mount(struct cas_store *cas, const struct casfs_options *opt, struct c
         goto out;
     }
     fs->dev = st.st_dev;
+    casfs_pt_probe(fs);
     *out = fs;
     return 0;
 out:
@@ -366,6 +382,7 @@ out:
     }
     fuse_opt_free_args(&args);
     casfs_dircache_destroy(&fs->cache);
+    casfs_pt_destroy(fs);
     pthread_mutex_destroy(&fs->lock);
     free(fs->mountpoint);
     free(fs);
@@ -427,6 +444,7 @@ void casfs_unmount(struct casfs *fs)
         casfs_tree_unref(tree);
     }
     casfs_dircache_destroy(&fs->cache);
+    casfs_pt_destroy(fs);
     pthread_mutex_destroy(&fs->lock);
     free(fs->mountpoint);
     free(fs);

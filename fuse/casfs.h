@@ -8,7 +8,9 @@
  * size and executable bit from the FileNode (mode 0444 or 0555, directories
  * 0755, all owned by the mounting user, a fixed mtime); symlinks are served as
  * declared. No file content is read until a file is opened: open opens the
- * CAS blob (cas_store_open_blob) and reads are spliced from that fd. Writes of
+ * CAS blob (cas_store_open_blob); with FUSE passthrough (Linux >= 6.9, a
+ * daemon with CAP_SYS_ADMIN) the kernel then reads the blob file itself,
+ * otherwise reads are spliced from that fd by casfs. Writes of
  * any kind fail with EROFS (the mount is read-only); an action writes through
  * an overlay whose lower layer is its tree here. A blob that cannot be read
  * gives EIO and a log line naming the digest.
@@ -22,6 +24,7 @@
 #ifndef CASBOX_CASFS_H
 #define CASBOX_CASFS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,10 +36,16 @@
 
 struct casfs;
 
+enum casfs_passthrough_mode {
+    CASFS_PASSTHROUGH_AUTO = 0, /* when the kernel and our privileges allow it */
+    CASFS_PASSTHROUGH_OFF,      /* reads always served by casfs */
+};
+
 struct casfs_options {
     const char *mountpoint; /* created if missing; a stale mount on it is detached first */
     unsigned threads;       /* request threads, 1 .. CASFS_MAX_THREADS (0: 8) */
     size_t dir_cache;       /* decoded Directory messages kept (0: CASFS_DEFAULT_DIRCACHE) */
+    enum casfs_passthrough_mode passthrough;
     /* Where error lines go (one line, no newline); NULL: stderr. */
     void (*log)(void *arg, const char *line);
     void *log_arg;
@@ -56,14 +65,21 @@ int casfs_mount(struct cas_store *cas, const struct casfs_options *opt, struct c
  * NULL is fine. */
 void casfs_unmount(struct casfs *fs);
 const char *casfs_mountpoint(const struct casfs *fs);
+/* Whether opens of regular files use FUSE passthrough (decided at mount,
+ * logged once; may turn off later if the kernel refuses a backing file). */
+bool casfs_passthrough_active(const struct casfs *fs);
+/* Parses "auto" or "off"; -EINVAL otherwise. */
+int casfs_passthrough_parse(const char *s, enum casfs_passthrough_mode *out);
 
 /* Makes <mountpoint>/<name> the tree of root (a Directory digest). Nothing is
  * read from the CAS here. name is one path component; -EEXIST when taken. */
 int casfs_tree_add(struct casfs *fs, const char *name, const struct cas_digest *root);
 
 struct casfs_tree_stats {
-    uint64_t files_opened; /* successful opens of regular files */
-    uint64_t bytes_read;   /* bytes replied to reads */
+    uint64_t files_opened;      /* successful opens of regular files */
+    uint64_t files_passthrough; /* those of them served by FUSE passthrough */
+    uint64_t bytes_read;        /* bytes replied to reads (read path only: the kernel
+                                 * reads passthrough files without asking casfs) */
 };
 
 /* The counters of a tree; -ENOENT when there is no such tree. */

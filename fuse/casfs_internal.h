@@ -62,6 +62,7 @@ struct casfs_tree {
     char *name;
     struct cas_digest root;
     atomic_uint_fast64_t files_opened;
+    atomic_uint_fast64_t files_passthrough;
     atomic_uint_fast64_t bytes_read;
     atomic_uint refs; /* the tree list's while listed, plus one per inode */
     struct casfs_tree *next;
@@ -69,12 +70,64 @@ struct casfs_tree {
 
 struct casfs_inode {
     atomic_uint_fast64_t nlookup;
+    /* Passthrough (passthrough.c), under fs->pt.lock: the backing file's
+     * id while the inode has passthrough opens, how many, and whether its
+     * backing open failed (then it stays on the read path). */
+    int32_t backing_id;
+    uint32_t backing_opens;
+    bool no_passthrough;
     struct casfs_tree *tree;         /* NULL for the mount root */
     mode_t mode;                     /* S_IFDIR|0755, S_IFREG|0444/0555, S_IFLNK|0777 */
     struct cas_digest digest;        /* Directory digest, or the file's blob */
     char *target;                    /* symlink target */
     struct casfs_inode *prev, *next; /* every live inode, for unmount */
 };
+
+/* --- passthrough (passthrough.c) --- */
+
+/* An OPEN reply the writing thread is about to send, to be marked for
+ * passthrough by the session's writev. Lives on casfs_open's stack. */
+struct casfs_pt_pending {
+    pthread_t thread;
+    int32_t backing_id;
+    bool patched;
+    struct casfs_pt_pending *next;
+};
+
+struct casfs_passthrough {
+    bool wanted;           /* options: passthrough not off */
+    int dev_fd;            /* the session's /dev/fuse fd, for the backing ioctls */
+    atomic_bool init_seen; /* the INIT request went by */
+    uint64_t kernel_flags; /* its flags (flags2 << 32 included) */
+    uint64_t init_unique;  /* the INIT reply to patch; 0 once written */
+    bool offered;          /* the INIT reply accepted FUSE_PASSTHROUGH */
+    atomic_bool active;    /* backing files work: regular files pass through */
+    atomic_uint npatch;    /* replies waiting to be patched (INIT, pending opens) */
+    pthread_mutex_t lock;  /* pending, and the inodes' backing fields */
+    struct casfs_pt_pending *pending;
+    char why[160]; /* why passthrough is off */
+};
+
+/* FUSE file handle of a passthrough open (others hold the blob's fd). */
+#define CASFS_FH_PASSTHROUGH UINT64_MAX
+
+int casfs_pt_init(struct casfs *fs, bool wanted);
+void casfs_pt_destroy(struct casfs *fs);
+/* Routes the mounted session's I/O through passthrough.c. */
+int casfs_pt_attach(struct casfs *fs);
+/* After INIT: decides whether passthrough is active, logs it once. */
+void casfs_pt_probe(struct casfs *fs);
+/* The backing id for an open of inode: 0 with *backing_id set (the inode's
+ * id, or a new one from *blob_fd, which is then closed and set to -1);
+ * -EAGAIN when *blob_fd is needed (open the blob, call again);
+ * -EOPNOTSUPP when this open must use the read path. */
+int casfs_pt_backing_get(struct casfs *fs, struct casfs_inode *inode, int *blob_fd,
+                         int32_t *backing_id);
+/* A passthrough open of inode ended; the last one closes the backing id. */
+void casfs_pt_backing_put(struct casfs *fs, struct casfs_inode *inode);
+/* fuse_reply_open with FOPEN_PASSTHROUGH and backing_id set. */
+int casfs_pt_reply_open(struct casfs *fs, fuse_req_t req, struct fuse_file_info *fi,
+                        int32_t backing_id);
 
 struct casfs {
     struct cas_store *cas;
@@ -89,6 +142,7 @@ struct casfs {
     int loop_rc;
 
     struct casfs_dircache cache;
+    struct casfs_passthrough pt;
 
     pthread_mutex_t lock; /* trees, inodes */
     struct casfs_tree *trees;

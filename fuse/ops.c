@@ -11,9 +11,11 @@
  * per-directory child table is kept. Inode numbers are inode addresses
  * (passthrough_ll's idiom); the mount root is FUSE_ROOT_ID.
  *
- * Reads: open opens the CAS blob (verified by the store), keeps the fd in
- * fi->fh and sets keep_cache; read replies with an fd buffer so that libfuse
- * splices from the blob file to /dev/fuse without a user-space copy.
+ * Reads: open opens the CAS blob (verified by the store). With passthrough
+ * (passthrough.c) the blob becomes the open's backing file and the kernel
+ * reads it without asking us; otherwise the fd is kept in fi->fh with
+ * keep_cache, and read replies with an fd buffer so that libfuse splices
+ * from the blob file to /dev/fuse without a user-space copy.
  */
 #include "casfs_internal.h"
 
@@ -294,12 +296,47 @@ out:
     free(buf);
 }
 
+/* Logs and answers EIO for a blob that cannot be opened. */
+static void casfs_open_failed(struct casfs *fs, fuse_req_t req, struct casfs_inode *inode, int err)
+{
+    char hex[CAS_HASH_HEX + 1];
+
+    cas_digest_hex(&inode->digest, hex);
+    casfs_log(fs, "casfs: tree %s: cannot open blob %s/%lld: %s (EIO)", inode->tree->name, hex,
+              (long long)inode->digest.size, strerror(-err));
+    fuse_reply_err(req, EIO);
+}
+
+/* Passthrough: 0 when the open was answered that way, else the blob fd
+ * (when one was opened, -1 if not) is left for the read path. */
+static int casfs_open_passthrough(struct casfs *fs, fuse_req_t req, struct casfs_inode *inode,
+                                  struct fuse_file_info *fi, int *fd)
+{
+    int32_t backing_id = 0;
+    int rc;
+
+    rc = casfs_pt_backing_get(fs, inode, fd, &backing_id);
+    if (rc == -EAGAIN) {
+        *fd = cas_store_open_blob(fs->cas, &inode->digest);
+        if (*fd < 0)
+            return *fd;
+        rc = casfs_pt_backing_get(fs, inode, fd, &backing_id);
+    }
+    if (rc != 0)
+        return rc;
+    fi->fh = CASFS_FH_PASSTHROUGH;
+    atomic_fetch_add(&inode->tree->files_opened, 1);
+    atomic_fetch_add(&inode->tree->files_passthrough, 1);
+    if (casfs_pt_reply_open(fs, req, fi, backing_id) != 0)
+        casfs_pt_backing_put(fs, inode); /* interrupted: no release will come */
+    return 0;
+}
+
 static void casfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct casfs *fs = fuse_req_userdata(req);
     struct casfs_inode *inode = casfs_inode_of(fs, ino);
-    char hex[CAS_HASH_HEX + 1];
-    int fd;
+    int fd = -1, rc;
 
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
         fuse_reply_err(req, EROFS);
@@ -309,12 +346,17 @@ static void casfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, EISDIR);
         return;
     }
-    fd = cas_store_open_blob(fs->cas, &inode->digest);
+    rc = casfs_open_passthrough(fs, req, inode, fi, &fd);
+    if (rc == 0)
+        return;
+    if (fd < 0 && rc != -EOPNOTSUPP) {
+        casfs_open_failed(fs, req, inode, rc);
+        return;
+    }
+    if (fd < 0)
+        fd = cas_store_open_blob(fs->cas, &inode->digest);
     if (fd < 0) {
-        cas_digest_hex(&inode->digest, hex);
-        casfs_log(fs, "casfs: tree %s: cannot open blob %s/%lld: %s (EIO)", inode->tree->name, hex,
-                  (long long)inode->digest.size, strerror(-fd));
-        fuse_reply_err(req, EIO);
+        casfs_open_failed(fs, req, inode, fd);
         return;
     }
     /* Reads arrive in order mostly: let the blob file read ahead further. */
@@ -345,8 +387,12 @@ static void casfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void casfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    (void)ino;
-    close((int)fi->fh);
+    struct casfs *fs = fuse_req_userdata(req);
+
+    if (fi->fh == CASFS_FH_PASSTHROUGH)
+        casfs_pt_backing_put(fs, casfs_inode_of(fs, ino));
+    else
+        close((int)fi->fh);
     fuse_reply_err(req, 0);
 }
 

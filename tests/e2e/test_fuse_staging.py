@@ -6,6 +6,11 @@ Checks, each a function below:
   big_tree     an input root of 100,000 files (100 dirs x 1000 files sharing 4
                blobs) of which the action reads 3: right output, and the
                StagingStats auxiliary metadata says 3 files opened
+  passthrough  FUSE passthrough is on when root on Linux >= 6.9 (the log says
+               so, bytes_read stays 0: the kernel reads the CAS file), read and
+               mmap give the exact bytes; then a second daemon with
+               execution.fuse_passthrough = off serves the same reads itself
+               (bytes_read counted)
   attributes   modes, executable bit, symlinks, nested empty dirs, zero-byte files
   no_writes    write, chmod, truncate, rename, rm go to the overlay's upper
                layer; the CAS and the next action see the original bytes; the
@@ -140,7 +145,9 @@ def big_tree(t):
     s = stats_of(r)
     need(s.get("mode") == 2, "staging mode %s, want 2 (fuse)", s)
     need(s.get("files_opened") == 3, "files_opened %s, want 3", s)
-    need(s.get("bytes_read") == 3 * 14, "bytes_read %s, want 42", s)
+    # Passthrough reads never reach casboxd, so it cannot count their bytes.
+    want = 0 if t.passthrough else 3 * 14
+    need(s.get("bytes_read") == want, "bytes_read %s, want %d", s, want)
     log("100,000-file tree, 3 files read: staging %.1f ms, Execute round trip %.0f ms, %s"
         % (s["staging_us"] / 1000.0, wall * 1000, s))
 
@@ -255,8 +262,61 @@ def big_file(t):
     check_exit(r, out, err)
     need(out.decode().split()[0] == d.hash, "sha256sum %r, want %s", out, d.hash)
     s = stats_of(r)
-    need(s["files_opened"] == 1 and s["bytes_read"] == size, "stats %s", s)
+    want = 0 if t.passthrough else size
+    need(s["files_opened"] == 1 and s["bytes_read"] == want, "stats %s", s)
     t.big = (d, root)
+
+
+def kernel_has_passthrough():
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    return (major, minor) >= (6, 9)
+
+
+MMAP_SHA = ("python3 -c 'import hashlib, mmap; f = open(\"f\", \"rb\"); "
+            "print(hashlib.sha256(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)).hexdigest())'")
+
+
+def read_and_mmap(c, root, d, size):
+    """sha256sum and an mmap'd sha256 of f inside an action; the stats."""
+    r, out, err = run(c, root, "sha256sum f; " + MMAP_SHA)
+    check_exit(r, out, err)
+    lines = out.decode().split("\n")
+    need(lines[0].split()[0] == d.hash, "read: %r, want %s", out, d.hash)
+    need(lines[1] == d.hash, "mmap: %r, want %s", out, d.hash)
+    s = stats_of(r)
+    need(s["files_opened"] == 2, "files_opened %s, want 2", s)
+    return s
+
+
+def passthrough(t):
+    c = t.client
+    size = (3 << 20) + 17
+    data = os.urandom(size)
+    d = c.upload_blob(data)
+    root = put_dir(c, directory(files=[file_node("f", d)]))
+    if os.geteuid() == 0 and kernel_has_passthrough():
+        need(t.passthrough, "passthrough off as root on Linux %s: %s", os.uname().release,
+             t.mode_line)
+    s = read_and_mmap(c, root, d, size)
+    if t.passthrough:
+        need(s["bytes_read"] == 0, "passthrough on but casboxd served reads: %s", s)
+    else:
+        need(s["bytes_read"] >= size, "read path: bytes_read %s, want >= %d", s, size)
+    log("passthrough %s: %s" % ("on" if t.passthrough else "off", t.mode_line))
+    # The read path, asked for: same bytes, served (and counted) by casboxd.
+    off = T(os.path.join(t.tmp, "off"), t.extra + ["--set", "execution.fuse_passthrough=off"],
+            log_name="casboxd-fuse-passthrough-off.log")
+    try:
+        off.start()
+        need(not off.passthrough and "execution.fuse_passthrough = off" in off.mode_line,
+             "fuse_passthrough = off: %s", off.mode_line)
+        c2 = off.client
+        c2.upload_blob(data)
+        root2 = put_dir(c2, directory(files=[file_node("f", d)]))
+        s = read_and_mmap(c2, root2, d, size)
+        need(s["bytes_read"] >= size, "read path: bytes_read %s, want >= %d", s, size)
+    finally:
+        off.stop()
 
 
 def sigkill(t):
@@ -288,25 +348,34 @@ def sigkill(t):
     need(out == b"1048576\n", "after restart: %r", out)
 
 
-CHECKS = [("big_tree", big_tree), ("attributes", attributes), ("no_writes", no_writes),
+CHECKS = [("big_tree", big_tree), ("passthrough", passthrough), ("attributes", attributes),
+          ("no_writes", no_writes),
           ("concurrent", concurrent), ("big_file", big_file), ("sigkill", sigkill)]
 
 
 class T:
-    def __init__(self, tmp, extra):
+    def __init__(self, tmp, extra, log_name="casboxd-fuse.log"):
         self.tmp = tmp
         self.state = os.path.join(tmp, "state")
         self.extra = extra
         log_dir = os.environ.get("E2E_LOG_DIR", tmp)
         os.makedirs(log_dir, exist_ok=True)
-        self.log_path = os.path.join(log_dir, "casboxd-fuse.log")
+        self.log_path = os.path.join(log_dir, log_name)
         self.daemon = None
         self.client = None
+        self.passthrough = False
+        self.mode_line = ""
 
     def start(self):
         self.daemon = rc.Casboxd(self.state, log_path=self.log_path, extra_args=self.extra)
         self.daemon.start()
         self.client = rc.Client(self.daemon.target, timeout=120)
+        # casfs logs once, at mount, whether FUSE passthrough is on.
+        with open(self.log_path, errors="replace") as f:
+            lines = [ln for ln in f if "FUSE passthrough" in ln]
+        need(lines, "no 'FUSE passthrough' line in %s", self.log_path)
+        self.mode_line = lines[-1].strip()
+        self.passthrough = "FUSE passthrough on" in self.mode_line
 
     def restart(self):
         if self.daemon is not None and self.daemon.alive():

@@ -4,13 +4,18 @@
  * symlinks, nested empty directories, zero-byte files, byte-for-byte reads,
  * EROFS for every kind of write, a removed tree disappearing, the per-tree
  * counters, EIO (not a hang) for a missing blob, a Directory that is not in
- * the CAS, and stale-mount cleanup.
+ * the CAS, and stale-mount cleanup. Every test runs twice: with FUSE
+ * passthrough (which must be active as root on Linux >= 6.9) and with it off
+ * (the read path); concurrent opens of one file, mmap and an overlay mounted
+ * on top (the stack depth passthrough sets) are checked in both.
  */
 #include "test_action_helpers.h"
 
 #include <dirent.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 
 #include "casfs.h"
 
@@ -21,7 +26,10 @@ struct fs_fixture {
     struct cas_digest root, missing, big;
     char *big_data;
     size_t big_len;
+    enum casfs_passthrough_mode mode;
+    bool pt; /* passthrough active */
     char log[1024];
+    char mount_log[1024]; /* the line casfs_mount logged last */
 };
 
 static const char hello_text[] = "hello, casfs\n";
@@ -47,7 +55,7 @@ static bool fuse_usable(void)
     return true;
 }
 
-static int setup(void **state)
+static int setup(void **state, enum casfs_passthrough_mode mode)
 {
     struct fs_fixture *f;
     struct cas_digest empty_dir, nested, sub;
@@ -98,10 +106,24 @@ static int setup(void **state)
     opt.dir_cache = 2; /* small: exercises eviction */
     opt.log = fixture_log;
     opt.log_arg = f;
+    opt.passthrough = mode;
+    f->mode = mode;
     assert_int_equal(casfs_mount(f->env.cas, &opt, &f->fs), 0);
+    f->pt = casfs_passthrough_active(f->fs);
+    snprintf(f->mount_log, sizeof(f->mount_log), "%s", f->log);
     assert_int_equal(casfs_tree_add(f->fs, "t1", &f->root), 0);
     *state = f;
     return 0;
+}
+
+static int setup_auto(void **state)
+{
+    return setup(state, CASFS_PASSTHROUGH_AUTO);
+}
+
+static int setup_off(void **state)
+{
+    return setup(state, CASFS_PASSTHROUGH_OFF);
 }
 
 static int teardown(void **state)
@@ -284,11 +306,131 @@ static void test_read_and_counters(void **state)
 
     assert_int_equal(casfs_tree_stats(f->fs, "t2", &s), 0);
     assert_int_equal(s.files_opened, 3);
-    assert_int_equal(s.bytes_read, strlen(hello_text) + f->big_len);
+    if (f->pt) {
+        /* The kernel read the blob files itself. */
+        assert_int_equal(s.files_passthrough, 3);
+        assert_int_equal(s.bytes_read, 0);
+    } else {
+        assert_int_equal(s.files_passthrough, 0);
+        assert_int_equal(s.bytes_read, strlen(hello_text) + f->big_len);
+    }
     /* Counters are per tree: t1 untouched by this. */
     assert_int_equal(casfs_tree_remove(f->fs, "t2", &s), 0);
     assert_int_equal(s.files_opened, 3);
     assert_int_equal(casfs_tree_stats(f->fs, "t2", &s), -ENOENT);
+}
+
+/* Linux >= 6.9 has FUSE passthrough (CONFIG_FUSE_PASSTHROUGH is on in the
+ * kernels the project runs on). */
+static bool kernel_has_passthrough(void)
+{
+    struct utsname u;
+    unsigned major = 0, minor = 0;
+
+    if (uname(&u) != 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+        return false;
+    return major > 6 || (major == 6 && minor >= 9);
+}
+
+static void test_passthrough_mode(void **state)
+{
+    struct fs_fixture *f = *state;
+
+    NEED_FUSE(f);
+    if (f->mode == CASFS_PASSTHROUGH_OFF) {
+        assert_false(f->pt);
+        assert_non_null(strstr(f->mount_log, "passthrough off (execution.fuse_passthrough = off)"));
+        return;
+    }
+    if (!kernel_has_passthrough()) {
+        assert_non_null(strstr(f->mount_log, "passthrough off"));
+        skip();
+    }
+    /* Root (NEED_FUSE) on a kernel with passthrough: it must be on. */
+    if (!f->pt)
+        fail_msg("passthrough is off as root on this kernel: %s", f->mount_log);
+    assert_non_null(strstr(f->mount_log, "passthrough on"));
+}
+
+/* Two opens of one file at once (one backing file per inode), mmap, close
+ * and reopen (a new backing file): the same bytes every way. */
+static void test_concurrent_opens_mmap(void **state)
+{
+    struct fs_fixture *f = *state;
+    struct casfs_tree_stats s;
+    char p[PATH_MAX + 64], *buf = malloc(f->big_len);
+    int fd1, fd2;
+    void *map;
+
+    NEED_FUSE(f);
+    assert_non_null(buf);
+    assert_int_equal(casfs_tree_add(f->fs, "t4", &f->root), 0);
+    path_in(f, "t4/big.bin", p, sizeof(p));
+    fd1 = open(p, O_RDONLY | O_CLOEXEC);
+    fd2 = open(p, O_RDONLY | O_CLOEXEC);
+    assert_true(fd1 >= 0 && fd2 >= 0);
+    assert_int_equal(pread(fd1, buf, f->big_len, 0), f->big_len);
+    assert_memory_equal(buf, f->big_data, f->big_len);
+    map = mmap(NULL, f->big_len, PROT_READ, MAP_PRIVATE, fd2, 0);
+    assert_true(map != MAP_FAILED);
+    assert_memory_equal(map, f->big_data, f->big_len);
+    munmap(map, f->big_len);
+    close(fd1);
+    memset(buf, 0, f->big_len);
+    assert_int_equal(pread(fd2, buf, 4096, f->big_len - 4096), 4096);
+    assert_memory_equal(buf, f->big_data + f->big_len - 4096, 4096);
+    close(fd2);
+    fd1 = open(p, O_RDONLY | O_CLOEXEC);
+    assert_true(fd1 >= 0);
+    assert_int_equal(pread(fd1, buf, f->big_len, 0), f->big_len);
+    assert_memory_equal(buf, f->big_data, f->big_len);
+    close(fd1);
+    assert_int_equal(casfs_tree_remove(f->fs, "t4", &s), 0);
+    assert_int_equal(s.files_opened, 3);
+    assert_int_equal(s.files_passthrough, f->pt ? 3 : 0);
+    free(buf);
+}
+
+/* overlayfs over casfs, as the sandbox mounts it: passthrough sets the FUSE
+ * mount's stack depth to 1, and overlay on top must still mount (2). */
+static void test_overlay_on_top(void **state)
+{
+    struct fs_fixture *f = *state;
+    char lower[PATH_MAX + 64], upper[PATH_MAX + 64], work[PATH_MAX + 64], merged[PATH_MAX + 64];
+    char opts[4 * PATH_MAX + 256], p[PATH_MAX + 128], *buf;
+    size_t len;
+    void *map;
+    int fd;
+
+    NEED_FUSE(f);
+    path_in(f, "t1", lower, sizeof(lower));
+    snprintf(upper, sizeof(upper), "%s/ov-upper", f->env.dir);
+    snprintf(work, sizeof(work), "%s/ov-work", f->env.dir);
+    snprintf(merged, sizeof(merged), "%s/ov", f->env.dir);
+    assert_int_equal(mkdir(upper, 0755), 0);
+    assert_int_equal(mkdir(work, 0755), 0);
+    assert_int_equal(mkdir(merged, 0755), 0);
+    snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+    if (mount("overlay", merged, "overlay", 0, opts) != 0)
+        fail_msg("overlay over casfs (passthrough %s): %s", f->pt ? "on" : "off", strerror(errno));
+    snprintf(p, sizeof(p), "%s/big.bin", merged);
+    read_all(p, &buf, &len);
+    assert_int_equal(len, f->big_len);
+    assert_memory_equal(buf, f->big_data, len);
+    free(buf);
+    fd = open(p, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    map = mmap(NULL, f->big_len, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(map != MAP_FAILED);
+    assert_memory_equal(map, f->big_data, f->big_len);
+    munmap(map, f->big_len);
+    close(fd);
+    snprintf(p, sizeof(p), "%s/sub/hello.txt", merged);
+    read_all(p, &buf, &len);
+    assert_int_equal(len, strlen(hello_text));
+    assert_memory_equal(buf, hello_text, len);
+    free(buf);
+    assert_int_equal(umount2(merged, MNT_DETACH), 0);
 }
 
 static void test_writes_fail(void **state)
@@ -423,11 +565,21 @@ static void test_stale_mount_cleanup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_attributes),        cmocka_unit_test(test_readdir),
-        cmocka_unit_test(test_read_and_counters), cmocka_unit_test(test_writes_fail),
-        cmocka_unit_test(test_missing_blob_eio),  cmocka_unit_test(test_missing_directory_eio),
-        cmocka_unit_test(test_remove_tree),       cmocka_unit_test(test_stale_mount_cleanup),
+        cmocka_unit_test(test_attributes),
+        cmocka_unit_test(test_readdir),
+        cmocka_unit_test(test_read_and_counters),
+        cmocka_unit_test(test_passthrough_mode),
+        cmocka_unit_test(test_concurrent_opens_mmap),
+        cmocka_unit_test(test_overlay_on_top),
+        cmocka_unit_test(test_writes_fail),
+        cmocka_unit_test(test_missing_blob_eio),
+        cmocka_unit_test(test_missing_directory_eio),
+        cmocka_unit_test(test_remove_tree),
+        cmocka_unit_test(test_stale_mount_cleanup),
     };
+    int failed;
 
-    return cmocka_run_group_tests(tests, setup, teardown);
+    failed = cmocka_run_group_tests_name("casfs, passthrough auto", tests, setup_auto, teardown);
+    failed += cmocka_run_group_tests_name("casfs, passthrough off", tests, setup_off, teardown);
+    return failed;
 }
