@@ -353,6 +353,11 @@ int sandbox_cgroup_attach(const struct sandbox_cgroup *cg, pid_t pid)
     return 0;
 }
 
+bool sandbox_cgroup_in_use(const struct sandbox_cgroup *cg)
+{
+    return cg->v2_dir[0] != '\0' || cg->v1_memory_dir[0] != '\0' || cg->v1_pids_dir[0] != '\0';
+}
+
 int sandbox_cgroup_kill(const struct sandbox_cgroup *cg)
 {
     if (cg->v2_dir[0] == '\0')

@@ -26,26 +26,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/close_range.h>
 
 #include "internal.h"
 
+static void child_send(int fd, const struct sandbox_report *r)
+{
+    ssize_t n;
+
+    do {
+        n = write(fd, r, sizeof(*r));
+    } while (n < 0 && errno == EINTR);
+    /* If the supervisor is gone there is nobody left to tell; the exit code
+     * (125/127) still says what happened. */
+}
+
 static void child_report(int fd, int kind, int status, const char *msg)
 {
     struct sandbox_report r;
-    ssize_t n;
 
     memset(&r, 0, sizeof(r));
     r.kind = kind;
     r.status = status;
     snprintf(r.msg, sizeof(r.msg), "%s", msg != NULL ? msg : "");
-    do {
-        n = write(fd, &r, sizeof(r));
-    } while (n < 0 && errno == EINTR);
-    /* If the supervisor is gone there is nobody left to tell; the exit code
-     * (125/127) still says what happened. */
+    child_send(fd, &r);
 }
 
 static int child_write_file(const char *path, const char *data, char *err, size_t err_len)
@@ -106,7 +113,7 @@ static int child_setup(struct sandbox_child *c, char *err, size_t err_len)
         sandbox_error_set(err, err_len, "sethostname: %s", strerror(errno));
         return rc;
     }
-    rc = sandbox_mounts_build_root(spec, err, err_len);
+    rc = sandbox_mounts_build_root(spec, c->plan, err, err_len);
     if (rc != 0)
         return rc;
     if (!spec->network) {
@@ -275,6 +282,52 @@ static _Noreturn void child_exec_command(struct sandbox_child *c)
     _exit(127);
 }
 
+/* After the command: whatever it left behind is killed and reaped, so that
+ * the supervisor has its final answer before pid 1 exits (and before the
+ * kernel tears the namespaces down). Every process of the namespace is a
+ * descendant of pid 1, so once pid 1 has no child left, nothing is left. */
+static void child_reap_rest(void)
+{
+    bool killed = false;
+
+    for (;;) {
+        pid_t w = waitpid(-1, NULL, killed ? 0 : WNOHANG);
+
+        if (w > 0 || (w < 0 && errno == EINTR))
+            continue;
+        if (w < 0)
+            return; /* ECHILD */
+        /* Live processes left: kill every one (all but pid 1), reap them. */
+        kill(-1, SIGKILL);
+        killed = true;
+    }
+}
+
+static uint64_t child_tv_us(const struct timeval *tv)
+{
+    return (uint64_t)tv->tv_sec * 1000000u + (uint64_t)tv->tv_usec;
+}
+
+/* The command's status and what every process of the run used (what wait4
+ * on pid 1 would give: pid 1 itself and every child it reaped). */
+static void child_report_status(int fd, int status)
+{
+    struct sandbox_report r;
+    struct rusage self, children;
+
+    memset(&r, 0, sizeof(r));
+    r.kind = SANDBOX_REPORT_STATUS;
+    r.status = status;
+    if (getrusage(RUSAGE_SELF, &self) == 0 && getrusage(RUSAGE_CHILDREN, &children) == 0) {
+        r.all_reaped = 1;
+        r.user_us = child_tv_us(&self.ru_utime) + child_tv_us(&children.ru_utime);
+        r.sys_us = child_tv_us(&self.ru_stime) + child_tv_us(&children.ru_stime);
+        r.max_rss_kb =
+            (uint64_t)(self.ru_maxrss > children.ru_maxrss ? self.ru_maxrss : children.ru_maxrss);
+    }
+    child_send(fd, &r);
+}
+
 /* pid 1's life after set-up: reap everything until the command is gone. */
 static _Noreturn void child_reap(struct sandbox_child *c, pid_t command)
 {
@@ -295,11 +348,37 @@ static _Noreturn void child_reap(struct sandbox_child *c, pid_t command)
             _exit(125);
         }
     }
-    child_report(c->report_wr, SANDBOX_REPORT_STATUS, status, NULL);
-    /* Exiting kills whatever the command left behind in the namespace. */
+    child_reap_rest();
+    child_report_status(c->report_wr, status);
     if (WIFSIGNALED(status))
         _exit(128 + WTERMSIG(status));
     _exit(WEXITSTATUS(status));
+}
+
+/* pid 1 keeps only its own fds: the report pipe and the command's stdio.
+ * The caller may hold other runs' pipes and sockets (the spawner does), and
+ * none of them may reach this sandbox. close_range over the gaps between
+ * the kept fds: a few syscalls however many fds the caller has. */
+static void child_close_others(const struct sandbox_child *c)
+{
+    int keep[4] = {c->report_wr, c->stdin_fd, c->stdout_fd, c->stderr_fd};
+    unsigned next = 3;
+
+    for (int i = 1; i < 4; i++) /* sort, ascending */
+        for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+            int t = keep[j];
+
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
+    for (int i = 0; i < 4; i++) {
+        if (keep[i] < (int)next)
+            continue;
+        if ((unsigned)keep[i] > next)
+            close_range(next, (unsigned)keep[i] - 1, 0);
+        next = (unsigned)keep[i] + 1;
+    }
+    close_range(next, ~0u, 0);
 }
 
 _Noreturn void sandbox_child_main(struct sandbox_child *c)
@@ -310,10 +389,7 @@ _Noreturn void sandbox_child_main(struct sandbox_child *c)
     pid_t command;
     int rc;
 
-    close(c->report_rd);
-    for (size_t i = 0; i < sizeof(c->close_fds) / sizeof(c->close_fds[0]); i++)
-        if (c->close_fds[i] >= 0)
-            close(c->close_fds[i]);
+    child_close_others(c);
     /* If the supervisor dies, so does the whole sandbox; if it died before
      * this, its end of the report pipe is closed already. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || poll(&parent, 1, 0) != 1 ||
@@ -321,7 +397,15 @@ _Noreturn void sandbox_child_main(struct sandbox_child *c)
         _exit(125);
 
     err[0] = '\0';
-    if (child_enter(c, err, sizeof(err)) != 0 || child_setup(c, err, sizeof(err)) != 0) {
+    rc = child_enter(c, err, sizeof(err));
+    /* Once the id maps are written (they need /proc/self owned by us): no
+     * core dumps, and /proc/1 closed to the command (same uid), which could
+     * otherwise open the pipes pid 1 holds. */
+    if (rc == 0 && prctl(PR_SET_DUMPABLE, 0) != 0) {
+        rc = -errno;
+        snprintf(err, sizeof(err), "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+    }
+    if (rc != 0 || child_setup(c, err, sizeof(err)) != 0) {
         child_report(c->report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, err);
         _exit(125);
     }

@@ -11,6 +11,8 @@
 
 #include <limits.h>
 #include <linux/filter.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -54,10 +56,19 @@ int sandbox_net_loopback_up(void);
 
 /* --- mounts.c --- */
 
+/* The root's plan: every host path of the allow-list and the spec looked at
+ * and resolved. Built in the caller before clone, so that the child
+ * allocates nothing (each page it wrote would be a copy-on-write fault). */
+struct sandbox_mounts_plan;
+int sandbox_mounts_plan(struct sandbox_mounts_plan **plan, const struct sandbox_spec *spec,
+                        char *err, size_t err_len);
+void sandbox_mounts_plan_free(struct sandbox_mounts_plan *plan);
+
 /* In the child (pid 1, own user and mount namespace, before capabilities are
- * dropped): builds the new root from the allow-list and the spec, pivots into
- * it and changes into spec->cwd. */
-int sandbox_mounts_build_root(const struct sandbox_spec *spec, char *err, size_t err_len);
+ * dropped): builds the new root from the plan, pivots into it and changes
+ * into spec->cwd. Records the extra mounts' fds in its copy of the plan. */
+int sandbox_mounts_build_root(const struct sandbox_spec *spec, struct sandbox_mounts_plan *plan,
+                              char *err, size_t err_len);
 
 /* --- cgroup.c --- */
 
@@ -76,6 +87,8 @@ int sandbox_cgroup_create(struct sandbox_cgroup *cg, const struct sandbox_spec *
                           size_t err_len);
 /* Moves pid into every cgroup created. */
 int sandbox_cgroup_attach(const struct sandbox_cgroup *cg, pid_t pid);
+/* Was any cgroup created (then it must be removed after pid 1 is gone)? */
+bool sandbox_cgroup_in_use(const struct sandbox_cgroup *cg);
 /* Kills every process in the v2 cgroup (cgroup.kill); -ENOENT without one. */
 int sandbox_cgroup_kill(const struct sandbox_cgroup *cg);
 /* After the run: did the OOM killer act, did a fork hit pids.max? */
@@ -122,23 +135,28 @@ enum sandbox_report_kind {
 
 struct sandbox_report {
     int kind;
-    int status;
+    int status; /* STATUS: the command's wait status */
+    /* STATUS: every process of the run is gone (pid 1 killed and reaped the
+     * rest); the usage below covers them all and pid 1 itself */
+    int all_reaped;
+    uint64_t user_us;
+    uint64_t sys_us;
+    uint64_t max_rss_kb;
     char msg[200];
 };
 
 /* Everything the child needs, prepared by the caller before clone. */
 struct sandbox_child {
     const struct sandbox_spec *spec;
+    struct sandbox_mounts_plan *plan;
     const struct sock_fprog *seccomp;
     const struct sandbox_cgroup *cgroup; /* to move into, before anything */
     unsigned outer_uid;                  /* the caller's ids, mapped to themselves or to 0 */
     unsigned outer_gid;
-    int report_rd; /* parent's end, closed in the child */
     int report_wr;
-    int stdin_fd;     /* -1 to inherit */
-    int stdout_fd;    /* -1 to inherit */
-    int stderr_fd;    /* -1 to inherit */
-    int close_fds[4]; /* other parent-only fds to close in the child, -1 unused */
+    int stdin_fd;  /* -1 to inherit */
+    int stdout_fd; /* -1 to inherit */
+    int stderr_fd; /* -1 to inherit */
     enum sandbox_limit_method memory_method;
     enum sandbox_limit_method pids_method;
 };
@@ -157,11 +175,63 @@ struct sandbox_run_options {
      * once); NULL: build per run */
     const struct sock_fprog *seccomp_default;
     const struct sock_fprog *seccomp_strict;
+    /* Non-NULL: pid 1 may be left unreaped once it has reported that every
+     * process of the run is gone (its exit, the namespaces' teardown, then
+     * runs while the caller goes on). *unreaped is then its pid, which the
+     * caller must reap (or exit); -1 when sandbox_run_with reaped it. Never
+     * used when the run has a cgroup, which can only go after pid 1. */
+    pid_t *unreaped;
 };
 
 /* sandbox_run with options (NULL: none). */
 int sandbox_run_with(const struct sandbox_spec *spec, struct sandbox_result *res,
                      const struct sandbox_run_options *opts);
+
+/* One run, step by step (what sandbox_run_with does, for a caller with a
+ * poll loop of its own). The struct is the caller's; its fields are run.c's. */
+struct sandbox_run {
+    const struct sandbox_spec *spec;
+    struct sandbox_run_options opts;
+    struct sandbox_result *res;
+    uint64_t start_us;
+    int rc;                           /* the first error; the run is over */
+    struct sock_fprog seccomp_built;  /* ours to free */
+    const struct sock_fprog *seccomp; /* the program to install */
+    struct sandbox_mounts_plan *plan;
+    struct sandbox_cgroup cgroup;
+    struct sandbox_output out;
+    struct sandbox_output err;
+    int report[2];
+    struct sandbox_report status;  /* kind 0 until pid 1 sent STATUS */
+    struct sandbox_report failure; /* kind 0 unless set-up or exec failed */
+    bool report_eof;               /* pid 1 is gone: its fds are closed */
+    int stdin_fd;
+    int pidfd;
+    pid_t pid;
+    bool exited; /* pid 1 is done (or may be left to exit on its own) */
+    bool timed_out;
+    bool cancelled;
+};
+
+#define SANDBOX_RUN_MAX_CANCEL 4
+#define SANDBOX_RUN_POLL_MAX   (4 + SANDBOX_RUN_MAX_CANCEL)
+
+/* Prepares and clones; 0 when pid 1 runs. On an error the run is over
+ * (sandbox_run_done is true) and res says why. opts may be NULL; what it
+ * points to must outlive the run. Always end with sandbox_run_end. */
+int sandbox_run_begin(struct sandbox_run *run, const struct sandbox_spec *spec,
+                      const struct sandbox_run_options *opts, struct sandbox_result *res);
+/* The fds to poll (at most SANDBOX_RUN_POLL_MAX), and how long at most, in
+ * ms (-1: no limit); hand the same array back to sandbox_run_step. */
+size_t sandbox_run_poll_fds(const struct sandbox_run *run, struct pollfd *pfd);
+int sandbox_run_poll_timeout(const struct sandbox_run *run);
+void sandbox_run_step(struct sandbox_run *run, const struct pollfd *pfd, size_t n);
+/* Kills the run (it is reported as cancelled). */
+void sandbox_run_cancel(struct sandbox_run *run);
+bool sandbox_run_done(const struct sandbox_run *run);
+/* Reaps (or, per opts->unreaped, leaves) pid 1, fills res, frees the rest;
+ * returns what sandbox_run_with returns. */
+int sandbox_run_end(struct sandbox_run *run);
 
 /* --- wire.c --- */
 

@@ -94,24 +94,22 @@ enum mounts_op_kind {
 
 struct mounts_op {
     enum mounts_op_kind kind;
-    char *source;   /* resolved host path, or a symlink's target */
-    char *inside;   /* where, inside the new root */
-    bool is_dir;    /* bind of a directory (recursive), else of a file */
-    bool read_only; /* stays read-only (binds of the spec's RO mounts) */
-    bool untrusted; /* mount point may lie in the action's tree */
-    int mount_fd;   /* O_PATH of the mounted extra mount, -1 before */
+    char *source; /* resolved host path, or a symlink's target */
+    char *inside; /* where, inside the new root */
+    bool is_dir;  /* bind of a directory (recursive), else of a file */
 };
 
-/* Base operations (usr, top level, etc) come first, the spec's mounts from
- * first_extra on: /dev, /tmp and the exec root go in between. */
-struct mounts_plan {
+/* The base operations (usr, top level, etc): host paths the caller looks at
+ * (the allow-list, local system directories). The spec's own paths (exec
+ * root layers, extra mounts: possibly on FUSE, possibly slow) are resolved
+ * in the child, so that a hung filesystem only hangs its own run; it keeps
+ * the fds of the extra mounts in its copy of extra_fds. */
+struct sandbox_mounts_plan {
     struct mounts_op *ops;
     size_t n;
     size_t cap;
-    size_t first_extra;
-    char *lower; /* resolved lower/upper/work, NULL when unset */
-    char *upper;
-    char *work;
+    int *extra_fds; /* one per spec mount, -1 before it is mounted */
+    size_t n_extra;
 };
 
 struct mounts_state {
@@ -284,7 +282,7 @@ static int mounts_set_read_only(const char *path, bool read_only, bool recursive
 
 /* --- phase 1: the plan, built while the host's root is visible --- */
 
-static struct mounts_op *mounts_plan_add(struct mounts_plan *plan)
+static struct mounts_op *mounts_plan_add(struct sandbox_mounts_plan *plan)
 {
     struct mounts_op *op;
 
@@ -299,7 +297,6 @@ static struct mounts_op *mounts_plan_add(struct mounts_plan *plan)
     }
     op = &plan->ops[plan->n++];
     memset(op, 0, sizeof(*op));
-    op->mount_fd = -1;
     return op;
 }
 
@@ -337,7 +334,8 @@ static bool mounts_link_stays_valid(const char *host, const char *target)
 /* Plans one host entry at the same place inside: a symlink is mirrored when
  * it will resolve inside too (or dangles anyway); otherwise what it points
  * to is bound (resolv.conf -> /run/systemd/resolve/...). Absent: nothing. */
-static int mounts_plan_mirror(struct mounts_plan *plan, const char *host, char *err, size_t err_len)
+static int mounts_plan_mirror(struct sandbox_mounts_plan *plan, const char *host, char *err,
+                              size_t err_len)
 {
     char target[PATH_MAX], resolved[PATH_MAX];
     const char *source = host;
@@ -375,18 +373,18 @@ static int mounts_plan_mirror(struct mounts_plan *plan, const char *host, char *
         return -ENOMEM;
     op->kind = MOUNTS_OP_BIND;
     op->is_dir = S_ISDIR(st.st_mode);
-    op->read_only = true;
     op->inside = strdup(host);
     op->source = strdup(source);
     return op->inside == NULL || op->source == NULL ? -ENOMEM : 0;
 }
 
-static int mounts_resolve(const char *path, char **out, const char *what, char *err, size_t err_len)
+/* In the child, on the host's tree: a spec path, fully resolved into out
+ * (PATH_MAX bytes). */
+static int mounts_resolve(const char *path, char *out, const char *what, char *err, size_t err_len)
 {
-    *out = realpath(path, NULL);
-    if (*out == NULL)
+    if (realpath(path, out) == NULL)
         return mounts_fail(err, err_len, -errno, what, path);
-    if (strcmp(*out, NEW_ROOT) == 0 || strncmp(*out, NEW_ROOT "/", strlen(NEW_ROOT) + 1) == 0) {
+    if (strcmp(out, NEW_ROOT) == 0 || strncmp(out, NEW_ROOT "/", strlen(NEW_ROOT) + 1) == 0) {
         sandbox_error_set(err, err_len,
                           "%s %s: host paths under " NEW_ROOT " cannot be mounted into a sandbox",
                           what, path);
@@ -395,8 +393,25 @@ static int mounts_resolve(const char *path, char **out, const char *what, char *
     return 0;
 }
 
-static int mounts_plan_build(struct mounts_plan *plan, const struct sandbox_spec *spec, char *err,
-                             size_t err_len)
+/* Escapes the characters overlayfs splits its options on. */
+static int mounts_overlay_escape(char *out, size_t cap, const char *path)
+{
+    size_t n = 0;
+
+    for (const char *p = path; *p != '\0'; p++) {
+        if (n + 3 >= cap)
+            return -ENAMETOOLONG;
+        if (*p == ',' || *p == ':' || *p == '\\')
+            out[n++] = '\\';
+        out[n++] = *p;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* The base plan, in the caller. */
+static int mounts_plan_build(struct sandbox_mounts_plan *plan, const struct sandbox_spec *spec,
+                             char *err, size_t err_len)
 {
     char path[PATH_MAX];
     int rc;
@@ -410,52 +425,50 @@ static int mounts_plan_build(struct mounts_plan *plan, const struct sandbox_spec
         snprintf(path, sizeof(path), "/etc/%s", mounts_etc_allow[i]);
         rc = mounts_plan_mirror(plan, path, err, err_len);
     }
-    if (rc == 0 && spec->lower_dir != NULL)
-        rc = mounts_resolve(spec->lower_dir, &plan->lower, "lower_dir", err, err_len);
-    if (rc == 0 && spec->upper_dir != NULL)
-        rc = mounts_resolve(spec->upper_dir, &plan->upper, "upper_dir", err, err_len);
-    if (rc == 0 && spec->upper_dir != NULL)
-        rc = mounts_resolve(spec->work_dir, &plan->work, "work_dir", err, err_len);
-    plan->first_extra = plan->n;
-    for (size_t i = 0; rc == 0 && i < spec->n_mounts; i++) {
-        const struct sandbox_mount *m = &spec->mounts[i];
-        struct mounts_op *op = mounts_plan_add(plan);
-        struct stat st;
-
-        if (op == NULL || (op->inside = strdup(m->inside)) == NULL) {
+    if (rc == 0 && spec->n_mounts > 0) {
+        plan->extra_fds = malloc(spec->n_mounts * sizeof(*plan->extra_fds));
+        if (plan->extra_fds == NULL)
             rc = -ENOMEM;
-            break;
-        }
-        op->untrusted = true;
-        if (m->kind == SANDBOX_MOUNT_TMPFS) {
-            op->kind = MOUNTS_OP_TMPFS;
-            op->is_dir = true;
-            continue;
-        }
-        rc = mounts_resolve(m->host, &op->source, "mount source", err, err_len);
-        if (rc == 0 && stat(op->source, &st) != 0)
-            rc = mounts_fail(err, err_len, -errno, "mount source", m->host);
-        op->kind = MOUNTS_OP_BIND;
-        op->is_dir = rc == 0 && S_ISDIR(st.st_mode);
-        op->read_only = m->kind == SANDBOX_MOUNT_RO;
+        for (size_t i = 0; rc == 0 && i < spec->n_mounts; i++)
+            plan->extra_fds[i] = -1;
+        plan->n_extra = spec->n_mounts;
     }
     if (rc == -ENOMEM)
         sandbox_error_set(err, err_len, "planning the root: out of memory");
     return rc;
 }
 
-static void mounts_plan_free(struct mounts_plan *plan)
+int sandbox_mounts_plan(struct sandbox_mounts_plan **out, const struct sandbox_spec *spec,
+                        char *err, size_t err_len)
 {
+    struct sandbox_mounts_plan *plan = calloc(1, sizeof(*plan));
+    int rc;
+
+    *out = NULL;
+    if (plan == NULL) {
+        sandbox_error_set(err, err_len, "planning the root: out of memory");
+        return -ENOMEM;
+    }
+    rc = mounts_plan_build(plan, spec, err, err_len);
+    if (rc != 0) {
+        sandbox_mounts_plan_free(plan);
+        return rc;
+    }
+    *out = plan;
+    return 0;
+}
+
+void sandbox_mounts_plan_free(struct sandbox_mounts_plan *plan)
+{
+    if (plan == NULL)
+        return;
     for (size_t i = 0; i < plan->n; i++) {
         free(plan->ops[i].source);
         free(plan->ops[i].inside);
-        if (plan->ops[i].mount_fd >= 0)
-            close(plan->ops[i].mount_fd);
     }
     free(plan->ops);
-    free(plan->lower);
-    free(plan->upper);
-    free(plan->work);
+    free(plan->extra_fds);
+    free(plan);
 }
 
 /* --- phase 2: applying it --- */
@@ -544,31 +557,41 @@ static int mounts_apply_base(struct mounts_state *s, const struct mounts_op *op)
     return 0;
 }
 
-/* One of the spec's mounts. Its mount point is resolved inside the root and
- * mounted on through its fd; mount_fd then names the new mount, for the
- * read-only pass. */
-static int mounts_apply_extra(struct mounts_state *s, struct mounts_op *op)
+/* One of the spec's mounts. Its source is resolved on the host's tree, its
+ * mount point inside the root, and it is mounted on through the mount
+ * point's fd; *mount_fd then names the new mount, for the read-only pass. */
+static int mounts_apply_extra(struct mounts_state *s, const struct sandbox_mount *m, int *mount_fd)
 {
-    char target[PATH_MAX], inside[PATH_MAX];
+    char target[PATH_MAX], inside[PATH_MAX], source[PATH_MAX];
+    bool is_dir = true;
+    struct stat st;
     int fd, rc;
 
-    rc = mounts_normalise(inside, op->inside);
-    fd = rc == 0 ? mounts_open_in_root(s->root_fd, inside, op->is_dir) : rc;
+    if (m->kind != SANDBOX_MOUNT_TMPFS) {
+        rc = mounts_resolve(m->host, source, "mount source", s->err, s->err_len);
+        if (rc != 0)
+            return rc;
+        if (stat(source, &st) != 0)
+            return mounts_fail(s->err, s->err_len, -errno, "mount source", m->host);
+        is_dir = S_ISDIR(st.st_mode);
+    }
+    rc = mounts_normalise(inside, m->inside);
+    fd = rc == 0 ? mounts_open_in_root(s->root_fd, inside, is_dir) : rc;
     if (fd < 0)
-        return mounts_fail(s->err, s->err_len, fd, "mount point", op->inside);
+        return mounts_fail(s->err, s->err_len, fd, "mount point", m->inside);
     mounts_fd_path(target, fd);
-    if (op->kind == MOUNTS_OP_TMPFS)
+    if (m->kind == SANDBOX_MOUNT_TMPFS)
         rc = mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
     else
-        rc = mount(op->source, target, NULL, MS_BIND | (op->is_dir ? MS_REC : 0), NULL);
+        rc = mount(source, target, NULL, MS_BIND | (is_dir ? MS_REC : 0), NULL);
     rc = rc == 0 ? 0 : -errno;
     close(fd);
     if (rc != 0)
-        return mounts_fail(s->err, s->err_len, rc, "mount on", op->inside);
+        return mounts_fail(s->err, s->err_len, rc, "mount on", m->inside);
     /* The old fd names the mount point under the new mount: reopen. */
-    op->mount_fd = mounts_open_in_root(s->root_fd, inside, op->is_dir);
-    if (op->mount_fd < 0)
-        return mounts_fail(s->err, s->err_len, op->mount_fd, "reopen", op->inside);
+    *mount_fd = mounts_open_in_root(s->root_fd, inside, is_dir);
+    if (*mount_fd < 0)
+        return mounts_fail(s->err, s->err_len, *mount_fd, "reopen", m->inside);
     return 0;
 }
 
@@ -635,28 +658,40 @@ static int mounts_setup_dev(struct mounts_state *s)
     return 0;
 }
 
-/* Escapes the characters overlayfs splits its options on. */
-static int mounts_overlay_escape(char *out, size_t cap, const char *path)
+/* The overlay's options, lower/upper/work resolved and escaped, into out. */
+static int mounts_overlay_options(struct mounts_state *s, const struct sandbox_spec *spec,
+                                  const char *lower, char *out, size_t cap)
 {
-    size_t n = 0;
+    char path[PATH_MAX], esc[3][PATH_MAX + 32];
+    int n, rc;
 
-    for (const char *p = path; *p != '\0'; p++) {
-        if (n + 3 >= cap)
-            return -ENAMETOOLONG;
-        if (*p == ',' || *p == ':' || *p == '\\')
-            out[n++] = '\\';
-        out[n++] = *p;
-    }
-    out[n] = '\0';
+    rc = mounts_overlay_escape(esc[0], sizeof(esc[0]), lower);
+    if (rc == 0)
+        rc = mounts_resolve(spec->upper_dir, path, "upper_dir", s->err, s->err_len);
+    if (rc == 0)
+        rc = mounts_overlay_escape(esc[1], sizeof(esc[1]), path);
+    if (rc == 0)
+        rc = mounts_resolve(spec->work_dir, path, "work_dir", s->err, s->err_len);
+    if (rc == 0)
+        rc = mounts_overlay_escape(esc[2], sizeof(esc[2]), path);
+    if (rc != 0)
+        return rc == -ENAMETOOLONG ? mounts_fail(s->err, s->err_len, rc, "overlay options for",
+                                                 sandbox_spec_exec_root(spec))
+                                   : rc;
+    /* userxattr: overlayfs keeps its metadata in user.overlay.* xattrs, the
+     * only ones a user namespace may set (kernel >= 5.11). */
+    n = snprintf(out, cap, "lowerdir=%s,upperdir=%s,workdir=%s,userxattr", esc[0], esc[1], esc[2]);
+    if (n < 0 || (size_t)n >= cap)
+        return mounts_fail(s->err, s->err_len, -ENAMETOOLONG, "overlay options for",
+                           sandbox_spec_exec_root(spec));
     return 0;
 }
 
 static int mounts_setup_exec_root(struct mounts_state *s, const struct sandbox_spec *spec,
-                                  const struct mounts_plan *plan, char *target)
+                                  char *target)
 {
     const char *inside = sandbox_spec_exec_root(spec);
-    char lower[PATH_MAX + 32], upper[PATH_MAX + 32], work[PATH_MAX + 32];
-    char *opts = NULL;
+    char lower[PATH_MAX], opts[4 * PATH_MAX];
     int rc;
 
     rc = mounts_join(target, NEW_ROOT, inside);
@@ -664,40 +699,31 @@ static int mounts_setup_exec_root(struct mounts_state *s, const struct sandbox_s
         rc = mounts_mkdir_p(target, 0755);
     if (rc != 0)
         return mounts_fail(s->err, s->err_len, rc, "exec root", inside);
-    if (plan->lower == NULL) {
+    if (spec->lower_dir == NULL) {
         if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0)
             return mounts_fail(s->err, s->err_len, -errno, "mount tmpfs on", inside);
         return 0;
     }
-    if (plan->upper == NULL) {
-        if (mount(plan->lower, target, NULL, MS_BIND | MS_REC, NULL) != 0)
-            return mounts_fail(s->err, s->err_len, -errno, "bind lower_dir", plan->lower);
+    rc = mounts_resolve(spec->lower_dir, lower, "lower_dir", s->err, s->err_len);
+    if (rc != 0)
+        return rc;
+    if (spec->upper_dir == NULL) {
+        if (mount(lower, target, NULL, MS_BIND | MS_REC, NULL) != 0)
+            return mounts_fail(s->err, s->err_len, -errno, "bind lower_dir", lower);
         return 0;
     }
-    rc = mounts_overlay_escape(lower, sizeof(lower), plan->lower);
-    if (rc == 0)
-        rc = mounts_overlay_escape(upper, sizeof(upper), plan->upper);
-    if (rc == 0)
-        rc = mounts_overlay_escape(work, sizeof(work), plan->work);
-    if (rc == 0 &&
-        asprintf(&opts, "lowerdir=%s,upperdir=%s,workdir=%s,userxattr", lower, upper, work) < 0) {
-        opts = NULL;
-        rc = -ENOMEM;
-    }
+    rc = mounts_overlay_options(s, spec, lower, opts, sizeof(opts));
     if (rc != 0)
-        return mounts_fail(s->err, s->err_len, rc, "overlay options for", inside);
-    /* userxattr: overlayfs keeps its metadata in user.overlay.* xattrs, the
-     * only ones a user namespace may set (kernel >= 5.11). */
+        return rc;
     if (mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV, opts) != 0)
-        rc = mounts_fail(s->err, s->err_len, -errno, "mount overlay on", inside);
-    free(opts);
-    return rc;
+        return mounts_fail(s->err, s->err_len, -errno, "mount overlay on", inside);
+    return 0;
 }
 
 /* Everything read-only, then write access back where it belongs, in mount
  * order so that a read-only extra mount inside the exec root stays so. */
-static int mounts_seal(struct mounts_state *s, const struct mounts_plan *plan,
-                       const char *exec_root)
+static int mounts_seal(struct mounts_state *s, const struct sandbox_spec *spec,
+                       const struct sandbox_mounts_plan *plan, const char *exec_root)
 {
     char path[PATH_MAX];
     int rc;
@@ -714,13 +740,13 @@ static int mounts_seal(struct mounts_state *s, const struct mounts_plan *plan,
     rc = mounts_set_read_only(exec_root, false, true);
     if (rc != 0)
         return mounts_fail(s->err, s->err_len, rc, "make writable", exec_root);
-    for (size_t i = plan->first_extra; i < plan->n; i++) {
-        const struct mounts_op *op = &plan->ops[i];
+    for (size_t i = 0; i < plan->n_extra; i++) {
+        const struct sandbox_mount *m = &spec->mounts[i];
 
-        mounts_fd_path(path, op->mount_fd);
-        rc = mounts_set_read_only(path, op->read_only, true);
+        mounts_fd_path(path, plan->extra_fds[i]);
+        rc = mounts_set_read_only(path, m->kind == SANDBOX_MOUNT_RO, true);
         if (rc != 0)
-            return mounts_fail(s->err, s->err_len, rc, "set access of", op->inside);
+            return mounts_fail(s->err, s->err_len, rc, "set access of", m->inside);
     }
     return 0;
 }
@@ -740,17 +766,13 @@ static int mounts_enter_new_root(struct mounts_state *s)
     return 0;
 }
 
-int sandbox_mounts_build_root(const struct sandbox_spec *spec, char *err, size_t err_len)
+int sandbox_mounts_build_root(const struct sandbox_spec *spec, struct sandbox_mounts_plan *plan,
+                              char *err, size_t err_len)
 {
     struct mounts_state s = {.root_fd = -1, .err = err, .err_len = err_len};
     char exec_root[PATH_MAX];
-    struct mounts_plan plan;
     int rc;
 
-    memset(&plan, 0, sizeof(plan));
-    rc = mounts_plan_build(&plan, spec, err, err_len);
-    if (rc != 0)
-        goto out;
     /* Nothing done here may propagate back to the host. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
         rc = mounts_fail(err, err_len, -errno, "make private", "/");
@@ -768,8 +790,8 @@ int sandbox_mounts_build_root(const struct sandbox_spec *spec, char *err, size_t
     rc = mounts_setup_proc(&s);
     if (rc == 0 && mkdir(NEW_ROOT "/etc", 0755) != 0)
         rc = mounts_fail(err, err_len, -errno, "mkdir", "/etc");
-    for (size_t i = 0; rc == 0 && i < plan.first_extra; i++)
-        rc = mounts_apply_base(&s, &plan.ops[i]);
+    for (size_t i = 0; rc == 0 && i < plan->n; i++)
+        rc = mounts_apply_base(&s, &plan->ops[i]);
     if (rc == 0)
         rc = mounts_setup_dev(&s);
     if (rc == 0) {
@@ -778,11 +800,11 @@ int sandbox_mounts_build_root(const struct sandbox_spec *spec, char *err, size_t
             rc = mounts_fail(err, err_len, -errno, "mount tmpfs on", "/tmp");
     }
     if (rc == 0)
-        rc = mounts_setup_exec_root(&s, spec, &plan, exec_root);
-    for (size_t i = plan.first_extra; rc == 0 && i < plan.n; i++)
-        rc = mounts_apply_extra(&s, &plan.ops[i]);
+        rc = mounts_setup_exec_root(&s, spec, exec_root);
+    for (size_t i = 0; rc == 0 && i < plan->n_extra; i++)
+        rc = mounts_apply_extra(&s, &spec->mounts[i], &plan->extra_fds[i]);
     if (rc == 0)
-        rc = mounts_seal(&s, &plan, exec_root);
+        rc = mounts_seal(&s, spec, plan, exec_root);
     if (rc == 0)
         rc = mounts_enter_new_root(&s);
     if (rc == 0 && chdir(sandbox_spec_cwd(spec)) != 0)
@@ -790,6 +812,5 @@ int sandbox_mounts_build_root(const struct sandbox_spec *spec, char *err, size_t
 out:
     if (s.root_fd >= 0)
         close(s.root_fd);
-    mounts_plan_free(&plan);
     return rc;
 }

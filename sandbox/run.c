@@ -1,15 +1,18 @@
 /*
- * run.c - sandbox_run: prepare in the caller, clone, supervise.
+ * run.c - one sandbox run: prepare in the caller, clone, supervise.
  *
- * The caller's side, in order: check the spec, build the seccomp program,
- * open the output files, create the cgroup, then clone the child into new
- * user, mount, pid, ipc, uts (and net) namespaces. The child maps its own ids
- * and joins the cgroup before it does anything else (child.c), so the caller
- * goes straight to supervising: poll on the child's pidfd, the output pipes,
- * the timeout and the cancel fds; on a timeout or cancel it kills pid 1 (and
- * the cgroup with cgroup.kill when there is a v2 one), which takes the whole
- * pid namespace down. wait4 on pid 1 gives rusage covering every process it
- * reaped.
+ * The caller's side, in order: check the spec, build the seccomp program and
+ * the root's plan, open the output files, create the cgroup, then clone the
+ * child into new user, mount, pid, ipc, uts (and net) namespaces. The child
+ * maps its own ids and joins the cgroup before it does anything else
+ * (child.c), so the caller goes straight to supervising: poll on the child's
+ * pidfd, its report pipe, the output pipes, the timeout and the cancel fds;
+ * on a timeout or cancel it kills pid 1 (and the cgroup with cgroup.kill
+ * when there is a v2 one), which takes the whole pid namespace down.
+ *
+ * The steps are separate (sandbox_run_begin/_poll_fds/_step/_end) so that
+ * the spawner can supervise many runs from one poll loop; sandbox_run_with
+ * strings them together for one run.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,22 +30,6 @@
 
 #include "internal.h"
 
-#define RUN_MAX_CANCEL 4
-
-struct run_state {
-    struct sock_fprog seccomp_built;  /* ours to free */
-    const struct sock_fprog *seccomp; /* the program to install */
-    struct sandbox_cgroup cgroup;
-    struct sandbox_output out;
-    struct sandbox_output err;
-    int report[2];
-    int stdin_fd;
-    int pidfd;
-    pid_t pid;
-    bool timed_out;
-    bool cancelled;
-};
-
 static uint64_t run_now_us(void)
 {
     struct timespec ts;
@@ -51,7 +38,7 @@ static uint64_t run_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static void run_kill(struct run_state *st)
+static void run_kill(struct sandbox_run *st)
 {
     /* cgroup.kill when there is a v2 cgroup (-ENOENT otherwise). Its result
      * does not matter: SIGKILL to pid 1 alone takes the whole pid namespace
@@ -60,109 +47,138 @@ static void run_kill(struct run_state *st)
     pidfd_send_signal(st->pidfd, SIGKILL, NULL, 0);
 }
 
-/* Polls until pid 1 has exited and both output pipes are at EOF. */
-static int run_supervise(struct run_state *st, const struct sandbox_spec *spec,
-                         struct sandbox_result *res, const int *cancel_fds, size_t n_cancel,
-                         uint64_t start_us)
-{
-    struct pollfd pfd[3 + RUN_MAX_CANCEL];
-    struct sandbox_output *outs[2] = {&st->out, &st->err};
-    const uint64_t timeout_us = spec->limits.timeout_ms * 1000u;
-    const size_t nfds = 3 + n_cancel;
-    bool exited = false;
-
-    memset(pfd, 0, sizeof(pfd));
-    pfd[0].fd = st->pidfd;
-    pfd[0].events = POLLIN;
-    for (int i = 0; i < 2; i++) {
-        pfd[1 + i].fd = outs[i]->pipe_rd;
-        pfd[1 + i].events = POLLIN;
-    }
-    for (size_t i = 0; i < n_cancel; i++) {
-        pfd[3 + i].fd = cancel_fds[i];
-        pfd[3 + i].events = POLLIN | POLLRDHUP;
-    }
-    while (!exited || pfd[1].fd >= 0 || pfd[2].fd >= 0) {
-        int wait_ms = -1, n;
-
-        if (timeout_us > 0 && !st->timed_out && !st->cancelled) {
-            uint64_t now = run_now_us(), end = start_us + timeout_us;
-
-            wait_ms = now >= end ? 0 : (int)((end - now + 999) / 1000);
-        }
-        n = poll(pfd, nfds, wait_ms);
-        if (n < 0) {
-            int rc = -errno;
-
-            if (rc == -EINTR)
-                continue;
-            sandbox_error_set(res->error, sizeof(res->error), "poll: %s", strerror(-rc));
-            run_kill(st);
-            return rc;
-        }
-        if (n == 0) {
-            st->timed_out = true;
-            run_kill(st);
-            continue;
-        }
-        if (pfd[0].revents != 0) {
-            exited = true;
-            pfd[0].fd = -1;
-        }
-        for (int i = 0; i < 2; i++) {
-            int rc;
-
-            if (pfd[1 + i].fd < 0 || pfd[1 + i].revents == 0)
-                continue;
-            rc = sandbox_output_drain(outs[i]);
-            if (rc == 1) {
-                pfd[1 + i].fd = -1;
-            } else if (rc < 0) {
-                /* The host file failed (disk full): keep draining, so the
-                 * command is not blocked, but drop the rest. */
-                sandbox_error_set(res->error, sizeof(res->error), "writing %s: %s",
-                                  i == 0 ? "stdout" : "stderr", strerror(-rc));
-                outs[i]->cap = outs[i]->written;
-                outs[i]->truncated = true;
-            }
-        }
-        for (size_t i = 0; i < n_cancel; i++) {
-            if (pfd[3 + i].fd < 0 || pfd[3 + i].revents == 0)
-                continue;
-            pfd[3 + i].fd = -1;
-            st->cancelled = true;
-            run_kill(st);
-        }
-    }
-    return 0;
-}
-
-/* Reads what the child reported; fills the status and error fields. */
-static void run_collect(struct run_state *st, int pid1_status, struct sandbox_result *res)
+/* Reads what pid 1 (or the command, before its exec) reported: the first
+ * failure, the command's status; EOF once pid 1 has closed its fds, which
+ * it does only on its way out. */
+static void run_read_reports(struct sandbox_run *st)
 {
     struct sandbox_report r;
-    int status = pid1_status;
-    bool have_status = false, failed = false;
-    ssize_t n;
 
     for (;;) {
-        n = read(st->report[0], &r, sizeof(r));
+        ssize_t n = read(st->report[0], &r, sizeof(r));
+
         if (n < 0 && errno == EINTR)
             continue;
-        if (n != (ssize_t)sizeof(r))
-            break;
-        r.msg[sizeof(r.msg) - 1] = '\0';
-        if (r.kind == SANDBOX_REPORT_STATUS) {
-            status = r.status;
-            have_status = true;
-        } else if (!failed) {
-            failed = true;
-            snprintf(res->error, sizeof(res->error), "%s", r.msg);
-            res->exit_code = r.kind == SANDBOX_REPORT_EXEC_ERROR ? 127 : 125;
+        if (n != (ssize_t)sizeof(r)) {
+            /* EOF, or (cannot happen: writes are atomic) a torn message */
+            st->report_eof = n <= 0;
+            return;
         }
-    }
-    if (failed)
+        r.msg[sizeof(r.msg) - 1] = '\0';
+        if (r.kind == SANDBOX_REPORT_STATUS)
+            st->status = r;
+        else if (st->failure.kind == 0)
+            st->failure = r;
+        /* One message per readiness: poll says when there is more. */
         return;
+    }
+}
+
+/* Is pid 1 done for our purposes: exited, or (when the caller lets us
+ * leave it unreaped) it has reported that every other process is gone and
+ * closed its end of the report pipe on its way out? */
+static bool run_pid1_done(const struct sandbox_run *run)
+{
+    return run->report_eof && run->opts.unreaped != NULL &&
+           run->status.kind == SANDBOX_REPORT_STATUS && run->status.all_reaped &&
+           !sandbox_cgroup_in_use(&run->cgroup);
+}
+
+size_t sandbox_run_poll_fds(const struct sandbox_run *run, struct pollfd *pfd)
+{
+    const struct sandbox_output *outs[2] = {&run->out, &run->err};
+    size_t n = 0;
+
+    if (sandbox_run_done(run))
+        return 0;
+    /* pid 1's pidfd, the report pipe, both output pipes, the cancel fds:
+     * always in this order, -1 for those that are done. */
+    pfd[n++] = (struct pollfd){.fd = run->exited ? -1 : run->pidfd, .events = POLLIN};
+    pfd[n++] = (struct pollfd){.fd = run->report_eof ? -1 : run->report[0], .events = POLLIN};
+    for (int i = 0; i < 2; i++)
+        pfd[n++] = (struct pollfd){.fd = outs[i]->pipe_rd, .events = POLLIN};
+    for (size_t i = 0; i < run->opts.n_cancel_fds; i++)
+        pfd[n++] = (struct pollfd){
+            .fd = run->cancelled || run->timed_out || run->exited ? -1 : run->opts.cancel_fds[i],
+            .events = POLLIN | POLLRDHUP};
+    return n;
+}
+
+int sandbox_run_poll_timeout(const struct sandbox_run *run)
+{
+    const uint64_t timeout_us = run->spec->limits.timeout_ms * 1000u;
+    uint64_t now, end;
+
+    if (sandbox_run_done(run) || timeout_us == 0 || run->timed_out || run->cancelled)
+        return -1;
+    now = run_now_us();
+    end = run->start_us + timeout_us;
+    return now >= end ? 0 : (int)((end - now + 999) / 1000);
+}
+
+static void run_drain_output(struct sandbox_run *run, int i)
+{
+    struct sandbox_output *out = i == 0 ? &run->out : &run->err;
+    int rc = sandbox_output_drain(out);
+
+    if (rc == 1) {
+        close(out->pipe_rd);
+        out->pipe_rd = -1;
+    } else if (rc < 0) {
+        /* The host file failed (disk full): keep draining, so the command
+         * is not blocked, but drop the rest. */
+        sandbox_error_set(run->res->error, sizeof(run->res->error), "writing %s: %s",
+                          i == 0 ? "stdout" : "stderr", strerror(-rc));
+        out->cap = out->written;
+        out->truncated = true;
+    }
+}
+
+void sandbox_run_step(struct sandbox_run *run, const struct pollfd *pfd, size_t n)
+{
+    if (sandbox_run_done(run) || n < 4)
+        return;
+    if (pfd[1].fd >= 0 && pfd[1].revents != 0)
+        run_read_reports(run);
+    if ((pfd[0].fd >= 0 && pfd[0].revents != 0) || run_pid1_done(run))
+        run->exited = true;
+    for (int i = 0; i < 2; i++)
+        if (pfd[2 + i].fd >= 0 && pfd[2 + i].revents != 0)
+            run_drain_output(run, i);
+    for (size_t i = 4; i < n; i++)
+        if (pfd[i].fd >= 0 && pfd[i].revents != 0)
+            sandbox_run_cancel(run);
+    if (sandbox_run_poll_timeout(run) == 0) {
+        run->timed_out = true;
+        run_kill(run);
+    }
+}
+
+void sandbox_run_cancel(struct sandbox_run *run)
+{
+    if (run->pid <= 0 || run->exited || run->cancelled || run->timed_out)
+        return;
+    run->cancelled = true;
+    run_kill(run);
+}
+
+bool sandbox_run_done(const struct sandbox_run *run)
+{
+    return run->rc != 0 || (run->exited && run->out.pipe_rd < 0 && run->err.pipe_rd < 0);
+}
+
+/* Fills the status and error fields from the reports (all read by now). */
+static void run_collect(struct sandbox_run *st, int pid1_status, struct sandbox_result *res)
+{
+    int status = pid1_status;
+
+    if (st->failure.kind != 0) {
+        snprintf(res->error, sizeof(res->error), "%s", st->failure.msg);
+        res->exit_code = st->failure.kind == SANDBOX_REPORT_EXEC_ERROR ? 127 : 125;
+        return;
+    }
+    if (st->status.kind == SANDBOX_REPORT_STATUS)
+        status = st->status.status;
     /* Without a report, pid 1 itself was killed (timeout, OOM) before the
      * command ended: its own status is all there is. */
     if (WIFSIGNALED(status)) {
@@ -170,12 +186,41 @@ static void run_collect(struct run_state *st, int pid1_status, struct sandbox_re
         res->exit_code = 128 + res->term_signal;
     } else if (WIFEXITED(status)) {
         res->exit_code = WEXITSTATUS(status);
-        if (!have_status && res->exit_code == 125)
+        if (st->status.kind == 0 && res->exit_code == 125)
             snprintf(res->error, sizeof(res->error), "sandbox set-up failed");
     }
 }
 
-static void run_set_limit(struct run_state *st, const struct sandbox_spec *spec,
+/* Reaps pid 1, unless it may be left to the caller; fills the usage. */
+static int run_reap(struct sandbox_run *run, int *status)
+{
+    const struct sandbox_report *r = &run->status;
+    struct sandbox_result *res = run->res;
+    struct rusage ru;
+
+    if (run->rc == 0 && run_pid1_done(run)) {
+        *run->opts.unreaped = run->pid;
+        *status = r->status;
+        res->user_us = r->user_us;
+        res->sys_us = r->sys_us;
+        res->max_rss_bytes = r->max_rss_kb * 1024u;
+        return 0;
+    }
+    if (run->rc != 0) /* could not start or supervise: take it down */
+        pidfd_send_signal(run->pidfd, SIGKILL, NULL, 0);
+    while (wait4(run->pid, status, 0, &ru) < 0) {
+        if (errno != EINTR) {
+            sandbox_error_set(res->error, sizeof(res->error), "wait4: %s", strerror(errno));
+            return -errno;
+        }
+    }
+    res->user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec;
+    res->sys_us = (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+    res->max_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;
+    return run->rc;
+}
+
+static void run_set_limit(struct sandbox_run *st, const struct sandbox_spec *spec,
                           struct sandbox_result *res)
 {
     const uint64_t cpu_us = res->user_us + res->sys_us;
@@ -204,13 +249,17 @@ static void run_close(int *fd)
 }
 
 /* Everything before clone; on failure res->error says why. */
-static int run_prepare(struct run_state *st, const struct sandbox_spec *spec,
+static int run_prepare(struct sandbox_run *st, const struct sandbox_spec *spec,
                        const struct sandbox_run_options *opts, struct sandbox_result *res)
 {
     char *err = res->error;
     const size_t err_len = sizeof(res->error);
     int rc;
 
+    if (opts->n_cancel_fds > SANDBOX_RUN_MAX_CANCEL) {
+        sandbox_error_set(err, err_len, "too many cancel fds");
+        return -EINVAL;
+    }
     rc = sandbox_spec_check(spec, err, err_len);
     if (rc != 0)
         return rc;
@@ -225,6 +274,9 @@ static int run_prepare(struct run_state *st, const struct sandbox_spec *spec,
             return rc;
         st->seccomp = &st->seccomp_built;
     }
+    rc = sandbox_mounts_plan(&st->plan, spec, err, err_len);
+    if (rc != 0)
+        return rc;
     rc = sandbox_output_open(&st->out, spec->stdout_path, spec->limits.output_bytes, err, err_len);
     if (rc != 0)
         return rc;
@@ -253,21 +305,20 @@ static int run_prepare(struct run_state *st, const struct sandbox_spec *spec,
 }
 
 /* clone; the child maps its ids and joins the cgroup itself. */
-static int run_start(struct run_state *st, const struct sandbox_spec *spec,
+static int run_start(struct sandbox_run *st, const struct sandbox_spec *spec,
                      struct sandbox_result *res)
 {
     struct sandbox_child child = {
         .spec = spec,
+        .plan = st->plan,
         .seccomp = st->seccomp,
         .cgroup = &st->cgroup,
         .outer_uid = geteuid(),
         .outer_gid = getegid(),
-        .report_rd = st->report[0],
         .report_wr = st->report[1],
         .stdin_fd = st->stdin_fd,
         .stdout_fd = st->out.child_fd,
         .stderr_fd = st->err.child_fd,
-        .close_fds = {st->out.pipe_rd, st->err.pipe_rd, -1, -1},
         .memory_method = st->cgroup.memory_method,
         .pids_method = st->cgroup.pids_method,
     };
@@ -301,79 +352,93 @@ static int run_start(struct run_state *st, const struct sandbox_spec *spec,
     return 0;
 }
 
-int sandbox_run_with(const struct sandbox_spec *spec, struct sandbox_result *res,
-                     const struct sandbox_run_options *opts)
+int sandbox_run_begin(struct sandbox_run *run, const struct sandbox_spec *spec,
+                      const struct sandbox_run_options *opts, struct sandbox_result *res)
 {
-    const struct sandbox_run_options none = {0};
-    struct run_state st = {
-        .report = {-1, -1},
-        .stdin_fd = -1,
-        .pidfd = -1,
-        .pid = -1,
-    };
-    const uint64_t start_us = run_now_us();
-    struct rusage ru;
-    int status = 0, rc;
+    static const struct sandbox_run_options none = {0};
 
+    memset(run, 0, sizeof(*run));
     memset(res, 0, sizeof(*res));
-    st.out.file_fd = st.out.pipe_rd = st.out.child_fd = -1;
-    st.err.file_fd = st.err.pipe_rd = st.err.child_fd = -1;
-    if (opts == NULL)
-        opts = &none;
-    if (opts->n_cancel_fds > RUN_MAX_CANCEL) {
-        rc = -EINVAL;
-        sandbox_error_set(res->error, sizeof(res->error), "too many cancel fds");
-        goto out;
-    }
-    rc = run_prepare(&st, spec, opts, res);
-    if (rc == 0)
-        rc = run_start(&st, spec, res);
-    if (rc == 0)
-        rc = run_supervise(&st, spec, res, opts->cancel_fds, opts->n_cancel_fds, start_us);
-    if (st.pid > 0) {
-        if (rc != 0) /* could not start or supervise: take it down */
-            pidfd_send_signal(st.pidfd, SIGKILL, NULL, 0);
-        while (wait4(st.pid, &status, 0, &ru) < 0) {
-            if (errno != EINTR) {
-                rc = -errno;
-                sandbox_error_set(res->error, sizeof(res->error), "wait4: %s", strerror(errno));
-                memset(&ru, 0, sizeof(ru));
-                break;
-            }
-        }
-        res->wall_us = run_now_us() - start_us;
-        res->user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec;
-        res->sys_us = (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
-        res->max_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;
+    run->start_us = run_now_us();
+    run->spec = spec;
+    run->opts = opts != NULL ? *opts : none;
+    run->res = res;
+    run->report[0] = run->report[1] = -1;
+    run->stdin_fd = run->pidfd = -1;
+    run->pid = -1;
+    run->out.file_fd = run->out.pipe_rd = run->out.child_fd = -1;
+    run->err.file_fd = run->err.pipe_rd = run->err.child_fd = -1;
+    if (run->opts.unreaped != NULL)
+        *run->opts.unreaped = -1;
+    run->rc = run_prepare(run, spec, &run->opts, res);
+    if (run->rc == 0)
+        run->rc = run_start(run, spec, res);
+    return run->rc;
+}
+
+int sandbox_run_end(struct sandbox_run *run)
+{
+    struct sandbox_result *res = run->res;
+    int status = 0, rc = run->rc;
+
+    if (run->pid > 0) {
+        rc = run_reap(run, &status);
+        res->wall_us = run_now_us() - run->start_us;
     }
     if (rc != 0)
         goto out;
-    run_collect(&st, status, res);
-    if (st.timed_out || st.cancelled) {
+    while (!run->report_eof) /* what pid 1 sent before it died */
+        run_read_reports(run);
+    run_collect(run, status, res);
+    if (run->timed_out || run->cancelled) {
         res->term_signal = SIGKILL;
         res->exit_code = 128 + SIGKILL;
     }
-    if (st.cancelled && res->error[0] == '\0')
+    if (run->cancelled && res->error[0] == '\0')
         snprintf(res->error, sizeof(res->error), "cancelled");
-    res->stdout_truncated = st.out.truncated;
-    res->stderr_truncated = st.err.truncated;
-    run_set_limit(&st, spec, res);
+    res->stdout_truncated = run->out.truncated;
+    res->stderr_truncated = run->err.truncated;
+    run_set_limit(run, run->spec, res);
 out:
     if (rc != 0) {
         res->exit_code = 125;
         if (res->error[0] == '\0')
             snprintf(res->error, sizeof(res->error), "sandbox: %s", strerror(-rc));
     }
-    run_close(&st.pidfd);
-    run_close(&st.report[0]);
-    run_close(&st.report[1]);
-    run_close(&st.stdin_fd);
-    sandbox_output_close(&st.out);
-    sandbox_output_close(&st.err);
-    sandbox_seccomp_program_free(&st.seccomp_built);
-    if (sandbox_cgroup_destroy(&st.cgroup) != 0 && res->error[0] == '\0')
+    run_close(&run->pidfd);
+    run_close(&run->report[0]);
+    run_close(&run->report[1]);
+    run_close(&run->stdin_fd);
+    sandbox_output_close(&run->out);
+    sandbox_output_close(&run->err);
+    sandbox_seccomp_program_free(&run->seccomp_built);
+    sandbox_mounts_plan_free(run->plan);
+    run->plan = NULL;
+    if (sandbox_cgroup_destroy(&run->cgroup) != 0 && res->error[0] == '\0')
         snprintf(res->error, sizeof(res->error), "could not remove the action's cgroup");
     return rc;
+}
+
+int sandbox_run_with(const struct sandbox_spec *spec, struct sandbox_result *res,
+                     const struct sandbox_run_options *opts)
+{
+    struct sandbox_run run;
+    struct pollfd pfd[SANDBOX_RUN_POLL_MAX];
+
+    sandbox_run_begin(&run, spec, opts, res);
+    while (!sandbox_run_done(&run)) {
+        size_t n = sandbox_run_poll_fds(&run, pfd);
+
+        if (poll(pfd, n, sandbox_run_poll_timeout(&run)) < 0) {
+            if (errno == EINTR)
+                continue;
+            run.rc = -errno;
+            sandbox_error_set(res->error, sizeof(res->error), "poll: %s", strerror(errno));
+            break;
+        }
+        sandbox_run_step(&run, pfd, n);
+    }
+    return sandbox_run_end(&run);
 }
 
 int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res)

@@ -19,8 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "cli.h"
+#include "internal.h"
 
 /* Scratch layout: <scratch>/upper, work (the overlay's), merged (mount
  * point of the copy-back view), root (the exec root when there is no
@@ -138,6 +140,8 @@ int cli_run_local(struct cli_run *run)
 {
     struct run_scratch sc;
     struct sandbox_result res;
+    pid_t unreaped = -1;
+    const struct sandbox_run_options opts = {.unreaped = &unreaped};
     struct cli_report report;
     bool ran = false, *copied = NULL;
     char err[512] = "", verdict[256];
@@ -167,7 +171,9 @@ int cli_run_local(struct cli_run *run)
         snprintf(err, sizeof(err), "sigaction: %s", strerror(-rc));
         goto out;
     }
-    rc = sandbox_run(&run->spec, &res);
+    /* pid 1 reports once everything it ran is gone; its exit and the
+     * namespaces' teardown then go on while we finish (or exit). */
+    rc = sandbox_run_with(&run->spec, &res, &opts);
     cli_signal_forward_stop();
     stopped_by = cli_signal_stopped_by();
     if (rc != 0) {
@@ -226,6 +232,10 @@ out:
                 status = CLI_EXIT_FAILURE;
         }
     }
+    /* The overlay over the scratch directory lives until pid 1 is gone. */
+    if (unreaped > 0 && sc.dir != NULL)
+        while (waitpid(unreaped, NULL, 0) < 0 && errno == EINTR)
+            ;
     run_scratch_remove(&sc);
     free(copied);
     return status;

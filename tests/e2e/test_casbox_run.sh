@@ -54,9 +54,15 @@ if [ "$(id -u)" = 0 ]; then
   home="$(getent passwd "$user" | cut -d: -f6)"
   [ "$uid" != 0 ] || e2e_fail "user $user has uid 0"
   kill_user_procs() {
-    local left
-    left="$(pgrep -u "$uid" || true)"
-    [ -z "$left" ] && return 0
+    local left i
+    # casbox run returns as soon as the command and everything it started are
+    # gone; the sandbox's own pid 1 may still be on its way out (the kernel
+    # tearing its namespaces down) for a moment. Anything else stays.
+    for i in $(seq 30); do
+      left="$(pgrep -u "$uid" || true)"
+      [ -z "$left" ] && return 0
+      sleep 0.1
+    done
     log "FAIL: processes of $user left behind: $(ps -o pid=,comm= -p "$(echo $left | tr ' ' ,)" | tr '\n' ' ')"
     pkill -KILL -u "$uid" || true
     return 1
