@@ -9,11 +9,18 @@
 #    sharing 16 blobs), against two daemons started side by side: one with
 #    execution.staging=fuse, one with hardlink. Prints the median Execute round
 #    trip and the staging time the daemon reports (casbox.StagingStats), and the
-#    100k/1k ratio (target for FUSE: within 1.5x).
+#    100k/1k ratio (target for FUSE: within 1.5x). Beside it, per size: the
+#    action's own run time (ExecutedActionMetadata execution_start ..
+#    completed) with each staging, which is what reading 1% of the files costs
+#    (the reader's own per-file cost is in both), and the round trip of an
+#    action that reads nothing (`true`): staging + run + teardown alone.
 # 2. A 1 GiB input read with dd inside an action through the FUSE mount and its
 #    overlay, beside dd of the same CAS blob file on the host: warm (read twice,
 #    second counted), and cold (drop_caches before each; root only). Target:
-#    FUSE warm at least 80% of direct.
+#    FUSE warm at least 80% of direct. Prints whether FUSE passthrough was on
+#    (casboxd's log) and the bytes casboxd served (0 with passthrough).
+# The load average is printed at the start and the end: the figures are
+# wall times on a shared machine.
 #
 # Env: FUSE_BENCH_RUNS (default 5 per size), FUSE_BENCH_SIZES ("1000 10000 100000"),
 # FUSE_BENCH_BIG_MIB (default 1024). Needs root or a usable /dev/fuse.
@@ -38,7 +45,8 @@ BIG = int(os.environ.get("FUSE_BENCH_BIG_MIB", "1024")) << 20
 ENV = [re_pb2.Command.EnvironmentVariable(name="PATH", value="/usr/bin:/bin")]
 STATS_URL = "type.googleapis.com/casbox.StagingStats"
 
-def staging_us(result):
+def stats(result):
+    """casbox.StagingStats: 1 files_opened, 2 bytes_read, 3 staging_us, 4 mode."""
     for a in result.execution_metadata.auxiliary_metadata:
         if a.type_url == STATS_URL:
             v, i, out = a.value, 0, {}
@@ -48,8 +56,18 @@ def staging_us(result):
                     b = v[i]; i += 1; val |= (b & 0x7F) << shift; shift += 7
                     if not b & 0x80: break
                 out[key] = val
-            return out.get(3, 0)
-    return 0
+            return out
+    return {}
+
+def ts(t):
+    return t.seconds + t.nanos / 1e9
+
+def run_ms(result):
+    md = result.execution_metadata
+    return (ts(md.execution_completed_timestamp) - ts(md.execution_start_timestamp)) * 1000
+
+def load():
+    return open("/proc/loadavg").read().split()[:3]
 
 def execute(c, root, script, timeout=600):
     cmd = re_pb2.Command(arguments=["/bin/sh", "-c", script], environment_variables=ENV)
@@ -63,7 +81,7 @@ def execute(c, root, script, timeout=600):
     if resp.status.code != 0 or r.exit_code != 0:
         raise SystemExit("action failed: %s %s" % (resp.status, r.exit_code))
     err = c.bs_read(c.read_name(r.stderr_digest)) if r.stderr_digest.size_bytes else b""
-    return wall, staging_us(r), err
+    return wall, stats(r), run_ms(r), err
 
 def tree(c, n):
     blobs = [c.upload_blob(b"blob %d\n" % i * 64) for i in range(16)]
@@ -82,29 +100,40 @@ for mode in ("fuse", "hardlink"):
     d.start()
     daemons[mode] = (d, rc.Client(d.target, timeout=600))
 
+print("load average at start: %s" % " ".join(load()))
 print("== stage + run + tear down, action reading 1%% of its files (median of %d)" % RUNS)
-print("%-9s %12s %12s %12s %12s %9s" % ("files", "fuse ms", "fuse stage", "hardlink ms",
-                                          "hl stage", "fuse/hl"))
+print("%-9s %10s %10s %10s %10s %10s %10s %10s %8s" % (
+    "files", "fuse ms", "fuse stage", "fuse run", "fuse true", "hl ms", "hl stage", "hl run",
+    "fuse/hl"))
 res = {}
 for n in SIZES:
     row = {}
     for mode, (d, c) in daemons.items():
         root, script = tree(c, n)
         execute(c, root, script)  # warm-up: Directory cache, exec copies, page cache
-        walls, stages = [], []
+        walls, stages, runs, trues = [], [], [], []
         for _ in range(RUNS):
-            w, s, _ = execute(c, root, script)
-            walls.append(w * 1000); stages.append(s / 1000.0)
-        row[mode] = (statistics.median(walls), statistics.median(stages))
+            w, s, r, _ = execute(c, root, script)
+            walls.append(w * 1000); stages.append(s.get(3, 0) / 1000.0); runs.append(r)
+            if mode == "fuse":
+                trues.append(execute(c, root, "true")[0] * 1000)
+        row[mode] = (statistics.median(walls), statistics.median(stages),
+                     statistics.median(runs), statistics.median(trues) if trues else 0.0)
     res[n] = row
-    print("%-9d %12.1f %12.2f %12.1f %12.2f %8.2fx" % (
-        n, row["fuse"][0], row["fuse"][1], row["hardlink"][0], row["hardlink"][1],
-        row["fuse"][0] / row["hardlink"][0]))
+    f, h = row["fuse"], row["hardlink"]
+    print("%-9d %10.1f %10.2f %10.1f %10.1f %10.1f %10.2f %10.1f %7.2fx" % (
+        n, f[0], f[1], f[2], f[3], h[0], h[1], h[2], f[0] / h[0]))
 if len(SIZES) > 1:
     lo, hi = SIZES[0], SIZES[-1]
-    print("%d/%d files round-trip ratio: fuse %.2fx (target <= 1.5x), hardlink %.2fx" % (
-        hi, lo, res[hi]["fuse"][0] / res[lo]["fuse"][0],
-        res[hi]["hardlink"][0] / res[lo]["hardlink"][0]))
+    print("%d/%d files round-trip ratio: fuse %.2fx (target <= 1.5x), hardlink %.2fx; "
+          "fuse with no reads (true) %.2fx" % (
+              hi, lo, res[hi]["fuse"][0] / res[lo]["fuse"][0],
+              res[hi]["hardlink"][0] / res[lo]["hardlink"][0],
+              res[hi]["fuse"][3] / res[lo]["fuse"][3]))
+    print("reading %d files (%d/100) costs the action %.1f ms with fuse, %.1f ms with hardlinks "
+          "(run time %d files minus %d files)" % (
+              hi // 100, hi, res[hi]["fuse"][2] - res[lo]["fuse"][2],
+              res[hi]["hardlink"][2] - res[lo]["hardlink"][2], hi, lo))
 
 print("\n== %d MiB read: dd bs=1M through FUSE (+overlay, inside an action) vs the CAS file" % (BIG >> 20))
 d, c = daemons["fuse"]
@@ -133,8 +162,10 @@ def direct():
     p = subprocess.run(["dd", "if=" + blob, "of=/dev/null", "bs=1M"], capture_output=True, text=True)
     return rate(p.stderr)
 
+served = []
 def through_fuse():
-    _, _, err = execute(c, root, "dd if=big.bin of=/dev/null bs=1M")
+    _, st, _, err = execute(c, root, "dd if=big.bin of=/dev/null bs=1M")
+    served.append(st.get(2, 0))
     return rate(err.decode())
 
 def drop():
@@ -143,8 +174,10 @@ def drop():
 through_fuse(); direct()  # warm both (and the store's first-open verification)
 warm_f = statistics.median([through_fuse() for _ in range(3)])
 warm_d = statistics.median([direct() for _ in range(3)])
-print("warm: fuse %.2f GB/s, direct %.2f GB/s, fuse/direct %.0f%% (target >= 80%%)" % (
-    warm_f, warm_d, 100 * warm_f / warm_d))
+pt = [ln.strip() for ln in open(d.log_path, errors="replace") if "FUSE passthrough" in ln]
+print("casboxd: %s" % (pt[-1].split(" casfs: ", 1)[-1] if pt else "(no passthrough line)"))
+print("warm: fuse %.2f GB/s, direct %.2f GB/s, fuse/direct %.0f%% (target >= 80%%); "
+      "bytes served by casboxd per read: %d" % (warm_f, warm_d, 100 * warm_f / warm_d, served[-1]))
 if os.geteuid() == 0:
     cf, cd = [], []
     for _ in range(2):
@@ -154,6 +187,7 @@ if os.geteuid() == 0:
         statistics.median(cf), statistics.median(cd), 100 * statistics.median(cf) / statistics.median(cd)))
 else:
     print("cold: skipped (drop_caches needs root)")
+print("load average at end: %s" % " ".join(load()))
 for d, c in daemons.values():
     d.stop()
 PYEOF
