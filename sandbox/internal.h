@@ -35,9 +35,19 @@ int sandbox_spec_check(const struct sandbox_spec *spec, char *err, size_t err_le
 
 /* Builds the BPF program of the spec's policy in the caller (no namespace
  * needed). prog->filter is malloc'd; free it with sandbox_seccomp_program_free.
- * Mode NONE gives an empty program (len 0). */
+ * Mode NONE gives an empty program (len 0). DEFAULT and STRICT come from the
+ * programs compiled at build time when there are some (a copy: no libseccomp
+ * work, which costs about a millisecond and dirties ~200 KB of heap). */
 int sandbox_seccomp_build(enum sandbox_seccomp_mode mode, const char *file, struct sock_fprog *prog,
                           char *err, size_t err_len);
+/* The same, always with libseccomp (the build-time generator, the tests). */
+int sandbox_seccomp_compile(enum sandbox_seccomp_mode mode, const char *file,
+                            struct sock_fprog *prog, char *err, size_t err_len);
+/* The program compiled at build time for mode (DEFAULT or STRICT), if any:
+ * defined by the generated seccomp_prebuilt.c, or gen/seccomp_prebuilt_none.c
+ * when the build cannot run the generator (cross builds). */
+bool sandbox_seccomp_prebuilt(enum sandbox_seccomp_mode mode, const struct sock_filter **filter,
+                              size_t *len);
 void sandbox_seccomp_program_free(struct sock_fprog *prog);
 /* In the child: sets no_new_privs and installs prog (when non-empty). Raw
  * syscalls only. */

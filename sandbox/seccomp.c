@@ -428,8 +428,35 @@ out:
     return rc;
 }
 
+/* A program compiled at build time (gen/seccomp_gen.c) for the mode, as a
+ * malloc'd copy; false when there is none. */
+static bool seccomp_copy_prebuilt(enum sandbox_seccomp_mode mode, struct sock_fprog *prog)
+{
+    const struct sock_filter *filter;
+    size_t len;
+
+    if (!sandbox_seccomp_prebuilt(mode, &filter, &len) || len == 0 || len > BPF_MAXINSNS)
+        return false;
+    prog->filter = malloc(len * sizeof(*filter));
+    if (prog->filter == NULL)
+        return false;
+    memcpy(prog->filter, filter, len * sizeof(*filter));
+    prog->len = (unsigned short)len;
+    return true;
+}
+
 int sandbox_seccomp_build(enum sandbox_seccomp_mode mode, const char *file, struct sock_fprog *prog,
                           char *err, size_t err_len)
+{
+    prog->filter = NULL;
+    prog->len = 0;
+    if (file == NULL && seccomp_copy_prebuilt(mode, prog))
+        return 0;
+    return sandbox_seccomp_compile(mode, file, prog, err, err_len);
+}
+
+int sandbox_seccomp_compile(enum sandbox_seccomp_mode mode, const char *file,
+                            struct sock_fprog *prog, char *err, size_t err_len)
 {
     struct sandbox_seccomp_rule *extra = NULL;
     const struct sandbox_seccomp_rule *table;

@@ -168,6 +168,33 @@ static void test_none_is_empty(void **state)
     sandbox_seccomp_program_free(&prog);
 }
 
+/* The programs compiled at build time are what libseccomp compiles now:
+ * a stale generated file (tables changed, libseccomp upgraded) fails here. */
+static void test_prebuilt_matches(void **state)
+{
+    static const enum sandbox_seccomp_mode modes[] = {SANDBOX_SECCOMP_DEFAULT,
+                                                      SANDBOX_SECCOMP_STRICT};
+    char err[256];
+
+    (void)state;
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        const struct sock_filter *filter;
+        struct sock_fprog built, fresh;
+        size_t len;
+
+        if (!sandbox_seccomp_prebuilt(modes[m], &filter, &len))
+            skip(); /* a build without the generator (cross build) */
+        assert_int_equal(sandbox_seccomp_compile(modes[m], NULL, &fresh, err, sizeof(err)), 0);
+        assert_int_equal(len, fresh.len);
+        assert_memory_equal(filter, fresh.filter, len * sizeof(*filter));
+        assert_int_equal(sandbox_seccomp_build(modes[m], NULL, &built, err, sizeof(err)), 0);
+        assert_int_equal(built.len, fresh.len);
+        assert_memory_equal(built.filter, fresh.filter, len * sizeof(*filter));
+        sandbox_seccomp_program_free(&built);
+        sandbox_seccomp_program_free(&fresh);
+    }
+}
+
 static void test_parse_valid(void **state)
 {
     const char text[] = "# casbox policy\n"
@@ -272,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_strict_is_superset),
         cmocka_unit_test(test_names_resolve),
         cmocka_unit_test(test_none_is_empty),
+        cmocka_unit_test(test_prebuilt_matches),
         cmocka_unit_test(test_parse_valid),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_parse_file),
