@@ -24,10 +24,11 @@
  * and closes it (FUSE_DEV_IOC_BACKING_CLOSE) at the last release; an inode
  * whose backing open failed stays on the read path for good.
  *
- * BACKING_OPEN needs CAP_SYS_ADMIN in the initial user namespace; it is
- * probed once after INIT (with a file on the CAS's filesystem), and when it
- * fails (rootless daemon, old kernel, the INIT flag refused), or with
- * execution.fuse_passthrough = off, reads are served by casboxd as before.
+ * BACKING_OPEN needs CAP_SYS_ADMIN in the initial user namespace: without
+ * it (a rootless daemon) the INIT reply is left alone; with it, backing
+ * files are probed once after INIT (with a file on the CAS's filesystem).
+ * When either fails (rootless daemon, old kernel, the INIT flag refused),
+ * or with execution.fuse_passthrough = off, casboxd serves reads as before.
  * One log line says which mode is active.
  *
  * The kernel ABI (not in Debian 12's 6.1 headers) is from the kernel's
@@ -37,11 +38,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/fuse.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* --- kernel ABI, include/uapi/linux/fuse.h (7.40) --- */
@@ -200,7 +203,7 @@ static void casfs_pt_patch_open(struct casfs_pt_pending *pend, uint8_t *buf, siz
 
 static ssize_t casfs_io_writev_patch(struct casfs *fs, int fd, struct iovec *iov, int count)
 {
-    uint8_t buf[CASFS_PT_REPLY_MAX];
+    _Alignas(uint64_t) uint8_t buf[CASFS_PT_REPLY_MAX];
     const struct fuse_out_header *out = (const void *)buf;
     struct casfs_pt_pending *pend;
     struct iovec one;
@@ -245,13 +248,45 @@ static const struct fuse_custom_io casfs_io = {
     .splice_send = casfs_io_splice_send,
 };
 
+/* Whether this process has CAP_SYS_ADMIN in the initial user namespace,
+ * which FUSE_DEV_IOC_BACKING_OPEN requires: without it the INIT reply is
+ * left alone (the mount keeps stack depth 0, as without passthrough). */
+static bool casfs_pt_privileged(void)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    char map[128] = "";
+    unsigned long inside, outside, count;
+    FILE *f;
+
+    if (syscall(SYS_capget, &hdr, data) != 0 || !(data[0].effective & (1U << CAP_SYS_ADMIN)))
+        return false;
+    f = fopen("/proc/self/uid_map", "re");
+    if (f == NULL)
+        return false;
+    if (fgets(map, sizeof(map), f) == NULL)
+        map[0] = '\0';
+    fclose(f);
+    /* The initial namespace maps every uid to itself. */
+    return sscanf(map, "%lu %lu %lu", &inside, &outside, &count) == 3 && inside == 0 &&
+           outside == 0 && count == 4294967295UL;
+}
+
 int casfs_pt_init(struct casfs *fs, bool wanted)
 {
     memset(&fs->pt, 0, sizeof(fs->pt));
-    fs->pt.wanted = wanted;
     fs->pt.dev_fd = -1;
     pthread_mutex_init(&fs->pt.lock, NULL);
-    snprintf(fs->pt.why, sizeof(fs->pt.why), "not probed");
+    if (!wanted) {
+        snprintf(fs->pt.why, sizeof(fs->pt.why), "execution.fuse_passthrough = off");
+    } else if (!casfs_pt_privileged()) {
+        snprintf(fs->pt.why, sizeof(fs->pt.why),
+                 "casboxd lacks CAP_SYS_ADMIN in the initial user namespace, which backing "
+                 "files need");
+    } else {
+        fs->pt.wanted = true;
+        snprintf(fs->pt.why, sizeof(fs->pt.why), "not probed");
+    }
     return 0;
 }
 
@@ -307,7 +342,7 @@ void casfs_pt_probe(struct casfs *fs)
     int fd, id;
 
     if (!fs->pt.wanted) {
-        snprintf(fs->pt.why, sizeof(fs->pt.why), "execution.fuse_passthrough = off");
+        /* why says it already */
     } else if (!(fs->pt.kernel_flags & CASFS_FUSE_PASSTHROUGH)) {
         snprintf(fs->pt.why, sizeof(fs->pt.why),
                  "the kernel does not offer it (Linux >= 6.9 with CONFIG_FUSE_PASSTHROUGH)");
