@@ -74,14 +74,16 @@ static void run_read_reports(struct sandbox_run *st)
     }
 }
 
-/* Is pid 1 done for our purposes: exited, or (when the caller lets us
- * leave it unreaped) it has reported that every other process is gone and
- * closed its end of the report pipe on its way out? */
+/* May the run end before pid 1 has exited? Only when the caller lets us
+ * leave it unreaped and pid 1 has reported that the command and every other
+ * process are gone: its last act before _exit (whose address-space and
+ * namespace teardown then runs while the caller goes on). Only pid 1 holds
+ * the report pipe's write end, and it is not dumpable, so the command cannot
+ * forge this report through /proc/1/fd. */
 static bool run_pid1_done(const struct sandbox_run *run)
 {
-    return run->report_eof && run->opts.unreaped != NULL &&
-           run->status.kind == SANDBOX_REPORT_STATUS && run->status.all_reaped &&
-           !sandbox_cgroup_in_use(&run->cgroup);
+    return run->opts.unreaped != NULL && run->status.kind == SANDBOX_REPORT_STATUS &&
+           run->status.all_reaped && !sandbox_cgroup_in_use(&run->cgroup);
 }
 
 size_t sandbox_run_poll_fds(const struct sandbox_run *run, struct pollfd *pfd)
@@ -387,7 +389,9 @@ int sandbox_run_end(struct sandbox_run *run)
     }
     if (rc != 0)
         goto out;
-    while (!run->report_eof) /* what pid 1 sent before it died */
+    /* What pid 1 sent before it died (when it is left unreaped, its STATUS,
+     * the last word, is in already). */
+    while (!run->report_eof && !(run->opts.unreaped != NULL && *run->opts.unreaped > 0))
         run_read_reports(run);
     run_collect(run, status, res);
     if (run->timed_out || run->cancelled) {
