@@ -407,6 +407,41 @@ static void test_commit_routes(void **state)
     }
 }
 
+/* One io_uring engine over runs of growing and shrinking size: the ring is
+ * sized to a run and made again for a bigger one; digests as the thread
+ * pool computes them. */
+static void test_uring_ring_sizes(void **state)
+{
+    enum { N = 100 };
+    static const size_t runs[] = {3, N, 10, N};
+    static struct cas_ingest_file files[N], want[N];
+    static char names[N][16];
+    struct cas_ingest_stats stats;
+    struct cas_ingest *ing;
+    struct fx f;
+
+    (void)state;
+    fx_setup(&f);
+    for (size_t i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "r%03zu", i);
+        write_file(f.src_fd, names[i], i % 3 ? 3000 + i : 300000 + i, i, 0644);
+        files[i] = (struct cas_ingest_file){.dir_fd = f.src_fd, .name = names[i]};
+        want[i] = files[i];
+    }
+    ingest(NULL, CAS_INGEST_THREADS, 0, want, N, 0, &stats);
+    assert_int_equal(
+        cas_ingest_new(NULL, &(struct cas_ingest_options){.mode = CAS_INGEST_URING}, &ing), 0);
+    for (size_t r = 0; r < sizeof(runs) / sizeof(runs[0]); r++) {
+        assert_int_equal(cas_ingest_run(ing, files, runs[r], &stats), 0);
+        assert_int_equal(stats.mode, CAS_INGEST_URING);
+        assert_int_equal(stats.files, runs[r]);
+        for (size_t i = 0; i < runs[r]; i++)
+            assert_true(cas_digest_equal(&files[i].digest, &want[i].digest));
+    }
+    cas_ingest_free(ing);
+    fx_teardown(&f);
+}
+
 static void test_mode_parse(void **state)
 {
     enum cas_ingest_mode m;
@@ -937,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_byte_limit),           cmocka_unit_test(test_outputs_tree),
         cmocka_unit_test(test_outputs_later_action), cmocka_unit_test(test_outputs_limits),
         cmocka_unit_test(test_batch_mixed),          cmocka_unit_test(test_commit_routes),
+        cmocka_unit_test(test_uring_ring_sizes),
     };
 
     signal(SIGPIPE, SIG_IGN);
