@@ -357,10 +357,11 @@ void casfs_pt_probe(struct casfs *fs)
             casfs_pt_backing_close(fs, id);
             atomic_store(&fs->pt.active, true);
         } else {
-            snprintf(fs->pt.why, sizeof(fs->pt.why),
-                     "backing files refused: %s (needs CAP_SYS_ADMIN in the initial user "
-                     "namespace)",
-                     strerror(-id));
+            snprintf(fs->pt.why, sizeof(fs->pt.why), "backing files refused: %s%s",
+                     strerror(id < 0 ? -id : EIO),
+                     id == -ELOOP   ? " (the CAS is on a stacked filesystem such as overlayfs)"
+                     : id == -EPERM ? " (needs CAP_SYS_ADMIN in the initial user namespace)"
+                                    : "");
         }
     }
     if (atomic_load(&fs->pt.active))

@@ -369,6 +369,20 @@ static void test_passthrough_mode(void **state)
     assert_non_null(strstr(f->mount_log, "passthrough on"));
 }
 
+/* The configuration's words (no mount needed). */
+static void test_passthrough_parse(void **state)
+{
+    enum casfs_passthrough_mode m = CASFS_PASSTHROUGH_OFF;
+
+    (void)state;
+    assert_int_equal(casfs_passthrough_parse("auto", &m), 0);
+    assert_int_equal(m, CASFS_PASSTHROUGH_AUTO);
+    assert_int_equal(casfs_passthrough_parse("off", &m), 0);
+    assert_int_equal(m, CASFS_PASSTHROUGH_OFF);
+    assert_int_equal(casfs_passthrough_parse("on", &m), -EINVAL);
+    assert_int_equal(casfs_passthrough_parse("", &m), -EINVAL);
+}
+
 /* Two opens of one file at once (one backing file per inode), mmap, close
  * and reopen (a new backing file): the same bytes every way. */
 static void test_concurrent_opens_mmap(void **state)
@@ -586,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_readdir),
         cmocka_unit_test(test_read_and_counters),
         cmocka_unit_test(test_passthrough_mode),
+        cmocka_unit_test(test_passthrough_parse),
         cmocka_unit_test(test_concurrent_opens_mmap),
         cmocka_unit_test(test_overlay_on_top),
         cmocka_unit_test(test_writes_fail),
