@@ -191,8 +191,8 @@ void cas_ingest_free(struct cas_ingest *ing);
  * opt->max_bytes (that file and later ones fail; the store is never left
  * with a partial blob). AUTO picks: the caller's thread alone for up to 4
  * files; for 8 or more, io_uring when a sample of them is mostly not in the
- * page cache (cold); else the thread pool (whose workers batch small files
- * through their own rings). stats may be NULL. */
+ * page cache (cold) and averages 128 KiB or more; else the thread pool (whose
+ * workers batch small files through their own rings). stats may be NULL. */
 int cas_ingest_run(struct cas_ingest *ing, struct cas_ingest_file *files, size_t n,
                    struct cas_ingest_stats *stats);
 

@@ -38,15 +38,12 @@
 #define INGEST_URING_MIN_FILES  8  /* AUTO: fewer files never use the ring (nor sample) */
 #define INGEST_SAMPLE_FILES     4  /* AUTO: files whose page-cache residency is sampled */
 /* Threads path: small files go through the worker's own ring in batches of
- * INGEST_BATCH_FILES or INGEST_BATCH_BYTES, whichever comes first (one
- * submission opens them all, one reads them all, one closes them all; the
- * bytes bound keeps a batch in a Zen 3 core's 512 KiB L2 between the copy
- * and the hash), each read into its own INGEST_BATCH_CAP slot of the
+ * INGEST_BATCH_FILES (one submission opens them all, one reads them all,
+ * one closes them all), each read into its own INGEST_BATCH_CAP slot of the
  * worker's arena; a file must be smaller than that (the read asks one byte
  * more) to be batched. Runs of fewer than INGEST_BATCH_MIN_FILES files do
  * not batch (the ring's set-up would cost more). */
 #define INGEST_BATCH_FILES     32
-#define INGEST_BATCH_BYTES     (256 * 1024)
 #define INGEST_BATCH_CAP       (128 * 1024)
 #define INGEST_BATCH_MIN_FILES 8
 
