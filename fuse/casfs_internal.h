@@ -99,7 +99,8 @@ struct casfs_passthrough {
     int dev_fd;            /* the session's /dev/fuse fd, for the backing ioctls */
     atomic_bool init_seen; /* the INIT request went by */
     uint64_t kernel_flags; /* its flags (flags2 << 32 included) */
-    uint64_t init_unique;  /* the INIT reply to patch; 0 once written */
+    uint64_t init_unique;  /* the INIT reply to patch... */
+    bool init_pending;     /* ...until it is written */
     bool offered;          /* the INIT reply accepted FUSE_PASSTHROUGH */
     atomic_bool active;    /* backing files work: regular files pass through */
     atomic_uint npatch;    /* replies waiting to be patched (INIT, pending opens) */

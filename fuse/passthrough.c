@@ -120,6 +120,7 @@ static void casfs_pt_note_init(struct casfs *fs, const void *buf, size_t len)
     if (!fs->pt.wanted || !(flags & CASFS_FUSE_PASSTHROUGH))
         return;
     fs->pt.init_unique = in->unique;
+    fs->pt.init_pending = true;
     atomic_fetch_add(&fs->pt.npatch, 1);
 }
 
@@ -211,8 +212,8 @@ static ssize_t casfs_io_writev_patch(struct casfs *fs, int fd, struct iovec *iov
 
     if (!casfs_iov_gather(iov, count, buf, &len) || len < sizeof(*out))
         return writev(fd, iov, count);
-    if (fs->pt.init_unique != 0 && out->unique == fs->pt.init_unique) {
-        fs->pt.init_unique = 0;
+    if (fs->pt.init_pending && out->unique == fs->pt.init_unique) {
+        fs->pt.init_pending = false;
         atomic_fetch_sub(&fs->pt.npatch, 1);
         casfs_pt_patch_init(fs, buf, len);
     } else if ((pend = casfs_pt_take_pending(fs)) != NULL) {
