@@ -310,7 +310,9 @@ def passthrough(t):
         need(s["bytes_read"] >= size, "read path: bytes_read %s, want >= %d", s, size)
     log("passthrough %s: %s" % ("on" if t.passthrough else "off", t.mode_line))
     # The read path, asked for: same bytes, served (and counted) by casboxd.
-    off = T(os.path.join(t.tmp, "off"), t.extra + ["--set", "execution.fuse_passthrough=off"],
+    off_dir = os.path.join(t.tmp, "off")
+    os.makedirs(off_dir, exist_ok=True)
+    off = T(off_dir, t.extra + ["--set", "execution.fuse_passthrough=off"],
             log_name="casboxd-fuse-passthrough-off.log")
     try:
         off.start()
@@ -322,7 +324,8 @@ def passthrough(t):
         s = read_and_mmap(c2, root2, d, size)
         need(s["bytes_read"] >= size, "read path: bytes_read %s, want >= %d", s, size)
     finally:
-        off.stop()
+        if off.daemon is not None and off.daemon.alive():
+            off.stop()
 
 
 def sigkill(t):
