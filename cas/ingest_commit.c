@@ -5,17 +5,21 @@
  *
  * Commit rules (cas.h). The fast path renames the file into the store: it
  * needs move, the store's filesystem, one link, and no process holding the
- * file open for writing. It is made 0444 and renamed straight to its blob
- * name; the store checks (fstatat: same inode, size and mtime as the
- * snapshot, one link) before indexing it, so no reader sees it unchecked
- * (cas_store_commit_moved). When a file already sits under that name, the
- * older route through a private name in tmp/ and a second rename is taken. The last is probed with
- * a read lease, which the kernel refuses (EAGAIN) while any open file description has the inode
- * open for writing, writable shared mappings included. Once renamed, the
- * inode has no name but the store's and no writer, so no later write can
- * reach it. The lease is held only between two fcntl calls; its break signal
- * is set to SIGURG, ignored by default, so that a writer opening the file in
- * that instant cannot kill the process with the default SIGIO.
+ * file open for writing. The last is probed with a read lease, which the
+ * kernel refuses (EAGAIN) while any open file description has the inode
+ * open for writing, writable shared mappings included. The lease is held
+ * until the blob is indexed: an open for writing (or a truncate) in the
+ * meantime breaks it and waits for us, and the check before indexing sees
+ * the break (F_GETLEASE) and gives the file its name back, so that such an
+ * opener never gets a writable fd to a blob. The break signal is set to
+ * SIGURG, ignored by default, so that it cannot kill the process with the
+ * default SIGIO. Under the lease the file is made 0444 and renamed straight
+ * to its blob name; the store checks it (fstatat: same inode, size and mtime
+ * as the snapshot, one link; and the lease) before indexing it, so no reader
+ * sees it unchecked (cas_store_commit_moved). When a file already sits under
+ * that name, the older route through a private name in tmp/ and a second
+ * rename is taken. Once indexed, the inode has no name but the store's, no
+ * writer and mode 0444, so no later write can reach it.
  *
  * Everything else is copied into a new temp file (from the buffer already
  * read when the file fit one buffer, else by reading it again through a
@@ -119,25 +123,42 @@ uint8_t *ingest_worker_buffer(struct ingest_worker *w)
 
 /* --- commit --- */
 
-/* 0 when no process has the file open for writing; -EAGAIN when one has;
- * another errno when the kernel cannot tell us (not the owner without
- * CAP_LEASE, leases disabled, a filesystem without leases). */
-static int ingest_lease_probe(int fd)
+/* Takes a read lease on fd: 0 when no process has the file open for
+ * writing (the kernel refuses the lease otherwise: -EAGAIN); another errno
+ * when the kernel cannot tell us (not the owner without CAP_LEASE, leases
+ * disabled, a filesystem without leases). Held until ingest_lease_drop. */
+static int ingest_lease_take(int fd)
 {
     if (fcntl(fd, F_SETSIG, SIGURG) < 0)
         return -errno;
     if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    if (fcntl(fd, F_SETLEASE, F_UNLCK) < 0)
-        return -errno;
     return 0;
 }
 
-/* What cas_store_commit_moved checks after its rename: the snapshot's
- * inode, unwritten, with no other name. */
+static void ingest_lease_drop(int fd)
+{
+    /* Cannot fail for a lease we hold; a broken one is gone already. */
+    (void)fcntl(fd, F_SETLEASE, F_UNLCK);
+}
+
+/* What a move is checked against, after its rename and before the blob is
+ * indexed. */
+struct ingest_move_check {
+    const struct ingest_snap *snap;
+    int fd; /* holding the read lease */
+};
+
+/* The snapshot's inode, unwritten, with no other name, and nobody has
+ * opened it for writing (or truncated it) since the lease was taken: such
+ * an open breaks the lease (F_GETLEASE then says F_UNLCK) and waits for us,
+ * and must not get a writable fd to a blob. */
 static bool ingest_check_moved(const struct stat *st, const void *arg)
 {
-    return ingest_snap_same(arg, st) && st->st_nlink == 1 && S_ISREG(st->st_mode);
+    const struct ingest_move_check *mc = arg;
+
+    return ingest_snap_same(mc->snap, st) && st->st_nlink == 1 && S_ISREG(st->st_mode) &&
+           fcntl(mc->fd, F_GETLEASE) == F_RDLCK;
 }
 
 /* The temp route: moves the source to a private name in the store's tmp/,
@@ -145,7 +166,7 @@ static bool ingest_check_moved(const struct stat *st, const void *arg)
  * link, and commits it (a second rename). -EAGAIN when the rename is refused
  * (copy instead), -ESTALE when the file changed (its name is given back). */
 static int ingest_commit_via_tmp(struct cas_store *s, pid_t pid, const struct cas_ingest_file *f,
-                                 const struct ingest_snap *snap, const struct cas_digest *d)
+                                 const struct ingest_move_check *mc, const struct cas_digest *d)
 {
     char tmp[PATH_MAX];
     struct stat now;
@@ -170,7 +191,7 @@ static int ingest_commit_via_tmp(struct cas_store *s, pid_t pid, const struct ca
         rc = -errno;
         goto give_back;
     }
-    if (!ingest_check_moved(&now, snap)) {
+    if (!ingest_check_moved(&now, mc)) {
         rc = -ESTALE;
         goto give_back;
     }
@@ -189,18 +210,19 @@ give_back:
 static int ingest_commit_rename(struct cas_store *s, pid_t pid, const struct cas_ingest_file *f,
                                 int fd, const struct ingest_snap *snap, const struct cas_digest *d)
 {
+    struct ingest_move_check mc = {snap, fd};
     int rc;
 
     if (fchmod(fd, 0444) < 0)
         return errno == EPERM || errno == EROFS ? -EAGAIN : -errno;
-    rc = cas_store_commit_moved(s, f->dir_fd, f->name, d, ingest_check_moved, snap);
+    rc = cas_store_commit_moved(s, f->dir_fd, f->name, d, ingest_check_moved, &mc);
     if (rc == 1)
         return 1; /* committed meanwhile by someone else: the source stays */
     if (rc == -ENOENT)
         return -ESTALE; /* gone since the statx */
     if (rc != -EAGAIN)
         return rc;
-    return ingest_commit_via_tmp(s, pid, f, snap, d);
+    return ingest_commit_via_tmp(s, pid, f, &mc, d);
 }
 
 /* The file's bytes are in `whole`: writes them to a new temp file and
@@ -287,8 +309,9 @@ int ingest_commit(struct cas_ingest *ing, struct ingest_worker *w, struct cas_in
         w->counts.present++;
         return 0;
     }
-    if (f->move && snap->dev == s->dev && snap->nlink == 1 && ingest_lease_probe(fd) == 0) {
+    if (f->move && snap->dev == s->dev && snap->nlink == 1 && ingest_lease_take(fd) == 0) {
         rc = ingest_commit_rename(s, ing->pid, f, fd, snap, d);
+        ingest_lease_drop(fd);
         if (rc == 1) {
             w->counts.present++; /* committed meanwhile by another thread */
             return 0;

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 
 #include "action_internal.h"
+#include "store_internal.h"
 
 #define BIG_FILE_BYTES (256u << 20)
 
@@ -439,6 +440,51 @@ static void test_uring_ring_sizes(void **state)
             assert_true(cas_digest_equal(&files[i].digest, &want[i].digest));
     }
     cas_ingest_free(ing);
+    fx_teardown(&f);
+}
+
+static bool check_fails(const struct stat *st, const void *arg)
+{
+    (void)st;
+    (void)arg;
+    return false;
+}
+
+static bool check_passes(const struct stat *st, const void *arg)
+{
+    (void)arg;
+    return S_ISREG(st->st_mode);
+}
+
+/* The store's one-rename commit: a failed check gives the file its name
+ * back and indexes nothing; a passed one indexes the blob; a blob present
+ * and verified moves nothing (1). */
+static void test_commit_moved_check(void **state)
+{
+    struct cas_digest d;
+    char path[PATH_MAX];
+    struct fx f;
+    int fd;
+
+    (void)state;
+    fx_setup(&f);
+    write_file(f.src_fd, "x", 7000, 9, 0444);
+    write_file(f.src_fd, "y", 7000, 9, 0444);
+    write_file(f.src_fd, "z", 7000, 9, 0444);
+    fd = openat(f.src_fd, "x", O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(cas_digest_fd(fd, &d), 0);
+    close(fd);
+    assert_int_equal(cas_store_commit_moved(f.cas, f.src_fd, "x", &d, check_fails, NULL), -ESTALE);
+    assert_int_equal(faccessat(f.src_fd, "x", F_OK, 0), 0);
+    assert_int_equal(cas_store_contains(f.cas, &d), 0);
+    assert_int_equal(cas_store_blob_path(f.cas, &d, path, sizeof(path)), -ENOENT);
+    assert_int_equal(cas_store_commit_moved(f.cas, f.src_fd, "y", &d, check_passes, NULL), 0);
+    assert_int_equal(faccessat(f.src_fd, "y", F_OK, 0), -1);
+    assert_int_equal(cas_store_contains(f.cas, &d), 1);
+    expect_blob_sha256sum(f.cas, &d);
+    assert_int_equal(cas_store_commit_moved(f.cas, f.src_fd, "z", &d, check_passes, NULL), 1);
+    assert_int_equal(faccessat(f.src_fd, "z", F_OK, 0), 0);
     fx_teardown(&f);
 }
 
@@ -972,7 +1018,7 @@ int main(void)
         cmocka_unit_test(test_byte_limit),           cmocka_unit_test(test_outputs_tree),
         cmocka_unit_test(test_outputs_later_action), cmocka_unit_test(test_outputs_limits),
         cmocka_unit_test(test_batch_mixed),          cmocka_unit_test(test_commit_routes),
-        cmocka_unit_test(test_uring_ring_sizes),
+        cmocka_unit_test(test_uring_ring_sizes),     cmocka_unit_test(test_commit_moved_check),
     };
 
     signal(SIGPIPE, SIG_IGN);
