@@ -20,7 +20,11 @@
  * counted and printed, and make the exit status non-zero: figures measured
  * over errors are worthless. The median and p99 per action are printed,
  * with their ratio to the baseline, and casboxd's own step timings from
- * ExecutedActionMetadata.
+ * ExecutedActionMetadata. "The rest" (the client's latency minus queued ..
+ * worker completed) is split by the host's wall clock into its two ends:
+ * the call's start to queued (gRPC in, loading the action) and worker
+ * completed to the done Operation (clean-up, the hand-off to the stream,
+ * gRPC out).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench_common.h"
@@ -48,10 +53,16 @@ typedef Google__Longrunning__Operation Operation;
 
 #define MAX_SHOWN_FAILURES 10
 
-enum step { S_QUEUED, S_FETCH, S_EXEC, S_UPLOAD, S_WORKER, S_REST, S_COUNT };
+enum step { S_QUEUED, S_FETCH, S_EXEC, S_UPLOAD, S_WORKER, S_REST, S_BEFORE, S_AFTER, S_COUNT };
 static const char *const step_names[S_COUNT] = {
-    "queued",        "input fetch",  "execution",
-    "output upload", "worker total", "the rest (gRPC, loading the action, streaming)",
+    "queued",
+    "input fetch",
+    "execution",
+    "output upload",
+    "worker total",
+    "the rest (gRPC, loading the action, streaming)",
+    "of which call to queued",
+    "worker done to the done Operation",
 };
 
 struct item {
@@ -62,7 +73,8 @@ struct item {
     uint8_t *action_buf, *command_buf;
     size_t action_len, command_len;
     /* results */
-    double latency; /* seconds; < 0 when it failed */
+    double latency;          /* seconds; < 0 when it failed */
+    double wall0, wall_done; /* CLOCK_REALTIME seconds: call started, done Operation */
     double step[S_COUNT];
     bool have_steps;
 };
@@ -207,11 +219,25 @@ struct exec_call {
     double t0;
 };
 
+/* CLOCK_REALTIME seconds, to compare with casboxd's timestamps. */
+static double bench_wall_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static double ts_diff_ms(const Google__Protobuf__Timestamp *a, const Google__Protobuf__Timestamp *b)
 {
     if (a == NULL || b == NULL)
         return NAN;
     return (double)(b->seconds - a->seconds) * 1e3 + (double)(b->nanos - a->nanos) / 1e6;
+}
+
+static double ts_seconds(const Google__Protobuf__Timestamp *t)
+{
+    return t == NULL ? NAN : (double)t->seconds + (double)t->nanos / 1e9;
 }
 
 static void take_steps(struct item *it, const ExecutedActionMetadata *md)
@@ -228,6 +254,9 @@ static void take_steps(struct item *it, const ExecutedActionMetadata *md)
     /* What the client saw beyond queued..worker done (same host clock). */
     it->step[S_REST] = ts_diff_ms(md->queued_timestamp, md->worker_completed_timestamp);
     it->step[S_REST] = it->latency * 1e3 - it->step[S_REST]; /* NAN stays NAN */
+    /* The two ends of the rest, by the client's wall clock (same host). */
+    it->step[S_BEFORE] = (ts_seconds(md->queued_timestamp) - it->wall0) * 1e3;
+    it->step[S_AFTER] = (it->wall_done - ts_seconds(md->worker_completed_timestamp)) * 1e3;
     it->have_steps = true;
 }
 
@@ -334,6 +363,7 @@ static struct exec_call *exec_start(struct bench_client *c, grpc_completion_queu
     grpc_metadata_array_init(&ec->tmd);
     ec->details = grpc_empty_slice();
     ec->t0 = bench_now();
+    it->wall0 = bench_wall_now();
     ec->call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                                    c->method[BM_EXECUTE],
                                                    bench_deadline(c->timeout_s), NULL);
@@ -435,6 +465,7 @@ static double run_remote(struct bench_client *c, struct item *items, size_t n, s
                 if (op->done && !ec->done_seen) {
                     ec->done_seen = true;
                     ec->it->latency = bench_now() - ec->t0;
+                    ec->it->wall_done = bench_wall_now();
                     check_done(ec, op);
                 }
                 protobuf_c_message_free_unpacked(&op->base, NULL);
@@ -633,9 +664,10 @@ static void print_steps(const struct item *items, size_t n)
         }
         if (m > 0)
             printf("%s %s %.2f",
-                   s == 0        ? ""
-                   : s == S_REST ? "\n   "
-                                 : ",",
+                   s == 0          ? ""
+                   : s == S_REST   ? "\n   "
+                   : s == S_BEFORE ? ";"
+                                   : ",",
                    step_names[s], bench_percentile(v, m, 50));
     }
     printf("\n");
