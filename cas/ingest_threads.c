@@ -225,8 +225,11 @@ static void threads_batch_reap(struct ingest_batch *b, struct batch_item *it, un
         io_uring_cq_advance(&b->ring, n);
         seen += n;
         if (seen < queued) {
-            rc = io_uring_wait_cqe_nr(&b->ring, &cqe, queued - seen);
-            if (rc == -EINTR || rc == -EAGAIN)
+            /* Submits again too: the kernel stops a submission at an entry
+             * it refuses (that one completes with the error), and the rest
+             * would never complete if we only waited. */
+            rc = io_uring_submit_and_wait(&b->ring, queued - seen);
+            if (rc == -EINTR || rc == -EAGAIN || rc == -EBUSY || rc > 0)
                 rc = 0;
         }
     }
