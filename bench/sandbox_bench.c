@@ -10,13 +10,13 @@
  *   plain    fork + execve("/bin/true") + waitpid
  *   bwrap    bwrap --unshare-all --ro-bind / / true (if installed)
  *   sandbox  sandbox_run(): 6 namespaces, the allow-list root, caps, seccomp
- *            (compiles the seccomp program each run, as `casbox run` does once)
- *   prebuilt the same with the program compiled once (internal
- *            sandbox_run_with, what the spawner does): a process that runs
- *            many sandboxes otherwise re-dirties ~200 KB of heap per run,
- *            and after each clone every such page costs a write fault
+ *            (a copy of the program compiled at build time, as `casbox run`
+ *            does; libseccomp only without the generator)
+ *   prebuilt the same with the program handed in (internal
+ *            sandbox_run_with, no copy)
  *   host net the prebuilt run with network=true: the price of the netns
- *   spawner  sandbox_spawner_run (the daemon's path: + a supervisor fork)
+ *   spawner  sandbox_spawner_run (the daemon's path: a request over a
+ *            socket to the spawner, whose warm pid 1 takes it)
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/close_range.h>
@@ -74,24 +75,26 @@ static int child_write_file(const char *path, const char *data, char *err, size_
  * on it: map our ids (one line mapping our own euid/egid is what an
  * unprivileged process may write for itself; setgroups must be denied
  * before gid_map), then move into the action's cgroup ("0" is the writer). */
-static int child_enter(struct sandbox_child *c, char *err, size_t err_len)
+static int child_map_ids(unsigned uid, unsigned gid, bool uid0, char *err, size_t err_len)
 {
     char map[64];
     int rc;
 
-    snprintf(map, sizeof(map), "%u %u 1\n", c->spec->uid0 ? 0 : c->outer_uid, c->outer_uid);
+    snprintf(map, sizeof(map), "%u %u 1\n", uid0 ? 0 : uid, uid);
     rc = child_write_file("/proc/self/uid_map", map, err, err_len);
     if (rc == 0)
         rc = child_write_file("/proc/self/setgroups", "deny", err, err_len);
     if (rc == 0) {
-        snprintf(map, sizeof(map), "%u %u 1\n", c->spec->uid0 ? 0 : c->outer_gid, c->outer_gid);
+        snprintf(map, sizeof(map), "%u %u 1\n", uid0 ? 0 : gid, gid);
         rc = child_write_file("/proc/self/gid_map", map, err, err_len);
     }
-    if (rc != 0)
-        return rc;
-    rc = sandbox_cgroup_attach(c->cgroup, 0);
-    if (rc != 0)
-        sandbox_error_set(err, err_len, "move into the action's cgroup: %s", strerror(-rc));
+    /* Once the id maps are written (they need /proc/self owned by us): no
+     * core dumps, and /proc/1 closed to the command (same uid), which could
+     * otherwise open the pipes pid 1 holds or forge its report. */
+    if (rc == 0 && prctl(PR_SET_DUMPABLE, 0) != 0) {
+        rc = -errno;
+        snprintf(err, err_len, "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+    }
     return rc;
 }
 
@@ -359,9 +362,8 @@ static _Noreturn void child_reap(struct sandbox_child *c, pid_t command)
  * The caller may hold other runs' pipes and sockets (the spawner does), and
  * none of them may reach this sandbox. close_range over the gaps between
  * the kept fds: a few syscalls however many fds the caller has. */
-static void child_close_others(const struct sandbox_child *c)
+static void child_close_fds_but(int keep[4])
 {
-    int keep[4] = {c->report_wr, c->stdin_fd, c->stdout_fd, c->stderr_fd};
     unsigned next = 3;
 
     for (int i = 1; i < 4; i++) /* sort, ascending */
@@ -381,30 +383,25 @@ static void child_close_others(const struct sandbox_child *c)
     close_range(next, ~0u, 0);
 }
 
-_Noreturn void sandbox_child_main(struct sandbox_child *c)
+static void child_close_others(const struct sandbox_child *c)
+{
+    int keep[4] = {c->report_wr, c->stdin_fd, c->stdout_fd, c->stderr_fd};
+
+    child_close_fds_but(keep);
+}
+
+/* From the id maps on: the cgroup, the namespaces' set-up, the command. */
+static _Noreturn void child_run(struct sandbox_child *c)
 {
     char err[sizeof(((struct sandbox_report *)0)->msg)];
-    struct pollfd parent = {.fd = c->report_wr, .events = POLLOUT};
     sigset_t all;
     pid_t command;
     int rc;
 
-    child_close_others(c);
-    /* If the supervisor dies, so does the whole sandbox; if it died before
-     * this, its end of the report pipe is closed already. */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || poll(&parent, 1, 0) != 1 ||
-        (parent.revents & (POLLERR | POLLHUP)) != 0)
-        _exit(125);
-
     err[0] = '\0';
-    rc = child_enter(c, err, sizeof(err));
-    /* Once the id maps are written (they need /proc/self owned by us): no
-     * core dumps, and /proc/1 closed to the command (same uid), which could
-     * otherwise open the pipes pid 1 holds. */
-    if (rc == 0 && prctl(PR_SET_DUMPABLE, 0) != 0) {
-        rc = -errno;
-        snprintf(err, sizeof(err), "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
-    }
+    rc = sandbox_cgroup_attach(c->cgroup, 0);
+    if (rc != 0)
+        snprintf(err, sizeof(err), "move into the action's cgroup: %s", strerror(-rc));
     if (rc != 0 || child_setup(c, err, sizeof(err)) != 0) {
         child_report(c->report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, err);
         _exit(125);
@@ -438,4 +435,128 @@ _Noreturn void sandbox_child_main(struct sandbox_child *c)
     if (c->stdin_fd >= 0)
         close(c->stdin_fd);
     child_reap(c, command);
+}
+
+/* If the caller dies, so does the whole sandbox; if it died before this, its
+ * end of fd (the report pipe, the warm channel) is closed already. */
+static bool child_watch_parent(int fd)
+{
+    struct pollfd parent = {.fd = fd, .events = POLLOUT};
+
+    return prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && poll(&parent, 1, 0) == 1 &&
+           (parent.revents & (POLLERR | POLLHUP)) == 0;
+}
+
+_Noreturn void sandbox_child_main(struct sandbox_child *c)
+{
+    char err[sizeof(((struct sandbox_report *)0)->msg)];
+
+    child_close_others(c);
+    if (!child_watch_parent(c->report_wr))
+        _exit(125);
+    err[0] = '\0';
+    if (child_map_ids(c->outer_uid, c->outer_gid, c->spec->uid0, err, sizeof(err)) != 0) {
+        child_report(c->report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, err);
+        _exit(125);
+    }
+    child_run(c);
+}
+
+/* --- a warm pid 1: cloned ahead, waiting for its run --- */
+
+/* Is there a go message, or may one still come? */
+static bool child_warm_wanted(int sock)
+{
+    struct pollfd p = {.fd = sock, .events = POLLIN};
+
+    if (poll(&p, 1, 0) < 0)
+        return false;
+    return (p.revents & POLLIN) != 0 || (p.revents & (POLLHUP | POLLERR)) == 0;
+}
+
+/* Receives the go message: header, spec bytes and fds. */
+static int child_warm_receive(int sock, struct sandbox_warm_go *go, uint8_t *spec_buf, int fds[4])
+{
+    char control_buf[CMSG_SPACE(4 * sizeof(int))];
+    struct iovec iov[2] = {{.iov_base = go, .iov_len = sizeof(*go)},
+                           {.iov_base = spec_buf, .iov_len = SANDBOX_WARM_SPEC_MAX}};
+    struct msghdr msg = {
+        .msg_iov = iov,
+        .msg_iovlen = 2,
+        .msg_control = control_buf,
+        .msg_controllen = sizeof(control_buf),
+    };
+    struct cmsghdr *cmsg;
+    ssize_t n;
+
+    do {
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < (ssize_t)sizeof(*go))
+        return -EPIPE; /* EOF: not needed after all */
+    cmsg = CMSG_FIRSTHDR(&msg);
+    if (cmsg == NULL || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS ||
+        cmsg->cmsg_len != CMSG_LEN(4 * sizeof(int)) || (msg.msg_flags & MSG_CTRUNC) ||
+        (size_t)n != sizeof(*go) + go->spec_len)
+        return -EPROTO;
+    memcpy(fds, CMSG_DATA(cmsg), 4 * sizeof(int));
+    return 0;
+}
+
+_Noreturn void sandbox_child_warm_main(int sock, const struct sandbox_warm_child *w)
+{
+    struct sandbox_warm_go *go = malloc(sizeof(*go));
+    uint8_t *spec_buf = malloc(SANDBOX_WARM_SPEC_MAX);
+    struct sandbox_mounts_plan *plan = NULL;
+    struct sandbox_spec spec;
+    struct sandbox_child c;
+    char err[sizeof(((struct sandbox_report *)0)->msg)];
+    int fds[4], keep[4] = {sock, -1, -1, -1};
+    int rc;
+
+    child_close_fds_but(keep);
+    /* The caller may have sent the go message and closed its end before we
+     * ran at all: a hang-up alone (no message) means it is gone. */
+    if (go == NULL || spec_buf == NULL || prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 ||
+        !child_warm_wanted(sock) ||
+        child_map_ids(w->outer_uid, w->outer_gid, w->uid0, err, sizeof(err)) != 0)
+        _exit(125);
+    rc = child_warm_receive(sock, go, spec_buf, fds);
+    close(sock);
+    if (rc != 0)
+        _exit(rc == -EPIPE ? 0 : 125);
+    /* As in a cold start: if the caller died before our PDEATHSIG was set,
+     * its end of the report pipe is closed. */
+    if (!child_watch_parent(fds[0]))
+        _exit(125);
+    /* fds: the report pipe, then the command's stdin, stdout, stderr (the
+     * caller sends its own fd 0 for "inherit": dup'd below, then closed) */
+    sandbox_spec_init(&spec);
+    memset(&c, 0, sizeof(c));
+    c.spec = &spec;
+    c.cgroup = &go->cgroup;
+    c.outer_uid = w->outer_uid;
+    c.outer_gid = w->outer_gid;
+    c.report_wr = fds[0];
+    c.stdin_fd = go->inherit & 1 ? (close(fds[1]), -1) : fds[1];
+    c.stdout_fd = go->inherit & 2 ? (close(fds[2]), -1) : fds[2];
+    c.stderr_fd = go->inherit & 4 ? (close(fds[3]), -1) : fds[3];
+    c.memory_method = go->cgroup.memory_method;
+    c.pids_method = go->cgroup.pids_method;
+    c.seccomp = go->seccomp == SANDBOX_SECCOMP_DEFAULT  ? w->seccomp_default
+                : go->seccomp == SANDBOX_SECCOMP_STRICT ? w->seccomp_strict
+                                                        : &w->seccomp_none;
+    err[0] = '\0';
+    rc = sandbox_spec_decode(spec_buf, go->spec_len, &spec);
+    if (rc != 0)
+        snprintf(err, sizeof(err), "warm pid 1: bad spec: %s", strerror(-rc));
+    else
+        rc = sandbox_mounts_plan(&plan, &spec, err, sizeof(err));
+    if (rc != 0) {
+        child_report(c.report_wr, SANDBOX_REPORT_SETUP_ERROR, 0, err);
+        _exit(125);
+    }
+    c.plan = plan;
+    free(spec_buf);
+    child_run(&c);
 }

@@ -174,6 +174,30 @@ struct sandbox_child {
 /* Runs in the child of the clone: pid 1 of the new namespaces. */
 _Noreturn void sandbox_child_main(struct sandbox_child *c);
 
+/* A warm pid 1 (see struct sandbox_warm): what it knows from its clone. */
+struct sandbox_warm_child {
+    unsigned outer_uid;
+    unsigned outer_gid;
+    bool uid0;
+    const struct sock_fprog *seccomp_default; /* the caller's, NULL: none */
+    const struct sock_fprog *seccomp_strict;
+    struct sock_fprog seccomp_none; /* empty */
+};
+
+#define SANDBOX_WARM_SPEC_MAX (128u * 1024u) /* larger specs take a cold clone */
+
+/* The message that starts a warm pid 1's run, with 4 fds (SCM_RIGHTS): the
+ * report pipe's write end, the command's stdin, stdout and stderr. */
+struct sandbox_warm_go {
+    struct sandbox_cgroup cgroup; /* created by the caller, to join */
+    int seccomp;                  /* enum sandbox_seccomp_mode: NONE, DEFAULT, STRICT */
+    unsigned inherit;             /* bits 0..2: stdin/out/err keep pid 1's own fd */
+    uint32_t spec_len;            /* encoded spec bytes after this header */
+};
+
+/* Waits on sock for its run, then is that run's pid 1. */
+_Noreturn void sandbox_child_warm_main(int sock, const struct sandbox_warm_child *w);
+
 /* --- run.c --- */
 
 struct sandbox_run_options {
@@ -185,6 +209,10 @@ struct sandbox_run_options {
      * once); NULL: build per run */
     const struct sock_fprog *seccomp_default;
     const struct sock_fprog *seccomp_strict;
+    /* Non-NULL: a warm pid 1 to use when it fits the spec (same uid0 and
+     * network, a seccomp mode it has the program for, a spec below
+     * SANDBOX_WARM_SPEC_MAX); its pid is then -1 (taken). */
+    struct sandbox_warm *warm;
     /* Non-NULL: pid 1 may be left unreaped once it has reported that every
      * process of the run is gone (its exit, the namespaces' teardown, then
      * runs while the caller goes on). *unreaped is then its pid, which the
@@ -192,6 +220,27 @@ struct sandbox_run_options {
      * used when the run has a cgroup, which can only go after pid 1. */
     pid_t *unreaped;
 };
+
+/* A pid 1 cloned ahead of its run: its namespaces made and its ids mapped,
+ * waiting on sock for the spec (the spawner keeps one). That takes the
+ * clone, the new task's first wait for a CPU and the id maps off the run's
+ * critical path; everything that looks at the host (the root's plan, the
+ * mounts, the cgroup) still happens when the run starts, so nothing is
+ * stale. */
+struct sandbox_warm {
+    pid_t pid; /* -1: none */
+    int pidfd;
+    int sock; /* the caller's end of the go channel */
+    bool uid0;
+    bool network;
+};
+
+/* Clones a warm pid 1 (w->pid -1 on failure). opts supplies the prebuilt
+ * seccomp programs, which must outlive it. */
+int sandbox_warm_start(struct sandbox_warm *w, bool uid0, bool network,
+                       const struct sandbox_run_options *opts);
+/* Lets it go (it exits on EOF); returns its pid, to reap, or -1. */
+pid_t sandbox_warm_discard(struct sandbox_warm *w);
 
 /* sandbox_run with options (NULL: none). */
 int sandbox_run_with(const struct sandbox_spec *spec, struct sandbox_result *res,
@@ -218,7 +267,8 @@ struct sandbox_run {
     int stdin_fd;
     int pidfd;
     pid_t pid;
-    bool exited; /* pid 1 is done (or may be left to exit on its own) */
+    pid_t warm_discarded; /* opts.warm's pid 1 when it failed us, to reap; else -1 */
+    bool exited;          /* pid 1 is done (or may be left to exit on its own) */
     bool timed_out;
     bool cancelled;
 };

@@ -23,7 +23,9 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/pidfd.h>
+#include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -276,9 +278,6 @@ static int run_prepare(struct sandbox_run *st, const struct sandbox_spec *spec,
             return rc;
         st->seccomp = &st->seccomp_built;
     }
-    rc = sandbox_mounts_plan(&st->plan, spec, err, err_len);
-    if (rc != 0)
-        return rc;
     rc = sandbox_output_open(&st->out, spec->stdout_path, spec->limits.output_bytes, err, err_len);
     if (rc != 0)
         return rc;
@@ -306,13 +305,86 @@ static int run_prepare(struct sandbox_run *st, const struct sandbox_spec *spec,
     return 0;
 }
 
+/* After the clone (or the go message): the child's ends are its own. */
+static void run_started(struct sandbox_run *st)
+{
+    run_close(&st->report[1]);
+    run_close(&st->stdin_fd);
+    sandbox_output_close_child(&st->out);
+    sandbox_output_close_child(&st->err);
+}
+
+/* Can this run use the warm pid 1? */
+static bool run_warm_fits(const struct sandbox_run *st, const struct sandbox_spec *spec)
+{
+    const struct sandbox_warm *w = st->opts.warm;
+
+    return w != NULL && w->pid > 0 && w->uid0 == spec->uid0 && w->network == spec->network &&
+           (spec->seccomp == SANDBOX_SECCOMP_NONE ||
+            (spec->seccomp == SANDBOX_SECCOMP_DEFAULT && st->seccomp == st->opts.seccomp_default) ||
+            (spec->seccomp == SANDBOX_SECCOMP_STRICT && st->seccomp == st->opts.seccomp_strict));
+}
+
+/* Sends the warm pid 1 its run; on success it becomes this run's pid 1. */
+static int run_start_warm(struct sandbox_run *st, const struct sandbox_spec *spec)
+{
+    struct sandbox_warm *w = st->opts.warm;
+    struct sandbox_warm_go go;
+    int fds[4] = {st->report[1], st->stdin_fd, st->out.child_fd, st->err.child_fd};
+    char control_buf[CMSG_SPACE(sizeof(fds))];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    struct iovec iov[2];
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    struct cmsghdr *cmsg;
+    int rc;
+
+    rc = sandbox_spec_encode(spec, &buf, &len);
+    if (rc != 0 || len > SANDBOX_WARM_SPEC_MAX) {
+        free(buf);
+        return rc != 0 ? rc : -E2BIG;
+    }
+    memset(&go, 0, sizeof(go));
+    go.cgroup = st->cgroup;
+    go.seccomp = (int)spec->seccomp;
+    go.spec_len = (uint32_t)len;
+    for (int i = 1; i < 4; i++) {
+        if (fds[i] < 0) { /* inherit: pid 1 has the caller's own already */
+            go.inherit |= 1u << (i - 1);
+            fds[i] = fds[0];
+        }
+    }
+    iov[0] = (struct iovec){.iov_base = &go, .iov_len = sizeof(go)};
+    iov[1] = (struct iovec){.iov_base = buf, .iov_len = len};
+    memset(control_buf, 0, sizeof(control_buf));
+    msg.msg_control = control_buf;
+    msg.msg_controllen = sizeof(control_buf);
+    cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(fds));
+    memcpy(CMSG_DATA(cmsg), fds, sizeof(fds));
+    while ((rc = (int)sendmsg(w->sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    rc = rc < 0 ? -errno : 0;
+    free(buf);
+    if (rc != 0)
+        return rc; /* it died: the caller clones instead */
+    st->pid = w->pid;
+    st->pidfd = w->pidfd;
+    w->pid = -1;
+    w->pidfd = -1;
+    run_close(&w->sock);
+    run_started(st);
+    return 0;
+}
+
 /* clone; the child maps its ids and joins the cgroup itself. */
 static int run_start(struct sandbox_run *st, const struct sandbox_spec *spec,
                      struct sandbox_result *res)
 {
     struct sandbox_child child = {
         .spec = spec,
-        .plan = st->plan,
         .seccomp = st->seccomp,
         .cgroup = &st->cgroup,
         .outer_uid = geteuid(),
@@ -328,6 +400,17 @@ static int run_start(struct sandbox_run *st, const struct sandbox_spec *spec,
                 CLONE_PIDFD | SIGCHLD;
     int rc;
 
+    if (run_warm_fits(st, spec)) {
+        if (run_start_warm(st, spec) == 0)
+            return 0;
+        /* A warm pid 1 that cannot take it is of no further use; its
+         * owner reaps it. */
+        st->warm_discarded = sandbox_warm_discard(st->opts.warm);
+    }
+    rc = sandbox_mounts_plan(&st->plan, spec, res->error, sizeof(res->error));
+    if (rc != 0)
+        return rc;
+    child.plan = st->plan;
     if (!spec->network)
         flags |= CLONE_NEWNET;
     /* A fork-like raw clone: the child runs on its copy of our stack, as
@@ -347,11 +430,56 @@ static int run_start(struct sandbox_run *st, const struct sandbox_spec *spec,
                           strerror(errno));
         return rc;
     }
-    run_close(&st->report[1]);
-    run_close(&st->stdin_fd);
-    sandbox_output_close_child(&st->out);
-    sandbox_output_close_child(&st->err);
+    run_started(st);
     return 0;
+}
+
+int sandbox_warm_start(struct sandbox_warm *w, bool uid0, bool network,
+                       const struct sandbox_run_options *opts)
+{
+    struct sandbox_warm_child child = {
+        .outer_uid = geteuid(),
+        .outer_gid = getegid(),
+        .uid0 = uid0,
+        .seccomp_default = opts->seccomp_default,
+        .seccomp_strict = opts->seccomp_strict,
+    };
+    int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
+                CLONE_PIDFD | SIGCHLD;
+    int sv[2], rc;
+
+    w->pid = -1;
+    w->pidfd = w->sock = -1;
+    w->uid0 = uid0;
+    w->network = network;
+    if (!network)
+        flags |= CLONE_NEWNET;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        return -errno;
+    /* The same fork-like clone as run_start's. */
+    w->pid = (pid_t)syscall(SYS_clone, (unsigned long)flags, NULL, &w->pidfd, NULL, 0);
+    if (w->pid == 0)
+        sandbox_child_warm_main(sv[1], &child);
+    rc = w->pid < 0 ? -errno : 0;
+    close(sv[1]);
+    if (rc != 0) {
+        close(sv[0]);
+        w->pid = -1;
+        w->pidfd = -1;
+        return rc;
+    }
+    w->sock = sv[0];
+    return 0;
+}
+
+pid_t sandbox_warm_discard(struct sandbox_warm *w)
+{
+    pid_t pid = w->pid;
+
+    run_close(&w->sock); /* EOF: it exits */
+    run_close(&w->pidfd);
+    w->pid = -1;
+    return pid;
 }
 
 int sandbox_run_begin(struct sandbox_run *run, const struct sandbox_spec *spec,
@@ -368,6 +496,7 @@ int sandbox_run_begin(struct sandbox_run *run, const struct sandbox_spec *spec,
     run->report[0] = run->report[1] = -1;
     run->stdin_fd = run->pidfd = -1;
     run->pid = -1;
+    run->warm_discarded = -1;
     run->out.file_fd = run->out.pipe_rd = run->out.child_fd = -1;
     run->err.file_fd = run->err.pipe_rd = run->err.child_fd = -1;
     if (run->opts.unreaped != NULL)

@@ -89,6 +89,8 @@ struct spawner_state {
     int sfd;
     bool stopping;
     struct sandbox_run_options opts; /* the prebuilt filters */
+    struct sandbox_warm warm;        /* the next run's pid 1, cloned ahead */
+    bool want_warm;                  /* clone one when the loop is idle */
     struct spawner_run **runs;
     size_t n_runs;
     size_t cap_runs;
@@ -239,6 +241,21 @@ static int spawner_run_read(struct spawner_run *r)
     }
 }
 
+static int spawner_track_zombie(struct spawner_state *st, pid_t pid)
+{
+    if (st->n_zombies == st->cap_zombies) {
+        size_t cap = st->cap_zombies ? st->cap_zombies * 2 : 16;
+        pid_t *grown = realloc(st->zombies, cap * sizeof(*grown));
+
+        if (grown == NULL)
+            return -ENOMEM;
+        st->zombies = grown;
+        st->cap_zombies = cap;
+    }
+    st->zombies[st->n_zombies++] = pid;
+    return 0;
+}
+
 /* The whole spec is in: decode it and start the run. */
 static void spawner_run_start(struct spawner_state *st, struct spawner_run *r)
 {
@@ -259,28 +276,25 @@ static void spawner_run_start(struct spawner_state *st, struct spawner_run *r)
     opts.cancel_fds = &r->sock;
     opts.n_cancel_fds = 1;
     opts.unreaped = &r->unreaped;
+    opts.warm = &st->warm;
     r->started = true;
     sandbox_run_begin(&r->run, &r->spec, &opts, &r->res);
+    if (r->run.warm_discarded > 0)
+        spawner_track_zombie(st, r->run.warm_discarded);
+    /* The next warm pid 1 matches this request; it is cloned once the
+     * loop has answered what it can (off this run's critical path). */
+    if (st->warm.pid <= 0 || st->warm.uid0 != r->spec.uid0 || st->warm.network != r->spec.network) {
+        if (st->warm.pid > 0)
+            spawner_track_zombie(st, sandbox_warm_discard(&st->warm));
+        st->warm.uid0 = r->spec.uid0;
+        st->warm.network = r->spec.network;
+        st->want_warm = true;
+    }
 }
 
 static bool spawner_run_done(const struct spawner_run *r)
 {
     return !r->started ? r->res.exit_code != 0 : sandbox_run_done(&r->run);
-}
-
-static int spawner_track_zombie(struct spawner_state *st, pid_t pid)
-{
-    if (st->n_zombies == st->cap_zombies) {
-        size_t cap = st->cap_zombies ? st->cap_zombies * 2 : 16;
-        pid_t *grown = realloc(st->zombies, cap * sizeof(*grown));
-
-        if (grown == NULL)
-            return -ENOMEM;
-        st->zombies = grown;
-        st->cap_zombies = cap;
-    }
-    st->zombies[st->n_zombies++] = pid;
-    return 0;
 }
 
 /* Answers the caller and lets the run go. */
@@ -404,6 +418,8 @@ static size_t spawner_poll_set(struct spawner_state *st, int *timeout_ms)
 static void spawner_stop(struct spawner_state *st)
 {
     st->stopping = true;
+    if (st->warm.pid > 0)
+        spawner_track_zombie(st, sandbox_warm_discard(&st->warm));
     if (st->control >= 0)
         close(st->control);
     st->control = -1;
@@ -457,6 +473,17 @@ static bool spawner_run_events(struct spawner_state *st, struct spawner_run *r)
     return spawner_run_done(r);
 }
 
+/* A warm pid 1 for the next request, when one is wanted. Done after the
+ * round's answers went out, so a run never waits for it. */
+static void spawner_warm_up(struct spawner_state *st)
+{
+    if (!st->want_warm || st->stopping || st->warm.pid > 0)
+        return;
+    st->want_warm = false;
+    /* On failure runs clone their own; the next request asks again. */
+    sandbox_warm_start(&st->warm, st->warm.uid0, st->warm.network, &st->opts);
+}
+
 static void spawner_loop(struct spawner_state *st)
 {
     while (st->control >= 0 || st->n_runs > 0) {
@@ -485,6 +512,9 @@ static void spawner_loop(struct spawner_state *st)
             else
                 st->runs[kept++] = r;
         }
+        /* After an answer, or when idle: not while a run waits to start. */
+        if (kept < st->n_runs || kept == 0)
+            spawner_warm_up(st);
         st->n_runs = kept;
         if (st->control >= 0 && st->pfd[0].revents != 0) {
             int sock = -1, rc = spawner_recv_fd(st->control, &sock);
@@ -511,7 +541,7 @@ static void spawner_loop(struct spawner_state *st)
 static int spawner_main(int control, pid_t parent)
 {
     struct spawner_filters filters;
-    struct spawner_state st = {.control = control};
+    struct spawner_state st = {.control = control, .want_warm = true};
     char err[256];
     sigset_t sigs;
 
@@ -541,6 +571,8 @@ static int spawner_main(int control, pid_t parent)
     if (sandbox_seccomp_build(SANDBOX_SECCOMP_STRICT, NULL, &filters.strict_prog, err,
                               sizeof(err)) == 0)
         st.opts.seccomp_strict = &filters.strict_prog;
+    st.warm.pid = -1;
+    st.warm.pidfd = st.warm.sock = -1;
     spawner_loop(&st);
     free(st.runs);
     free(st.zombies);
