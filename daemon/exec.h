@@ -60,11 +60,18 @@ int exec_copies_stage(struct exec_copies *c, struct cas_store *cas, const struct
                       const char *lower_dir, const char *dir, struct action_stage_stats *stats,
                       struct reapi_status *st);
 
+/* What a run leaves behind (its scratch directory, its FUSE tree) until
+ * exec_pipeline_cleanup. */
+struct exec_leftovers;
+
 /* Runs one loaded action to completion on the calling slot thread: fills
- * *response (an ExecuteResponse, packed, malloc'd) (exec_pipeline.c). */
+ * *response (an ExecuteResponse, packed, malloc'd) and *left (exec_pipeline.c). */
 int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *act,
                       struct exec_times *times, uint8_t **response, size_t *response_len,
-                      char *log_line, size_t log_len);
+                      char *log_line, size_t log_len, struct exec_leftovers **left);
+/* Removes and frees what a run left (NULL is fine). The slot calls it after
+ * publishing the result: the client does not wait for the clean-up. */
+void exec_pipeline_cleanup(struct casboxd *d, struct exec_leftovers *left);
 
 /* Packs an ExecuteResponse: result (an empty one when NULL, as Bazel needs
  * one), cached_result, the status (OK when st is NULL) and message. */

@@ -12,6 +12,12 @@
  * What the runner itself has to say (a limit hit, an exec failure) is
  * appended to the action's stderr, where Bazel shows it to the user, and to
  * ExecuteResponse.message.
+ *
+ * Removing the scratch directory and the FUSE tree is left to
+ * exec_pipeline_cleanup, which the slot calls once the result is published:
+ * right after a sandbox exits, the kernel is still tearing down its mount
+ * namespace and the removal can take several milliseconds that the client
+ * need not wait for.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -376,9 +382,51 @@ static int exec_stage_fuse(struct casboxd *d, const struct action *act, const ch
     return action_stage_output_dirs(act, scratch->upper, stats, st);
 }
 
+/* What a run leaves for exec_pipeline_cleanup. */
+struct exec_leftovers {
+    struct action_scratch scratch;
+    char id[32];
+    bool tree_added;
+};
+
+static void exec_leftovers_remove(struct casboxd *d, struct action_scratch *scratch, const char *id,
+                                  bool tree_added)
+{
+    /* Never waits for readers: a process still reading is left its files. */
+    if (tree_added && casfs_tree_remove(d->fs, id, NULL) != 0)
+        LOG_W("removing input tree %s from the FUSE mount: not found", id);
+    action_scratch_remove(scratch);
+}
+
+/* Hands the scratch directory and the FUSE tree to *left, or removes them now
+ * when that cannot be allocated. */
+static void exec_leftovers_take(struct casboxd *d, struct action_scratch *scratch, const char *id,
+                                bool tree_added, struct exec_leftovers **left)
+{
+    struct exec_leftovers *l = malloc(sizeof(*l));
+
+    *left = l;
+    if (l == NULL) {
+        exec_leftovers_remove(d, scratch, id, tree_added);
+        return;
+    }
+    l->scratch = *scratch;
+    memset(scratch, 0, sizeof(*scratch));
+    snprintf(l->id, sizeof(l->id), "%s", id);
+    l->tree_added = tree_added;
+}
+
+void exec_pipeline_cleanup(struct casboxd *d, struct exec_leftovers *left)
+{
+    if (left == NULL)
+        return;
+    exec_leftovers_remove(d, &left->scratch, left->id, left->tree_added);
+    free(left);
+}
+
 int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *act,
                       struct exec_times *times, uint8_t **response, size_t *response_len,
-                      char *log_line, size_t log_len)
+                      char *log_line, size_t log_len, struct exec_leftovers **left)
 {
     struct action_scratch scratch;
     struct action_stage_stats stage_stats;
@@ -510,9 +558,8 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
 respond:
     if (times->worker_end == 0)
         times->worker_end = exec_now_us();
-    /* Never waits for readers: a process still reading is left its files. */
-    if (tree_added && casfs_tree_remove(d->fs, id, &staging.fuse_stats) != 0)
-        LOG_W("removing input tree %s from the FUSE mount: not found", id);
+    if (tree_added)
+        casfs_tree_stats(d->fs, id, &staging.fuse_stats);
     if (staging.fuse)
         snprintf(staged, sizeof(staged),
                  "fuse tree of %" PRIu64 " files in %.1f ms (%" PRIu64 " opened, %" PRIu64
@@ -532,7 +579,7 @@ respond:
                             response_len);
     action_result_free(result);
     sandbox_spec_free(&spec);
-    action_scratch_remove(&scratch);
+    exec_leftovers_take(d, &scratch, id, tree_added, left);
     reapi_status_free(&st);
     return rc;
 }

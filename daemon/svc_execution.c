@@ -145,7 +145,9 @@ static int exec_pack_any(Google__Protobuf__Any *any, const char *type_url,
     return 0;
 }
 
-/* Sends the operation's current state (snapshot taken by the caller). */
+/* Sends the operation's current state (snapshot taken by the caller). The
+ * COMPLETED one goes out with the call's OK status in one batch: it always
+ * ends the call. */
 static int exec_send_operation(struct rpc_call *call, const char *name, enum exec_stage stage,
                                const struct cas_digest *action_digest, const uint8_t *response,
                                size_t response_len)
@@ -166,8 +168,11 @@ static int exec_send_operation(struct rpc_call *call, const char *name, enum exe
     md.stage = stages[stage];
     md.action_digest = &db.pd;
     rc = exec_pack_any(&md_any, METADATA_TYPE_URL, &md.base);
-    if (rc != 0)
+    if (rc != 0) {
+        if (stage == EXEC_COMPLETED)
+            rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return rc;
+    }
     op.name = (char *)name;
     op.metadata = &md_any;
     if (stage == EXEC_COMPLETED) {
@@ -179,13 +184,16 @@ static int exec_send_operation(struct rpc_call *call, const char *name, enum exe
         op.result_case = GOOGLE__LONGRUNNING__OPERATION__RESULT_RESPONSE;
         op.response = &resp_any;
     }
-    rc = rpc_call_send(call, &op.base);
+    if (stage == EXEC_COMPLETED)
+        rc = rpc_call_finish(call, &op.base, NULL);
+    else
+        rc = rpc_call_send(call, &op.base);
     free(md_any.value.data);
     return rc;
 }
 
-/* Streams op's states to the client until it completes or the client leaves;
- * then ends the call. Holds a reference on op, dropped here. */
+/* Streams op's states to the client until it completes (the last message
+ * ends the call) or the client leaves. Holds a reference on op, dropped here. */
 static void exec_watch(struct exec_service *svc, struct rpc_call *call, struct exec_op *op)
 {
     enum exec_stage sent = EXEC_QUEUED;
@@ -231,6 +239,8 @@ static void exec_watch(struct exec_service *svc, struct rpc_call *call, struct e
     }
     exec_op_unref_locked(op);
     pthread_mutex_unlock(&svc->lock);
+    if (sent == EXEC_COMPLETED)
+        return; /* exec_send_operation ended the call */
     if (rc == -ECANCELED && svc->stopping)
         rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "casboxd is shutting down");
     else
@@ -253,7 +263,7 @@ static void exec_new_name(char *name, size_t len)
     snprintf(name, len, "operations/%s", hex);
 }
 
-/* Sends a single completed Operation (cache hit, or error) and ends the call. */
+/* Sends a single completed Operation (cache hit, or error), which ends the call. */
 static void exec_answer_now(struct rpc_call *call, const struct cas_digest *dg, const uint8_t *resp,
                             size_t len)
 {
@@ -261,7 +271,6 @@ static void exec_answer_now(struct rpc_call *call, const struct cas_digest *dg, 
 
     exec_new_name(name, sizeof(name));
     exec_send_operation(call, name, EXEC_COMPLETED, dg, resp, len);
-    rpc_call_finish(call, NULL, NULL);
 }
 
 /* A cache hit answers at once; returns true when it did. */
@@ -424,6 +433,15 @@ static void exec_wait_execution(void *ctx, struct rpc_call *call)
 
 /* --- slots --- */
 
+static void exec_slot_log(const struct exec_op *op, const char *log_line)
+{
+    char hex[CAS_HASH_HEX + 1];
+
+    cas_digest_hex(&op->action_digest, hex);
+    LOG_I("action %s/%" PRId64 " %s: %s", hex, op->action_digest.size, op->name,
+          log_line[0] ? log_line : "done");
+}
+
 static void *exec_slot_main(void *arg)
 {
     struct exec_service *svc = arg;
@@ -433,6 +451,7 @@ static void *exec_slot_main(void *arg)
         struct exec_op *op;
         struct action *act;
         struct exec_times times;
+        struct exec_leftovers *left = NULL;
         uint8_t *resp = NULL;
         size_t resp_len = 0;
         int rc;
@@ -460,7 +479,7 @@ static void *exec_slot_main(void *arg)
         times.worker_start = exec_now_us();
         log_line[0] = '\0';
         rc = exec_pipeline_run(svc->d, op->instance, act, &times, &resp, &resp_len, log_line,
-                               sizeof(log_line));
+                               sizeof(log_line), &left);
         exec_action_free(act);
         if (rc != 0 || resp == NULL) {
             struct reapi_status st;
@@ -472,14 +491,8 @@ static void *exec_slot_main(void *arg)
             if (exec_response_pack(NULL, false, &st, st.message, &resp, &resp_len) != 0)
                 resp_len = 0;
         }
-        {
-            char hex[CAS_HASH_HEX + 1];
-
-            cas_digest_hex(&op->action_digest, hex);
-            LOG_I("action %s/%" PRId64 " %s: %s", hex, op->action_digest.size, op->name,
-                  log_line[0] ? log_line : "done");
-        }
-
+        /* Publish first; the log line and the clean-up are not the
+         * client's to wait for. op stays alive by this slot's reference. */
         pthread_mutex_lock(&svc->lock);
         op->response = resp;
         op->response_len = resp_len;
@@ -487,6 +500,12 @@ static void *exec_slot_main(void *arg)
         op->stage = EXEC_COMPLETED;
         op->completed_at = time(NULL);
         pthread_cond_broadcast(&svc->changed);
+        pthread_mutex_unlock(&svc->lock);
+
+        exec_slot_log(op, log_line);
+        exec_pipeline_cleanup(svc->d, left);
+
+        pthread_mutex_lock(&svc->lock);
         exec_op_unref_locked(op);
         pthread_mutex_unlock(&svc->lock);
     }
