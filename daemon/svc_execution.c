@@ -3,8 +3,9 @@
  * WaitExecution): operations, the bounded queue and the slot threads.
  *
  * An operation goes QUEUED -> EXECUTING -> COMPLETED; every change is
- * broadcast on one condition variable and each watching stream sends the new
- * state as a google.longrunning.Operation. The final Operation carries an
+ * broadcast on the operation's own condition variable (so a change wakes only
+ * the streams watching that operation) and each of them sends the new state
+ * as a google.longrunning.Operation. The final Operation carries an
  * ExecuteResponse that always has a result. Streams also send the current
  * state every EXEC_KEEPALIVE_S seconds so proxies do not drop an idle stream.
  * Finished operations stay for execution.operation_retention seconds so that
@@ -46,6 +47,7 @@ struct exec_op {
     size_t response_len;
     struct exec_times times;
     time_t completed_at;
+    pthread_cond_t changed;     /* stage changed, or the service is stopping */
     unsigned refs;              /* the table's reference plus one per watcher/slot */
     struct exec_op *next;       /* all operations */
     struct exec_op *queue_next; /* the run queue */
@@ -54,8 +56,7 @@ struct exec_op {
 struct exec_service {
     struct casboxd *d;
     pthread_mutex_t lock;
-    pthread_cond_t changed; /* any operation changed stage */
-    pthread_cond_t work;    /* the queue gained an operation */
+    pthread_cond_t work; /* the queue gained an operation */
     struct exec_op *ops;
     uint64_t n_ops;
     struct exec_op *queue_head, *queue_tail;
@@ -81,6 +82,7 @@ static void exec_op_unref_locked(struct exec_op *op)
         exec_action_free(op->action);
     free(op->response);
     free(op->instance);
+    pthread_cond_destroy(&op->changed);
     free(op);
 }
 
@@ -234,7 +236,7 @@ static void exec_watch(struct exec_service *svc, struct rpc_call *call, struct e
 
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += EXEC_KEEPALIVE_S;
-        if (pthread_cond_timedwait(&svc->changed, &svc->lock, &until) == ETIMEDOUT)
+        if (pthread_cond_timedwait(&op->changed, &svc->lock, &until) == ETIMEDOUT)
             first = true; /* resend the current state as a keep-alive */
     }
     exec_op_unref_locked(op);
@@ -358,6 +360,7 @@ static void exec_execute(void *ctx, struct rpc_call *call)
         rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
+    pthread_cond_init(&op->changed, NULL);
     exec_new_name(op->name, sizeof(op->name));
     op->action_digest = dg;
     op->action = act;
@@ -473,7 +476,7 @@ static void *exec_slot_main(void *arg)
         act = op->action;
         op->action = NULL;
         times = op->times;
-        pthread_cond_broadcast(&svc->changed);
+        pthread_cond_broadcast(&op->changed);
         pthread_mutex_unlock(&svc->lock);
 
         times.worker_start = exec_now_us();
@@ -499,7 +502,7 @@ static void *exec_slot_main(void *arg)
         op->times = times;
         op->stage = EXEC_COMPLETED;
         op->completed_at = time(NULL);
-        pthread_cond_broadcast(&svc->changed);
+        pthread_cond_broadcast(&op->changed);
         pthread_mutex_unlock(&svc->lock);
 
         exec_slot_log(op, log_line);
@@ -524,7 +527,6 @@ int exec_service_start(struct casboxd *d, struct exec_service **out)
     if (rc != 0)
         LOG_W("cannot clean up old scratch space: %s", strerror(-rc));
     pthread_mutex_init(&svc->lock, NULL);
-    pthread_cond_init(&svc->changed, NULL);
     pthread_cond_init(&svc->work, NULL);
     svc->slots = calloc(d->cfg.exec_slots, sizeof(*svc->slots));
     if (svc->slots == NULL) {
@@ -548,7 +550,8 @@ void exec_service_begin_stop(struct exec_service *svc)
     pthread_mutex_lock(&svc->lock);
     svc->stopping = true;
     pthread_cond_broadcast(&svc->work);
-    pthread_cond_broadcast(&svc->changed);
+    for (struct exec_op *op = svc->ops; op != NULL; op = op->next)
+        pthread_cond_broadcast(&op->changed);
     pthread_mutex_unlock(&svc->lock);
     /* Running actions are killed, not waited for: a stop must not take as
      * long as the longest timeout. Their results are not cached. */
@@ -570,7 +573,6 @@ void exec_service_stop(struct exec_service *svc)
         exec_op_unref_locked(op);
     }
     pthread_cond_destroy(&svc->work);
-    pthread_cond_destroy(&svc->changed);
     pthread_mutex_destroy(&svc->lock);
     free(svc);
 }
