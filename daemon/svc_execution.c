@@ -5,7 +5,10 @@
  * An operation goes QUEUED -> EXECUTING -> COMPLETED; every change is
  * broadcast on the operation's own condition variable (so a change wakes only
  * the streams watching that operation) and each of them sends the new state
- * as a google.longrunning.Operation. The final Operation carries an
+ * as a google.longrunning.Operation. An operation queued while a slot is
+ * idle starts as EXECUTING: the slot takes it at once, and a QUEUED message
+ * followed straight away by an EXECUTING one would cost the stream two sends
+ * and the client two wake-ups for nothing. The final Operation carries an
  * ExecuteResponse that always has a result. Streams also send the current
  * state every EXEC_KEEPALIVE_S seconds so proxies do not drop an idle stream.
  * Finished operations stay for execution.operation_retention seconds so that
@@ -61,6 +64,7 @@ struct exec_service {
     uint64_t n_ops;
     struct exec_op *queue_head, *queue_tail;
     uint64_t queued;
+    uint64_t idle_slots; /* slots waiting for work */
     bool stopping;
     pthread_t *slots;
     uint64_t n_slots;
@@ -395,6 +399,8 @@ static void exec_execute(void *ctx, struct rpc_call *call)
         svc->queue_head = op;
     svc->queue_tail = op;
     svc->queued++;
+    if (svc->queued <= svc->idle_slots)
+        op->stage = EXEC_EXECUTING; /* every queued action has an idle slot */
     pthread_cond_signal(&svc->work);
     pthread_mutex_unlock(&svc->lock);
 
@@ -460,8 +466,10 @@ static void *exec_slot_main(void *arg)
         int rc;
 
         pthread_mutex_lock(&svc->lock);
+        svc->idle_slots++;
         while (svc->queue_head == NULL && !svc->stopping)
             pthread_cond_wait(&svc->work, &svc->lock);
+        svc->idle_slots--;
         if (svc->stopping) {
             pthread_mutex_unlock(&svc->lock);
             break;
@@ -471,12 +479,14 @@ static void *exec_slot_main(void *arg)
         if (svc->queue_head == NULL)
             svc->queue_tail = NULL;
         svc->queued--;
-        op->stage = EXEC_EXECUTING;
+        if (op->stage != EXEC_EXECUTING) {
+            op->stage = EXEC_EXECUTING;
+            pthread_cond_broadcast(&op->changed);
+        }
         op->refs++;
         act = op->action;
         op->action = NULL;
         times = op->times;
-        pthread_cond_broadcast(&op->changed);
         pthread_mutex_unlock(&svc->lock);
 
         times.worker_start = exec_now_us();
