@@ -464,6 +464,12 @@ _Noreturn void sandbox_child_main(struct sandbox_child *c)
 
 /* --- a warm pid 1: cloned ahead, waiting for its run --- */
 
+static int child_warm_no_program(char *err, size_t err_len)
+{
+    snprintf(err, err_len, "warm pid 1: no seccomp program for the mode");
+    return -EINVAL;
+}
+
 /* Is there a go message, or may one still come? */
 static bool child_warm_wanted(int sock)
 {
@@ -503,6 +509,41 @@ static int child_warm_receive(int sock, struct sandbox_warm_go *go, uint8_t *spe
     return 0;
 }
 
+/* An fd sent for "inherit" (the caller's placeholder) is dropped: pid 1 has
+ * the caller's own stdio from its clone. */
+static int child_warm_fd(int fd, bool inherit)
+{
+    if (!inherit)
+        return fd;
+    close(fd);
+    return -1;
+}
+
+/* The struct sandbox_child of the run the go message describes. fds: the
+ * report pipe, then the command's stdin, stdout, stderr. */
+static void child_warm_fill(struct sandbox_child *c, const struct sandbox_warm_child *w,
+                            struct sandbox_warm_go *go, const int fds[4])
+{
+    memset(c, 0, sizeof(*c));
+    c->cgroup = &go->cgroup;
+    c->outer_uid = w->outer_uid;
+    c->outer_gid = w->outer_gid;
+    c->report_wr = fds[0];
+    c->stdin_fd = child_warm_fd(fds[1], go->inherit & 1);
+    c->stdout_fd = child_warm_fd(fds[2], go->inherit & 2);
+    c->stderr_fd = child_warm_fd(fds[3], go->inherit & 4);
+    c->memory_method = go->cgroup.memory_method;
+    c->pids_method = go->cgroup.pids_method;
+    if (go->seccomp == SANDBOX_SECCOMP_DEFAULT)
+        c->seccomp = w->seccomp_default;
+    else if (go->seccomp == SANDBOX_SECCOMP_STRICT)
+        c->seccomp = w->seccomp_strict;
+    else if (go->seccomp == SANDBOX_SECCOMP_NONE)
+        c->seccomp = &w->seccomp_none;
+    else
+        c->seccomp = NULL;
+}
+
 _Noreturn void sandbox_child_warm_main(int sock, const struct sandbox_warm_child *w)
 {
     struct sandbox_warm_go *go = malloc(sizeof(*go));
@@ -529,27 +570,15 @@ _Noreturn void sandbox_child_warm_main(int sock, const struct sandbox_warm_child
      * its end of the report pipe is closed. */
     if (!child_watch_parent(fds[0]))
         _exit(125);
-    /* fds: the report pipe, then the command's stdin, stdout, stderr (the
-     * caller sends its own fd 0 for "inherit": dup'd below, then closed) */
     sandbox_spec_init(&spec);
-    memset(&c, 0, sizeof(c));
+    child_warm_fill(&c, w, go, fds);
     c.spec = &spec;
-    c.cgroup = &go->cgroup;
-    c.outer_uid = w->outer_uid;
-    c.outer_gid = w->outer_gid;
-    c.report_wr = fds[0];
-    c.stdin_fd = go->inherit & 1 ? (close(fds[1]), -1) : fds[1];
-    c.stdout_fd = go->inherit & 2 ? (close(fds[2]), -1) : fds[2];
-    c.stderr_fd = go->inherit & 4 ? (close(fds[3]), -1) : fds[3];
-    c.memory_method = go->cgroup.memory_method;
-    c.pids_method = go->cgroup.pids_method;
-    c.seccomp = go->seccomp == SANDBOX_SECCOMP_DEFAULT  ? w->seccomp_default
-                : go->seccomp == SANDBOX_SECCOMP_STRICT ? w->seccomp_strict
-                                                        : &w->seccomp_none;
     err[0] = '\0';
     rc = sandbox_spec_decode(spec_buf, go->spec_len, &spec);
     if (rc != 0)
         snprintf(err, sizeof(err), "warm pid 1: bad spec: %s", strerror(-rc));
+    else if (c.seccomp == NULL)
+        rc = child_warm_no_program(err, sizeof(err));
     else
         rc = sandbox_mounts_plan(&plan, &spec, err, sizeof(err));
     if (rc != 0) {

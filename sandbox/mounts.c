@@ -2,10 +2,14 @@
  * mounts.c - the sandbox's root filesystem, built in the child's own mount
  * namespace, then entered with one pivot_root.
  *
- * Phase 1, on the host's tree: every host path the root will show is looked
- * at and resolved into a plan (a list of operations), so absolute symlinks on
- * the host (/etc/resolv.conf -> /run/...) resolve as on the host.
- * Phase 2: the new root is a tmpfs mounted over /sys, a host directory that
+ * Phase 1, in the caller before the clone: every host path of the
+ * allow-list is looked at and resolved into a plan (a list of operations),
+ * so absolute symlinks on the host (/etc/resolv.conf -> /run/...) resolve as
+ * on the host, and the child allocates nothing (a written heap page is a
+ * copy-on-write fault). The spec's own paths (exec root layers, extra
+ * mounts: maybe on the daemon's FUSE filesystem) are resolved by the child,
+ * into stack buffers, so that a hung filesystem only hangs its own run.
+ * Phase 2, in the child: the new root is a tmpfs mounted over /sys, a host directory that
  * exists everywhere and is never a bind source (host paths under /sys cannot
  * be mounted into a sandbox), so every source keeps its plain host path and
  * one pivot_root suffices. The root gets
