@@ -79,6 +79,13 @@ int rpc_call_send_raw(struct rpc_call *call, void *data, size_t len, void (*dest
  * the status details in grpc-status-details-bin. Call exactly once. */
 int rpc_call_finish(struct rpc_call *call, const ProtobufCMessage *msg,
                     const struct reapi_status *st);
+/* rpc_call_finish(call, msg, NULL) in two halves: _start sends msg and the
+ * OK status without waiting, and may run on another thread while the
+ * handler's thread is blocked on something else (never at the same time as
+ * another operation on the call); the handler's thread then calls _wait.
+ * When _start fails, nothing was started and the call is not finished. */
+int rpc_call_finish_start(struct rpc_call *call, const ProtobufCMessage *msg);
+int rpc_call_finish_wait(struct rpc_call *call);
 /* Ends the call with a code and a formatted message and no response. */
 int rpc_call_fail(struct rpc_call *call, grpc_status_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -13,6 +13,11 @@
  * after the server's shutdown tag arrived, every posted request came back and
  * every pool thread has been joined (grpc aborts if a batch is started on a
  * call whose queue is already shut down).
+ *
+ * The final batch can be started by another thread (rpc_call_finish_start)
+ * while the handler's thread is blocked elsewhere; the handler's thread then
+ * plucks its completion (rpc_call_finish_wait). Its buffers live in the call
+ * until then.
  */
 #include "rpc.h"
 
@@ -32,6 +37,17 @@
 
 #define STATUS_DETAILS_KEY "grpc-status-details-bin"
 
+/* What the final batch points to until it completes. */
+struct rpc_finish_state {
+    grpc_byte_buffer *bb;
+    grpc_slice details;
+    grpc_metadata trailer;
+    uint8_t *packed;
+    Google__Rpc__Status *proto;
+    int cancelled;
+    bool started;
+};
+
 struct rpc_call {
     struct rpc_server *srv;
     const struct rpc_method *method; /* NULL: the generic (unregistered) request */
@@ -43,7 +59,8 @@ struct rpc_call {
     grpc_call_details details; /* generic requests only */
     bool sent_initial_md;
     bool finished;
-    struct rpc_call *next; /* pool queue link */
+    struct rpc_finish_state fin; /* the final batch, until it completes */
+    struct rpc_call *next;       /* pool queue link */
 };
 
 struct rpc_pool_state {
@@ -78,6 +95,8 @@ static void rpc_call_free(struct rpc_call *c)
         return;
     if (c->call != NULL)
         grpc_call_unref(c->call);
+    if (c->fin.started)
+        rpc_call_finish_wait(c);
     if (c->payload != NULL)
         grpc_byte_buffer_destroy(c->payload);
     grpc_metadata_array_destroy(&c->request_md);
@@ -232,16 +251,137 @@ int rpc_call_send_raw(struct rpc_call *c, void *data, size_t len, void (*destroy
     return rpc_call_send_buffer(c, bb);
 }
 
-int rpc_call_finish(struct rpc_call *c, const ProtobufCMessage *msg, const struct reapi_status *st)
+/* Frees what the final batch needed until its completion. */
+static void rpc_finish_state_free(struct rpc_finish_state *f)
+{
+    if (f->bb != NULL)
+        grpc_byte_buffer_destroy(f->bb);
+    grpc_slice_unref(f->details);
+    if (f->packed != NULL) {
+        grpc_slice_unref(f->trailer.key);
+        grpc_slice_unref(f->trailer.value);
+    }
+    free(f->packed);
+    reapi_status_proto_free(f->proto);
+    memset(f, 0, sizeof(*f));
+}
+
+/* Fills the ops of the final batch; n set to their count. */
+static int rpc_finish_ops(struct rpc_call *c, const ProtobufCMessage *msg,
+                          const struct reapi_status *st, grpc_op *ops, size_t *n)
+{
+    struct rpc_finish_state *f = &c->fin;
+
+    memset(f, 0, sizeof(*f));
+    *n = 0;
+    if (!c->sent_initial_md) {
+        ops[*n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        (*n)++;
+    }
+    if (msg != NULL && (st == NULL || reapi_status_ok(st))) {
+        f->bb = rpc_pack(msg);
+        if (f->bb == NULL)
+            return -ENOMEM;
+        ops[*n].op = GRPC_OP_SEND_MESSAGE;
+        ops[*n].data.send_message.send_message = f->bb;
+        (*n)++;
+    }
+    ops[*n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[*n].data.send_status_from_server.status = st ? st->code : GRPC_STATUS_OK;
+    f->details = grpc_slice_from_copied_string(st ? st->message : "");
+    ops[*n].data.send_status_from_server.status_details = &f->details;
+    if (st != NULL && !reapi_status_ok(st)) {
+        f->proto = reapi_status_to_proto(st);
+        if (f->proto != NULL) {
+            size_t len = google__rpc__status__get_packed_size(f->proto);
+
+            f->packed = malloc(len ? len : 1);
+            if (f->packed != NULL) {
+                google__rpc__status__pack(f->proto, f->packed);
+                f->trailer.key = grpc_slice_from_static_string(STATUS_DETAILS_KEY);
+                f->trailer.value = grpc_slice_from_copied_buffer((const char *)f->packed, len);
+                ops[*n].data.send_status_from_server.trailing_metadata_count = 1;
+                ops[*n].data.send_status_from_server.trailing_metadata = &f->trailer;
+            }
+        }
+    }
+    (*n)++;
+    ops[*n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[*n].data.recv_close_on_server.cancelled = &f->cancelled;
+    (*n)++;
+    return 0;
+}
+
+/* Starts the final batch: 0, -ENOMEM (nothing started) or -EIO. */
+static int rpc_call_finish_begin(struct rpc_call *c, const ProtobufCMessage *msg,
+                                 const struct reapi_status *st)
 {
     grpc_op ops[4];
-    size_t n = 0;
-    grpc_byte_buffer *bb = NULL;
-    grpc_metadata trailer;
-    grpc_slice details_msg;
-    Google__Rpc__Status *proto = NULL;
-    uint8_t *packed = NULL;
-    int cancelled = 0;
+    size_t n;
+    grpc_call_error e;
+    int rc;
+
+    memset(ops, 0, sizeof(ops));
+    rc = rpc_finish_ops(c, msg, st, ops, &n);
+    if (rc != 0) {
+        rpc_finish_state_free(&c->fin);
+        return rc;
+    }
+    c->sent_initial_md = true;
+    e = grpc_call_start_batch(c->call, ops, n, &c->fin, NULL);
+    if (e != GRPC_CALL_OK) {
+        LOG_E("%s: grpc_call_start_batch failed (%d)", rpc_call_method(c), e);
+        rpc_finish_state_free(&c->fin);
+        return -EIO;
+    }
+    c->fin.started = true;
+    return 0;
+}
+
+int rpc_call_finish_start(struct rpc_call *c, const ProtobufCMessage *msg)
+{
+    int rc;
+
+    if (c->finished) {
+        LOG_E("%s: finished twice", rpc_call_method(c));
+        return -EALREADY;
+    }
+    rc = rpc_call_finish_begin(c, msg, NULL);
+    if (rc == 0)
+        c->finished = true;
+    return rc;
+}
+
+int rpc_call_finish_wait(struct rpc_call *c)
+{
+    grpc_event ev;
+    int rc = 0;
+
+    if (!c->fin.started)
+        return -EINVAL;
+    ev = grpc_completion_queue_pluck(c->cq, &c->fin, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type != GRPC_OP_COMPLETE || !ev.success)
+        rc = -ECANCELED;
+    rpc_finish_state_free(&c->fin);
+    return rc;
+}
+
+/* Ends an already marked-finished call with a status and no message (the
+ * out-of-memory path of rpc_call_finish). */
+static int rpc_call_fail_now(struct rpc_call *c, grpc_status_code code, const char *message)
+{
+    struct reapi_status st;
+    int rc;
+
+    reapi_status_init(&st);
+    st.code = code;
+    snprintf(st.message, sizeof(st.message), "%s", message);
+    rc = rpc_call_finish_begin(c, NULL, &st);
+    return rc != 0 ? rc : rpc_call_finish_wait(c);
+}
+
+int rpc_call_finish(struct rpc_call *c, const ProtobufCMessage *msg, const struct reapi_status *st)
+{
     int rc;
 
     if (c->finished) {
@@ -249,55 +389,12 @@ int rpc_call_finish(struct rpc_call *c, const ProtobufCMessage *msg, const struc
         return -EALREADY;
     }
     c->finished = true;
-    memset(ops, 0, sizeof(ops));
-    memset(&trailer, 0, sizeof(trailer));
-    if (!c->sent_initial_md) {
-        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-        n++;
-    }
-    if (msg != NULL && (st == NULL || reapi_status_ok(st))) {
-        bb = rpc_pack(msg);
-        if (bb == NULL)
-            return rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n].data.send_message.send_message = bb;
-        n++;
-    }
-    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.status = st ? st->code : GRPC_STATUS_OK;
-    details_msg = grpc_slice_from_copied_string(st ? st->message : "");
-    ops[n].data.send_status_from_server.status_details = &details_msg;
-    if (st != NULL && !reapi_status_ok(st)) {
-        proto = reapi_status_to_proto(st);
-        if (proto != NULL) {
-            size_t len = google__rpc__status__get_packed_size(proto);
-
-            packed = malloc(len ? len : 1);
-            if (packed != NULL) {
-                google__rpc__status__pack(proto, packed);
-                trailer.key = grpc_slice_from_static_string(STATUS_DETAILS_KEY);
-                trailer.value = grpc_slice_from_copied_buffer((const char *)packed, len);
-                ops[n].data.send_status_from_server.trailing_metadata_count = 1;
-                ops[n].data.send_status_from_server.trailing_metadata = &trailer;
-            }
-        }
-    }
-    n++;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n].data.recv_close_on_server.cancelled = &cancelled;
-    n++;
-    rc = rpc_call_run_batch(c, ops, n);
-    c->sent_initial_md = true;
-    if (bb != NULL)
-        grpc_byte_buffer_destroy(bb);
-    grpc_slice_unref(details_msg);
-    if (packed != NULL) {
-        grpc_slice_unref(trailer.key);
-        grpc_slice_unref(trailer.value);
-    }
-    free(packed);
-    reapi_status_proto_free(proto);
-    return rc;
+    rc = rpc_call_finish_begin(c, msg, st);
+    if (rc == -ENOMEM)
+        return rpc_call_fail_now(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    if (rc != 0)
+        return rc;
+    return rpc_call_finish_wait(c);
 }
 
 int rpc_call_fail(struct rpc_call *c, grpc_status_code code, const char *fmt, ...)

@@ -9,7 +9,10 @@
  * idle starts as EXECUTING: the slot takes it at once, and a QUEUED message
  * followed straight away by an EXECUTING one would cost the stream two sends
  * and the client two wake-ups for nothing. The final Operation carries an
- * ExecuteResponse that always has a result. Streams also send the current
+ * ExecuteResponse that always has a result; the slot that completes an
+ * operation sends it itself on every stream blocked waiting for it (the
+ * stream's thread only collects the completion afterwards), so the client
+ * does not wait for a stream thread to wake up. Streams also send the current
  * state every EXEC_KEEPALIVE_S seconds so proxies do not drop an idle stream.
  * Finished operations stay for execution.operation_retention seconds so that
  * WaitExecution after a broken stream still gets the result.
@@ -40,6 +43,16 @@ typedef Build__Bazel__Remote__Execution__V2__ExecuteResponse ExecuteResponse;
 typedef Build__Bazel__Remote__Execution__V2__ExecuteOperationMetadata ExecuteOperationMetadata;
 typedef Google__Longrunning__Operation Operation;
 
+/* A stream blocked waiting for its operation to change, which the slot may
+ * answer (see exec_slot_complete). Lives on the stream thread's stack. */
+enum exec_watcher_state { EXEC_W_WAITING, EXEC_W_TAKEN, EXEC_W_STARTED };
+struct exec_watcher {
+    struct rpc_call *call;
+    enum exec_watcher_state state;
+    int rc; /* of rpc_call_finish_start, once EXEC_W_STARTED */
+    struct exec_watcher *next;
+};
+
 struct exec_op {
     char name[64]; /* "operations/<32 hex>" */
     char *instance;
@@ -50,10 +63,11 @@ struct exec_op {
     size_t response_len;
     struct exec_times times;
     time_t completed_at;
-    pthread_cond_t changed;     /* stage changed, or the service is stopping */
-    unsigned refs;              /* the table's reference plus one per watcher/slot */
-    struct exec_op *next;       /* all operations */
-    struct exec_op *queue_next; /* the run queue */
+    pthread_cond_t changed;       /* stage changed, or the service is stopping */
+    struct exec_watcher *waiting; /* streams blocked on changed */
+    unsigned refs;                /* the table's reference plus one per watcher/slot */
+    struct exec_op *next;         /* all operations */
+    struct exec_op *queue_next;   /* the run queue */
 };
 
 struct exec_service {
@@ -153,10 +167,11 @@ static int exec_pack_any(Google__Protobuf__Any *any, const char *type_url,
 
 /* Sends the operation's current state (snapshot taken by the caller). The
  * COMPLETED one goes out with the call's OK status in one batch: it always
- * ends the call. */
+ * ends the call, unless start_only, where it is only started
+ * (rpc_call_finish_start) and a failure leaves the call as it was. */
 static int exec_send_operation(struct rpc_call *call, const char *name, enum exec_stage stage,
                                const struct cas_digest *action_digest, const uint8_t *response,
-                               size_t response_len)
+                               size_t response_len, bool start_only)
 {
     static const Build__Bazel__Remote__Execution__V2__ExecutionStage__Value stages[] = {
         BUILD__BAZEL__REMOTE__EXECUTION__V2__EXECUTION_STAGE__VALUE__QUEUED,
@@ -175,7 +190,7 @@ static int exec_send_operation(struct rpc_call *call, const char *name, enum exe
     md.action_digest = &db.pd;
     rc = exec_pack_any(&md_any, METADATA_TYPE_URL, &md.base);
     if (rc != 0) {
-        if (stage == EXEC_COMPLETED)
+        if (stage == EXEC_COMPLETED && !start_only)
             rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return rc;
     }
@@ -190,7 +205,9 @@ static int exec_send_operation(struct rpc_call *call, const char *name, enum exe
         op.result_case = GOOGLE__LONGRUNNING__OPERATION__RESULT_RESPONSE;
         op.response = &resp_any;
     }
-    if (stage == EXEC_COMPLETED)
+    if (stage == EXEC_COMPLETED && start_only)
+        rc = rpc_call_finish_start(call, &op.base);
+    else if (stage == EXEC_COMPLETED)
         rc = rpc_call_finish(call, &op.base, NULL);
     else
         rc = rpc_call_send(call, &op.base);
@@ -198,12 +215,46 @@ static int exec_send_operation(struct rpc_call *call, const char *name, enum exe
     return rc;
 }
 
+static void exec_watcher_unlink_locked(struct exec_op *op, struct exec_watcher *w)
+{
+    for (struct exec_watcher **pp = &op->waiting; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            return;
+        }
+    }
+}
+
+/* Waits for op to change (or the keep-alive interval) as a watcher the slot
+ * may answer. Returns true when the slot started the final batch on the
+ * call; false to carry on (*keepalive set when the wait timed out). */
+static bool exec_watch_wait_locked(struct exec_service *svc, struct exec_op *op,
+                                   struct rpc_call *call, bool *keepalive)
+{
+    struct exec_watcher w = {.call = call, .state = EXEC_W_WAITING};
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += EXEC_KEEPALIVE_S;
+    w.next = op->waiting;
+    op->waiting = &w;
+    if (pthread_cond_timedwait(&op->changed, &svc->lock, &until) == ETIMEDOUT)
+        *keepalive = true;
+    if (w.state == EXEC_W_WAITING) {
+        exec_watcher_unlink_locked(op, &w);
+        return false;
+    }
+    while (w.state == EXEC_W_TAKEN)
+        pthread_cond_wait(&op->changed, &svc->lock);
+    return w.rc == 0; /* else send it from here */
+}
+
 /* Streams op's states to the client until it completes (the last message
  * ends the call) or the client leaves. Holds a reference on op, dropped here. */
 static void exec_watch(struct exec_service *svc, struct rpc_call *call, struct exec_op *op)
 {
     enum exec_stage sent = EXEC_QUEUED;
-    bool first = true;
+    bool first = true, by_slot = false;
     uint8_t *response = NULL;
     size_t response_len = 0;
     int rc = 0;
@@ -224,7 +275,7 @@ static void exec_watch(struct exec_service *svc, struct rpc_call *call, struct e
             /* Do not hold the lock over the network; op stays alive by our ref
              * and its response bytes are immutable once COMPLETED. */
             pthread_mutex_unlock(&svc->lock);
-            rc = exec_send_operation(call, name, stage, &dg, response, response_len);
+            rc = exec_send_operation(call, name, stage, &dg, response, response_len, false);
             pthread_mutex_lock(&svc->lock);
             first = false;
             sent = stage;
@@ -236,15 +287,18 @@ static void exec_watch(struct exec_service *svc, struct rpc_call *call, struct e
             rc = -ECANCELED;
             break;
         }
-        struct timespec until;
-
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += EXEC_KEEPALIVE_S;
-        if (pthread_cond_timedwait(&op->changed, &svc->lock, &until) == ETIMEDOUT)
-            first = true; /* resend the current state as a keep-alive */
+        /* first set on a time-out: resend the current state as a keep-alive */
+        if (exec_watch_wait_locked(svc, op, call, &first)) {
+            by_slot = true;
+            break;
+        }
     }
     exec_op_unref_locked(op);
     pthread_mutex_unlock(&svc->lock);
+    if (by_slot) {
+        rpc_call_finish_wait(call); /* the slot sent the final Operation */
+        return;
+    }
     if (sent == EXEC_COMPLETED)
         return; /* exec_send_operation ended the call */
     if (rc == -ECANCELED && svc->stopping)
@@ -276,7 +330,7 @@ static void exec_answer_now(struct rpc_call *call, const struct cas_digest *dg, 
     char name[64];
 
     exec_new_name(name, sizeof(name));
-    exec_send_operation(call, name, EXEC_COMPLETED, dg, resp, len);
+    exec_send_operation(call, name, EXEC_COMPLETED, dg, resp, len, false);
 }
 
 /* A cache hit answers at once; returns true when it did. */
@@ -442,6 +496,41 @@ static void exec_wait_execution(void *ctx, struct rpc_call *call)
 
 /* --- slots --- */
 
+/* Publishes op's result and sends the final Operation on every stream
+ * blocked waiting for it: those are marked taken (they leave their call to
+ * this thread) until their batch is started. Streams busy elsewhere see the
+ * new stage when they next look. */
+static void exec_slot_complete(struct exec_service *svc, struct exec_op *op, uint8_t *resp,
+                               size_t resp_len, const struct exec_times *times)
+{
+    struct exec_watcher *taken, *w, *next;
+
+    pthread_mutex_lock(&svc->lock);
+    op->response = resp;
+    op->response_len = resp_len;
+    op->times = *times;
+    op->stage = EXEC_COMPLETED;
+    op->completed_at = time(NULL);
+    taken = op->waiting;
+    op->waiting = NULL;
+    for (w = taken; w != NULL; w = w->next)
+        w->state = EXEC_W_TAKEN;
+    pthread_mutex_unlock(&svc->lock);
+
+    /* name and digest are immutable, the response too once COMPLETED */
+    for (w = taken; w != NULL; w = w->next)
+        w->rc = exec_send_operation(w->call, op->name, EXEC_COMPLETED, &op->action_digest,
+                                    op->response, op->response_len, true);
+
+    pthread_mutex_lock(&svc->lock);
+    for (w = taken; w != NULL; w = next) {
+        next = w->next; /* w is gone once its thread sees STARTED */
+        w->state = EXEC_W_STARTED;
+    }
+    pthread_cond_broadcast(&op->changed);
+    pthread_mutex_unlock(&svc->lock);
+}
+
 static void exec_slot_log(const struct exec_op *op, const char *log_line)
 {
     char hex[CAS_HASH_HEX + 1];
@@ -506,14 +595,7 @@ static void *exec_slot_main(void *arg)
         }
         /* Publish first; the log line and the clean-up are not the
          * client's to wait for. op stays alive by this slot's reference. */
-        pthread_mutex_lock(&svc->lock);
-        op->response = resp;
-        op->response_len = resp_len;
-        op->times = times;
-        op->stage = EXEC_COMPLETED;
-        op->completed_at = time(NULL);
-        pthread_cond_broadcast(&op->changed);
-        pthread_mutex_unlock(&svc->lock);
+        exec_slot_complete(svc, op, resp, resp_len, &times);
 
         exec_slot_log(op, log_line);
         exec_pipeline_cleanup(svc->d, left);
