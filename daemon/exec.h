@@ -73,6 +73,14 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
  * publishing the result: the client does not wait for the clean-up. */
 void exec_pipeline_cleanup(struct casboxd *d, struct exec_leftovers *left);
 
+/* Removes leftovers on a thread of its own (exec_cleaner.c): at most
+ * max_pending wait; past that exec_cleaner_put removes them in the caller.
+ * exec_cleaner_stop removes every pending one, then joins the thread. */
+struct exec_cleaner;
+int exec_cleaner_start(struct casboxd *d, size_t max_pending, struct exec_cleaner **out);
+void exec_cleaner_put(struct exec_cleaner *c, struct exec_leftovers *left);
+void exec_cleaner_stop(struct exec_cleaner *c);
+
 /* Packs an ExecuteResponse: result (an empty one when NULL, as Bazel needs
  * one), cached_result, the status (OK when st is NULL) and message. */
 int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *result, bool cached,

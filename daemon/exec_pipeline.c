@@ -14,10 +14,11 @@
  * ExecuteResponse.message.
  *
  * Removing the scratch directory and the FUSE tree is left to
- * exec_pipeline_cleanup, which the slot calls once the result is published:
- * right after a sandbox exits, the kernel is still tearing down its mount
- * namespace and the removal can take several milliseconds that the client
- * need not wait for.
+ * exec_pipeline_cleanup, which the cleaner thread (exec_cleaner.c) calls once
+ * the result is published: right after a sandbox exits, the kernel is still
+ * tearing down its mount namespace and the removal can take tens of
+ * milliseconds that neither the client nor the slot's next action need wait
+ * for.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -70,6 +70,9 @@ struct exec_op {
     struct exec_op *queue_next;   /* the run queue */
 };
 
+/* Finished actions whose scratch space may await removal, per slot. */
+#define EXEC_CLEANUP_PER_SLOT 4
+
 struct exec_service {
     struct casboxd *d;
     pthread_mutex_t lock;
@@ -82,6 +85,7 @@ struct exec_service {
     bool stopping;
     pthread_t *slots;
     uint64_t n_slots;
+    struct exec_cleaner *cleaner; /* removes finished actions' scratch space */
 };
 
 uint64_t exec_now_us(void)
@@ -598,7 +602,7 @@ static void *exec_slot_main(void *arg)
         exec_slot_complete(svc, op, resp, resp_len, &times);
 
         exec_slot_log(op, log_line);
-        exec_pipeline_cleanup(svc->d, left);
+        exec_cleaner_put(svc->cleaner, left);
 
         pthread_mutex_lock(&svc->lock);
         exec_op_unref_locked(op);
@@ -620,6 +624,11 @@ int exec_service_start(struct casboxd *d, struct exec_service **out)
         LOG_W("cannot clean up old scratch space: %s", strerror(-rc));
     pthread_mutex_init(&svc->lock, NULL);
     pthread_cond_init(&svc->work, NULL);
+    rc = exec_cleaner_start(d, d->cfg.exec_slots * EXEC_CLEANUP_PER_SLOT, &svc->cleaner);
+    if (rc != 0) {
+        exec_service_stop(svc);
+        return rc;
+    }
     svc->slots = calloc(d->cfg.exec_slots, sizeof(*svc->slots));
     if (svc->slots == NULL) {
         exec_service_stop(svc);
@@ -658,6 +667,7 @@ void exec_service_stop(struct exec_service *svc)
     for (uint64_t i = 0; i < svc->n_slots; i++)
         pthread_join(svc->slots[i], NULL);
     free(svc->slots);
+    exec_cleaner_stop(svc->cleaner); /* after the slots: it drains what they left */
     while (svc->ops != NULL) {
         struct exec_op *op = svc->ops;
 

@@ -852,6 +852,35 @@ def _(ctx):
     not_cached(c2, ad, "an action cancelled by SIGTERM")
 
 
+@check("scratch space: removed after every action, none left when casboxd stops right after a batch")
+def _(ctx):
+    d, c = ctx.ds.get("scratch")
+    base = os.path.join(d.state_dir, "cas", "exec")
+
+    def left():
+        return sorted(os.listdir(base)) if os.path.isdir(base) else []
+
+    def batch(n):
+        threads = []
+        for i in range(n):
+            root = eh.upload_tree(c, {"in.txt": b"input %d\n" % i, "sub": {"x": b"x"}})
+            ad = eh.upload_action(c, [BASH, "-c", "cat in.txt > out.txt; mkdir -p d; echo y > d/y"],
+                                  root=root, output_paths=["out.txt", "d"])
+            threads.append(eh.Stream(c, ad))
+        for t in threads:
+            _ops, resp = t.final()
+            need(resp.status.code == 0 and resp.result.exit_code == 0, "action failed: %s", resp)
+
+    batch(6)
+    deadline = time.time() + 20
+    while left() and time.time() < deadline:
+        time.sleep(0.1)
+    need(not left(), "scratch directories left 20 s after 6 actions finished: %s", left())
+    batch(6)
+    d.stop()  # at once: removals may still be pending; stopping drains them
+    need(not left(), "scratch directories left after casboxd stopped: %s", left())
+
+
 def make_ctx(ds):
     if not IS_ROOT:
         print("      (not root: limits are checked as rlimits)", flush=True)
