@@ -397,8 +397,7 @@ static int mounts_resolve(const char *path, char *out, const char *what, char *e
     return 0;
 }
 
-/* Escapes the characters overlayfs splits its options on. */
-static int mounts_overlay_escape(char *out, size_t cap, const char *path)
+int sandbox_overlay_escape(char *out, size_t cap, const char *path)
 {
     size_t n = 0;
 
@@ -669,15 +668,15 @@ static int mounts_overlay_options(struct mounts_state *s, const struct sandbox_s
     char path[PATH_MAX], esc[3][PATH_MAX + 32];
     int n, rc;
 
-    rc = mounts_overlay_escape(esc[0], sizeof(esc[0]), lower);
+    rc = sandbox_overlay_escape(esc[0], sizeof(esc[0]), lower);
     if (rc == 0)
         rc = mounts_resolve(spec->upper_dir, path, "upper_dir", s->err, s->err_len);
     if (rc == 0)
-        rc = mounts_overlay_escape(esc[1], sizeof(esc[1]), path);
+        rc = sandbox_overlay_escape(esc[1], sizeof(esc[1]), path);
     if (rc == 0)
         rc = mounts_resolve(spec->work_dir, path, "work_dir", s->err, s->err_len);
     if (rc == 0)
-        rc = mounts_overlay_escape(esc[2], sizeof(esc[2]), path);
+        rc = sandbox_overlay_escape(esc[2], sizeof(esc[2]), path);
     if (rc != 0)
         return rc == -ENAMETOOLONG ? mounts_fail(s->err, s->err_len, rc, "overlay options for",
                                                  sandbox_spec_exec_root(spec))

@@ -161,6 +161,10 @@ const char *sandbox_limit_method_name(enum sandbox_limit_method method);
  * sandbox could not be attempted at all (res->error says why). */
 int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res);
 
+/* Copies path to out (cap bytes) with the characters overlayfs splits its
+ * mount options on (',', ':', '\\') escaped; -ENAMETOOLONG when it does not fit. */
+int sandbox_overlay_escape(char *out, size_t cap, const char *path);
+
 /* --- the spawner (sandbox/spawner.c) --- */
 
 struct sandbox_spawner;

@@ -359,22 +359,6 @@ static int copy_write_file(const char *path, const char *data)
     return rc;
 }
 
-/* Escapes the characters overlayfs splits its options on. */
-static int copy_overlay_escape(char *out, size_t cap, const char *path)
-{
-    size_t n = 0;
-
-    for (const char *p = path; *p != '\0'; p++) {
-        if (n + 3 >= cap)
-            return -ENAMETOOLONG;
-        if (*p == ',' || *p == ':' || *p == '\\')
-            out[n++] = '\\';
-        out[n++] = *p;
-    }
-    out[n] = '\0';
-    return 0;
-}
-
 /* In the helper: our own user and mount namespace, and the merged view. */
 static int copy_enter(const struct cli_copy_source *src, struct copy_state *cs)
 {
@@ -397,9 +381,9 @@ static int copy_enter(const struct cli_copy_source *src, struct copy_state *cs)
         return 0;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
         return copy_fail(cs, -errno, "make / private for");
-    rc = copy_overlay_escape(upper, sizeof(upper), src->upper);
+    rc = sandbox_overlay_escape(upper, sizeof(upper), src->upper);
     if (rc == 0)
-        rc = copy_overlay_escape(lower, sizeof(lower), src->lower);
+        rc = sandbox_overlay_escape(lower, sizeof(lower), src->lower);
     if (rc == 0 && asprintf(&opts, "lowerdir=%s:%s,userxattr", upper, lower) < 0) {
         opts = NULL;
         rc = -ENOMEM;
