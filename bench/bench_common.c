@@ -29,14 +29,6 @@
 
 /* --- clocks, sizes, statistics --- */
 
-double bench_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int bench_parse_size(const char *s, uint64_t *out)
 {
     char *end;
@@ -71,43 +63,6 @@ int bench_parse_size(const char *s, uint64_t *out)
         return -1;
     *out = (uint64_t)v * mult;
     return 0;
-}
-
-static int bench_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-double bench_percentile(double *v, size_t n, double p)
-{
-    size_t rank;
-
-    if (n == 0)
-        return 0;
-    qsort(v, n, sizeof(*v), bench_cmp_double);
-    if (p == 50 && n % 2 == 0)
-        return (v[n / 2 - 1] + v[n / 2]) / 2; /* the usual median */
-    rank = (size_t)ceil(p / 100.0 * (double)n);
-    if (rank < 1)
-        rank = 1;
-    if (rank > n)
-        rank = n;
-    return v[rank - 1];
-}
-
-double bench_loadavg(void)
-{
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-
-    if (f == NULL)
-        return -1;
-    if (fscanf(f, "%lf", &l) != 1)
-        l = -1;
-    fclose(f);
-    return l;
 }
 
 void bench_fill_random(void *buf, size_t len, uint64_t seed)

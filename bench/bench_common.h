@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "bench_stats.h"
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 
 #define BENCH_HASH_HEX 64
@@ -28,15 +29,8 @@ typedef Build__Bazel__Remote__Execution__V2__Digest bench_pb_digest;
 
 /* --- clocks, sizes, statistics --- */
 
-/* CLOCK_MONOTONIC in seconds. */
-double bench_now(void);
 /* "100", "4K", "64M", "1G" (powers of 1024); -1 on garbage. */
 int bench_parse_size(const char *s, uint64_t *out);
-/* Sorts v and returns the p-th percentile (0..100, nearest rank; p 50 is the
- * median, the mean of the middle two when n is even); 0 when n==0. */
-double bench_percentile(double *v, size_t n, double p);
-/* The 1-minute load average, or -1. */
-double bench_loadavg(void);
 /* Fills buf with fast pseudo-random bytes (splitmix64 from seed). */
 void bench_fill_random(void *buf, size_t len, uint64_t seed);
 /* A random 64-bit value from the kernel. */

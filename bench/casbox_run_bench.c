@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_stats.h"
+
 enum { C_TRUE, C_UNSHARE, C_BWRAP, C_CASBOX, C_COUNT };
 
 static const char *const bench_names[C_COUNT] = {
@@ -31,59 +33,6 @@ static const char *const bench_names[C_COUNT] = {
     "bwrap --unshare-all --ro-bind / / true",
     "casbox run -- true",
 };
-
-static double bench_now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-/* fork + exec argv with stdio on /dev/null; the wall time, or -1. */
-static double bench_spawn(char *const argv[])
-{
-    double start = bench_now_us();
-    int status;
-    pid_t pid = fork();
-
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return -1;
-    return bench_now_us() - start;
-}
-
-static int bench_compare(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double bench_percentile(double *v, size_t n, double p)
-{
-    size_t i;
-
-    if (n == 0)
-        return 0;
-    qsort(v, n, sizeof(*v), bench_compare);
-    if (p == 50 && n % 2 == 0)
-        return (v[n / 2 - 1] + v[n / 2]) / 2;
-    i = (size_t)(p / 100 * (double)(n - 1) + 0.5);
-    return v[i < n ? i : n - 1];
-}
 
 /* $CASBOX, else casbox beside this executable. */
 static int bench_casbox_path(char *buf, size_t len)
@@ -134,7 +83,7 @@ int main(int argc, char **argv)
         t[c] = calloc((size_t)rounds, sizeof(double));
         if (t[c] == NULL)
             return 1;
-        if (present[c] && bench_spawn(cmds[c]) < 0) {
+        if (present[c] && bench_spawn_us(cmds[c]) < 0) {
             fprintf(stderr, "casbox_run_bench: '%s' does not run here; left out\n", bench_names[c]);
             present[c] = false;
         }
@@ -147,7 +96,7 @@ int main(int argc, char **argv)
         for (int c = 0; c < C_COUNT; c++) {
             if (!present[c])
                 continue;
-            t[c][r] = bench_spawn(cmds[c]);
+            t[c][r] = bench_spawn_us(cmds[c]);
             if (t[c][r] < 0) {
                 fprintf(stderr, "casbox_run_bench: '%s' failed in round %ld\n", bench_names[c], r);
                 rc = 1;

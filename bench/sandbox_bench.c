@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_stats.h"
 #include "internal.h"
 #include "sandbox.h"
 
@@ -37,44 +38,11 @@ static const char *const contender_names[C_COUNT] = {
     "sandbox_run, prebuilt", "prebuilt, host network", "sandbox_spawner_run",
 };
 
-static double bench_now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-/* fork + exec argv with stdio on /dev/null; -1 on failure. */
-static double bench_spawn(char *const argv[])
-{
-    double start = bench_now_us();
-    int status;
-    pid_t pid = fork();
-
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return -1;
-    return bench_now_us() - start;
-}
-
 static double bench_sandbox(const struct sandbox_spec *spec, struct sandbox_spawner *sp,
                             const struct sandbox_run_options *opts)
 {
     struct sandbox_result res;
-    double start = bench_now_us();
+    double start = bench_now();
     int rc = sp != NULL     ? sandbox_spawner_run(sp, spec, &res)
              : opts != NULL ? sandbox_run_with(spec, &res, opts)
                             : sandbox_run(spec, &res);
@@ -83,20 +51,7 @@ static double bench_sandbox(const struct sandbox_spec *spec, struct sandbox_spaw
         fprintf(stderr, "sandbox: rc %d exit %d: %s\n", rc, res.exit_code, res.error);
         return -1;
     }
-    return bench_now_us() - start;
-}
-
-static int bench_compare(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double bench_median(double *v, size_t n)
-{
-    qsort(v, n, sizeof(*v), bench_compare);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    return (bench_now() - start) * 1e6;
 }
 
 int main(int argc, char **argv)
@@ -140,9 +95,9 @@ int main(int argc, char **argv)
     for (size_t r = 0; r < rounds; r++) {
         double t;
 
-        if ((t = bench_spawn(plain_argv)) >= 0)
+        if ((t = bench_spawn_us(plain_argv)) >= 0)
             samples[C_PLAIN][n[C_PLAIN]++] = t;
-        if (have_bwrap && (t = bench_spawn(bwrap_argv)) >= 0)
+        if (have_bwrap && (t = bench_spawn_us(bwrap_argv)) >= 0)
             samples[C_BWRAP][n[C_BWRAP]++] = t;
         if ((t = bench_sandbox(&spec, NULL, NULL)) >= 0)
             samples[C_SANDBOX][n[C_SANDBOX]++] = t;
@@ -160,7 +115,7 @@ int main(int argc, char **argv)
             printf("  %-24s  (not run)\n", contender_names[c]);
             continue;
         }
-        median[c] = bench_median(samples[c], n[c]);
+        median[c] = bench_percentile(samples[c], n[c], 50);
         printf("  %-24s %8.0f   (min %6.0f, n=%zu)\n", contender_names[c], median[c], samples[c][0],
                n[c]);
     }
