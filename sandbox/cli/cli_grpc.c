@@ -217,6 +217,31 @@ static int grpc_finish(struct cli_grpc *g, grpc_call *call, struct cli_grpc_stat
     return rc;
 }
 
+/* Starts a call of method that sends req as its one message: sets *call and
+ * *send and fills ops[0..3] (send metadata, the message and close; receive
+ * the initial metadata into initial). st starts as OK; -ENOMEM with st set
+ * when the call cannot start. */
+static int grpc_begin(struct cli_grpc *g, const char *method, const ProtobufCMessage *req,
+                      grpc_call **call, grpc_byte_buffer **send, grpc_metadata_array *initial,
+                      grpc_op *ops, struct cli_grpc_status *st)
+{
+    st->code = GRPC_STATUS_OK;
+    st->message[0] = '\0';
+    *send = grpc_pack(req);
+    *call = *send != NULL ? grpc_start_call(g, method) : NULL;
+    if (*call == NULL) {
+        grpc_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", "cannot start the call");
+        return -ENOMEM;
+    }
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = *send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = initial;
+    return 0;
+}
+
 int cli_grpc_unary(struct cli_grpc *g, const char *method, const ProtobufCMessage *req,
                    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                    struct cli_grpc_status *st)
@@ -231,22 +256,10 @@ int cli_grpc_unary(struct cli_grpc *g, const char *method, const ProtobufCMessag
 
     *resp = NULL;
     grpc_metadata_array_init(&initial);
-    st->code = GRPC_STATUS_OK;
-    st->message[0] = '\0';
-    send = grpc_pack(req);
-    call = send != NULL ? grpc_start_call(g, method) : NULL;
-    if (call == NULL) {
-        grpc_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", "cannot start the call");
-        rc = -ENOMEM;
-        goto out;
-    }
     memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+    rc = grpc_begin(g, method, req, &call, &send, &initial, ops, st);
+    if (rc != 0)
+        goto out;
     ops[4].op = GRPC_OP_RECV_MESSAGE;
     ops[4].data.recv_message.recv_message = &recv;
     /* A failed batch still ends with a status: that is what the user needs. */
@@ -291,22 +304,10 @@ int cli_grpc_server_stream(struct cli_grpc *g, const char *method, const Protobu
     int rc = 0, rc_cb = 0;
 
     grpc_metadata_array_init(&initial);
-    st->code = GRPC_STATUS_OK;
-    st->message[0] = '\0';
-    send = grpc_pack(req);
-    call = send != NULL ? grpc_start_call(g, method) : NULL;
-    if (call == NULL) {
-        grpc_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", "cannot start the call");
-        rc = -ENOMEM;
-        goto out;
-    }
     memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+    rc = grpc_begin(g, method, req, &call, &send, &initial, ops, st);
+    if (rc != 0)
+        goto out;
     if (grpc_run_batch(g, call, ops, 4, (void *)1)) {
         for (;;) {
             grpc_byte_buffer *recv = NULL;
