@@ -153,10 +153,8 @@ static int wr_field(struct wr_cursor *c, uint64_t key, struct write_request *r)
         return wr_take(c, v, r, false, NULL);
     case WIRE_I64:
     case WIRE_I32:
-        if (field >= 1 && field <= 3)
-            return -EINVAL;
-        if (field == 10)
-            return -EINVAL;
+        if ((field >= 1 && field <= 3) || field == 10)
+            return -EINVAL; /* a known field with the wrong wire type */
         return wr_take(c, wire == WIRE_I64 ? 8 : 4, r, false, NULL);
     default:
         return -EINVAL; /* groups and reserved wire types */
