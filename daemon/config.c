@@ -58,7 +58,7 @@ static const struct config_key config_keys[] = {
     STR("server", log_level, "error, warn, info or debug"),
     SIZE("server", "rpc_threads", rpc_threads, 1, 256, "threads serving short calls"),
     SIZE("server", "stream_threads", stream_threads, 1, 4096,
-         "threads serving long streams (Execute, WaitExecution): at most this many at once"),
+         "threads serving streams (Execute, WaitExecution, ByteStream): at most this many at once"),
     SIZE("server", "max_inflight_calls", max_inflight_calls, 1, 1000000,
          "accepted calls waiting for a thread, per pool; beyond it RESOURCE_EXHAUSTED"),
     SIZE("server", "max_message_bytes", max_message_bytes, 1 * MIB, 1 * GIB,

@@ -18,6 +18,11 @@ void log_set_level(enum log_level level)
     __atomic_store_n(&log_threshold, level, __ATOMIC_RELAXED);
 }
 
+bool log_enabled(enum log_level level)
+{
+    return level <= __atomic_load_n(&log_threshold, __ATOMIC_RELAXED);
+}
+
 int log_parse_level(const char *name, enum log_level *out)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};

@@ -9,6 +9,7 @@
 #define CASBOX_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
@@ -16,6 +17,8 @@ enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBU
 void log_set_level(enum log_level level);
 int log_parse_level(const char *name, enum log_level *out);
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Would a record of this level be written? (To skip work done only for it.) */
+bool log_enabled(enum log_level level);
 
 #define LOG_E(...) log_write(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define LOG_W(...) log_write(LOG_LEVEL_WARN, __VA_ARGS__)

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -61,6 +62,7 @@ struct rpc_call {
     bool finished;
     struct rpc_finish_state fin; /* the final batch, until it completes */
     struct rpc_call *next;       /* pool queue link */
+    uint64_t arrived_us;         /* when the dispatcher got it (debug log) */
 };
 
 struct rpc_pool_state {
@@ -523,6 +525,14 @@ static void rpc_pool_push(struct rpc_server *srv, struct rpc_call *c)
     }
 }
 
+static uint64_t rpc_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void *rpc_dispatcher_main(void *arg)
 {
     struct rpc_server *srv = arg;
@@ -542,6 +552,7 @@ static void *rpc_dispatcher_main(void *arg)
             continue;
         }
         c = ev.tag;
+        c->arrived_us = rpc_now_us();
         srv->pending_requests--;
         if (!ev.success) {
             rpc_call_free(c); /* a posted request cancelled by shutdown */
@@ -573,6 +584,7 @@ static void *rpc_pool_main(void *arg)
     struct rpc_call *c;
     struct rpc_server *srv;
     struct rpc_pool_state *p = arg;
+    uint64_t start_us;
 
     for (;;) {
         pthread_mutex_lock(&p->lock);
@@ -590,7 +602,12 @@ static void *rpc_pool_main(void *arg)
         pthread_mutex_unlock(&p->lock);
 
         srv = c->srv;
+        start_us = log_enabled(LOG_LEVEL_DEBUG) ? rpc_now_us() : 0;
         c->method->handler(srv->ctx, c);
+        if (start_us != 0)
+            LOG_D("%s: %.2f ms in the handler after %.2f ms queued", c->method->path,
+                  (double)(rpc_now_us() - start_us) / 1e3,
+                  (double)(start_us - c->arrived_us) / 1e3);
         if (!c->finished) {
             LOG_E("%s: handler returned without a status", c->method->path);
             rpc_call_fail(c, GRPC_STATUS_INTERNAL, "internal error: no response");

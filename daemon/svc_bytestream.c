@@ -547,9 +547,15 @@ out:
         protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
+/* Read and Write wait on the client (its flow-control window, its next
+ * message), so they are served by the stream pool: on the short pool, a few
+ * uploads whose client is slow to send would hold every thread while calls
+ * whose data is already here queue behind them. Bazel starts dozens of small
+ * Writes at once at the start of a build; with 8 short threads the first
+ * wave's uploads queued for about 50 ms. */
 const struct rpc_method bytestream_methods[] = {
-    {"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, RPC_POOL_SHORT, bytestream_read},
-    {"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, RPC_POOL_SHORT, bytestream_write},
+    {"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, RPC_POOL_STREAM, bytestream_read},
+    {"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, RPC_POOL_STREAM, bytestream_write},
     {"/google.bytestream.ByteStream/QueryWriteStatus", RPC_UNARY, RPC_POOL_SHORT,
      bytestream_query_write_status},
 };
