@@ -2,11 +2,15 @@
  * casbox_run_bench.c - start-to-exit time of `casbox run -- true`, the whole
  * command as a user types it, against plain `true`, `unshare -Urmpf
  * --mount-proc true` and `bwrap --unshare-all --ro-bind / / true`, measured
- * in the same run.
+ * in the same run; and the floor of casbox run's design (casbox_ns_floor,
+ * ns_floor.c: the same clone, namespaces and id maps, a vfork of `true`, and
+ * nothing else), fork-like and with the address space shared, so that the
+ * ratio can be read against what the kernel alone costs on this machine.
  *
  *   casbox_run_bench [ROUNDS]     (default 200)
  *
- * casbox is found beside this executable (build/bin/) or at $CASBOX. Each
+ * casbox and casbox_ns_floor are found beside this executable (build/bin/)
+ * or at $CASBOX and $CASBOX_NS_FLOOR. Each
  * round runs every contender once, in turn, so that the noise of a shared
  * machine spreads over all of them; medians, 90th percentiles and ratios are
  * printed. The target is casbox run at or under half of bwrap's time. A
@@ -25,19 +29,21 @@
 
 #include "bench_stats.h"
 
-enum { C_TRUE, C_UNSHARE, C_BWRAP, C_CASBOX, C_COUNT };
+enum { C_TRUE, C_UNSHARE, C_BWRAP, C_FLOOR, C_FLOOR_VM, C_CASBOX, C_COUNT };
 
 static const char *const bench_names[C_COUNT] = {
     "true",
     "unshare -Urmpf --mount-proc true",
     "bwrap --unshare-all --ro-bind / / true",
+    "floor: namespaces + id maps + vfork",
+    "floor, address space shared (CLONE_VM)",
     "casbox run -- true",
 };
 
-/* $CASBOX, else casbox beside this executable. */
-static int bench_casbox_path(char *buf, size_t len)
+/* $ENV_NAME, else NAME beside this executable. */
+static int bench_sibling_path(char *buf, size_t len, const char *env_name, const char *name)
 {
-    const char *env = getenv("CASBOX");
+    const char *env = getenv(env_name);
     ssize_t n;
     char *slash;
 
@@ -50,19 +56,21 @@ static int bench_casbox_path(char *buf, size_t len)
         return -errno;
     buf[n] = '\0';
     slash = strrchr(buf, '/');
-    if (slash == NULL || (size_t)(slash - buf) + sizeof("/casbox") > len)
+    if (slash == NULL || (size_t)(slash - buf) + 2 + strlen(name) > len)
         return -ENAMETOOLONG;
-    strcpy(slash, "/casbox");
+    snprintf(slash + 1, len - (size_t)(slash + 1 - buf), "%s", name);
     return access(buf, X_OK) == 0 ? 0 : -errno;
 }
 
 int main(int argc, char **argv)
 {
-    char casbox[PATH_MAX];
+    char casbox[PATH_MAX], floor[PATH_MAX];
     char *cmds[C_COUNT][12] = {
         {"/bin/true", NULL},
         {"/usr/bin/unshare", "-Urmpf", "--mount-proc", "/bin/true", NULL},
         {"/usr/bin/bwrap", "--unshare-all", "--ro-bind", "/", "/", "/bin/true", NULL},
+        {floor, "--", "/bin/true", NULL},
+        {floor, "--vm", "--", "/bin/true", NULL},
         {casbox, "run", "--", "/bin/true", NULL},
     };
     bool present[C_COUNT];
@@ -74,10 +82,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s [ROUNDS]\n", argv[0]);
         return 2;
     }
-    if (bench_casbox_path(casbox, sizeof(casbox)) != 0) {
+    if (bench_sibling_path(casbox, sizeof(casbox), "CASBOX", "casbox") != 0) {
         fprintf(stderr, "casbox_run_bench: no casbox binary beside this one: set CASBOX\n");
         return 1;
     }
+    if (bench_sibling_path(floor, sizeof(floor), "CASBOX_NS_FLOOR", "casbox_ns_floor") != 0)
+        floor[0] = '\0'; /* left out below */
     for (int c = 0; c < C_COUNT; c++) {
         present[c] = access(cmds[c][0], X_OK) == 0;
         t[c] = calloc((size_t)rounds, sizeof(double));
@@ -128,6 +138,8 @@ int main(int argc, char **argv)
     if (present[C_BWRAP])
         printf("casbox run / bwrap = %.2f (target: at or under 0.50)\n",
                med[C_CASBOX] / med[C_BWRAP]);
+    if (present[C_BWRAP] && present[C_FLOOR])
+        printf("the floor of the same design / bwrap = %.2f\n", med[C_FLOOR] / med[C_BWRAP]);
     for (int c = 0; c < C_COUNT; c++)
         free(t[c]);
     return 0;
