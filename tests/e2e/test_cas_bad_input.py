@@ -446,6 +446,45 @@ def _(c):
     need(c.bs_read(c.read_name(d)) == data, "resumed upload reads back wrong")
 
 
+@check("ByteStream.Write: 16 uploads whose client has sent nothing yet do not hold up other calls")
+def _(c):
+    # More stalled streams than server.rpc_threads (8): a Write waits on its
+    # client, and while they wait, unary calls must still be answered.
+    import threading
+    go = threading.Event()
+    blobs = [rnd(100 + i) for i in range(16)]
+
+    def stalled(data):
+        d = rc.digest_of(data)
+        go.wait(60)
+        yield bs_pb2.WriteRequest(resource_name=c.write_name(d), data=data, finish_write=True)
+
+    write = c._su("/google.bytestream.ByteStream/Write", bs_pb2.WriteResponse)
+    futures = [write.future(stalled(b), timeout=60) for b in blobs]
+    saved_timeout = c.timeout
+    try:
+        time.sleep(0.5)  # let the server start every call
+        other = rnd(64)
+        od = rc.digest_of(other)
+        c.timeout = 10  # queued behind the stalled Writes, they would time out
+        try:
+            missing = c.find_missing([od] + [rc.digest_of(b) for b in blobs])
+            c.batch_update([(od, other)])
+        except grpc.RpcError as e:
+            raise Fail("with 16 Writes waiting on their client, a unary call failed: %s %s"
+                       % (e.code(), e.details()))
+        need(len(missing) == 17, "FindMissingBlobs: %d missing, want 17", len(missing))
+        need(c.find_missing([od]) == [], "BatchUpdateBlobs did not store the blob")
+    finally:
+        c.timeout = saved_timeout
+        go.set()
+    for b, f in zip(blobs, futures):
+        need(f.result().committed_size == len(b), "stalled Write committed %d of %d bytes",
+             f.result().committed_size, len(b))
+    need(c.find_missing([rc.digest_of(b) for b in blobs]) == [],
+         "a blob of a stalled Write is missing after it finished")
+
+
 @check("ByteStream.Write: resuming at an offset other than committed_size -> INVALID_ARGUMENT")
 def _(c):
     data = rnd(100000)
