@@ -155,7 +155,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->operation_retention = 600;
     cfg->exec_allow_network = false;
     snprintf(cfg->exec_seccomp, sizeof(cfg->exec_seccomp), "default");
-    snprintf(cfg->exec_staging, sizeof(cfg->exec_staging), "hardlink");
+    snprintf(cfg->exec_staging, sizeof(cfg->exec_staging), "auto");
     cfg->exec_fuse_threads = 8;
     snprintf(cfg->exec_fuse_passthrough, sizeof(cfg->exec_fuse_passthrough), "auto");
 }

@@ -8,6 +8,7 @@
  * or SIGINT, on which calls are cancelled and drained before exit.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grpc/grpc.h>
 #include <inttypes.h>
@@ -173,13 +174,21 @@ static void main_fuse_log(void *arg, const char *line)
 
 /* An unprivileged casboxd that may use FUSE enters a user and mount
  * namespace of its own, where it may mount it without fusermount3
- * (rootless.c). Before the spawner and any thread. */
+ * (rootless.c). Before the spawner and any thread. With staging = auto,
+ * only when it can open /dev/fuse: otherwise it stages by hardlinks and
+ * needs no namespace. */
 static int main_enter_rootless(const struct casbox_config *cfg)
 {
-    int rc, unshare_errno;
+    int rc, unshare_errno, fd;
 
     if (geteuid() == 0 || !cfg->exec_enabled || strcmp(cfg->exec_staging, "hardlink") == 0)
         return 0;
+    if (strcmp(cfg->exec_staging, "auto") == 0) {
+        fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            return 0; /* main_staging_start logs the fallback */
+        close(fd);
+    }
     rc = rootless_enter_namespace(&unshare_errno);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot set up its own user namespace: %s\n", strerror(-rc));

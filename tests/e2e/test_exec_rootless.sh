@@ -43,7 +43,10 @@ fi
 uid="$(id -u "$user")"
 staging="${E2E_ROOTLESS_STAGING:-hardlink}"
 case "$staging" in
-  hardlink) ;;
+  hardlink)
+    # Explicit: the default (auto) would take FUSE where /dev/fuse is 0666.
+    CASBOXD_ARGS="${CASBOXD_ARGS:-} --set execution.staging=hardlink"
+    ;;
   fuse)
     [ -c /dev/fuse ] || e2e_skip "no /dev/fuse"
     fuse_mode="$(stat -c %a /dev/fuse)"
