@@ -58,7 +58,10 @@ static const struct config_key config_keys[] = {
     STR("server", log_level, "error, warn, info or debug"),
     SIZE("server", "rpc_threads", rpc_threads, 1, 256, "threads serving short calls"),
     SIZE("server", "stream_threads", stream_threads, 1, 4096,
-         "threads serving streams (Execute, WaitExecution, ByteStream): at most this many at once"),
+         "threads serving long streams (Execute, WaitExecution): at most this many at once"),
+    SIZE("server", "transfer_threads", transfer_threads, 1, 4096,
+         "threads serving ByteStream Read and Write, which wait on the client: at most this many "
+         "at once"),
     SIZE("server", "max_inflight_calls", max_inflight_calls, 1, 1000000,
          "accepted calls waiting for a thread, per pool; beyond it RESOURCE_EXHAUSTED"),
     SIZE("server", "max_message_bytes", max_message_bytes, 1 * MIB, 1 * GIB,
@@ -131,6 +134,7 @@ void config_init_defaults(struct casbox_config *cfg)
         snprintf(cfg->worker_name, sizeof(cfg->worker_name), "casboxd");
     cfg->rpc_threads = 8;
     cfg->stream_threads = 256;
+    cfg->transfer_threads = 64;
     cfg->max_inflight_calls = 1024;
     cfg->max_message_bytes = 16 * MIB;
     cfg->max_batch_bytes = 4 * MIB;

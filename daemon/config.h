@@ -23,6 +23,7 @@ struct casbox_config {
     char log_level[16];
     uint64_t rpc_threads;        /* threads serving short calls */
     uint64_t stream_threads;     /* threads serving long streams (Execute, WaitExecution) */
+    uint64_t transfer_threads;   /* threads serving ByteStream Read/Write */
     uint64_t max_inflight_calls; /* accepted calls waiting for a thread, per pool */
     uint64_t max_message_bytes;  /* largest gRPC message received or sent */
     uint64_t max_batch_bytes;    /* max_batch_total_size_bytes advertised and enforced */
@@ -31,7 +32,7 @@ struct casbox_config {
     uint64_t max_uploads;        /* concurrent resumable uploads kept */
 
     /* [cas] */
-    uint64_t cas_max_bytes; /* LRU eviction above this */
+    uint64_t cas_max_bytes;      /* LRU eviction above this */
     char ingest_mode[16];        /* auto | uring | threads (cas.h, cas_ingest_mode_parse) */
     uint64_t ingest_threads;     /* hashing threads for output collection; 0 = CPUs */
     uint64_t ingest_queue_depth; /* io_uring: output files in flight */

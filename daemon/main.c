@@ -381,8 +381,10 @@ int main(int argc, char **argv)
     ropt.max_message_bytes = d.cfg.max_message_bytes;
     ropt.threads[RPC_POOL_SHORT] = d.cfg.rpc_threads;
     ropt.threads[RPC_POOL_STREAM] = d.cfg.stream_threads;
+    ropt.threads[RPC_POOL_TRANSFER] = d.cfg.transfer_threads;
     ropt.queue_length[RPC_POOL_SHORT] = d.cfg.max_inflight_calls;
     ropt.queue_length[RPC_POOL_STREAM] = d.cfg.max_inflight_calls;
+    ropt.queue_length[RPC_POOL_TRANSFER] = d.cfg.max_inflight_calls;
     rc = rpc_server_start(&ropt, methods, n_methods, &d, &d.rpc);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot serve on %s: %s\n", d.cfg.listen, strerror(-rc));

@@ -30,7 +30,11 @@ enum rpc_kind {
     RPC_CLIENT_STREAM, /* a stream of requests, one response */
 };
 
-enum rpc_pool { RPC_POOL_SHORT, RPC_POOL_STREAM, RPC_POOL_COUNT };
+/* short: unary calls, answered from what is here; stream: Execute and
+ * WaitExecution, each held for an action's life; transfer: ByteStream, whose
+ * calls wait on the client's pace. Separate, so that no kind can take the
+ * threads another needs. */
+enum rpc_pool { RPC_POOL_SHORT, RPC_POOL_STREAM, RPC_POOL_TRANSFER, RPC_POOL_COUNT };
 
 typedef void (*rpc_handler_fn)(void *ctx, struct rpc_call *call);
 

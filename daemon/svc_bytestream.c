@@ -548,14 +548,16 @@ out:
 }
 
 /* Read and Write wait on the client (its flow-control window, its next
- * message), so they are served by the stream pool: on the short pool, a few
- * uploads whose client is slow to send would hold every thread while calls
- * whose data is already here queue behind them. Bazel starts dozens of small
- * Writes at once at the start of a build; with 8 short threads the first
- * wave's uploads queued for about 50 ms. */
+ * message), so they have a pool of their own (server.transfer_threads): on
+ * the short pool, a few uploads whose client is slow to send would hold every
+ * thread while calls whose data is already here queue behind them (Bazel
+ * starts dozens of small Writes at once at the start of a build; with 8
+ * short threads the first wave's uploads queued for about 50 ms), and on the
+ * stream pool, Executes waiting for a slot would hold up the uploads of the
+ * next actions. */
 const struct rpc_method bytestream_methods[] = {
-    {"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, RPC_POOL_STREAM, bytestream_read},
-    {"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, RPC_POOL_STREAM, bytestream_write},
+    {"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, RPC_POOL_TRANSFER, bytestream_read},
+    {"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, RPC_POOL_TRANSFER, bytestream_write},
     {"/google.bytestream.ByteStream/QueryWriteStatus", RPC_UNARY, RPC_POOL_SHORT,
      bytestream_query_write_status},
 };
