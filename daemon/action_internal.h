@@ -63,8 +63,6 @@ int action_digest_from_proto(const pb_digest_t *pd, struct cas_digest *out, cons
 void action_digest_valid(const pb_digest_t *pd, struct cas_digest *out);
 /* "a" + "/" + "b", or b when a is empty; malloc'd. */
 char *action_path_join(const char *a, const char *b);
-/* Microseconds on CLOCK_MONOTONIC. */
-uint64_t action_now_us(void);
 /* Grows *arr (elements of size elem) so that it holds at least n + 1. */
 int action_array_reserve(void **arr, size_t *cap, size_t n, size_t elem);
 

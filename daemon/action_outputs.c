@@ -19,6 +19,7 @@
  * root (an absolute target counts as inside only under SANDBOX_EXEC_ROOT).
  */
 #include "action_internal.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -830,7 +831,7 @@ int action_outputs_collect_opts(struct cas_store *cas, const struct action *act,
         .cas = cas, .limits = limits, .st = st, .ingest_opt = ingest, .parent_bfd = {-1, 0}};
     struct action_view_dir root = {-1, -1};
     struct result_builder b = {0};
-    uint64_t start = action_now_us();
+    uint64_t start = clock_mono_us();
     int rc = 0;
 
     *out = NULL;
@@ -872,7 +873,7 @@ out:
     free(b.trees);
     batch_free(&c);
     action_view_dir_close(&root);
-    c.stats.micros = action_now_us() - start;
+    c.stats.micros = clock_mono_us() - start;
     if (stats != NULL)
         *stats = c.stats;
     if (rc != 0) {

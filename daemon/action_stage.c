@@ -13,6 +13,7 @@
  * a write outside the staged tree.
  */
 #include "action_internal.h"
+#include "clock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -483,7 +484,7 @@ int action_stage_inputs(struct cas_store *cas, const struct action *act, const c
         .stats = stats,
         .st = st,
     };
-    uint64_t start = action_now_us();
+    uint64_t start = clock_mono_us();
     int root_fd = -1, rc;
 
     memset(stats, 0, sizeof(*stats));
@@ -510,7 +511,7 @@ out:
         close(root_fd);
     if (c.exec_dir_fd >= 0)
         close(c.exec_dir_fd);
-    stats->micros = action_now_us() - start;
+    stats->micros = clock_mono_us() - start;
     return rc;
 }
 

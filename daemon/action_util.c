@@ -9,7 +9,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static size_t digest_map_bucket(const struct cas_digest *key, size_t mask)
 {
@@ -160,14 +159,6 @@ char *action_path_join(const char *a, const char *b)
     if (asprintf(&p, "%s/%s", a, b) < 0)
         return NULL;
     return p;
-}
-
-uint64_t action_now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 int action_array_reserve(void **arr, size_t *cap, size_t n, size_t elem)

@@ -87,6 +87,4 @@ int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *
                        const struct reapi_status *st, const char *message, uint8_t **out,
                        size_t *len);
 
-uint64_t exec_now_us(void);
-
 #endif

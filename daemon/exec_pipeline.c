@@ -32,6 +32,7 @@
 
 #include "action.h"
 #include "casfs.h"
+#include "clock.h"
 #include "exec.h"
 #include "log.h"
 #include "google/protobuf/any.pb-c.h"
@@ -461,7 +462,7 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     mkdir(base, 0700);
     mkdir(exec_blobs, 0700);
 
-    times->input_fetch_start = exec_now_us();
+    times->input_fetch_start = clock_real_us();
     exec_scratch_id(id, sizeof(id));
     rc = action_scratch_create(base, id, &scratch);
     if (rc != 0) {
@@ -469,12 +470,12 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
                          strerror(-rc));
         goto respond;
     }
-    start = exec_now_us();
+    start = clock_real_us();
     if (staging.fuse) {
         rc = exec_stage_fuse(d, act, id, &scratch, &stage_stats, &tree_added, &st);
         if (rc != 0)
             goto respond;
-        stage_stats.micros = exec_now_us() - start;
+        stage_stats.micros = clock_real_us() - start;
     } else {
         rc = exec_copies_stage(&d->copies, d->store, act, scratch.lower, exec_blobs, &stage_stats,
                                &st);
@@ -482,13 +483,13 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
             goto respond;
     }
     staging.micros = stage_stats.micros;
-    times->input_fetch_end = exec_now_us();
+    times->input_fetch_end = clock_real_us();
     if (action_spec_build(act, &cfg, &scratch, &spec, &notes, &st) != 0)
         goto respond;
 
-    times->execution_start = exec_now_us();
+    times->execution_start = clock_real_us();
     rc = sandbox_spawner_run(d->spawner, &spec, &res);
-    times->execution_end = exec_now_us();
+    times->execution_end = clock_real_us();
     if (rc != 0) {
         reapi_status_set(&st, GRPC_STATUS_INTERNAL, "sandbox could not be started: %s",
                          res.error[0] ? res.error : strerror(-rc));
@@ -498,7 +499,7 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
     if (verdict[0] != '\0')
         exec_note_stderr(scratch.stderr_path, verdict);
 
-    times->output_upload_start = exec_now_us();
+    times->output_upload_start = clock_real_us();
     limits.max_bytes = cfg.exec_max_output_bytes;
     limits.max_entries = cfg.exec_max_output_files;
     memset(&ingest, 0, sizeof(ingest));
@@ -536,11 +537,11 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
         if (res.exit_code == 0)
             res.exit_code = 1;
     }
-    times->output_upload_end = exec_now_us();
+    times->output_upload_end = clock_real_us();
     result->exit_code = res.exit_code;
     if (res.limit == SANDBOX_LIMIT_TIMEOUT)
         reapi_status_set(&st, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", verdict);
-    times->worker_end = exec_now_us();
+    times->worker_end = clock_real_us();
     if (staging.fuse)
         casfs_tree_stats(d->fs, id, &staging.fuse_stats);
     if (exec_fill_metadata(result, cfg.worker_name, times, &staging) != 0) {
@@ -558,7 +559,7 @@ int exec_pipeline_run(struct casboxd *d, const char *instance, struct action *ac
 
 respond:
     if (times->worker_end == 0)
-        times->worker_end = exec_now_us();
+        times->worker_end = clock_real_us();
     if (tree_added)
         casfs_tree_stats(d->fs, id, &staging.fuse_stats);
     if (staging.fuse)

@@ -32,8 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define STATUS_DETAILS_KEY "grpc-status-details-bin"
@@ -525,14 +525,6 @@ static void rpc_pool_push(struct rpc_server *srv, struct rpc_call *c)
     }
 }
 
-static uint64_t rpc_now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static void *rpc_dispatcher_main(void *arg)
 {
     struct rpc_server *srv = arg;
@@ -552,7 +544,7 @@ static void *rpc_dispatcher_main(void *arg)
             continue;
         }
         c = ev.tag;
-        c->arrived_us = rpc_now_us();
+        c->arrived_us = clock_mono_us();
         srv->pending_requests--;
         if (!ev.success) {
             rpc_call_free(c); /* a posted request cancelled by shutdown */
@@ -602,11 +594,11 @@ static void *rpc_pool_main(void *arg)
         pthread_mutex_unlock(&p->lock);
 
         srv = c->srv;
-        start_us = log_enabled(LOG_LEVEL_DEBUG) ? rpc_now_us() : 0;
+        start_us = log_enabled(LOG_LEVEL_DEBUG) ? clock_mono_us() : 0;
         c->method->handler(srv->ctx, c);
         if (start_us != 0)
             LOG_D("%s: %.2f ms in the handler after %.2f ms queued", c->method->path,
-                  (double)(rpc_now_us() - start_us) / 1e3,
+                  (double)(clock_mono_us() - start_us) / 1e3,
                   (double)(start_us - c->arrived_us) / 1e3);
         if (!c->finished) {
             LOG_E("%s: handler returned without a status", c->method->path);

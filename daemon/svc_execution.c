@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "exec.h"
 #include "log.h"
 #include "google/protobuf/any.pb-c.h"
@@ -87,14 +88,6 @@ struct exec_service {
     uint64_t n_slots;
     struct exec_cleaner *cleaner; /* removes finished actions' scratch space */
 };
-
-uint64_t exec_now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static void exec_op_unref_locked(struct exec_op *op)
 {
@@ -317,7 +310,7 @@ static void exec_new_name(char *name, size_t len)
     char hex[33];
 
     if (RAND_bytes(r, sizeof(r)) != 1) {
-        uint64_t t = exec_now_us();
+        uint64_t t = clock_real_us();
 
         memcpy(r, &t, 8);
         memcpy(r + 8, &name, 8);
@@ -428,7 +421,7 @@ static void exec_execute(void *ctx, struct rpc_call *call)
     op->action = act;
     act = NULL;
     op->stage = EXEC_QUEUED;
-    op->times.queued = exec_now_us();
+    op->times.queued = clock_real_us();
     op->refs = 2; /* the table and this watcher */
 
     pthread_mutex_lock(&svc->lock);
@@ -582,7 +575,7 @@ static void *exec_slot_main(void *arg)
         times = op->times;
         pthread_mutex_unlock(&svc->lock);
 
-        times.worker_start = exec_now_us();
+        times.worker_start = clock_real_us();
         log_line[0] = '\0';
         rc = exec_pipeline_run(svc->d, op->instance, act, &times, &resp, &resp_len, log_line,
                                sizeof(log_line), &left);
