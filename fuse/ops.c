@@ -192,8 +192,12 @@ static void casfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
     (void)fi;
     casfs_fill_stat(fs, inode, ino, &st);
-    /* The root's listing changes as trees come and go. */
-    fuse_reply_attr(req, &st, inode->tree == NULL ? 0.0 : CASFS_TIMEOUT);
+    /* The root's attributes never change either (its listing does, as trees
+     * come and go, but readdir is not cached and lookups of its names are
+     * answered or invalidated one by one). A timeout of 0 here cost a
+     * GETATTR round trip in every path walk through the mount root (the
+     * kernel's permission check), three per action. */
+    fuse_reply_attr(req, &st, CASFS_TIMEOUT);
 }
 
 static void casfs_readlink(fuse_req_t req, fuse_ino_t ino)
