@@ -79,7 +79,8 @@ static int list_layer(int fd, bool upper, struct tree_listing *l)
     DIR *dir;
     int dfd, rc = 0;
 
-    dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    /* A fresh open for reading: fd may be an O_PATH (lower) directory. */
+    dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return -errno;
     dir = fdopendir(dfd);
