@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "action.h"
+#include "array.h"
 
 typedef Build__Bazel__Remote__Execution__V2__Action pb_action_t;
 typedef Build__Bazel__Remote__Execution__V2__Command pb_command_t;
@@ -63,8 +64,6 @@ int action_digest_from_proto(const pb_digest_t *pd, struct cas_digest *out, cons
 void action_digest_valid(const pb_digest_t *pd, struct cas_digest *out);
 /* "a" + "/" + "b", or b when a is empty; malloc'd. */
 char *action_path_join(const char *a, const char *b);
-/* Grows *arr (elements of size elem) so that it holds at least n + 1. */
-int action_array_reserve(void **arr, size_t *cap, size_t n, size_t elem);
 
 /* --- the overlay view (action_outputs.c, action_tree.c) --- */
 

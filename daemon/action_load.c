@@ -90,7 +90,7 @@ static int add_dir(struct action *act, size_t *cap, const struct cas_digest *d, 
         rc = -E2BIG;
         goto fail;
     }
-    rc = action_array_reserve((void **)&act->dirs, cap, act->n_dirs, sizeof(*act->dirs));
+    rc = array_reserve((void **)&act->dirs, cap, act->n_dirs, sizeof(*act->dirs));
     if (rc == 0)
         rc = action_digest_map_put(act->dir_index, d, act->n_dirs, NULL) < 0 ? -ENOMEM : 0;
     if (rc != 0) {

@@ -406,7 +406,7 @@ static int batch_reserve(struct action_collect *c, bool fd)
         c->files_cap = cap;
     }
     if (fd)
-        return action_array_reserve((void **)&c->fds, &c->fds_cap, c->n_fds, sizeof(*c->fds));
+        return array_reserve((void **)&c->fds, &c->fds_cap, c->n_fds, sizeof(*c->fds));
     return 0;
 }
 
@@ -605,8 +605,8 @@ static int add_output_file(struct result_builder *b, const char *path, bool exec
     pb_action_result_t *r = b->r;
     pb_output_file_t *f;
 
-    if (action_array_reserve((void **)&r->output_files, &b->files_cap, r->n_output_files,
-                             sizeof(*r->output_files)) != 0)
+    if (array_reserve((void **)&r->output_files, &b->files_cap, r->n_output_files,
+                      sizeof(*r->output_files)) != 0)
         return -ENOMEM;
     f = malloc(sizeof(*f));
     if (f == NULL)
@@ -626,8 +626,8 @@ static int add_output_directory(struct result_builder *b, const char *path,
     pb_action_result_t *r = b->r;
     pb_output_directory_t *o;
 
-    if (action_array_reserve((void **)&r->output_directories, &b->dirs_cap, r->n_output_directories,
-                             sizeof(*r->output_directories)) != 0)
+    if (array_reserve((void **)&r->output_directories, &b->dirs_cap, r->n_output_directories,
+                      sizeof(*r->output_directories)) != 0)
         return -ENOMEM;
     o = malloc(sizeof(*o));
     if (o == NULL)
@@ -644,7 +644,7 @@ static int add_output_symlink(pb_output_symlink_t ***arr, size_t *n, size_t *cap
 {
     pb_output_symlink_t *s;
 
-    if (action_array_reserve((void **)arr, cap, *n, sizeof(**arr)) != 0)
+    if (array_reserve((void **)arr, cap, *n, sizeof(**arr)) != 0)
         return -ENOMEM;
     s = malloc(sizeof(*s));
     if (s == NULL)
@@ -762,8 +762,7 @@ static int collect_one(struct action_collect *c, struct result_builder *b,
         if (rc != 0)
             goto out;
         if (add_output_directory(b, o->path, &od) != 0 ||
-            action_array_reserve((void **)&b->trees, &b->trees_cap, b->n_trees,
-                                 sizeof(*b->trees)) != 0) {
+            array_reserve((void **)&b->trees, &b->trees_cap, b->n_trees, sizeof(*b->trees)) != 0) {
             action_tree_free(tree);
             goto nomem;
         }

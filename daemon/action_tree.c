@@ -95,7 +95,7 @@ static int list_layer(int fd, bool upper, struct tree_listing *l)
 
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        rc = action_array_reserve((void **)&l->e, &l->cap, l->n, sizeof(*l->e));
+        rc = array_reserve((void **)&l->e, &l->cap, l->n, sizeof(*l->e));
         if (rc != 0)
             break;
         e = &l->e[l->n];
@@ -136,7 +136,7 @@ static int list_merged(const struct action_view_dir *dir, struct tree_listing *o
     for (size_t i = 0; i < lower.n; i++) {
         if (listing_find(&upper, lower.e[i].name) != NULL)
             continue;
-        rc = action_array_reserve((void **)&out->e, &out->cap, out->n, sizeof(*out->e));
+        rc = array_reserve((void **)&out->e, &out->cap, out->n, sizeof(*out->e));
         if (rc != 0)
             goto out;
         out->e[out->n++] = lower.e[i];
@@ -145,7 +145,7 @@ static int list_merged(const struct action_view_dir *dir, struct tree_listing *o
     for (size_t i = 0; i < upper.n; i++) {
         if (action_view_is_whiteout(&upper.e[i].st))
             continue;
-        rc = action_array_reserve((void **)&out->e, &out->cap, out->n, sizeof(*out->e));
+        rc = array_reserve((void **)&out->e, &out->cap, out->n, sizeof(*out->e));
         if (rc != 0)
             goto out;
         out->e[out->n++] = upper.e[i];
@@ -187,7 +187,7 @@ static pb_file_node_t *add_file_node(pb_directory_t *d, size_t *cap, const char 
 {
     pb_file_node_t *f;
 
-    if (action_array_reserve((void **)&d->files, cap, d->n_files, sizeof(*d->files)) != 0 ||
+    if (array_reserve((void **)&d->files, cap, d->n_files, sizeof(*d->files)) != 0 ||
         (f = malloc(sizeof(*f))) == NULL)
         return NULL;
     build__bazel__remote__execution__v2__file_node__init(f);
@@ -201,8 +201,8 @@ static int add_directory_node(pb_directory_t *d, size_t *cap, const char *name)
 {
     pb_directory_node_t *n;
 
-    if (action_array_reserve((void **)&d->directories, cap, d->n_directories,
-                             sizeof(*d->directories)) != 0 ||
+    if (array_reserve((void **)&d->directories, cap, d->n_directories, sizeof(*d->directories)) !=
+            0 ||
         (n = malloc(sizeof(*n))) == NULL)
         return -ENOMEM;
     build__bazel__remote__execution__v2__directory_node__init(n);
@@ -215,8 +215,7 @@ static int add_symlink_node(pb_directory_t *d, size_t *cap, const char *name, ch
 {
     pb_symlink_node_t *s;
 
-    if (action_array_reserve((void **)&d->symlinks, cap, d->n_symlinks, sizeof(*d->symlinks)) !=
-            0 ||
+    if (array_reserve((void **)&d->symlinks, cap, d->n_symlinks, sizeof(*d->symlinks)) != 0 ||
         (s = malloc(sizeof(*s))) == NULL) {
         free(target);
         return -ENOMEM;
@@ -309,8 +308,8 @@ static int walk_entry(struct action_collect *c, const struct action_view_dir *vi
         action_view_dir_close(&child);
         if (rc != 0)
             return rc;
-        if (action_array_reserve((void **)&t->subdirs, &t->subdirs_cap, t->n_subdirs,
-                                 sizeof(*t->subdirs)) != 0) {
+        if (array_reserve((void **)&t->subdirs, &t->subdirs_cap, t->n_subdirs,
+                          sizeof(*t->subdirs)) != 0) {
             action_tree_free(sub);
             goto nomem;
         }
@@ -399,7 +398,7 @@ static int builder_keep(struct tree_builder *b, pb_directory_t *d, const struct 
         directory_free(d); /* already kept (0) or no memory */
         return rc;
     }
-    rc = action_array_reserve((void **)&b->children, &b->cap, b->n_children, sizeof(*b->children));
+    rc = array_reserve((void **)&b->children, &b->cap, b->n_children, sizeof(*b->children));
     if (rc != 0) {
         directory_free(d);
         return rc;

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
+
 enum { WIRE_VARINT = 0, WIRE_I64 = 1, WIRE_LEN = 2, WIRE_I32 = 5 };
 
 /* A read position over the buffer's slices. */
@@ -169,15 +171,9 @@ static int wr_collect_slices(grpc_byte_buffer *bb, struct write_request *r)
         return -EINVAL;
     r->reader_live = true;
     while (grpc_byte_buffer_reader_peek(&r->reader, &s) != 0) {
-        if (r->n_slices == r->cap_slices) {
-            size_t cap = r->cap_slices ? r->cap_slices * 2 : 16;
-            grpc_slice *n = realloc(r->slices, cap * sizeof(*n));
-
-            if (n == NULL)
-                return -ENOMEM;
-            r->slices = n;
-            r->cap_slices = cap;
-        }
+        if (array_reserve((void **)&r->slices, &r->cap_slices, r->n_slices, sizeof(*r->slices)) !=
+            0)
+            return -ENOMEM;
         r->slices[r->n_slices++] = *s; /* borrowed: the reader keeps the ref */
     }
     return 0;
