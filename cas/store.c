@@ -944,11 +944,25 @@ int cas_store_get(struct cas_store *s, const struct cas_digest *d, void **buf, s
     return 0;
 }
 
+/* True (and the entry touched) when d is indexed, verified and of the right
+ * size: a file that may be handed out (or kept) without reading it again. */
+static bool store_has_verified(struct cas_store *s, const struct cas_digest *d)
+{
+    struct store_entry *e;
+    bool has;
+
+    pthread_mutex_lock(&s->index_lock);
+    e = store_index_find(&s->index, d->hash);
+    has = e != NULL && e->verified && e->size == d->size;
+    if (has)
+        store_index_touch(&s->index, e);
+    pthread_mutex_unlock(&s->index_lock);
+    return has;
+}
+
 int cas_store_blob_path(struct cas_store *s, const struct cas_digest *d, char *buf, size_t len)
 {
     char rel[CAS_BLOB_RELPATH];
-    struct store_entry *e;
-    bool trusted;
     int n, ret;
 
     if (d->size < 0)
@@ -959,21 +973,13 @@ int cas_store_blob_path(struct cas_store *s, const struct cas_digest *d, char *b
         ret = store_ensure_empty(s);
         if (ret < 0)
             return ret;
-    } else {
-        pthread_mutex_lock(&s->index_lock);
-        e = store_index_find(&s->index, d->hash);
-        trusted = e != NULL && e->verified && e->size == d->size;
-        if (trusted)
-            store_index_touch(&s->index, e);
-        pthread_mutex_unlock(&s->index_lock);
-        if (!trusted) {
-            /* Whoever uses the path reads the file without us: check first. */
-            int fd = store_blob_open(s, d, NULL);
+    } else if (!store_has_verified(s, d)) {
+        /* Whoever uses the path reads the file without us: check first. */
+        int fd = store_blob_open(s, d, NULL);
 
-            if (fd < 0)
-                return fd;
-            close(fd);
-        }
+        if (fd < 0)
+            return fd;
+        close(fd);
     }
     cas_blob_relpath(d, rel);
     n = snprintf(buf, len, "%s/%s", s->blobs_dir, rel);
@@ -1010,22 +1016,6 @@ static int store_index_committed(struct cas_store *s, const struct cas_digest *d
         return ret;
     }
     return store_evict_unlink(s, victims);
-}
-
-/* With name_lock held: true (and the entry touched) when d is indexed,
- * verified and of the right size. */
-static bool store_has_verified(struct cas_store *s, const struct cas_digest *d)
-{
-    struct store_entry *e;
-    bool has;
-
-    pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, d->hash);
-    has = e != NULL && e->verified && e->size == d->size;
-    if (has)
-        store_index_touch(&s->index, e);
-    pthread_mutex_unlock(&s->index_lock);
-    return has;
 }
 
 int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas_digest *d,
@@ -1122,10 +1112,8 @@ out:
 int cas_store_put(struct cas_store *s, const struct cas_digest *d, const void *buf, size_t len)
 {
     struct cas_digest actual;
-    struct store_entry *e;
     char tmp[PATH_MAX] = "";
     struct stat st;
-    bool present;
     int fd = -1;
     int ret;
 
@@ -1139,13 +1127,7 @@ int cas_store_put(struct cas_store *s, const struct cas_digest *d, const void *b
     if (len == 0)
         return 0; /* the empty blob is always present */
 
-    pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, d->hash);
-    present = e != NULL && e->verified && e->size == d->size;
-    if (present)
-        store_index_touch(&s->index, e);
-    pthread_mutex_unlock(&s->index_lock);
-    if (present)
+    if (store_has_verified(s, d))
         return 0;
 
     fd = cas_store_temp_create(s, "put", tmp);
