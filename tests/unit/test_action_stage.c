@@ -379,6 +379,18 @@ static int count_exec_copies(const char *dir)
     return n;
 }
 
+/* exec_copies_stage into lower, which must succeed. */
+static void stage_with_copies(struct exec_copies *copies, struct stage_fixture *f,
+                              const char *lower, struct action_stage_stats *stats)
+{
+    struct reapi_status st;
+
+    reapi_status_init(&st);
+    assert_int_equal(exec_copies_stage(copies, f->env.cas, f->act, lower, f->exec_dir, stats, &st),
+                     0);
+    reapi_status_free(&st);
+}
+
 /* The cache keeps copies under its bound and is emptied past it, while the
  * staged trees keep working 0555 files with the right bytes. */
 static void test_stage_exec_copy_bound(void **state)
@@ -387,7 +399,6 @@ static void test_stage_exec_copy_bound(void **state)
     struct action_scratch s1, s2;
     struct action_stage_stats stats;
     struct exec_copies copies;
-    struct reapi_status st;
     struct stat s;
 
     (void)state;
@@ -395,10 +406,7 @@ static void test_stage_exec_copy_bound(void **state)
     /* Bound above one copy: the copy stays and is reused by the next stage. */
     exec_copies_init(&copies, strlen(tool_text));
     assert_int_equal(action_scratch_create(f.base, "b1", &s1), 0);
-    reapi_status_init(&st);
-    assert_int_equal(
-        exec_copies_stage(&copies, f.env.cas, f.act, s1.lower, f.exec_dir, &stats, &st), 0);
-    reapi_status_free(&st);
+    stage_with_copies(&copies, &f, s1.lower, &stats);
     assert_int_equal(stats.exec_copies, 1);
     assert_int_equal(stats.exec_copy_bytes, strlen(tool_text));
     assert_int_equal(count_exec_copies(f.exec_dir), 1);
@@ -407,18 +415,12 @@ static void test_stage_exec_copy_bound(void **state)
     /* Bound 0: the cache is emptied after each stage; staged links survive. */
     exec_copies_init(&copies, 0);
     assert_int_equal(action_scratch_create(f.base, "b2", &s2), 0);
-    reapi_status_init(&st);
-    assert_int_equal(
-        exec_copies_stage(&copies, f.env.cas, f.act, s2.lower, f.exec_dir, &stats, &st), 0);
-    reapi_status_free(&st);
+    stage_with_copies(&copies, &f, s2.lower, &stats);
     assert_int_equal(stats.exec_copies, 0); /* linked from the copy the first stage made */
     assert_int_equal(count_exec_copies(f.exec_dir), 1);
-    reapi_status_init(&st);
     assert_int_equal(action_scratch_remove(&s2), 0);
     assert_int_equal(action_scratch_create(f.base, "b3", &s2), 0);
-    assert_int_equal(
-        exec_copies_stage(&copies, f.env.cas, f.act, s2.lower, f.exec_dir, &stats, &st), 0);
-    reapi_status_free(&st);
+    stage_with_copies(&copies, &f, s2.lower, &stats);
     assert_int_equal(stats.exec_copies, 0);
     assert_int_equal(count_exec_copies(f.exec_dir), 1); /* nothing new copied: no trim */
     exec_copies_destroy(&copies);
@@ -429,10 +431,7 @@ static void test_stage_exec_copy_bound(void **state)
     exec_copies_init(&copies, 0);
     assert_int_equal(action_scratch_remove(&s2), 0);
     assert_int_equal(action_scratch_create(f.base, "b4", &s2), 0);
-    reapi_status_init(&st);
-    assert_int_equal(
-        exec_copies_stage(&copies, f.env.cas, f.act, s2.lower, f.exec_dir, &stats, &st), 0);
-    reapi_status_free(&st);
+    stage_with_copies(&copies, &f, s2.lower, &stats);
     assert_int_equal(stats.exec_copies, 1);
     assert_int_equal(count_exec_copies(f.exec_dir), 0);
     lstat_at(s2.lower, "tool.sh", &s);
