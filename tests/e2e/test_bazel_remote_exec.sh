@@ -13,7 +13,9 @@
 #   2. the downloaded outputs work here (binaries run, tree output kept its
 #      executable bit);
 #   3. `bazel clean` and the same command: everything served from casboxd's
-#      action cache ("N remote cache hit", as many as were executed in 1).
+#      action cache ("N remote cache hit", as many as were executed in 1);
+#   4. as root with /dev/fuse and the default staging, every action's inputs
+#      were mounted through FUSE.
 #
 # Knobs: E2E_WORKSPACES="tiny zlib", E2E_JOBS (default 8),
 # E2E_EXEC_PROPERTIES="k=v ..." (default OSFamily=Linux; "none" sends no
@@ -96,3 +98,15 @@ for ws in ${E2E_WORKSPACES:-tiny zlib}; do
 done
 
 casboxd_alive || e2e_fail "casboxd died during the builds"
+
+# The default staging (auto) mounts every input tree lazily through FUSE
+# where /dev/fuse opens: as root, unless the daemon was told otherwise.
+if [ "$(id -u)" = 0 ] && [ -c /dev/fuse ] && [[ "${CASBOXD_ARGS:-}" != *staging* ]]; then
+  grep -q "input staging: fuse, .*(execution.staging = auto)" "$CASBOXD_LOG" ||
+    e2e_fail "the default staging is not FUSE as root (log $CASBOXD_LOG)"
+  staged_hl="$(grep -c ' staged [0-9]* files in ' "$CASBOXD_LOG" || true)"
+  staged_fuse="$(grep -c ' fuse tree of [0-9]* files in ' "$CASBOXD_LOG" || true)"
+  [ "$staged_hl" = 0 ] && [ "$staged_fuse" -gt 0 ] ||
+    e2e_fail "want every action staged through FUSE: $staged_fuse fuse, $staged_hl hardlink (log $CASBOXD_LOG)"
+  log "ok: $staged_fuse actions staged lazily through FUSE (the default)"
+fi
