@@ -503,6 +503,16 @@ static void exec_slot_complete(struct exec_service *svc, struct exec_op *op, uin
     struct exec_watcher *taken, *w, *next;
 
     pthread_mutex_lock(&svc->lock);
+    if (svc->stopping) {
+        /* Killed by the stop (or done just as it began): no result to hand
+         * out. The op stays EXECUTING, and its watchers, woken here, end
+         * their calls UNAVAILABLE so that the client retries elsewhere or
+         * later, as they do when they see the stop first. */
+        pthread_cond_broadcast(&op->changed);
+        pthread_mutex_unlock(&svc->lock);
+        free(resp);
+        return;
+    }
     op->response = resp;
     op->response_len = resp_len;
     op->times = *times;
