@@ -43,7 +43,7 @@
 
 #include <openssl/evp.h>
 
-#include "cas.h"
+#include "cas/cas.h"
 
 #define BUF_BYTES   (1024 * 1024)
 #define MAX_METHODS 16

@@ -27,9 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/filter.h>
+
 #include "bench_stats.h"
-#include "internal.h"
-#include "sandbox.h"
+#include "sandbox/sandbox.h"
 
 enum { C_PLAIN, C_BWRAP, C_SANDBOX, C_PREBUILT, C_SANDBOX_NET, C_SPAWNER, C_COUNT };
 

@@ -7,22 +7,16 @@
 
 #include <pthread.h>
 
-#include "cas.h"
-#include "config.h"
-#include "rpc.h"
-#include "reapi.h"
-#include "sandbox.h"
+#include "cas/cas.h"
+#include "config/config.h"
+#include "exec/exec.h"
+#include "reapi/reapi.h"
+#include "rpc/rpc.h"
+#include "sandbox/sandbox.h"
 
 struct bytestream_uploads;
 struct exec_service;
 struct casfs;
-
-/* The executable-copy cache of hardlink staging (exec_copies.c). */
-struct exec_copies {
-    pthread_rwlock_t lock; /* shared while staging, exclusive to empty it */
-    uint64_t bytes;        /* copied since it was last emptied (atomic) */
-    uint64_t max_bytes;    /* execution.exec_copy_cache_bytes */
-};
 
 struct casboxd {
     /* The effective configuration. Keys that SIGHUP may change are read
@@ -36,6 +30,10 @@ struct casboxd {
     struct exec_service *exec; /* NULL when execution is off */
     struct casfs *fs;          /* the FUSE input-tree mount; NULL: hardlink staging */
     struct exec_copies copies;
+    /* What exec_run gets: the fields above, and the scratch paths below. */
+    struct exec_env env;
+    char scratch_dir[4096];   /* <state>/cas/exec */
+    char exec_blob_dir[4096]; /* <state>/cas/exec-blobs */
 };
 
 /* A consistent copy of the configuration (reload.c). */
@@ -64,5 +62,50 @@ void bytestream_uploads_free(struct bytestream_uploads *u);
  * (svc_action_cache.c); used by the Execution service's cache lookup. */
 bool action_cache_result_complete(struct casboxd *d,
                                   const Build__Bazel__Remote__Execution__V2__ActionResult *r);
+
+/* --- the Execution service (svc_execution.c) ---
+ *
+ * Execute loads and checks an action (so a missing input fails at once), then
+ * queues it; a fixed set of slot threads runs queued actions through
+ * exec_run (execution_run.c: stage inputs, run in the sandbox, collect
+ * outputs, cache the result). Each action is an operation with a name that
+ * WaitExecution can follow while it runs and for
+ * execution.operation_retention seconds after. Two Executes of the same
+ * action digest in flight share one operation.
+ */
+struct exec_service;
+
+enum exec_stage { EXEC_QUEUED, EXEC_EXECUTING, EXEC_COMPLETED };
+
+int exec_service_start(struct casboxd *d, struct exec_service **out);
+/* Makes every watching stream end with UNAVAILABLE, refuses new actions and
+ * kills the running ones. Call before stopping the gRPC server. */
+void exec_service_begin_stop(struct exec_service *svc);
+/* Waits for running actions to finish (they are bounded by their timeouts)
+ * and frees the service. */
+void exec_service_stop(struct exec_service *svc);
+
+/* --- one action on a slot (execution_run.c) --- */
+
+/* Loads and checks an action for execution: FAILED_PRECONDITION with every
+ * missing blob, or INVALID_ARGUMENT naming the bad field (a timeout above
+ * execution.max_timeout among them, as the REAPI requires). */
+int execution_action_load(struct casboxd *d, const char *instance, const struct cas_digest *digest,
+                          struct action **out, struct reapi_status *st);
+/* Removes scratch directories left by a previous run and the executable-copy
+ * cache, creates both afresh and fills d->env; called at start-up before any
+ * action runs. */
+int execution_env_init(struct casboxd *d);
+/* Runs one loaded action with exec_run on the calling slot thread, caches a
+ * clean result, and packs the ExecuteResponse (malloc'd) that the
+ * operation's watchers receive; *left is for exec_leftovers_remove. */
+int execution_run_action(struct casboxd *d, const char *instance, struct action *act,
+                         struct exec_times *times, uint8_t **response, size_t *response_len,
+                         char *log_line, size_t log_len, struct exec_leftovers **left);
+/* Packs an ExecuteResponse: result (an empty one when NULL, as Bazel needs
+ * one), cached_result, the status (OK when st is NULL) and message. */
+int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *result, bool cached,
+                       const struct reapi_status *st, const char *message, uint8_t **out,
+                       size_t *len);
 
 #endif

@@ -23,9 +23,8 @@
 #include <unistd.h>
 
 #include "casboxd.h"
-#include "casfs.h"
-#include "exec.h"
-#include "log.h"
+#include "fuse/casfs.h"
+#include "util/util.h"
 #include "rootless.h"
 
 static void usage(FILE *out)

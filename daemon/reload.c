@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "casboxd.h"
-#include "log.h"
+#include "util/util.h"
 
 /* "key = value" lines of config_print whose key may change at run time. */
 static const char *const reload_safe_keys[] = {

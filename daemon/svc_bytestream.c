@@ -23,9 +23,7 @@
 #include <unistd.h>
 
 #include "casboxd.h"
-#include "write_request.h"
-#include "log.h"
-#include "reapi.h"
+#include "util/util.h"
 
 struct upload {
     char *name; /* resource name up to and including the size segment */

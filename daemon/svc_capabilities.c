@@ -6,7 +6,6 @@
  * protos Debian ships are the v2.2-era API).
  */
 #include "casboxd.h"
-#include "reapi.h"
 
 static void capabilities_get(void *ctx, struct rpc_call *call)
 {

@@ -14,8 +14,7 @@
 #include <string.h>
 
 #include "casboxd.h"
-#include "log.h"
-#include "reapi.h"
+#include "util/util.h"
 
 typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest FindMissingRequest;
 typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse FindMissingResponse;

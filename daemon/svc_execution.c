@@ -26,9 +26,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "clock.h"
-#include "exec.h"
-#include "log.h"
+#include "util/util.h"
+#include "casboxd.h"
 #include "google/protobuf/any.pb-c.h"
 
 #define EXEC_KEEPALIVE_S      30
@@ -94,7 +93,7 @@ static void exec_op_unref_locked(struct exec_op *op)
     if (--op->refs > 0)
         return;
     if (op->action != NULL)
-        exec_action_free(op->action);
+        action_free(op->action);
     free(op->response);
     free(op->instance);
     pthread_cond_destroy(&op->changed);
@@ -395,7 +394,7 @@ static void exec_execute(void *ctx, struct rpc_call *call)
         goto out;
     }
 
-    if (exec_action_load(d, instance, &dg, &act, &st) != 0) {
+    if (execution_action_load(d, instance, &dg, &act, &st) != 0) {
         char hex[CAS_HASH_HEX + 1];
 
         cas_digest_hex(&dg, hex);
@@ -458,7 +457,7 @@ static void exec_execute(void *ctx, struct rpc_call *call)
     exec_watch(svc, call, op);
 out:
     if (act != NULL)
-        exec_action_free(act);
+        action_free(act);
     free(resp);
     reapi_status_free(&st);
     if (req != NULL)
@@ -587,9 +586,9 @@ static void *exec_slot_main(void *arg)
 
         times.worker_start = clock_real_us();
         log_line[0] = '\0';
-        rc = exec_pipeline_run(svc->d, op->instance, act, &times, &resp, &resp_len, log_line,
-                               sizeof(log_line), &left);
-        exec_action_free(act);
+        rc = execution_run_action(svc->d, op->instance, act, &times, &resp, &resp_len, log_line,
+                                  sizeof(log_line), &left);
+        action_free(act);
         if (rc != 0 || resp == NULL) {
             struct reapi_status st;
 
@@ -622,12 +621,15 @@ int exec_service_start(struct casboxd *d, struct exec_service **out)
     if (svc == NULL)
         return -ENOMEM;
     svc->d = d;
-    rc = exec_scratch_reset(d);
-    if (rc != 0)
-        LOG_W("cannot clean up old scratch space: %s", strerror(-rc));
+    rc = execution_env_init(d);
+    if (rc != 0) {
+        LOG_ERRNO_E(rc, "cannot prepare the scratch space under %s/cas", d->cfg.state_dir);
+        free(svc);
+        return rc;
+    }
     pthread_mutex_init(&svc->lock, NULL);
     pthread_cond_init(&svc->work, NULL);
-    rc = exec_cleaner_start(d, d->cfg.exec_slots * EXEC_CLEANUP_PER_SLOT, &svc->cleaner);
+    rc = exec_cleaner_start(&d->env, d->cfg.exec_slots * EXEC_CLEANUP_PER_SLOT, &svc->cleaner);
     if (rc != 0) {
         exec_service_stop(svc);
         return rc;

@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cas.h"
+#include "cas/cas.h"
 
 #define CASFS_MAX_THREADS      256       /* upper bound on casfs_options.threads */
 #define CASFS_DEFAULT_DIRCACHE 4096      /* decoded Directory messages kept */

@@ -33,13 +33,6 @@ int sandbox_spec_check(const struct sandbox_spec *spec, char *err, size_t err_le
 
 /* --- seccomp.c --- */
 
-/* Builds the BPF program of the spec's policy in the caller (no namespace
- * needed). prog->filter is malloc'd; free it with sandbox_seccomp_program_free.
- * Mode NONE gives an empty program (len 0). DEFAULT and STRICT come from the
- * programs compiled at build time when there are some (a copy: no libseccomp
- * work, which costs about a millisecond and dirties ~200 KB of heap). */
-int sandbox_seccomp_build(enum sandbox_seccomp_mode mode, const char *file, struct sock_fprog *prog,
-                          char *err, size_t err_len);
 /* The same, always with libseccomp (the build-time generator, the tests). */
 int sandbox_seccomp_compile(enum sandbox_seccomp_mode mode, const char *file,
                             struct sock_fprog *prog, char *err, size_t err_len);
@@ -48,7 +41,6 @@ int sandbox_seccomp_compile(enum sandbox_seccomp_mode mode, const char *file,
  * when the build cannot run the generator (cross builds). */
 bool sandbox_seccomp_prebuilt(enum sandbox_seccomp_mode mode, const struct sock_filter **filter,
                               size_t *len);
-void sandbox_seccomp_program_free(struct sock_fprog *prog);
 /* In the child: sets no_new_privs and installs prog (when non-empty). Raw
  * syscalls only. */
 int sandbox_seccomp_apply(const struct sock_fprog *prog);
@@ -200,27 +192,6 @@ _Noreturn void sandbox_child_warm_main(int sock, const struct sandbox_warm_child
 
 /* --- run.c --- */
 
-struct sandbox_run_options {
-    /* fds that cancel the run when they become readable or hang up (the
-     * spawner's request socket, a SIGTERM signalfd); at most 4 */
-    const int *cancel_fds;
-    size_t n_cancel_fds;
-    /* programs built ahead of time for these modes (the spawner builds them
-     * once); NULL: build per run */
-    const struct sock_fprog *seccomp_default;
-    const struct sock_fprog *seccomp_strict;
-    /* Non-NULL: a warm pid 1 to use when it fits the spec (same uid0 and
-     * network, a seccomp mode it has the program for, a spec below
-     * SANDBOX_WARM_SPEC_MAX); its pid is then -1 (taken). */
-    struct sandbox_warm *warm;
-    /* Non-NULL: pid 1 may be left unreaped once it has reported that every
-     * process of the run is gone (its exit, the namespaces' teardown, then
-     * runs while the caller goes on). *unreaped is then its pid, which the
-     * caller must reap (or exit); -1 when sandbox_run_with reaped it. Never
-     * used when the run has a cgroup, which can only go after pid 1. */
-    pid_t *unreaped;
-};
-
 /* A pid 1 cloned ahead of its run: its namespaces made and its ids mapped,
  * waiting on sock for the spec (the spawner keeps one). That takes the
  * clone, the new task's first wait for a CPU and the id maps off the run's
@@ -241,10 +212,6 @@ int sandbox_warm_start(struct sandbox_warm *w, bool uid0, bool network,
                        const struct sandbox_run_options *opts);
 /* Lets it go (it exits on EOF); returns its pid, to reap, or -1. */
 pid_t sandbox_warm_discard(struct sandbox_warm *w);
-
-/* sandbox_run with options (NULL: none). */
-int sandbox_run_with(const struct sandbox_spec *spec, struct sandbox_result *res,
-                     const struct sandbox_run_options *opts);
 
 /* One run, step by step (what sandbox_run_with does, for a caller with a
  * poll loop of its own). The struct is the caller's; its fields are run.c's. */

@@ -24,8 +24,10 @@
 #define CASBOX_SANDBOX_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define SANDBOX_EXEC_ROOT "/casbox/exec"
 
@@ -212,5 +214,46 @@ int sandbox_seccomp_parse(const char *text, const char *name, struct sandbox_sec
 int sandbox_seccomp_parse_file(const char *path, struct sandbox_seccomp_rule **rules, size_t *n,
                                char *err, size_t err_len);
 void sandbox_seccomp_rules_free(struct sandbox_seccomp_rule *rules, size_t n);
+
+/* --- runs with options (run.c), for callers that tune them: the spawner,
+ * `casbox run` (a SIGTERM signalfd, leaving pid 1 unreaped at exit) and
+ * bench/sandbox_bench.c (prebuilt seccomp programs) --- */
+
+struct sock_fprog;
+struct sandbox_warm;
+
+struct sandbox_run_options {
+    /* fds that cancel the run when they become readable or hang up (the
+     * spawner's request socket, a SIGTERM signalfd); at most 4 */
+    const int *cancel_fds;
+    size_t n_cancel_fds;
+    /* programs built ahead of time for these modes (the spawner builds them
+     * once); NULL: build per run */
+    const struct sock_fprog *seccomp_default;
+    const struct sock_fprog *seccomp_strict;
+    /* Non-NULL: a warm pid 1 to use when it fits the spec (same uid0 and
+     * network, a seccomp mode it has the program for, a spec below
+     * SANDBOX_WARM_SPEC_MAX); its pid is then -1 (taken). */
+    struct sandbox_warm *warm;
+    /* Non-NULL: pid 1 may be left unreaped once it has reported that every
+     * process of the run is gone (its exit, the namespaces' teardown, then
+     * runs while the caller goes on). *unreaped is then its pid, which the
+     * caller must reap (or exit); -1 when sandbox_run_with reaped it. Never
+     * used when the run has a cgroup, which can only go after pid 1. */
+    pid_t *unreaped;
+};
+
+/* sandbox_run with options (NULL: none). */
+int sandbox_run_with(const struct sandbox_spec *spec, struct sandbox_result *res,
+                     const struct sandbox_run_options *opts);
+
+/* Builds the BPF program of the spec's policy in the caller (no namespace
+ * needed). prog->filter is malloc'd; free it with sandbox_seccomp_program_free.
+ * Mode NONE gives an empty program (len 0). DEFAULT and STRICT come from the
+ * programs compiled at build time when there are some (a copy: no libseccomp
+ * work, which costs about a millisecond and dirties ~200 KB of heap). */
+int sandbox_seccomp_build(enum sandbox_seccomp_mode mode, const char *file, struct sock_fprog *prog,
+                          char *err, size_t err_len);
+void sandbox_seccomp_program_free(struct sock_fprog *prog);
 
 #endif

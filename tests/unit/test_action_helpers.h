@@ -20,7 +20,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "action.h"
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "cas/cas.h"
+#include "config/config.h"
+#include "util/util.h"
 
 typedef Build__Bazel__Remote__Execution__V2__Action th_action_t;
 typedef Build__Bazel__Remote__Execution__V2__Command th_command_t;
@@ -47,7 +50,7 @@ static inline void th_env_setup(struct th_env *e)
 static inline void th_env_teardown(struct th_env *e)
 {
     cas_store_close(e->cas);
-    assert_int_equal(action_remove_tree(e->dir), 0);
+    assert_int_equal(util_remove_tree(e->dir), 0);
 }
 
 static inline void th_put(struct cas_store *s, const void *buf, size_t len, struct cas_digest *d)

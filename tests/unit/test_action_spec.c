@@ -4,6 +4,7 @@
  * the working directory, timeout defaults and capping, limits, network and
  * seccomp from the config, and the printed form.
  */
+#include "exec/exec.h"
 #include "test_action_helpers.h"
 
 struct spec_fixture {

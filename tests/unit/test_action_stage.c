@@ -9,7 +9,7 @@
 
 #include <sys/sysmacros.h>
 
-#include "exec.h"
+#include "exec/exec.h"
 
 struct stage_fixture {
     struct th_env env;
@@ -356,11 +356,11 @@ static void test_remove_tree_hostile(void **state)
     assert_int_equal(fchmod(fd, 0500), 0);
     close(fd);
 
-    assert_int_equal(action_remove_tree(root), 0);
+    assert_int_equal(util_remove_tree(root), 0);
     assert_int_equal(lstat(root, &s), -1);
     assert_int_equal(errno, ENOENT);
     expect_content(outside, "keep", "must survive");
-    assert_int_equal(action_remove_tree(root), -ENOENT);
+    assert_int_equal(util_remove_tree(root), -ENOENT);
     th_env_teardown(&env);
 }
 
@@ -426,7 +426,7 @@ static void test_stage_exec_copy_bound(void **state)
     exec_copies_destroy(&copies);
 
     /* A fresh copy past a bound of 0 empties the cache. */
-    assert_int_equal(action_remove_tree(f.exec_dir), 0);
+    assert_int_equal(util_remove_tree(f.exec_dir), 0);
     assert_int_equal(mkdir(f.exec_dir, 0700), 0);
     exec_copies_init(&copies, 0);
     assert_int_equal(action_scratch_remove(&s2), 0);

@@ -10,6 +10,7 @@
  * user.overlay.opaque xattr), which is what collection reads after the
  * sandbox is gone.
  */
+#include "exec/exec.h"
 #include "test_action_helpers.h"
 
 #include <sys/sysmacros.h>
@@ -375,7 +376,7 @@ static void test_tree_dedup(void **state)
     /* stable: the same tree written again (other modes, other inodes) */
     write_out_tree(f.scratch.upper, "out2");
     snprintf(path, sizeof(path), "%s/out", f.scratch.upper);
-    assert_int_equal(action_remove_tree(path), 0);
+    assert_int_equal(util_remove_tree(path), 0);
     snprintf(path, sizeof(path), "%s/out2", f.scratch.upper);
     {
         char dst[PATH_MAX * 2];

@@ -3,6 +3,7 @@
  * Directory, Command, platform and timeout, and that every missing blob is
  * listed, not only the first.
  */
+#include "exec/exec.h"
 #include "test_action_helpers.h"
 
 static void expect_invalid(struct reapi_status *st, int rc, const char *needle)

@@ -23,7 +23,7 @@
 
 #include <cmocka.h>
 
-#include "cas.h"
+#include "cas/cas.h"
 
 struct fixture {
     char dir[64];

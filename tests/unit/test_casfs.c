@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 
-#include "casfs.h"
+#include "fuse/casfs.h"
 
 struct fs_fixture {
     struct th_env env;
@@ -596,18 +596,12 @@ static void test_stale_mount_cleanup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_attributes),
-        cmocka_unit_test(test_readdir),
-        cmocka_unit_test(test_read_and_counters),
-        cmocka_unit_test(test_passthrough_mode),
-        cmocka_unit_test(test_passthrough_parse),
-        cmocka_unit_test(test_concurrent_opens_mmap),
-        cmocka_unit_test(test_overlay_on_top),
-        cmocka_unit_test(test_writes_fail),
-        cmocka_unit_test(test_missing_blob_eio),
-        cmocka_unit_test(test_missing_directory_eio),
-        cmocka_unit_test(test_remove_tree),
-        cmocka_unit_test(test_stale_mount_cleanup),
+        cmocka_unit_test(test_attributes),        cmocka_unit_test(test_readdir),
+        cmocka_unit_test(test_read_and_counters), cmocka_unit_test(test_passthrough_mode),
+        cmocka_unit_test(test_passthrough_parse), cmocka_unit_test(test_concurrent_opens_mmap),
+        cmocka_unit_test(test_overlay_on_top),    cmocka_unit_test(test_writes_fail),
+        cmocka_unit_test(test_missing_blob_eio),  cmocka_unit_test(test_missing_directory_eio),
+        cmocka_unit_test(test_remove_tree),       cmocka_unit_test(test_stale_mount_cleanup),
     };
     int failed;
 

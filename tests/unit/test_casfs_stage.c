@@ -5,6 +5,7 @@
  * messages (an input symlink stops it quietly, an input file in the way is
  * INVALID_ARGUMENT), and never touches the lower layer.
  */
+#include "exec/exec.h"
 #include "test_action_helpers.h"
 
 struct fixture {

@@ -39,7 +39,7 @@
 
 #include <cmocka.h>
 
-#include "sandbox.h"
+#include "sandbox/sandbox.h"
 
 #define PROBE_INSIDE "/casbox/probe"
 

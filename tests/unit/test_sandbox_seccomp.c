@@ -17,7 +17,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "sandbox.h"
+#include "sandbox/sandbox.h"
 
 /* What the brief requires the default mode to deny with EPERM. */
 static const char *const required_eperm[] = {

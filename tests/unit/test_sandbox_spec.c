@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "sandbox.h"
+#include "sandbox/sandbox.h"
 
 static char *print_spec(const struct sandbox_spec *spec)
 {

@@ -1,0 +1,472 @@
+/*
+ * exec_pipeline.c - exec_run(), one action from stage to result, the one
+ * pipeline that casboxd's slots and casbox-replay both call: stage the
+ * inputs, run the command in the sandbox (through the spawner), collect the
+ * outputs and fill ExecutedActionMetadata. Caching the result and answering
+ * the client are the caller's (daemon/execution_run.c).
+ *
+ * Staging is by hardlinks (action_stage_inputs) or, when the front end
+ * mounted the FUSE filesystem (env->fs), by adding the input root as a tree of that mount
+ * and using <mount>/<scratch id> as the overlay's read-only lower layer; the
+ * working directory and output parents are then made in the upper layer.
+ *
+ * What the runner itself has to say (a limit hit, an exec failure) is
+ * appended to the action's stderr, where Bazel shows it to the user, and
+ * kept in exec_outcome.verdict (casboxd puts it in ExecuteResponse.message).
+ *
+ * Removing the scratch directory and the FUSE tree is left to
+ * exec_leftovers_remove, which the cleaner thread (exec_cleaner.c) calls once
+ * the result is published: right after a sandbox exits, the kernel is still
+ * tearing down its mount namespace and the removal can take tens of
+ * milliseconds that neither the client nor the slot's next action need wait
+ * for.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "action_internal.h"
+#include "google/protobuf/any.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
+
+typedef Build__Bazel__Remote__Execution__V2__ActionResult ActionResult;
+typedef Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata ExecutedActionMetadata;
+
+static Google__Protobuf__Timestamp *exec_timestamp(uint64_t us)
+{
+    Google__Protobuf__Timestamp *ts = malloc(sizeof(*ts));
+
+    if (ts == NULL)
+        return NULL;
+    google__protobuf__timestamp__init(ts);
+    ts->seconds = (int64_t)(us / 1000000);
+    ts->nanos = (int32_t)(us % 1000000) * 1000;
+    return ts;
+}
+
+/* What staging did, for the log line and auxiliary_metadata. */
+struct exec_staging {
+    bool fuse;
+    uint64_t micros;
+    struct casfs_tree_stats fuse_stats; /* fuse only */
+};
+
+#define EXEC_STAGING_TYPE_URL "type.googleapis.com/casbox.StagingStats"
+
+static size_t exec_put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* An Any holding casbox.StagingStats (docs/fuse.md): files_opened = 1,
+ * bytes_read = 2, staging_us = 3, mode = 4 (1 hardlink, 2 fuse), all
+ * varints; 1 and 2 only for fuse. Hand-encoded: no .proto needed for four
+ * integers. */
+static Google__Protobuf__Any *exec_staging_any(const struct exec_staging *sg)
+{
+    Google__Protobuf__Any *any = malloc(sizeof(*any));
+    uint8_t buf[4 * 11];
+    size_t n = 0;
+
+    if (any == NULL)
+        return NULL;
+    google__protobuf__any__init(any);
+    if (sg->fuse) {
+        buf[n++] = 1 << 3;
+        n += exec_put_varint(buf + n, sg->fuse_stats.files_opened);
+        buf[n++] = 2 << 3;
+        n += exec_put_varint(buf + n, sg->fuse_stats.bytes_read);
+    }
+    buf[n++] = 3 << 3;
+    n += exec_put_varint(buf + n, sg->micros);
+    buf[n++] = 4 << 3;
+    n += exec_put_varint(buf + n, sg->fuse ? 2 : 1);
+    any->type_url = strdup(EXEC_STAGING_TYPE_URL);
+    any->value.data = malloc(n);
+    if (any->type_url == NULL || any->value.data == NULL) {
+        free(any->type_url);
+        free(any->value.data);
+        free(any);
+        return NULL;
+    }
+    memcpy(any->value.data, buf, n);
+    any->value.len = n;
+    return any;
+}
+
+/* Fills result->execution_metadata; every field its own allocation, as
+ * action_result_free expects. */
+static int exec_fill_metadata(ActionResult *result, const char *worker, const struct exec_times *t,
+                              const struct exec_staging *sg)
+{
+    ExecutedActionMetadata *md = calloc(1, sizeof(*md));
+
+    if (md == NULL)
+        return -ENOMEM;
+    build__bazel__remote__execution__v2__executed_action_metadata__init(md);
+    result->execution_metadata = md;
+    md->worker = strdup(worker);
+    md->queued_timestamp = exec_timestamp(t->queued);
+    md->worker_start_timestamp = exec_timestamp(t->worker_start);
+    md->worker_completed_timestamp = exec_timestamp(t->worker_end);
+    md->input_fetch_start_timestamp = exec_timestamp(t->input_fetch_start);
+    md->input_fetch_completed_timestamp = exec_timestamp(t->input_fetch_end);
+    md->execution_start_timestamp = exec_timestamp(t->execution_start);
+    md->execution_completed_timestamp = exec_timestamp(t->execution_end);
+    md->output_upload_start_timestamp = exec_timestamp(t->output_upload_start);
+    md->output_upload_completed_timestamp = exec_timestamp(t->output_upload_end);
+    md->auxiliary_metadata = malloc(sizeof(*md->auxiliary_metadata));
+    if (md->auxiliary_metadata == NULL)
+        return -ENOMEM;
+    md->auxiliary_metadata[0] = exec_staging_any(sg);
+    if (md->auxiliary_metadata[0] == NULL)
+        return -ENOMEM;
+    md->n_auxiliary_metadata = 1;
+    if (md->worker == NULL || md->queued_timestamp == NULL || md->worker_start_timestamp == NULL ||
+        md->worker_completed_timestamp == NULL || md->input_fetch_start_timestamp == NULL ||
+        md->input_fetch_completed_timestamp == NULL || md->execution_start_timestamp == NULL ||
+        md->execution_completed_timestamp == NULL || md->output_upload_start_timestamp == NULL ||
+        md->output_upload_completed_timestamp == NULL)
+        return -ENOMEM;
+    return 0;
+}
+
+/* Appends a runner's line to the action's stderr file. */
+static void exec_note_stderr(const char *path, const char *line)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+
+    if (fd < 0)
+        return;
+    if (write(fd, line, strlen(line)) < 0 || write(fd, "\n", 1) < 0)
+        LOG_W("cannot append to %s", path);
+    close(fd);
+}
+
+/* The runner's one-line verdict on a sandbox result; "" when it ran normally. */
+static void exec_describe(const struct sandbox_result *res, const struct sandbox_spec *spec,
+                          char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (res->error[0] != '\0') {
+        snprintf(buf, len, "casbox: %s", res->error);
+        return;
+    }
+    switch (res->limit) {
+    case SANDBOX_LIMIT_NONE:
+        break;
+    case SANDBOX_LIMIT_TIMEOUT:
+        snprintf(buf, len, "casbox: killed after the timeout of %.3f s",
+                 spec->limits.timeout_ms / 1000.0);
+        break;
+    case SANDBOX_LIMIT_MEMORY:
+        snprintf(buf, len,
+                 "casbox: killed: memory limit of %" PRIu64
+                 " bytes exceeded (execution.memory_bytes)",
+                 spec->limits.memory_bytes);
+        break;
+    case SANDBOX_LIMIT_PIDS:
+        snprintf(buf, len, "casbox: process limit of %" PRIu64 " reached (execution.pids_max)",
+                 spec->limits.pids_max);
+        break;
+    case SANDBOX_LIMIT_CPU:
+        snprintf(buf, len, "casbox: CPU time limit of %" PRIu64 " s reached",
+                 spec->limits.cpu_seconds);
+        break;
+    case SANDBOX_LIMIT_OUTPUT:
+        snprintf(buf, len, "casbox: output truncated at %" PRIu64 " bytes (execution.stdio_bytes)",
+                 spec->limits.output_bytes);
+        break;
+    }
+}
+
+/* Stores one of the action's stdio files (absent: the empty blob). */
+static int exec_store_stdio(struct cas_store *store, const char *path, reapi_digest_t **out)
+{
+    struct cas_digest dg = *cas_digest_empty();
+    int rc = 0;
+
+    if (access(path, F_OK) == 0)
+        rc = cas_store_put_file(store, path, false, &dg);
+    if (rc != 0)
+        return rc;
+    *out = action_digest_proto_new(&dg);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* An ActionResult with only stdout and stderr, for an action whose outputs
+ * were rejected. */
+static int exec_result_stdio_only(struct cas_store *store, const struct action_scratch *scratch,
+                                  ActionResult **out, struct reapi_status *st)
+{
+    ActionResult *r = calloc(1, sizeof(*r));
+    int rc;
+
+    if (r == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    build__bazel__remote__execution__v2__action_result__init(r);
+    rc = exec_store_stdio(store, scratch->stdout_path, &r->stdout_digest);
+    if (rc == 0)
+        rc = exec_store_stdio(store, scratch->stderr_path, &r->stderr_digest);
+    if (rc != 0) {
+        reapi_status_set(st, GRPC_STATUS_INTERNAL, "storing stdout/stderr failed: %s",
+                         strerror(-rc));
+        action_result_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+static void exec_scratch_id(char *buf, size_t len)
+{
+    unsigned char r[12];
+
+    if (RAND_bytes(r, sizeof(r)) != 1)
+        memset(r, 0, sizeof(r));
+    for (size_t i = 0; i < sizeof(r) && 2 * i + 2 < len; i++)
+        snprintf(buf + 2 * i, 3, "%02x", r[i]);
+}
+
+/* FUSE staging: <mount>/<id> becomes the lower layer; the working directory
+ * and output parents go to the upper layer (the lower one is read-only). */
+static int exec_stage_fuse(const struct exec_env *env, const struct action *act, const char *id,
+                           struct action_scratch *scratch, struct action_stage_stats *stats,
+                           bool *added, struct reapi_status *st)
+{
+    char *lower = NULL;
+    int rc;
+
+    rc = casfs_tree_add(env->fs, id, &act->input_root_digest);
+    if (rc != 0) {
+        reapi_status_set(st, GRPC_STATUS_INTERNAL, "cannot add the input root to %s: %s",
+                         casfs_mountpoint(env->fs), strerror(-rc));
+        return rc;
+    }
+    *added = true;
+    if (asprintf(&lower, "%s/%s", casfs_mountpoint(env->fs), id) < 0) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    free(scratch->lower);
+    scratch->lower = lower;
+    return action_stage_output_dirs(act, scratch->upper, stats, st);
+}
+
+/* What a run leaves for exec_leftovers_remove. */
+struct exec_leftovers {
+    struct action_scratch scratch;
+    char id[32];
+    bool tree_added;
+};
+
+static void exec_leftovers_clear(const struct exec_env *env, struct exec_leftovers *l)
+{
+    /* Never waits for readers: a process still reading is left its files. */
+    if (l->tree_added && casfs_tree_remove(env->fs, l->id, NULL) != 0)
+        LOG_W("removing input tree %s from the FUSE mount: not found", l->id);
+    l->tree_added = false;
+    action_scratch_remove(&l->scratch);
+}
+
+void exec_leftovers_remove(const struct exec_env *env, struct exec_leftovers *left)
+{
+    if (left == NULL)
+        return;
+    exec_leftovers_clear(env, left);
+    free(left);
+}
+
+void exec_outcome_init(struct exec_outcome *o)
+{
+    memset(o, 0, sizeof(*o));
+    reapi_status_init(&o->status);
+    sandbox_spec_init(&o->spec);
+}
+
+void exec_outcome_free(struct exec_outcome *o)
+{
+    action_result_free(o->result);
+    o->result = NULL;
+    sandbox_spec_free(&o->spec);
+    reapi_status_free(&o->status);
+}
+
+/* Scratch directory and staging: lower (and upper) ready for the spec. */
+static int exec_run_stage(const struct exec_env *env, const struct action *act,
+                          struct exec_leftovers *l, struct exec_outcome *out)
+{
+    struct action_scratch *scratch = &l->scratch;
+    uint64_t start;
+    int rc;
+
+    exec_scratch_id(l->id, sizeof(l->id));
+    rc = action_scratch_create(env->scratch_dir, l->id, scratch);
+    if (rc != 0) {
+        reapi_status_set(&out->status, GRPC_STATUS_INTERNAL,
+                         "cannot create scratch dir under %s: %s", env->scratch_dir, strerror(-rc));
+        return rc;
+    }
+    if (!out->fuse)
+        return exec_copies_stage(env->copies, env->store, act, scratch->lower, env->exec_blob_dir,
+                                 &out->stage, &out->status);
+    start = clock_real_us();
+    rc = exec_stage_fuse(env, act, l->id, scratch, &out->stage, &l->tree_added, &out->status);
+    out->stage.micros = clock_real_us() - start;
+    return rc;
+}
+
+/* Outputs the action got wrong (a limit, a path leaving the exec root) fail
+ * the action, not the call: RESOURCE_EXHAUSTED would make Bazel retry it,
+ * and the user would not see stdout and stderr. An absolute output symlink
+ * keeps the FAILED_PRECONDITION the REAPI prescribes for
+ * SymlinkAbsolutePathStrategy DISALLOWED, with the stdio attached. */
+static int exec_run_reject_outputs(const struct exec_env *env, const struct action_scratch *scratch,
+                                   struct exec_outcome *out)
+{
+    struct reapi_status kept;
+    grpc_status_code code = out->status.code;
+
+    if (code != GRPC_STATUS_RESOURCE_EXHAUSTED && code != GRPC_STATUS_FAILED_PRECONDITION &&
+        code != GRPC_STATUS_INVALID_ARGUMENT)
+        return -EIO;
+    snprintf(out->verdict, sizeof(out->verdict), "casbox: outputs rejected: %s",
+             out->status.message);
+    exec_note_stderr(scratch->stderr_path, out->verdict);
+    kept = out->status;
+    reapi_status_init(&out->status);
+    if (exec_result_stdio_only(env->store, scratch, &out->result, &out->status) != 0) {
+        reapi_status_free(&kept);
+        return -EIO;
+    }
+    if (kept.code == GRPC_STATUS_FAILED_PRECONDITION) {
+        reapi_status_free(&out->status);
+        out->status = kept;
+    } else {
+        reapi_status_free(&kept);
+    }
+    if (out->sandbox.exit_code == 0)
+        out->sandbox.exit_code = 1;
+    return 0;
+}
+
+/* Output collection with cfg's limits and ingestion options. */
+static int exec_run_collect(const struct exec_env *env, const struct casbox_config *cfg,
+                            const struct action *act, const struct action_scratch *scratch,
+                            struct exec_outcome *out)
+{
+    struct action_output_limits limits = {
+        .max_bytes = cfg->exec_max_output_bytes,
+        .max_entries = cfg->exec_max_output_files,
+    };
+    struct cas_ingest_options ingest;
+
+    memset(&ingest, 0, sizeof(ingest));
+    ingest.threads = (unsigned)cfg->ingest_threads;
+    ingest.queue_depth = (unsigned)cfg->ingest_queue_depth;
+    if (cas_ingest_mode_parse(cfg->ingest_mode, &ingest.mode) != 0)
+        ingest.mode = CAS_INGEST_AUTO;
+    if (action_outputs_collect_opts(env->store, act, scratch, &limits, &ingest, &out->result,
+                                    &out->outputs, &out->status) == 0)
+        return 0;
+    return exec_run_reject_outputs(env, scratch, out);
+}
+
+/* The sandbox run and the verdict. */
+static int exec_run_sandbox(const struct exec_env *env, const struct action_scratch *scratch,
+                            struct exec_times *times, struct exec_outcome *out)
+{
+    int rc;
+
+    times->execution_start = clock_real_us();
+    rc = sandbox_spawner_run(env->spawner, &out->spec, &out->sandbox);
+    times->execution_end = clock_real_us();
+    if (rc != 0) {
+        reapi_status_set(&out->status, GRPC_STATUS_INTERNAL, "sandbox could not be started: %s",
+                         out->sandbox.error[0] ? out->sandbox.error : strerror(-rc));
+        return rc;
+    }
+    out->ran = true;
+    exec_describe(&out->sandbox, &out->spec, out->verdict, sizeof(out->verdict));
+    if (out->verdict[0] != '\0')
+        exec_note_stderr(scratch->stderr_path, out->verdict);
+    return 0;
+}
+
+/* Exit code, status, metadata and whether the result may be cached. */
+static int exec_run_finish(const struct casbox_config *cfg, const struct action *act,
+                           struct exec_times *times, struct exec_outcome *out)
+{
+    struct exec_staging staging = {.fuse = out->fuse, .micros = out->stage.micros};
+
+    out->result->exit_code = out->sandbox.exit_code;
+    if (out->sandbox.limit == SANDBOX_LIMIT_TIMEOUT)
+        reapi_status_set(&out->status, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", out->verdict);
+    times->worker_end = clock_real_us();
+    staging.fuse_stats = out->fuse_stats;
+    if (exec_fill_metadata(out->result, cfg->worker_name, times, &staging) != 0) {
+        reapi_status_set(&out->status, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    /* Only clean successes are cached: not a run that hit a limit (its
+     * output may be truncated) nor one whose outputs were rejected. */
+    out->cacheable = reapi_status_ok(&out->status) && out->result->exit_code == 0 &&
+                     out->sandbox.limit == SANDBOX_LIMIT_NONE && out->verdict[0] == '\0' &&
+                     !act->action->do_not_cache;
+    return 0;
+}
+
+int exec_run(const struct exec_env *env, const struct casbox_config *cfg, const struct action *act,
+             bool dry_run, struct exec_times *times, struct exec_outcome *out)
+{
+    struct exec_leftovers *l = calloc(1, sizeof(*l));
+    int rc;
+
+    out->fuse = env->fs != NULL;
+    out->left = l;
+    if (l == NULL) {
+        reapi_status_set(&out->status, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    times->input_fetch_start = clock_real_us();
+    rc = exec_run_stage(env, act, l, out);
+    if (rc == 0) {
+        times->input_fetch_end = clock_real_us();
+        rc = action_spec_build(act, cfg, &l->scratch, &out->spec, &out->notes, &out->status);
+    }
+    if (rc != 0 || dry_run)
+        goto out;
+    rc = exec_run_sandbox(env, &l->scratch, times, out);
+    if (rc != 0)
+        goto out;
+    times->output_upload_start = clock_real_us();
+    rc = exec_run_collect(env, cfg, act, &l->scratch, out);
+    times->output_upload_end = clock_real_us();
+    if (l->tree_added)
+        casfs_tree_stats(env->fs, l->id, &out->fuse_stats);
+    if (rc == 0)
+        rc = exec_run_finish(cfg, act, times, out);
+out:
+    if (times->worker_end == 0)
+        times->worker_end = clock_real_us();
+    if (l->tree_added)
+        casfs_tree_stats(env->fs, l->id, &out->fuse_stats);
+    if (rc == 0 && !reapi_status_ok(&out->status))
+        rc = -EIO;
+    return rc;
+}

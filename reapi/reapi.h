@@ -1,0 +1,128 @@
+/*
+ * reapi.h - the REAPI as the other libraries see it: a gRPC status being
+ * built up by a request handler (with the missing blobs the client must
+ * re-upload), digests between the wire and the store, ByteStream resource
+ * names, the in-place WriteRequest decoder, and the generated protobuf-c
+ * types under one set of short names.
+ *
+ * Status (status.c): the code, a one-line message naming what was wrong,
+ * and the blobs found missing (sent to the client as a
+ * google.rpc.PreconditionFailure, one MISSING violation per blob, as the
+ * REAPI requires so that Bazel re-uploads them).
+ * Values (reapi.c): digests and resource names, parsed strictly.
+ * WriteRequest (write_request.c): google.bytestream.WriteRequest decoded
+ * straight from the grpc byte buffer it arrived in, its data left in grpc's
+ * slices.
+ */
+#ifndef CASBOX_REAPI_H
+#define CASBOX_REAPI_H
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/status.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "cas/cas.h"
+#include "google/bytestream/bytestream.pb-c.h"
+#include "google/longrunning/operations.pb-c.h"
+#include "google/rpc/status.pb-c.h"
+
+/* --- statuses (status.c) --- */
+
+struct reapi_status {
+    grpc_status_code code; /* GRPC_STATUS_OK until set */
+    char message[1024];
+    struct cas_digest *missing;
+    size_t n_missing;
+    size_t missing_cap;
+};
+
+void reapi_status_init(struct reapi_status *st);
+void reapi_status_free(struct reapi_status *st);
+/* Sets code and message; the first error set wins (later calls are ignored). */
+void reapi_status_set(struct reapi_status *st, grpc_status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Adds a missing blob (deduplicated) and sets FAILED_PRECONDITION. */
+int reapi_status_add_missing(struct reapi_status *st, const struct cas_digest *d);
+static inline bool reapi_status_ok(const struct reapi_status *st)
+{
+    return st->code == GRPC_STATUS_OK;
+}
+/* Builds a google.rpc.Status (with details) for the wire; free with
+ * reapi_status_proto_free. */
+Google__Rpc__Status *reapi_status_to_proto(const struct reapi_status *st);
+void reapi_status_proto_free(Google__Rpc__Status *s);
+/* Fills a google.rpc.Status for a plain code and message (no details) into
+ * caller-owned storage; message must outlive the use. */
+void reapi_status_fill_simple(Google__Rpc__Status *s, grpc_status_code code, char *message);
+
+/* --- digests and resource names (reapi.c) --- */
+
+typedef Build__Bazel__Remote__Execution__V2__Digest reapi_digest_t;
+
+/* A proto Digest with the storage for its hash string. */
+struct reapi_digest_buf {
+    reapi_digest_t pd;
+    char hex[CAS_HASH_HEX + 1];
+};
+
+/* Checks and converts a wire digest. On a malformed one sets INVALID_ARGUMENT
+ * in st naming field and returns -EINVAL. A NULL pd is invalid too. */
+int reapi_digest_from_proto(const reapi_digest_t *pd, struct cas_digest *out,
+                            struct reapi_status *st, const char *field);
+/* Fills buf so that &buf->pd is a wire digest equal to d. */
+void reapi_digest_to_proto(const struct cas_digest *d, struct reapi_digest_buf *buf);
+/* A malloc'd wire digest (with its hash string); free with reapi_digest_free. */
+reapi_digest_t *reapi_digest_new(const struct cas_digest *d);
+void reapi_digest_free(reapi_digest_t *pd);
+
+/* ByteStream resource names. Parsing never allocates: instance points into
+ * name and instance_len is its length (0 for the empty instance). */
+struct reapi_resource {
+    const char *instance;
+    size_t instance_len;
+    const char *upload_id; /* uploads only */
+    size_t upload_id_len;
+    struct cas_digest digest;
+};
+
+/* "{instance}/blobs/{hash}/{size}[/...]" */
+int reapi_resource_parse_read(const char *name, struct reapi_resource *out);
+/* "{instance}/uploads/{uuid}/blobs/{hash}/{size}[/...]" */
+int reapi_resource_parse_write(const char *name, struct reapi_resource *out);
+/* Parses a non-negative decimal without sign; -EINVAL on anything else. */
+int reapi_parse_size(const char *s, size_t len, int64_t *out);
+
+/* --- the WriteRequest decoder (write_request.c) --- */
+
+/* One piece of the data field, pointing into a slice of the buffer. */
+struct write_request_span {
+    const uint8_t *data;
+    size_t len;
+};
+
+struct write_request {
+    char *resource_name; /* NUL-terminated copy; "" when absent */
+    int64_t write_offset;
+    bool finish_write;
+    size_t data_len;                  /* total of the spans */
+    struct write_request_span *spans; /* the data field, in order */
+    size_t n_spans;
+    /* private: what the spans point into */
+    grpc_byte_buffer_reader reader;
+    bool reader_live;
+    grpc_slice *slices;
+    size_t n_slices, cap_slices;
+};
+
+/* Decodes bb (which must outlive r) into r, as protobuf would: the last
+ * occurrence of a field wins, unknown fields are skipped. Returns 0, -EINVAL
+ * when it is not a valid WriteRequest, -ENOMEM. Always call
+ * write_request_free afterwards. */
+int write_request_decode(grpc_byte_buffer *bb, struct write_request *r);
+void write_request_free(struct write_request *r);
+
+#endif
