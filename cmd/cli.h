@@ -1,7 +1,7 @@
 /*
  * cli.h - declarations shared by the files of `casbox`, the command-line
  * front end of the sandbox. Not a public header: nothing outside
- * sandbox/cli/ includes it.
+ * cmd/ includes it.
  *
  * Two programs are built from this directory, so that `casbox run -- CMD`
  * is a small program of the sandbox library and libseccomp (static-pie when

@@ -5,7 +5,7 @@
 #
 # (scripts/package --update-config does exactly that.)  The package builds and
 # tests/e2e/test_packaging.sh run it again and diff the result against the
-# committed file, so a key added to daemon/config.c cannot be missing from the
+# committed file, so a key added to config/config.c cannot be missing from the
 # packaged config.
 #
 # Every key is commented out, showing its compiled-in default, except

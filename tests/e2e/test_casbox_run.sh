@@ -26,7 +26,7 @@ source "$(dirname "$0")/lib.sh"
 
 CASBOX="${CASBOX:-$(dirname "$CASBOXD")/casbox}"
 CASBOX_REPLAY="$(dirname "$CASBOX")/casbox-replay"
-[ -x "$CASBOX" ] || e2e_fail "casbox binary $CASBOX does not exist: run scripts/build (sandbox/cli) or set CASBOX"
+[ -x "$CASBOX" ] || e2e_fail "casbox binary $CASBOX does not exist: run scripts/build (cmd/) or set CASBOX"
 [ -x "$CASBOX_REPLAY" ] || e2e_fail "$CASBOX_REPLAY (casbox run --action) does not exist beside $CASBOX"
 max_userns="$(cat /proc/sys/user/max_user_namespaces 2> /dev/null || echo 1)"
 [ "$max_userns" != 0 ] || e2e_skip "user namespaces are disabled (user.max_user_namespaces = 0)"

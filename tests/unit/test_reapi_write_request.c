@@ -1,6 +1,6 @@
 /*
  * test_daemon_write_request.c - decoding google.bytestream.WriteRequest in
- * place from grpc byte buffers (daemon/write_request.c): the same fields as
+ * place from grpc byte buffers (reapi/write_request.c): the same fields as
  * protobuf-c's unpack for messages cut into slices at every size, unknown
  * fields skipped, the last occurrence winning, and malformed messages
  * rejected.
