@@ -96,9 +96,9 @@ int cas_ac_put(struct cas_store *s, const char *instance, const struct cas_diges
     fd = cas_store_temp_create(s, "ac", tmp);
     if (fd < 0)
         return fd;
-    ret = cas_io_write_all(fd, header, sizeof(header));
+    ret = util_write_all(fd, header, sizeof(header));
     if (ret == 0)
-        ret = cas_io_write_all(fd, buf, len);
+        ret = util_write_all(fd, buf, len);
     if (ret < 0)
         goto out;
     if (fchmod(fd, 0444) < 0) {

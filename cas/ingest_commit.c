@@ -241,7 +241,7 @@ static int ingest_commit_buffer(struct cas_store *s, int fd, const struct ingest
     out = cas_store_temp_create(s, "ingest", tmp);
     if (out < 0)
         return out;
-    rc = cas_io_write_all(out, whole, (size_t)d->size);
+    rc = util_write_all(out, whole, (size_t)d->size);
     if (rc < 0)
         goto out;
     if (fstat(out, &st) < 0 || fchmod(out, 0444) < 0) {

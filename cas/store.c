@@ -41,26 +41,6 @@
 
 /* --- small I/O helpers shared by cas/ --- */
 
-int cas_io_write_all(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return -EIO;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 int cas_io_pread_all(int fd, void *buf, size_t len, off_t off, size_t *got)
 {
     size_t done = 0;
@@ -149,30 +129,6 @@ int cas_rename_into_shard(const char *from, int dir_fd, const char *rel)
 }
 
 /* --- start-up --- */
-
-static int store_mkdir_parents(const char *path)
-{
-    char *copy = strdup(path);
-    int ret = 0;
-
-    if (copy == NULL)
-        return -ENOMEM;
-    for (char *p = copy + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(copy, STORE_DIR_MODE) < 0 && errno != EEXIST) {
-            ret = -errno;
-            goto out;
-        }
-        *p = '/';
-    }
-    if (mkdir(copy, STORE_DIR_MODE) < 0 && errno != EEXIST)
-        ret = -errno;
-out:
-    free(copy);
-    return ret;
-}
 
 static int open_subdir(struct cas_store *s, const char *name, int *fd_out)
 {
@@ -512,7 +468,7 @@ int cas_store_open(const char *dir, const struct cas_store_options *opt, struct 
     if (ret < 0)
         return ret;
     /* From here on cas_store_close() undoes everything. */
-    ret = store_mkdir_parents(dir);
+    ret = util_mkdir_p(dir, STORE_DIR_MODE);
     if (ret < 0)
         goto out;
     s->dir = realpath(dir, NULL);
@@ -1133,7 +1089,7 @@ int cas_store_put(struct cas_store *s, const struct cas_digest *d, const void *b
     fd = cas_store_temp_create(s, "put", tmp);
     if (fd < 0)
         return fd;
-    ret = cas_io_write_all(fd, buf, len);
+    ret = util_write_all(fd, buf, len);
     if (ret < 0)
         goto out;
     if (fstat(fd, &st) < 0 || fchmod(fd, 0444) < 0) {

@@ -24,6 +24,7 @@
 
 #include "cas.h"
 #include "store_index.h"
+#include "util/util.h"
 
 /* Page-aligned buffers and 1 MiB reads: about 2-3x faster than unaligned
  * malloc'd buffers on the target VMs (see PLATFORM.md, io_uring pitfall). */
@@ -61,7 +62,6 @@ bool cas_digest_is_empty(const struct cas_digest *d);
 size_t cas_io_buffer_size(int64_t expected);
 
 /* store.c */
-int cas_io_write_all(int fd, const void *buf, size_t len);
 /* Reads up to len bytes at off; *got < len only at end of file. */
 int cas_io_pread_all(int fd, void *buf, size_t len, off_t off, size_t *got);
 void cas_blob_relpath(const struct cas_digest *d, char out[CAS_BLOB_RELPATH]);

@@ -85,7 +85,7 @@ out:
 
 static int writer_flush(struct cas_writer *w)
 {
-    int ret = cas_io_write_all(w->fd, w->buf, w->used);
+    int ret = util_write_all(w->fd, w->buf, w->used);
 
     w->used = 0;
     return ret;
@@ -113,7 +113,7 @@ int cas_writer_append(struct cas_writer *w, const void *buf, size_t len)
     if (ret < 0)
         goto out;
     if (len >= w->cap) {
-        ret = cas_io_write_all(w->fd, buf, len);
+        ret = util_write_all(w->fd, buf, len);
     } else {
         memcpy(w->buf, buf, len);
         w->used = len;
