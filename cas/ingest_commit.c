@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* --- snapshot and limits --- */
@@ -230,36 +231,14 @@ static int ingest_commit_rename(struct cas_store *s, pid_t pid, const struct cas
 static int ingest_commit_buffer(struct cas_store *s, int fd, const struct ingest_snap *snap,
                                 const struct cas_digest *d, const void *whole)
 {
-    char tmp[PATH_MAX] = "";
     struct stat st;
-    int out = -1, rc;
 
     if (fstat(fd, &st) < 0)
         return -errno;
     if (!ingest_snap_same(snap, &st))
         return -ESTALE;
-    out = cas_store_temp_create(s, "ingest", tmp);
-    if (out < 0)
-        return out;
-    rc = util_write_all(out, whole, (size_t)d->size);
-    if (rc < 0)
-        goto out;
-    if (fstat(out, &st) < 0 || fchmod(out, 0444) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    rc = close(out) < 0 ? -errno : 0;
-    out = -1;
-    if (rc < 0)
-        goto out;
-    rc = cas_store_commit(s, tmp, d, (uint64_t)st.st_ino, true);
-    tmp[0] = '\0'; /* consumed */
-out:
-    if (out >= 0)
-        close(out);
-    if (tmp[0] != '\0')
-        unlink(tmp);
-    return rc;
+    return cas_store_write_commit(s, "ingest", &(struct iovec){(void *)whole, (size_t)d->size}, 1,
+                                  &(struct cas_commit_target){.blob = d});
 }
 
 /* Copies a file too big for one buffer by reading it again through a

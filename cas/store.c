@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define STORE_DIR_MODE   0755
@@ -587,28 +588,14 @@ void cas_store_get_stats(struct cas_store *s, struct cas_store_stats *out)
 static int store_ensure_empty(struct cas_store *s)
 {
     char rel[CAS_BLOB_RELPATH];
-    char tmp[PATH_MAX];
     struct stat st;
-    int fd, ret;
 
     cas_blob_relpath(cas_digest_empty(), rel);
     if (fstatat(s->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
         st.st_size == 0)
         return 0;
-    fd = cas_store_temp_create(s, "empty", tmp);
-    if (fd < 0)
-        return fd;
-    ret = fchmod(fd, 0444) < 0 ? -errno : 0;
-    if (close(fd) < 0 && ret == 0)
-        ret = -errno;
-    if (ret == 0) {
-        pthread_mutex_lock(&s->name_lock);
-        ret = cas_rename_into_shard(tmp, s->blobs_fd, rel);
-        pthread_mutex_unlock(&s->name_lock);
-    }
-    if (ret < 0)
-        unlink(tmp);
-    return ret;
+    return cas_store_write_commit(s, "empty", NULL, 0,
+                                  &(struct cas_commit_target){.dir_fd = s->blobs_fd, .rel = rel});
 }
 
 static int store_open_empty(struct cas_store *s)
@@ -1008,6 +995,52 @@ out:
     return ret;
 }
 
+int cas_store_temp_commit(struct cas_store *s, int fd, const char *tmp_path,
+                          const struct cas_commit_target *to)
+{
+    struct stat st;
+    int ret = 0;
+
+    /* A blob's inode goes into the index. */
+    if (to->blob != NULL && fstat(fd, &st) < 0)
+        ret = -errno;
+    if (ret == 0 && fchmod(fd, 0444) < 0)
+        ret = -errno;
+    if (close(fd) < 0 && ret == 0)
+        ret = -errno;
+    if (ret < 0) {
+        unlink(tmp_path);
+        return ret;
+    }
+    if (to->blob != NULL)
+        return cas_store_commit(s, tmp_path, to->blob, (uint64_t)st.st_ino, true);
+    pthread_mutex_lock(&s->name_lock);
+    ret = cas_rename_into_shard(tmp_path, to->dir_fd, to->rel);
+    pthread_mutex_unlock(&s->name_lock);
+    if (ret < 0)
+        unlink(tmp_path);
+    return ret;
+}
+
+int cas_store_write_commit(struct cas_store *s, const char *prefix, const struct iovec *iov, int n,
+                           const struct cas_commit_target *to)
+{
+    char tmp[PATH_MAX];
+    int fd, ret = 0;
+
+    fd = cas_store_temp_create(s, prefix, tmp);
+    if (fd < 0)
+        return fd;
+    for (int i = 0; i < n && ret == 0; i++)
+        ret = util_write_all(fd, iov[i].iov_base, iov[i].iov_len);
+    if (ret < 0) {
+        close(fd);
+        unlink(tmp);
+        return ret;
+    }
+    return cas_store_temp_commit(s, fd, tmp, to);
+}
+
 /* renameat2(dir_fd/name -> blobs/rel, RENAME_NOREPLACE), creating the shard
  * directory if someone removed it. */
 static int store_rename_noreplace(struct cas_store *s, int dir_fd, const char *name,
@@ -1068,10 +1101,6 @@ out:
 int cas_store_put(struct cas_store *s, const struct cas_digest *d, const void *buf, size_t len)
 {
     struct cas_digest actual;
-    char tmp[PATH_MAX] = "";
-    struct stat st;
-    int fd = -1;
-    int ret;
 
     if (d->size < 0 || (uint64_t)d->size != len || (buf == NULL && len > 0))
         return -EINVAL;
@@ -1085,27 +1114,6 @@ int cas_store_put(struct cas_store *s, const struct cas_digest *d, const void *b
 
     if (store_has_verified(s, d))
         return 0;
-
-    fd = cas_store_temp_create(s, "put", tmp);
-    if (fd < 0)
-        return fd;
-    ret = util_write_all(fd, buf, len);
-    if (ret < 0)
-        goto out;
-    if (fstat(fd, &st) < 0 || fchmod(fd, 0444) < 0) {
-        ret = -errno;
-        goto out;
-    }
-    ret = close(fd) < 0 ? -errno : 0;
-    fd = -1;
-    if (ret < 0)
-        goto out;
-    ret = cas_store_commit(s, tmp, d, (uint64_t)st.st_ino, true);
-    tmp[0] = '\0'; /* consumed */
-out:
-    if (fd >= 0)
-        close(fd);
-    if (tmp[0] != '\0')
-        unlink(tmp);
-    return ret;
+    return cas_store_write_commit(s, "put", &(struct iovec){(void *)buf, len}, 1,
+                                  &(struct cas_commit_target){.blob = d});
 }

@@ -79,6 +79,31 @@ int cas_store_temp_create(struct cas_store *s, const char *prefix, char path[PAT
 int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas_digest *d,
                      uint64_t ino, bool verified);
 
+/* Where cas_store_temp_commit puts a finished temp file: the blob `blob`,
+ * whose bytes the caller verified (cas_store_commit: renamed to its blob
+ * name and indexed), or, with blob NULL, plainly dir_fd/rel ("<aa>/<name>",
+ * cas_rename_into_shard under name_lock, not indexed): an action-cache
+ * entry, the empty blob. */
+struct cas_commit_target {
+    const struct cas_digest *blob;
+    int dir_fd;
+    const char *rel;
+};
+
+/* The end of the temp-write-commit sequence, for a temp file the caller
+ * wrote in full through fd (cas_store_temp_create): makes it 0444, so that
+ * it is never writable under its final name, closes fd and moves it to
+ * `to`. fd is closed and the temp file consumed (moved or removed) in every
+ * case. */
+int cas_store_temp_commit(struct cas_store *s, int fd, const char *tmp_path,
+                          const struct cas_commit_target *to);
+/* The whole sequence for bytes in memory: a new temp file (named after
+ * prefix), the n buffers of iov written to it in order, then
+ * cas_store_temp_commit. */
+struct iovec;
+int cas_store_write_commit(struct cas_store *s, const char *prefix, const struct iovec *iov, int n,
+                           const struct cas_commit_target *to);
+
 /* Checks an fstatat of the file just renamed to its blob name. */
 struct stat;
 typedef bool cas_store_check_fn(const struct stat *st, const void *arg);

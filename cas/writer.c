@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 struct cas_writer {
@@ -22,7 +21,6 @@ struct cas_writer {
     struct cas_digest expected;
     struct cas_hasher *hasher;
     int fd;
-    uint64_t ino;
     int64_t offset; /* bytes accepted so far */
     uint8_t *buf;
     size_t cap;
@@ -46,7 +44,6 @@ int cas_writer_begin(struct cas_store *s, const struct cas_digest *expected,
                      struct cas_writer **out)
 {
     struct cas_writer *w;
-    struct stat st;
     int ret;
 
     *out = NULL;
@@ -69,11 +66,6 @@ int cas_writer_begin(struct cas_store *s, const struct cas_digest *expected,
     if (ret < 0)
         goto out;
     w->fd = ret;
-    if (fstat(w->fd, &st) < 0) {
-        ret = -errno;
-        goto out;
-    }
-    w->ino = (uint64_t)st.st_ino;
     *out = w;
     w = NULL;
     ret = 0;
@@ -155,16 +147,10 @@ int cas_writer_commit(struct cas_writer *w)
         ret = -EINVAL;
         goto out;
     }
-    if (fchmod(w->fd, 0444) < 0) {
-        ret = -errno;
-        goto out;
-    }
-    ret = close(w->fd) < 0 ? -errno : 0;
+    ret = cas_store_temp_commit(w->s, w->fd, w->path,
+                                &(struct cas_commit_target){.blob = &w->expected});
     w->fd = -1;
-    if (ret < 0)
-        goto out;
-    ret = cas_store_commit(w->s, w->path, &w->expected, w->ino, true);
-    w->path[0] = '\0'; /* consumed by the commit in every case */
+    w->path[0] = '\0'; /* closed and consumed by the commit in every case */
 out:
     writer_free(w);
     return ret;
