@@ -179,157 +179,210 @@ static int view_walk(const struct action_view_dir *root, const char *canon,
     return 0;
 }
 
+/* --- resolving an output's path ---
+ *
+ * One step a component, each returning 0 to go on, 1 when the output does
+ * not exist (not an error: it was not produced) or a negative errno with st
+ * set; action_view_resolve alone sets up and cleans up. */
+
+/* A resolution in progress: the path still to walk (todo from pos), the
+ * part walked so far without symlinks (canon) and its directory (cur). */
+struct view_resolver {
+    const struct action_view_dir *root;
+    const char *output; /* names the output in messages */
+    struct reapi_status *st;
+    char *todo;
+    size_t pos;
+    char *canon; /* PATH_MAX bytes */
+    size_t canon_len;
+    struct action_view_dir cur;
+    int hops;  /* symlinks spliced in */
+    bool done; /* the entry is filled */
+};
+
+static int resolve_io_error(struct view_resolver *r, int rc)
+{
+    reapi_status_set(r->st, GRPC_STATUS_INTERNAL, "looking up output '%s': %s", r->output,
+                     strerror(-rc));
+    return rc;
+}
+
+static int resolve_escape(struct view_resolver *r)
+{
+    reapi_status_set(r->st, GRPC_STATUS_INVALID_ARGUMENT,
+                     "output '%s' resolves outside the exec root through a symlink in its path",
+                     r->output);
+    return -EINVAL;
+}
+
+static int resolve_no_memory(struct view_resolver *r)
+{
+    reapi_status_set(r->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return -ENOMEM;
+}
+
+/* The last component, a name: the entry is its parent and name. */
+static int resolve_last(struct view_resolver *r, const char *name, struct action_view_entry *e)
+{
+    int rc = view_lookup(&r->cur, name, &e->st, &e->in_upper);
+
+    if (rc == -ENOENT)
+        return 1;
+    if (rc != 0)
+        return resolve_io_error(r, rc);
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    e->parent = r->cur;
+    r->cur.upper = r->cur.lower = -1;
+    r->done = true;
+    return 0;
+}
+
+/* The path names a directory itself ("" or the exec root): the entry is
+ * that directory. */
+static int resolve_self(struct view_resolver *r, struct action_view_entry *e)
+{
+    if (fstat(r->cur.upper >= 0 ? r->cur.upper : r->cur.lower, &e->st) < 0)
+        return resolve_io_error(r, -errno);
+    e->in_upper = r->cur.upper >= 0;
+    e->name[0] = '\0';
+    e->parent = r->cur;
+    r->cur.upper = r->cur.lower = -1;
+    r->done = true;
+    return 0;
+}
+
+/* "..": one directory up, walked again from the root; never above it. */
+static int resolve_up(struct view_resolver *r)
+{
+    char *up;
+    int rc;
+
+    if (r->canon_len == 0)
+        return resolve_escape(r);
+    up = strrchr(r->canon, '/');
+    r->canon_len = up ? (size_t)(up - r->canon) : 0;
+    r->canon[r->canon_len] = '\0';
+    action_view_dir_close(&r->cur);
+    rc = view_walk(r->root, r->canon, &r->cur);
+    return rc != 0 ? resolve_io_error(r, rc) : 0;
+}
+
+/* A directory in the parents: into it. */
+static int resolve_enter(struct view_resolver *r, const char *name, bool in_upper)
+{
+    struct action_view_dir next;
+    int rc;
+
+    if (r->canon_len + 1 + strlen(name) >= PATH_MAX)
+        return resolve_io_error(r, -ENAMETOOLONG);
+    r->canon_len += (size_t)snprintf(r->canon + r->canon_len, PATH_MAX - r->canon_len, "%s%s",
+                                     r->canon_len ? "/" : "", name);
+    rc = action_view_descend(&r->cur, name, in_upper, &next);
+    if (rc != 0)
+        return resolve_io_error(r, rc);
+    action_view_dir_close(&r->cur);
+    r->cur = next;
+    return 0;
+}
+
+/* A symlink in the parents: its target takes its place in the path still
+ * to walk; an absolute one restarts from the root, if it lies inside. */
+static int resolve_splice(struct view_resolver *r, const char *name, bool in_upper)
+{
+    size_t rl = strlen(SANDBOX_EXEC_ROOT);
+    char target[PATH_MAX], *spliced;
+    ssize_t n;
+    int rc;
+
+    if (++r->hops > ACTION_MAX_SYMLINK_HOPS) {
+        reapi_status_set(r->st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "output '%s': more than %d symlinks in its path", r->output,
+                         ACTION_MAX_SYMLINK_HOPS);
+        return -ELOOP;
+    }
+    n = readlinkat(in_upper ? r->cur.upper : r->cur.lower, name, target, sizeof(target));
+    if (n < 0 || n == (ssize_t)sizeof(target))
+        return resolve_io_error(r, n < 0 ? -errno : -ENAMETOOLONG);
+    target[n] = '\0';
+    if (target[0] == '/') {
+        if (strncmp(target, SANDBOX_EXEC_ROOT, rl) != 0 ||
+            (target[rl] != '/' && target[rl] != '\0'))
+            return resolve_escape(r);
+        memmove(target, target + rl, (size_t)n - rl + 1);
+        r->canon_len = 0;
+        r->canon[0] = '\0';
+        action_view_dir_close(&r->cur);
+        rc = view_dup(r->root, &r->cur);
+        if (rc != 0)
+            return resolve_io_error(r, rc);
+    }
+    if (asprintf(&spliced, "%s/%s", target, r->todo + r->pos) < 0)
+        return resolve_no_memory(r);
+    free(r->todo);
+    r->todo = spliced;
+    r->pos = 0;
+    return 0;
+}
+
+/* The next component of the path. */
+static int resolve_step(struct view_resolver *r, struct action_view_entry *e)
+{
+    const char *comp = r->todo + r->pos;
+    const char *slash = strchr(comp, '/');
+    size_t len = slash ? (size_t)(slash - comp) : strlen(comp);
+    bool last = slash == NULL, in_upper;
+    char name[NAME_MAX + 1];
+    struct stat sb;
+    int rc = 0;
+
+    r->pos += len + (last ? 0 : 1);
+    if (len > NAME_MAX) {
+        reapi_status_set(r->st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "output '%s': a symlink in its path has a component longer than "
+                         "255 bytes",
+                         r->output);
+        return -EINVAL;
+    }
+    snprintf(name, sizeof(name), "%.*s", (int)len, comp);
+    if (last && len > 0 && strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
+        return resolve_last(r, name, e);
+    if (strcmp(name, "..") == 0) {
+        rc = resolve_up(r);
+    } else if (len > 0 && strcmp(name, ".") != 0) {
+        rc = view_lookup(&r->cur, name, &sb, &in_upper);
+        if (rc == -ENOENT || (rc == 0 && !S_ISDIR(sb.st_mode) && !S_ISLNK(sb.st_mode)))
+            return 1; /* a parent is missing or not a directory: not produced */
+        if (rc != 0)
+            return resolve_io_error(r, rc);
+        if (S_ISLNK(sb.st_mode))
+            return resolve_splice(r, name, in_upper);
+        rc = resolve_enter(r, name, in_upper);
+    }
+    if (rc != 0 || !last)
+        return rc;
+    return resolve_self(r, e);
+}
+
 int action_view_resolve(const struct action_view_dir *root, const char *path, const char *output,
                         struct action_view_entry *e, struct reapi_status *st)
 {
-    char *todo = strdup(path), *canon = calloc(1, PATH_MAX);
-    struct action_view_dir cur = {-1, -1}, next;
-    size_t canon_len = 0, pos = 0;
-    int hops = 0, rc;
+    struct view_resolver r = {.root = root, .output = output, .st = st, .cur = {-1, -1}};
+    int rc;
 
     e->parent.upper = e->parent.lower = -1;
-    if (todo == NULL || canon == NULL) {
-        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        rc = -ENOMEM;
-        goto out;
+    r.todo = strdup(path);
+    r.canon = calloc(1, PATH_MAX);
+    if (r.todo == NULL || r.canon == NULL) {
+        rc = resolve_no_memory(&r);
+    } else {
+        rc = view_dup(root, &r.cur);
+        if (rc != 0)
+            resolve_io_error(&r, rc);
     }
-    rc = view_dup(root, &cur);
-    if (rc != 0)
-        goto io_error;
-    for (;;) {
-        const char *comp = todo + pos;
-        const char *slash = strchr(comp, '/');
-        size_t len = slash ? (size_t)(slash - comp) : strlen(comp);
-        bool last = slash == NULL;
-        char name[NAME_MAX + 1], target[PATH_MAX];
-        struct stat sb;
-        bool in_upper;
-        ssize_t n;
-
-        pos += len + (last ? 0 : 1);
-        if (len > NAME_MAX) {
-            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-                             "output '%s': a symlink in its path has a component longer than "
-                             "255 bytes",
-                             output);
-            rc = -EINVAL;
-            goto out;
-        }
-        snprintf(name, sizeof(name), "%.*s", (int)len, comp);
-        if (last && len > 0 && strcmp(name, ".") != 0 && strcmp(name, "..") != 0) {
-            rc = view_lookup(&cur, name, &e->st, &e->in_upper);
-            if (rc == -ENOENT) {
-                rc = 1;
-                goto out;
-            }
-            if (rc != 0)
-                goto io_error;
-            memcpy(e->name, name, len + 1);
-            e->parent = cur;
-            cur.upper = cur.lower = -1;
-            goto out;
-        }
-        if (len == 0 || strcmp(name, ".") == 0) {
-            /* nothing to do */
-        } else if (strcmp(name, "..") == 0) {
-            char *up;
-
-            if (canon_len == 0)
-                goto escape;
-            up = strrchr(canon, '/');
-            canon_len = up ? (size_t)(up - canon) : 0;
-            canon[canon_len] = '\0';
-            action_view_dir_close(&cur);
-            rc = view_walk(root, canon, &cur);
-            if (rc != 0)
-                goto io_error;
-        } else {
-            rc = view_lookup(&cur, name, &sb, &in_upper);
-            if (rc == -ENOENT || (rc == 0 && !S_ISDIR(sb.st_mode) && !S_ISLNK(sb.st_mode))) {
-                rc = 1; /* a parent is missing or not a directory: not produced */
-                goto out;
-            }
-            if (rc != 0)
-                goto io_error;
-            if (S_ISDIR(sb.st_mode)) {
-                if (canon_len + 1 + len >= PATH_MAX) {
-                    rc = -ENAMETOOLONG;
-                    goto io_error;
-                }
-                canon_len += (size_t)snprintf(canon + canon_len, PATH_MAX - canon_len, "%s%s",
-                                              canon_len ? "/" : "", name);
-                rc = action_view_descend(&cur, name, in_upper, &next);
-                if (rc != 0)
-                    goto io_error;
-                action_view_dir_close(&cur);
-                cur = next;
-            } else {
-                /* A symlink in the parents: splice its target in. */
-                char *spliced;
-
-                if (++hops > ACTION_MAX_SYMLINK_HOPS) {
-                    reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-                                     "output '%s': more than %d symlinks in its path", output,
-                                     ACTION_MAX_SYMLINK_HOPS);
-                    rc = -ELOOP;
-                    goto out;
-                }
-                n = readlinkat(in_upper ? cur.upper : cur.lower, name, target, sizeof(target));
-                if (n < 0 || n == (ssize_t)sizeof(target)) {
-                    rc = n < 0 ? -errno : -ENAMETOOLONG;
-                    goto io_error;
-                }
-                target[n] = '\0';
-                if (target[0] == '/') {
-                    size_t rl = strlen(SANDBOX_EXEC_ROOT);
-
-                    if (strncmp(target, SANDBOX_EXEC_ROOT, rl) != 0 ||
-                        (target[rl] != '/' && target[rl] != '\0'))
-                        goto escape;
-                    memmove(target, target + rl, (size_t)n - rl + 1);
-                    canon_len = 0;
-                    canon[0] = '\0';
-                    action_view_dir_close(&cur);
-                    rc = view_dup(root, &cur);
-                    if (rc != 0)
-                        goto io_error;
-                }
-                if (asprintf(&spliced, "%s/%s", target, todo + pos) < 0) {
-                    reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-                    rc = -ENOMEM;
-                    goto out;
-                }
-                free(todo);
-                todo = spliced;
-                pos = 0;
-                continue;
-            }
-        }
-        if (last) {
-            /* The path names a directory itself ("" or the exec root). */
-            if (fstat(cur.upper >= 0 ? cur.upper : cur.lower, &e->st) < 0) {
-                rc = -errno;
-                goto io_error;
-            }
-            e->in_upper = cur.upper >= 0;
-            e->name[0] = '\0';
-            e->parent = cur;
-            cur.upper = cur.lower = -1;
-            rc = 0;
-            goto out;
-        }
-    }
-escape:
-    reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-                     "output '%s' resolves outside the exec root through a symlink in its path",
-                     output);
-    rc = -EINVAL;
-    goto out;
-io_error:
-    reapi_status_set(st, GRPC_STATUS_INTERNAL, "looking up output '%s': %s", output, strerror(-rc));
-out:
-    action_view_dir_close(&cur);
-    free(todo);
-    free(canon);
+    while (rc == 0 && !r.done)
+        rc = resolve_step(&r, e);
+    action_view_dir_close(&r.cur);
+    free(r.todo);
+    free(r.canon);
     return rc;
 }
