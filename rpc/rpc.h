@@ -99,4 +99,10 @@ const char *rpc_call_method(const struct rpc_call *call);
 /* A value of the request metadata, or NULL; *len set to its length. */
 const char *rpc_call_metadata(const struct rpc_call *call, const char *key, size_t *len);
 
+/* "NOT_FOUND" for GRPC_STATUS_NOT_FOUND. */
+const char *rpc_status_code_name(grpc_status_code code);
+/* Decodes a received message as desc; NULL when bb is NULL or it does not
+ * parse. Free with protobuf_c_message_free_unpacked. */
+ProtobufCMessage *rpc_message_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc);
+
 #endif
