@@ -124,7 +124,7 @@ void bench_sha256(const void *buf, size_t len, struct bench_digest *out)
     out->size = (int64_t)len;
 }
 
-void bench_digest_to_proto(const struct bench_digest *d, bench_pb_digest *pd)
+void bench_digest_to_proto(const struct bench_digest *d, Digest *pd)
 {
     build__bazel__remote__execution__v2__digest__init(pd);
     pd->hash = (char *)d->hex;
@@ -446,18 +446,15 @@ void bench_client_close(struct bench_client *c)
     c->rpc = NULL;
 }
 
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest BatchUpdateRequest;
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request BatchUpdateEntry;
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse BatchUpdateResponse;
-
 int bench_batch_update(struct bench_client *c, const struct bench_digest *digests,
                        const uint8_t *const *data, size_t n, struct rpc_client_status *st)
 {
-    BatchUpdateRequest req = BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_UPDATE_BLOBS_REQUEST__INIT;
-    BatchUpdateResponse *resp = NULL;
-    BatchUpdateEntry *entries = calloc(n + 1, sizeof(*entries));
-    BatchUpdateEntry **ptrs = calloc(n + 1, sizeof(*ptrs));
-    bench_pb_digest *pds = calloc(n + 1, sizeof(*pds));
+    BatchUpdateBlobsRequest req =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_UPDATE_BLOBS_REQUEST__INIT;
+    BatchUpdateBlobsResponse *resp = NULL;
+    BatchUpdateBlobsRequest_Request *entries = calloc(n + 1, sizeof(*entries));
+    BatchUpdateBlobsRequest_Request **ptrs = calloc(n + 1, sizeof(*ptrs));
+    Digest *pds = calloc(n + 1, sizeof(*pds));
     int rc = -1;
 
     if (entries == NULL || ptrs == NULL || pds == NULL) {

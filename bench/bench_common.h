@@ -19,13 +19,11 @@
 #include <sys/types.h>
 
 #include "bench_stats.h"
-#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "reapi/reapi.h"
 #include "rpc/rpc.h"
 
 #define BENCH_HASH_HEX 64
 #define BENCH_MAX_ARGS 32
-
-typedef Build__Bazel__Remote__Execution__V2__Digest bench_pb_digest;
 
 /* --- clocks, sizes, statistics --- */
 
@@ -49,7 +47,7 @@ struct bench_digest {
 
 void bench_sha256(const void *buf, size_t len, struct bench_digest *out);
 /* Points pd at d (no copy: d must outlive pd). */
-void bench_digest_to_proto(const struct bench_digest *d, bench_pb_digest *pd);
+void bench_digest_to_proto(const struct bench_digest *d, Digest *pd);
 /* Packs msg into a malloc'd buffer (*out, *len) and computes its digest. */
 int bench_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *len, struct bench_digest *d);
 

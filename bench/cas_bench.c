@@ -44,9 +44,6 @@
 #define MB        1e6
 #define MAX_ROUND 64
 
-typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest FindMissingRequest;
-typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse FindMissingResponse;
-
 struct options {
     const char *casboxd;
     const char *target;
@@ -687,10 +684,10 @@ static void bench_small(struct bench_client *c, const struct options *o, const c
 
 /* pack request, unpack it, pack a response listing missing, unpack it: the
  * serialization work of one FindMissingBlobs call. */
-static int serialize_roundtrip(const FindMissingRequest *req, bench_pb_digest **missing,
+static int serialize_roundtrip(const FindMissingBlobsRequest *req, Digest **missing,
                                size_t n_missing)
 {
-    FindMissingResponse resp =
+    FindMissingBlobsResponse resp =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_RESPONSE__INIT;
     uint8_t *buf;
     size_t len;
@@ -724,9 +721,9 @@ static void bench_find(struct bench_client *c, const struct options *o, uint64_t
     size_t n = o->find, n_present = n / 2;
     struct figure ser = {0}, rpc = {0};
     struct bench_digest *all = calloc(n + 1, sizeof(*all));
-    bench_pb_digest *pds = calloc(n + 1, sizeof(*pds));
-    bench_pb_digest **ptrs = calloc(n + 1, sizeof(*ptrs));
-    bench_pb_digest **missing = calloc(o->find_batch + 1, sizeof(*missing));
+    Digest *pds = calloc(n + 1, sizeof(*pds));
+    Digest **ptrs = calloc(n + 1, sizeof(*ptrs));
+    Digest **missing = calloc(o->find_batch + 1, sizeof(*missing));
     uint8_t *store = NULL;
     const uint8_t **bptrs = NULL;
     struct bench_digest *present = NULL;
@@ -761,7 +758,7 @@ static void bench_find(struct bench_client *c, const struct options *o, uint64_t
         bool ok = true;
 
         for (size_t i = 0; i < n && ok; i += o->find_batch) {
-            FindMissingRequest req =
+            FindMissingBlobsRequest req =
                 BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_REQUEST__INIT;
             size_t k = n - i < o->find_batch ? n - i : o->find_batch, n_missing = 0;
 
@@ -779,9 +776,9 @@ static void bench_find(struct bench_client *c, const struct options *o, uint64_t
 
         t0 = bench_now();
         for (size_t i = 0; i < n && ok; i += o->find_batch) {
-            FindMissingRequest req =
+            FindMissingBlobsRequest req =
                 BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_REQUEST__INIT;
-            FindMissingResponse *resp = NULL;
+            FindMissingBlobsResponse *resp = NULL;
             size_t k = n - i < o->find_batch ? n - i : o->find_batch, want = 0;
             struct rpc_client_status st;
 

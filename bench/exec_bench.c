@@ -48,13 +48,6 @@
 #include "google/longrunning/operations.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 
-typedef Build__Bazel__Remote__Execution__V2__Command Command;
-typedef Build__Bazel__Remote__Execution__V2__Action Action;
-typedef Build__Bazel__Remote__Execution__V2__ExecuteRequest ExecuteRequest;
-typedef Build__Bazel__Remote__Execution__V2__ExecuteResponse ExecuteResponse;
-typedef Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata ExecutedActionMetadata;
-typedef Google__Longrunning__Operation Operation;
-
 #define MAX_SHOWN_FAILURES 10
 
 enum step { S_QUEUED, S_FETCH, S_EXEC, S_UPLOAD, S_WORKER, S_REST, S_BEFORE, S_AFTER, S_COUNT };
@@ -120,12 +113,12 @@ static void failure(const struct item *it, const char *fmt, ...)
 
 /* --- building and uploading the actions --- */
 
-static int item_build(struct item *it, size_t idx, uint64_t run, const bench_pb_digest *empty_root)
+static int item_build(struct item *it, size_t idx, uint64_t run, const Digest *empty_root)
 {
     Command cmd = BUILD__BAZEL__REMOTE__EXECUTION__V2__COMMAND__INIT;
     Action act = BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION__INIT;
     Google__Protobuf__Duration timeout = GOOGLE__PROTOBUF__DURATION__INIT;
-    bench_pb_digest cmd_pd;
+    Digest cmd_pd;
     char script[128], out[128];
 
     memset(it, 0, sizeof(*it));
@@ -148,7 +141,7 @@ static int item_build(struct item *it, size_t idx, uint64_t run, const bench_pb_
         return -1;
     bench_digest_to_proto(&it->command, &cmd_pd);
     act.command_digest = &cmd_pd;
-    act.input_root_digest = (bench_pb_digest *)empty_root;
+    act.input_root_digest = (Digest *)empty_root;
     timeout.seconds = 60;
     act.timeout = &timeout;
     act.do_not_cache = 1;
@@ -313,7 +306,7 @@ static struct exec_call *exec_start(struct bench_client *c, struct rpc_client_st
 {
     ExecuteRequest req = BUILD__BAZEL__REMOTE__EXECUTION__V2__EXECUTE_REQUEST__INIT;
     struct exec_call *ec = calloc(1, sizeof(*ec));
-    bench_pb_digest pd;
+    Digest pd;
 
     if (ec == NULL) {
         failure(it, "out of memory");
@@ -827,7 +820,7 @@ int main(int argc, char **argv)
     struct bench_client client = {0};
     struct local_runner runner = {0};
     struct bench_digest empty;
-    bench_pb_digest empty_pd;
+    Digest empty_pd;
     char workdir[PATH_MAX], exe[PATH_MAX];
     const char *target;
     struct item *items = NULL, *warm, *seq_r, *seq_l, *par_r, *par_l;

@@ -29,9 +29,6 @@
 #define FETCH_BATCH_BLOBS   1000
 #define FETCH_ENTRY_BYTES   128 /* room for one entry's framing in a batch answer */
 
-typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest pb_batch_read_req_t;
-typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse pb_batch_read_resp_t;
-
 struct fetch_ctx {
     struct rpc_client *rpc;
     const char *instance;
@@ -78,10 +75,10 @@ static int fetch_capabilities(struct fetch_ctx *fc)
 static int fetch_batch(struct fetch_ctx *fc, const struct cas_digest *digests, size_t n,
                        size_t *stored)
 {
-    pb_batch_read_req_t req = BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_REQUEST__INIT;
-    pb_batch_read_resp_t *resp = NULL;
+    BatchReadBlobsRequest req = BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_REQUEST__INIT;
+    BatchReadBlobsResponse *resp = NULL;
     struct reapi_digest_buf *bufs = calloc(n, sizeof(*bufs));
-    reapi_digest_t **list = calloc(n, sizeof(*list));
+    Digest **list = calloc(n, sizeof(*list));
     struct rpc_client_status gst;
     char name[CAS_HASH_HEX + 24];
     int rc = 0;

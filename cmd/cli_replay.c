@@ -148,7 +148,7 @@ static int replay_compare(struct replay *r)
 {
     Build__Bazel__Remote__Execution__V2__GetActionResultRequest req =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_ACTION_RESULT_REQUEST__INIT;
-    cli_action_result_t *cached = NULL;
+    ActionResult *cached = NULL;
     struct reapi_digest_buf d;
     struct rpc_client_status gst;
     int rc;

@@ -11,9 +11,8 @@
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "cas/cas.h"
 #include "cli.h"
+#include "reapi/reapi.h"
 #include "rpc/rpc.h"
-
-typedef Build__Bazel__Remote__Execution__V2__ActionResult cli_action_result_t;
 
 /* --action (cli_replay.c); returns the exit status. */
 int cli_replay_run(struct cli_run *run);
@@ -45,11 +44,10 @@ int cli_fetch_blob(struct rpc_client *rpc, const char *instance, struct cas_stor
 void cli_digest_string(const struct cas_digest *d, char *buf, size_t len);
 /* Prints an ActionResult as text: exit code, outputs with digests, and the
  * stdout and stderr read back from cas. */
-void cli_result_print(FILE *out, const cli_action_result_t *result, struct cas_store *cas);
+void cli_result_print(FILE *out, const ActionResult *result, struct cas_store *cas);
 /* Prints the differences between a local and a cached ActionResult (exit
  * code, output files, directories and symlinks by path; stdout and stderr
  * digests are shown but not counted). Returns the number of differences. */
-size_t cli_result_compare(FILE *out, const cli_action_result_t *local,
-                          const cli_action_result_t *cached);
+size_t cli_result_compare(FILE *out, const ActionResult *local, const ActionResult *cached);
 
 #endif
