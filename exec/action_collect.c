@@ -94,7 +94,7 @@ void action_collect_free(struct action_collect *c)
 
 /* Queues name in dir_fd (AT_FDCWD: a path of ours) with its destination. */
 static int batch_add(struct action_collect *c, int dir_fd, const char *name, bool move,
-                     const char *path, pb_digest_t **dest, bool missing_ok)
+                     const char *path, Digest **dest, bool missing_ok)
 {
     struct cas_ingest_file *f;
     struct action_pending_dest *d;
@@ -116,7 +116,7 @@ static int batch_add(struct action_collect *c, int dir_fd, const char *name, boo
 
 int action_collect_file(struct action_collect *c, int dir_fd, struct action_batch_fd *bfd,
                         const char *name, const struct stat *st, bool upper, const char *path,
-                        pb_digest_t **dest)
+                        Digest **dest)
 {
     int rc;
 
@@ -242,8 +242,7 @@ int action_collect_symlink(struct action_collect *c, int dir_fd, const char *nam
     return 0;
 }
 
-int action_collect_stdio(struct action_collect *c, const char *path, const char *what,
-                         pb_digest_t **out)
+int action_collect_stdio(struct action_collect *c, const char *path, const char *what, Digest **out)
 {
     if (batch_add(c, AT_FDCWD, path, true, what, out, true) != 0) {
         reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
