@@ -53,6 +53,16 @@ static int teardown(void **state)
     return rc == 0 ? 0 : -1;
 }
 
+static int make_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+
+    if (fd < 0)
+        return -errno;
+    close(fd);
+    return 0;
+}
+
 static void test_mkdir_p(void **state)
 {
     struct fixture *f = *state;
@@ -69,7 +79,7 @@ static void test_mkdir_p(void **state)
     assert_int_equal(util_mkdir_p(p, 0755), 0);
     /* A file in the way of a parent. */
     snprintf(p, sizeof(p), "%s/a/file", f->dir);
-    close(open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    assert_int_equal(make_file(p), 0);
     snprintf(p, sizeof(p), "%s/a/file/below", f->dir);
     assert_int_equal(util_mkdir_p(p, 0755), -ENOTDIR);
     /* Too long for the stack buffer. */
@@ -144,17 +154,13 @@ static int mount_point_child(const char *dir)
     if (util_mkdir_p(mnt, 0755) != 0)
         return 1;
     snprintf(p, sizeof(p), "%s/tree/sub/gone", dir);
-    fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
+    if (make_file(p) != 0)
         return 1;
-    close(fd);
     if (mount("tmpfs", mnt, "tmpfs", 0, "mode=0500") != 0)
         return 77;
     snprintf(p, sizeof(p), "%s/kept", mnt);
-    fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
+    if (make_file(p) != 0)
         return 1;
-    close(fd);
     if (util_remove_tree(root) != -EXDEV)
         return 1;
     if (stat(p, &st) != 0 || stat(mnt, &st) != 0 || (st.st_mode & 07777) != 0500)
