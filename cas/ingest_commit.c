@@ -246,33 +246,11 @@ static int ingest_commit_buffer(struct cas_store *s, int fd, const struct ingest
 static int ingest_commit_reread(struct cas_store *s, struct ingest_worker *w, int fd,
                                 const struct cas_digest *d)
 {
-    struct cas_writer *wr = NULL;
     uint8_t *buf = ingest_worker_buffer(w);
-    off_t off = 0;
-    int rc;
 
     if (buf == NULL)
         return -ENOMEM;
-    rc = cas_writer_begin(s, d, &wr);
-    if (rc < 0)
-        return rc;
-    for (;;) {
-        size_t got = 0;
-
-        rc = cas_io_pread_all(fd, buf, INGEST_CHUNK, off, &got);
-        if (rc < 0 || got == 0)
-            break;
-        rc = cas_writer_append(wr, buf, got);
-        if (rc < 0)
-            break;
-        off += (off_t)got;
-    }
-    if (rc < 0) {
-        cas_writer_abort(wr);
-        return rc == -EFBIG ? -ESTALE : rc;
-    }
-    rc = cas_writer_commit(wr);
-    return rc == -EINVAL ? -ESTALE : rc;
+    return cas_writer_copy_fd(s, fd, d, buf, INGEST_CHUNK);
 }
 
 int ingest_commit(struct cas_ingest *ing, struct ingest_worker *w, struct cas_ingest_file *f,

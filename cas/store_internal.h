@@ -104,6 +104,13 @@ struct iovec;
 int cas_store_write_commit(struct cas_store *s, const char *prefix, const struct iovec *iov, int n,
                            const struct cas_commit_target *to);
 
+/* writer.c: copies the open file fd, from offset 0 to its end, into the
+ * store through a writer (buf: cap bytes to read into), which hashes what
+ * it copies and commits it only as `expected`. -ESTALE when the bytes are
+ * not `expected` (the file changed under us). */
+int cas_writer_copy_fd(struct cas_store *s, int fd, const struct cas_digest *expected, void *buf,
+                       size_t cap);
+
 /* Checks an fstatat of the file just renamed to its blob name. */
 struct stat;
 typedef bool cas_store_check_fn(const struct stat *st, const void *arg);

@@ -161,3 +161,32 @@ void cas_writer_abort(struct cas_writer *w)
     if (w != NULL)
         writer_free(w);
 }
+
+int cas_writer_copy_fd(struct cas_store *s, int fd, const struct cas_digest *expected, void *buf,
+                       size_t cap)
+{
+    struct cas_writer *w;
+    off_t off = 0;
+    int rc;
+
+    rc = cas_writer_begin(s, expected, &w);
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        size_t got = 0;
+
+        rc = cas_io_pread_all(fd, buf, cap, off, &got);
+        if (rc < 0 || got == 0)
+            break;
+        rc = cas_writer_append(w, buf, got);
+        if (rc < 0)
+            break;
+        off += (off_t)got;
+    }
+    if (rc < 0) {
+        cas_writer_abort(w);
+        return rc == -EFBIG ? -ESTALE : rc;
+    }
+    rc = cas_writer_commit(w);
+    return rc == -EINVAL ? -ESTALE : rc;
+}
