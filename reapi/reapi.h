@@ -13,6 +13,9 @@
  * WriteRequest (write_request.c): google.bytestream.WriteRequest decoded
  * straight from the grpc byte buffer it arrived in, its data left in grpc's
  * slices.
+ * Newer fields (unknown.c, digest_function.c): varint fields that Debian
+ * 12's v2.2-era generated types lack, read from and added to a message's
+ * unknown fields; API 2.3's digest_function checked with them.
  */
 #ifndef CASBOX_REAPI_H
 #define CASBOX_REAPI_H
@@ -181,5 +184,53 @@ struct write_request {
  * write_request_free afterwards. */
 int write_request_decode(grpc_byte_buffer *bb, struct write_request *r);
 void write_request_free(struct write_request *r);
+
+/* --- fields newer than the generated types (unknown.c, digest_function.c) ---
+ *
+ * Debian 12's protos are the v2.2-era REAPI: fields added since arrive in a
+ * decoded message's base.unknown_fields, and fields put there are packed
+ * after the known ones. These read and write varint ones (enums, integers,
+ * bools) by field number. */
+
+/* The last value of varint field `field` of m (protobuf's rule for a scalar
+ * given twice): 1 and *value set, 0 when absent (*value = 0), -EINVAL when
+ * it is there but not a varint. */
+int reapi_unknown_varint_get(const ProtobufCMessage *m, uint32_t field, uint64_t *value);
+/* Every value of repeated varint field `field` (packed or not), in order:
+ * the first max into values, their count into *n (which may exceed max).
+ * -EINVAL when an occurrence is malformed. */
+int reapi_unknown_varints_get(const ProtobufCMessage *m, uint32_t field, uint64_t *values,
+                              size_t max, size_t *n);
+/* Appends varint field `field` = value to m (call once per value of a
+ * repeated field). malloc'd: freed by protobuf_c_message_free_unpacked, or
+ * by reapi_unknown_clear for a message that is not. -ENOMEM. */
+int reapi_unknown_varint_put(ProtobufCMessage *m, uint32_t field, uint64_t value);
+/* Frees and forgets m's unknown fields (a message built on the stack). */
+void reapi_unknown_clear(ProtobufCMessage *m);
+
+/* DigestFunction.Value (API 2.3) and the field numbers that carry it. */
+#define REAPI_DIGEST_FUNCTION_UNSET  0
+#define REAPI_DIGEST_FUNCTION_SHA256 1
+#define REAPI_DIGEST_FUNCTION_BLAKE3 9
+
+#define REAPI_FIELD_EXECUTE_REQUEST_DIGEST_FUNCTION              9
+#define REAPI_FIELD_EXECUTE_OPERATION_METADATA_DIGEST_FUNCTION   6
+#define REAPI_FIELD_GET_ACTION_RESULT_REQUEST_DIGEST_FUNCTION    6
+#define REAPI_FIELD_UPDATE_ACTION_RESULT_REQUEST_DIGEST_FUNCTION 5
+#define REAPI_FIELD_FIND_MISSING_BLOBS_REQUEST_DIGEST_FUNCTION   3
+#define REAPI_FIELD_BATCH_UPDATE_BLOBS_REQUEST_DIGEST_FUNCTION   5
+#define REAPI_FIELD_BATCH_READ_BLOBS_REQUEST_DIGEST_FUNCTION     4
+#define REAPI_FIELD_GET_TREE_REQUEST_DIGEST_FUNCTION             5
+/* ExecutionCapabilities.digest_functions (repeated; 1 is the older singular one) */
+#define REAPI_FIELD_EXECUTION_CAPABILITIES_DIGEST_FUNCTIONS 5
+
+/* The enum name of a DigestFunction.Value ("SHA256", "BLAKE3"), NULL when
+ * out of range. */
+const char *reapi_digest_function_name(uint64_t value);
+/* Checks req's digest_function (field number `field`): unset or SHA256 is
+ * 0; anything else sets INVALID_ARGUMENT naming it ("digest_function BLAKE3
+ * (9) is not supported: this server uses SHA256") and returns -EINVAL. */
+int reapi_digest_function_check(const ProtobufCMessage *req, uint32_t field,
+                                struct reapi_status *st);
 
 #endif
