@@ -36,8 +36,10 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
     ac_update.update_enabled = 1;
     cache.action_cache_update_capabilities = &ac_update;
     cache.max_batch_total_size_bytes = (int64_t)d->cfg.max_batch_bytes;
+    /* Absolute symlink targets are kept as they are, in inputs and outputs:
+     * the sandbox resolves them inside the action's own root (docs/security.md). */
     cache.symlink_absolute_path_strategy =
-        BUILD__BAZEL__REMOTE__EXECUTION__V2__SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__DISALLOWED;
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__ALLOWED;
     caps.cache_capabilities = &cache;
 
     exec.digest_function = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256;

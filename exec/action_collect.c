@@ -222,13 +222,8 @@ int action_collect_symlink(struct action_collect *c, int dir_fd, const char *nam
         return rc;
     }
     buf[n] = '\0';
-    if (buf[0] == '/') {
-        reapi_status_set(c->st, GRPC_STATUS_FAILED_PRECONDITION,
-                         "output symlink '%s' has the absolute target '%.300s', which this server "
-                         "does not return (symlink_absolute_path_strategy DISALLOWED)",
-                         path, buf);
-        return -EINVAL;
-    }
+    /* An absolute target is returned as it is (symlink_absolute_path_strategy
+     * ALLOWED): it is the client's to resolve, and nothing here follows it. */
     if (n == 0) {
         reapi_status_set(c->st, GRPC_STATUS_FAILED_PRECONDITION,
                          "output symlink '%s' has an empty target", path);

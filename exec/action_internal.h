@@ -160,7 +160,8 @@ int action_collect_file(struct action_collect *c, int dir_fd, struct action_batc
                         Digest **dest);
 /* Ingests the queued files and fills their digests; sets st on failure. */
 int action_collect_flush(struct action_collect *c);
-/* Reads a symlink's target, refusing absolute ones; *target is malloc'd. */
+/* Reads a symlink's target (absolute ones too; an empty one is refused);
+ * *target is malloc'd. */
 int action_collect_symlink(struct action_collect *c, int dir_fd, const char *name, const char *path,
                            char **target);
 /* Queues stdout or stderr (a file of ours at path, what names it): moved into

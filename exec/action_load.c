@@ -4,9 +4,9 @@
  *
  * The input tree is walked breadth first over distinct Directory digests, so
  * a subtree repeated a thousand times is fetched and checked once, and the
- * first time a Directory is met is at its shallowest depth (which is what the
- * symlink escape check needs). The walk does not stop at the first missing
- * blob: every missing Directory and file blob reachable is listed, because
+ * first time a Directory is met is at its shallowest depth. The walk does
+ * not stop at the first missing blob: every missing Directory and file blob
+ * reachable is listed, because
  * Bazel uploads exactly what the FAILED_PRECONDITION names and then retries.
  * Sizes (repeats counted) are then summed bottom-up with memoisation, which
  * bounds the staging work before any of it is done.
@@ -143,7 +143,7 @@ static int visit_dir(struct cas_store *cas, struct action *act, size_t index, si
         child = action_path_join(path, dir->symlinks[i]->name);
         if (child == NULL)
             goto nomem;
-        rc = action_validate_symlink_target(dir->symlinks[i]->target, depth, child, st);
+        rc = action_validate_symlink_target(dir->symlinks[i]->target, child, st);
         free(child);
         if (rc != 0)
             return rc;

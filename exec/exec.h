@@ -114,7 +114,7 @@ struct action {
  * cfg->exec_allow_network; anything else only when named in
  * cfg->exec_accepted_properties; names compared case-insensitively), the
  * timeout, and every Directory (canonical names and order, digests, symlink
- * targets: relative and not leaving the input root). Bounded by the
+ * targets: not empty). Bounded by the
  * ACTION_MAX_* constants above; input bytes are not bounded. */
 int action_load(struct cas_store *cas, const struct cas_digest *action_digest,
                 const struct casbox_config *cfg, struct action **out, struct reapi_status *st);
@@ -128,11 +128,12 @@ const struct action_input_dir *action_input_dir_find(const struct action *act,
  * names the directory in messages ("" for the input root). */
 int action_validate_directory(const Build__Bazel__Remote__Execution__V2__Directory *dir,
                               const char *where, struct reapi_status *st);
-/* A symlink target as the staged tree allows it: not empty, not absolute
- * (the server advertises SymlinkAbsolutePathStrategy DISALLOWED) and not
- * climbing above the input root from a directory `depth` levels below it. */
-int action_validate_symlink_target(const char *target, uint32_t depth, const char *where,
-                                   struct reapi_status *st);
+/* A symlink target as the staged tree allows it: not empty, shorter than
+ * PATH_MAX. Absolute targets and ones climbing out of the input root are
+ * allowed (the server advertises SymlinkAbsolutePathStrategy ALLOWED): the
+ * sandbox resolves them inside the action's own root, and nothing on the
+ * host follows them. */
+int action_validate_symlink_target(const char *target, const char *where, struct reapi_status *st);
 /* Arguments, environment, outputs, working directory, output_node_properties. */
 int action_validate_command(const Build__Bazel__Remote__Execution__V2__Command *cmd,
                             struct reapi_status *st);
@@ -260,9 +261,9 @@ struct action_output_stats {
  * output_files with the executable bit (mode & 0100); directories become a
  * Tree blob (children deduplicated, sorted by digest) as output_directories;
  * symlinks are returned as symlinks (output_symlinks for output_paths, else
- * output_file_symlinks / output_directory_symlinks), never followed; absolute
- * targets are refused (FAILED_PRECONDITION), as is an output of the wrong type
- * or a special file. Outputs not produced are absent. stdout and stderr go to
+ * output_file_symlinks / output_directory_symlinks) with their targets as
+ * they are, absolute ones too, never followed; an output of the wrong type or
+ * a special file is FAILED_PRECONDITION. Outputs not produced are absent. stdout and stderr go to
  * the CAS and their digests are always set (the empty digest for no output).
  * exit_code and execution_metadata are left for the caller. limits: exceeding
  * one is RESOURCE_EXHAUSTED naming it; stats may be NULL. */

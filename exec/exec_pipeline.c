@@ -330,9 +330,9 @@ static int exec_run_stage(const struct exec_env *env, const struct action *act,
 
 /* Outputs the action got wrong (a limit, a path leaving the exec root) fail
  * the action, not the call: RESOURCE_EXHAUSTED would make Bazel retry it,
- * and the user would not see stdout and stderr. An absolute output symlink
- * keeps the FAILED_PRECONDITION the REAPI prescribes for
- * SymlinkAbsolutePathStrategy DISALLOWED, with the stdio attached. */
+ * and the user would not see stdout and stderr. An output of the wrong type
+ * (a directory named in output_files, a fifo) keeps the FAILED_PRECONDITION
+ * the REAPI prescribes, with the stdio attached. */
 static int exec_run_reject_outputs(const struct exec_env *env, const struct action_scratch *scratch,
                                    struct exec_outcome *out)
 {

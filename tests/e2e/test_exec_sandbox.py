@@ -434,12 +434,47 @@ def _(ctx):
     need(len(names) == 12, "12 distinct actions got %d operation names", len(names))
 
 
-@check("output symlink with an absolute target / a fifo -> FAILED_PRECONDITION naming it")
+@check("output symlinks with absolute targets, dangling or not, come back as symlinks (cached)")
 def _(ctx):
     _d, c = ctx.main()
-    for script, out, mention in (("ln -s /etc/passwd abs", ["abs"], "abs"),
-                                 ("mkdir d; ln -s /usr/bin d/inner", ["d"], "inner"),
-                                 ("mkfifo p", ["p"], "'p'")):
+    # symlink_absolute_path_strategy = ALLOWED: the targets are returned as they are.
+    gone = "/nonexistent/casbox-%s" % os.urandom(4).hex()
+    caps = c.get_capabilities()
+    need(caps.cache_capabilities.symlink_absolute_path_strategy ==
+         re_pb2.SymlinkAbsolutePathStrategy.ALLOWED,
+         "Capabilities symlink_absolute_path_strategy %s, want ALLOWED",
+         caps.cache_capabilities.symlink_absolute_path_strategy)
+    ad, _ops, resp = sh(c, "ln -s /etc/passwd abs; ln -s %s dangling; mkdir d; "
+                        "ln -s /usr/bin d/inner; ln -s %s d/gone" % (gone, gone),
+                        output_paths=["abs", "d", "dangling"])
+    r = resp.result
+    syms = {x.path: x.target for x in r.output_symlinks}
+    need(syms == {"abs": "/etc/passwd", "dangling": gone}, "output_symlinks %s", syms)
+    need(not r.output_files, "an absolute symlink came back as a file: %s",
+         [f.path for f in r.output_files])
+    dirs = {x.path: x for x in r.output_directories}
+    need(set(dirs) == {"d"}, "output_directories %s", sorted(dirs))
+    t = fetch_tree(c, dirs["d"].tree_digest)
+    inner = [(x.name, x.target) for x in t.root.symlinks]
+    need(inner == [("gone", gone), ("inner", "/usr/bin")], "Tree of d: symlinks %s", inner)
+    cached = c.get_action_result(ad)
+    need({x.path: x.target for x in cached.output_symlinks} == syms,
+         "the cached result's output_symlinks %s", list(cached.output_symlinks))
+    # the v2.0 fields
+    _ad, _ops, resp = sh(c, "ln -s /etc/passwd f; ln -s /usr dl",
+                         output_files=["f"], output_directories=["dl"])
+    r = resp.result
+    fs = {x.path: x.target for x in r.output_file_symlinks}
+    ds = {x.path: x.target for x in r.output_directory_symlinks}
+    need(fs == {"f": "/etc/passwd"} and ds == {"dl": "/usr"},
+         "output_file_symlinks %s, output_directory_symlinks %s", fs, ds)
+    need(not r.output_files and not r.output_directories, "resolved instead of kept: %s", r)
+
+
+@check("output that is a fifo -> FAILED_PRECONDITION naming it, stdio kept, not cached")
+def _(ctx):
+    _d, c = ctx.main()
+    for script, out, mention in (("mkfifo p", ["p"], "'p'"),):
         ad = eh.upload_action(c, [BASH, "-c", "echo out; " + script], output_paths=out)
         ops, resp = eh.execute(c, ad)
         check_stream(ops, ad)
@@ -450,6 +485,62 @@ def _(ctx):
              resp.status.message, mention)
         need(resp.HasField("result"), "%r: ExecuteResponse.result not set", script)
         not_cached(c, ad, "an action with an invalid output")
+
+
+@check("absolute (and climbing) input symlinks resolve inside the sandbox, never on the host")
+def _(ctx):
+    d, c = ctx.main()
+    # A host directory beside the daemon's state dir: not visible in the sandbox
+    # (see the state dir check), so a symlink to it must not reach it.
+    mark = os.urandom(4).hex()
+    host_dir = os.path.join(os.path.dirname(d.state_dir), "host-" + mark)
+    os.mkdir(host_dir)
+    secret = os.path.join(host_dir, "secret.txt")
+    with open(secret, "w") as f:
+        f.write("HOST SECRET\n")
+    data = b"inside " + mark.encode() + b"\n"
+    blob = os.path.join(d.state_dir, "cas", "blobs", rc.digest_of(data).hash[:2],
+                        rc.digest_of(data).hash)
+    root = eh.upload_tree(c, {
+        "data.txt": data,
+        "in_exec": Symlink("/casbox/exec/data.txt"),  # SANDBOX_EXEC_ROOT: the action's own
+        "to_host": Symlink(secret),
+        "to_hostdir": Symlink(host_dir),
+        "to_blob": Symlink(blob),
+        "climb": Symlink("../" * 12 + secret.lstrip("/")),
+        "sub": {"up": Symlink("../data.txt")},
+    })
+    need(os.path.isfile(blob), "blob file %s not found (CAS layout blobs/<aa>/<hash>)", blob)
+    script = r"""
+cat in_exec sub/up
+for l in to_host to_blob climb; do cat $l 2>/dev/null || echo "NO $l"; done
+echo written > to_host 2>/dev/null; echo written >> to_blob 2>/dev/null
+mkdir -p "$(readlink to_hostdir)" && echo new > to_hostdir/new
+true
+"""
+    _ad, _ops, resp = sh(c, script, root=root)
+    out = text(c, resp.result.stdout_digest)
+    need(out == "%s%sNO to_host\nNO to_blob\nNO climb\n" % (data.decode(), data.decode()),
+         "through absolute/climbing input symlinks the action read %r", out)
+    # An output below an input symlink to the host: nothing made on the host
+    # by staging, nothing returned from the host by collection.
+    ad = eh.upload_action(c, [BASH, "-c", "mkdir -p \"$(readlink to_hostdir)\"; "
+                              "echo out > to_hostdir/out"],
+                          root=root, output_paths=["to_hostdir/out"])
+    _ops, resp = eh.execute(c, ad)
+    need(not resp.result.output_files, "an output through an input symlink to the host "
+         "returned %s", [f.path for f in resp.result.output_files])
+    with open(secret) as f:
+        need(f.read() == "HOST SECRET\n", "the host file %s was written through a symlink",
+             secret)
+    need(sorted(os.listdir(host_dir)) == ["secret.txt"], "the host dir %s got %s", host_dir,
+         sorted(os.listdir(host_dir)))
+    need(eh.read_blob(c, rc.digest_of(data)) == data, "the CAS blob changed through to_blob")
+    with open(blob, "rb") as f:
+        need(f.read() == data, "blob file %s written through a symlink", blob)
+    time.sleep(1)  # the scratch dirs' removal (off the answer's path) must not follow them
+    need(sorted(os.listdir(host_dir)) == ["secret.txt"] and os.path.isfile(blob),
+         "cleaning up after the actions removed or changed %s or %s", host_dir, blob)
 
 
 @check("output limits (max_output_bytes=1M, max_output_files=5): a failed action, not retriable")

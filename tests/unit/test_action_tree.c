@@ -498,7 +498,6 @@ static void test_escapes_and_errors(void **state)
     static const char *const abs_paths[] = {"abs/passwd", NULL};
     static const char *const files[] = {"out", NULL};
     static const char *const dirs[] = {"f", NULL};
-    static const char *const link_paths[] = {"l", NULL};
     struct tree_fixture f;
     struct reapi_status st;
 
@@ -533,12 +532,60 @@ static void test_escapes_and_errors(void **state)
     assert_non_null(strstr(st.message, "output directory 'f' is a regular file"));
     reapi_status_free(&st);
     fixture_teardown(&f);
+}
 
-    /* an absolute output symlink: the server advertises DISALLOWED */
-    fixture_setup(&f, NULL, NULL, NULL, link_paths, NULL);
-    th_symlink(f.scratch.upper, "l", "/usr/bin/gcc");
-    collect(&f, NULL, -EINVAL, &st);
-    assert_non_null(strstr(st.message, "absolute target '/usr/bin/gcc'"));
+/* Absolute symlink targets are returned as they are (the server advertises
+ * symlink_absolute_path_strategy ALLOWED), whether they exist or not, as
+ * outputs of each kind and inside an output directory. */
+static void test_absolute_symlinks(void **state)
+{
+    static const char *const paths[] = {"abs", "dangling", "d", NULL};
+    static const char *const files[] = {"fl", NULL};
+    static const char *const dirs[] = {"dl", NULL};
+    Build__Bazel__Remote__Execution__V2__ActionResult *r;
+    Build__Bazel__Remote__Execution__V2__Tree *t;
+    struct tree_fixture f;
+    struct reapi_status st;
+
+    (void)state;
+    fixture_setup(&f, NULL, NULL, NULL, paths, NULL);
+    th_symlink(f.scratch.upper, "abs", "/etc/hostname");
+    th_symlink(f.scratch.upper, "dangling", "/nonexistent/casbox-test");
+    th_mkdir(f.scratch.upper, "d");
+    th_symlink(f.scratch.upper, "d/inner", "/usr/bin");
+    r = collect(&f, NULL, 0, &st);
+    assert_int_equal(r->n_output_symlinks, 2);
+    for (size_t i = 0; i < r->n_output_symlinks; i++) {
+        const Build__Bazel__Remote__Execution__V2__OutputSymlink *l = r->output_symlinks[i];
+
+        if (strcmp(l->path, "abs") == 0)
+            assert_string_equal(l->target, "/etc/hostname");
+        else if (strcmp(l->path, "dangling") == 0)
+            assert_string_equal(l->target, "/nonexistent/casbox-test");
+        else
+            fail_msg("unexpected output symlink '%s'", l->path);
+    }
+    assert_int_equal(r->n_output_directories, 1);
+    t = fetch_tree(f.env.cas, r->output_directories[0]->tree_digest);
+    assert_int_equal(t->root->n_symlinks, 1);
+    assert_string_equal(t->root->symlinks[0]->name, "inner");
+    assert_string_equal(t->root->symlinks[0]->target, "/usr/bin");
+    build__bazel__remote__execution__v2__tree__free_unpacked(t, NULL);
+    action_result_free(r);
+    reapi_status_free(&st);
+    fixture_teardown(&f);
+
+    /* the pre-v2.1 fields */
+    fixture_setup(&f, NULL, files, dirs, NULL, NULL);
+    th_symlink(f.scratch.upper, "fl", "/etc/hostname");
+    th_symlink(f.scratch.upper, "dl", "/usr");
+    r = collect(&f, NULL, 0, &st);
+    assert_int_equal(r->n_output_file_symlinks, 1);
+    assert_string_equal(r->output_file_symlinks[0]->target, "/etc/hostname");
+    assert_int_equal(r->n_output_directory_symlinks, 1);
+    assert_string_equal(r->output_directory_symlinks[0]->target, "/usr");
+    assert_int_equal(r->n_output_symlinks, 0);
+    action_result_free(r);
     reapi_status_free(&st);
     fixture_teardown(&f);
 }
@@ -601,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_tree_dedup),
         cmocka_unit_test(test_overlay_merge),
         cmocka_unit_test(test_whole_working_directory),
+        cmocka_unit_test(test_absolute_symlinks),
         cmocka_unit_test(test_escapes_and_errors),
         cmocka_unit_test(test_old_api_symlinks),
         cmocka_unit_test(test_limits),
