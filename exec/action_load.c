@@ -284,6 +284,22 @@ out:
     return rc;
 }
 
+/* Joins each output to the working directory, normalised. */
+static int outputs_join(struct action *act, struct reapi_status *st)
+{
+    for (size_t i = 0; i < act->n_outputs; i++) {
+        char *joined = action_path_join(act->working_directory, act->outputs[i].path);
+
+        act->outputs[i].full = joined ? action_path_normalize(joined) : NULL;
+        free(joined);
+        if (act->outputs[i].full == NULL) {
+            reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
 static int build_outputs(struct action *act, struct reapi_status *st)
 {
     const Command *cmd = act->command;
@@ -304,16 +320,16 @@ static int build_outputs(struct action *act, struct reapi_status *st)
     if (act->output_paths_api) {
         for (size_t i = 0; i < cmd->n_output_paths; i++)
             act->outputs[act->n_outputs++] =
-                (struct action_output){cmd->output_paths[i], ACTION_OUTPUT_PATH};
-        return 0;
+                (struct action_output){cmd->output_paths[i], NULL, ACTION_OUTPUT_PATH};
+        return outputs_join(act, st);
     }
     for (size_t i = 0; i < cmd->n_output_files; i++)
         act->outputs[act->n_outputs++] =
-            (struct action_output){cmd->output_files[i], ACTION_OUTPUT_FILE};
+            (struct action_output){cmd->output_files[i], NULL, ACTION_OUTPUT_FILE};
     for (size_t i = 0; i < cmd->n_output_directories; i++)
         act->outputs[act->n_outputs++] =
-            (struct action_output){cmd->output_directories[i], ACTION_OUTPUT_DIRECTORY};
-    return 0;
+            (struct action_output){cmd->output_directories[i], NULL, ACTION_OUTPUT_DIRECTORY};
+    return outputs_join(act, st);
 }
 
 /* The Command: decoded, validated, its outputs listed. -ENOENT when absent. */
@@ -331,7 +347,13 @@ static int load_command(struct cas_store *cas, struct action *act, const struct 
     rc = action_validate_command(act->command, st);
     if (rc != 0)
         return rc;
-    act->working_directory = act->command->working_directory ? act->command->working_directory : "";
+    act->working_directory_buf = action_path_normalize(
+        act->command->working_directory ? act->command->working_directory : "");
+    if (act->working_directory_buf == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    act->working_directory = act->working_directory_buf;
     /* Platform moved to the Action in v2.2; older clients set the Command's. */
     if (platform == NULL || platform->n_properties == 0)
         platform = act->command->platform;
@@ -399,6 +421,9 @@ void action_free(struct action *act)
         free(act->dirs[i].path);
     }
     free(act->dirs);
+    for (size_t i = 0; i < act->n_outputs; i++)
+        free(act->outputs[i].full);
+    free(act->working_directory_buf);
     if (act->dir_index != NULL)
         action_digest_map_free(act->dir_index);
     free(act->dir_index);

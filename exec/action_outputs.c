@@ -125,23 +125,17 @@ static int collect_symlink_output(struct action_collect *c, struct result_builde
 }
 
 static int collect_one(struct action_collect *c, struct result_builder *b,
-                       const struct action_view_dir *root, const struct action *act,
-                       const struct action_output *o)
+                       const struct action_view_dir *root, const struct action_output *o)
 {
     struct action_view_dir dir = {-1, -1};
     struct action_view_entry e = {.parent = {-1, -1}};
     OutputDirectory *od = NULL;
     OutputFile *of = NULL;
     struct action_tree *tree = NULL;
-    char *full = action_path_join(act->working_directory, o->path);
     struct stat pst;
     int parent, rc;
 
-    if (full == NULL) {
-        reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        return -ENOMEM;
-    }
-    rc = action_view_resolve(root, full, o->path, &e, c->st);
+    rc = action_view_resolve(root, o->full, o->path, &e, c->st);
     if (rc == 1) {
         rc = 0; /* not produced: absent from the result */
         goto out;
@@ -216,7 +210,6 @@ nomem:
 out:
     action_view_dir_close(&dir);
     action_view_dir_close(&e.parent);
-    free(full);
     return rc;
 }
 
@@ -278,7 +271,7 @@ int action_outputs_collect_opts(struct cas_store *cas, const struct action *act,
         root.lower = -1;
     }
     for (size_t i = 0; rc == 0 && i < act->n_outputs; i++)
-        rc = collect_one(&c, &b, &root, act, &act->outputs[i]);
+        rc = collect_one(&c, &b, &root, &act->outputs[i]);
     if (rc == 0)
         rc = action_collect_stdio(&c, scratch->stdout_path, "stdout", &b.r->stdout_digest);
     if (rc == 0)

@@ -337,16 +337,8 @@ static int stage_output_parents(struct stage_ctx *c, int root_fd)
 
     if (act->working_directory[0] != '\0')
         rc = make_parents(c, root_fd, act->working_directory, true, "working directory");
-    for (size_t i = 0; rc == 0 && i < act->n_outputs; i++) {
-        char *full = action_path_join(act->working_directory, act->outputs[i].path);
-
-        if (full == NULL) {
-            reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            return -ENOMEM;
-        }
-        rc = make_parents(c, root_fd, full, false, "output path");
-        free(full);
-    }
+    for (size_t i = 0; rc == 0 && i < act->n_outputs; i++)
+        rc = make_parents(c, root_fd, act->outputs[i].full, false, "output path");
     return rc;
 }
 
@@ -448,17 +440,8 @@ int action_stage_output_dirs(const struct action *act, const char *upper_dir,
     }
     if (act->working_directory[0] != '\0')
         rc = make_parents_upper(&c, root_fd, act->working_directory, true, "working directory");
-    for (size_t i = 0; rc == 0 && i < act->n_outputs; i++) {
-        char *full = action_path_join(act->working_directory, act->outputs[i].path);
-
-        if (full == NULL) {
-            reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            rc = -ENOMEM;
-            break;
-        }
-        rc = make_parents_upper(&c, root_fd, full, false, "output path");
-        free(full);
-    }
+    for (size_t i = 0; rc == 0 && i < act->n_outputs; i++)
+        rc = make_parents_upper(&c, root_fd, act->outputs[i].full, false, "output path");
     close(root_fd);
     return rc;
 }

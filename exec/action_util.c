@@ -160,3 +160,29 @@ char *action_path_join(const char *a, const char *b)
         return NULL;
     return p;
 }
+
+char *action_path_normalize(const char *path)
+{
+    char *out = malloc(strlen(path) + 1);
+    const char *p = path;
+    size_t n = 0;
+
+    if (out == NULL)
+        return NULL;
+    while (*p != '\0') {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+
+        if (!(len == 0 || (len == 1 && p[0] == '.'))) {
+            if (n > 0)
+                out[n++] = '/';
+            memcpy(out + n, p, len);
+            n += len;
+        }
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    out[n] = '\0';
+    return out;
+}

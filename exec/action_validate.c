@@ -3,6 +3,60 @@
  * platform must follow before casbox stages or runs anything. Each check
  * names the field, path or property at fault in an INVALID_ARGUMENT status,
  * so that a user can tell from Bazel's error what to fix.
+ *
+ * Audited against remote_execution.proto's own words (v2.2, the text Debian
+ * ships; 2026-12): strict where the spec is, not stricter. Where casbox
+ * refuses more than the text does, the reason is given.
+ *
+ *   Directory: "every child ... a path of exactly one segment", "a unique
+ *     path segment" (across files, directories and symlinks), "sorted ... by
+ *     UTF-8 bytes": all enforced (FUSE staging looks names up by binary
+ *     search). Also refused: "", "." and "..", which are not one segment
+ *     naming an entry, and names over NAME_MAX. A size-0 digest must be the
+ *     empty blob's.
+ *   NodeProperties (inputs): ignored, so their order is not checked; the
+ *     file mode comes from is_executable.
+ *   SymlinkNode.target: relative or absolute, ".." anywhere: all accepted,
+ *     as Capabilities advertises symlink_absolute_path_strategy ALLOWED
+ *     ("allow symlink targets to escape the input root tree"). The sandbox
+ *     resolves them inside the action's own root (docs/security.md); casbox
+ *     itself never follows one. Refused: empty, or PATH_MAX bytes and over
+ *     (no symlink can hold it).
+ *   Command.arguments: argv[0] must be there and non-empty (a path).
+ *   Command.environment_variables: "MUST be lexicographically sorted by
+ *     name" is the client's rule for a stable digest; casbox runs the same
+ *     whatever the order, so it does not refuse unsorted ones. Refused: an
+ *     empty name or one with '=' (environ cannot hold it) and a name given
+ *     twice (the spec gives no way to say which value wins).
+ *   Output paths (output_files, output_directories, output_paths): "MUST
+ *     NOT include a trailing slash, nor a leading slash": enforced. "." and
+ *     empty components ("a/./b", "a//b") are allowed and dropped when the
+ *     path is walked (action_path_normalize); duplicates and parents are
+ *     found on that form. "" is the working directory itself, allowed for
+ *     output_directories (as the spec says) and output_paths (an
+ *     OutputDirectory's "" path "denotes the entire working directory"), not
+ *     for an output file. An output file "cannot be duplicated, be a parent
+ *     of another output file, or have the same path as any of the listed
+ *     output directories"; output directories cannot repeat; output_paths
+ *     "MUST be deduplicated": enforced. Sorted order: not checked (as for the
+ *     environment). Refused beyond the text: a ".." component (the worker
+ *     creates the parents of every output before the action runs, and must
+ *     not walk out of the exec root doing so) and a component over NAME_MAX.
+ *   Command.working_directory: "relative to the input root ... If it is left
+ *     empty, then the action is run in the input root". "." (buildbox's trexe
+ *     sends it), "./a", "a/" and "a//b" are accepted and normalised ("" and
+ *     "a"); ".." is refused as for output paths; absolute is refused.
+ *   Command.output_node_properties: "If a property is not recognized by the
+ *     server, the server will return an INVALID_ARGUMENT": casbox recognises
+ *     none (ExecutionCapabilities.supported_node_properties is empty), so any
+ *     is refused, naming it.
+ *   Platform: "If an unknown name is provided ... the server SHOULD reject":
+ *     OSFamily, network and execution.accepted_properties are known, the
+ *     rest refused. A name may repeat ("if permitted by the server"): the
+ *     last network= wins. Sorted order: not checked.
+ *   Action.timeout: negative or malformed is refused here; one longer than
+ *     execution.max_timeout is refused by casboxd (daemon/execution_run.c),
+ *     as "the server MUST reject the request" says.
  */
 #include "action_internal.h"
 
@@ -184,13 +238,14 @@ int action_validate_symlink_target(const char *target, const char *where, struct
     return 0;
 }
 
-int action_validate_relative_path(const char *path, bool allow_empty, const char **why)
+int action_validate_relative_path(const char *path, unsigned flags, const char **why)
 {
+    size_t total = strlen(path);
     const char *p = path;
 
     *why = NULL;
     if (path[0] == '\0') {
-        if (allow_empty)
+        if (flags & ACTION_PATH_EMPTY_OK)
             return 0;
         *why = "is empty";
         return -EINVAL;
@@ -199,25 +254,25 @@ int action_validate_relative_path(const char *path, bool allow_empty, const char
         *why = "is absolute";
         return -EINVAL;
     }
-    while (true) {
+    if (path[total - 1] == '/' && !(flags & ACTION_PATH_TRAILING_SLASH_OK)) {
+        *why = "ends with '/'";
+        return -EINVAL;
+    }
+    while (*p != '\0') {
         const char *slash = strchr(p, '/');
         size_t len = slash ? (size_t)(slash - p) : strlen(p);
 
-        if (len == 0)
-            *why = slash ? "has an empty component ('//')" : "ends with '/'";
-        else if (len == 1 && p[0] == '.')
-            *why = "has a '.' component";
-        else if (len == 2 && p[0] == '.' && p[1] == '.')
+        if (len == 2 && p[0] == '.' && p[1] == '.')
             *why = "has a '..' component";
         else if (len > NAME_MAX)
             *why = "has a component longer than 255 bytes";
         if (*why != NULL)
             return -EINVAL;
-        if (slash == NULL)
-            break;
-        p = slash + 1;
+        p += len;
+        if (*p == '/')
+            p++;
     }
-    if (strlen(path) >= PATH_MAX - sizeof(SANDBOX_EXEC_ROOT) - 1) {
+    if (total >= PATH_MAX - sizeof(SANDBOX_EXEC_ROOT) - 1) {
         *why = "is longer than PATH_MAX inside the sandbox";
         return -EINVAL;
     }
@@ -250,83 +305,93 @@ static bool sorted_contains(char *const *sorted, size_t n, const char *key, size
     return false;
 }
 
-/* Checks each path of a list and that none repeats; optionally that none is
- * a parent of another (output files). */
-static int check_path_list(char **paths, size_t n, const char *field, bool allow_empty,
-                           bool no_parents, struct reapi_status *st)
-{
-    char **sorted = NULL;
-    const char *why;
-    int rc = 0;
+/* A Command's list of output paths as they are walked: each normalised
+ * (action_path_normalize), sorted. */
+struct path_list {
+    char **norm;
+    size_t n;
+};
 
+static void path_list_free(struct path_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->norm[i]);
+    free(l->norm);
+    l->norm = NULL;
+    l->n = 0;
+}
+
+/* Checks each path of a list and builds *l; then that none repeats and,
+ * with no_parents, that none is a parent of another (output files), both on
+ * the normalised forms. allow_empty: "" (or ".") is the working directory
+ * itself, an output directory. */
+static int check_path_list(char **paths, size_t n, const char *field, bool allow_empty,
+                           bool no_parents, struct path_list *l, struct reapi_status *st)
+{
+    const char *why;
+
+    l->norm = calloc(n + 1, sizeof(*l->norm));
+    if (l->norm == NULL)
+        goto nomem;
     for (size_t i = 0; i < n; i++) {
-        if (action_validate_relative_path(paths[i], allow_empty, &why) != 0) {
+        if (action_validate_relative_path(paths[i], allow_empty ? ACTION_PATH_EMPTY_OK : 0, &why) !=
+            0) {
             reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "Command.%s[%zu] '%.600s' %s", field,
                              i, paths[i], why);
             return -EINVAL;
         }
-    }
-    if (n < 2)
-        return 0;
-    sorted = malloc(n * sizeof(*sorted));
-    if (sorted == NULL) {
-        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory checking Command.%s",
-                         field);
-        return -ENOMEM;
-    }
-    memcpy(sorted, paths, n * sizeof(*sorted));
-    qsort(sorted, n, sizeof(*sorted), compare_strings);
-    for (size_t i = 1; i < n; i++) {
-        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
-            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "Command.%s: '%.600s' appears twice",
-                             field, sorted[i]);
-            rc = -EINVAL;
-            goto out;
+        l->norm[l->n] = action_path_normalize(paths[i]);
+        if (l->norm[l->n] == NULL)
+            goto nomem;
+        l->n++;
+        if (!allow_empty && l->norm[l->n - 1][0] == '\0') {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "Command.%s[%zu] '%.600s' names the working directory itself", field,
+                             i, paths[i]);
+            return -EINVAL;
         }
     }
-    for (size_t i = 0; no_parents && i < n; i++) {
-        for (const char *s = strchr(sorted[i], '/'); s != NULL; s = strchr(s + 1, '/')) {
-            if (sorted_contains(sorted, n, sorted[i], (size_t)(s - sorted[i]))) {
+    qsort(l->norm, l->n, sizeof(*l->norm), compare_strings);
+    for (size_t i = 1; i < l->n; i++) {
+        if (strcmp(l->norm[i - 1], l->norm[i]) == 0) {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "Command.%s: '%.600s' appears twice",
+                             field, l->norm[i]);
+            return -EINVAL;
+        }
+    }
+    for (size_t i = 0; no_parents && i < l->n; i++) {
+        const char *p = l->norm[i];
+
+        for (const char *s = strchr(p, '/'); s != NULL; s = strchr(s + 1, '/')) {
+            if (sorted_contains(l->norm, l->n, p, (size_t)(s - p))) {
                 reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-                                 "Command.%s: '%.*s' is a parent of '%.600s'", field,
-                                 (int)(s - sorted[i]), sorted[i], sorted[i]);
-                rc = -EINVAL;
-                goto out;
+                                 "Command.%s: '%.*s' is a parent of '%.600s'", field, (int)(s - p),
+                                 p, p);
+                return -EINVAL;
             }
         }
     }
-out:
-    free(sorted);
-    return rc;
+    return 0;
+nomem:
+    reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory checking Command.%s",
+                     field);
+    return -ENOMEM;
 }
 
 /* No output file may also be an output directory. */
-static int check_files_vs_dirs(const Command *cmd, struct reapi_status *st)
+static int check_files_vs_dirs(const struct path_list *files, const struct path_list *dirs,
+                               struct reapi_status *st)
 {
-    char **dirs = NULL;
-    int rc = 0;
+    for (size_t i = 0; i < files->n; i++) {
+        const char *f = files->norm[i];
 
-    if (cmd->n_output_files == 0 || cmd->n_output_directories == 0)
-        return 0;
-    dirs = malloc(cmd->n_output_directories * sizeof(*dirs));
-    if (dirs == NULL) {
-        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory checking outputs");
-        return -ENOMEM;
-    }
-    memcpy(dirs, cmd->output_directories, cmd->n_output_directories * sizeof(*dirs));
-    qsort(dirs, cmd->n_output_directories, sizeof(*dirs), compare_strings);
-    for (size_t i = 0; i < cmd->n_output_files; i++) {
-        const char *f = cmd->output_files[i];
-
-        if (sorted_contains(dirs, cmd->n_output_directories, f, strlen(f))) {
+        if (sorted_contains(dirs->norm, dirs->n, f, strlen(f))) {
             reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
                              "Command: '%.600s' is both an output file and an output directory", f);
-            rc = -EINVAL;
-            break;
+            return -EINVAL;
         }
     }
-    free(dirs);
-    return rc;
+    return 0;
 }
 
 static int check_environment(const Command *cmd, struct reapi_status *st)
@@ -375,6 +440,7 @@ static int check_environment(const Command *cmd, struct reapi_status *st)
 int action_validate_command(const Command *cmd, struct reapi_status *st)
 {
     const char *wd = cmd->working_directory ? cmd->working_directory : "";
+    struct path_list files = {0}, dirs = {0};
     const char *why;
     int rc;
 
@@ -390,7 +456,8 @@ int action_validate_command(const Command *cmd, struct reapi_status *st)
     rc = check_environment(cmd, st);
     if (rc != 0)
         return rc;
-    if (action_validate_relative_path(wd, true, &why) != 0) {
+    if (action_validate_relative_path(wd, ACTION_PATH_EMPTY_OK | ACTION_PATH_TRAILING_SLASH_OK,
+                                      &why) != 0) {
         reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "Command.working_directory '%.600s' %s",
                          wd, why);
         return -EINVAL;
@@ -401,15 +468,20 @@ int action_validate_command(const Command *cmd, struct reapi_status *st)
                          cmd->output_node_properties[0]);
         return -EINVAL;
     }
-    if (cmd->n_output_paths > 0)
-        return check_path_list(cmd->output_paths, cmd->n_output_paths, "output_paths", false, false,
-                               st);
-    rc = check_path_list(cmd->output_files, cmd->n_output_files, "output_files", false, true, st);
-    if (rc == 0)
-        rc = check_path_list(cmd->output_directories, cmd->n_output_directories,
-                             "output_directories", true, false, st);
-    if (rc == 0)
-        rc = check_files_vs_dirs(cmd, st);
+    if (cmd->n_output_paths > 0) {
+        rc = check_path_list(cmd->output_paths, cmd->n_output_paths, "output_paths", true, false,
+                             &files, st);
+    } else {
+        rc = check_path_list(cmd->output_files, cmd->n_output_files, "output_files", false, true,
+                             &files, st);
+        if (rc == 0)
+            rc = check_path_list(cmd->output_directories, cmd->n_output_directories,
+                                 "output_directories", true, false, &dirs, st);
+        if (rc == 0)
+            rc = check_files_vs_dirs(&files, &dirs, st);
+    }
+    path_list_free(&files);
+    path_list_free(&dirs);
     return rc;
 }
 

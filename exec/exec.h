@@ -68,7 +68,10 @@ enum action_output_kind {
 };
 
 struct action_output {
-    const char *path; /* relative to the working directory; points into the Command */
+    const char *path; /* relative to the working directory, as the Command spells it (the
+                         ActionResult names the output so); points into the Command */
+    char *full;       /* working directory + path, normalised (action_path_normalize):
+                         what staging and collection walk from the exec root */
     enum action_output_kind kind;
 };
 
@@ -87,7 +90,9 @@ struct action {
     Build__Bazel__Remote__Execution__V2__Action *action;
     Build__Bazel__Remote__Execution__V2__Command *command;
 
-    const char *working_directory; /* "" for the input root; points into the Command */
+    const char *working_directory; /* normalised ("." and empty components dropped); "" for
+                                      the input root */
+    char *working_directory_buf;   /* private: what working_directory points to */
     struct action_output *outputs; /* output_paths, else output_files then output_directories */
     size_t n_outputs;
     bool output_paths_api; /* the Command used output_paths */
@@ -137,9 +142,17 @@ int action_validate_symlink_target(const char *target, const char *where, struct
 /* Arguments, environment, outputs, working directory, output_node_properties. */
 int action_validate_command(const Build__Bazel__Remote__Execution__V2__Command *cmd,
                             struct reapi_status *st);
-/* 0 when path is relative, with no empty, "." or ".." component, no leading
- * or trailing slash; "" only when allow_empty. *why gets a short reason. */
-int action_validate_relative_path(const char *path, bool allow_empty, const char **why);
+/* Flags of action_validate_relative_path. */
+#define ACTION_PATH_EMPTY_OK          1u /* "" is allowed */
+#define ACTION_PATH_TRAILING_SLASH_OK 2u /* "a/" is allowed (a working directory) */
+/* 0 when path is relative (no leading slash), has no ".." component, no
+ * component over NAME_MAX, no trailing slash and is not "" (unless flags
+ * say); "." and empty components are allowed (action_path_normalize drops
+ * them). *why gets a short reason. */
+int action_validate_relative_path(const char *path, unsigned flags, const char **why);
+/* A relative path without its "." and empty components ("./a//b/." is "a/b",
+ * "." is ""); malloc'd, NULL on ENOMEM. */
+char *action_path_normalize(const char *path);
 /* Platform properties; sets *network. p may be NULL (no properties). */
 int action_validate_platform(const Build__Bazel__Remote__Execution__V2__Platform *p,
                              const struct casbox_config *cfg, bool *network,

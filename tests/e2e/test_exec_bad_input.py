@@ -200,16 +200,49 @@ def _(ctx):
     expect(c, eh.upload_action(c, ["", "x"]), INVALID, "arguments", "Command arguments[0] ''")
 
 
-@check("output paths absolute or with '..' / '.' / '//' -> INVALID_ARGUMENT naming the path")
+@check("output paths absolute, with '..' or a trailing '/' -> INVALID_ARGUMENT naming the path")
 def _(ctx):
     _d, c = ctx.main()
     for field in ("output_paths", "output_files", "output_directories"):
-        for p in ("/tmp/abs", "../up", "a/../../b", "a/./b", "a//b", "trail/"):
+        for p in ("/tmp/abs", "../up", "a/../../b", "trail/"):
             ad = eh.upload_action(c, [BASH, "-c", "true"], **{field: [p]})
             expect(c, ad, INVALID, p, "%s [%r]" % (field, p))
     for wd in ("/abs", "../up", "a/.."):
         ad = eh.upload_action(c, [BASH, "-c", "true"], working_directory=wd)
         expect(c, ad, INVALID, ("working_directory", wd), "working_directory %r" % wd)
+
+
+@check("'.' and '//' in output paths and working_directory are not refused (the spec allows "
+       "them): normalised, results named as asked")
+def _(ctx):
+    _d, c = ctx.main()
+    for field in ("output_paths", "output_files", "output_directories"):
+        for p in ("a/./b", "a//b", "./a"):
+            if field == "output_directories":
+                script = "mkdir -p a/b"
+            else:
+                script = "echo z > a" if p == "./a" else "mkdir a; echo x > a/b"
+            ad = eh.upload_action(c, [BASH, "-c", script], **{field: [p]})
+            _ops, resp = eh.execute(c, ad)
+            need(resp.status.code == C_OK and resp.result.exit_code == 0,
+                 "%s [%r]: %s %r exit %d", field, p, rc.code_name(resp.status.code),
+                 resp.status.message, resp.result.exit_code)
+            got = [f.path for f in resp.result.output_files] + \
+                [x.path for x in resp.result.output_directories]
+            need(got == [p], "%s [%r]: outputs %s, want the path as the Command spells it",
+                 field, p, got)
+    for wd in (".", "./", "./w/", "w//x"):
+        ad = eh.upload_action(c, [BASH, "-c", "pwd > o"], working_directory=wd,
+                              output_paths=["o"])
+        _ops, resp = eh.execute(c, ad)
+        need(resp.status.code == C_OK and resp.result.exit_code == 0,
+             "working_directory %r: %s %r exit %d", wd, rc.code_name(resp.status.code),
+             resp.status.message, resp.result.exit_code)
+        want = {".": "", "./": "", "./w/": "/w", "w//x": "/w/x"}[wd]
+        o = [f for f in resp.result.output_files if f.path == "o"]
+        need(o and eh.read_blob(c, o[0].digest).decode().strip().endswith("/casbox/exec" + want),
+             "working_directory %r: pwd %r, want /casbox/exec%s", wd,
+             eh.read_blob(c, o[0].digest) if o else None, want)
 
 
 @check("Command: duplicate output path, file in output file, env twice, output_node_properties "

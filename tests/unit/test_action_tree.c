@@ -590,6 +590,38 @@ static void test_absolute_symlinks(void **state)
     fixture_teardown(&f);
 }
 
+/* Output paths and a working directory with "." and empty components are
+ * walked normalised and returned as the Command spells them. */
+static void test_dot_paths(void **state)
+{
+    static const char *const paths[] = {"./o1", "sub//o2", "sub/./d/.", NULL};
+    Build__Bazel__Remote__Execution__V2__ActionResult *r;
+    struct tree_fixture f;
+    struct reapi_status st;
+    char path[PATH_MAX * 2];
+    struct stat sb;
+
+    (void)state;
+    fixture_setup(&f, NULL, NULL, NULL, paths, "./w/");
+    assert_string_equal(f.act->working_directory, "w");
+    /* staging made the normalised parents */
+    snprintf(path, sizeof(path), "%s/w/sub", f.scratch.lower);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(S_ISDIR(sb.st_mode));
+    th_mkdir(f.scratch.upper, "w");
+    th_mkdir(f.scratch.upper, "w/sub");
+    th_write_file(f.scratch.upper, "w/o1", "1", 0644);
+    th_write_file(f.scratch.upper, "w/sub/o2", "2", 0644);
+    th_mkdir(f.scratch.upper, "w/sub/d");
+    r = collect(&f, NULL, 0, &st);
+    expect_digest_of(find_file(r, "./o1")->digest, "1");
+    expect_digest_of(find_file(r, "sub//o2")->digest, "2");
+    assert_non_null(find_dir(r, "sub/./d/."));
+    action_result_free(r);
+    reapi_status_free(&st);
+    fixture_teardown(&f);
+}
+
 static void test_old_api_symlinks(void **state)
 {
     static const char *const files[] = {"fl", NULL};
@@ -649,6 +681,7 @@ int main(void)
         cmocka_unit_test(test_overlay_merge),
         cmocka_unit_test(test_whole_working_directory),
         cmocka_unit_test(test_absolute_symlinks),
+        cmocka_unit_test(test_dot_paths),
         cmocka_unit_test(test_escapes_and_errors),
         cmocka_unit_test(test_old_api_symlinks),
         cmocka_unit_test(test_limits),

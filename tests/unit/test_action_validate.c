@@ -180,19 +180,45 @@ static void test_symlink_targets(void **state)
 
 static void test_relative_paths(void **state)
 {
-    static const char *const bad[] = {"/a", "a/", "a//b", "./a", "a/./b", "a/..", "../a", ""};
+    /* The spec: no leading or trailing slash. casbox: no "..". */
+    static const char *const bad[] = {"/a", "a/", "a/..", "../a", "a/../b", "..", "", "/"};
+    /* "." and empty components mean nothing: allowed, normalised. */
+    static const char *const good[][2] = {
+        {"a", "a"},
+        {"bazel-out/k8/bin/x.o", "bazel-out/k8/bin/x.o"},
+        {"..a/b..", "..a/b.."},
+        {"./a", "a"},
+        {"a/./b", "a/b"},
+        {"a//b", "a/b"},
+        {".", ""},
+        {"./.", ""},
+        {"a/.", "a"},
+        {"./a//./b/.", "a/b"},
+    };
     const char *why;
+    char *norm;
 
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        if (action_validate_relative_path(bad[i], false, &why) != -EINVAL)
+        if (action_validate_relative_path(bad[i], 0, &why) != -EINVAL)
             fail_msg("'%s' accepted", bad[i]);
         assert_non_null(why);
     }
-    assert_int_equal(action_validate_relative_path("", true, &why), 0);
-    assert_int_equal(action_validate_relative_path("a", false, &why), 0);
-    assert_int_equal(action_validate_relative_path("bazel-out/k8/bin/x.o", false, &why), 0);
-    assert_int_equal(action_validate_relative_path("..a/b..", false, &why), 0);
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        if (action_validate_relative_path(good[i][0], 0, &why) != 0)
+            fail_msg("'%s' refused: %s", good[i][0], why);
+        norm = action_path_normalize(good[i][0]);
+        assert_non_null(norm);
+        assert_string_equal(norm, good[i][1]);
+        free(norm);
+    }
+    assert_int_equal(action_validate_relative_path("", ACTION_PATH_EMPTY_OK, &why), 0);
+    assert_int_equal(action_validate_relative_path("a/", ACTION_PATH_TRAILING_SLASH_OK, &why), 0);
+    assert_int_equal(action_validate_relative_path("/", ACTION_PATH_TRAILING_SLASH_OK, &why),
+                     -EINVAL);
+    assert_string_equal(why, "is absolute");
+    assert_int_equal(action_validate_relative_path("a/../b", ACTION_PATH_EMPTY_OK, &why), -EINVAL);
+    assert_string_equal(why, "has a '..' component");
 }
 
 static Command *cmd_basic(void)
@@ -245,8 +271,32 @@ static void test_command(void **state)
     reapi_status_free(&st);
 
     c = cmd_basic();
+    TH_APPEND(c->output_files, c->n_output_files, strdup("a/"));
+    expect_invalid(&st, check_cmd(c, &st), "output_files[0] 'a/' ends with '/'");
+    reapi_status_free(&st);
+
+    /* the same path spelled twice: found on the normalised form */
+    c = cmd_basic();
     TH_APPEND(c->output_files, c->n_output_files, strdup("a//b"));
-    expect_invalid(&st, check_cmd(c, &st), "empty component");
+    TH_APPEND(c->output_files, c->n_output_files, strdup("a/./b"));
+    expect_invalid(&st, check_cmd(c, &st), "'a/b' appears twice");
+    reapi_status_free(&st);
+
+    c = cmd_basic();
+    TH_APPEND(c->output_files, c->n_output_files, strdup("./a"));
+    TH_APPEND(c->output_files, c->n_output_files, strdup("a//b"));
+    expect_invalid(&st, check_cmd(c, &st), "'a' is a parent of 'a/b'");
+    reapi_status_free(&st);
+
+    c = cmd_basic();
+    TH_APPEND(c->output_files, c->n_output_files, strdup("./o"));
+    TH_APPEND(c->output_directories, c->n_output_directories, strdup("o/."));
+    expect_invalid(&st, check_cmd(c, &st), "both an output file and an output directory");
+    reapi_status_free(&st);
+
+    c = cmd_basic();
+    TH_APPEND(c->output_files, c->n_output_files, strdup("."));
+    expect_invalid(&st, check_cmd(c, &st), "output_files[0] '.' names the working directory");
     reapi_status_free(&st);
 
     c = cmd_basic();
@@ -269,8 +319,19 @@ static void test_command(void **state)
     reapi_status_free(&st);
 
     c = cmd_basic();
-    TH_APPEND(c->output_paths, c->n_output_paths, strdup(""));
-    expect_invalid(&st, check_cmd(c, &st), "output_paths[0] '' is empty");
+    TH_APPEND(c->output_paths, c->n_output_paths, strdup("x"));
+    TH_APPEND(c->output_paths, c->n_output_paths, strdup("./x"));
+    expect_invalid(&st, check_cmd(c, &st), "output_paths: 'x' appears twice");
+    reapi_status_free(&st);
+
+    c = cmd_basic();
+    c->working_directory = strdup("/abs");
+    expect_invalid(&st, check_cmd(c, &st), "working_directory '/abs' is absolute");
+    reapi_status_free(&st);
+
+    c = cmd_basic();
+    c->working_directory = strdup("a/..");
+    expect_invalid(&st, check_cmd(c, &st), "working_directory 'a/..' has a '..' component");
     reapi_status_free(&st);
 
     c = cmd_basic();
@@ -281,6 +342,31 @@ static void test_command(void **state)
     c = cmd_basic();
     TH_APPEND(c->output_node_properties, c->n_output_node_properties, strdup("mtime"));
     expect_invalid(&st, check_cmd(c, &st), "'mtime'");
+    reapi_status_free(&st);
+
+    /* valid: what the spec does not forbid. "." as the working directory
+     * (buildbox's trexe), "./a/" and "a//b"; "" (or ".") as an output path
+     * or directory: the whole working directory; "." and empty components in
+     * output paths; environment variables in any order. */
+    static const char *const wds[] = {".", "./", "./pkg/", "pkg//sub", "pkg/."};
+    for (size_t i = 0; i < sizeof(wds) / sizeof(wds[0]); i++) {
+        c = cmd_basic();
+        c->working_directory = strdup(wds[i]);
+        if (check_cmd(c, &st) != 0)
+            fail_msg("working_directory '%s' refused: %s", wds[i], st.message);
+        reapi_status_free(&st);
+    }
+    c = cmd_basic();
+    TH_APPEND(c->output_paths, c->n_output_paths, strdup(""));
+    TH_APPEND(c->output_paths, c->n_output_paths, strdup("a/./b"));
+    TH_APPEND(c->output_paths, c->n_output_paths, strdup("a//c"));
+    assert_int_equal(check_cmd(c, &st), 0);
+    reapi_status_free(&st);
+    c = cmd_basic();
+    TH_APPEND(c->output_directories, c->n_output_directories, strdup("."));
+    th_cmd_add_env(c, "ZED", "1");
+    th_cmd_add_env(c, "ALPHA", "2");
+    assert_int_equal(check_cmd(c, &st), 0);
     reapi_status_free(&st);
 
     /* valid: nested directories, "" for the whole working directory, a file in one */
@@ -510,7 +596,8 @@ static void test_load_valid_and_invalid(void **state)
     reapi_status_free(&st);
 
     /* symlinks escaping from the root or absolute: allowed (ALLOWED);
-     * an empty target two levels down: refused, naming the path. */
+     * an empty target two levels down: refused, naming the path. The
+     * working directory "." is the input root, the output joined to it. */
     d = th_dir_new();
     th_dir_add_symlink(d, "abs", "/etc/passwd");
     th_dir_add_symlink(d, "esc", "../../..");
@@ -519,9 +606,14 @@ static void test_load_valid_and_invalid(void **state)
     th_dir_add_dir(d, "deep", &bad_dir);
     th_dir_put(env.cas, d, &bad_root);
     cmd = th_cmd_new(argv);
+    cmd->working_directory = strdup(".");
+    TH_APPEND(cmd->output_paths, cmd->n_output_paths, strdup("./out//x.o"));
     th_action_put(env.cas, cmd, &bad_root, -1, NULL, &ad);
     reapi_status_init(&st);
     assert_int_equal(action_load(env.cas, &ad, &env.cfg, &act, &st), 0);
+    assert_string_equal(act->working_directory, "");
+    assert_string_equal(act->outputs[0].path, "./out//x.o");
+    assert_string_equal(act->outputs[0].full, "out/x.o");
     assert_int_equal(act->input_symlinks, 2);
     action_free(act);
     reapi_status_free(&st);
