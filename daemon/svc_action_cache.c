@@ -98,6 +98,9 @@ static void ac_get(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "GetActionResultRequest not parseable");
         goto out;
     }
+    if (reapi_digest_function_check(
+            &req->base, REAPI_FIELD_GET_ACTION_RESULT_REQUEST_DIGEST_FUNCTION, &st) != 0)
+        goto out;
     if (reapi_digest_from_proto(req->action_digest, &action, &st, "action_digest") != 0)
         goto out;
     rc = cas_ac_get(d->store, req->instance_name ? req->instance_name : "", &action, &buf, &len);
@@ -153,6 +156,9 @@ static void ac_update(void *ctx, struct rpc_call *call)
                          "UpdateActionResultRequest not parseable");
         goto out;
     }
+    if (reapi_digest_function_check(
+            &req->base, REAPI_FIELD_UPDATE_ACTION_RESULT_REQUEST_DIGEST_FUNCTION, &st) != 0)
+        goto out;
     if (reapi_digest_from_proto(req->action_digest, &action, &st, "action_digest") != 0)
         goto out;
     if (req->action_result == NULL) {

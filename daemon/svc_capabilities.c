@@ -1,9 +1,10 @@
 /*
  * svc_capabilities.c - build.bazel.remote.execution.v2.Capabilities.
  *
- * Advertises SHA-256, the batch limit, the symlink strategy, action-cache
- * updates, execution when it is running, and API versions 2.0 to 2.2 (the
- * protos Debian ships are the v2.2-era API).
+ * Advertises SHA-256 (also in API 2.3's ExecutionCapabilities.digest_functions),
+ * the batch limit, absolute symlinks ALLOWED, action-cache updates, execution
+ * when it is running, and API versions 2.0 to 2.2 (the protos Debian ships
+ * are the v2.2-era API).
  */
 #include "casboxd.h"
 
@@ -45,6 +46,13 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
     exec.digest_function = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256;
     exec.exec_enabled = d->exec != NULL;
     caps.execution_capabilities = &exec;
+    /* API 2.3's repeated digest_functions, which the v2.2 type lacks. */
+    if (reapi_unknown_varint_put(&exec.base, REAPI_FIELD_EXECUTION_CAPABILITIES_DIGEST_FUNCTIONS,
+                                 REAPI_DIGEST_FUNCTION_SHA256) != 0) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        protobuf_c_message_free_unpacked(req, NULL);
+        return;
+    }
 
     low.major = 2;
     low.minor = 0;
@@ -53,6 +61,7 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
     caps.low_api_version = &low;
     caps.high_api_version = &high;
     rpc_call_finish(call, &caps.base, NULL);
+    reapi_unknown_clear(&exec.base);
     protobuf_c_message_free_unpacked(req, NULL);
 }
 

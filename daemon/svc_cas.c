@@ -59,6 +59,9 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
                          "FindMissingBlobsRequest not parseable");
         goto out;
     }
+    if (reapi_digest_function_check(
+            &req->base, REAPI_FIELD_FIND_MISSING_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
+        goto out;
     if (!cas_check_count(d, req->n_blob_digests, &st, "blob_digests"))
         goto out;
     digests = calloc(req->n_blob_digests + 1, sizeof(*digests));
@@ -128,6 +131,9 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
                          "BatchUpdateBlobsRequest not parseable");
         goto out;
     }
+    if (reapi_digest_function_check(
+            &req->base, REAPI_FIELD_BATCH_UPDATE_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
+        goto out;
     n = req->n_requests;
     if (!cas_check_count(d, n, &st, "requests"))
         goto out;
@@ -209,6 +215,9 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "BatchReadBlobsRequest not parseable");
         goto out;
     }
+    if (reapi_digest_function_check(&req->base,
+                                    REAPI_FIELD_BATCH_READ_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
+        goto out;
     n = req->n_digests;
     if (!cas_check_count(d, n, &st, "digests"))
         goto out;
@@ -387,6 +396,9 @@ static void cas_get_tree(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "GetTreeRequest not parseable");
         goto out;
     }
+    if (reapi_digest_function_check(&req->base, REAPI_FIELD_GET_TREE_REQUEST_DIGEST_FUNCTION,
+                                    &st) != 0)
+        goto out;
     if (reapi_digest_from_proto(req->root_digest, &root, &st, "root_digest") != 0)
         goto out;
     if (req->page_size < 0) {

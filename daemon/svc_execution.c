@@ -178,7 +178,12 @@ static int exec_send_operation(struct rpc_call *call, const char *name, enum exe
     reapi_digest_to_proto(action_digest, &db);
     md.stage = stages[stage];
     md.action_digest = &db.pd;
-    rc = exec_pack_any(&md_any, METADATA_TYPE_URL, &md.base);
+    /* API 2.3's digest_function, which the v2.2 type lacks: the one in use. */
+    rc = reapi_unknown_varint_put(&md.base, REAPI_FIELD_EXECUTE_OPERATION_METADATA_DIGEST_FUNCTION,
+                                  REAPI_DIGEST_FUNCTION_SHA256);
+    if (rc == 0)
+        rc = exec_pack_any(&md_any, METADATA_TYPE_URL, &md.base);
+    reapi_unknown_clear(&md.base);
     if (rc != 0) {
         if (stage == EXEC_COMPLETED && !start_only)
             rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -369,7 +374,9 @@ static void exec_execute(void *ctx, struct rpc_call *call)
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "ExecuteRequest not parseable");
         goto out;
     }
-    if (reapi_digest_from_proto(req->action_digest, &dg, &st, "action_digest") != 0) {
+    if (reapi_digest_function_check(&req->base, REAPI_FIELD_EXECUTE_REQUEST_DIGEST_FUNCTION, &st) !=
+            0 ||
+        reapi_digest_from_proto(req->action_digest, &dg, &st, "action_digest") != 0) {
         rpc_call_finish(call, NULL, &st);
         goto out;
     }
