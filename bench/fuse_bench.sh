@@ -8,7 +8,7 @@
 #    input trees of 1,000, 10,000 and 100,000 files (directories of 100 files
 #    sharing 16 blobs), against two daemons started side by side: one with
 #    execution.staging=fuse, one with hardlink. Prints the median Execute round
-#    trip and the staging time the daemon reports (casbox.StagingStats), and the
+#    trip and the staging time the daemon reports (auxiliary_metadata), and the
 #    100k/1k ratio (target for FUSE: within 1.5x). Beside it, per size: the
 #    action's own run time (ExecutedActionMetadata execution_start ..
 #    completed) with each staging, which is what reading 1% of the files costs
@@ -38,25 +38,22 @@ repo, tmp = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(repo, "tests", "e2e"))
 import reapi_client as rc
 from reapi_client import re_pb2, bs_pb2
+from google.protobuf import struct_pb2
 
 RUNS = int(os.environ.get("FUSE_BENCH_RUNS", "5"))
 SIZES = [int(x) for x in os.environ.get("FUSE_BENCH_SIZES", "1000 10000 100000").split()]
 BIG = int(os.environ.get("FUSE_BENCH_BIG_MIB", "1024")) << 20
 ENV = [re_pb2.Command.EnvironmentVariable(name="PATH", value="/usr/bin:/bin")]
-STATS_URL = "type.googleapis.com/casbox.StagingStats"
+STATS_URL = "type.googleapis.com/google.protobuf.Struct"
 
 def stats(result):
-    """casbox.StagingStats: 1 files_opened, 2 bytes_read, 3 staging_us, 4 mode."""
+    """casbox's staging counters (docs/fuse.md): files_opened, bytes_read,
+    staging_us, mode."""
     for a in result.execution_metadata.auxiliary_metadata:
         if a.type_url == STATS_URL:
-            v, i, out = a.value, 0, {}
-            while i < len(v):
-                key = v[i] >> 3; i += 1; val = shift = 0
-                while True:
-                    b = v[i]; i += 1; val |= (b & 0x7F) << shift; shift += 7
-                    if not b & 0x80: break
-                out[key] = val
-            return out
+            st = struct_pb2.Struct()
+            a.Unpack(st)
+            return dict(st.items())
     return {}
 
 def ts(t):
@@ -114,7 +111,7 @@ for n in SIZES:
         walls, stages, runs, trues = [], [], [], []
         for _ in range(RUNS):
             w, s, r, _ = execute(c, root, script)
-            walls.append(w * 1000); stages.append(s.get(3, 0) / 1000.0); runs.append(r)
+            walls.append(w * 1000); stages.append(s.get("staging_us", 0) / 1000.0); runs.append(r)
             if mode == "fuse":
                 trues.append(execute(c, root, "true")[0] * 1000)
         row[mode] = (statistics.median(walls), statistics.median(stages),
@@ -165,7 +162,7 @@ def direct():
 served = []
 def through_fuse():
     _, st, _, err = execute(c, root, "dd if=big.bin of=/dev/null bs=1M")
-    served.append(st.get(2, 0))
+    served.append(int(st.get("bytes_read", 0)))
     return rate(err.decode())
 
 def drop():

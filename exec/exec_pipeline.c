@@ -33,6 +33,7 @@
 
 #include "action_internal.h"
 #include "google/protobuf/any.pb-c.h"
+#include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
 static Google__Protobuf__Timestamp *exec_timestamp(uint64_t us)
@@ -54,53 +55,67 @@ struct exec_staging {
     struct casfs_tree_stats fuse_stats; /* fuse only */
 };
 
-#define EXEC_STAGING_TYPE_URL "type.googleapis.com/casbox.StagingStats"
+#define EXEC_STAGING_TYPE_URL "type.googleapis.com/google.protobuf.Struct"
 
-static size_t exec_put_varint(uint8_t *p, uint64_t v)
+/* One entry of the Struct: a number or a string. */
+struct exec_struct_field {
+    Google__Protobuf__Struct__FieldsEntry entry;
+    Google__Protobuf__Value value;
+};
+
+static void exec_struct_set(struct exec_struct_field *f, const char *key, double number,
+                            const char *string)
 {
-    size_t n = 0;
-
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
+    google__protobuf__struct__fields_entry__init(&f->entry);
+    google__protobuf__value__init(&f->value);
+    f->entry.key = (char *)key;
+    f->entry.value = &f->value;
+    if (string != NULL) {
+        f->value.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+        f->value.string_value = (char *)string;
+    } else {
+        f->value.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+        f->value.number_value = number;
     }
-    p[n++] = (uint8_t)v;
-    return n;
 }
 
-/* An Any holding casbox.StagingStats (docs/fuse.md): files_opened = 1,
- * bytes_read = 2, staging_us = 3, mode = 4 (1 hardlink, 2 fuse), all
- * varints; 1 and 2 only for fuse. Hand-encoded: no .proto needed for four
- * integers. */
+/* What staging did, as a google.protobuf.Struct in an Any (docs/fuse.md):
+ * {"bytes_read": n, "files_opened": n, "mode": "fuse", "staging_us": n}, the
+ * first two for fuse only. A well-known type, so that every client can print
+ * it (buildbox's trexe --action-result-json and rexplorer turn results into
+ * JSON and fail on an Any whose type they do not know). Keys in byte order:
+ * the same counters always pack to the same bytes. */
 static Google__Protobuf__Any *exec_staging_any(const struct exec_staging *sg)
 {
+    Google__Protobuf__Struct st = GOOGLE__PROTOBUF__STRUCT__INIT;
+    struct exec_struct_field f[4];
+    Google__Protobuf__Struct__FieldsEntry *entries[4];
     Google__Protobuf__Any *any = malloc(sizeof(*any));
-    uint8_t buf[4 * 11];
     size_t n = 0;
 
     if (any == NULL)
         return NULL;
     google__protobuf__any__init(any);
     if (sg->fuse) {
-        buf[n++] = 1 << 3;
-        n += exec_put_varint(buf + n, sg->fuse_stats.files_opened);
-        buf[n++] = 2 << 3;
-        n += exec_put_varint(buf + n, sg->fuse_stats.bytes_read);
+        exec_struct_set(&f[n++], "bytes_read", (double)sg->fuse_stats.bytes_read, NULL);
+        exec_struct_set(&f[n++], "files_opened", (double)sg->fuse_stats.files_opened, NULL);
     }
-    buf[n++] = 3 << 3;
-    n += exec_put_varint(buf + n, sg->micros);
-    buf[n++] = 4 << 3;
-    n += exec_put_varint(buf + n, sg->fuse ? 2 : 1);
+    exec_struct_set(&f[n++], "mode", 0, sg->fuse ? "fuse" : "hardlink");
+    exec_struct_set(&f[n++], "staging_us", (double)sg->micros, NULL);
+    for (size_t i = 0; i < n; i++)
+        entries[i] = &f[i].entry;
+    st.n_fields = n;
+    st.fields = entries;
     any->type_url = strdup(EXEC_STAGING_TYPE_URL);
-    any->value.data = malloc(n);
+    any->value.len = google__protobuf__struct__get_packed_size(&st);
+    any->value.data = malloc(any->value.len);
     if (any->type_url == NULL || any->value.data == NULL) {
         free(any->type_url);
         free(any->value.data);
         free(any);
         return NULL;
     }
-    memcpy(any->value.data, buf, n);
-    any->value.len = n;
+    google__protobuf__struct__pack(&st, any->value.data);
     return any;
 }
 
