@@ -168,6 +168,75 @@ def status_details(st):
     return out
 
 
+# -- fields newer than Debian's v2.2-era protos -----------------------------------
+#
+# The generated Python types lack API 2.3's fields (digest_function, ...); a
+# test adds them to a serialized request as raw bytes and reads them from a
+# reply's bytes with these.
+
+def varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7f) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def varint_field(field, value):
+    """The wire bytes of varint field `field` = value (append them to a
+    serialized message to set a field its generated type lacks)."""
+    return varint(field << 3) + varint(value)
+
+
+def _read_varint(data, pos):
+    v = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        v |= (b & 0x7f) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, pos
+
+
+def wire_fields(data):
+    """[(field number, wire type, value)] of a serialized message: an int
+    for varints, bytes for length-delimited fields, raw bytes otherwise."""
+    out, pos = [], 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        field, wt = key >> 3, key & 7
+        if wt == 0:
+            v, pos = _read_varint(data, pos)
+        elif wt == 2:
+            n, pos = _read_varint(data, pos)
+            v, pos = data[pos:pos + n], pos + n
+        elif wt in (1, 5):
+            n = 8 if wt == 1 else 4
+            v, pos = data[pos:pos + n], pos + n
+        else:
+            raise ValueError("wire type %d at %d" % (wt, pos))
+        out.append((field, wt, v))
+    return out
+
+
+def varints_of(data, field):
+    """Every value of varint field `field` (repeated, packed or not) in data."""
+    vals = []
+    for f, wt, v in wire_fields(data):
+        if f != field:
+            continue
+        if wt == 0:
+            vals.append(v)
+        elif wt == 2:
+            pos = 0
+            while pos < len(v):
+                x, pos = _read_varint(v, pos)
+                vals.append(x)
+    return vals
+
+
 def code_name(code):
     """grpc.StatusCode or int -> 'NOT_FOUND'."""
     if isinstance(code, grpc.StatusCode):
@@ -228,6 +297,13 @@ class Client:
         if key not in self._m:
             self._m[key] = self.channel.unary_unary(method)  # bytes in, bytes out
         return self._m[key](payload, timeout=timeout or self.timeout)
+
+    def raw_unary_stream(self, method, payload, timeout=None):
+        """A server-streaming method with raw request bytes; a list of raw responses."""
+        key = ("raws", method)
+        if key not in self._m:
+            self._m[key] = self.channel.unary_stream(method)
+        return list(self._m[key](payload, timeout=timeout or self.timeout))
 
     def _inst(self, instance):
         return self.instance if instance is None else instance
