@@ -300,7 +300,8 @@ e2e_run env ROOT="$root" PORT="$port" VERSION="$version" PY="$PY" E2E_DIR="$E2E_
     sleep 0.1
   done
   grep -qF "casboxd: listening" "$LOGS/casboxd-chroot.log" || { cat "$LOGS/casboxd-chroot.log" >&2; fail "casboxd did not start listening"; }
-  say "casboxd (pid $daemon) listening on 127.0.0.1:$PORT as casbox"
+  say "casboxd (pid $daemon) listening on 127.0.0.1:$PORT as casbox;" \
+    "$(grep -m1 -o "input staging: .*" "$LOGS/casboxd-chroot.log" || echo "no input staging line")"
   "$PY" "$E2E_DIR/reapi_client.py" --target "127.0.0.1:$PORT" capabilities > "$E2E_TMP/caps.txt" ||
     fail "GetCapabilities failed"
   grep -q SHA256 "$E2E_TMP/caps.txt" || { cat "$E2E_TMP/caps.txt" >&2; fail "GetCapabilities names no SHA256"; }
@@ -312,8 +313,11 @@ c = rc.Client(\"127.0.0.1:$PORT\")
 d = c.upload_blob(b\"casbox package test\n\")
 assert c.find_missing([d]) == [], \"the blob is missing after upload\"
 print(d.hash)")" || fail "the blob round trip failed"
-  blob="$(find "$ROOT/var/lib/casbox/cas" -name "$hash" -type f | head -n 1)"
-  [ -n "$blob" ] || fail "no blob $hash under /var/lib/casbox/cas"
+  # By its path in the CAS layout, not by walking the state dir: where
+  # /dev/fuse is 0666 casboxd mounts its FUSE input tree at cas/fuse, which
+  # no other user (root included) may enter (no allow_other).
+  blob="$ROOT/var/lib/casbox/cas/blobs/${hash:0:2}/$hash"
+  [ -f "$blob" ] || fail "no blob $hash at ${blob#$ROOT} (<state>/cas/blobs/<aa>/<hash>)"
   [ "$(stat -c %u "$blob")" = "$uid" ] || fail "$blob is not owned by casbox"
   say "GetCapabilities, execution enabled, blob stored in ${blob#$ROOT}"
   kill -TERM "$daemon"
@@ -321,7 +325,10 @@ print(d.hash)")" || fail "the blob round trip failed"
   wait "$daemon" || rc=$?
   daemon=""
   [ "$rc" = 0 ] || { cat "$LOGS/casboxd-chroot.log" >&2; fail "casboxd exited $rc on SIGTERM, want 0"; }
-  say "casboxd exited 0 on SIGTERM"
+  # With FUSE staging (/dev/fuse 0666) it must have unmounted cas/fuse.
+  left="$(awk -v p="$ROOT/var/lib/casbox/" "index(\$5, p) == 1 { print \$5 }" /proc/self/mountinfo)"
+  [ -z "$left" ] || fail "casboxd left mounts behind after SIGTERM: $left"
+  say "casboxd exited 0 on SIGTERM, no mount left under /var/lib/casbox"
 
   # Upgrade path: a reinstall keeps a local edit of the conffile.
   echo "# local edit" >> "$ROOT/etc/casbox/casboxd.conf"
