@@ -16,8 +16,9 @@
 #     GetCapabilities from the host, stores a blob under /var/lib/casbox, and
 #     exits 0 on SIGTERM; a reinstall keeps a local edit of the conffile; purge
 #     removes /etc/casbox and /var/lib/casbox.
-# The Debian root is cached in ${CASBOX_TEST_CACHE:-~/.cache/casbox-test}/
-# debootstrap-<codename>/ (delete it to rebuild it), with the .debs apt
+# The Debian root is cached in $(casbox_fixture_cache)/debootstrap-<codename>/
+# (${CASBOX_FIXTURE_CACHE:-${CASBOX_TEST_CACHE:-~/.cache/casbox-test}}; delete it
+# to make it again, tests/e2e/debootstrap_root.sh), with the .debs apt
 # downloaded into it beside it in debootstrap-<codename>-debs/.  The chroot
 # part runs in a private mount namespace (unshare -m), so its /proc and /dev
 # mounts disappear with it, even when the test is killed.
@@ -190,27 +191,18 @@ apt-get indextargets --format '$(TARGET_OF) $(CREATED_BY) $(ARCHITECTURE) $(REPO
 mirror="$(awk -v s="$codename" '$2 == s { print $1; exit }' "$E2E_TMP/archives")"
 [ -n "$mirror" ] || e2e_skip "apt has no Debian archive for $codename (see $E2E_TMP/archives): debootstrap cannot run"
 
-cache_dir="$(casbox_test_cache)"
-root_cache="$cache_dir/debootstrap-$codename"
+# The root is a cached fixture (debootstrap_root.sh makes it when missing).
+cache_dir="$(casbox_fixture_cache)"
 debs_cache="$cache_dir/debootstrap-$codename-debs"
 mkdir -p "$cache_dir" "$debs_cache"
-if [ ! -e "$root_cache/.casbox-complete" ]; then
-  rm -rf "$root_cache" "$root_cache".tmp.*
-  log "debootstrap --variant=minbase $codename from $mirror into $root_cache (once; log $E2E_LOG_DIR/debootstrap.log)"
-  if ! e2e_run debootstrap --variant=minbase "$codename" "$root_cache.tmp.$$" "$mirror" \
-      > "$E2E_LOG_DIR/debootstrap.log" 2>&1; then
-    tail -n 20 "$E2E_LOG_DIR/debootstrap.log" >&2
-    rm -rf "$root_cache.tmp.$$"
-    if grep -qiE 'Failed getting release file|Temporary failure|Could not resolve|Connection (refused|timed out)|unable to connect' \
-        "$E2E_LOG_DIR/debootstrap.log"; then
-      e2e_skip "debootstrap cannot reach $mirror (log $E2E_LOG_DIR/debootstrap.log)"
-    fi
-    e2e_fail "debootstrap failed (log $E2E_LOG_DIR/debootstrap.log)"
-  fi
-  rm -f "$root_cache.tmp.$$"/var/cache/apt/archives/*.deb
-  touch "$root_cache.tmp.$$/.casbox-complete"
-  mv "$root_cache.tmp.$$" "$root_cache"
-fi
+rc=0
+e2e_run "$E2E_DIR/debootstrap_root.sh" "$codename" "$mirror" "$cache_dir/debootstrap-$codename" \
+  "$E2E_LOG_DIR/debootstrap.log" > "$E2E_TMP/root-cache" || rc=$?
+case "$rc" in
+  0) root_cache="$(cat "$E2E_TMP/root-cache")" ;;
+  77) e2e_skip "debootstrap cannot reach $mirror (log $E2E_LOG_DIR/debootstrap.log)" ;;
+  *) e2e_fail "no Debian root: tests/e2e/debootstrap_root.sh failed (log $E2E_LOG_DIR/debootstrap.log)" ;;
+esac
 
 root="$E2E_TMP/root"
 log "copying the cached root to $root"
