@@ -237,7 +237,16 @@ e2e_run env ROOT="$root" PORT="$port" VERSION="$version" PY="$PY" E2E_DIR="$E2E_
   in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive "$@"; }
   daemon=""
-  trap '\''[ -n "$daemon" ] && kill -KILL "$daemon" 2> /dev/null; exit 143'\'' TERM INT
+  # A failed check exits with the daemon still running: it must not outlive
+  # the test (it is no child of the test once this shell is gone).
+  stop_daemon() {
+    [ -n "$daemon" ] || return 0
+    kill -KILL "$daemon" 2> /dev/null || true
+    wait "$daemon" 2> /dev/null || true
+    daemon=""
+  }
+  trap stop_daemon EXIT
+  trap "exit 143" TERM INT
   mount -t proc proc "$ROOT/proc"
   mount --rbind /dev "$ROOT/dev"
 
