@@ -2,14 +2,15 @@
  * cli_replay.c - `casbox run --action HASH/SIZE --remote URL`: replay a
  * remote action on this machine, the way casboxd runs it.
  *
- * Everything after the fetch is the daemon's own pipeline (daemon/action.h):
+ * Everything after the fetch is the daemon's own pipeline (exec/exec.h):
  * action_load validates against a casboxd configuration (the defaults, or
- * --config), action_stage_inputs hardlinks the input root out of a private
- * local CAS, action_spec_build makes the same sandbox spec, and the spawner
- * runs it exactly as it runs the daemon's actions (it must be forked before
- * grpc_init, as in casboxd). action_outputs_collect then builds the
- * ActionResult, which is printed and, with --compare, diffed against the
- * server's cached one (GetActionResult).
+ * --config), then exec_run(), the very function casboxd's slots call, stages
+ * the input root out of a private local CAS (hardlinks: this process mounts
+ * no FUSE filesystem), builds the same sandbox spec, runs it with the
+ * spawner exactly as it runs the daemon's actions (it must be forked before
+ * grpc_init, as in casboxd) and collects the ActionResult, which is printed
+ * and, with --compare, diffed against the server's cached one
+ * (GetActionResult).
  *
  * All of it happens in ${TMPDIR:-/tmp}/casbox-replay.XXXXXX (cas/, exec/,
  * exec-blobs/), removed at the end.
@@ -25,6 +26,7 @@
 #include "config/config.h"
 #include "exec/exec.h"
 #include "reapi/reapi.h"
+#include "util/util.h"
 
 #define METHOD_GET_ACTION_RESULT "/build.bazel.remote.execution.v2.ActionCache/GetActionResult"
 
@@ -37,11 +39,11 @@ struct replay {
     struct cli_grpc *grpc;
     struct sandbox_spawner *spawner;
     struct action *act;
-    struct action_scratch scratch;
-    struct sandbox_spec spec;
-    struct sandbox_result res;
-    bool ran;
-    cli_action_result_t *result;
+    struct exec_copies copies;
+    struct exec_env env;
+    struct exec_outcome outcome;
+    char exec_dir[4096], blobs_dir[4096];
+    bool copies_live;
     char name[CAS_HASH_HEX + 24]; /* the action's digest, for messages */
     char err[1024];
 };
@@ -76,21 +78,18 @@ static int replay_mkdir(struct replay *r, const char *name, char *path, size_t l
     return 0;
 }
 
-/* Fetch, load, stage, build the spec. */
+/* Fetch and load the action into a private CAS. */
 static int replay_prepare(struct replay *r)
 {
-    struct action_stage_stats stage;
-    struct action_spec_notes notes;
     struct cli_fetch_stats fetched;
-    struct reapi_status st;
-    char cas_dir[4096], exec_dir[4096], blobs_dir[4096];
+    char cas_dir[4096];
     int rc;
 
     rc = replay_mkdir(r, "cas", cas_dir, sizeof(cas_dir));
     if (rc == 0)
-        rc = replay_mkdir(r, "exec", exec_dir, sizeof(exec_dir));
+        rc = replay_mkdir(r, "exec", r->exec_dir, sizeof(r->exec_dir));
     if (rc == 0)
-        rc = replay_mkdir(r, "exec-blobs", blobs_dir, sizeof(blobs_dir));
+        rc = replay_mkdir(r, "exec-blobs", r->blobs_dir, sizeof(r->blobs_dir));
     if (rc != 0)
         return rc;
     rc = cas_store_open(cas_dir, &(struct cas_store_options){.max_bytes = 0}, &r->cas);
@@ -107,63 +106,38 @@ static int replay_prepare(struct replay *r)
         return rc;
     fprintf(stderr, "casbox run: fetched action %s: %" PRIu64 " blobs, %" PRIu64 " bytes from %s\n",
             r->name, fetched.blobs, fetched.bytes, r->run->remote);
+    r->env = (struct exec_env){
+        .store = r->cas,
+        .spawner = r->spawner,
+        .copies = &r->copies,
+        .scratch_dir = r->exec_dir,
+        .exec_blob_dir = r->blobs_dir,
+    };
+    return 0;
+}
 
-    reapi_status_init(&st);
-    rc = action_scratch_create(exec_dir, "replay", &r->scratch);
-    if (rc != 0) {
-        snprintf(r->err, sizeof(r->err), "creating the scratch directory in %s: %s", exec_dir,
-                 strerror(-rc));
-        goto out;
-    }
-    rc = action_stage_inputs(r->cas, r->act, r->scratch.lower, blobs_dir, &stage, &st);
-    if (rc == 0)
-        rc = action_spec_build(r->act, &r->cfg, &r->scratch, &r->spec, &notes, &st);
-    if (rc != 0) {
-        snprintf(r->err, sizeof(r->err), "action %s: %s: %s", r->name, cli_grpc_code_name(st.code),
-                 st.message);
-        goto out;
-    }
-    if (notes.timeout_capped)
+/* exec_run, as casboxd's slots call it (a dry run stops after the spec). */
+static int replay_execute(struct replay *r)
+{
+    struct exec_outcome *o = &r->outcome;
+    struct exec_times times = {0};
+
+    times.queued = times.worker_start = clock_real_us();
+    exec_run(&r->env, &r->cfg, r->act, r->run->dry_run, &times, o);
+    if (o->notes.timeout_capped)
         fprintf(stderr,
                 "casbox run: Action.timeout capped to execution.max_timeout (%" PRIu64
                 " s), as casboxd would\n",
                 r->cfg.exec_max_timeout);
-out:
-    reapi_status_free(&st);
-    return rc;
-}
-
-static int replay_execute(struct replay *r)
-{
-    struct action_output_limits limits = {
-        .max_bytes = r->cfg.exec_max_output_bytes,
-        .max_entries = r->cfg.exec_max_output_files,
-    };
-    struct reapi_status st;
-    char verdict[256];
-    int rc;
-
-    rc = sandbox_spawner_run(r->spawner, &r->spec, &r->res);
-    if (rc != 0) {
-        snprintf(r->err, sizeof(r->err), "the sandbox could not be started: %s",
-                 r->res.error[0] ? r->res.error : strerror(-rc));
-        return rc;
-    }
-    r->ran = true;
-    if (r->res.error[0] != '\0')
-        fprintf(stderr, "casbox run: %s\n", r->res.error);
-    cli_verdict(&r->res, &r->spec, verdict, sizeof(verdict));
-    if (verdict[0] != '\0')
-        fprintf(stderr, "casbox run: %s\n", verdict);
-    reapi_status_init(&st);
-    rc = action_outputs_collect(r->cas, r->act, &r->scratch, &limits, &r->result, NULL, &st);
-    if (rc != 0)
-        snprintf(r->err, sizeof(r->err), "collecting the outputs: %s: %s",
-                 cli_grpc_code_name(st.code), st.message);
-    else
-        r->result->exit_code = r->res.exit_code;
-    reapi_status_free(&st);
-    return rc;
+    if (o->ran && o->sandbox.error[0] != '\0')
+        fprintf(stderr, "casbox run: %s\n", o->sandbox.error);
+    if (o->verdict[0] != '\0')
+        fprintf(stderr, "%s\n", o->verdict); /* "casbox: ...", as casboxd says it */
+    if (o->result != NULL || (r->run->dry_run && reapi_status_ok(&o->status)))
+        return 0;
+    snprintf(r->err, sizeof(r->err), "action %s: %s: %s", r->name,
+             cli_grpc_code_name(o->status.code), o->status.message);
+    return -EIO;
 }
 
 /* GetActionResult and the diff; returns the exit status. */
@@ -194,7 +168,7 @@ static int replay_compare(struct replay *r)
         return CLI_EXIT_FAILURE;
     }
     fputc('\n', stdout);
-    rc = cli_result_compare(stdout, r->result, cached) == 0 ? 0 : CLI_EXIT_DIFFERENT;
+    rc = cli_result_compare(stdout, r->outcome.result, cached) == 0 ? 0 : CLI_EXIT_DIFFERENT;
     protobuf_c_message_free_unpacked(&cached->base, NULL);
     return rc;
 }
@@ -204,8 +178,8 @@ static int replay_compare(struct replay *r)
 static int replay_report(struct replay *r, int status)
 {
     struct cli_report report = {
-        .spec = &r->spec,
-        .res = r->ran ? &r->res : NULL,
+        .spec = &r->outcome.spec,
+        .res = r->outcome.ran ? &r->outcome.sandbox : NULL,
         .exit_status = status,
         .error = r->err,
         .action = r->name,
@@ -227,7 +201,7 @@ int cli_replay_run(struct cli_run *run)
 
     memset(&r, 0, sizeof(r));
     r.run = run;
-    sandbox_spec_init(&r.spec);
+    exec_outcome_init(&r.outcome);
     rc = cas_digest_parse(run->action_hash, run->action_size, &r.action);
     if (rc != 0) {
         snprintf(r.err, sizeof(r.err), "--action %s/%" PRId64 ": not a digest", run->action_hash,
@@ -244,20 +218,23 @@ int cli_replay_run(struct cli_run *run)
         if (rc != 0)
             snprintf(r.err, sizeof(r.err), "cannot start the sandbox spawner: %s", strerror(-rc));
     }
-    if (rc == 0)
+    if (rc == 0) {
+        exec_copies_init(&r.copies, r.cfg.exec_copy_cache_bytes);
+        r.copies_live = true;
         rc = replay_prepare(&r);
-    if (rc == 0 && run->dry_run) {
-        sandbox_spec_print(&r.spec, stdout);
-        status = 0;
-        goto out;
     }
     if (rc == 0)
         rc = replay_execute(&r);
+    if (rc == 0 && run->dry_run) {
+        sandbox_spec_print(&r.outcome.spec, stdout);
+        status = 0;
+        goto out;
+    }
     if (rc != 0)
         goto out;
     printf("action: %s\n", r.name);
-    cli_result_print(stdout, r.result, r.cas);
-    status = cli_exit_status(&r.res);
+    cli_result_print(stdout, r.outcome.result, r.cas);
+    status = r.outcome.ran ? cli_exit_status(&r.outcome.sandbox) : CLI_EXIT_FAILURE;
     if (run->compare)
         status = replay_compare(&r);
     fflush(stdout);
@@ -266,9 +243,10 @@ out:
         fprintf(stderr, "casbox run: %s\n", r.err);
     if (run->json_path != NULL && !run->dry_run)
         status = replay_report(&r, status);
-    action_result_free(r.result);
-    sandbox_spec_free(&r.spec);
-    action_scratch_remove(&r.scratch);
+    exec_leftovers_remove(&r.env, r.outcome.left);
+    exec_outcome_free(&r.outcome);
+    if (r.copies_live)
+        exec_copies_destroy(&r.copies);
     action_free(r.act);
     if (r.spawner != NULL)
         sandbox_spawner_stop(r.spawner);

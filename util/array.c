@@ -1,5 +1,5 @@
 /*
- * array.c - growing a malloc'd array by doubling (array.h).
+ * array.c - growing a malloc'd array by doubling (util.h).
  */
 #include "util.h"
 
