@@ -1,15 +1,12 @@
 /*
  * bench_common.c - clocks, statistics, digests, the private casboxd and the
- * blocking gRPC client shared by the casbox benchmarks (see bench_common.h).
+ * gRPC client as the casbox benchmarks share them (see bench_common.h).
  */
 #include "bench_common.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <grpc/byte_buffer_reader.h>
-#include <grpc/grpc_security.h>
-#include <grpc/support/time.h>
 #include <malloc.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -127,7 +124,7 @@ void bench_sha256(const void *buf, size_t len, struct bench_digest *out)
     out->size = (int64_t)len;
 }
 
-void bench_digest_to_proto(const struct bench_digest *d, bench_pb_digest *pd)
+void bench_digest_to_proto(const struct bench_digest *d, Digest *pd)
 {
     build__bazel__remote__execution__v2__digest__init(pd);
     pd->hash = (char *)d->hex;
@@ -427,181 +424,37 @@ int bench_daemon_stop(struct bench_daemon *d)
 
 /* --- the gRPC client --- */
 
-static const char *const method_paths[BM_COUNT] = {
-    [BM_GET_CAPABILITIES] = "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
-    [BM_FIND_MISSING] = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
-                        "FindMissingBlobs",
-    [BM_BATCH_UPDATE] = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
-                        "BatchUpdateBlobs",
-    [BM_BS_READ] = "/google.bytestream.ByteStream/Read",
-    [BM_BS_WRITE] = "/google.bytestream.ByteStream/Write",
-    [BM_EXECUTE] = "/build.bazel.remote.execution.v2.Execution/Execute",
-};
-
-int bench_client_open(struct bench_client *c, const char *target)
+int bench_client_open(struct bench_client *c, const char *target, double timeout_s)
 {
-    grpc_arg args[2];
-    grpc_channel_args ca = {.num_args = 2, .args = args};
-    grpc_channel_credentials *creds;
+    struct rpc_client_options opt = {.timeout_ms = (uint64_t)(timeout_s * 1000)};
+    char err[512];
+    int rc;
 
     memset(c, 0, sizeof(*c));
     c->instance = "";
-    c->timeout_s = 600;
-    memset(args, 0, sizeof(args));
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = 64 * MIB;
-    /* No retry policy is configured; do not buffer sent messages for one. */
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_ENABLE_RETRIES;
-    args[1].value.integer = 0;
-    creds = grpc_insecure_credentials_create();
-    c->channel = grpc_channel_create(target, creds, &ca);
-    grpc_channel_credentials_release(creds);
-    c->cq = grpc_completion_queue_create_for_pluck(NULL);
-    if (c->channel == NULL || c->cq == NULL) {
-        fprintf(stderr, "bench: cannot create a channel to %s\n", target);
+    rc = rpc_client_open(target, &opt, &c->rpc, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "bench: cannot open a channel: %s\n", rc == -EINVAL ? err : strerror(-rc));
         return -1;
     }
-    for (int m = 0; m < BM_COUNT; m++)
-        c->method[m] = grpc_channel_register_call(c->channel, method_paths[m], NULL, NULL);
     return 0;
 }
 
 void bench_client_close(struct bench_client *c)
 {
-    if (c->cq != NULL) {
-        grpc_completion_queue_shutdown(c->cq);
-        while (grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-                   .type != GRPC_QUEUE_SHUTDOWN)
-            ;
-        grpc_completion_queue_destroy(c->cq);
-        c->cq = NULL;
-    }
-    if (c->channel != NULL)
-        grpc_channel_destroy(c->channel);
-    c->channel = NULL;
+    rpc_client_close(c->rpc);
+    c->rpc = NULL;
 }
-
-gpr_timespec bench_deadline(double timeout_s)
-{
-    return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                        gpr_time_from_millis((int64_t)(timeout_s * 1000), GPR_TIMESPAN));
-}
-
-void bench_status_set(struct bench_status *st, grpc_status_code code, grpc_slice details)
-{
-    size_t n = GRPC_SLICE_LENGTH(details);
-
-    st->code = code;
-    if (n >= sizeof(st->message))
-        n = sizeof(st->message) - 1;
-    memcpy(st->message, GRPC_SLICE_START_PTR(details), n);
-    st->message[n] = '\0';
-    grpc_slice_unref(details);
-}
-
-ProtobufCMessage *bench_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc)
-{
-    grpc_byte_buffer_reader reader;
-    ProtobufCMessage *msg;
-    grpc_slice s;
-
-    if (bb == NULL || !grpc_byte_buffer_reader_init(&reader, bb))
-        return NULL;
-    s = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-    grpc_slice_unref(s);
-    return msg;
-}
-
-grpc_status_code bench_unary(struct bench_client *c, enum bench_method m,
-                             const ProtobufCMessage *req,
-                             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-                             struct bench_status *st)
-{
-    grpc_metadata_array imd, tmd;
-    grpc_byte_buffer *send = NULL, *recv = NULL;
-    grpc_status_code code = GRPC_STATUS_UNKNOWN;
-    grpc_slice details = grpc_empty_slice();
-    grpc_op ops[6];
-    grpc_call *call;
-    grpc_event ev;
-    grpc_slice s;
-    uint8_t *buf;
-    size_t len;
-
-    *resp = NULL;
-    st->code = GRPC_STATUS_INTERNAL;
-    st->message[0] = '\0';
-    if (bench_pack(req, &buf, &len, NULL) != 0) {
-        snprintf(st->message, sizeof(st->message), "out of memory");
-        return st->code;
-    }
-    s = grpc_slice_new(buf, len, free);
-    send = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
-                                               c->method[m], bench_deadline(c->timeout_s), NULL);
-    grpc_metadata_array_init(&imd);
-    grpc_metadata_array_init(&tmd);
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &imd;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &tmd;
-    ops[5].data.recv_status_on_client.status = &code;
-    ops[5].data.recv_status_on_client.status_details = &details;
-    if (grpc_call_start_batch(call, ops, 6, call, NULL) != GRPC_CALL_OK) {
-        snprintf(st->message, sizeof(st->message), "grpc_call_start_batch failed");
-        goto out;
-    }
-    ev = grpc_completion_queue_pluck(c->cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
-        snprintf(st->message, sizeof(st->message), "call failed in grpc");
-        goto out;
-    }
-    bench_status_set(st, code, details);
-    details = grpc_empty_slice();
-    if (st->code == GRPC_STATUS_OK) {
-        *resp = bench_unpack(recv, resp_desc);
-        if (*resp == NULL) {
-            st->code = GRPC_STATUS_INTERNAL;
-            snprintf(st->message, sizeof(st->message), "%s",
-                     recv == NULL ? "status OK but no response message"
-                                  : "response does not parse");
-        }
-    }
-out:
-    grpc_slice_unref(details);
-    grpc_metadata_array_destroy(&imd);
-    grpc_metadata_array_destroy(&tmd);
-    grpc_byte_buffer_destroy(send);
-    if (recv != NULL)
-        grpc_byte_buffer_destroy(recv);
-    grpc_call_unref(call);
-    return st->code;
-}
-
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest BatchUpdateRequest;
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request BatchUpdateEntry;
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse BatchUpdateResponse;
 
 int bench_batch_update(struct bench_client *c, const struct bench_digest *digests,
-                       const uint8_t *const *data, size_t n, struct bench_status *st)
+                       const uint8_t *const *data, size_t n, struct rpc_client_status *st)
 {
-    BatchUpdateRequest req = BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_UPDATE_BLOBS_REQUEST__INIT;
-    BatchUpdateResponse *resp = NULL;
-    BatchUpdateEntry *entries = calloc(n + 1, sizeof(*entries));
-    BatchUpdateEntry **ptrs = calloc(n + 1, sizeof(*ptrs));
-    bench_pb_digest *pds = calloc(n + 1, sizeof(*pds));
+    BatchUpdateBlobsRequest req =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_UPDATE_BLOBS_REQUEST__INIT;
+    BatchUpdateBlobsResponse *resp = NULL;
+    BatchUpdateBlobsRequest_Request *entries = calloc(n + 1, sizeof(*entries));
+    BatchUpdateBlobsRequest_Request **ptrs = calloc(n + 1, sizeof(*ptrs));
+    Digest *pds = calloc(n + 1, sizeof(*pds));
     int rc = -1;
 
     if (entries == NULL || ptrs == NULL || pds == NULL) {
@@ -620,9 +473,10 @@ int bench_batch_update(struct bench_client *c, const struct bench_digest *digest
     req.instance_name = (char *)c->instance;
     req.n_requests = n;
     req.requests = ptrs;
-    if (bench_unary(c, BM_BATCH_UPDATE, &req.base,
-                    &build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
-                    (ProtobufCMessage **)&resp, st) != GRPC_STATUS_OK)
+    if (rpc_client_unary(
+            c->rpc, RPC_CLIENT_BATCH_UPDATE_BLOBS, &req.base,
+            &build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
+            (ProtobufCMessage **)&resp, st) != 0)
         goto out;
     if (resp->n_responses != n) {
         st->code = GRPC_STATUS_INTERNAL;
@@ -655,12 +509,12 @@ int bench_check_server(struct bench_client *c, const char *who, bool *exec_enabl
     Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest req =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_CAPABILITIES_REQUEST__INIT;
     Build__Bazel__Remote__Execution__V2__ServerCapabilities *caps = NULL;
-    struct bench_status st;
+    struct rpc_client_status st;
 
     req.instance_name = (char *)c->instance;
-    if (bench_unary(c, BM_GET_CAPABILITIES, &req.base,
-                    &build__bazel__remote__execution__v2__server_capabilities__descriptor,
-                    (ProtobufCMessage **)&caps, &st) != GRPC_STATUS_OK) {
+    if (rpc_client_unary(c->rpc, RPC_CLIENT_GET_CAPABILITIES, &req.base,
+                         &build__bazel__remote__execution__v2__server_capabilities__descriptor,
+                         (ProtobufCMessage **)&caps, &st) != 0) {
         fprintf(stderr, "%s: GetCapabilities failed: status %d: %s\n", who, st.code, st.message);
         return -1;
     }

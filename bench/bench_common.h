@@ -1,8 +1,8 @@
 /*
  * bench_common.h - what cas_bench and exec_bench share: clocks and
  * statistics, a private casboxd (free port, fresh state dir, removed on exit
- * even when the benchmark is killed), and a small blocking gRPC client on
- * grpc core for protobuf-c messages.
+ * even when the benchmark is killed), and the gRPC client (rpc/rpc.h) with
+ * the instance name the benchmarks use.
  *
  * Benchmarks print figures and ratios; they never assert on time. A
  * benchmark exits non-zero only when an RPC or a check of its result failed,
@@ -11,7 +11,6 @@
 #ifndef CASBOX_BENCH_COMMON_H
 #define CASBOX_BENCH_COMMON_H
 
-#include <grpc/grpc.h>
 #include <limits.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
@@ -20,12 +19,11 @@
 #include <sys/types.h>
 
 #include "bench_stats.h"
-#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "reapi/reapi.h"
+#include "rpc/rpc.h"
 
 #define BENCH_HASH_HEX 64
 #define BENCH_MAX_ARGS 32
-
-typedef Build__Bazel__Remote__Execution__V2__Digest bench_pb_digest;
 
 /* --- clocks, sizes, statistics --- */
 
@@ -49,7 +47,7 @@ struct bench_digest {
 
 void bench_sha256(const void *buf, size_t len, struct bench_digest *out);
 /* Points pd at d (no copy: d must outlive pd). */
-void bench_digest_to_proto(const struct bench_digest *d, bench_pb_digest *pd);
+void bench_digest_to_proto(const struct bench_digest *d, Digest *pd);
 /* Packs msg into a malloc'd buffer (*out, *len) and computes its digest. */
 int bench_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *len, struct bench_digest *d);
 
@@ -66,14 +64,14 @@ struct bench_daemon {
 
 /* Makes <parent>/casbox-bench.XXXXXX and starts a watcher process that
  * removes it (after the daemon has gone) once this process exits, however it
- * exits, unless keep. Call before grpc_init: it forks. */
+ * exits, unless keep. Call before bench_client_open (grpc_init): it forks. */
 int bench_workdir_create(const char *parent, bool keep, char *out, size_t out_len);
 /* The casboxd to run: path if set, else $CASBOXD, else casboxd beside this
  * executable (build/bin/). */
 const char *bench_casboxd_path(const char *path, char *buf, size_t len);
 /* Starts casboxd --listen 127.0.0.1:<free port> --state-dir <workdir>/state
  * [extra...], stderr into <workdir>/casboxd.log, and waits for its
- * "casboxd: listening on" line. Call before grpc_init: it forks. The daemon
+ * "casboxd: listening on" line. Call before bench_client_open: it forks. The daemon
  * gets SIGTERM if this process dies. */
 int bench_daemon_start(struct bench_daemon *d, const char *casboxd, const char *workdir,
                        char *const *extra, int n_extra);
@@ -87,47 +85,15 @@ int bench_rm_rf(const char *path);
 
 /* --- the gRPC client --- */
 
-enum bench_method {
-    BM_GET_CAPABILITIES,
-    BM_FIND_MISSING,
-    BM_BATCH_UPDATE,
-    BM_BS_READ,
-    BM_BS_WRITE,
-    BM_EXECUTE,
-    BM_COUNT,
-};
-
 struct bench_client {
-    grpc_channel *channel;
-    grpc_completion_queue *cq; /* pluck queue for blocking calls */
-    void *method[BM_COUNT];    /* grpc_channel_register_call handles */
-    const char *instance;      /* "" by default */
-    double timeout_s;          /* deadline of each call */
+    struct rpc_client *rpc;
+    const char *instance; /* "" */
 };
 
-/* Opens a plaintext channel (max receive message 64 MiB) and registers the
- * methods. grpc_init must have been called. */
-int bench_client_open(struct bench_client *c, const char *target);
+/* Opens a plaintext channel to target (HOST:PORT) whose calls each have
+ * timeout_s to complete; grpc_init. 0 or -1 after printing why. */
+int bench_client_open(struct bench_client *c, const char *target, double timeout_s);
 void bench_client_close(struct bench_client *c);
-/* A deadline timeout_s from now. */
-gpr_timespec bench_deadline(double timeout_s);
-
-/* The outcome of a call: the gRPC status code and its message. */
-struct bench_status {
-    grpc_status_code code;
-    char message[512];
-};
-
-/* Fills st from a call's status and details slice (unrefs details). */
-void bench_status_set(struct bench_status *st, grpc_status_code code, grpc_slice details);
-/* A blocking unary call: sends req, unpacks the response with resp_desc into
- * *resp (free with protobuf_c_message_free_unpacked). Returns st->code. */
-grpc_status_code bench_unary(struct bench_client *c, enum bench_method m,
-                             const ProtobufCMessage *req,
-                             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-                             struct bench_status *st);
-/* Unpacks a received byte buffer. NULL if it does not parse. */
-ProtobufCMessage *bench_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc);
 
 /* GetCapabilities, to check the server answers: 0 (and *exec_enabled), or -1
  * after printing why not. */
@@ -136,6 +102,6 @@ int bench_check_server(struct bench_client *c, const char *who, bool *exec_enabl
 /* Uploads n blobs with one BatchUpdateBlobs and checks every per-blob
  * status. 0, or -1 with the first problem in st. */
 int bench_batch_update(struct bench_client *c, const struct bench_digest *digests,
-                       const uint8_t *const *data, size_t n, struct bench_status *st);
+                       const uint8_t *const *data, size_t n, struct rpc_client_status *st);
 
 #endif

@@ -28,7 +28,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grpc/byte_buffer_reader.h>
-#include <grpc/support/time.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,9 +43,6 @@
 #define MIB       (1024 * 1024)
 #define MB        1e6
 #define MAX_ROUND 64
-
-typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest FindMissingRequest;
-typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse FindMissingResponse;
 
 struct options {
     const char *casboxd;
@@ -90,7 +86,7 @@ static void settle(void)
     }
 }
 
-static void fail(const char *what, const struct bench_status *st)
+static void fail(const char *what, const struct rpc_client_status *st)
 {
     failures++;
     fprintf(stderr, "cas_bench: FAILED: %s: status %d: %s\n", what, st->code, st->message);
@@ -155,52 +151,35 @@ static void make_uuid(char out[37])
              (unsigned long long)(b & 0xffffffffffffULL));
 }
 
-static grpc_event pluck(struct bench_client *c, void *tag)
-{
-    return grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-}
-
 /* --- ByteStream --- */
 
 /* Uploads data (digest d) with ByteStream.Write in chunk-byte messages. The
  * WriteRequest is encoded by hand so that the data is sent from the source
  * buffer without a copy: a header slice, then the data slice. */
 static int bs_write(struct bench_client *c, const uint8_t *data, const struct bench_digest *d,
-                    size_t chunk, struct bench_status *st)
+                    size_t chunk, struct rpc_client_status *st)
 {
     char name[512], uuid[37];
-    grpc_metadata_array imd, tmd;
-    grpc_status_code code = GRPC_STATUS_UNKNOWN;
-    grpc_slice details = grpc_empty_slice();
-    grpc_byte_buffer *recv = NULL;
     Google__Bytestream__WriteResponse *resp = NULL;
     size_t name_len, off = 0, size = (size_t)d->size;
-    grpc_call *call;
-    grpc_op ops[3];
-    grpc_event ev;
+    struct rpc_client_writer *w;
     int rc = -1;
     bool first = true;
 
     make_uuid(uuid);
     name_len = (size_t)snprintf(name, sizeof(name), "%s%suploads/%s/blobs/%s/%" PRId64, c->instance,
                                 c->instance[0] ? "/" : "", uuid, d->hex, d->size);
-    call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
-                                               c->method[BM_BS_WRITE], bench_deadline(c->timeout_s),
-                                               NULL);
-    grpc_metadata_array_init(&imd);
-    grpc_metadata_array_init(&tmd);
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (grpc_call_start_batch(call, ops, 1, (void *)1, NULL) != GRPC_CALL_OK ||
-        pluck(c, (void *)1).success == 0)
-        goto receive;
+    if (rpc_client_writer_start(c->rpc, RPC_CLIENT_BYTESTREAM_WRITE, &w) != 0) {
+        st->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(st->message, sizeof(st->message), "Write: cannot start the call");
+        return -1;
+    }
     for (;;) {
         size_t n = size - off < chunk ? size - off : chunk;
         bool last = off + n == size;
         uint8_t hdr[sizeof(name) + 64];
         size_t h = 0;
         grpc_slice slices[2];
-        grpc_byte_buffer *bb;
 
         if (first) {
             hdr[h++] = 0x0a; /* resource_name = 1 */
@@ -221,66 +200,29 @@ static int bs_write(struct bench_client *c, const uint8_t *data, const struct be
             h += put_varint(hdr + h, n);
         }
         slices[0] = grpc_slice_from_copied_buffer((const char *)hdr, h);
-        slices[1] = grpc_slice_new((void *)(data + off), n, noop_destroy);
-        bb = grpc_raw_byte_buffer_create(slices, n > 0 ? 2 : 1);
-        grpc_slice_unref(slices[0]);
-        grpc_slice_unref(slices[1]);
-        memset(ops, 0, sizeof(ops));
-        ops[0].op = GRPC_OP_SEND_MESSAGE;
-        ops[0].data.send_message.send_message = bb;
-        ops[1].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-        if (grpc_call_start_batch(call, ops, last ? 2 : 1, (void *)2, NULL) != GRPC_CALL_OK) {
-            grpc_byte_buffer_destroy(bb);
-            break;
-        }
-        ev = pluck(c, (void *)2);
-        grpc_byte_buffer_destroy(bb);
-        if (!ev.success)
+        if (n > 0)
+            slices[1] = grpc_slice_new((void *)(data + off), n, noop_destroy);
+        if (rpc_client_writer_send(w, slices, n > 0 ? 2 : 1, last) != 0)
             break; /* the server ended the call: its status says why */
         first = false;
         off += n;
         if (last)
             break;
     }
-receive:
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[0].data.recv_initial_metadata.recv_initial_metadata = &imd;
-    ops[1].op = GRPC_OP_RECV_MESSAGE;
-    ops[1].data.recv_message.recv_message = &recv;
-    ops[2].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[2].data.recv_status_on_client.trailing_metadata = &tmd;
-    ops[2].data.recv_status_on_client.status = &code;
-    ops[2].data.recv_status_on_client.status_details = &details;
-    if (grpc_call_start_batch(call, ops, 3, (void *)3, NULL) != GRPC_CALL_OK ||
-        !pluck(c, (void *)3).success) {
-        st->code = GRPC_STATUS_INTERNAL;
-        snprintf(st->message, sizeof(st->message), "Write: receiving the status failed");
+    if (rpc_client_writer_finish(w, &google__bytestream__write_response__descriptor,
+                                 (ProtobufCMessage **)&resp, st) != 0)
         goto out;
-    }
-    bench_status_set(st, code, details);
-    details = grpc_empty_slice();
-    if (st->code != GRPC_STATUS_OK)
-        goto out;
-    resp = (Google__Bytestream__WriteResponse *)bench_unpack(
-        recv, &google__bytestream__write_response__descriptor);
-    if (resp == NULL || resp->committed_size != d->size || off != size) {
+    if (resp->committed_size != d->size || off != size) {
         st->code = GRPC_STATUS_INTERNAL;
         snprintf(st->message, sizeof(st->message),
                  "Write: sent %zu of %zu bytes, committed_size %" PRId64, off, size,
-                 resp ? resp->committed_size : -1);
+                 resp->committed_size);
         goto out;
     }
     rc = 0;
 out:
     if (resp != NULL)
         protobuf_c_message_free_unpacked(&resp->base, NULL);
-    if (recv != NULL)
-        grpc_byte_buffer_destroy(recv);
-    grpc_slice_unref(details);
-    grpc_metadata_array_destroy(&imd);
-    grpc_metadata_array_destroy(&tmd);
-    grpc_call_unref(call);
     return rc;
 }
 
@@ -293,8 +235,11 @@ struct read_check {
     bool bad;
 };
 
-static void read_check_message(struct read_check *rc, grpc_byte_buffer *bb)
+/* One ReadResponse of the stream (an rpc_client_message_fn), read from
+ * grpc's slices without a copy. */
+static int read_check_message(void *ctx, grpc_byte_buffer *bb)
 {
+    struct read_check *rc = ctx;
     grpc_byte_buffer_reader reader;
     grpc_slice s;
     uint8_t hdr[16];
@@ -303,7 +248,7 @@ static void read_check_message(struct read_check *rc, grpc_byte_buffer *bb)
 
     if (!grpc_byte_buffer_reader_init(&reader, bb)) {
         rc->bad = true;
-        return;
+        return 0;
     }
     while (grpc_byte_buffer_reader_next(&reader, &s)) {
         const uint8_t *p = GRPC_SLICE_START_PTR(s);
@@ -345,91 +290,30 @@ static void read_check_message(struct read_check *rc, grpc_byte_buffer *bb)
     if (remaining > 0 || (hlen > 0 && !in_data))
         rc->bad = true;
     grpc_byte_buffer_reader_destroy(&reader);
+    return 0;
 }
 
 /* Downloads the blob d with ByteStream.Read and compares it with expect. */
 static int bs_read(struct bench_client *c, const uint8_t *expect, const struct bench_digest *d,
-                   struct bench_status *st)
+                   struct rpc_client_status *st)
 {
     Google__Bytestream__ReadRequest req = GOOGLE__BYTESTREAM__READ_REQUEST__INIT;
     struct read_check chk = {.expect = expect, .size = (size_t)d->size};
-    grpc_metadata_array imd, tmd;
-    grpc_status_code code = GRPC_STATUS_UNKNOWN;
-    grpc_slice details = grpc_empty_slice(), s;
-    grpc_byte_buffer *send, *recv = NULL;
     char name[512];
-    grpc_call *call;
-    grpc_op ops[4];
-    uint8_t *buf;
-    size_t len;
-    int rc = -1;
 
     snprintf(name, sizeof(name), "%s%sblobs/%s/%" PRId64, c->instance, c->instance[0] ? "/" : "",
              d->hex, d->size);
     req.resource_name = name;
-    if (bench_pack(&req.base, &buf, &len, NULL) != 0)
+    if (rpc_client_server_stream(c->rpc, RPC_CLIENT_BYTESTREAM_READ, &req.base, read_check_message,
+                                 &chk, st) != 0)
         return -1;
-    s = grpc_slice_new(buf, len, free);
-    send = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
-                                               c->method[BM_BS_READ], bench_deadline(c->timeout_s),
-                                               NULL);
-    grpc_metadata_array_init(&imd);
-    grpc_metadata_array_init(&tmd);
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &imd;
-    if (grpc_call_start_batch(call, ops, 4, (void *)1, NULL) != GRPC_CALL_OK)
-        goto out;
-    pluck(c, (void *)1);
-    for (;;) {
-        memset(ops, 0, sizeof(ops));
-        ops[0].op = GRPC_OP_RECV_MESSAGE;
-        ops[0].data.recv_message.recv_message = &recv;
-        if (grpc_call_start_batch(call, ops, 1, (void *)2, NULL) != GRPC_CALL_OK)
-            break;
-        if (!pluck(c, (void *)2).success || recv == NULL)
-            break;
-        read_check_message(&chk, recv);
-        grpc_byte_buffer_destroy(recv);
-        recv = NULL;
-    }
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[0].data.recv_status_on_client.trailing_metadata = &tmd;
-    ops[0].data.recv_status_on_client.status = &code;
-    ops[0].data.recv_status_on_client.status_details = &details;
-    if (grpc_call_start_batch(call, ops, 1, (void *)3, NULL) != GRPC_CALL_OK ||
-        !pluck(c, (void *)3).success) {
-        st->code = GRPC_STATUS_INTERNAL;
-        snprintf(st->message, sizeof(st->message), "Read: receiving the status failed");
-        goto out;
-    }
-    bench_status_set(st, code, details);
-    details = grpc_empty_slice();
-    if (st->code != GRPC_STATUS_OK)
-        goto out;
     if (chk.bad || chk.off != chk.size) {
         st->code = GRPC_STATUS_DATA_LOSS;
         snprintf(st->message, sizeof(st->message), "Read: %s after %zu of %zu bytes",
                  chk.bad ? "wrong bytes" : "stream ended", chk.off, chk.size);
-        goto out;
+        return -1;
     }
-    rc = 0;
-out:
-    if (recv != NULL)
-        grpc_byte_buffer_destroy(recv);
-    grpc_byte_buffer_destroy(send);
-    grpc_slice_unref(details);
-    grpc_metadata_array_destroy(&imd);
-    grpc_metadata_array_destroy(&tmd);
-    grpc_call_unref(call);
-    return rc;
+    return 0;
 }
 
 /* --- baselines on the filesystem --- */
@@ -637,7 +521,7 @@ static void bench_large(struct bench_client *c, const struct options *o, const c
     snprintf(path, sizeof(path), "%s/baseline.bin", workdir);
     for (int r = 0; r < o->rounds; r++) {
         struct bench_digest d;
-        struct bench_status st;
+        struct rpc_client_status st;
         struct cpu_mark m0, m1;
         double t0;
 
@@ -745,7 +629,7 @@ static double upload_batches(struct bench_client *c, const struct bench_digest *
 
     for (size_t i = 0; i < n; i += batch) {
         size_t k = n - i < batch ? n - i : batch;
-        struct bench_status st;
+        struct rpc_client_status st;
 
         if (bench_batch_update(c, dg + i, ptrs + i, k, &st) != 0) {
             fail("BatchUpdateBlobs", &st);
@@ -800,10 +684,10 @@ static void bench_small(struct bench_client *c, const struct options *o, const c
 
 /* pack request, unpack it, pack a response listing missing, unpack it: the
  * serialization work of one FindMissingBlobs call. */
-static int serialize_roundtrip(const FindMissingRequest *req, bench_pb_digest **missing,
+static int serialize_roundtrip(const FindMissingBlobsRequest *req, Digest **missing,
                                size_t n_missing)
 {
-    FindMissingResponse resp =
+    FindMissingBlobsResponse resp =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_RESPONSE__INIT;
     uint8_t *buf;
     size_t len;
@@ -837,9 +721,9 @@ static void bench_find(struct bench_client *c, const struct options *o, uint64_t
     size_t n = o->find, n_present = n / 2;
     struct figure ser = {0}, rpc = {0};
     struct bench_digest *all = calloc(n + 1, sizeof(*all));
-    bench_pb_digest *pds = calloc(n + 1, sizeof(*pds));
-    bench_pb_digest **ptrs = calloc(n + 1, sizeof(*ptrs));
-    bench_pb_digest **missing = calloc(o->find_batch + 1, sizeof(*missing));
+    Digest *pds = calloc(n + 1, sizeof(*pds));
+    Digest **ptrs = calloc(n + 1, sizeof(*ptrs));
+    Digest **missing = calloc(o->find_batch + 1, sizeof(*missing));
     uint8_t *store = NULL;
     const uint8_t **bptrs = NULL;
     struct bench_digest *present = NULL;
@@ -874,7 +758,7 @@ static void bench_find(struct bench_client *c, const struct options *o, uint64_t
         bool ok = true;
 
         for (size_t i = 0; i < n && ok; i += o->find_batch) {
-            FindMissingRequest req =
+            FindMissingBlobsRequest req =
                 BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_REQUEST__INIT;
             size_t k = n - i < o->find_batch ? n - i : o->find_batch, n_missing = 0;
 
@@ -892,21 +776,21 @@ static void bench_find(struct bench_client *c, const struct options *o, uint64_t
 
         t0 = bench_now();
         for (size_t i = 0; i < n && ok; i += o->find_batch) {
-            FindMissingRequest req =
+            FindMissingBlobsRequest req =
                 BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_REQUEST__INIT;
-            FindMissingResponse *resp = NULL;
+            FindMissingBlobsResponse *resp = NULL;
             size_t k = n - i < o->find_batch ? n - i : o->find_batch, want = 0;
-            struct bench_status st;
+            struct rpc_client_status st;
 
             req.instance_name = (char *)c->instance;
             req.n_blob_digests = k;
             req.blob_digests = ptrs + i;
             for (size_t j = i; j < i + k; j++)
                 want += !(j % 2 == 0 && j / 2 < n_present);
-            if (bench_unary(
-                    c, BM_FIND_MISSING, &req.base,
+            if (rpc_client_unary(
+                    c->rpc, RPC_CLIENT_FIND_MISSING_BLOBS, &req.base,
                     &build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
-                    (ProtobufCMessage **)&resp, &st) != GRPC_STATUS_OK) {
+                    (ProtobufCMessage **)&resp, &st) != 0) {
                 fail("FindMissingBlobs", &st);
                 ok = false;
                 break;
@@ -1127,8 +1011,7 @@ int main(int argc, char **argv)
     } else {
         target = o.target;
     }
-    grpc_init();
-    if (bench_client_open(&client, target) != 0 ||
+    if (bench_client_open(&client, target, 600) != 0 ||
         bench_check_server(&client, "cas_bench", &exec_enabled) != 0) {
         failures++;
         goto out;
@@ -1150,7 +1033,6 @@ int main(int argc, char **argv)
            bench_now() - t_start, failures);
 out:
     bench_client_close(&client);
-    grpc_shutdown();
     if (daemon.pid > 0) {
         rc = bench_daemon_stop(&daemon);
         if (rc != 0) {

@@ -34,7 +34,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <grpc/support/time.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -48,13 +47,6 @@
 #include "bench_common.h"
 #include "google/longrunning/operations.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
-
-typedef Build__Bazel__Remote__Execution__V2__Command Command;
-typedef Build__Bazel__Remote__Execution__V2__Action Action;
-typedef Build__Bazel__Remote__Execution__V2__ExecuteRequest ExecuteRequest;
-typedef Build__Bazel__Remote__Execution__V2__ExecuteResponse ExecuteResponse;
-typedef Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata ExecutedActionMetadata;
-typedef Google__Longrunning__Operation Operation;
 
 #define MAX_SHOWN_FAILURES 10
 
@@ -121,12 +113,12 @@ static void failure(const struct item *it, const char *fmt, ...)
 
 /* --- building and uploading the actions --- */
 
-static int item_build(struct item *it, size_t idx, uint64_t run, const bench_pb_digest *empty_root)
+static int item_build(struct item *it, size_t idx, uint64_t run, const Digest *empty_root)
 {
     Command cmd = BUILD__BAZEL__REMOTE__EXECUTION__V2__COMMAND__INIT;
     Action act = BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION__INIT;
     Google__Protobuf__Duration timeout = GOOGLE__PROTOBUF__DURATION__INIT;
-    bench_pb_digest cmd_pd;
+    Digest cmd_pd;
     char script[128], out[128];
 
     memset(it, 0, sizeof(*it));
@@ -149,7 +141,7 @@ static int item_build(struct item *it, size_t idx, uint64_t run, const bench_pb_
         return -1;
     bench_digest_to_proto(&it->command, &cmd_pd);
     act.command_digest = &cmd_pd;
-    act.input_root_digest = (bench_pb_digest *)empty_root;
+    act.input_root_digest = (Digest *)empty_root;
     timeout.seconds = 60;
     act.timeout = &timeout;
     act.do_not_cache = 1;
@@ -170,7 +162,7 @@ static int upload_items(struct bench_client *c, struct item *items, size_t n,
     size_t cap = 2 * n + 1, k = 0;
     struct bench_digest *dg = calloc(cap, sizeof(*dg));
     const uint8_t **data = calloc(cap, sizeof(*data));
-    struct bench_status st;
+    struct rpc_client_status st;
     int rc = 0;
 
     if (dg == NULL || data == NULL) {
@@ -200,25 +192,10 @@ out:
     return rc;
 }
 
-/* --- Execute over gRPC: K streams at once on one completion queue --- */
-
-enum tag_kind { T_START, T_STATUS, T_MESSAGE };
-
-struct exec_call;
-struct exec_tag {
-    struct exec_call *call;
-    enum tag_kind kind;
-};
+/* --- Execute over gRPC: K streams at once, read together --- */
 
 struct exec_call {
     struct item *it;
-    grpc_call *call;
-    grpc_metadata_array imd, tmd;
-    grpc_status_code code;
-    grpc_slice details;
-    grpc_byte_buffer *send, *recv;
-    struct exec_tag tags[3];
-    int pending; /* batches not yet completed */
     bool done_seen;
     bool failed;
     double t0;
@@ -322,173 +299,99 @@ static void check_done(struct exec_call *ec, const Operation *op)
     build__bazel__remote__execution__v2__execute_response__free_unpacked(resp, NULL);
 }
 
-static int exec_start_recv(struct exec_call *ec)
-{
-    grpc_op op;
-
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &ec->recv;
-    if (grpc_call_start_batch(ec->call, &op, 1, &ec->tags[T_MESSAGE], NULL) != GRPC_CALL_OK)
-        return -1;
-    ec->pending++;
-    return 0;
-}
-
-static struct exec_call *exec_start(struct bench_client *c, grpc_completion_queue *cq,
+/* Starts the Execute of it in streams; NULL (the failure counted) when it
+ * could not start. */
+static struct exec_call *exec_start(struct bench_client *c, struct rpc_client_streams *streams,
                                     struct item *it)
 {
     ExecuteRequest req = BUILD__BAZEL__REMOTE__EXECUTION__V2__EXECUTE_REQUEST__INIT;
     struct exec_call *ec = calloc(1, sizeof(*ec));
-    bench_pb_digest pd;
-    grpc_op ops[4];
-    grpc_slice s;
-    uint8_t *buf;
-    size_t len;
+    Digest pd;
 
-    if (ec == NULL)
+    if (ec == NULL) {
+        failure(it, "out of memory");
         return NULL;
-    ec->it = it;
-    for (int k = 0; k < 3; k++) {
-        ec->tags[k].call = ec;
-        ec->tags[k].kind = (enum tag_kind)k;
     }
+    ec->it = it;
     bench_digest_to_proto(&it->action, &pd);
     req.instance_name = (char *)c->instance;
     req.skip_cache_lookup = 1;
     req.action_digest = &pd;
-    if (bench_pack(&req.base, &buf, &len, NULL) != 0) {
+    ec->t0 = bench_now();
+    it->wall0 = bench_wall_now();
+    if (rpc_client_stream_start(streams, RPC_CLIENT_EXECUTE, &req.base, ec) != 0) {
+        failure(it, "cannot start the Execute call");
         free(ec);
         return NULL;
     }
-    s = grpc_slice_new(buf, len, free);
-    ec->send = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    grpc_metadata_array_init(&ec->imd);
-    grpc_metadata_array_init(&ec->tmd);
-    ec->details = grpc_empty_slice();
-    ec->t0 = bench_now();
-    it->wall0 = bench_wall_now();
-    ec->call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                                   c->method[BM_EXECUTE],
-                                                   bench_deadline(c->timeout_s), NULL);
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = ec->send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &ec->imd;
-    if (grpc_call_start_batch(ec->call, ops, 4, &ec->tags[T_START], NULL) != GRPC_CALL_OK)
-        goto fail;
-    ec->pending++;
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[0].data.recv_status_on_client.trailing_metadata = &ec->tmd;
-    ops[0].data.recv_status_on_client.status = &ec->code;
-    ops[0].data.recv_status_on_client.status_details = &ec->details;
-    if (grpc_call_start_batch(ec->call, ops, 1, &ec->tags[T_STATUS], NULL) != GRPC_CALL_OK)
-        goto fail;
-    ec->pending++;
-    if (exec_start_recv(ec) != 0)
-        goto fail;
-    return ec;
-fail:
-    /* Batches already started still complete on cq; cancel and let them. */
-    failure(it, "grpc_call_start_batch failed");
-    ec->failed = true;
-    grpc_call_cancel(ec->call, NULL);
     return ec;
 }
 
-static void exec_finish(struct exec_call *ec)
+/* One Operation of ec's stream: the first done one stops the clock. */
+static void exec_message(struct exec_call *ec, grpc_byte_buffer *message)
+{
+    Operation *op =
+        (Operation *)rpc_message_unpack(message, &google__longrunning__operation__descriptor);
+
+    if (op == NULL) {
+        failure(ec->it, "Operation does not parse");
+        ec->failed = true;
+        return;
+    }
+    if (op->done && !ec->done_seen) {
+        ec->done_seen = true;
+        ec->it->latency = bench_now() - ec->t0;
+        ec->it->wall_done = bench_wall_now();
+        check_done(ec, op);
+    }
+    protobuf_c_message_free_unpacked(&op->base, NULL);
+}
+
+static void exec_finish(struct exec_call *ec, const struct rpc_client_status *st)
 {
     struct item *it = ec->it;
-    struct bench_status st;
 
-    bench_status_set(&st, ec->code, ec->details);
     if (!ec->failed) {
-        if (st.code != GRPC_STATUS_OK) {
-            failure(it, "Execute status %d: %s", st.code, st.message);
+        if (st->code != GRPC_STATUS_OK) {
+            failure(it, "Execute status %d: %s", st->code, st->message);
         } else if (!ec->done_seen) {
             failure(it, "Execute stream ended without a done Operation");
         }
     }
-    if (ec->failed || st.code != GRPC_STATUS_OK || !ec->done_seen)
+    if (ec->failed || st->code != GRPC_STATUS_OK || !ec->done_seen)
         it->latency = -1;
-    grpc_metadata_array_destroy(&ec->imd);
-    grpc_metadata_array_destroy(&ec->tmd);
-    grpc_byte_buffer_destroy(ec->send);
-    if (ec->recv != NULL)
-        grpc_byte_buffer_destroy(ec->recv);
-    grpc_call_unref(ec->call);
     free(ec);
 }
 
 /* Executes items[0..n) with at most k in flight; returns the wall time. */
 static double run_remote(struct bench_client *c, struct item *items, size_t n, size_t k)
 {
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    struct rpc_client_streams *streams;
+    struct rpc_client_stream_event ev;
     size_t next = 0, inflight = 0;
-    double t0 = bench_now();
+    double t0;
 
+    if (rpc_client_streams_create(c->rpc, &streams) != 0) {
+        failure(NULL, "out of memory");
+        return 0;
+    }
+    t0 = bench_now();
     while (next < n || inflight > 0) {
-        struct exec_call *ec;
-        struct exec_tag *tag;
-        grpc_event ev;
-
         while (inflight < k && next < n) {
-            ec = exec_start(c, cq, &items[next]);
-            if (ec == NULL) {
-                failure(&items[next], "out of memory");
-                next++;
-                continue;
-            }
-            next++;
-            if (ec->pending == 0) {
-                exec_finish(ec);
-                continue;
-            }
-            inflight++;
+            if (exec_start(c, streams, &items[next++]) != NULL)
+                inflight++;
         }
-        ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        if (ev.type != GRPC_OP_COMPLETE)
+        if (inflight == 0 || rpc_client_streams_next(streams, &ev) != 1)
             continue;
-        tag = ev.tag;
-        ec = tag->call;
-        ec->pending--;
-        if (tag->kind == T_MESSAGE && ev.success && ec->recv != NULL) {
-            Operation *op =
-                (Operation *)bench_unpack(ec->recv, &google__longrunning__operation__descriptor);
-
-            grpc_byte_buffer_destroy(ec->recv);
-            ec->recv = NULL;
-            if (op == NULL) {
-                failure(ec->it, "Operation does not parse");
-                ec->failed = true;
-            } else {
-                if (op->done && !ec->done_seen) {
-                    ec->done_seen = true;
-                    ec->it->latency = bench_now() - ec->t0;
-                    ec->it->wall_done = bench_wall_now();
-                    check_done(ec, op);
-                }
-                protobuf_c_message_free_unpacked(&op->base, NULL);
-            }
-            if (exec_start_recv(ec) != 0)
-                grpc_call_cancel(ec->call, NULL);
-        }
-        if (ec->pending == 0) {
-            exec_finish(ec);
+        if (ev.message != NULL) {
+            exec_message(ev.user, ev.message);
+        } else {
+            exec_finish(ev.user, &ev.status);
             inflight--;
         }
     }
     t0 = bench_now() - t0;
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN)
-        ;
-    grpc_completion_queue_destroy(cq);
+    rpc_client_streams_destroy(streams);
     return t0;
 }
 
@@ -917,7 +820,7 @@ int main(int argc, char **argv)
     struct bench_client client = {0};
     struct local_runner runner = {0};
     struct bench_digest empty;
-    bench_pb_digest empty_pd;
+    Digest empty_pd;
     char workdir[PATH_MAX], exe[PATH_MAX];
     const char *target;
     struct item *items = NULL, *warm, *seq_r, *seq_l, *par_r, *par_l;
@@ -964,14 +867,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "exec_bench: cannot fork the local runner: %s\n", strerror(errno));
         failures++;
     }
-    grpc_init();
     if (failures > 0)
         goto out;
-    if (bench_client_open(&client, target) != 0) {
+    if (bench_client_open(&client, target, 300) != 0) {
         failures++;
         goto out;
     }
-    client.timeout_s = 300;
     if (bench_check_server(&client, "exec_bench", &enabled) != 0) {
         failures++;
         goto out;
@@ -1041,7 +942,6 @@ int main(int argc, char **argv)
 out:
     local_runner_stop(&runner);
     bench_client_close(&client);
-    grpc_shutdown();
     if (daemon.pid > 0 && daemon_pid > 0) {
         rc = bench_daemon_stop(&daemon);
         if (rc != 0) {

@@ -17,7 +17,7 @@
  *   casbox-replay  cli_replay*.c  --action (cli_replay.h): fetch an action,
  *                  cli_fetch.c    run it as casboxd would, print and compare
  *                  cli_result.c   its ActionResult; links the daemon's
- *                  cli_grpc.c     pipeline and grpc
+ *                                 pipeline and the gRPC client (rpc/rpc.h)
  *   both           cli_options.c  `casbox run`'s command line -> struct cli_run
  *                  cli_report.c   exit statuses, the verdict, the --json report
  *                  cli_util.c     scratch directories, sizes, removing trees

@@ -29,16 +29,8 @@
 #define FETCH_BATCH_BLOBS   1000
 #define FETCH_ENTRY_BYTES   128 /* room for one entry's framing in a batch answer */
 
-#define METHOD_CAPABILITIES "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities"
-#define METHOD_BATCH_READ                                                                          \
-    "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs"
-#define METHOD_BS_READ "/google.bytestream.ByteStream/Read"
-
-typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest pb_batch_read_req_t;
-typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse pb_batch_read_resp_t;
-
 struct fetch_ctx {
-    struct cli_grpc *g;
+    struct rpc_client *rpc;
     const char *instance;
     struct cas_store *cas;
     uint64_t max_batch;
@@ -48,9 +40,9 @@ struct fetch_ctx {
 };
 
 static int fetch_rpc_error(struct fetch_ctx *fc, int rc, const char *what,
-                           const struct cli_grpc_status *st)
+                           const struct rpc_client_status *st)
 {
-    snprintf(fc->err, fc->err_len, "%s: %s: %s", what, cli_grpc_code_name(st->code), st->message);
+    snprintf(fc->err, fc->err_len, "%s: %s: %s", what, rpc_status_code_name(st->code), st->message);
     return rc;
 }
 
@@ -59,13 +51,13 @@ static int fetch_capabilities(struct fetch_ctx *fc)
     Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest req =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_CAPABILITIES_REQUEST__INIT;
     Build__Bazel__Remote__Execution__V2__ServerCapabilities *caps = NULL;
-    struct cli_grpc_status st;
+    struct rpc_client_status st;
     int rc;
 
     req.instance_name = (char *)fc->instance;
-    rc = cli_grpc_unary(fc->g, METHOD_CAPABILITIES, &req.base,
-                        &build__bazel__remote__execution__v2__server_capabilities__descriptor,
-                        (ProtobufCMessage **)&caps, &st);
+    rc = rpc_client_unary(fc->rpc, RPC_CLIENT_GET_CAPABILITIES, &req.base,
+                          &build__bazel__remote__execution__v2__server_capabilities__descriptor,
+                          (ProtobufCMessage **)&caps, &st);
     if (rc != 0)
         return fetch_rpc_error(fc, rc, "GetCapabilities", &st);
     fc->max_batch = FETCH_DEFAULT_BATCH;
@@ -83,11 +75,11 @@ static int fetch_capabilities(struct fetch_ctx *fc)
 static int fetch_batch(struct fetch_ctx *fc, const struct cas_digest *digests, size_t n,
                        size_t *stored)
 {
-    pb_batch_read_req_t req = BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_REQUEST__INIT;
-    pb_batch_read_resp_t *resp = NULL;
+    BatchReadBlobsRequest req = BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_REQUEST__INIT;
+    BatchReadBlobsResponse *resp = NULL;
     struct reapi_digest_buf *bufs = calloc(n, sizeof(*bufs));
-    reapi_digest_t **list = calloc(n, sizeof(*list));
-    struct cli_grpc_status gst;
+    Digest **list = calloc(n, sizeof(*list));
+    struct rpc_client_status gst;
     char name[CAS_HASH_HEX + 24];
     int rc = 0;
 
@@ -103,9 +95,10 @@ static int fetch_batch(struct fetch_ctx *fc, const struct cas_digest *digests, s
     req.instance_name = (char *)fc->instance;
     req.n_digests = n;
     req.digests = list;
-    rc = cli_grpc_unary(fc->g, METHOD_BATCH_READ, &req.base,
-                        &build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor,
-                        (ProtobufCMessage **)&resp, &gst);
+    rc = rpc_client_unary(
+        fc->rpc, RPC_CLIENT_BATCH_READ_BLOBS, &req.base,
+        &build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor,
+        (ProtobufCMessage **)&resp, &gst);
     if (rc != 0) {
         fetch_rpc_error(fc, rc, "BatchReadBlobs", &gst);
         goto out;
@@ -127,7 +120,7 @@ static int fetch_batch(struct fetch_ctx *fc, const struct cas_digest *digests, s
         cli_digest_string(&d, name, sizeof(name));
         if (r->status != NULL && r->status->code != 0) {
             snprintf(fc->err, fc->err_len, "the server has no blob %s (%s: %s)", name,
-                     cli_grpc_code_name((grpc_status_code)r->status->code),
+                     rpc_status_code_name((grpc_status_code)r->status->code),
                      r->status->message ? r->status->message : "");
             rc = -ENOENT;
             goto out;
@@ -157,11 +150,11 @@ struct fetch_stream {
     int error;
 };
 
-static int fetch_stream_message(void *ctx, const uint8_t *data, size_t len)
+static int fetch_stream_message(void *ctx, grpc_byte_buffer *message)
 {
     struct fetch_stream *fs = ctx;
-    Google__Bytestream__ReadResponse *r =
-        google__bytestream__read_response__unpack(NULL, len, data);
+    Google__Bytestream__ReadResponse *r = (Google__Bytestream__ReadResponse *)rpc_message_unpack(
+        message, &google__bytestream__read_response__descriptor);
     int rc;
 
     if (r == NULL)
@@ -177,7 +170,7 @@ static int fetch_stream_blob(struct fetch_ctx *fc, const struct cas_digest *d)
 {
     Google__Bytestream__ReadRequest req = GOOGLE__BYTESTREAM__READ_REQUEST__INIT;
     struct fetch_stream fs = {.w = NULL, .error = 0};
-    struct cli_grpc_status gst;
+    struct rpc_client_status gst;
     char hex[CAS_HASH_HEX + 1], name[CAS_HASH_HEX + 24], *resource = NULL;
     int rc;
 
@@ -192,7 +185,8 @@ static int fetch_stream_blob(struct fetch_ctx *fc, const struct cas_digest *d)
         goto out;
     }
     req.resource_name = resource;
-    rc = cli_grpc_server_stream(fc->g, METHOD_BS_READ, &req.base, fetch_stream_message, &fs, &gst);
+    rc = rpc_client_server_stream(fc->rpc, RPC_CLIENT_BYTESTREAM_READ, &req.base,
+                                  fetch_stream_message, &fs, &gst);
     if (rc != 0) {
         cas_writer_abort(fs.w);
         if (fs.error != 0)
@@ -263,12 +257,12 @@ static int fetch_blobs(struct fetch_ctx *fc, struct cas_digest *digests, size_t 
     return rc;
 }
 
-int cli_fetch_action(struct cli_grpc *g, const char *instance, struct cas_store *cas,
+int cli_fetch_action(struct rpc_client *rpc, const char *instance, struct cas_store *cas,
                      const struct cas_digest *digest, const struct casbox_config *cfg,
                      struct action **out, struct cli_fetch_stats *stats, char *err, size_t err_len)
 {
     struct fetch_ctx fc = {
-        .g = g,
+        .rpc = rpc,
         .instance = instance,
         .cas = cas,
         .stats = stats,
@@ -294,7 +288,7 @@ int cli_fetch_action(struct cli_grpc *g, const char *instance, struct cas_store 
         if (rc == 0)
             break;
         if (st.code != GRPC_STATUS_FAILED_PRECONDITION || st.n_missing == 0) {
-            snprintf(err, err_len, "action %s: %s: %s", name, cli_grpc_code_name(st.code),
+            snprintf(err, err_len, "action %s: %s: %s", name, rpc_status_code_name(st.code),
                      st.message);
             break;
         }
@@ -320,12 +314,12 @@ int cli_fetch_action(struct cli_grpc *g, const char *instance, struct cas_store 
     return rc;
 }
 
-int cli_fetch_blob(struct cli_grpc *g, const char *instance, struct cas_store *cas,
+int cli_fetch_blob(struct rpc_client *rpc, const char *instance, struct cas_store *cas,
                    const struct cas_digest *digest, char *err, size_t err_len)
 {
     struct cli_fetch_stats stats;
     struct fetch_ctx fc = {
-        .g = g,
+        .rpc = rpc,
         .instance = instance,
         .cas = cas,
         .max_batch = FETCH_DEFAULT_BATCH,

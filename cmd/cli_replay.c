@@ -28,15 +28,13 @@
 #include "reapi/reapi.h"
 #include "util/util.h"
 
-#define METHOD_GET_ACTION_RESULT "/build.bazel.remote.execution.v2.ActionCache/GetActionResult"
-
 struct replay {
     struct cli_run *run;
     struct cas_digest action;
     struct casbox_config cfg;
     char *dir; /* the temporary directory */
     struct cas_store *cas;
-    struct cli_grpc *grpc;
+    struct rpc_client *rpc;
     struct sandbox_spawner *spawner;
     struct action *act;
     struct exec_copies copies;
@@ -82,7 +80,7 @@ static int replay_mkdir(struct replay *r, const char *name, char *path, size_t l
 static int replay_prepare(struct replay *r)
 {
     struct cli_fetch_stats fetched;
-    char cas_dir[4096];
+    char cas_dir[4096], err[512] = "";
     int rc;
 
     rc = replay_mkdir(r, "cas", cas_dir, sizeof(cas_dir));
@@ -97,10 +95,15 @@ static int replay_prepare(struct replay *r)
         snprintf(r->err, sizeof(r->err), "opening a local CAS in %s: %s", cas_dir, strerror(-rc));
         return rc;
     }
-    rc = cli_grpc_open(r->run->remote, &r->grpc, r->err, sizeof(r->err));
-    if (rc != 0)
+    rc = rpc_client_open(r->run->remote, NULL, &r->rpc, err, sizeof(err));
+    if (rc != 0) {
+        if (err[0] != '\0')
+            snprintf(r->err, sizeof(r->err), "--remote %s", err);
+        else
+            snprintf(r->err, sizeof(r->err), "--remote %s: %s", r->run->remote, strerror(-rc));
         return rc;
-    rc = cli_fetch_action(r->grpc, r->run->instance, r->cas, &r->action, &r->cfg, &r->act, &fetched,
+    }
+    rc = cli_fetch_action(r->rpc, r->run->instance, r->cas, &r->action, &r->cfg, &r->act, &fetched,
                           r->err, sizeof(r->err));
     if (rc != 0)
         return rc;
@@ -136,7 +139,7 @@ static int replay_execute(struct replay *r)
     if (o->result != NULL || (r->run->dry_run && reapi_status_ok(&o->status)))
         return 0;
     snprintf(r->err, sizeof(r->err), "action %s: %s: %s", r->name,
-             cli_grpc_code_name(o->status.code), o->status.message);
+             rpc_status_code_name(o->status.code), o->status.message);
     return -EIO;
 }
 
@@ -145,17 +148,17 @@ static int replay_compare(struct replay *r)
 {
     Build__Bazel__Remote__Execution__V2__GetActionResultRequest req =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_ACTION_RESULT_REQUEST__INIT;
-    cli_action_result_t *cached = NULL;
+    ActionResult *cached = NULL;
     struct reapi_digest_buf d;
-    struct cli_grpc_status gst;
+    struct rpc_client_status gst;
     int rc;
 
     reapi_digest_to_proto(&r->action, &d);
     req.instance_name = r->run->instance;
     req.action_digest = &d.pd;
-    rc = cli_grpc_unary(r->grpc, METHOD_GET_ACTION_RESULT, &req.base,
-                        &build__bazel__remote__execution__v2__action_result__descriptor,
-                        (ProtobufCMessage **)&cached, &gst);
+    rc = rpc_client_unary(r->rpc, RPC_CLIENT_GET_ACTION_RESULT, &req.base,
+                          &build__bazel__remote__execution__v2__action_result__descriptor,
+                          (ProtobufCMessage **)&cached, &gst);
     if (rc != 0) {
         if (gst.code == GRPC_STATUS_NOT_FOUND)
             snprintf(r->err, sizeof(r->err),
@@ -164,7 +167,7 @@ static int replay_compare(struct replay *r)
                      r->name);
         else
             snprintf(r->err, sizeof(r->err), "GetActionResult: %s: %s",
-                     cli_grpc_code_name(gst.code), gst.message);
+                     rpc_status_code_name(gst.code), gst.message);
         return CLI_EXIT_FAILURE;
     }
     fputc('\n', stdout);
@@ -250,7 +253,7 @@ out:
     action_free(r.act);
     if (r.spawner != NULL)
         sandbox_spawner_stop(r.spawner);
-    cli_grpc_close(r.grpc);
+    rpc_client_close(r.rpc);
     if (r.cas != NULL)
         cas_store_close(r.cas);
     if (r.dir != NULL) {

@@ -1,49 +1,21 @@
 /*
- * cli_replay.h - the replay side of `casbox run` (casbox-replay): a small
- * gRPC client, fetching an action's blobs, printing and comparing
+ * cli_replay.h - the replay side of `casbox run` (casbox-replay): fetching
+ * an action's blobs with the gRPC client (rpc/rpc.h), printing and comparing
  * ActionResults. Not a public header; see cli.h for the map.
  */
 #ifndef CASBOX_CLI_REPLAY_H
 #define CASBOX_CLI_REPLAY_H
 
-#include <grpc/grpc.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "cas/cas.h"
 #include "cli.h"
-
-typedef Build__Bazel__Remote__Execution__V2__ActionResult cli_action_result_t;
+#include "reapi/reapi.h"
+#include "rpc/rpc.h"
 
 /* --action (cli_replay.c); returns the exit status. */
 int cli_replay_run(struct cli_run *run);
-
-/* --- a small gRPC client (cli_grpc.c) --- */
-
-struct cli_grpc;
-
-struct cli_grpc_status {
-    grpc_status_code code;
-    char message[512];
-};
-
-/* Opens a channel to grpc://HOST:PORT, grpcs://HOST:PORT (TLS with the
- * system's roots) or HOST:PORT; calls grpc_init. */
-int cli_grpc_open(const char *url, struct cli_grpc **out, char *err, size_t err_len);
-void cli_grpc_close(struct cli_grpc *g);
-/* A blocking unary call of method ("/package.Service/Method"). On success
- * *resp is the decoded answer (protobuf_c_message_free_unpacked). Returns 0,
- * or a negative errno with st saying what the server or the channel said. */
-int cli_grpc_unary(struct cli_grpc *g, const char *method, const ProtobufCMessage *req,
-                   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-                   struct cli_grpc_status *st);
-/* A blocking server-streaming call: on_message gets each message's bytes; a
- * negative return from it cancels the call and is returned. */
-int cli_grpc_server_stream(struct cli_grpc *g, const char *method, const ProtobufCMessage *req,
-                           int (*on_message)(void *ctx, const uint8_t *data, size_t len), void *ctx,
-                           struct cli_grpc_status *st);
-/* "NOT_FOUND" for GRPC_STATUS_NOT_FOUND. */
-const char *cli_grpc_code_name(grpc_status_code code);
 
 /* --- fetching an action (cli_fetch.c) --- */
 
@@ -59,11 +31,11 @@ struct cli_fetch_stats {
 /* Loads the action with action_load from cas, fetching from the server
  * whatever it reports missing (the Action, its Command, the input tree level
  * by level, the files), until it loads. Blobs are verified on the way in. */
-int cli_fetch_action(struct cli_grpc *g, const char *instance, struct cas_store *cas,
+int cli_fetch_action(struct rpc_client *rpc, const char *instance, struct cas_store *cas,
                      const struct cas_digest *digest, const struct casbox_config *cfg,
                      struct action **out, struct cli_fetch_stats *stats, char *err, size_t err_len);
 /* Fetches one blob into cas (BatchReadBlobs, or ByteStream.Read when large). */
-int cli_fetch_blob(struct cli_grpc *g, const char *instance, struct cas_store *cas,
+int cli_fetch_blob(struct rpc_client *rpc, const char *instance, struct cas_store *cas,
                    const struct cas_digest *digest, char *err, size_t err_len);
 
 /* --- ActionResults (cli_result.c) --- */
@@ -72,11 +44,10 @@ int cli_fetch_blob(struct cli_grpc *g, const char *instance, struct cas_store *c
 void cli_digest_string(const struct cas_digest *d, char *buf, size_t len);
 /* Prints an ActionResult as text: exit code, outputs with digests, and the
  * stdout and stderr read back from cas. */
-void cli_result_print(FILE *out, const cli_action_result_t *result, struct cas_store *cas);
+void cli_result_print(FILE *out, const ActionResult *result, struct cas_store *cas);
 /* Prints the differences between a local and a cached ActionResult (exit
  * code, output files, directories and symlinks by path; stdout and stderr
  * digests are shown but not counted). Returns the number of differences. */
-size_t cli_result_compare(FILE *out, const cli_action_result_t *local,
-                          const cli_action_result_t *cached);
+size_t cli_result_compare(FILE *out, const ActionResult *local, const ActionResult *cached);
 
 #endif

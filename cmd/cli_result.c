@@ -26,7 +26,7 @@ void cli_digest_string(const struct cas_digest *d, char *buf, size_t len)
 }
 
 /* "hash/size" of a wire digest, or "(none)". */
-static void result_digest(const reapi_digest_t *pd, char *buf, size_t len)
+static void result_digest(const Digest *pd, char *buf, size_t len)
 {
     if (pd == NULL || pd->hash == NULL)
         snprintf(buf, len, "(none)");
@@ -70,7 +70,7 @@ static void result_add_symlinks(struct result_list *l,
     }
 }
 
-static int result_list_build(const cli_action_result_t *r, struct result_list *l)
+static int result_list_build(const ActionResult *r, struct result_list *l)
 {
     size_t n = r->n_output_files + r->n_output_directories + r->n_output_symlinks +
                r->n_output_file_symlinks + r->n_output_directory_symlinks;
@@ -118,7 +118,7 @@ static void result_entry_print(FILE *out, const struct result_entry *e)
 
 /* --- printing --- */
 
-static void result_print_stream(FILE *out, const char *name, const reapi_digest_t *pd,
+static void result_print_stream(FILE *out, const char *name, const Digest *pd,
                                 const ProtobufCBinaryData *raw, struct cas_store *cas)
 {
     struct reapi_status st;
@@ -150,7 +150,7 @@ static void result_print_stream(FILE *out, const char *name, const reapi_digest_
         free(buf);
 }
 
-void cli_result_print(FILE *out, const cli_action_result_t *r, struct cas_store *cas)
+void cli_result_print(FILE *out, const ActionResult *r, struct cas_store *cas)
 {
     struct result_list l;
     char d[CAS_HASH_HEX + 32];
@@ -173,8 +173,7 @@ void cli_result_print(FILE *out, const cli_action_result_t *r, struct cas_store 
 
 /* --- comparing --- */
 
-size_t cli_result_compare(FILE *out, const cli_action_result_t *local,
-                          const cli_action_result_t *cached)
+size_t cli_result_compare(FILE *out, const ActionResult *local, const ActionResult *cached)
 {
     struct result_list a, b;
     char da[CAS_HASH_HEX + 32], db[CAS_HASH_HEX + 32];

@@ -17,8 +17,6 @@
 #include "casboxd.h"
 #include "util/util.h"
 
-typedef Build__Bazel__Remote__Execution__V2__ActionResult ActionResult;
-
 int execution_action_load(struct casboxd *d, const char *instance, const struct cas_digest *digest,
                           struct action **out, struct reapi_status *st)
 {

@@ -15,10 +15,7 @@
 #include "casboxd.h"
 #include "util/util.h"
 
-typedef Build__Bazel__Remote__Execution__V2__ActionResult ActionResult;
-typedef Build__Bazel__Remote__Execution__V2__Tree Tree;
-
-static bool ac_blob_present(struct casboxd *d, const reapi_digest_t *pd)
+static bool ac_blob_present(struct casboxd *d, const Digest *pd)
 {
     struct reapi_status st;
     struct cas_digest dg;
@@ -41,7 +38,7 @@ static bool ac_directory_present(struct casboxd *d,
     return true;
 }
 
-static bool ac_tree_present(struct casboxd *d, const reapi_digest_t *pd)
+static bool ac_tree_present(struct casboxd *d, const Digest *pd)
 {
     struct reapi_status st;
     struct cas_digest dg;

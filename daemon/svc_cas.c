@@ -16,20 +16,8 @@
 #include "casboxd.h"
 #include "util/util.h"
 
-typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest FindMissingRequest;
-typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse FindMissingResponse;
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest BatchUpdateRequest;
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse BatchUpdateResponse;
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response BatchUpdateEntry;
-typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest BatchReadRequest;
-typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse BatchReadResponse;
-typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response BatchReadEntry;
-typedef Build__Bazel__Remote__Execution__V2__GetTreeRequest GetTreeRequest;
-typedef Build__Bazel__Remote__Execution__V2__GetTreeResponse GetTreeResponse;
-typedef Build__Bazel__Remote__Execution__V2__Directory Directory;
-
 /* Converts every digest of a request; the first bad one fails the request. */
-static int cas_digests_from_request(reapi_digest_t **pds, size_t n, struct cas_digest *out,
+static int cas_digests_from_request(Digest **pds, size_t n, struct cas_digest *out,
                                     struct reapi_status *st, const char *what)
 {
     char field[64];
@@ -57,8 +45,8 @@ static bool cas_check_count(struct casboxd *d, size_t n, struct reapi_status *st
 static void cas_find_missing(void *ctx, struct rpc_call *call)
 {
     struct casboxd *d = ctx;
-    FindMissingRequest *req = NULL;
-    FindMissingResponse resp =
+    FindMissingBlobsRequest *req = NULL;
+    FindMissingBlobsResponse resp =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_RESPONSE__INIT;
     struct cas_digest *digests = NULL;
     struct reapi_status st;
@@ -123,10 +111,10 @@ static void cas_status_free(Google__Rpc__Status *s)
 static void cas_batch_update(void *ctx, struct rpc_call *call)
 {
     struct casboxd *d = ctx;
-    BatchUpdateRequest *req = NULL;
-    BatchUpdateResponse resp =
+    BatchUpdateBlobsRequest *req = NULL;
+    BatchUpdateBlobsResponse resp =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_UPDATE_BLOBS_RESPONSE__INIT;
-    BatchUpdateEntry *entries = NULL;
+    BatchUpdateBlobsResponse_Response *entries = NULL;
     Google__Rpc__Status *statuses = NULL;
     struct reapi_status st;
     uint64_t total = 0;
@@ -204,9 +192,10 @@ out:
 static void cas_batch_read(void *ctx, struct rpc_call *call)
 {
     struct casboxd *d = ctx;
-    BatchReadRequest *req = NULL;
-    BatchReadResponse resp = BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_RESPONSE__INIT;
-    BatchReadEntry *entries = NULL;
+    BatchReadBlobsRequest *req = NULL;
+    BatchReadBlobsResponse resp =
+        BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_RESPONSE__INIT;
+    BatchReadBlobsResponse_Response *entries = NULL;
     Google__Rpc__Status *statuses = NULL;
     struct cas_digest *digests = NULL;
     struct reapi_status st;

@@ -37,12 +37,6 @@
 #define METADATA_TYPE_URL TYPE_PREFIX "ExecuteOperationMetadata"
 #define RESPONSE_TYPE_URL TYPE_PREFIX "ExecuteResponse"
 
-typedef Build__Bazel__Remote__Execution__V2__ExecuteRequest ExecuteRequest;
-typedef Build__Bazel__Remote__Execution__V2__WaitExecutionRequest WaitExecutionRequest;
-typedef Build__Bazel__Remote__Execution__V2__ExecuteResponse ExecuteResponse;
-typedef Build__Bazel__Remote__Execution__V2__ExecuteOperationMetadata ExecuteOperationMetadata;
-typedef Google__Longrunning__Operation Operation;
-
 /* A stream blocked waiting for its operation to change, which the slot may
  * answer (see exec_slot_complete). Lives on the stream thread's stack. */
 enum exec_watcher_state { EXEC_W_WAITING, EXEC_W_TAKEN, EXEC_W_STARTED };

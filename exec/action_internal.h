@@ -1,7 +1,7 @@
 /*
  * action_internal.h - what the action_*.c files share and nobody else needs:
- * short names for the protobuf-c types, a digest-keyed hash map, wire digest
- * allocation, and the overlay view used by output collection.
+ * a digest-keyed hash map, wire digest allocation, and the overlay view used
+ * by output collection. (The protobuf-c types' short names are reapi.h's.)
  */
 #ifndef CASBOX_ACTION_INTERNAL_H
 #define CASBOX_ACTION_INTERNAL_H
@@ -13,20 +13,6 @@
 
 #include "exec.h"
 #include "util/util.h"
-
-typedef Build__Bazel__Remote__Execution__V2__Action pb_action_t;
-typedef Build__Bazel__Remote__Execution__V2__Command pb_command_t;
-typedef Build__Bazel__Remote__Execution__V2__Directory pb_directory_t;
-typedef Build__Bazel__Remote__Execution__V2__FileNode pb_file_node_t;
-typedef Build__Bazel__Remote__Execution__V2__DirectoryNode pb_directory_node_t;
-typedef Build__Bazel__Remote__Execution__V2__SymlinkNode pb_symlink_node_t;
-typedef Build__Bazel__Remote__Execution__V2__Digest pb_digest_t;
-typedef Build__Bazel__Remote__Execution__V2__Platform pb_platform_t;
-typedef Build__Bazel__Remote__Execution__V2__Tree pb_tree_t;
-typedef Build__Bazel__Remote__Execution__V2__ActionResult pb_action_result_t;
-typedef Build__Bazel__Remote__Execution__V2__OutputFile pb_output_file_t;
-typedef Build__Bazel__Remote__Execution__V2__OutputDirectory pb_output_directory_t;
-typedef Build__Bazel__Remote__Execution__V2__OutputSymlink pb_output_symlink_t;
 
 /* --- digest-keyed open-addressing map (action_util.c) --- */
 
@@ -54,14 +40,14 @@ void action_digest_map_free(struct action_digest_map *m);
 
 /* A wire Digest with its own malloc'd hash string, so that protobuf-c's
  * free_unpacked can free it. NULL on ENOMEM. */
-pb_digest_t *action_digest_proto_new(const struct cas_digest *d);
+Digest *action_digest_proto_new(const struct cas_digest *d);
 /* Parses a wire digest (NULL is invalid); on error sets INVALID_ARGUMENT
  * naming `what` and returns -EINVAL. */
-int action_digest_from_proto(const pb_digest_t *pd, struct cas_digest *out, const char *what,
+int action_digest_from_proto(const Digest *pd, struct cas_digest *out, const char *what,
                              struct reapi_status *st);
 /* The digest of a node action_load has validated (all-zero should it not
  * parse, which cannot happen for a loaded action). */
-void action_digest_valid(const pb_digest_t *pd, struct cas_digest *out);
+void action_digest_valid(const Digest *pd, struct cas_digest *out);
 /* "a" + "/" + "b", or b when a is empty; malloc'd. */
 char *action_path_join(const char *a, const char *b);
 
@@ -114,9 +100,9 @@ struct action_batch_fd {
 };
 
 struct action_pending_dest {
-    pb_digest_t **digest; /* gets the wire digest */
-    char *path;           /* names the output in messages */
-    bool missing_ok;      /* absent means empty (stdout, stderr) */
+    Digest **digest; /* gets the wire digest */
+    char *path;      /* names the output in messages */
+    bool missing_ok; /* absent means empty (stdout, stderr) */
 };
 
 struct action_collect {
@@ -152,7 +138,7 @@ int action_collect_account(struct action_collect *c, uint64_t bytes, bool is_fil
  * names it in messages. */
 int action_collect_file(struct action_collect *c, int dir_fd, struct action_batch_fd *bfd,
                         const char *name, const struct stat *st, bool upper, const char *path,
-                        pb_digest_t **dest);
+                        Digest **dest);
 /* Ingests the queued files and fills their digests; sets st on failure. */
 int action_collect_flush(struct action_collect *c);
 /* Reads a symlink's target, refusing absolute ones; *target is malloc'd. */

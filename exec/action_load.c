@@ -113,7 +113,7 @@ fail:
 static int visit_dir(struct cas_store *cas, struct action *act, size_t index, size_t *cap,
                      struct action_digest_map *files_seen, struct reapi_status *st)
 {
-    const pb_directory_t *dir = act->dirs[index].dir;
+    const Directory *dir = act->dirs[index].dir;
     const char *path = act->dirs[index].path;
     uint32_t depth = act->dirs[index].min_depth;
     struct cas_digest d;
@@ -170,7 +170,7 @@ static int size_subtree(const struct action *act, size_t index, uint32_t depth,
                         struct subtree_size *sizes, struct reapi_status *st)
 {
     struct subtree_size *s = &sizes[index];
-    const pb_directory_t *dir = act->dirs[index].dir;
+    const Directory *dir = act->dirs[index].dir;
     int rc;
 
     if (s->state == 2)
@@ -286,7 +286,7 @@ out:
 
 static int build_outputs(struct action *act, struct reapi_status *st)
 {
-    const pb_command_t *cmd = act->command;
+    const Command *cmd = act->command;
     size_t n = 0;
 
     act->output_paths_api = cmd->n_output_paths > 0;
@@ -320,7 +320,7 @@ static int build_outputs(struct action *act, struct reapi_status *st)
 static int load_command(struct cas_store *cas, struct action *act, const struct casbox_config *cfg,
                         struct reapi_status *st)
 {
-    const pb_platform_t *platform = act->action->platform;
+    const Platform *platform = act->action->platform;
     int rc;
 
     rc = load_message(cas, &act->command_digest,

@@ -434,7 +434,7 @@ static void batch_free(struct action_collect *c)
 
 /* Queues name in dir_fd (AT_FDCWD: a path of ours) with its destination. */
 static int batch_add(struct action_collect *c, int dir_fd, const char *name, bool move,
-                     const char *path, pb_digest_t **dest, bool missing_ok)
+                     const char *path, Digest **dest, bool missing_ok)
 {
     struct cas_ingest_file *f;
     struct action_pending_dest *d;
@@ -456,7 +456,7 @@ static int batch_add(struct action_collect *c, int dir_fd, const char *name, boo
 
 int action_collect_file(struct action_collect *c, int dir_fd, struct action_batch_fd *bfd,
                         const char *name, const struct stat *st, bool upper, const char *path,
-                        pb_digest_t **dest)
+                        Digest **dest)
 {
     int rc;
 
@@ -587,12 +587,12 @@ int action_collect_symlink(struct action_collect *c, int dir_fd, const char *nam
 /* An output directory waiting for its Tree. */
 struct pending_tree {
     struct action_tree *tree;
-    pb_output_directory_t *out;
+    OutputDirectory *out;
     const char *path; /* the Command's */
 };
 
 struct result_builder {
-    pb_action_result_t *r;
+    ActionResult *r;
     size_t files_cap, dirs_cap, symlinks_cap, file_symlinks_cap, dir_symlinks_cap;
     struct pending_tree *trees;
     size_t n_trees, trees_cap;
@@ -600,10 +600,10 @@ struct result_builder {
 
 /* Adds output file path; its digest comes with the batch (*out->digest). */
 static int add_output_file(struct result_builder *b, const char *path, bool executable,
-                           pb_output_file_t **out)
+                           OutputFile **out)
 {
-    pb_action_result_t *r = b->r;
-    pb_output_file_t *f;
+    ActionResult *r = b->r;
+    OutputFile *f;
 
     if (array_reserve((void **)&r->output_files, &b->files_cap, r->n_output_files,
                       sizeof(*r->output_files)) != 0)
@@ -620,11 +620,10 @@ static int add_output_file(struct result_builder *b, const char *path, bool exec
 }
 
 /* Adds output directory path; its Tree digest comes after the batch. */
-static int add_output_directory(struct result_builder *b, const char *path,
-                                pb_output_directory_t **out)
+static int add_output_directory(struct result_builder *b, const char *path, OutputDirectory **out)
 {
-    pb_action_result_t *r = b->r;
-    pb_output_directory_t *o;
+    ActionResult *r = b->r;
+    OutputDirectory *o;
 
     if (array_reserve((void **)&r->output_directories, &b->dirs_cap, r->n_output_directories,
                       sizeof(*r->output_directories)) != 0)
@@ -639,10 +638,10 @@ static int add_output_directory(struct result_builder *b, const char *path,
     return o->path ? 0 : -ENOMEM;
 }
 
-static int add_output_symlink(pb_output_symlink_t ***arr, size_t *n, size_t *cap, const char *path,
+static int add_output_symlink(OutputSymlink ***arr, size_t *n, size_t *cap, const char *path,
                               const char *target)
 {
-    pb_output_symlink_t *s;
+    OutputSymlink *s;
 
     if (array_reserve((void **)arr, cap, *n, sizeof(**arr)) != 0)
         return -ENOMEM;
@@ -659,7 +658,7 @@ static int add_output_symlink(pb_output_symlink_t ***arr, size_t *n, size_t *cap
 static int collect_symlink_output(struct action_collect *c, struct result_builder *b,
                                   const struct action_output *o, const struct view_entry *e)
 {
-    pb_action_result_t *r = b->r;
+    ActionResult *r = b->r;
     char *target = NULL;
     int rc;
 
@@ -695,8 +694,8 @@ static int collect_one(struct action_collect *c, struct result_builder *b,
 {
     struct action_view_dir dir = {-1, -1};
     struct view_entry e = {.parent = {-1, -1}};
-    pb_output_directory_t *od = NULL;
-    pb_output_file_t *of = NULL;
+    OutputDirectory *od = NULL;
+    OutputFile *of = NULL;
     struct action_tree *tree = NULL;
     char *full = action_path_join(act->working_directory, o->path);
     struct stat pst;
@@ -787,8 +786,7 @@ out:
 
 /* stdout/stderr: moved into the CAS with the outputs; a file never created
  * is empty output. */
-static int collect_stdio(struct action_collect *c, const char *path, const char *what,
-                         pb_digest_t **out)
+static int collect_stdio(struct action_collect *c, const char *path, const char *what, Digest **out)
 {
     if (batch_add(c, AT_FDCWD, path, true, what, out, true) != 0) {
         reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -826,7 +824,7 @@ static int finish_trees(struct action_collect *c, struct result_builder *b)
 int action_outputs_collect_opts(struct cas_store *cas, const struct action *act,
                                 const struct action_scratch *scratch,
                                 const struct action_output_limits *limits,
-                                const struct cas_ingest_options *ingest, pb_action_result_t **out,
+                                const struct cas_ingest_options *ingest, ActionResult **out,
                                 struct action_output_stats *stats, struct reapi_status *st)
 {
     struct action_collect c = {
@@ -888,13 +886,13 @@ out:
 
 int action_outputs_collect(struct cas_store *cas, const struct action *act,
                            const struct action_scratch *scratch,
-                           const struct action_output_limits *limits, pb_action_result_t **out,
+                           const struct action_output_limits *limits, ActionResult **out,
                            struct action_output_stats *stats, struct reapi_status *st)
 {
     return action_outputs_collect_opts(cas, act, scratch, limits, NULL, out, stats, st);
 }
 
-void action_result_free(pb_action_result_t *result)
+void action_result_free(ActionResult *result)
 {
     if (result != NULL)
         build__bazel__remote__execution__v2__action_result__free_unpacked(result, NULL);

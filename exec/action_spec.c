@@ -40,7 +40,7 @@ static int spec_seccomp(const char *mode, struct sandbox_spec *spec, struct reap
     return 0;
 }
 
-static int spec_env(const pb_command_t *cmd, struct sandbox_spec *spec)
+static int spec_env(const Command *cmd, struct sandbox_spec *spec)
 {
     size_t n = cmd->n_environment_variables;
     char **env = calloc(n + 1, sizeof(*env));
@@ -66,7 +66,7 @@ out:
     return rc;
 }
 
-static int spec_argv(const pb_command_t *cmd, struct sandbox_spec *spec)
+static int spec_argv(const Command *cmd, struct sandbox_spec *spec)
 {
     const char **argv = calloc(cmd->n_arguments + 1, sizeof(*argv));
     int rc;

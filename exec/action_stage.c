@@ -163,7 +163,7 @@ out:
     return rc;
 }
 
-static int stage_file(struct stage_ctx *c, int dir_fd, const pb_file_node_t *f, const char *path)
+static int stage_file(struct stage_ctx *c, int dir_fd, const FileNode *f, const char *path)
 {
     char src[PATH_MAX], hex[CAS_HASH_HEX + 1], rel[3 + CAS_HASH_HEX + 1];
     struct cas_digest d;
@@ -227,7 +227,7 @@ static int make_dir_at(int dir_fd, const char *name)
     return fd;
 }
 
-static int stage_dir(struct stage_ctx *c, int dir_fd, const pb_directory_t *dir, const char *path)
+static int stage_dir(struct stage_ctx *c, int dir_fd, const Directory *dir, const char *path)
 {
     int rc = 0, first = 0;
 
@@ -239,14 +239,14 @@ static int stage_dir(struct stage_ctx *c, int dir_fd, const pb_directory_t *dir,
             return rc;
     }
     for (size_t i = 0; i < dir->n_symlinks; i++) {
-        const pb_symlink_node_t *s = dir->symlinks[i];
+        const SymlinkNode *s = dir->symlinks[i];
 
         if (symlinkat(s->target, dir_fd, s->name) < 0)
             return stage_error(c, path, s->name, "creating the symlink", -errno);
         c->stats->symlinks++;
     }
     for (size_t i = 0; i < dir->n_directories; i++) {
-        const pb_directory_node_t *n = dir->directories[i];
+        const DirectoryNode *n = dir->directories[i];
         const struct action_input_dir *child;
         struct cas_digest d;
         char *child_path;
@@ -358,8 +358,8 @@ static int stage_output_parents(struct stage_ctx *c, int root_fd)
 
 /* The input node called name in dir: 'd' a directory (*child set), 'f' a
  * file, 'l' a symlink, 0 none. Linear: this runs for a few path components. */
-static char input_node(const struct action *act, const pb_directory_t *dir, const char *name,
-                       const pb_directory_t **child)
+static char input_node(const struct action *act, const Directory *dir, const char *name,
+                       const Directory **child)
 {
     for (size_t i = 0; i < dir->n_directories; i++) {
         if (strcmp(dir->directories[i]->name, name) == 0) {
@@ -387,7 +387,7 @@ static char input_node(const struct action *act, const pb_directory_t *dir, cons
 static int make_parents_upper(struct stage_ctx *c, int root_fd, const char *rel, bool include_last,
                               const char *what)
 {
-    const pb_directory_t *in = c->act->dirs[0].dir;
+    const Directory *in = c->act->dirs[0].dir;
     const char *p = rel;
     int fd, rc = 0;
 
@@ -396,7 +396,7 @@ static int make_parents_upper(struct stage_ctx *c, int root_fd, const char *rel,
         return stage_error(c, "", rel, "dup", -errno);
     while (*p != '\0') {
         const char *slash = strchr(p, '/');
-        const pb_directory_t *child = NULL;
+        const Directory *child = NULL;
         char name[NAME_MAX + 1];
         size_t len = slash ? (size_t)(slash - p) : strlen(p);
         char kind = 0;

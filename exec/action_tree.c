@@ -38,7 +38,7 @@ struct tree_listing {
  * file nodes get their digests from the batch, and the subdirectories in
  * the order of its directory nodes. */
 struct action_tree {
-    pb_directory_t *dir;
+    Directory *dir;
     struct action_tree **subdirs;
     size_t n_subdirs, subdirs_cap;
 };
@@ -46,7 +46,7 @@ struct action_tree {
 struct tree_builder {
     struct action_collect *c;
     struct action_digest_map index; /* digest -> index in children */
-    pb_directory_t **children;
+    Directory **children;
     size_t n_children, cap;
 };
 
@@ -161,13 +161,13 @@ out:
     return rc;
 }
 
-static void directory_free(pb_directory_t *d)
+static void directory_free(Directory *d)
 {
     if (d != NULL)
         build__bazel__remote__execution__v2__directory__free_unpacked(d, NULL);
 }
 
-static int directory_digest(const pb_directory_t *d, struct cas_digest *out)
+static int directory_digest(const Directory *d, struct cas_digest *out)
 {
     size_t len = build__bazel__remote__execution__v2__directory__get_packed_size(d);
     uint8_t *buf = malloc(len ? len : 1);
@@ -182,10 +182,9 @@ static int directory_digest(const pb_directory_t *d, struct cas_digest *out)
 
 /* Node appenders: the node is attached before its fields are filled, so that
  * freeing the Directory frees a half-built node too. Digests come later. */
-static pb_file_node_t *add_file_node(pb_directory_t *d, size_t *cap, const char *name,
-                                     bool executable)
+static FileNode *add_file_node(Directory *d, size_t *cap, const char *name, bool executable)
 {
-    pb_file_node_t *f;
+    FileNode *f;
 
     if (array_reserve((void **)&d->files, cap, d->n_files, sizeof(*d->files)) != 0 ||
         (f = malloc(sizeof(*f))) == NULL)
@@ -197,9 +196,9 @@ static pb_file_node_t *add_file_node(pb_directory_t *d, size_t *cap, const char 
     return f->name ? f : NULL;
 }
 
-static int add_directory_node(pb_directory_t *d, size_t *cap, const char *name)
+static int add_directory_node(Directory *d, size_t *cap, const char *name)
 {
-    pb_directory_node_t *n;
+    DirectoryNode *n;
 
     if (array_reserve((void **)&d->directories, cap, d->n_directories, sizeof(*d->directories)) !=
             0 ||
@@ -211,9 +210,9 @@ static int add_directory_node(pb_directory_t *d, size_t *cap, const char *name)
     return n->name ? 0 : -ENOMEM;
 }
 
-static int add_symlink_node(pb_directory_t *d, size_t *cap, const char *name, char *target)
+static int add_symlink_node(Directory *d, size_t *cap, const char *name, char *target)
 {
-    pb_symlink_node_t *s;
+    SymlinkNode *s;
 
     if (array_reserve((void **)&d->symlinks, cap, d->n_symlinks, sizeof(*d->symlinks)) != 0 ||
         (s = malloc(sizeof(*s))) == NULL) {
@@ -267,7 +266,7 @@ static int walk_entry(struct action_collect *c, const struct action_view_dir *vi
     int rc;
 
     if (S_ISREG(e->st.st_mode)) {
-        pb_file_node_t *f;
+        FileNode *f;
 
         rc = action_collect_account(c, (uint64_t)e->st.st_size, true, false, path);
         if (rc != 0)
@@ -389,7 +388,7 @@ int action_tree_walk(struct action_collect *c, const struct action_view_dir *dir
 }
 
 /* Keeps a child Directory once per digest; takes d. */
-static int builder_keep(struct tree_builder *b, pb_directory_t *d, const struct cas_digest *digest)
+static int builder_keep(struct tree_builder *b, Directory *d, const struct cas_digest *digest)
 {
     int rc;
 
@@ -448,14 +447,14 @@ static int compare_children(const void *a, const void *b)
 
 struct keyed_child {
     struct cas_digest digest; /* first: compare_children sees it */
-    pb_directory_t *dir;
+    Directory *dir;
 };
 
 int action_tree_finish(struct action_collect *c, struct action_tree *t, const char *path,
                        struct cas_digest *tree_digest)
 {
     struct tree_builder b = {.c = c};
-    pb_tree_t tree = BUILD__BAZEL__REMOTE__EXECUTION__V2__TREE__INIT;
+    Tree tree = BUILD__BAZEL__REMOTE__EXECUTION__V2__TREE__INIT;
     struct keyed_child *keyed = NULL;
     struct cas_digest root_digest;
     uint8_t *buf = NULL;

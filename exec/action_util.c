@@ -99,9 +99,9 @@ void action_digest_map_free(struct action_digest_map *m)
     memset(m, 0, sizeof(*m));
 }
 
-pb_digest_t *action_digest_proto_new(const struct cas_digest *d)
+Digest *action_digest_proto_new(const struct cas_digest *d)
 {
-    pb_digest_t *pd = malloc(sizeof(*pd));
+    Digest *pd = malloc(sizeof(*pd));
 
     if (pd == NULL)
         return NULL;
@@ -116,7 +116,7 @@ pb_digest_t *action_digest_proto_new(const struct cas_digest *d)
     return pd;
 }
 
-int action_digest_from_proto(const pb_digest_t *pd, struct cas_digest *out, const char *what,
+int action_digest_from_proto(const Digest *pd, struct cas_digest *out, const char *what,
                              struct reapi_status *st)
 {
     size_t len;
@@ -141,7 +141,7 @@ int action_digest_from_proto(const pb_digest_t *pd, struct cas_digest *out, cons
     return 0;
 }
 
-void action_digest_valid(const pb_digest_t *pd, struct cas_digest *out)
+void action_digest_valid(const Digest *pd, struct cas_digest *out)
 {
     if (pd == NULL || pd->hash == NULL ||
         cas_digest_parse_n(pd->hash, strlen(pd->hash), pd->size_bytes, out) != 0)

@@ -77,7 +77,7 @@ static int check_order(const char *prev, const char *cur, const char *kind, cons
 }
 
 /* Walks the three sorted lists at once: a name may belong to one kind only. */
-static int check_cross_kind(const pb_directory_t *dir, const char *label, struct reapi_status *st)
+static int check_cross_kind(const Directory *dir, const char *label, struct reapi_status *st)
 {
     size_t i = 0, j = 0, k = 0;
 
@@ -113,7 +113,7 @@ static int check_cross_kind(const pb_directory_t *dir, const char *label, struct
     }
 }
 
-int action_validate_directory(const pb_directory_t *dir, const char *where, struct reapi_status *st)
+int action_validate_directory(const Directory *dir, const char *where, struct reapi_status *st)
 {
     char label[1024], what[1400];
     struct cas_digest d;
@@ -121,7 +121,7 @@ int action_validate_directory(const pb_directory_t *dir, const char *where, stru
 
     directory_label(where, label, sizeof(label));
     for (size_t i = 0; i < dir->n_files; i++) {
-        const pb_file_node_t *f = dir->files[i];
+        const FileNode *f = dir->files[i];
 
         rc = check_entry_name(f->name, "file", label, st);
         if (rc == 0)
@@ -136,7 +136,7 @@ int action_validate_directory(const pb_directory_t *dir, const char *where, stru
             return rc;
     }
     for (size_t i = 0; i < dir->n_directories; i++) {
-        const pb_directory_node_t *n = dir->directories[i];
+        const DirectoryNode *n = dir->directories[i];
 
         rc = check_entry_name(n->name, "directory", label, st);
         if (rc == 0)
@@ -152,7 +152,7 @@ int action_validate_directory(const pb_directory_t *dir, const char *where, stru
             return rc;
     }
     for (size_t i = 0; i < dir->n_symlinks; i++) {
-        const pb_symlink_node_t *s = dir->symlinks[i];
+        const SymlinkNode *s = dir->symlinks[i];
 
         rc = check_entry_name(s->name, "symlink", label, st);
         if (rc == 0)
@@ -326,7 +326,7 @@ out:
 }
 
 /* No output file may also be an output directory. */
-static int check_files_vs_dirs(const pb_command_t *cmd, struct reapi_status *st)
+static int check_files_vs_dirs(const Command *cmd, struct reapi_status *st)
 {
     char **dirs = NULL;
     int rc = 0;
@@ -354,7 +354,7 @@ static int check_files_vs_dirs(const pb_command_t *cmd, struct reapi_status *st)
     return rc;
 }
 
-static int check_environment(const pb_command_t *cmd, struct reapi_status *st)
+static int check_environment(const Command *cmd, struct reapi_status *st)
 {
     char **names = NULL;
     int rc = 0;
@@ -397,7 +397,7 @@ static int check_environment(const pb_command_t *cmd, struct reapi_status *st)
     return rc;
 }
 
-int action_validate_command(const pb_command_t *cmd, struct reapi_status *st)
+int action_validate_command(const Command *cmd, struct reapi_status *st)
 {
     const char *wd = cmd->working_directory ? cmd->working_directory : "";
     const char *why;
@@ -462,7 +462,7 @@ static bool name_in_list(const char *list, const char *name)
     return false;
 }
 
-int action_validate_platform(const pb_platform_t *p, const struct casbox_config *cfg, bool *network,
+int action_validate_platform(const Platform *p, const struct casbox_config *cfg, bool *network,
                              struct reapi_status *st)
 {
     *network = false;

@@ -35,9 +35,6 @@
 #include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
-typedef Build__Bazel__Remote__Execution__V2__ActionResult ActionResult;
-typedef Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata ExecutedActionMetadata;
-
 static Google__Protobuf__Timestamp *exec_timestamp(uint64_t us)
 {
     Google__Protobuf__Timestamp *ts = malloc(sizeof(*ts));
@@ -194,7 +191,7 @@ static void exec_describe(const struct sandbox_result *res, const struct sandbox
 }
 
 /* Stores one of the action's stdio files (absent: the empty blob). */
-static int exec_store_stdio(struct cas_store *store, const char *path, reapi_digest_t **out)
+static int exec_store_stdio(struct cas_store *store, const char *path, Digest **out)
 {
     struct cas_digest dg = *cas_digest_empty();
     int rc = 0;

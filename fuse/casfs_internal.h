@@ -19,13 +19,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "casfs.h"
-
-typedef Build__Bazel__Remote__Execution__V2__Directory casfs_pb_dir_t;
-typedef Build__Bazel__Remote__Execution__V2__FileNode casfs_pb_file_t;
-typedef Build__Bazel__Remote__Execution__V2__DirectoryNode casfs_pb_dirnode_t;
-typedef Build__Bazel__Remote__Execution__V2__SymlinkNode casfs_pb_symlink_t;
+#include "reapi/reapi.h"
 
 /* Entry and attribute timeout: content never changes under a name. */
 #define CASFS_TIMEOUT 86400.0
@@ -34,7 +29,7 @@ typedef Build__Bazel__Remote__Execution__V2__SymlinkNode casfs_pb_symlink_t;
 
 struct casfs_dir {
     struct cas_digest digest;
-    casfs_pb_dir_t *msg;
+    Directory *msg;
     unsigned refs; /* under the cache lock */
     struct casfs_dir *hash_next;
     struct casfs_dir *lru_prev, *lru_next; /* most recently used first */

@@ -132,7 +132,7 @@ static bool digest_ok(const Build__Bazel__Remote__Execution__V2__Digest *pd)
 }
 
 /* The canonical form lookups rely on; anything else is EIO. */
-static bool dir_check(const casfs_pb_dir_t *m)
+static bool dir_check(const Directory *m)
 {
     for (size_t i = 0; i < m->n_files; i++) {
         if (!name_ok(m->files[i]->name) || !digest_ok(m->files[i]->digest) ||

@@ -90,9 +90,9 @@ static void casfs_digest_of(const Build__Bazel__Remote__Execution__V2__Digest *p
 static int casfs_lookup_child(struct casfs *fs, struct casfs_inode *parent, const char *name,
                               struct casfs_inode **out)
 {
-    const casfs_pb_dirnode_t *dn;
-    const casfs_pb_file_t *fn;
-    const casfs_pb_symlink_t *sn;
+    const DirectoryNode *dn;
+    const FileNode *fn;
+    const SymlinkNode *sn;
     struct casfs_dir *dir;
     struct cas_digest d;
     int rc;

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-int reapi_digest_from_proto(const reapi_digest_t *pd, struct cas_digest *out,
-                            struct reapi_status *st, const char *field)
+int reapi_digest_from_proto(const Digest *pd, struct cas_digest *out, struct reapi_status *st,
+                            const char *field)
 {
     size_t len;
 
@@ -46,9 +46,9 @@ void reapi_digest_to_proto(const struct cas_digest *d, struct reapi_digest_buf *
     buf->pd.size_bytes = d->size;
 }
 
-reapi_digest_t *reapi_digest_new(const struct cas_digest *d)
+Digest *reapi_digest_new(const struct cas_digest *d)
 {
-    reapi_digest_t *pd = malloc(sizeof(*pd) + CAS_HASH_HEX + 1);
+    Digest *pd = malloc(sizeof(*pd) + CAS_HASH_HEX + 1);
 
     if (pd == NULL)
         return NULL;
@@ -59,7 +59,7 @@ reapi_digest_t *reapi_digest_new(const struct cas_digest *d)
     return pd;
 }
 
-void reapi_digest_free(reapi_digest_t *pd)
+void reapi_digest_free(Digest *pd)
 {
     free(pd); /* the hash string lives in the same allocation */
 }

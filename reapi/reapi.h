@@ -30,6 +30,65 @@
 #include "google/longrunning/operations.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 
+/* --- the generated types' short names ---
+ *
+ * One name per protobuf message, for every library that includes this header
+ * (exec, fuse, rpc, daemon, cmd, bench, the tests): the message's own name in
+ * the .proto, without its package, nested messages joined by '_'
+ * (BatchUpdateBlobsRequest.Request is BatchUpdateBlobsRequest_Request). Code
+ * then reads like the REAPI specification and like its own comments ("the
+ * Directory", "an ActionResult"), and a Digest has one name instead of four.
+ * None of these names is used by our code, libc, grpc, protobuf-c, libfuse,
+ * OpenSSL or cmocka for anything else; C keeps typedef names apart from
+ * struct tags, so `Action` and `struct action` do not clash.
+ *
+ * Messages whose bare names would be ambiguous keep their generated names:
+ * google.rpc.Status (beside struct reapi_status and grpc's status codes),
+ * ByteStream's ReadRequest and WriteRequest (beside struct write_request),
+ * and the well-known types (Timestamp, Duration, Any). Other REAPI messages
+ * get their short name here, by the same rule, when code needs one.
+ * cas/ cannot include this header (reapi depends on cas): it spells the
+ * generated names out. */
+
+/* build.bazel.remote.execution.v2: the data */
+typedef Build__Bazel__Remote__Execution__V2__Digest Digest;
+typedef Build__Bazel__Remote__Execution__V2__Action Action;
+typedef Build__Bazel__Remote__Execution__V2__Command Command;
+typedef Build__Bazel__Remote__Execution__V2__Platform Platform;
+typedef Build__Bazel__Remote__Execution__V2__Directory Directory;
+typedef Build__Bazel__Remote__Execution__V2__FileNode FileNode;
+typedef Build__Bazel__Remote__Execution__V2__DirectoryNode DirectoryNode;
+typedef Build__Bazel__Remote__Execution__V2__SymlinkNode SymlinkNode;
+typedef Build__Bazel__Remote__Execution__V2__Tree Tree;
+typedef Build__Bazel__Remote__Execution__V2__ActionResult ActionResult;
+typedef Build__Bazel__Remote__Execution__V2__OutputFile OutputFile;
+typedef Build__Bazel__Remote__Execution__V2__OutputDirectory OutputDirectory;
+typedef Build__Bazel__Remote__Execution__V2__OutputSymlink OutputSymlink;
+typedef Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata ExecutedActionMetadata;
+
+/* ContentAddressableStorage */
+typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest FindMissingBlobsRequest;
+typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse FindMissingBlobsResponse;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest BatchUpdateBlobsRequest;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request
+    BatchUpdateBlobsRequest_Request;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse BatchUpdateBlobsResponse;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response
+    BatchUpdateBlobsResponse_Response;
+typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest BatchReadBlobsRequest;
+typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse BatchReadBlobsResponse;
+typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response
+    BatchReadBlobsResponse_Response;
+typedef Build__Bazel__Remote__Execution__V2__GetTreeRequest GetTreeRequest;
+typedef Build__Bazel__Remote__Execution__V2__GetTreeResponse GetTreeResponse;
+
+/* Execution, and google.longrunning */
+typedef Build__Bazel__Remote__Execution__V2__ExecuteRequest ExecuteRequest;
+typedef Build__Bazel__Remote__Execution__V2__WaitExecutionRequest WaitExecutionRequest;
+typedef Build__Bazel__Remote__Execution__V2__ExecuteResponse ExecuteResponse;
+typedef Build__Bazel__Remote__Execution__V2__ExecuteOperationMetadata ExecuteOperationMetadata;
+typedef Google__Longrunning__Operation Operation;
+
 /* --- statuses (status.c) --- */
 
 struct reapi_status {
@@ -61,23 +120,21 @@ void reapi_status_fill_simple(Google__Rpc__Status *s, grpc_status_code code, cha
 
 /* --- digests and resource names (reapi.c) --- */
 
-typedef Build__Bazel__Remote__Execution__V2__Digest reapi_digest_t;
-
 /* A proto Digest with the storage for its hash string. */
 struct reapi_digest_buf {
-    reapi_digest_t pd;
+    Digest pd;
     char hex[CAS_HASH_HEX + 1];
 };
 
 /* Checks and converts a wire digest. On a malformed one sets INVALID_ARGUMENT
  * in st naming field and returns -EINVAL. A NULL pd is invalid too. */
-int reapi_digest_from_proto(const reapi_digest_t *pd, struct cas_digest *out,
-                            struct reapi_status *st, const char *field);
+int reapi_digest_from_proto(const Digest *pd, struct cas_digest *out, struct reapi_status *st,
+                            const char *field);
 /* Fills buf so that &buf->pd is a wire digest equal to d. */
 void reapi_digest_to_proto(const struct cas_digest *d, struct reapi_digest_buf *buf);
 /* A malloc'd wire digest (with its hash string); free with reapi_digest_free. */
-reapi_digest_t *reapi_digest_new(const struct cas_digest *d);
-void reapi_digest_free(reapi_digest_t *pd);
+Digest *reapi_digest_new(const struct cas_digest *d);
+void reapi_digest_free(Digest *pd);
 
 /* ByteStream resource names. Parsing never allocates: instance points into
  * name and instance_len is its length (0 for the empty instance). */

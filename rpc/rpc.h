@@ -1,15 +1,23 @@
 /*
- * rpc.h - a small gRPC server on grpc core, with protobuf-c messages.
+ * rpc.h - gRPC on grpc core with protobuf-c messages: the server casboxd
+ * serves with (server.c) and the client everything else calls it with
+ * (client.c): casbox-replay, the benchmarks, and later the workers.
  *
- * One dispatcher thread waits on the server's completion queue for new calls
- * and keeps one request posted per registered method (plus a generic one that
- * answers UNIMPLEMENTED). Each accepted call is queued to one of two bounded
- * thread pools: short calls (CAS, ByteStream, ActionCache, Capabilities) and
- * long streams (Execute, WaitExecution). A pool thread runs the method's
- * handler as straight-line code: every rpc_call_* operation starts one grpc
- * batch on the call's own completion queue and plucks its completion, so a
- * handler reads like a blocking server. A full queue answers
- * RESOURCE_EXHAUSTED at once.
+ * The server. One dispatcher thread waits on the server's completion queue
+ * for new calls and keeps one request posted per registered method (plus a
+ * generic one that answers UNIMPLEMENTED). Each accepted call is queued to
+ * one of two bounded thread pools: short calls (CAS, ByteStream,
+ * ActionCache, Capabilities) and long streams (Execute, WaitExecution). A
+ * pool thread runs the method's handler as straight-line code: every
+ * rpc_call_* operation starts one grpc batch on the call's own completion
+ * queue and plucks its completion, so a handler reads like a blocking
+ * server. A full queue answers RESOURCE_EXHAUSTED at once.
+ *
+ * The client. One channel per rpc_client; every call is blocking, has the
+ * client's deadline and runs on a completion queue of its own (taken from a
+ * small pool, so that any number of threads may call at once), except the
+ * streams of an rpc_client_streams, which one thread reads together. Messages
+ * are bounded in both directions (rpc_client_options.max_message_bytes).
  */
 #ifndef CASBOX_RPC_H
 #define CASBOX_RPC_H
@@ -98,5 +106,128 @@ gpr_timespec rpc_call_deadline(const struct rpc_call *call);
 const char *rpc_call_method(const struct rpc_call *call);
 /* A value of the request metadata, or NULL; *len set to its length. */
 const char *rpc_call_metadata(const struct rpc_call *call, const char *key, size_t *len);
+
+/* "NOT_FOUND" for GRPC_STATUS_NOT_FOUND. */
+const char *rpc_status_code_name(grpc_status_code code);
+/* Decodes a received message as desc; NULL when bb is NULL or it does not
+ * parse. Free with protobuf_c_message_free_unpacked. */
+ProtobufCMessage *rpc_message_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc);
+
+/* --- the client (client.c) --- */
+
+struct rpc_client;
+
+/* The methods the client calls, registered once per channel (grpc's fast
+ * path: no method lookup per call). */
+enum rpc_client_method {
+    RPC_CLIENT_GET_CAPABILITIES,
+    RPC_CLIENT_FIND_MISSING_BLOBS,
+    RPC_CLIENT_BATCH_UPDATE_BLOBS,
+    RPC_CLIENT_BATCH_READ_BLOBS,
+    RPC_CLIENT_GET_TREE,
+    RPC_CLIENT_GET_ACTION_RESULT,
+    RPC_CLIENT_UPDATE_ACTION_RESULT,
+    RPC_CLIENT_EXECUTE,
+    RPC_CLIENT_WAIT_EXECUTION,
+    RPC_CLIENT_BYTESTREAM_READ,
+    RPC_CLIENT_BYTESTREAM_WRITE,
+    RPC_CLIENT_BYTESTREAM_QUERY_WRITE_STATUS,
+    RPC_CLIENT_METHOD_COUNT,
+};
+
+/* "/google.bytestream.ByteStream/Read" for RPC_CLIENT_BYTESTREAM_READ. */
+const char *rpc_client_method_path(enum rpc_client_method method);
+
+#define RPC_CLIENT_MAX_MESSAGE_BYTES (64u << 20)
+#define RPC_CLIENT_TIMEOUT_MS        (600u * 1000)
+
+struct rpc_client_options {
+    uint64_t max_message_bytes; /* largest message sent or received; 0: 64 MiB */
+    uint64_t timeout_ms;        /* every call's deadline, from its start; 0: 600 s */
+};
+
+/* How a call ended: the server's status code and message, or the code and
+ * a description of what went wrong on this side. */
+struct rpc_client_status {
+    grpc_status_code code;
+    char message[512];
+};
+
+/* Opens a channel to grpc://HOST:PORT, grpcs://HOST:PORT (TLS with the
+ * system's roots) or HOST:PORT (plaintext), with grpc_init; no connection is
+ * made before the first call. opt may be NULL (the defaults). On failure err
+ * says why, starting with url. */
+int rpc_client_open(const char *url, const struct rpc_client_options *opt, struct rpc_client **out,
+                    char *err, size_t err_len);
+/* Every call must have ended. Then grpc_shutdown. */
+void rpc_client_close(struct rpc_client *c);
+
+/* A unary call: sends req, decodes the answer as resp_desc into *resp (free
+ * with protobuf_c_message_free_unpacked). 0; or -EIO when the status is not
+ * OK, -EPROTO when the answer is missing or does not decode, -ENOMEM. st is
+ * set in every case. */
+int rpc_client_unary(struct rpc_client *c, enum rpc_client_method method,
+                     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+                     ProtobufCMessage **resp, struct rpc_client_status *st);
+
+/* Receives one message of a server stream (rpc_message_unpack decodes it;
+ * grpc keeps the buffer). A negative return cancels the call. */
+typedef int (*rpc_client_message_fn)(void *ctx, grpc_byte_buffer *message);
+
+/* A server-streaming call: sends req and gives every message to
+ * on_message. 0 when the stream ended with OK; on_message's error when it
+ * cancelled the call; else as rpc_client_unary. st is set in every case. */
+int rpc_client_server_stream(struct rpc_client *c, enum rpc_client_method method,
+                             const ProtobufCMessage *req, rpc_client_message_fn on_message,
+                             void *ctx, struct rpc_client_status *st);
+
+/* Many server streams at once, read by one thread in the order their
+ * messages arrive (one completion queue for all of them). */
+struct rpc_client_streams;
+struct rpc_client_stream;
+
+struct rpc_client_stream_event {
+    struct rpc_client_stream *stream;
+    void *user; /* as given to rpc_client_stream_start */
+    /* The next message of the stream; valid until the next call of
+     * rpc_client_streams_next. NULL: the stream has ended with status (and
+     * is freed). */
+    grpc_byte_buffer *message;
+    struct rpc_client_status status;
+};
+
+int rpc_client_streams_create(struct rpc_client *c, struct rpc_client_streams **out);
+/* Cancels the streams still live, waits for them to end and frees s. */
+void rpc_client_streams_destroy(struct rpc_client_streams *s);
+/* Starts a server-streaming call with req in s; its messages and then its
+ * end come out of rpc_client_streams_next with user. 0, or a negative errno
+ * when it could not start (then no event will come for it). */
+int rpc_client_stream_start(struct rpc_client_streams *s, enum rpc_client_method method,
+                            const ProtobufCMessage *req, void *user);
+/* Ends a live stream early: no more of its messages are given; its end
+ * (CANCELLED, unless it had already ended otherwise) still comes. */
+void rpc_client_stream_cancel(struct rpc_client_stream *stream);
+/* Waits for the next message or end of any stream of s: 1 with *ev set, 0
+ * when no stream is live. */
+int rpc_client_streams_next(struct rpc_client_streams *s, struct rpc_client_stream_event *ev);
+
+/* A client-streaming call (ByteStream.Write): messages sent one at a time,
+ * then one answer. */
+struct rpc_client_writer;
+
+/* Starts a call of method and sends its initial metadata. 0, -ENOMEM or
+ * -EIO. */
+int rpc_client_writer_start(struct rpc_client *c, enum rpc_client_method method,
+                            struct rpc_client_writer **out);
+/* Sends one message made of n slices, already encoded (their references are
+ * taken over, also on failure); last also half-closes. 0, or -ECANCELED when
+ * the call has ended (rpc_client_writer_finish says why). */
+int rpc_client_writer_send(struct rpc_client_writer *w, grpc_slice *slices, size_t n, bool last);
+/* Cancels the call if the last message was not sent, receives the answer
+ * (decoded as resp_desc into *resp) and the status, and frees w. Returns as
+ * rpc_client_unary. */
+int rpc_client_writer_finish(struct rpc_client_writer *w,
+                             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                             struct rpc_client_status *st);
 
 #endif

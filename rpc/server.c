@@ -19,11 +19,10 @@
  * plucks its completion (rpc_call_finish_wait). Its buffers live in the call
  * until then.
  */
-#include "rpc.h"
+#include "rpc_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
@@ -103,13 +102,8 @@ static void rpc_call_free(struct rpc_call *c)
     grpc_metadata_array_destroy(&c->request_md);
     if (c->method == NULL)
         grpc_call_details_destroy(&c->details);
-    if (c->cq != NULL) {
-        grpc_completion_queue_shutdown(c->cq);
-        while (grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-                   .type != GRPC_QUEUE_SHUTDOWN)
-            ;
-        grpc_completion_queue_destroy(c->cq);
-    }
+    if (c->cq != NULL)
+        rpc_queue_destroy(c->cq);
     free(c);
 }
 
@@ -117,49 +111,17 @@ static void rpc_call_free(struct rpc_call *c)
  * failed (client gone, deadline, server shutdown). */
 static int rpc_call_run_batch(struct rpc_call *c, const grpc_op *ops, size_t n)
 {
-    grpc_call_error e;
-    grpc_event ev;
+    int rc = rpc_batch_run(c->call, c->cq, ops, n, c);
 
-    e = grpc_call_start_batch(c->call, ops, n, c, NULL);
-    if (e != GRPC_CALL_OK) {
-        LOG_E("%s: grpc_call_start_batch failed (%d)", rpc_call_method(c), e);
-        return -EIO;
-    }
-    ev = grpc_completion_queue_pluck(c->cq, c, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (ev.type != GRPC_OP_COMPLETE || !ev.success)
-        return -ECANCELED;
-    return 0;
-}
-
-static grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg)
-{
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = malloc(len ? len : 1);
-    grpc_slice slice;
-    grpc_byte_buffer *bb;
-
-    if (buf == NULL)
-        return NULL;
-    protobuf_c_message_pack(msg, buf);
-    slice = grpc_slice_new(buf, len, free);
-    bb = grpc_raw_byte_buffer_create(&slice, 1);
-    grpc_slice_unref(slice);
-    return bb;
+    if (rc == -EIO)
+        LOG_E("%s: grpc_call_start_batch failed", rpc_call_method(c));
+    return rc;
 }
 
 static int rpc_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
                       ProtobufCMessage **out)
 {
-    grpc_byte_buffer_reader reader;
-    grpc_slice slice;
-
-    if (!grpc_byte_buffer_reader_init(&reader, bb))
-        return -EINVAL;
-    slice = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    *out = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(slice),
-                                     GRPC_SLICE_START_PTR(slice));
-    grpc_slice_unref(slice);
+    *out = rpc_message_unpack(bb, desc);
     return *out != NULL ? 0 : -EINVAL;
 }
 
@@ -235,7 +197,7 @@ static int rpc_call_send_buffer(struct rpc_call *c, grpc_byte_buffer *bb)
 
 int rpc_call_send(struct rpc_call *c, const ProtobufCMessage *msg)
 {
-    grpc_byte_buffer *bb = rpc_pack(msg);
+    grpc_byte_buffer *bb = rpc_message_pack(msg);
 
     if (bb == NULL)
         return -ENOMEM;
@@ -280,7 +242,7 @@ static int rpc_finish_ops(struct rpc_call *c, const ProtobufCMessage *msg,
         (*n)++;
     }
     if (msg != NULL && (st == NULL || reapi_status_ok(st))) {
-        f->bb = rpc_pack(msg);
+        f->bb = rpc_message_pack(msg);
         if (f->bb == NULL)
             return -ENOMEM;
         ops[*n].op = GRPC_OP_SEND_MESSAGE;

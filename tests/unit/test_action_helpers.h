@@ -23,12 +23,8 @@
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "cas/cas.h"
 #include "config/config.h"
+#include "reapi/reapi.h"
 #include "util/util.h"
-
-typedef Build__Bazel__Remote__Execution__V2__Action th_action_t;
-typedef Build__Bazel__Remote__Execution__V2__Command th_command_t;
-typedef Build__Bazel__Remote__Execution__V2__Directory th_directory_t;
-typedef Build__Bazel__Remote__Execution__V2__Digest th_digest_t;
 
 struct th_env {
     char dir[PATH_MAX];
@@ -82,9 +78,9 @@ static inline void th_msg_digest(const ProtobufCMessage *m, struct cas_digest *d
     free(buf);
 }
 
-static inline th_digest_t *th_digest_new(const struct cas_digest *d)
+static inline Digest *th_digest_new(const struct cas_digest *d)
 {
-    th_digest_t *pd = malloc(sizeof(*pd));
+    Digest *pd = malloc(sizeof(*pd));
 
     assert_non_null(pd);
     build__bazel__remote__execution__v2__digest__init(pd);
@@ -103,21 +99,21 @@ static inline th_digest_t *th_digest_new(const struct cas_digest *d)
         (arr)[(n)++] = (item);                                                                     \
     } while (0)
 
-static inline th_directory_t *th_dir_new(void)
+static inline Directory *th_dir_new(void)
 {
-    th_directory_t *d = malloc(sizeof(*d));
+    Directory *d = malloc(sizeof(*d));
 
     assert_non_null(d);
     build__bazel__remote__execution__v2__directory__init(d);
     return d;
 }
 
-static inline void th_dir_free(th_directory_t *d)
+static inline void th_dir_free(Directory *d)
 {
     build__bazel__remote__execution__v2__directory__free_unpacked(d, NULL);
 }
 
-static inline void th_dir_add_file_digest(th_directory_t *d, const char *name,
+static inline void th_dir_add_file_digest(Directory *d, const char *name,
                                           const struct cas_digest *dg, bool exec)
 {
     Build__Bazel__Remote__Execution__V2__FileNode *f = malloc(sizeof(*f));
@@ -131,7 +127,7 @@ static inline void th_dir_add_file_digest(th_directory_t *d, const char *name,
 }
 
 /* Stores content (when s is not NULL) and adds a file node for it. */
-static inline void th_dir_add_file(struct cas_store *s, th_directory_t *d, const char *name,
+static inline void th_dir_add_file(struct cas_store *s, Directory *d, const char *name,
                                    const char *content, bool exec)
 {
     struct cas_digest dg;
@@ -143,7 +139,7 @@ static inline void th_dir_add_file(struct cas_store *s, th_directory_t *d, const
     th_dir_add_file_digest(d, name, &dg, exec);
 }
 
-static inline void th_dir_add_dir(th_directory_t *d, const char *name, const struct cas_digest *dg)
+static inline void th_dir_add_dir(Directory *d, const char *name, const struct cas_digest *dg)
 {
     Build__Bazel__Remote__Execution__V2__DirectoryNode *n = malloc(sizeof(*n));
 
@@ -154,7 +150,7 @@ static inline void th_dir_add_dir(th_directory_t *d, const char *name, const str
     TH_APPEND(d->directories, d->n_directories, n);
 }
 
-static inline void th_dir_add_symlink(th_directory_t *d, const char *name, const char *target)
+static inline void th_dir_add_symlink(Directory *d, const char *name, const char *target)
 {
     Build__Bazel__Remote__Execution__V2__SymlinkNode *n = malloc(sizeof(*n));
 
@@ -166,16 +162,16 @@ static inline void th_dir_add_symlink(th_directory_t *d, const char *name, const
 }
 
 /* Stores d (and frees it); *dg gets its digest. */
-static inline void th_dir_put(struct cas_store *s, th_directory_t *d, struct cas_digest *dg)
+static inline void th_dir_put(struct cas_store *s, Directory *d, struct cas_digest *dg)
 {
     th_put_msg(s, &d->base, dg);
     th_dir_free(d);
 }
 
 /* A Command running argv (NULL-terminated). */
-static inline th_command_t *th_cmd_new(const char *const *argv)
+static inline Command *th_cmd_new(const char *const *argv)
 {
-    th_command_t *c = malloc(sizeof(*c));
+    Command *c = malloc(sizeof(*c));
 
     assert_non_null(c);
     build__bazel__remote__execution__v2__command__init(c);
@@ -184,7 +180,7 @@ static inline th_command_t *th_cmd_new(const char *const *argv)
     return c;
 }
 
-static inline void th_cmd_add_env(th_command_t *c, const char *name, const char *value)
+static inline void th_cmd_add_env(Command *c, const char *name, const char *value)
 {
     Build__Bazel__Remote__Execution__V2__Command__EnvironmentVariable *v = malloc(sizeof(*v));
 
@@ -227,12 +223,12 @@ static inline void th_platform_add(Build__Bazel__Remote__Execution__V2__Platform
 }
 
 /* Stores the Command (and frees it) and an Action for it; timeout_s < 0: none. */
-static inline void th_action_put(struct cas_store *s, th_command_t *cmd,
-                                 const struct cas_digest *root, int64_t timeout_s,
+static inline void th_action_put(struct cas_store *s, Command *cmd, const struct cas_digest *root,
+                                 int64_t timeout_s,
                                  Build__Bazel__Remote__Execution__V2__Platform *platform,
                                  struct cas_digest *action_digest)
 {
-    th_action_t a = BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION__INIT;
+    Action a = BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION__INIT;
     Google__Protobuf__Duration timeout = GOOGLE__PROTOBUF__DURATION__INIT;
     struct cas_digest cd;
 

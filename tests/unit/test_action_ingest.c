@@ -756,8 +756,8 @@ static void out_setup(struct out_fixture *f, const char *const *paths)
     struct action_stage_stats stats;
     struct reapi_status st;
     struct cas_digest rd, ad;
-    th_command_t *cmd;
-    th_directory_t *root = th_dir_new();
+    Command *cmd;
+    Directory *root = th_dir_new();
 
     memset(f, 0, sizeof(*f));
     th_env_setup(&f->env);

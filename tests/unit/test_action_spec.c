@@ -18,7 +18,7 @@ static void fixture_setup(struct spec_fixture *f, int64_t timeout_s, const char 
     static const char *const argv[] = {"/usr/bin/gcc", "-c", "hello world.c", "-o", "a.o", NULL};
     struct reapi_status st;
     struct cas_digest root, ad;
-    th_command_t *cmd;
+    Command *cmd;
 
     memset(f, 0, sizeof(*f));
     th_env_setup(&f->env);

@@ -27,8 +27,8 @@ static void fixture_setup(struct stage_fixture *f, bool wd)
     static const char *const argv[] = {"./tool.sh", NULL};
     struct reapi_status st;
     struct cas_digest sub, empty_dir, ad;
-    th_directory_t *d;
-    th_command_t *cmd;
+    Directory *d;
+    Command *cmd;
 
     memset(f, 0, sizeof(*f));
     th_env_setup(&f->env);
@@ -282,8 +282,8 @@ static void test_stage_output_parent_is_file(void **state)
     struct action *act = NULL;
     struct cas_digest root, ad;
     char exec_dir[PATH_MAX + 16];
-    th_directory_t *d;
-    th_command_t *cmd;
+    Directory *d;
+    Command *cmd;
 
     (void)state;
     th_env_setup(&env);

@@ -155,14 +155,14 @@ struct tree_fixture {
 
 /* Loads an action over input root `root` with the given outputs
  * (old API: files and dirs; new API: paths) and stages it. */
-static void fixture_setup(struct tree_fixture *f, th_directory_t *root, const char *const *files,
+static void fixture_setup(struct tree_fixture *f, Directory *root, const char *const *files,
                           const char *const *dirs, const char *const *paths, const char *wd)
 {
     static const char *const argv[] = {"/bin/true", NULL};
     struct action_stage_stats stats;
     struct reapi_status st;
     struct cas_digest rd, ad;
-    th_command_t *cmd;
+    Command *cmd;
 
     memset(f, 0, sizeof(*f));
     th_env_setup(&f->env);

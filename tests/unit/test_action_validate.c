@@ -14,7 +14,7 @@ static void expect_invalid(struct reapi_status *st, int rc, const char *needle)
         fail_msg("message '%s' does not contain '%s'", st->message, needle);
 }
 
-static int check_dir(th_directory_t *d, struct reapi_status *st)
+static int check_dir(Directory *d, struct reapi_status *st)
 {
     int rc;
 
@@ -28,7 +28,7 @@ static void test_directory_names(void **state)
 {
     static const char *const bad[] = {"", ".", "..", "a/b", "/abs"};
     struct reapi_status st;
-    th_directory_t *d;
+    Directory *d;
 
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -68,7 +68,7 @@ static void test_directory_names(void **state)
 static void test_directory_order(void **state)
 {
     struct reapi_status st;
-    th_directory_t *d;
+    Directory *d;
 
     (void)state;
     d = th_dir_new();
@@ -115,7 +115,7 @@ static void test_directory_order(void **state)
 static void test_directory_digests(void **state)
 {
     struct reapi_status st;
-    th_directory_t *d;
+    Directory *d;
 
     (void)state;
     d = th_dir_new();
@@ -183,14 +183,14 @@ static void test_relative_paths(void **state)
     assert_int_equal(action_validate_relative_path("..a/b..", false, &why), 0);
 }
 
-static th_command_t *cmd_basic(void)
+static Command *cmd_basic(void)
 {
     static const char *const argv[] = {"/bin/true", NULL};
 
     return th_cmd_new(argv);
 }
 
-static int check_cmd(th_command_t *c, struct reapi_status *st)
+static int check_cmd(Command *c, struct reapi_status *st)
 {
     int rc;
 
@@ -204,7 +204,7 @@ static void test_command(void **state)
 {
     static const char *const none[] = {NULL};
     struct reapi_status st;
-    th_command_t *c;
+    Command *c;
 
     (void)state;
     c = th_cmd_new(none);
@@ -375,8 +375,8 @@ static void test_load_lists_every_missing_blob(void **state)
     struct reapi_status st;
     struct action *act = NULL;
     struct cas_digest missing_dir, missing_file1, missing_file2, sub, root, ad, cmd_digest;
-    th_directory_t *d;
-    th_command_t *cmd;
+    Directory *d;
+    Command *cmd;
 
     (void)state;
     th_env_setup(&env);
@@ -402,7 +402,7 @@ static void test_load_lists_every_missing_blob(void **state)
     cmd = th_cmd_new(argv);
     th_msg_digest(&cmd->base, &cmd_digest);
     {
-        th_action_t a = BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION__INIT;
+        Action a = BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION__INIT;
 
         a.command_digest = th_digest_new(&cmd_digest);
         a.input_root_digest = th_digest_new(&root);
@@ -455,8 +455,8 @@ static void test_load_valid_and_invalid(void **state)
     struct reapi_status st;
     struct action *act = NULL;
     struct cas_digest leaf, mid, root, ad, bad_dir, bad_root;
-    th_directory_t *d;
-    th_command_t *cmd;
+    Directory *d;
+    Command *cmd;
 
     (void)state;
     th_env_setup(&env);

@@ -60,7 +60,7 @@ static int setup(void **state, enum casfs_passthrough_mode mode)
     struct fs_fixture *f;
     struct cas_digest empty_dir, nested, sub;
     struct casfs_options opt = {0};
-    th_directory_t *d;
+    Directory *d;
 
     if (!fuse_usable()) {
         *state = NULL;

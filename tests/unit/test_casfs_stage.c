@@ -20,7 +20,7 @@ static struct action *load(struct fixture *f, const char *wd, const char *const 
     struct reapi_status st;
     struct cas_digest ad;
     struct action *act = NULL;
-    th_command_t *cmd = th_cmd_new(argv);
+    Command *cmd = th_cmd_new(argv);
 
     if (wd != NULL)
         cmd->working_directory = strdup(wd);
@@ -36,7 +36,7 @@ static struct action *load(struct fixture *f, const char *wd, const char *const 
 static void setup(struct fixture *f)
 {
     struct cas_digest sub;
-    th_directory_t *d;
+    Directory *d;
 
     memset(f, 0, sizeof(*f));
     th_env_setup(&f->env);

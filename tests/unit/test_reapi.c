@@ -63,7 +63,7 @@ static void test_write_names(void **state)
 
 static void test_wire_digests(void **state)
 {
-    reapi_digest_t pd = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST__INIT;
+    Digest pd = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST__INIT;
     struct reapi_status st;
     struct cas_digest d;
     struct reapi_digest_buf buf;
