@@ -13,7 +13,7 @@ CASBOX_PACKAGES=(
   libcmocka-dev libssl-dev libinih-dev
   bazel-bootstrap bazel-bootstrap-source
   python3-grpcio python3-protobuf
-  bubblewrap time dpkg-dev clang-format
+  bubblewrap time dpkg-dev clang-format clang libclang-rt-14-dev
   debhelper lintian rpm rpm2cpio debootstrap systemd
 )
 
