@@ -201,10 +201,12 @@ log "recc: greet.c and main.c compiled remotely, objects identical to local gcc;
 # trexe with a working directory, outputs downloaded
 trexe_args=(trexe --remote="$R" --platform-properties="container-image=$IMAGE" --input-path=gen.h
   --output-path=out.txt --d="$BB/trexe-out")
-in_sid "$BB/src" "${trexe_args[@]}" --working-dir=w --output-path=w/out.txt -- /bin/sh -c \
+# (output paths are relative to the working directory; trexe --d puts them
+# at that relative path)
+in_sid "$BB/src" "${trexe_args[@]}" --working-dir=w -- /bin/sh -c \
   'cat /etc/debian_version > out.txt' > "$E2E_LOG_DIR/trexe-wd.log" 2>&1 ||
   e2e_fail "trexe --working-dir=w failed (log $E2E_LOG_DIR/trexe-wd.log)"
-[ "$(cat "$BB/trexe-out/w/out.txt" 2>/dev/null)" = "$want" ] ||
+[ "$(cat "$BB/trexe-out/out.txt" 2>/dev/null)" = "$want" ] ||
   e2e_fail "trexe's output is not the sid root's /etc/debian_version (log $E2E_LOG_DIR/trexe-wd.log)"
 log "trexe --working-dir=w: ran in the environment, output downloaded"
 # trexe with its defaults (working_directory ".") and --action-result-json
@@ -215,7 +217,7 @@ else
   pending_or_fail "trexe with its defaults" "$E2E_LOG_DIR/trexe-defaults.log" "has a '.' component"
 fi
 rm -rf "$BB/trexe-out"
-if in_sid "$BB/src" "${trexe_args[@]}" --working-dir=w --output-path=w/out.txt \
+if in_sid "$BB/src" "${trexe_args[@]}" --working-dir=w \
   --action-result-json="$BB/result.json" -- /bin/sh -c 'echo ok > out.txt' \
   > "$E2E_LOG_DIR/trexe-json.log" 2>&1; then
   grep -q '"exitCode"\|"outputFiles"' "$BB/result.json" ||
@@ -231,7 +233,7 @@ if in_sid "$BB" rexplorer --remote="$R" --action="$action" > "$E2E_LOG_DIR/rexpl
   grep -q "greet.o" "$E2E_LOG_DIR/rexplorer.log" || e2e_fail "rexplorer printed no greet.o (log $E2E_LOG_DIR/rexplorer.log)"
   log "rexplorer: printed the action and its result"
 else
-  pending_or_fail "rexplorer" "$E2E_LOG_DIR/rexplorer.log" "cannot deserialize"
+  pending_or_fail "rexplorer" "$E2E_LOG_DIR/rexplorer.log" "Unable to convert RexplorerOutput to json"
 fi
 
 if [ "${#PENDING[@]}" -gt 0 ]; then
