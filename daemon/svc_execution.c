@@ -367,6 +367,7 @@ static void exec_execute(void *ctx, struct rpc_call *call)
     const char *instance;
     uint8_t *resp = NULL;
     size_t resp_len;
+    int rc;
 
     reapi_status_init(&st);
     if (rpc_call_request(call, &build__bazel__remote__execution__v2__execute_request__descriptor,
@@ -374,9 +375,10 @@ static void exec_execute(void *ctx, struct rpc_call *call)
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "ExecuteRequest not parseable");
         goto out;
     }
-    if (reapi_digest_function_check(&req->base, REAPI_FIELD_EXECUTE_REQUEST_DIGEST_FUNCTION, &st) !=
-            0 ||
-        reapi_digest_from_proto(req->action_digest, &dg, &st, "action_digest") != 0) {
+    rc = reapi_digest_function_check(&req->base, REAPI_FIELD_EXECUTE_REQUEST_DIGEST_FUNCTION, &st);
+    if (rc == 0)
+        rc = reapi_digest_from_proto(req->action_digest, &dg, &st, "action_digest");
+    if (rc != 0) {
         rpc_call_finish(call, NULL, &st);
         goto out;
     }

@@ -6,8 +6,8 @@
  * a subtree repeated a thousand times is fetched and checked once, and the
  * first time a Directory is met is at its shallowest depth. The walk does
  * not stop at the first missing blob: every missing Directory and file blob
- * reachable is listed, because
- * Bazel uploads exactly what the FAILED_PRECONDITION names and then retries.
+ * reachable is listed, because Bazel uploads exactly what the
+ * FAILED_PRECONDITION names and then retries.
  * Sizes (repeats counted) are then summed bottom-up with memoisation, which
  * bounds the staging work before any of it is done.
  */

@@ -51,8 +51,8 @@
  *     none (ExecutionCapabilities.supported_node_properties is empty), so any
  *     is refused, naming it.
  *   Platform: "If an unknown name is provided ... the server SHOULD reject":
- *     OSFamily, network and execution.accepted_properties are known, the
- *     rest refused. A name may repeat ("if permitted by the server"): the
+ *     OSFamily, network, container-image and execution.accepted_properties
+ *     are known, the rest refused. A name may repeat ("if permitted by the server"): the
  *     last network= wins. Sorted order: not checked.
  *   Action.timeout: negative or malformed is refused here; one longer than
  *     execution.max_timeout is refused by casboxd (daemon/execution_run.c),

@@ -124,10 +124,11 @@ struct action {
  * image, else FAILED_PRECONDITION listing the known images unless
  * container-image is in cfg->exec_accepted_properties; anything else only
  * when named in cfg->exec_accepted_properties; names compared
- * case-insensitively), the
- * timeout, and every Directory (canonical names and order, digests, symlink
- * targets: not empty). Bounded by the
- * ACTION_MAX_* constants above; input bytes are not bounded. */
+ * case-insensitively), the timeout, and every Directory (canonical names and
+ * order, digests, symlink targets: not empty; absolute ones allowed).
+ * Computes the normalised working directory and each output's path from the
+ * exec root (action_output.full). Bounded by the ACTION_MAX_* constants
+ * above; input bytes are not bounded. */
 int action_load(struct cas_store *cas, const struct cas_digest *action_digest,
                 const struct casbox_config *cfg, struct action **out, struct reapi_status *st);
 void action_free(struct action *act);
@@ -285,10 +286,11 @@ struct action_output_stats {
  * symlinks are returned as symlinks (output_symlinks for output_paths, else
  * output_file_symlinks / output_directory_symlinks) with their targets as
  * they are, absolute ones too, never followed; an output of the wrong type or
- * a special file is FAILED_PRECONDITION. Outputs not produced are absent. stdout and stderr go to
- * the CAS and their digests are always set (the empty digest for no output).
- * exit_code and execution_metadata are left for the caller. limits: exceeding
- * one is RESOURCE_EXHAUSTED naming it; stats may be NULL. */
+ * a special file is FAILED_PRECONDITION. Outputs not produced are absent.
+ * stdout and stderr go to the CAS and their digests are always set (the
+ * empty digest for no output). exit_code and execution_metadata are left for
+ * the caller. limits: exceeding one is RESOURCE_EXHAUSTED naming it; stats
+ * may be NULL. */
 int action_outputs_collect(struct cas_store *cas, const struct action *act,
                            const struct action_scratch *scratch,
                            const struct action_output_limits *limits,
