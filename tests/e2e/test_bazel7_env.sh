@@ -17,13 +17,18 @@
 #     --noenable_workspace, java.library.path for its zstd library):
 #     phase 1 clean `bazel test //...` with every spawn remote
 #     (--spawn_strategy=remote --noremote_local_fallback), phase 2 after
-#     `bazel clean` all remote cache hits.
+#     `bazel clean` all remote cache hits. Outputs that are symlinks with
+#     absolute targets (one dangling, declare_symlink) come back as symlinks
+#     both times.
 #   - --remote_cache_compression: run for real when casboxd advertises ZSTD;
 #     until then the case must fail with Bazel's "remote does not support
 #     compression" and is reported as PENDING (never as passed).
 #   - buildbox 1.4.30 from the same root: casupload/casdownload round trip,
 #     recc compiling the workspace's C files remotely (objects identical to a
-#     local compile; RECC_FORCE_REMOTE unset), trexe, rexplorer.
+#     local compile; RECC_FORCE_REMOTE unset), trexe with a working
+#     directory and with its defaults (working_directory "."), trexe
+#     --action-result-json and rexplorer (the result's auxiliary_metadata
+#     must convert to JSON).
 #
 # Needs root (debootstrap, unshare, pivot_root) and the Debian mirror apt
 # uses, the first time; skips (77) without them.
@@ -115,6 +120,18 @@ got="$(cat "$bin/where.txt")"
 [ "$got" = "$want" ] ||
   e2e_fail "the action's /etc/debian_version is '$got', not the sid root's '$want': not run in the environment"
 [ "$(in_sid "$WS" "$bin/hello")" = "hello from genrule 5" ] || e2e_fail "bazel 7: the remote-built hello does not run"
+# check_symlinks WHEN: absolute output symlinks came back as symlinks (issue 14).
+check_symlinks() {
+  local t
+  t="$(readlink "$bin/abs_link" || true)"
+  [ "$t" = /etc/debian_version ] ||
+    e2e_fail "bazel 7 $1: abs_link is not the symlink -> /etc/debian_version (readlink: '$t')"
+  t="$(readlink "$bin/dangling_link" || true)"
+  [ "$t" = /nonexistent/casbox-e2e/dangling ] ||
+    e2e_fail "bazel 7 $1: dangling_link is not the dangling symlink (readlink: '$t')"
+  log "bazel 7 $1: abs_link and the dangling dangling_link came back as symlinks"
+}
+check_symlinks "remote execution"
 
 l2="$E2E_LOG_DIR/bazel7-phase2.log"
 bazel7 "$E2E_LOG_DIR/bazel7-clean.log" clean
@@ -122,6 +139,7 @@ bazel7 "$l2" test //... "${REMOTE[@]}"
 hits="$(process_count "$l2" "remote cache hit")"
 [ "$(process_count "$l2" remote)" = 0 ] && [ "$hits" = "$n1" ] ||
   e2e_fail "bazel 7 phase 2: '$(processes_line "$l2")', expected $n1 remote cache hits and nothing executed (log $l2)"
+check_symlinks "remote cache hits"
 log "bazel 7 phase 2: $(processes_line "$l2")"
 
 # --remote_cache_compression (issue 14 item 2): real once casboxd has zstd.
@@ -155,16 +173,10 @@ echo '#define GREETING "hello from recc"' > "$BB/src/gen.h"
 PENDING=()
 [ "$COMPRESSION" = pending ] && PENDING+=("bazel7 --remote_cache_compression")
 
-# pending_or_fail NAME LOG NEEDLE: a known failure of main (issue 14 item 1)
-# is PENDING, anything else fails the test.
-pending_or_fail() {
-  if grep -q "$3" "$2"; then
-    log "PENDING: $1: '$3' (issue 14 item 1); runs for real once main has the fix"
-    PENDING+=("$1")
-  else
-    tail -n 20 "$2" >&2
-    e2e_fail "$1 failed (log $2)"
-  fi
+# must_pass NAME LOG: a client's failure fails the test, with its log's tail.
+must_pass() {
+  tail -n 20 "$2" >&2
+  e2e_fail "$1 failed (log $2)"
 }
 
 # casupload / casdownload round trip
@@ -214,7 +226,7 @@ if in_sid "$BB/src" "${trexe_args[@]}" -- /bin/sh -c 'echo ok > out.txt' \
   > "$E2E_LOG_DIR/trexe-defaults.log" 2>&1; then
   log "trexe with its defaults: ok"
 else
-  pending_or_fail "trexe with its defaults" "$E2E_LOG_DIR/trexe-defaults.log" "has a '.' component"
+  must_pass "trexe with its defaults (working_directory '.')" "$E2E_LOG_DIR/trexe-defaults.log"
 fi
 rm -rf "$BB/trexe-out"
 if in_sid "$BB/src" "${trexe_args[@]}" --working-dir=w \
@@ -224,7 +236,7 @@ if in_sid "$BB/src" "${trexe_args[@]}" --working-dir=w \
     e2e_fail "trexe --action-result-json wrote no ActionResult ($BB/result.json)"
   log "trexe --action-result-json: ok"
 else
-  pending_or_fail "trexe --action-result-json" "$E2E_LOG_DIR/trexe-json.log" "cannot deserialize"
+  must_pass "trexe --action-result-json" "$E2E_LOG_DIR/trexe-json.log"
 fi
 # rexplorer on recc's cached action
 action="$(grep -oE 'Action Digest: [0-9a-f]{64}/[0-9]+' "$E2E_LOG_DIR/recc-greet-1.log" | head -n1 | cut -d' ' -f3)"
@@ -233,7 +245,7 @@ if in_sid "$BB" rexplorer --remote="$R" --action="$action" > "$E2E_LOG_DIR/rexpl
   grep -q "greet.o" "$E2E_LOG_DIR/rexplorer.log" || e2e_fail "rexplorer printed no greet.o (log $E2E_LOG_DIR/rexplorer.log)"
   log "rexplorer: printed the action and its result"
 else
-  pending_or_fail "rexplorer" "$E2E_LOG_DIR/rexplorer.log" "Unable to convert RexplorerOutput to json"
+  must_pass "rexplorer" "$E2E_LOG_DIR/rexplorer.log"
 fi
 
 if [ "${#PENDING[@]}" -gt 0 ]; then
