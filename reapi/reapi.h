@@ -13,6 +13,8 @@
  * WriteRequest (write_request.c): google.bytestream.WriteRequest decoded
  * straight from the grpc byte buffer it arrived in, its data left in grpc's
  * slices.
+ * Unknown fields (unknown_fields.c): the REAPI fields newer than Debian's
+ * protos, read from and written to a message's unknown fields.
  */
 #ifndef CASBOX_REAPI_H
 #define CASBOX_REAPI_H
@@ -181,5 +183,50 @@ struct write_request {
  * write_request_free afterwards. */
 int write_request_decode(grpc_byte_buffer *bb, struct write_request *r);
 void write_request_free(struct write_request *r);
+
+/* --- fields newer than Debian's protos (unknown_fields.c) ---
+ *
+ * Debian 12's generated protobuf-c types are the v2.2-era REAPI; the fields
+ * added since (compressors, digest_function in requests) are unknown to them.
+ * protobuf-c keeps a decoded message's unknown fields (base.unknown_fields)
+ * and packs the unknown fields a message is given, so these read and write
+ * them by field number; the numbers are wire facts of the REAPI. */
+
+/* CacheCapabilities */
+#define REAPI_FIELD_CACHE_CAPABILITIES_SUPPORTED_COMPRESSORS              6
+#define REAPI_FIELD_CACHE_CAPABILITIES_SUPPORTED_BATCH_UPDATE_COMPRESSORS 7
+/* BatchUpdateBlobsRequest.Request */
+#define REAPI_FIELD_BATCH_UPDATE_REQUEST_COMPRESSOR 3
+/* BatchReadBlobsRequest */
+#define REAPI_FIELD_BATCH_READ_ACCEPTABLE_COMPRESSORS 3
+/* BatchReadBlobsResponse.Response */
+#define REAPI_FIELD_BATCH_READ_RESPONSE_COMPRESSOR 4
+
+/* The last value of varint field number in m's unknown fields (packed or
+ * not, as protobuf reads a scalar): 1 with *value set, 0 when absent,
+ * -EINVAL when the field is there but malformed. */
+int reapi_unknown_varint(const ProtobufCMessage *m, uint32_t number, uint64_t *value);
+/* Every value of repeated varint field number (packed and unpacked
+ * occurrences, in order), at most max: the count, or -EINVAL. */
+int reapi_unknown_varints(const ProtobufCMessage *m, uint32_t number, uint64_t *values, size_t max);
+
+/* Unknown fields for a message being built: the fields and their bytes live
+ * here, so the message must be packed before this goes away. */
+#define REAPI_UNKNOWN_MAX_FIELDS 4
+#define REAPI_UNKNOWN_MAX_BYTES  64
+struct reapi_unknown_out {
+    ProtobufCMessageUnknownField fields[REAPI_UNKNOWN_MAX_FIELDS];
+    uint8_t bytes[REAPI_UNKNOWN_MAX_BYTES];
+    size_t n_fields, n_bytes;
+};
+
+void reapi_unknown_out_init(struct reapi_unknown_out *u);
+/* Adds varint field number = value; -ENOSPC when u is full. */
+int reapi_unknown_out_varint(struct reapi_unknown_out *u, uint32_t number, uint64_t value);
+/* Adds repeated varint field number, packed (proto3's encoding); -ENOSPC. */
+int reapi_unknown_out_packed(struct reapi_unknown_out *u, uint32_t number, const uint64_t *values,
+                             size_t n);
+/* Makes u's fields m's unknown fields (replacing any). */
+void reapi_unknown_out_attach(struct reapi_unknown_out *u, ProtobufCMessage *m);
 
 #endif
