@@ -15,6 +15,8 @@
  * slices.
  * Unknown fields (unknown_fields.c): the REAPI fields newer than Debian's
  * protos, read from and written to a message's unknown fields.
+ * Compression (compression.c): the compressors' names and zstd streams in
+ * both directions, decompression bounded by the size the digest declares.
  */
 #ifndef CASBOX_REAPI_H
 #define CASBOX_REAPI_H
@@ -138,6 +140,14 @@ void reapi_digest_to_proto(const struct cas_digest *d, struct reapi_digest_buf *
 Digest *reapi_digest_new(const struct cas_digest *d);
 void reapi_digest_free(Digest *pd);
 
+/* Compressor.Value (API 2.1; not in Debian's protos): the wire numbers. */
+enum reapi_compressor {
+    REAPI_COMPRESSOR_IDENTITY = 0,
+    REAPI_COMPRESSOR_ZSTD = 1,
+    REAPI_COMPRESSOR_DEFLATE = 2,
+    REAPI_COMPRESSOR_BROTLI = 3,
+};
+
 /* ByteStream resource names. Parsing never allocates: instance points into
  * name and instance_len is its length (0 for the empty instance). */
 struct reapi_resource {
@@ -228,5 +238,73 @@ int reapi_unknown_out_packed(struct reapi_unknown_out *u, uint32_t number, const
                              size_t n);
 /* Makes u's fields m's unknown fields (replacing any). */
 void reapi_unknown_out_attach(struct reapi_unknown_out *u, ProtobufCMessage *m);
+
+/* --- compression (compression.c) ---
+ *
+ * The CAS stores blobs uncompressed (FUSE staging and hardlinks need plain
+ * files); clients may send and receive them zstd-compressed. */
+
+/* "zstd" for REAPI_COMPRESSOR_ZSTD: the lowercase enum name the resource
+ * names use; NULL for a value outside the enum. */
+const char *reapi_compressor_name(int64_t value);
+/* IDENTITY and ZSTD. */
+bool reapi_compressor_supported(int64_t value);
+
+/* The level casboxd compresses at: fast, and the same everywhere, so that a
+ * resumed compressed Read sees the same bytes. */
+#define REAPI_ZSTD_LEVEL 1
+
+/* Receives output; a negative return stops the stream with that error. */
+typedef int (*reapi_sink_fn)(void *ctx, const void *data, size_t len);
+
+/* A streaming zstd decoder whose output is bounded. */
+struct reapi_zstd_decoder;
+
+/* A decoder whose output may total at most max_out bytes (the size the
+ * digest declares); its window (memory) is bounded accordingly. -ENOMEM. */
+int reapi_zstd_decoder_new(int64_t max_out, struct reapi_zstd_decoder **out);
+void reapi_zstd_decoder_free(struct reapi_zstd_decoder *dec);
+/* Back to the start, for an upload written again from offset 0. */
+void reapi_zstd_decoder_reset(struct reapi_zstd_decoder *dec);
+/* Decompresses len bytes of input (one or more frames, in any pieces),
+ * giving all output to sink. -EFBIG when the output would pass max_out
+ * (the excess is not given to sink), -EBADMSG when the input is not zstd or
+ * corrupt, or the sink's error. Errors stick: later calls return them. */
+int reapi_zstd_decoder_feed(struct reapi_zstd_decoder *dec, const void *in, size_t len,
+                            reapi_sink_fn sink, void *ctx);
+/* The input has ended: 0 when it ended after a whole frame (or was empty),
+ * -EBADMSG when it stops inside one, or the sticky error. */
+int reapi_zstd_decoder_finish(struct reapi_zstd_decoder *dec);
+/* Compressed bytes fed so far, and uncompressed bytes produced. */
+int64_t reapi_zstd_decoder_consumed(const struct reapi_zstd_decoder *dec);
+int64_t reapi_zstd_decoder_produced(const struct reapi_zstd_decoder *dec);
+/* A one-line account of the last error ("" when none). */
+const char *reapi_zstd_decoder_error(const struct reapi_zstd_decoder *dec);
+
+/* Decompresses the whole of in (len bytes, the inline data of a batch call)
+ * into out, which has room for size bytes (dec is reset and bounded to
+ * size): 0 when it is exactly size bytes; -EFBIG more, -ENODATA fewer,
+ * -EBADMSG corrupt or truncated, with reapi_zstd_decoder_error saying so. */
+int reapi_zstd_decoder_buffer(struct reapi_zstd_decoder *dec, const void *in, size_t len, void *out,
+                              size_t size);
+/* The most compressed bytes a client may send for a blob of size bytes:
+ * what zstd needs for incompressible data, with room for many frames. */
+int64_t reapi_zstd_max_compressed(int64_t size);
+
+/* A streaming zstd encoder of one frame. */
+struct reapi_zstd_encoder;
+
+/* size: the bytes that will be fed (written into the frame header, so the
+ * reader knows the size and needs no larger window). -ENOMEM. */
+int reapi_zstd_encoder_new(int level, int64_t size, struct reapi_zstd_encoder **out);
+void reapi_zstd_encoder_free(struct reapi_zstd_encoder *enc);
+/* Compresses len bytes, giving the output to sink as it fills; end: this is
+ * the last input, the frame is finished. -EIO when zstd fails, or the
+ * sink's error. */
+int reapi_zstd_encoder_feed(struct reapi_zstd_encoder *enc, const void *in, size_t len, bool end,
+                            reapi_sink_fn sink, void *ctx);
+
+/* One-shot compression of a buffer into a malloc'd one; -ENOMEM, -EIO. */
+int reapi_zstd_compress_buffer(const void *in, size_t len, int level, void **out, size_t *out_len);
 
 #endif
