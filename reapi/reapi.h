@@ -155,13 +155,33 @@ struct reapi_resource {
     size_t instance_len;
     const char *upload_id; /* uploads only */
     size_t upload_id_len;
+    /* IDENTITY for blobs/, else the compressed-blobs/{compressor} segment's */
+    enum reapi_compressor compressor;
+    /* The name up to the end of the size segment (what names the upload:
+     * optional metadata after it does not). */
+    size_t key_len;
     struct cas_digest digest;
+    /* -ENOTSUP / -EPROTONOSUPPORT: the compressor or digest function segment
+     * that is not served (points into name). */
+    const char *unsupported;
+    size_t unsupported_len;
 };
 
-/* "{instance}/blobs/{hash}/{size}[/...]" */
+/* "{instance}/blobs/{digest_function/}{hash}/{size}[/...]" or
+ * "{instance}/compressed-blobs/{compressor}/{digest_function/}{hash}/{size}[/...]".
+ * The digest function segment (API 2.3) may be omitted; "sha256" is the only
+ * one served. The compressor is "identity" or "zstd". Returns 0; -EINVAL
+ * when the name is malformed; -ENOTSUP for a compressor not served
+ * ("deflate", "brotli", anything else) and -EPROTONOSUPPORT for a digest
+ * function not served ("blake3", ...), both with out->unsupported set. */
 int reapi_resource_parse_read(const char *name, struct reapi_resource *out);
-/* "{instance}/uploads/{uuid}/blobs/{hash}/{size}[/...]" */
+/* "{instance}/uploads/{uuid}/blobs/..." or
+ * "{instance}/uploads/{uuid}/compressed-blobs/...", the rest as for reads. */
 int reapi_resource_parse_write(const char *name, struct reapi_resource *out);
+/* Sets INVALID_ARGUMENT in st for a parse error rc of name: what the name
+ * should look like, or which compressor or digest function is not served. */
+void reapi_resource_status(struct reapi_status *st, const char *name, int rc,
+                           const struct reapi_resource *res, bool upload);
 /* Parses a non-negative decimal without sign; -EINVAL on anything else. */
 int reapi_parse_size(const char *s, size_t len, int64_t *out);
 
