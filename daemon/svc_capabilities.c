@@ -3,7 +3,12 @@
  *
  * Advertises SHA-256, the batch limit, the symlink strategy, action-cache
  * updates, execution when it is running, and API versions 2.0 to 2.2 (the
- * protos Debian ships are the v2.2-era API).
+ * protos Debian ships are the v2.2-era API). Also the compressors, identity
+ * and zstd, for ByteStream's compressed-blobs and for the batch calls
+ * (CacheCapabilities' supported_compressors and
+ * supported_batch_update_compressors, fields newer than Debian's protos:
+ * sent as unknown fields). Bazel 7 refuses --remote_cache_compression
+ * unless both list zstd.
  */
 #include "casboxd.h"
 
@@ -23,6 +28,8 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
     Build__Bazel__Semver__SemVer high = BUILD__BAZEL__SEMVER__SEM_VER__INIT;
     Build__Bazel__Remote__Execution__V2__DigestFunction__Value functions[] = {
         BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256};
+    const uint64_t compressors[] = {REAPI_COMPRESSOR_IDENTITY, REAPI_COMPRESSOR_ZSTD};
+    struct reapi_unknown_out cache_new;
 
     if (rpc_call_request(call,
                          &build__bazel__remote__execution__v2__get_capabilities_request__descriptor,
@@ -38,6 +45,13 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
     cache.max_batch_total_size_bytes = (int64_t)d->cfg.max_batch_bytes;
     cache.symlink_absolute_path_strategy =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__DISALLOWED;
+    reapi_unknown_out_init(&cache_new);
+    reapi_unknown_out_packed(&cache_new, REAPI_FIELD_CACHE_CAPABILITIES_SUPPORTED_COMPRESSORS,
+                             compressors, 2);
+    reapi_unknown_out_packed(&cache_new,
+                             REAPI_FIELD_CACHE_CAPABILITIES_SUPPORTED_BATCH_UPDATE_COMPRESSORS,
+                             compressors, 2);
+    reapi_unknown_out_attach(&cache_new, &cache.base);
     caps.cache_capabilities = &cache;
 
     exec.digest_function = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256;
