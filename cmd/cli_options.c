@@ -743,7 +743,9 @@ int cli_options_parse(int argc, char **argv, struct cli_run *run)
     sandbox_spec_init(&run->spec);
     run->spec.stdin_null = false; /* stdin, stdout and stderr pass through */
     opterr = 0;
-    optind = 1;
+    /* 0, not 1: glibc then also forgets where it stopped inside a group of
+     * short options ("-hh") of an earlier argv, which may be freed by now. */
+    optind = 0;
     /* "+": stop at the command, so that its own options stay its own. */
     while (rc == 0 &&
            (index = -1, opt = getopt_long(argc, argv, "+:h", options_long, &index)) != -1) {

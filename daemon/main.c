@@ -391,6 +391,9 @@ int main(int argc, char **argv)
     }
     LOG_I("state in %s, CAS limit %" PRIu64 " bytes, execution %s (%" PRIu64 " slots)",
           d.cfg.state_dir, d.cfg.cas_max_bytes, d.exec ? "on" : "off", d.cfg.exec_slots);
+    for (size_t i = 0; i < d.cfg.n_environments; i++)
+        LOG_I("execution environment %s: container-image '%s' runs on %s",
+              d.cfg.environments[i].name, d.cfg.environments[i].image, d.cfg.environments[i].root);
     fprintf(stderr, "casboxd: listening on %s\n", d.cfg.listen);
 
     for (;;) {
