@@ -2,8 +2,8 @@
  * config.h - casboxd's configuration: defaults, the INI file, command-line
  * overrides, and the bounds of every key.
  *
- * The file is INI (parsed by Debian's libinih): [server], [cas] and
- * [execution] sections; docs/configuration.md lists every key. Sizes accept
+ * The file is INI (parsed by Debian's libinih): [server], [cas], [execution]
+ * and [asset] sections; docs/configuration.md lists every key. Sizes accept
  * K/M/G/T suffixes (powers of 1024), durations are seconds.
  */
 #ifndef CASBOX_CONFIG_H
@@ -56,6 +56,14 @@ struct casbox_config {
     uint64_t exec_fuse_threads;          /* FUSE request threads (fuse/casfs.h) */
     char exec_fuse_passthrough[8];       /* auto | off: FUSE passthrough (docs/fuse.md) */
     char exec_accepted_properties[1024]; /* comma-separated property names to accept */
+
+    /* [asset]: the Remote Asset API (daemon/svc_asset.c) */
+    bool asset_enabled;
+    uint64_t asset_max_bytes;              /* largest download */
+    uint64_t asset_timeout;                /* seconds, cap on one FetchBlob's downloads */
+    uint64_t asset_max_fetches;            /* downloads at once */
+    uint64_t asset_max_mappings;           /* URI -> digest entries remembered */
+    char asset_allowed_url_prefixes[4096]; /* space-separated; empty: no download */
 };
 
 /* Fills the compiled-in defaults. */
