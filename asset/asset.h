@@ -190,8 +190,14 @@ struct asset_fetch_request {
     const struct asset_qualifiers *qualifiers;
     const char *prefixes; /* [asset] allowed_url_prefixes */
     uint64_t max_bytes;
-    uint64_t timeout_us;       /* for the whole request, all URIs together */
-    uint64_t slot_deadline_us; /* clock_mono_us() after which waiting for a slot gives up */
+    uint64_t timeout_us; /* for the whole request, all URIs together */
+    /* clock_mono_us() after which waiting (for a slot, or for the same
+     * download in flight) gives up */
+    uint64_t wait_deadline_us;
+    /* Requests with the same key are one download: while one is in flight
+     * the others wait for it (NULL: no such sharing). */
+    const uint8_t *flight_key;
+    size_t flight_key_len;
 };
 
 /* Downloads the first URI that can be fetched, verifies it against the SRI
@@ -200,7 +206,9 @@ struct asset_fetch_request {
  * the prefixes, -EPROTONOSUPPORT for a URI that is not http(s), -EBADMSG for
  * content that does not match checksum.sri, -EAGAIN when no download slot
  * was free in time), with err listing every URI's failure. Nothing is stored
- * unless verified. */
+ * unless verified. -EALREADY: the same download was in flight and has ended
+ * meanwhile (look for its result, or call again); -EINPROGRESS: it is still
+ * in flight at the wait deadline (it goes on; ask again later). */
 int asset_fetch_blob(struct asset_fetcher *f, const struct asset_fetch_request *req,
                      struct cas_digest *digest, size_t *uri_index, char *err, size_t err_len);
 

@@ -7,9 +7,14 @@
  * is removed: nothing reaches the CAS.
  *
  * Downloads hold one of max_fetches slots; up to as many requests again wait
- * for a slot (until their slot deadline), and beyond that a request is
- * refused at once, so that waiting fetches cannot take every thread of the
- * server's pool.
+ * for a slot or for a download in flight (until their wait deadline), and
+ * beyond that a request is refused at once, so that waiting fetches cannot
+ * take every thread of the server's pool.
+ *
+ * A download runs to its end even when the client that asked for it has
+ * given up (the specification asks servers to keep it going for a later
+ * Fetch): a client's retry of the same request (the same flight key) waits
+ * for it instead of starting a second download of the same bytes.
  */
 #include "asset.h"
 
@@ -25,11 +30,19 @@
 
 #include "util/util.h"
 
+/* A download in progress, by its request's key. */
+struct fetch_flight {
+    struct fetch_flight *next;
+    size_t key_len;
+    uint8_t key[];
+};
+
 struct asset_fetcher {
     struct cas_store *store;
     pthread_mutex_t lock;
-    pthread_cond_t freed;
+    pthread_cond_t freed; /* a slot was released, or a flight landed */
     unsigned max, running, waiting;
+    struct fetch_flight *flights; /* at most max: each holds a slot */
 };
 
 int asset_fetcher_new(struct cas_store *store, unsigned max_fetches, struct asset_fetcher **out)
@@ -63,36 +76,105 @@ void asset_fetcher_free(struct asset_fetcher *f)
     free(f);
 }
 
-static int fetcher_acquire(struct asset_fetcher *f, uint64_t deadline_us)
+static struct fetch_flight **fetcher_flight(struct asset_fetcher *f, const uint8_t *key, size_t len)
+{
+    struct fetch_flight **p = &f->flights;
+
+    for (; *p != NULL; p = &(*p)->next) {
+        if ((*p)->key_len == len && memcmp((*p)->key, key, len) == 0)
+            break;
+    }
+    return p;
+}
+
+/* Waits, under f->lock, until wake() says so or the deadline passes:
+ * 0, or -ETIMEDOUT; -EAGAIN when too many wait already. */
+static int fetcher_wait(struct asset_fetcher *f, uint64_t deadline_us,
+                        bool (*wake)(struct asset_fetcher *f, const void *arg), const void *arg)
 {
     struct timespec ts = {.tv_sec = (time_t)(deadline_us / 1000000u),
                           .tv_nsec = (long)(deadline_us % 1000000u) * 1000};
     int rc = 0;
 
-    pthread_mutex_lock(&f->lock);
-    if (f->running >= f->max && f->waiting >= f->max) {
-        rc = -EAGAIN;
-        goto out;
-    }
+    if (wake(f, arg))
+        return 0;
+    if (f->waiting >= f->max)
+        return -EAGAIN;
     f->waiting++;
-    while (f->running >= f->max && rc == 0) {
-        if (pthread_cond_timedwait(&f->freed, &f->lock, &ts) == ETIMEDOUT && f->running >= f->max)
-            rc = -EAGAIN;
+    while (!wake(f, arg) && rc == 0) {
+        if (pthread_cond_timedwait(&f->freed, &f->lock, &ts) == ETIMEDOUT && !wake(f, arg))
+            rc = -ETIMEDOUT;
     }
     f->waiting--;
-    if (rc == 0)
-        f->running++;
-out:
-    pthread_mutex_unlock(&f->lock);
     return rc;
 }
 
-static void fetcher_release(struct asset_fetcher *f)
+static bool fetcher_slot_free(struct asset_fetcher *f, const void *arg)
 {
+    (void)arg;
+    return f->running < f->max;
+}
+
+static bool fetcher_flight_landed(struct asset_fetcher *f, const void *arg)
+{
+    const struct asset_fetch_request *req = arg;
+
+    return *fetcher_flight(f, req->flight_key, req->flight_key_len) == NULL;
+}
+
+/* Takes a download slot and, with a flight key, the flight. -EAGAIN when no
+ * slot came in time; -EALREADY when the same flight was in the air and has
+ * landed; -EINPROGRESS when it is still in the air at the deadline. */
+static int fetcher_acquire(struct asset_fetcher *f, const struct asset_fetch_request *req)
+{
+    struct fetch_flight *flight = NULL;
+    int rc;
+
+    if (req->flight_key != NULL) {
+        flight = malloc(sizeof(*flight) + req->flight_key_len);
+        if (flight == NULL)
+            return -ENOMEM;
+        flight->key_len = req->flight_key_len;
+        memcpy(flight->key, req->flight_key, req->flight_key_len);
+    }
+    pthread_mutex_lock(&f->lock);
+    if (flight != NULL && !fetcher_flight_landed(f, req)) {
+        rc = fetcher_wait(f, req->wait_deadline_us, fetcher_flight_landed, req);
+        rc = rc == 0 ? -EALREADY : rc == -ETIMEDOUT ? -EINPROGRESS : rc;
+        goto out;
+    }
+    rc = fetcher_wait(f, req->wait_deadline_us, fetcher_slot_free, NULL);
+    if (rc == -ETIMEDOUT)
+        rc = -EAGAIN;
+    if (rc != 0)
+        goto out;
+    f->running++;
+    if (flight != NULL) {
+        flight->next = f->flights;
+        f->flights = flight;
+        flight = NULL;
+    }
+out:
+    pthread_mutex_unlock(&f->lock);
+    free(flight);
+    return rc;
+}
+
+static void fetcher_release(struct asset_fetcher *f, const struct asset_fetch_request *req)
+{
+    struct fetch_flight **p, *landed = NULL;
+
     pthread_mutex_lock(&f->lock);
     f->running--;
-    pthread_cond_signal(&f->freed);
+    if (req->flight_key != NULL) {
+        p = fetcher_flight(f, req->flight_key, req->flight_key_len);
+        landed = *p;
+        if (landed != NULL)
+            *p = landed->next;
+    }
+    pthread_cond_broadcast(&f->freed);
     pthread_mutex_unlock(&f->lock);
+    free(landed);
 }
 
 static void fetch_on_data(void *ctx, const void *buf, size_t len)
@@ -217,10 +299,19 @@ int asset_fetch_blob(struct asset_fetcher *f, const struct asset_fetch_request *
                          uri);
         }
         if (rc == 0 && !have_slot) {
-            rc = fetcher_acquire(f, req->slot_deadline_us);
-            if (rc != 0)
+            rc = fetcher_acquire(f, req);
+            if (rc == -EALREADY || rc == -EINPROGRESS) {
+                snprintf(err, err_len, "%.300s: %s", uri,
+                         rc == -EALREADY ? "an earlier request has just downloaded it"
+                                         : "still being downloaded for an earlier request; "
+                                           "ask again later");
+                return rc;
+            }
+            if (rc == -EAGAIN)
                 snprintf(msg, sizeof(msg),
                          "all %u download slots ([asset] max_fetches) are busy; try again", f->max);
+            else if (rc != 0)
+                snprintf(msg, sizeof(msg), "%.300s: %s", uri, strerror(-rc));
             have_slot = rc == 0;
         }
         if (rc == 0)
@@ -237,6 +328,6 @@ int asset_fetch_blob(struct asset_fetcher *f, const struct asset_fetch_request *
             break;
     }
     if (have_slot)
-        fetcher_release(f);
+        fetcher_release(f, req);
     return req->n_uris == 0 ? -EINVAL : first;
 }

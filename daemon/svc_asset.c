@@ -399,6 +399,9 @@ static grpc_status_code asset_fetch_code(int rc)
     case -ENOENT:
     case -EPROTONOSUPPORT:
         return GRPC_STATUS_NOT_FOUND;
+    case -EINPROGRESS:
+    case -EALREADY:
+        return GRPC_STATUS_UNAVAILABLE; /* being downloaded: ask again */
     case -ETIMEDOUT:
         return GRPC_STATUS_DEADLINE_EXCEEDED;
     case -EBADMSG:
@@ -424,7 +427,8 @@ static void fetch_blob(void *ctx, struct rpc_call *call)
     struct casbox_config *cfg = NULL;
     struct cas_digest dg;
     struct asset_entry e = {0};
-    uint64_t timeout_us;
+    uint64_t timeout_us, oldest_us;
+    uint8_t *flight_key = NULL;
     size_t index = 0;
     char err[1024];
     int rc;
@@ -438,8 +442,8 @@ static void fetch_blob(void *ctx, struct rpc_call *call)
     if (asset_request_check(&r, req->instance_name, req->n_uris, req->uris, req->n_qualifiers,
                             req->qualifiers, &st) != 0)
         goto out;
-    if (asset_lookup(d, ASSET_BLOB, &r, asset_timestamp_us(req->oldest_content_accepted), &dg,
-                     &index) == 0) {
+    oldest_us = asset_timestamp_us(req->oldest_content_accepted);
+    if (asset_lookup(d, ASSET_BLOB, &r, oldest_us, &dg, &index) == 0) {
         LOG_D("asset: FetchBlob %s answered from the map", r.uris[index]);
         goto answer;
     }
@@ -471,11 +475,23 @@ static void fetch_blob(void *ctx, struct rpc_call *call)
     fr.prefixes = cfg->asset_allowed_url_prefixes;
     fr.max_bytes = cfg->asset_max_bytes;
     fr.timeout_us = timeout_us;
-    /* Waiting for a download slot ends a little before the client gives up,
-     * so that it learns why (RESOURCE_EXHAUSTED, not its own deadline). */
-    fr.slot_deadline_us = clock_mono_us() + asset_call_remaining_us(call, timeout_us) / 10 * 9;
+    /* Waiting (for a slot, or for the same download in flight) ends a little
+     * before the client gives up, so that it learns why. */
+    fr.wait_deadline_us = clock_mono_us() + asset_call_remaining_us(call, timeout_us) / 10 * 9;
+    /* A retry of this request waits for its download instead of starting
+     * another: the request's key (its first URI, its qualifiers). */
+    if (asset_key_make(ASSET_BLOB, r.instance, r.uris[0], r.quals, r.n_quals, &flight_key,
+                       &fr.flight_key_len) == 0)
+        fr.flight_key = flight_key;
     e.stored_us = clock_real_us();
     rc = asset_fetch_blob(d->asset->fetcher, &fr, &dg, &index, err, sizeof(err));
+    if (rc == -EALREADY) {
+        /* An earlier request downloaded it meanwhile: its result, if it
+         * worked, else a download of our own. */
+        if (asset_lookup(d, ASSET_BLOB, &r, oldest_us, &dg, &index) == 0)
+            goto answer;
+        rc = asset_fetch_blob(d->asset->fetcher, &fr, &dg, &index, err, sizeof(err));
+    }
     if (rc != 0) {
         reapi_status_set(&st, asset_fetch_code(rc), "%s", err);
         LOG_I("asset: FetchBlob: %s: %s", rpc_status_code_name(st.code), err);
@@ -492,6 +508,7 @@ out:
     rpc_call_finish(call, reapi_status_ok(&st) ? &resp.base : NULL, &st);
     reapi_status_free(&st);
     asset_request_free(&r);
+    free(flight_key);
     free(cfg);
     if (req != NULL)
         protobuf_c_message_free_unpacked(&req->base, NULL);

@@ -50,6 +50,7 @@ HELLO = b"hello from the loopback origin\n"
 OTHER = b"other content, fetched with a wrong checksum\n"
 REDIRECTED = b"reached through a redirect\n"
 PRIVATE = b"outside the allowed prefix\n"
+DELAYED = b"sent after 1.5 s: "
 
 
 def sri(data, alg="sha256"):
@@ -116,6 +117,12 @@ class Origin:
                     origin.stop.wait(30)
                     try:
                         self.body(b"late\n")
+                    except OSError:
+                        pass
+                elif p == "/files/delayed":
+                    origin.stop.wait(1.5)
+                    try:
+                        self.body(DELAYED + self.path.encode())
                     except OSError:
                         pass
                 elif p == "/files/redirect-in":
@@ -441,6 +448,52 @@ def _(env):
             t.join()
     need(errors == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2, "the slow fetches ended with %s",
          errors)
+
+
+@check("FetchBlob: the same request twice at once is one download")
+def _(env):
+    path = "/files/delayed?together"
+    digests, errors = [], []
+
+    def fetch():
+        try:
+            digests.append(rc.dkey(env.fetch_blob([env.origin.url(path)]).blob_digest))
+        except grpc.RpcError as e:
+            errors.append(rc.rpc_status(e)[:2])
+
+    threads = [threading.Thread(target=fetch) for _i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    need(not errors and len(digests) == 2 and digests[0] == digests[1],
+         "digests %s, errors %s", digests, errors)
+    need(digests[0] == rc.dkey(rc.digest_of(DELAYED + path.encode())), "wrong content")
+    need(env.origin.count(path) == 1, "the origin saw %d requests, want 1", env.origin.count(path))
+
+
+@check("FetchBlob: a download outlives a client that gave up; the next FetchBlob gets it")
+def _(env):
+    path = "/files/delayed?outlived"
+    expect_error("FetchBlob with a 0.5 s deadline",
+                 lambda: env.fetch_blob([env.origin.url(path)], timeout=0.5),
+                 grpc.StatusCode.DEADLINE_EXCEEDED)
+    # A retry while it is still downloading waits for it.
+    r = env.fetch_blob([env.origin.url(path)], timeout=10)
+    need(rc.dkey(r.blob_digest) == rc.dkey(rc.digest_of(DELAYED + path.encode())),
+         "blob_digest %s", rc.dstr(r.blob_digest))
+    need(env.origin.count(path) == 1, "the origin saw %d requests, want 1", env.origin.count(path))
+    # A retry that cannot wait long enough is told to come back.
+    path = "/files/delayed?again"
+    expect_error("FetchBlob with a 0.3 s deadline",
+                 lambda: env.fetch_blob([env.origin.url(path)], timeout=0.3),
+                 grpc.StatusCode.DEADLINE_EXCEEDED)
+    expect_error("its retry with a 0.5 s deadline",
+                 lambda: env.fetch_blob([env.origin.url(path)], timeout=0.5),
+                 grpc.StatusCode.UNAVAILABLE, "still being downloaded")
+    time.sleep(1.5)
+    r = env.fetch_blob([env.origin.url(path)], timeout=10)
+    need(env.origin.count(path) == 1, "the origin saw %d requests, want 1", env.origin.count(path))
 
 
 @check("PushBlob then FetchBlob: the pushed mapping answers, with exactly its qualifiers")
