@@ -22,6 +22,7 @@
 #ifndef CASBOX_ASSET_H
 #define CASBOX_ASSET_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -164,6 +165,7 @@ struct asset_http_request {
     int fd;               /* the body is written here */
     void (*on_data)(void *ctx, const void *buf, size_t len);
     void *ctx;
+    const atomic_bool *cancel; /* when it becomes true, the transfer ends (-ECANCELED) */
 };
 
 /* GETs the URL, following up to 8 redirects, each checked with
@@ -171,7 +173,8 @@ struct asset_http_request {
  * body no larger than max_bytes. Else: -ENOENT (404, 410, another HTTP
  * error, or the server could not be reached), -EACCES (401, 403), -EPERM (a
  * redirect outside the prefixes), -ETIMEDOUT, -EFBIG (over max_bytes), -EIO
- * (writing fd failed), -ENOMEM; err says what happened, with the URL. */
+ * (writing fd failed), -ECANCELED (cancel became true; within about a
+ * second), -ENOMEM; err says what happened, with the URL. */
 int asset_http_get(const struct asset_http_request *req, uint64_t *bytes, char *err,
                    size_t err_len);
 
@@ -182,6 +185,9 @@ struct asset_fetcher;
 /* At most max_fetches downloads at once; as many requests again may wait
  * for one. Temp files go to the store's tmp/. */
 int asset_fetcher_new(struct cas_store *store, unsigned max_fetches, struct asset_fetcher **out);
+/* For shutdown: ends the downloads in progress and every wait, and refuses
+ * new downloads, all with -ECANCELED. */
+void asset_fetcher_cancel(struct asset_fetcher *f);
 void asset_fetcher_free(struct asset_fetcher *f);
 
 struct asset_fetch_request {
@@ -198,6 +204,10 @@ struct asset_fetch_request {
      * the others wait for it (NULL: no such sharing). */
     const uint8_t *flight_key;
     size_t flight_key_len;
+    /* Called with the result before the flight lands, so that a request
+     * that waited for it finds it recorded (may be NULL). */
+    void (*on_stored)(void *ctx, const struct cas_digest *digest, size_t uri_index);
+    void *ctx;
 };
 
 /* Downloads the first URI that can be fetched, verifies it against the SRI

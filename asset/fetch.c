@@ -43,6 +43,7 @@ struct asset_fetcher {
     pthread_cond_t freed; /* a slot was released, or a flight landed */
     unsigned max, running, waiting;
     struct fetch_flight *flights; /* at most max: each holds a slot */
+    atomic_bool cancelled;        /* shutting down */
 };
 
 int asset_fetcher_new(struct cas_store *store, unsigned max_fetches, struct asset_fetcher **out)
@@ -67,6 +68,16 @@ int asset_fetcher_new(struct cas_store *store, unsigned max_fetches, struct asse
     return 0;
 }
 
+void asset_fetcher_cancel(struct asset_fetcher *f)
+{
+    if (f == NULL)
+        return;
+    pthread_mutex_lock(&f->lock);
+    atomic_store(&f->cancelled, true);
+    pthread_cond_broadcast(&f->freed);
+    pthread_mutex_unlock(&f->lock);
+}
+
 void asset_fetcher_free(struct asset_fetcher *f)
 {
     if (f == NULL)
@@ -88,7 +99,8 @@ static struct fetch_flight **fetcher_flight(struct asset_fetcher *f, const uint8
 }
 
 /* Waits, under f->lock, until wake() says so or the deadline passes:
- * 0, or -ETIMEDOUT; -EAGAIN when too many wait already. */
+ * 0, or -ETIMEDOUT; -EAGAIN when too many wait already; -ECANCELED when
+ * the fetcher is cancelled. */
 static int fetcher_wait(struct asset_fetcher *f, uint64_t deadline_us,
                         bool (*wake)(struct asset_fetcher *f, const void *arg), const void *arg)
 {
@@ -96,6 +108,8 @@ static int fetcher_wait(struct asset_fetcher *f, uint64_t deadline_us,
                           .tv_nsec = (long)(deadline_us % 1000000u) * 1000};
     int rc = 0;
 
+    if (atomic_load(&f->cancelled))
+        return -ECANCELED;
     if (wake(f, arg))
         return 0;
     if (f->waiting >= f->max)
@@ -104,6 +118,8 @@ static int fetcher_wait(struct asset_fetcher *f, uint64_t deadline_us,
     while (!wake(f, arg) && rc == 0) {
         if (pthread_cond_timedwait(&f->freed, &f->lock, &ts) == ETIMEDOUT && !wake(f, arg))
             rc = -ETIMEDOUT;
+        if (atomic_load(&f->cancelled))
+            rc = -ECANCELED;
     }
     f->waiting--;
     return rc;
@@ -225,6 +241,7 @@ static int fetch_one(struct asset_fetcher *f, const struct asset_fetch_request *
     http.fd = fd;
     http.on_data = fetch_on_data;
     http.ctx = check;
+    http.cancel = &f->cancelled;
     rc = asset_http_get(&http, &bytes, err, err_len);
     if (rc == -ETIMEDOUT)
         snprintf(err, err_len, "%s: timed out after %llu s", url,
@@ -310,6 +327,8 @@ int asset_fetch_blob(struct asset_fetcher *f, const struct asset_fetch_request *
             if (rc == -EAGAIN)
                 snprintf(msg, sizeof(msg),
                          "all %u download slots ([asset] max_fetches) are busy; try again", f->max);
+            else if (rc == -ECANCELED)
+                snprintf(msg, sizeof(msg), "%.300s: not fetched: casboxd is stopping", uri);
             else if (rc != 0)
                 snprintf(msg, sizeof(msg), "%.300s: %s", uri, strerror(-rc));
             have_slot = rc == 0;
@@ -319,12 +338,14 @@ int asset_fetch_blob(struct asset_fetcher *f, const struct asset_fetch_request *
         if (rc == 0) {
             *uri_index = i;
             first = 0;
+            if (req->on_stored != NULL)
+                req->on_stored(req->ctx, digest, i);
             break;
         }
         fetch_note(err, err_len, msg);
         if (first == 0)
             first = rc;
-        if (rc == -EAGAIN || rc == -ENOMEM)
+        if (rc == -EAGAIN || rc == -ENOMEM || rc == -ECANCELED)
             break;
     }
     if (have_slot)

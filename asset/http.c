@@ -103,6 +103,17 @@ static size_t http_on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/* Called by curl about once a second and as data moves: ends the transfer
+ * when casboxd stops. */
+static int http_on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
+                            curl_off_t ultotal, curl_off_t ulnow)
+{
+    const struct http_sink *s = userdata;
+
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return s->req->cancel != NULL && atomic_load(s->req->cancel) ? 1 : 0;
+}
+
 /* One request of the chain; *code set when the server answered. */
 static int http_once(CURL *curl, struct http_sink *s, const char *url, long *code, char *err,
                      size_t err_len)
@@ -132,6 +143,10 @@ static int http_once(CURL *curl, struct http_sink *s, const char *url, long *cod
     if (s->error != 0) {
         snprintf(err, err_len, "%s: writing the download failed: %s", url, strerror(-s->error));
         return -EIO;
+    }
+    if (cc == CURLE_ABORTED_BY_CALLBACK) {
+        snprintf(err, err_len, "%s: download cancelled: casboxd is stopping", url);
+        return -ECANCELED;
     }
     if (cc == CURLE_OPERATION_TIMEDOUT) {
         snprintf(err, err_len, "%s: timed out", url);
@@ -177,6 +192,9 @@ int asset_http_get(const struct asset_http_request *req, uint64_t *bytes, char *
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, http_on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &s);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, http_on_progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &s);
     for (int hop = 0; hop <= HTTP_MAX_REDIRECTS; hop++) {
         char *location = NULL;
         long code;

@@ -70,6 +70,9 @@ bool action_cache_result_complete(struct casboxd *d,
 /* The Remote Asset API (svc_asset.c): its URI -> digest map, loaded from
  * <state>/asset-map.log, and the downloader. */
 int asset_service_start(struct casboxd *d, struct asset_service **out);
+/* Ends the downloads in progress (their calls answer UNAVAILABLE); call
+ * before stopping the gRPC server, which waits for every handler. */
+void asset_service_begin_stop(struct asset_service *svc);
 void asset_service_stop(struct asset_service *svc);
 
 /* --- the Execution service (svc_execution.c) ---

@@ -426,6 +426,7 @@ int main(int argc, char **argv)
     status = 0;
     if (d.exec != NULL)
         exec_service_begin_stop(d.exec);
+    asset_service_begin_stop(d.asset);
     rpc_server_stop(d.rpc);
 out_grpc:
     exec_service_stop(d.exec);

@@ -72,6 +72,12 @@ int asset_service_start(struct casboxd *d, struct asset_service **out)
     return 0;
 }
 
+void asset_service_begin_stop(struct asset_service *svc)
+{
+    if (svc != NULL)
+        asset_fetcher_cancel(svc->fetcher);
+}
+
 void asset_service_stop(struct asset_service *svc)
 {
     if (svc == NULL)
@@ -388,6 +394,23 @@ static int asset_remember(struct casboxd *d, enum asset_kind kind, const struct 
 
 /* --- Fetch --- */
 
+struct fetch_blob_result {
+    struct casboxd *d;
+    const struct asset_request *r;
+    struct asset_entry e;
+    struct reapi_status *st;
+    int rc;
+};
+
+/* The download's mapping, recorded before a request waiting for it wakes. */
+static void fetch_blob_stored(void *ctx, const struct cas_digest *digest, size_t uri_index)
+{
+    struct fetch_blob_result *res = ctx;
+
+    res->e.digest = *digest;
+    res->rc = asset_remember(res->d, ASSET_BLOB, res->r, uri_index, 1, &res->e, res->st);
+}
+
 static grpc_status_code asset_fetch_code(int rc)
 {
     switch (rc) {
@@ -401,7 +424,8 @@ static grpc_status_code asset_fetch_code(int rc)
         return GRPC_STATUS_NOT_FOUND;
     case -EINPROGRESS:
     case -EALREADY:
-        return GRPC_STATUS_UNAVAILABLE; /* being downloaded: ask again */
+    case -ECANCELED:
+        return GRPC_STATUS_UNAVAILABLE; /* being downloaded, or stopping: ask again */
     case -ETIMEDOUT:
         return GRPC_STATUS_DEADLINE_EXCEEDED;
     case -EBADMSG:
@@ -426,7 +450,7 @@ static void fetch_blob(void *ctx, struct rpc_call *call)
     struct reapi_status st;
     struct casbox_config *cfg = NULL;
     struct cas_digest dg;
-    struct asset_entry e = {0};
+    struct fetch_blob_result res = {0};
     uint64_t timeout_us, oldest_us;
     uint8_t *flight_key = NULL;
     size_t index = 0;
@@ -483,7 +507,12 @@ static void fetch_blob(void *ctx, struct rpc_call *call)
     if (asset_key_make(ASSET_BLOB, r.instance, r.uris[0], r.quals, r.n_quals, &flight_key,
                        &fr.flight_key_len) == 0)
         fr.flight_key = flight_key;
-    e.stored_us = clock_real_us();
+    res.d = d;
+    res.r = &r;
+    res.e.stored_us = clock_real_us();
+    res.st = &st;
+    fr.on_stored = fetch_blob_stored;
+    fr.ctx = &res;
     rc = asset_fetch_blob(d->asset->fetcher, &fr, &dg, &index, err, sizeof(err));
     if (rc == -EALREADY) {
         /* An earlier request downloaded it meanwhile: its result, if it
@@ -497,9 +526,8 @@ static void fetch_blob(void *ctx, struct rpc_call *call)
         LOG_I("asset: FetchBlob: %s: %s", rpc_status_code_name(st.code), err);
         goto out;
     }
-    e.digest = dg;
-    if (asset_remember(d, ASSET_BLOB, &r, index, 1, &e, &st) != 0)
-        goto out;
+    if (res.rc != 0)
+        goto out; /* st says why */
 answer:
     reapi_digest_to_proto(&dg, &digest_buf);
     resp.uri = r.uris[index];
