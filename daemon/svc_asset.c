@@ -148,6 +148,25 @@ static int asset_request_check(struct asset_request *r, const char *instance, si
         reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
         return rc;
     }
+    /* Every URI must make a key, so that nothing fails after a download. */
+    for (size_t i = 0; i < n_uris; i++) {
+        uint8_t *key;
+        size_t key_len;
+
+        rc = asset_key_make(ASSET_BLOB, r->instance, uris[i], r->quals, n_quals, &key, &key_len);
+        free(key);
+        if (rc == -E2BIG) {
+            reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "uris[%zu] with the instance name and qualifiers is longer than %u "
+                             "bytes",
+                             i, ASSET_MAX_KEY_BYTES);
+            return rc;
+        }
+        if (rc != 0) {
+            reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return rc;
+        }
+    }
     return 0;
 }
 
