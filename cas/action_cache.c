@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define AC_MAGIC       "casbxac1"
@@ -76,9 +77,9 @@ int cas_ac_put(struct cas_store *s, const char *instance, const struct cas_diges
 {
     uint8_t header[AC_HEADER];
     char rel[CAS_BLOB_RELPATH];
-    char tmp[PATH_MAX] = "";
+    struct iovec iov[2] = {{header, sizeof(header)}, {(void *)buf, len}};
+    struct cas_commit_target to = {.dir_fd = s->ac_fd, .rel = rel};
     struct cas_digest payload;
-    int fd = -1;
     int ret;
 
     if (action->size < 0 || (buf == NULL && len > 0))
@@ -93,33 +94,7 @@ int cas_ac_put(struct cas_store *s, const char *instance, const struct cas_diges
     put_le64(header + AC_MAGIC_BYTES, len);
     memcpy(header + AC_MAGIC_BYTES + 8, payload.hash, CAS_HASH_BYTES);
 
-    fd = cas_store_temp_create(s, "ac", tmp);
-    if (fd < 0)
-        return fd;
-    ret = cas_io_write_all(fd, header, sizeof(header));
-    if (ret == 0)
-        ret = cas_io_write_all(fd, buf, len);
-    if (ret < 0)
-        goto out;
-    if (fchmod(fd, 0444) < 0) {
-        ret = -errno;
-        goto out;
-    }
-    ret = close(fd) < 0 ? -errno : 0;
-    fd = -1;
-    if (ret < 0)
-        goto out;
-    pthread_mutex_lock(&s->name_lock);
-    ret = cas_rename_into_shard(tmp, s->ac_fd, rel);
-    pthread_mutex_unlock(&s->name_lock);
-    if (ret == 0)
-        tmp[0] = '\0';
-out:
-    if (fd >= 0)
-        close(fd);
-    if (tmp[0] != '\0')
-        unlink(tmp);
-    return ret;
+    return cas_store_write_commit(s, "ac", iov, 2, &to);
 }
 
 /* Removes an entry that failed its check, unless it was replaced meanwhile. */

@@ -56,39 +56,14 @@ int cas_ingest_present(struct cas_store *s, const struct cas_digest *d, dev_t de
  * mismatch means the file changed under us: -ESTALE. */
 static int ingest_copy(struct cas_store *s, int src_fd, const struct cas_digest *expected)
 {
-    struct cas_writer *w = NULL;
-    uint8_t *buf = NULL;
-    off_t off = 0;
     size_t cap = cas_io_buffer_size(expected->size);
+    uint8_t *buf = aligned_alloc(CAS_IO_ALIGN, cap);
     int ret;
 
-    buf = aligned_alloc(CAS_IO_ALIGN, cap);
     if (buf == NULL)
         return -ENOMEM;
-    ret = cas_writer_begin(s, expected, &w);
-    if (ret < 0)
-        goto out;
-    for (;;) {
-        size_t got = 0;
-
-        ret = cas_io_pread_all(src_fd, buf, cap, off, &got);
-        if (ret < 0)
-            goto out;
-        if (got == 0)
-            break;
-        ret = cas_writer_append(w, buf, got);
-        if (ret < 0)
-            goto out;
-        off += (off_t)got;
-    }
-    ret = cas_writer_commit(w);
-    w = NULL;
-out:
-    if (w != NULL)
-        cas_writer_abort(w);
+    ret = cas_writer_copy_fd(s, src_fd, expected, buf, cap);
     free(buf);
-    if (ret == -EINVAL || ret == -EFBIG)
-        ret = -ESTALE;
     return ret;
 }
 

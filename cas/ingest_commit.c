@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* --- snapshot and limits --- */
@@ -230,36 +231,14 @@ static int ingest_commit_rename(struct cas_store *s, pid_t pid, const struct cas
 static int ingest_commit_buffer(struct cas_store *s, int fd, const struct ingest_snap *snap,
                                 const struct cas_digest *d, const void *whole)
 {
-    char tmp[PATH_MAX] = "";
     struct stat st;
-    int out = -1, rc;
 
     if (fstat(fd, &st) < 0)
         return -errno;
     if (!ingest_snap_same(snap, &st))
         return -ESTALE;
-    out = cas_store_temp_create(s, "ingest", tmp);
-    if (out < 0)
-        return out;
-    rc = cas_io_write_all(out, whole, (size_t)d->size);
-    if (rc < 0)
-        goto out;
-    if (fstat(out, &st) < 0 || fchmod(out, 0444) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    rc = close(out) < 0 ? -errno : 0;
-    out = -1;
-    if (rc < 0)
-        goto out;
-    rc = cas_store_commit(s, tmp, d, (uint64_t)st.st_ino, true);
-    tmp[0] = '\0'; /* consumed */
-out:
-    if (out >= 0)
-        close(out);
-    if (tmp[0] != '\0')
-        unlink(tmp);
-    return rc;
+    return cas_store_write_commit(s, "ingest", &(struct iovec){(void *)whole, (size_t)d->size}, 1,
+                                  &(struct cas_commit_target){.blob = d});
 }
 
 /* Copies a file too big for one buffer by reading it again through a
@@ -267,33 +246,11 @@ out:
 static int ingest_commit_reread(struct cas_store *s, struct ingest_worker *w, int fd,
                                 const struct cas_digest *d)
 {
-    struct cas_writer *wr = NULL;
     uint8_t *buf = ingest_worker_buffer(w);
-    off_t off = 0;
-    int rc;
 
     if (buf == NULL)
         return -ENOMEM;
-    rc = cas_writer_begin(s, d, &wr);
-    if (rc < 0)
-        return rc;
-    for (;;) {
-        size_t got = 0;
-
-        rc = cas_io_pread_all(fd, buf, INGEST_CHUNK, off, &got);
-        if (rc < 0 || got == 0)
-            break;
-        rc = cas_writer_append(wr, buf, got);
-        if (rc < 0)
-            break;
-        off += (off_t)got;
-    }
-    if (rc < 0) {
-        cas_writer_abort(wr);
-        return rc == -EFBIG ? -ESTALE : rc;
-    }
-    rc = cas_writer_commit(wr);
-    return rc == -EINVAL ? -ESTALE : rc;
+    return cas_writer_copy_fd(s, fd, d, buf, INGEST_CHUNK);
 }
 
 int ingest_commit(struct cas_ingest *ing, struct ingest_worker *w, struct cas_ingest_file *f,

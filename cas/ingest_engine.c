@@ -1,7 +1,8 @@
 /*
- * ingest_engine.c - the batch ingestion engine's front: options, the pool of
- * hashing threads, and cas_ingest_run, which picks the I/O path for a batch
- * and gathers the results.
+ * ingest_engine.c - the batch ingestion engine's front: options, the
+ * engine's life (its pool of hashing threads is ingest_pool.c), and
+ * cas_ingest_run, which picks the I/O path for a batch and gathers the
+ * results.
  *
  * The AUTO choice (figures in docs/ingestion.md): a handful of files stay on
  * the caller's thread (starting threads costs more than they save); io_uring
@@ -90,90 +91,6 @@ const char *cas_ingest_mode_name(enum cas_ingest_mode mode)
     return "?";
 }
 
-/* --- the pool --- */
-
-struct ingest_thread_arg {
-    struct cas_ingest *ing;
-    unsigned index; /* worker index, from 1 */
-    uint64_t seen;  /* the generation before the job it was started for */
-};
-
-static void *ingest_pool_main(void *p)
-{
-    struct ingest_thread_arg *arg = p;
-    struct cas_ingest *ing = arg->ing;
-    unsigned index = arg->index;
-    uint64_t seen = arg->seen;
-
-    free(arg);
-    pthread_mutex_lock(&ing->lock);
-    for (;;) {
-        while (!ing->quit && ing->generation == seen)
-            pthread_cond_wait(&ing->wake, &ing->lock);
-        if (ing->quit)
-            break;
-        seen = ing->generation;
-        if (index > ing->job_workers)
-            continue;
-        pthread_mutex_unlock(&ing->lock);
-        ing->job(ing, index);
-        pthread_mutex_lock(&ing->lock);
-        if (--ing->job_active == 0)
-            pthread_cond_broadcast(&ing->idle);
-    }
-    pthread_mutex_unlock(&ing->lock);
-    return NULL;
-}
-
-/* With ing->lock held: starts pool threads until `want` run. */
-static int ingest_pool_grow(struct cas_ingest *ing, unsigned want)
-{
-    while (ing->started < want) {
-        struct ingest_thread_arg *arg = malloc(sizeof(*arg));
-        int rc;
-
-        if (arg == NULL)
-            return -ENOMEM;
-        arg->ing = ing;
-        arg->index = ing->started + 1;
-        arg->seen = ing->generation;
-        rc = pthread_create(&ing->pool[ing->started], NULL, ingest_pool_main, arg);
-        if (rc != 0) {
-            free(arg);
-            return -rc;
-        }
-        ing->started++;
-    }
-    return 0;
-}
-
-int ingest_pool_start(struct cas_ingest *ing, void (*job)(struct cas_ingest *, unsigned),
-                      unsigned *workers)
-{
-    int rc;
-
-    pthread_mutex_lock(&ing->lock);
-    rc = ingest_pool_grow(ing, *workers);
-    if (ing->started < *workers)
-        *workers = ing->started;
-    ing->job = job;
-    ing->job_workers = *workers;
-    ing->job_active = *workers;
-    ing->generation++;
-    if (*workers > 0)
-        pthread_cond_broadcast(&ing->wake);
-    pthread_mutex_unlock(&ing->lock);
-    return *workers > 0 ? 0 : rc;
-}
-
-void ingest_pool_wait(struct cas_ingest *ing)
-{
-    pthread_mutex_lock(&ing->lock);
-    while (ing->job_active > 0)
-        pthread_cond_wait(&ing->idle, &ing->lock);
-    pthread_mutex_unlock(&ing->lock);
-}
-
 /* --- engine life --- */
 
 int cas_ingest_new(struct cas_store *s, const struct cas_ingest_options *opt,
@@ -199,9 +116,8 @@ int cas_ingest_new(struct cas_store *s, const struct cas_ingest_options *opt,
     ing->max_bytes = opt ? opt->max_bytes : 0;
     ing->pid = getpid();
     ing->md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    ing->pool = calloc(ing->threads, sizeof(*ing->pool));
     ing->workers = calloc(ing->threads + 1, sizeof(*ing->workers));
-    if (ing->md == NULL || ing->pool == NULL || ing->workers == NULL) {
+    if (ing->md == NULL || ing->workers == NULL) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -212,13 +128,9 @@ int cas_ingest_new(struct cas_store *s, const struct cas_ingest_options *opt,
             goto fail;
         }
     }
-    rc = -pthread_mutex_init(&ing->lock, NULL);
+    rc = ingest_pool_init(&ing->pool, ing->threads);
     if (rc < 0)
         goto fail;
-    if (pthread_cond_init(&ing->wake, NULL) != 0 || pthread_cond_init(&ing->idle, NULL) != 0) {
-        /* Never fails on Linux; a half-made engine is not worth undoing. */
-        abort();
-    }
     *out = ing;
     return 0;
 fail:
@@ -227,7 +139,6 @@ fail:
             EVP_MD_CTX_free(ing->workers[i].ctx);
     }
     free(ing->workers);
-    free(ing->pool);
     EVP_MD_free(ing->md);
     free(ing);
     return rc;
@@ -237,23 +148,14 @@ void cas_ingest_free(struct cas_ingest *ing)
 {
     if (ing == NULL)
         return;
-    pthread_mutex_lock(&ing->lock);
-    ing->quit = true;
-    pthread_cond_broadcast(&ing->wake);
-    pthread_mutex_unlock(&ing->lock);
-    for (unsigned i = 0; i < ing->started; i++)
-        pthread_join(ing->pool[i], NULL);
+    ingest_pool_destroy(&ing->pool);
     ingest_uring_free(ing->ring);
     for (unsigned i = 0; i <= ing->threads; i++) {
         EVP_MD_CTX_free(ing->workers[i].ctx);
         free(ing->workers[i].buf);
         ingest_batch_free(ing->workers[i].batch);
     }
-    pthread_cond_destroy(&ing->idle);
-    pthread_cond_destroy(&ing->wake);
-    pthread_mutex_destroy(&ing->lock);
     free(ing->workers);
-    free(ing->pool);
     EVP_MD_free(ing->md);
     free(ing);
 }

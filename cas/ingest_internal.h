@@ -4,10 +4,10 @@
  * and committing (ingest_commit.c), and the two I/O paths
  * (ingest_threads.c, ingest_uring.c). Nobody outside cas/ingest*.c sees it.
  *
- * Threads. An engine owns a pool of hashing threads, started on first use.
- * A run hands the pool one function (ingest_pool_start) and waits for it
- * (ingest_pool_wait); the caller's thread takes part as worker 0 in the
- * threads path and drives the ring in the io_uring path. Per-thread state
+ * Threads. An engine owns a pool of hashing threads (ingest_pool.h), started
+ * on first use. A run hands the pool one function (ingest_pool_start) and
+ * waits for it (ingest_pool_wait); the caller's thread takes part as worker
+ * 0 in the threads path and drives the ring in the io_uring path. Per-thread state
  * (an EVP context, a read buffer, counters) lives in ing->workers[i], so the
  * hot loop shares nothing but the run's atomic counters and, for io_uring,
  * the run's queue lock.
@@ -25,6 +25,7 @@
 #include <openssl/evp.h>
 
 #include "cas.h"
+#include "ingest_pool.h"
 
 /* Reads of one file: 256 KiB pieces into page-aligned buffers. Aligned
  * buffers of at most 1 MiB are 2-3x faster than malloc'd ones (PLATFORM.md
@@ -92,32 +93,14 @@ struct cas_ingest {
     pid_t pid;  /* for temp names */
     EVP_MD *md; /* SHA-256, fetched once: an implicit fetch per file costs */
 
-    /* the pool: threads[i] is worker i + 1; workers[0] is the caller */
-    pthread_mutex_t lock;
-    pthread_cond_t wake; /* a new job, or quit */
-    pthread_cond_t idle; /* the job's last worker returned */
-    pthread_t *pool;
-    unsigned started;
-    uint64_t generation;
-    unsigned job_workers; /* workers 1..job_workers take the job */
-    unsigned job_active;
-    void (*job)(struct cas_ingest *ing, unsigned worker);
-    bool quit;
+    /* the pool runs workers 1..threads; workers[0] is the caller */
+    struct ingest_pool pool;
     struct ingest_worker *workers; /* threads + 1 entries */
 
     struct ingest_run *run;   /* the current run */
     struct ingest_ring *ring; /* made on the first io_uring run */
     bool ring_failed;         /* io_uring could not be set up: threads from now on */
 };
-
-/* --- ingest_engine.c: the pool --- */
-
-/* Starts job on pool workers 1..workers (starting threads as needed); the
- * caller then does its part and calls ingest_pool_wait. -errno when no
- * thread could be started (workers is then lowered to what runs). */
-int ingest_pool_start(struct cas_ingest *ing, void (*job)(struct cas_ingest *, unsigned),
-                      unsigned *workers);
-void ingest_pool_wait(struct cas_ingest *ing);
 
 /* --- ingest_commit.c: checks, hashing, commit --- */
 

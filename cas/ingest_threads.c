@@ -388,8 +388,9 @@ static size_t threads_take(const struct ingest_run *run)
     return take < INGEST_BATCH_FILES ? take : INGEST_BATCH_FILES;
 }
 
-static void threads_job(struct cas_ingest *ing, unsigned worker)
+static void threads_job(void *arg, unsigned worker)
 {
+    struct cas_ingest *ing = arg;
     struct ingest_run *run = ing->run;
     struct ingest_worker *w = &ing->workers[worker];
     size_t take = threads_take(run);
@@ -415,9 +416,9 @@ static void threads_job(struct cas_ingest *ing, unsigned worker)
 void ingest_threads_run(struct cas_ingest *ing, unsigned workers)
 {
     ing->run->workers = workers; /* before any thread reads it (threads_take) */
-    if (workers > 0 && ingest_pool_start(ing, threads_job, &workers) < 0)
+    if (workers > 0 && ingest_pool_start(&ing->pool, threads_job, ing, &workers) < 0)
         workers = 0;
     threads_job(ing, 0);
     if (workers > 0)
-        ingest_pool_wait(ing);
+        ingest_pool_wait(&ing->pool);
 }

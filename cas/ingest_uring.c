@@ -570,8 +570,9 @@ static int uring_hash_piece(struct cas_ingest *ing, struct ingest_worker *w, str
     return rc; /* the submitter closes the file, through the ring */
 }
 
-static void uring_hash_job(struct cas_ingest *ing, unsigned worker)
+static void uring_hash_job(void *arg, unsigned worker)
 {
+    struct cas_ingest *ing = arg;
     struct ingest_ring *r = ing->ring;
     struct ingest_worker *w = &ing->workers[worker];
 
@@ -698,7 +699,7 @@ int ingest_uring_run(struct cas_ingest *ing)
     r->events = 0;
     r->sub_waiting = false;
     r->finished = false;
-    rc = ingest_pool_start(ing, uring_hash_job, &workers);
+    rc = ingest_pool_start(&ing->pool, uring_hash_job, ing, &workers);
     if (rc < 0)
         return rc;
 
@@ -742,7 +743,7 @@ int ingest_uring_run(struct cas_ingest *ing)
     r->finished = true;
     pthread_cond_broadcast(&r->work);
     pthread_mutex_unlock(&r->lock);
-    ingest_pool_wait(ing);
+    ingest_pool_wait(&ing->pool);
     /* The last closes: no file stays open after the run. */
     while (r->closes > 0) {
         struct io_uring_cqe *cqe;

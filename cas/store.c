@@ -34,32 +34,13 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define STORE_DIR_MODE   0755
 #define STORE_OPEN_TRIES 3 /* retries when a blob is replaced while being checked */
 
 /* --- small I/O helpers shared by cas/ --- */
-
-int cas_io_write_all(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return -EIO;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 int cas_io_pread_all(int fd, void *buf, size_t len, off_t off, size_t *got)
 {
@@ -149,30 +130,6 @@ int cas_rename_into_shard(const char *from, int dir_fd, const char *rel)
 }
 
 /* --- start-up --- */
-
-static int store_mkdir_parents(const char *path)
-{
-    char *copy = strdup(path);
-    int ret = 0;
-
-    if (copy == NULL)
-        return -ENOMEM;
-    for (char *p = copy + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(copy, STORE_DIR_MODE) < 0 && errno != EEXIST) {
-            ret = -errno;
-            goto out;
-        }
-        *p = '/';
-    }
-    if (mkdir(copy, STORE_DIR_MODE) < 0 && errno != EEXIST)
-        ret = -errno;
-out:
-    free(copy);
-    return ret;
-}
 
 static int open_subdir(struct cas_store *s, const char *name, int *fd_out)
 {
@@ -512,7 +469,7 @@ int cas_store_open(const char *dir, const struct cas_store_options *opt, struct 
     if (ret < 0)
         return ret;
     /* From here on cas_store_close() undoes everything. */
-    ret = store_mkdir_parents(dir);
+    ret = util_mkdir_p(dir, STORE_DIR_MODE);
     if (ret < 0)
         goto out;
     s->dir = realpath(dir, NULL);
@@ -631,28 +588,14 @@ void cas_store_get_stats(struct cas_store *s, struct cas_store_stats *out)
 static int store_ensure_empty(struct cas_store *s)
 {
     char rel[CAS_BLOB_RELPATH];
-    char tmp[PATH_MAX];
     struct stat st;
-    int fd, ret;
 
     cas_blob_relpath(cas_digest_empty(), rel);
     if (fstatat(s->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
         st.st_size == 0)
         return 0;
-    fd = cas_store_temp_create(s, "empty", tmp);
-    if (fd < 0)
-        return fd;
-    ret = fchmod(fd, 0444) < 0 ? -errno : 0;
-    if (close(fd) < 0 && ret == 0)
-        ret = -errno;
-    if (ret == 0) {
-        pthread_mutex_lock(&s->name_lock);
-        ret = cas_rename_into_shard(tmp, s->blobs_fd, rel);
-        pthread_mutex_unlock(&s->name_lock);
-    }
-    if (ret < 0)
-        unlink(tmp);
-    return ret;
+    return cas_store_write_commit(s, "empty", NULL, 0,
+                                  &(struct cas_commit_target){.dir_fd = s->blobs_fd, .rel = rel});
 }
 
 static int store_open_empty(struct cas_store *s)
@@ -1052,6 +995,52 @@ out:
     return ret;
 }
 
+int cas_store_temp_commit(struct cas_store *s, int fd, const char *tmp_path,
+                          const struct cas_commit_target *to)
+{
+    struct stat st;
+    int ret = 0;
+
+    /* A blob's inode goes into the index. */
+    if (to->blob != NULL && fstat(fd, &st) < 0)
+        ret = -errno;
+    if (ret == 0 && fchmod(fd, 0444) < 0)
+        ret = -errno;
+    if (close(fd) < 0 && ret == 0)
+        ret = -errno;
+    if (ret < 0) {
+        unlink(tmp_path);
+        return ret;
+    }
+    if (to->blob != NULL)
+        return cas_store_commit(s, tmp_path, to->blob, (uint64_t)st.st_ino, true);
+    pthread_mutex_lock(&s->name_lock);
+    ret = cas_rename_into_shard(tmp_path, to->dir_fd, to->rel);
+    pthread_mutex_unlock(&s->name_lock);
+    if (ret < 0)
+        unlink(tmp_path);
+    return ret;
+}
+
+int cas_store_write_commit(struct cas_store *s, const char *prefix, const struct iovec *iov, int n,
+                           const struct cas_commit_target *to)
+{
+    char tmp[PATH_MAX];
+    int fd, ret = 0;
+
+    fd = cas_store_temp_create(s, prefix, tmp);
+    if (fd < 0)
+        return fd;
+    for (int i = 0; i < n && ret == 0; i++)
+        ret = util_write_all(fd, iov[i].iov_base, iov[i].iov_len);
+    if (ret < 0) {
+        close(fd);
+        unlink(tmp);
+        return ret;
+    }
+    return cas_store_temp_commit(s, fd, tmp, to);
+}
+
 /* renameat2(dir_fd/name -> blobs/rel, RENAME_NOREPLACE), creating the shard
  * directory if someone removed it. */
 static int store_rename_noreplace(struct cas_store *s, int dir_fd, const char *name,
@@ -1112,10 +1101,6 @@ out:
 int cas_store_put(struct cas_store *s, const struct cas_digest *d, const void *buf, size_t len)
 {
     struct cas_digest actual;
-    char tmp[PATH_MAX] = "";
-    struct stat st;
-    int fd = -1;
-    int ret;
 
     if (d->size < 0 || (uint64_t)d->size != len || (buf == NULL && len > 0))
         return -EINVAL;
@@ -1129,27 +1114,6 @@ int cas_store_put(struct cas_store *s, const struct cas_digest *d, const void *b
 
     if (store_has_verified(s, d))
         return 0;
-
-    fd = cas_store_temp_create(s, "put", tmp);
-    if (fd < 0)
-        return fd;
-    ret = cas_io_write_all(fd, buf, len);
-    if (ret < 0)
-        goto out;
-    if (fstat(fd, &st) < 0 || fchmod(fd, 0444) < 0) {
-        ret = -errno;
-        goto out;
-    }
-    ret = close(fd) < 0 ? -errno : 0;
-    fd = -1;
-    if (ret < 0)
-        goto out;
-    ret = cas_store_commit(s, tmp, d, (uint64_t)st.st_ino, true);
-    tmp[0] = '\0'; /* consumed */
-out:
-    if (fd >= 0)
-        close(fd);
-    if (tmp[0] != '\0')
-        unlink(tmp);
-    return ret;
+    return cas_store_write_commit(s, "put", &(struct iovec){(void *)buf, len}, 1,
+                                  &(struct cas_commit_target){.blob = d});
 }

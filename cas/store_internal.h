@@ -24,6 +24,7 @@
 
 #include "cas.h"
 #include "store_index.h"
+#include "util/util.h"
 
 /* Page-aligned buffers and 1 MiB reads: about 2-3x faster than unaligned
  * malloc'd buffers on the target VMs (see PLATFORM.md, io_uring pitfall). */
@@ -61,7 +62,6 @@ bool cas_digest_is_empty(const struct cas_digest *d);
 size_t cas_io_buffer_size(int64_t expected);
 
 /* store.c */
-int cas_io_write_all(int fd, const void *buf, size_t len);
 /* Reads up to len bytes at off; *got < len only at end of file. */
 int cas_io_pread_all(int fd, void *buf, size_t len, off_t off, size_t *got);
 void cas_blob_relpath(const struct cas_digest *d, char out[CAS_BLOB_RELPATH]);
@@ -78,6 +78,38 @@ int cas_store_temp_create(struct cas_store *s, const char *prefix, char path[PAT
  * names share). Evicts old blobs when over the limit. */
 int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas_digest *d,
                      uint64_t ino, bool verified);
+
+/* Where cas_store_temp_commit puts a finished temp file: the blob `blob`,
+ * whose bytes the caller verified (cas_store_commit: renamed to its blob
+ * name and indexed), or, with blob NULL, plainly dir_fd/rel ("<aa>/<name>",
+ * cas_rename_into_shard under name_lock, not indexed): an action-cache
+ * entry, the empty blob. */
+struct cas_commit_target {
+    const struct cas_digest *blob;
+    int dir_fd;
+    const char *rel;
+};
+
+/* The end of the temp-write-commit sequence, for a temp file the caller
+ * wrote in full through fd (cas_store_temp_create): makes it 0444, so that
+ * it is never writable under its final name, closes fd and moves it to
+ * `to`. fd is closed and the temp file consumed (moved or removed) in every
+ * case. */
+int cas_store_temp_commit(struct cas_store *s, int fd, const char *tmp_path,
+                          const struct cas_commit_target *to);
+/* The whole sequence for bytes in memory: a new temp file (named after
+ * prefix), the n buffers of iov written to it in order, then
+ * cas_store_temp_commit. */
+struct iovec;
+int cas_store_write_commit(struct cas_store *s, const char *prefix, const struct iovec *iov, int n,
+                           const struct cas_commit_target *to);
+
+/* writer.c: copies the open file fd, from offset 0 to its end, into the
+ * store through a writer (buf: cap bytes to read into), which hashes what
+ * it copies and commits it only as `expected`. -ESTALE when the bytes are
+ * not `expected` (the file changed under us). */
+int cas_writer_copy_fd(struct cas_store *s, int fd, const struct cas_digest *expected, void *buf,
+                       size_t cap);
 
 /* Checks an fstatat of the file just renamed to its blob name. */
 struct stat;

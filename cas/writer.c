@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 struct cas_writer {
@@ -22,7 +21,6 @@ struct cas_writer {
     struct cas_digest expected;
     struct cas_hasher *hasher;
     int fd;
-    uint64_t ino;
     int64_t offset; /* bytes accepted so far */
     uint8_t *buf;
     size_t cap;
@@ -46,7 +44,6 @@ int cas_writer_begin(struct cas_store *s, const struct cas_digest *expected,
                      struct cas_writer **out)
 {
     struct cas_writer *w;
-    struct stat st;
     int ret;
 
     *out = NULL;
@@ -69,11 +66,6 @@ int cas_writer_begin(struct cas_store *s, const struct cas_digest *expected,
     if (ret < 0)
         goto out;
     w->fd = ret;
-    if (fstat(w->fd, &st) < 0) {
-        ret = -errno;
-        goto out;
-    }
-    w->ino = (uint64_t)st.st_ino;
     *out = w;
     w = NULL;
     ret = 0;
@@ -85,7 +77,7 @@ out:
 
 static int writer_flush(struct cas_writer *w)
 {
-    int ret = cas_io_write_all(w->fd, w->buf, w->used);
+    int ret = util_write_all(w->fd, w->buf, w->used);
 
     w->used = 0;
     return ret;
@@ -113,7 +105,7 @@ int cas_writer_append(struct cas_writer *w, const void *buf, size_t len)
     if (ret < 0)
         goto out;
     if (len >= w->cap) {
-        ret = cas_io_write_all(w->fd, buf, len);
+        ret = util_write_all(w->fd, buf, len);
     } else {
         memcpy(w->buf, buf, len);
         w->used = len;
@@ -155,16 +147,10 @@ int cas_writer_commit(struct cas_writer *w)
         ret = -EINVAL;
         goto out;
     }
-    if (fchmod(w->fd, 0444) < 0) {
-        ret = -errno;
-        goto out;
-    }
-    ret = close(w->fd) < 0 ? -errno : 0;
+    ret = cas_store_temp_commit(w->s, w->fd, w->path,
+                                &(struct cas_commit_target){.blob = &w->expected});
     w->fd = -1;
-    if (ret < 0)
-        goto out;
-    ret = cas_store_commit(w->s, w->path, &w->expected, w->ino, true);
-    w->path[0] = '\0'; /* consumed by the commit in every case */
+    w->path[0] = '\0'; /* closed and consumed by the commit in every case */
 out:
     writer_free(w);
     return ret;
@@ -174,4 +160,33 @@ void cas_writer_abort(struct cas_writer *w)
 {
     if (w != NULL)
         writer_free(w);
+}
+
+int cas_writer_copy_fd(struct cas_store *s, int fd, const struct cas_digest *expected, void *buf,
+                       size_t cap)
+{
+    struct cas_writer *w;
+    off_t off = 0;
+    int rc;
+
+    rc = cas_writer_begin(s, expected, &w);
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        size_t got = 0;
+
+        rc = cas_io_pread_all(fd, buf, cap, off, &got);
+        if (rc < 0 || got == 0)
+            break;
+        rc = cas_writer_append(w, buf, got);
+        if (rc < 0)
+            break;
+        off += (off_t)got;
+    }
+    if (rc < 0) {
+        cas_writer_abort(w);
+        return rc == -EFBIG ? -ESTALE : rc;
+    }
+    rc = cas_writer_commit(w);
+    return rc == -EINVAL ? -ESTALE : rc;
 }

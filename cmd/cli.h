@@ -92,10 +92,6 @@ int cli_run_local(struct cli_run *run);
 
 /* Makes ${TMPDIR:-/tmp}/<prefix>.XXXXXX (mode 0700); *out is malloc'd. */
 int cli_scratch_create(const char *prefix, char **out, char *err, size_t err_len);
-/* Removes path and everything below it, without following symlinks or
- * crossing into other filesystems, making directories writable as needed (a
- * command may leave mode 000 directories behind). */
-int cli_remove_tree(const char *path);
 /* "12", "4K", "16M", "1G", "2T" (powers of 1024). -EINVAL on garbage or
  * overflow. */
 int cli_parse_size(const char *s, uint64_t *out);

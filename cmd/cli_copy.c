@@ -34,6 +34,7 @@
 #include <linux/openat2.h>
 
 #include "cli.h"
+#include "util/util.h"
 
 #define COPY_MAX_DEPTH 256
 #define COPY_CHUNK     (1 << 20)
@@ -76,13 +77,11 @@ static int copy_data(int in, int out)
             }
         } else {
             n = read(in, buf, sizeof(buf));
-            for (ssize_t done = 0; n > 0 && done < n;) {
-                ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (n > 0) {
+                int rc = util_write_all(out, buf, (size_t)n);
 
-                if (w < 0 && errno != EINTR)
-                    return -errno;
-                if (w > 0)
-                    done += w;
+                if (rc != 0)
+                    return rc;
             }
         }
         if (n == 0)
@@ -325,28 +324,6 @@ out:
     return rc;
 }
 
-/* mkdir -p of DEST itself, which may well lead through symlinks. */
-static int copy_mkdir_p(const char *path)
-{
-    char buf[PATH_MAX];
-    size_t len = strlen(path);
-
-    if (len >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, path, len + 1);
-    for (char *p = buf + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 static int copy_write_file(const char *path, const char *data)
 {
     size_t len = strlen(data);
@@ -418,7 +395,7 @@ static _Noreturn void copy_helper(const struct cli_copy_source *src, char *const
             rc = copy_fail(&cs, -errno, "open the exec root for");
     }
     if (rc == 0) {
-        rc = copy_mkdir_p(dest);
+        rc = util_mkdir_p(dest, 0755); /* DEST may well lead through symlinks */
         if (rc == 0) {
             dest_fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             rc = dest_fd < 0 ? -errno : 0;

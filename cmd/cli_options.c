@@ -468,69 +468,97 @@ static int options_value_error(const char *flag, const char *value, const char *
     return CLI_EXIT_USAGE;
 }
 
-/* One option; returns 0, CLI_EXIT_USAGE (message printed) or -ENOMEM. */
-static int options_apply(struct cli_run *run, struct options_state *os, int opt, const char *arg,
-                         const char *flag)
+/* --- one option ---
+ *
+ * options_apply hands each option to the step for its group; each step
+ * returns 0, CLI_EXIT_USAGE (message printed) or a negative errno. */
+
+/* *slot = arg made an absolute host path (options_host_path). */
+static int options_set_host_path(char **slot, const char *arg)
 {
-    struct sandbox_limits *l = &run->spec.limits;
-    const char *eq;
-    int rc = 0;
+    free(*slot);
+    *slot = NULL;
+    return options_host_path(arg, slot);
+}
+
+static int options_set_string(char **slot, const char *arg)
+{
+    free(*slot);
+    *slot = strdup(arg);
+    return *slot == NULL ? -ENOMEM : 0;
+}
+
+/* --tmpfs, --cwd: a path inside the sandbox, without "..". */
+static int options_sandbox_path(const char *flag, const char *arg, char **out)
+{
+    int rc = options_inside_path(arg, out);
+
+    if (rc == 0 && options_has_dotdot(*out)) {
+        rc = options_value_error(flag, arg, "a path without ..");
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* --input, --output, --output-dir, --ro, --rw, --tmpfs, --cwd */
+static int options_apply_files(struct cli_run *run, int opt, const char *arg, const char *flag)
+{
+    char *inside = NULL;
+    int rc;
 
     switch (opt) {
     case OPT_INPUT:
-        free(run->input_dir);
-        rc = options_host_path(arg, &run->input_dir);
-        break;
+        return options_set_host_path(&run->input_dir, arg);
     case OPT_OUTPUT:
-        rc = options_add_output(run, arg);
-        break;
+        return options_add_output(run, arg);
     case OPT_OUTPUT_DIR:
-        free(run->output_dir);
-        rc = options_host_path(arg, &run->output_dir);
-        break;
+        return options_set_host_path(&run->output_dir, arg);
     case OPT_RO:
     case OPT_RW:
-        rc = options_add_bind(run, opt == OPT_RO ? SANDBOX_MOUNT_RO : SANDBOX_MOUNT_RW, flag, arg);
-        break;
-    case OPT_TMPFS: {
-        char *inside = NULL;
-
-        rc = options_inside_path(arg, &inside);
-        if (rc == 0 && options_has_dotdot(inside))
-            rc = options_value_error(flag, arg, "a path without ..");
-        if (rc == 0)
-            rc = sandbox_spec_add_mount(&run->spec, SANDBOX_MOUNT_TMPFS, NULL, inside);
-        free(inside);
-        break;
+        return options_add_bind(run, opt == OPT_RO ? SANDBOX_MOUNT_RO : SANDBOX_MOUNT_RW, flag,
+                                arg);
     }
-    case OPT_ENV:
-        eq = strchr(arg, '=');
-        if (eq == NULL || !options_env_name_ok(arg, (size_t)(eq - arg)))
-            return options_value_error(flag, arg, "NAME=VALUE");
-        rc = options_env_set(&os->env, arg, (size_t)(eq - arg), eq + 1);
-        break;
-    case OPT_KEEP_ENV:
+    rc = options_sandbox_path(flag, arg, &inside);
+    if (rc == 0 && opt == OPT_TMPFS)
+        rc = sandbox_spec_add_mount(&run->spec, SANDBOX_MOUNT_TMPFS, NULL, inside);
+    else if (rc == 0)
+        rc = sandbox_spec_set_string(&run->spec.cwd, inside);
+    free(inside);
+    return rc;
+}
+
+/* --env NAME=VALUE, --keep-env NAME */
+static int options_apply_env(struct options_env *env, int opt, const char *arg, const char *flag)
+{
+    const char *eq = strchr(arg, '=');
+
+    if (opt == OPT_KEEP_ENV) {
         if (!options_env_name_ok(arg, strlen(arg)))
             return options_value_error(flag, arg, "a variable name");
-        rc = options_env_keep(&os->env, arg);
-        break;
-    case OPT_CWD: {
-        char *inside = NULL;
-
-        rc = options_inside_path(arg, &inside);
-        if (rc == 0 && options_has_dotdot(inside))
-            rc = options_value_error(flag, arg, "a path without ..");
-        if (rc == 0)
-            rc = sandbox_spec_set_string(&run->spec.cwd, inside);
-        free(inside);
-        break;
+        return options_env_keep(env, arg);
     }
-    case OPT_NET:
+    if (eq == NULL || !options_env_name_ok(arg, (size_t)(eq - arg)))
+        return options_value_error(flag, arg, "NAME=VALUE");
+    return options_env_set(env, arg, (size_t)(eq - arg), eq + 1);
+}
+
+/* --net, --root, --seccomp */
+static int options_apply_isolation(struct cli_run *run, int opt, const char *arg)
+{
+    if (opt == OPT_SECCOMP)
+        return options_set_seccomp(run, arg);
+    if (opt == OPT_NET)
         run->spec.network = true;
-        break;
-    case OPT_ROOT:
+    else
         run->spec.uid0 = true;
-        break;
+    return 0;
+}
+
+/* --timeout, --memory, --pids, --cpu-seconds */
+static int options_apply_limit(struct sandbox_limits *l, int opt, const char *arg, const char *flag)
+{
+    switch (opt) {
     case OPT_TIMEOUT:
         if (options_parse_seconds(arg, &l->timeout_ms) != 0)
             return options_value_error(flag, arg, "a number of seconds");
@@ -547,48 +575,58 @@ static int options_apply(struct cli_run *run, struct options_state *os, int opt,
         if (options_parse_count(arg, &l->cpu_seconds) != 0)
             return options_value_error(flag, arg, "a whole number of seconds");
         break;
-    case OPT_SECCOMP:
-        rc = options_set_seccomp(run, arg);
-        break;
-    case OPT_JSON:
-        free(run->json_path);
-        rc = options_host_path(arg, &run->json_path);
-        break;
-    case OPT_DRY_RUN:
-        run->dry_run = true;
-        break;
-    case OPT_ACTION: {
-        const char *slash = strchr(arg, '/');
-        uint64_t size;
+    }
+    return 0;
+}
 
-        if (slash == NULL || slash - arg != 64 || strspn(arg, "0123456789abcdefABCDEF") != 64 ||
-            options_parse_count(slash + 1, &size) != 0 || size > INT64_MAX)
-            return options_value_error(flag, arg, "a digest HASH/SIZE (64 hex digits, bytes)");
-        for (int i = 0; i < 64; i++)
-            run->action_hash[i] = (char)tolower((unsigned char)arg[i]);
-        run->action_hash[64] = '\0';
-        run->action_size = (int64_t)size;
-        run->replay = true;
-        break;
-    }
+/* --json FILE, --dry-run */
+static int options_apply_report(struct cli_run *run, int opt, const char *arg)
+{
+    if (opt == OPT_JSON)
+        return options_set_host_path(&run->json_path, arg);
+    run->dry_run = true;
+    return 0;
+}
+
+/* --action HASH/SIZE */
+static int options_set_action(struct cli_run *run, const char *arg, const char *flag)
+{
+    const char *slash = strchr(arg, '/');
+    uint64_t size;
+
+    if (slash == NULL || slash - arg != 64 || strspn(arg, "0123456789abcdefABCDEF") != 64 ||
+        options_parse_count(slash + 1, &size) != 0 || size > INT64_MAX)
+        return options_value_error(flag, arg, "a digest HASH/SIZE (64 hex digits, bytes)");
+    for (int i = 0; i < 64; i++)
+        run->action_hash[i] = (char)tolower((unsigned char)arg[i]);
+    run->action_hash[64] = '\0';
+    run->action_size = (int64_t)size;
+    run->replay = true;
+    return 0;
+}
+
+/* --action, --remote, --instance, --config, --compare */
+static int options_apply_replay(struct cli_run *run, int opt, const char *arg, const char *flag)
+{
+    switch (opt) {
+    case OPT_ACTION:
+        return options_set_action(run, arg, flag);
     case OPT_REMOTE:
-        free(run->remote);
-        run->remote = strdup(arg);
-        rc = run->remote == NULL ? -ENOMEM : 0;
-        break;
+        return options_set_string(&run->remote, arg);
     case OPT_INSTANCE:
-        free(run->instance);
-        run->instance = strdup(arg);
-        rc = run->instance == NULL ? -ENOMEM : 0;
-        break;
+        return options_set_string(&run->instance, arg);
     case OPT_CONFIG:
-        free(run->config_path);
-        rc = options_host_path(arg, &run->config_path);
-        break;
-    case OPT_COMPARE:
-        run->compare = true;
-        break;
+        return options_set_host_path(&run->config_path, arg);
     }
+    run->compare = true;
+    return 0;
+}
+
+/* Notes, for options_finish, a flag that only a replay (--action) takes or
+ * one that only a local run takes; --action, --json and --dry-run go with
+ * both. */
+static void options_note_mode(struct options_state *os, int opt, const char *flag)
+{
     if (opt == OPT_REMOTE || opt == OPT_INSTANCE || opt == OPT_CONFIG || opt == OPT_COMPARE) {
         os->replay_only = true;
         snprintf(os->replay_flag, sizeof(os->replay_flag), "%s", flag);
@@ -596,6 +634,52 @@ static int options_apply(struct cli_run *run, struct options_state *os, int opt,
         os->local_only = true;
         snprintf(os->local_flag, sizeof(os->local_flag), "%s", flag);
     }
+}
+
+/* One option; returns 0, CLI_EXIT_USAGE (message printed) or -ENOMEM. */
+static int options_apply(struct cli_run *run, struct options_state *os, int opt, const char *arg,
+                         const char *flag)
+{
+    int rc = 0;
+
+    switch (opt) {
+    case OPT_INPUT:
+    case OPT_OUTPUT:
+    case OPT_OUTPUT_DIR:
+    case OPT_RO:
+    case OPT_RW:
+    case OPT_TMPFS:
+    case OPT_CWD:
+        rc = options_apply_files(run, opt, arg, flag);
+        break;
+    case OPT_ENV:
+    case OPT_KEEP_ENV:
+        rc = options_apply_env(&os->env, opt, arg, flag);
+        break;
+    case OPT_NET:
+    case OPT_ROOT:
+    case OPT_SECCOMP:
+        rc = options_apply_isolation(run, opt, arg);
+        break;
+    case OPT_TIMEOUT:
+    case OPT_MEMORY:
+    case OPT_PIDS:
+    case OPT_CPU_SECONDS:
+        rc = options_apply_limit(&run->spec.limits, opt, arg, flag);
+        break;
+    case OPT_JSON:
+    case OPT_DRY_RUN:
+        rc = options_apply_report(run, opt, arg);
+        break;
+    case OPT_ACTION:
+    case OPT_REMOTE:
+    case OPT_INSTANCE:
+    case OPT_CONFIG:
+    case OPT_COMPARE:
+        rc = options_apply_replay(run, opt, arg, flag);
+        break;
+    }
+    options_note_mode(os, opt, flag);
     return rc;
 }
 
@@ -659,7 +743,9 @@ int cli_options_parse(int argc, char **argv, struct cli_run *run)
     sandbox_spec_init(&run->spec);
     run->spec.stdin_null = false; /* stdin, stdout and stderr pass through */
     opterr = 0;
-    optind = 1;
+    /* 0, not 1: glibc then also forgets where it stopped inside a group of
+     * short options ("-hh") of an earlier argv, which may be freed by now. */
+    optind = 0;
     /* "+": stop at the command, so that its own options stay its own. */
     while (rc == 0 &&
            (index = -1, opt = getopt_long(argc, argv, "+:h", options_long, &index)) != -1) {

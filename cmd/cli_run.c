@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 
 #include "cli.h"
+#include "util/util.h"
 
 /* Scratch layout: <scratch>/upper, work (the overlay's), merged (mount
  * point of the copy-back view), root (the exec root when there is no
@@ -113,7 +114,7 @@ static void run_scratch_remove(struct run_scratch *sc)
     int rc;
 
     if (sc->dir != NULL) {
-        rc = cli_remove_tree(sc->dir);
+        rc = util_remove_tree(sc->dir);
         if (rc != 0 && rc != -ENOENT)
             cli_error("warning: could not remove the scratch directory %s: %s", sc->dir,
                       strerror(-rc));

@@ -272,6 +272,15 @@ int config_set(struct casbox_config *cfg, const char *section, const char *key, 
                          k->string_len - 1);
                 return -EINVAL;
             }
+            /* config_print writes "key = value": a value starting with ';'
+             * would read back as a comment, one with a line break as two
+             * lines. Refused, so that --print-config is always the same
+             * configuration. */
+            if (value[0] == ';' || strpbrk(value, "\r\n") != NULL) {
+                snprintf(err, err_len, "[%s] %s: a value cannot start with ';' or span lines",
+                         k->section, key);
+                return -EINVAL;
+            }
             memcpy(field, value, strlen(value) + 1);
             return 0;
         case CONFIG_SIZE:

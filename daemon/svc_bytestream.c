@@ -318,180 +318,246 @@ static int bytestream_append(struct cas_writer *w, const struct write_request *r
     return rc;
 }
 
-static void bytestream_write(void *ctx, struct rpc_call *call)
-{
-    struct casboxd *d = ctx;
-    Google__Bytestream__WriteResponse resp = GOOGLE__BYTESTREAM__WRITE_RESPONSE__INIT;
-    struct write_request wr, *req = NULL;
-    grpc_byte_buffer *bb = NULL;
-    struct upload *up = NULL;
-    struct reapi_resource res;
+/* One Write stream, from its first message to the reply. Each step below
+ * returns 0 or a negative errno with st set; bytestream_write alone ends
+ * the call. */
+struct write_stream {
+    struct casboxd *d;
+    struct rpc_call *call;
+    grpc_byte_buffer *bb;
+    struct write_request wr, *req; /* the message at hand (&wr), or NULL */
+    struct reapi_resource res;     /* the first message's resource name */
+    struct upload *up;             /* the upload written to; NULL when existed */
+    bool existed;                  /* the blob is stored already: drain, report it complete */
+    bool keep;                     /* on the way out: keep the upload for resumption */
+    int64_t committed;             /* the reply's committed_size, once done */
     struct reapi_status st;
-    bool keep = false;
-    bool existed = false;
+};
+
+/* The first message and its resource name. */
+static int write_begin(struct write_stream *ws)
+{
+    int rc = bytestream_recv(ws->call, &ws->bb, &ws->wr, &ws->req);
+
+    if (rc <= 0) {
+        reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
+                         rc == 0 ? "Write stream had no request" : "WriteRequest not parseable");
+        return -EINVAL;
+    }
+    if (reapi_resource_parse_write(ws->req->resource_name, &ws->res) != 0) {
+        reapi_status_set(
+            &ws->st, GRPC_STATUS_INVALID_ARGUMENT,
+            "resource name '%.300s' is not {instance}/uploads/{uuid}/blobs/{sha256}/{size}",
+            ws->req->resource_name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* A new upload called key (taken over in every case), added to the table. */
+static int write_start(struct write_stream *ws, char *key)
+{
+    struct upload *up = calloc(1, sizeof(*up));
     int rc;
 
-    reapi_status_init(&st);
-    rc = bytestream_recv(call, &bb, &wr, &req);
-    if (rc <= 0) {
-        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
-                         rc == 0 ? "Write stream had no request" : "WriteRequest not parseable");
-        goto out;
-    }
-    if (reapi_resource_parse_write(req->resource_name, &res) != 0) {
-        reapi_status_set(
-            &st, GRPC_STATUS_INVALID_ARGUMENT,
-            "resource name '%.300s' is not {instance}/uploads/{uuid}/blobs/{sha256}/{size}",
-            req->resource_name);
-        goto out;
-    }
-    if (cas_store_contains(d->store, &res.digest) == 1) {
-        /* Already stored: drain the stream without writing, report complete. */
-        existed = true;
-    } else {
-        char *key = upload_key(req->resource_name, &res);
-
-        if (key == NULL) {
-            reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            goto out;
-        }
-        rc = uploads_take(d->uploads, key, &up);
-        if (rc == -EBUSY) {
-            free(key);
-            reapi_status_set(&st, GRPC_STATUS_ABORTED,
-                             "upload %s is being written by another stream", req->resource_name);
-            goto out;
-        }
-        if (rc == 0 && req->write_offset == 0 && cas_writer_offset(up->writer) != 0) {
-            /* A restart from zero discards what was there. */
-            cas_writer_abort(up->writer);
-            up->writer = NULL;
-            rc = cas_writer_begin(d->store, &res.digest, &up->writer);
-            if (rc != 0) {
-                free(key);
-                reapi_status_set(&st, GRPC_STATUS_INTERNAL, "cannot start upload: %s",
-                                 strerror(-rc));
-                goto out;
-            }
-        }
-        if (rc == -ENOENT) {
-            up = calloc(1, sizeof(*up));
-            if (up == NULL) {
-                free(key);
-                reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-                goto out;
-            }
-            up->name = key;
-            key = NULL;
-            rc = cas_writer_begin(d->store, &res.digest, &up->writer);
-            if (rc == 0)
-                rc = uploads_add(d->uploads, up);
-            if (rc != 0) {
-                reapi_status_set(
-                    &st, rc == -EAGAIN ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
-                    "cannot start upload: %s",
-                    rc == -EAGAIN ? "too many uploads in progress (server.max_uploads)"
-                                  : strerror(-rc));
-                upload_free(up);
-                up = NULL;
-                goto out;
-            }
-        }
+    if (up == NULL) {
         free(key);
+        reapi_status_set(&ws->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
     }
+    up->name = key;
+    rc = cas_writer_begin(ws->d->store, &ws->res.digest, &up->writer);
+    if (rc == 0)
+        rc = uploads_add(ws->d->uploads, up);
+    if (rc != 0) {
+        reapi_status_set(
+            &ws->st, rc == -EAGAIN ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
+            "cannot start upload: %s",
+            rc == -EAGAIN ? "too many uploads in progress (server.max_uploads)" : strerror(-rc));
+        upload_free(up);
+        return rc;
+    }
+    ws->up = up;
+    return 0;
+}
 
+/* A resumed upload written from offset 0 again: what was there is dropped. */
+static int write_restart(struct write_stream *ws)
+{
+    int rc;
+
+    cas_writer_abort(ws->up->writer);
+    ws->up->writer = NULL;
+    rc = cas_writer_begin(ws->d->store, &ws->res.digest, &ws->up->writer);
+    if (rc != 0)
+        reapi_status_set(&ws->st, GRPC_STATUS_INTERNAL, "cannot start upload: %s", strerror(-rc));
+    return rc;
+}
+
+/* The upload the stream writes to: the one under its name (resumed, or
+ * started again from offset 0), or a new one; none when the blob is stored
+ * already. */
+static int write_open(struct write_stream *ws)
+{
+    char *key;
+    int rc;
+
+    if (cas_store_contains(ws->d->store, &ws->res.digest) == 1) {
+        ws->existed = true;
+        return 0;
+    }
+    key = upload_key(ws->req->resource_name, &ws->res);
+    if (key == NULL) {
+        reapi_status_set(&ws->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    rc = uploads_take(ws->d->uploads, key, &ws->up);
+    if (rc == -ENOENT)
+        return write_start(ws, key);
+    free(key);
+    if (rc == -EBUSY) {
+        reapi_status_set(&ws->st, GRPC_STATUS_ABORTED,
+                         "upload %s is being written by another stream", ws->req->resource_name);
+        return rc;
+    }
+    if (ws->req->write_offset == 0 && cas_writer_offset(ws->up->writer) != 0)
+        return write_restart(ws);
+    return 0;
+}
+
+/* Checks the message at hand against what is committed and the digest's
+ * size, and appends its data. */
+static int write_message(struct write_stream *ws)
+{
+    const struct write_request *req = ws->req;
+    int64_t at = ws->existed ? req->write_offset : cas_writer_offset(ws->up->writer);
+    int rc;
+
+    if (!ws->existed && req->write_offset != at) {
+        reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "write_offset %" PRId64 " leaves a %s: %" PRId64 " bytes are committed",
+                         req->write_offset, req->write_offset > at ? "gap" : "overlap", at);
+        ws->keep = true; /* the committed bytes are still good */
+        return -EINVAL;
+    }
+    if (req->write_offset + (int64_t)req->data_len > ws->res.digest.size) {
+        reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "data runs to %" PRId64 " bytes, past the digest's size %" PRId64,
+                         req->write_offset + (int64_t)req->data_len, ws->res.digest.size);
+        return -EINVAL;
+    }
+    if (ws->existed || req->data_len == 0)
+        return 0;
+    rc = bytestream_append(ws->up->writer, req);
+    if (rc != 0)
+        reapi_status_set(&ws->st,
+                         rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
+                         "writing upload failed: %s", strerror(-rc));
+    return rc;
+}
+
+/* finish_write: the blob must be complete; commits it. */
+static int write_commit(struct write_stream *ws)
+{
+    int64_t total = ws->req->write_offset + (int64_t)ws->req->data_len;
+    char hex[CAS_HASH_HEX + 1];
+    int rc;
+
+    if (total != ws->res.digest.size) {
+        reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "finish_write after %" PRId64 " bytes, the digest says %" PRId64, total,
+                         ws->res.digest.size);
+        return -EINVAL;
+    }
+    if (!ws->existed) {
+        rc = cas_writer_commit(ws->up->writer);
+        ws->up->writer = NULL;
+        if (rc == -EINVAL) {
+            cas_digest_hex(&ws->res.digest, hex);
+            reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
+                             "uploaded data does not match digest %s/%" PRId64
+                             " of the resource name",
+                             hex, ws->res.digest.size);
+            return rc;
+        }
+        if (rc != 0) {
+            reapi_status_set(&ws->st, GRPC_STATUS_INTERNAL, "committing blob failed: %s",
+                             strerror(-rc));
+            return rc;
+        }
+    }
+    ws->committed = ws->res.digest.size;
+    return 0;
+}
+
+/* The stream's next message: 1, or 0 when the client closed the stream
+ * without finish_write (the upload is then kept for resumption). */
+static int write_next(struct write_stream *ws)
+{
+    struct reapi_resource again;
+    int rc = bytestream_recv(ws->call, &ws->bb, &ws->wr, &ws->req);
+
+    if (rc == 0) {
+        ws->committed = ws->existed ? ws->res.digest.size : cas_writer_offset(ws->up->writer);
+        ws->keep = !ws->existed;
+        return 0;
+    }
+    if (rc < 0) {
+        if (rc == -EINVAL)
+            reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT, "WriteRequest not parseable");
+        else
+            reapi_status_set(&ws->st, GRPC_STATUS_CANCELLED, "client went away");
+        ws->keep = rc != -EINVAL;
+        return rc;
+    }
+    if (ws->req->resource_name[0] != '\0' &&
+        (reapi_resource_parse_write(ws->req->resource_name, &again) != 0 ||
+         !cas_digest_equal(&again.digest, &ws->res.digest))) {
+        reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "resource name changed within one Write");
+        return -EINVAL;
+    }
+    return 1;
+}
+
+/* The whole stream: 0 with ws->committed set, or a negative errno with
+ * ws->st set. */
+static int bytestream_do_write(struct write_stream *ws)
+{
+    int rc = write_begin(ws);
+
+    if (rc == 0)
+        rc = write_open(ws);
+    if (rc != 0)
+        return rc;
     for (;;) {
-        int64_t at = existed ? req->write_offset : cas_writer_offset(up->writer);
-
-        if (!existed && req->write_offset != at) {
-            reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
-                             "write_offset %" PRId64 " leaves a %s: %" PRId64
-                             " bytes are committed",
-                             req->write_offset, req->write_offset > at ? "gap" : "overlap", at);
-            keep = true; /* the committed bytes are still good */
-            goto out;
-        }
-        if (req->write_offset + (int64_t)req->data_len > res.digest.size) {
-            reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
-                             "data runs to %" PRId64 " bytes, past the digest's size %" PRId64,
-                             req->write_offset + (int64_t)req->data_len, res.digest.size);
-            goto out;
-        }
-        if (!existed && req->data_len > 0) {
-            rc = bytestream_append(up->writer, req);
-            if (rc != 0) {
-                reapi_status_set(
-                    &st, rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
-                    "writing upload failed: %s", strerror(-rc));
-                goto out;
-            }
-        }
-        if (req->finish_write) {
-            int64_t total = req->write_offset + (int64_t)req->data_len;
-
-            if (total != res.digest.size) {
-                reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
-                                 "finish_write after %" PRId64 " bytes, the digest says %" PRId64,
-                                 total, res.digest.size);
-                goto out;
-            }
-            if (!existed) {
-                rc = cas_writer_commit(up->writer);
-                up->writer = NULL;
-                if (rc == -EINVAL) {
-                    char hex[CAS_HASH_HEX + 1];
-
-                    cas_digest_hex(&res.digest, hex);
-                    reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
-                                     "uploaded data does not match digest %s/%" PRId64
-                                     " of the resource name",
-                                     hex, res.digest.size);
-                    goto out;
-                }
-                if (rc != 0) {
-                    reapi_status_set(&st, GRPC_STATUS_INTERNAL, "committing blob failed: %s",
-                                     strerror(-rc));
-                    goto out;
-                }
-            }
-            resp.committed_size = res.digest.size;
-            break;
-        }
-        rc = bytestream_recv(call, &bb, &wr, &req);
-        if (rc == 0) {
-            /* Closed without finish_write: keep it for resumption. */
-            resp.committed_size = existed ? res.digest.size : cas_writer_offset(up->writer);
-            keep = !existed;
-            break;
-        }
-        if (rc < 0) {
-            if (rc == -EINVAL)
-                reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "WriteRequest not parseable");
-            else
-                reapi_status_set(&st, GRPC_STATUS_CANCELLED, "client went away");
-            keep = rc != -EINVAL;
-            goto out;
-        }
-        if (req->resource_name[0] != '\0') {
-            struct reapi_resource again;
-
-            if (reapi_resource_parse_write(req->resource_name, &again) != 0 ||
-                !cas_digest_equal(&again.digest, &res.digest)) {
-                reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
-                                 "resource name changed within one Write");
-                goto out;
-            }
-        }
+        rc = write_message(ws);
+        if (rc != 0)
+            return rc;
+        if (ws->req->finish_write)
+            return write_commit(ws);
+        rc = write_next(ws);
+        if (rc <= 0)
+            return rc; /* 0: closed without finish_write */
     }
-out:
-    if (up != NULL)
-        uploads_release(d->uploads, up, keep && up->writer != NULL);
-    if (!reapi_status_ok(&st) && st.code != GRPC_STATUS_CANCELLED)
-        LOG_I("ByteStream.Write %s: %s", req && req->resource_name ? req->resource_name : "",
-              st.message);
-    rpc_call_finish(call, &resp.base, &st);
-    reapi_status_free(&st);
-    bytestream_recv_done(&bb, &wr, &req);
+}
+
+static void bytestream_write(void *ctx, struct rpc_call *call)
+{
+    Google__Bytestream__WriteResponse resp = GOOGLE__BYTESTREAM__WRITE_RESPONSE__INIT;
+    struct write_stream ws = {.d = ctx, .call = call};
+
+    reapi_status_init(&ws.st);
+    if (bytestream_do_write(&ws) == 0)
+        resp.committed_size = ws.committed;
+    if (ws.up != NULL)
+        uploads_release(ws.d->uploads, ws.up, ws.keep && ws.up->writer != NULL);
+    if (!reapi_status_ok(&ws.st) && ws.st.code != GRPC_STATUS_CANCELLED)
+        LOG_I("ByteStream.Write %s: %s",
+              ws.req && ws.req->resource_name ? ws.req->resource_name : "", ws.st.message);
+    rpc_call_finish(call, &resp.base, &ws.st);
+    reapi_status_free(&ws.st);
+    bytestream_recv_done(&ws.bb, &ws.wr, &ws.req);
 }
 
 static void bytestream_query_write_status(void *ctx, struct rpc_call *call)

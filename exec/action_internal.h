@@ -1,11 +1,12 @@
 /*
  * action_internal.h - what the action_*.c files share and nobody else needs:
- * a digest-keyed hash map, wire digest allocation, and the overlay view used
- * by output collection. (The protobuf-c types' short names are reapi.h's.)
+ * a digest-keyed hash map, wire digest allocation, the overlay view and
+ * output collection. (The protobuf-c types' short names are reapi.h's.)
  */
 #ifndef CASBOX_ACTION_INTERNAL_H
 #define CASBOX_ACTION_INTERNAL_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,7 +52,7 @@ void action_digest_valid(const Digest *pd, struct cas_digest *out);
 /* "a" + "/" + "b", or b when a is empty; malloc'd. */
 char *action_path_join(const char *a, const char *b);
 
-/* --- the overlay view (action_outputs.c, action_tree.c) --- */
+/* --- the overlay view (action_view.c) --- */
 
 /* A directory as the command saw it: the same name in the upper layer and
  * in the lower one, each an O_RDONLY directory fd or -1. lower is -1 when
@@ -80,7 +81,25 @@ int action_view_open_dir(int parent_fd, const char *name, bool upper);
 int action_view_descend(const struct action_view_dir *dir, const char *name, bool in_upper,
                         struct action_view_dir *child);
 
-/* Output collection state shared with action_tree.c.
+/* An output path's final entry: parent (owned) and name in it, or the
+ * directory itself when name is "" (the output is the exec root). */
+struct action_view_entry {
+    struct action_view_dir parent;
+    char name[NAME_MAX + 1];
+    struct stat st;
+    bool in_upper;
+};
+
+/* Resolves path (relative to the exec root) through the view, following
+ * symlinks in every component but the last, inside the exec root only;
+ * output names it in messages. 0 and *e filled; 1 when the output does not
+ * exist; <0 with st set. */
+int action_view_resolve(const struct action_view_dir *root, const char *path, const char *output,
+                        struct action_view_entry *e, struct reapi_status *st);
+
+/* --- output collection (action_collect.c) ---
+ *
+ * Its state, shared by action_outputs.c and action_tree.c.
  *
  * Collection is two passes. The walk resolves every output, lists output
  * directories, checks the limits and queues each regular file (a dup of its
@@ -144,8 +163,16 @@ int action_collect_flush(struct action_collect *c);
 /* Reads a symlink's target, refusing absolute ones; *target is malloc'd. */
 int action_collect_symlink(struct action_collect *c, int dir_fd, const char *name, const char *path,
                            char **target);
+/* Queues stdout or stderr (a file of ours at path, what names it): moved into
+ * the CAS with the outputs; a file never created is empty output. */
+int action_collect_stdio(struct action_collect *c, const char *path, const char *what,
+                         Digest **out);
+/* Frees the batch and the ingestion engine, at the end of collection. */
+void action_collect_free(struct action_collect *c);
 
-/* An output directory between the walk and its Tree (action_tree.c). */
+/* --- output directories (action_tree.c) ---
+ *
+ * An output directory between the walk and its Tree. */
 struct action_tree;
 
 /* Walks the directory dir (path names it in messages): lists it, checks

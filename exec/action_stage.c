@@ -40,6 +40,7 @@ static int copy_fd_data(int in, int out)
 {
     char buf[65536];
     ssize_t n;
+    int rc;
 
     for (;;) {
         n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
@@ -63,16 +64,9 @@ static int copy_fd_data(int in, int out)
                 continue;
             return -errno;
         }
-        for (ssize_t done = 0; done < n;) {
-            ssize_t w = write(out, buf + done, (size_t)(n - done));
-
-            if (w < 0) {
-                if (errno == EINTR)
-                    continue;
-                return -errno;
-            }
-            done += w;
-        }
+        rc = util_write_all(out, buf, (size_t)n);
+        if (rc != 0)
+            return rc;
     }
 }
 

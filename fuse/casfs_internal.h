@@ -51,7 +51,7 @@ void casfs_dircache_destroy(struct casfs_dircache *c);
 int casfs_dir_get(struct casfs *fs, const struct cas_digest *d, struct casfs_dir **out);
 void casfs_dir_put(struct casfs *fs, struct casfs_dir *dir);
 
-/* --- trees and inodes (casfs.c) --- */
+/* --- trees and inodes (tree.c) --- */
 
 struct casfs_tree {
     char *name;
@@ -125,6 +125,8 @@ void casfs_pt_backing_put(struct casfs *fs, struct casfs_inode *inode);
 int casfs_pt_reply_open(struct casfs *fs, fuse_req_t req, struct fuse_file_info *fi,
                         int32_t backing_id);
 
+/* --- the mount (casfs.c) --- */
+
 struct casfs {
     struct cas_store *cas;
     struct fuse_session *se;
@@ -149,7 +151,11 @@ struct casfs {
     void *log_arg;
 };
 
+/* --- logging (log.c) --- */
+
 void casfs_log(struct casfs *fs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* --- what tree.c does with trees and inodes --- */
 
 /* The inode behind a FUSE inode number. */
 struct casfs_inode *casfs_inode_of(struct casfs *fs, fuse_ino_t ino);
@@ -163,6 +169,8 @@ struct casfs_tree *casfs_tree_find(struct casfs *fs, const char *name);
 void casfs_tree_unref(struct casfs_tree *tree);
 /* Copies the listed trees' names, NUL-separated, into a malloc'd buffer. */
 int casfs_tree_names(struct casfs *fs, char **buf, size_t *len, size_t *count);
+/* At unmount, once no request runs: frees every inode and tree. */
+void casfs_trees_free(struct casfs *fs);
 
 /* --- the FUSE operations (ops.c) --- */
 

@@ -20,7 +20,7 @@
 
 #include "sandbox.h"
 
-/* Writes a one-line message into buf (always terminated). */
+/* error.c: writes a one-line message into buf (always terminated). */
 void sandbox_error_set(char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

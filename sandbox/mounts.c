@@ -50,6 +50,7 @@
 #include <linux/openat2.h>
 
 #include "internal.h"
+#include "util/util.h"
 
 #define NEW_ROOT "/sys"
 
@@ -128,27 +129,6 @@ static int mounts_fail(char *err, size_t err_len, int rc, const char *what, cons
 {
     sandbox_error_set(err, err_len, "%s %s: %s", what, path, strerror(-rc));
     return rc;
-}
-
-static int mounts_mkdir_p(const char *path, mode_t mode)
-{
-    char buf[PATH_MAX];
-    size_t len = strlen(path);
-
-    if (len >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, path, len + 1);
-    for (char *p = buf + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, mode) != 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(buf, mode) != 0 && errno != EEXIST)
-        return -errno;
-    return 0;
 }
 
 /* An empty file to bind a file on: one mknod instead of open + close. */
@@ -699,7 +679,7 @@ static int mounts_setup_exec_root(struct mounts_state *s, const struct sandbox_s
 
     rc = mounts_join(target, NEW_ROOT, inside);
     if (rc == 0)
-        rc = mounts_mkdir_p(target, 0755);
+        rc = util_mkdir_p(target, 0755);
     if (rc != 0)
         return mounts_fail(s->err, s->err_len, rc, "exec root", inside);
     if (spec->lower_dir == NULL) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "util/util.h"
 
 #define OUTPUT_CHUNK  (64 * 1024)
 #define OUTPUT_ROUNDS 16 /* chunks per call, so one busy pipe cannot starve the rest */
@@ -55,22 +56,6 @@ int sandbox_output_open(struct sandbox_output *out, const char *path, uint64_t c
     return 0;
 }
 
-static int output_write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 int sandbox_output_drain(struct sandbox_output *out)
 {
     char buf[OUTPUT_CHUNK];
@@ -92,7 +77,7 @@ int sandbox_output_drain(struct sandbox_output *out)
         if (keep > (uint64_t)n)
             keep = (uint64_t)n;
         if (keep > 0) {
-            int rc = output_write_all(out->file_fd, buf, (size_t)keep);
+            int rc = util_write_all(out->file_fd, buf, (size_t)keep);
 
             if (rc != 0)
                 return rc;

@@ -16,7 +16,8 @@
  * (/usr, /bin, /lib*, /sbin symlinks, selected /etc files); the exec root at
  * spec->exec_root_path (an overlay of the staged tree with a writable upper
  * layer); a private /tmp; a minimal /dev; a fresh /proc. No capabilities,
- * no_new_privs, a seccomp filter. This library depends on nothing of casbox's.
+ * no_new_privs, a seccomp filter. Of casbox's own code this library uses
+ * util/ only (mkdir -p, write-all: libc alone, nothing allocated).
  *
  * Functions return 0 or a negative errno.
  */

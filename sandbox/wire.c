@@ -225,11 +225,13 @@ static void wire_get_vector(struct wire_reader *r, char ***out)
         return;
     }
     *out = v; /* owned by the spec from here on, even half-filled */
-    for (uint32_t i = 0; i < n && r->rc == 0; i++)
+    for (uint32_t i = 0; i < n && r->rc == 0; i++) {
         wire_get_str(r, &v[i]);
-    for (uint32_t i = 0; i < n && r->rc == 0; i++)
-        if (v[i] == NULL)
+        /* Stop at a NULL item: it would end the vector early for every
+         * reader, sandbox_spec_free included, which would leak the rest. */
+        if (r->rc == 0 && v[i] == NULL)
             r->rc = -EINVAL;
+    }
 }
 
 static void wire_get_mounts(struct wire_reader *r, struct sandbox_spec *spec)

@@ -15,6 +15,47 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+int util_mkdir_p(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+
+    if (len >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, mode) != 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) != 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+int util_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 /* Directory levels removed with open fds; deeper ones are moved up first. */
 #define REMOVE_MAX_DEPTH 32
 
@@ -30,23 +71,34 @@ static int remove_first(int rc, int next)
 }
 
 /* Opens a directory to empty it, making it readable (and writable, for the
- * unlinks) if the action took the permissions away. */
-static int remove_open_dir(int parent_fd, const char *name)
+ * unlinks) if the action took the permissions away. A directory of another
+ * filesystem than dev (a mount point) is -EXDEV, found before anything is
+ * changed: another filesystem's files are never removed, nor is the mode of
+ * its root changed. */
+static int remove_open_dir(int parent_fd, const char *name, dev_t dev)
 {
     struct stat st;
-    int fd;
+    int fd, rc = 0;
 
     fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && errno == EACCES) {
+        if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            return -errno;
+        if (st.st_dev != dev)
+            return -EXDEV;
         if (fchmodat(parent_fd, name, 0700, AT_SYMLINK_NOFOLLOW) < 0)
             return -errno;
         fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     }
     if (fd < 0)
         return -errno;
-    if (fstat(fd, &st) < 0 || ((st.st_mode & 0700) != 0700 && fchmod(fd, st.st_mode | 0700) < 0)) {
-        int rc = -errno;
-
+    if (fstat(fd, &st) < 0)
+        rc = -errno;
+    else if (st.st_dev != dev)
+        rc = -EXDEV;
+    else if ((st.st_mode & 0700) != 0700 && fchmod(fd, st.st_mode | 0700) < 0)
+        rc = -errno;
+    if (rc != 0) {
         close(fd);
         return rc;
     }
@@ -85,16 +137,10 @@ static int remove_entry(struct remove_ctx *r, int dir_fd, const char *name, unsi
         }
         return -EEXIST;
     }
-    fd = remove_open_dir(dir_fd, name);
+    fd = remove_open_dir(dir_fd, name, r->dev);
     if (fd < 0)
         return fd == -ENOENT ? 0 : fd;
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
-    } else if (st.st_dev != r->dev) {
-        rc = -EXDEV; /* a mount point: never remove another filesystem's files */
-    } else {
-        rc = remove_contents(r, fd, depth + 1);
-    }
+    rc = remove_contents(r, fd, depth + 1);
     close(fd);
     if (rc == 0 && unlinkat(dir_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
         rc = -errno;
@@ -144,10 +190,10 @@ int util_remove_tree(const char *path)
         return -errno;
     if (!S_ISDIR(st.st_mode))
         return unlink(path) < 0 ? -errno : 0;
-    r.top_fd = remove_open_dir(AT_FDCWD, path);
+    r.dev = st.st_dev;
+    r.top_fd = remove_open_dir(AT_FDCWD, path, r.dev);
     if (r.top_fd < 0)
         return r.top_fd;
-    r.dev = st.st_dev;
     rc = remove_contents(&r, r.top_fd, 0);
     close(r.top_fd);
     if (rc == 0 && rmdir(path) < 0)

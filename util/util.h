@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 /* --- logging (log.c) ---
@@ -68,14 +69,27 @@ static inline uint64_t clock_real_us(void)
  * n + 1. 0 or -ENOMEM (*arr and *cap unchanged). */
 int array_reserve(void **arr, size_t *cap, size_t n, size_t elem);
 
-/* --- files (file.c) --- */
+/* --- files (file.c) ---
+ *
+ * util_mkdir_p and util_write_all allocate nothing and call only system
+ * calls, so a sandbox child between clone and exec may use them. */
+
+/* mkdir -p: makes path and its missing parents with mode (before umask).
+ * Existing ones are fine, whatever they are (the caller opens path next and
+ * finds out). -ENAMETOOLONG when path has PATH_MAX bytes or more. */
+int util_mkdir_p(const char *path, mode_t mode);
+
+/* Writes all len bytes of buf to fd, retrying after EINTR and short writes.
+ * 0, a negative errno, or -EIO when write makes no progress. */
+int util_write_all(int fd, const void *buf, size_t len);
 
 /* Removes path and everything below it without following symlinks,
  * making directories readable and writable as needed (an action may leave
- * mode 000 files or read-only directories). A mount point inside stops it
- * with -EXDEV (another filesystem's files are never removed). Deep trees are
- * removed with a bounded number of open fds (deeper levels are moved up
- * first). -ENOENT when path does not exist. */
+ * mode 000 files or read-only directories). A mount point inside is left
+ * as it is, its mode included (another filesystem's files are never
+ * removed), and makes the call -EXDEV. Removes what it can and returns the
+ * first error. Deep trees are removed with a bounded number of open fds
+ * (deeper levels are moved up first). -ENOENT when path does not exist. */
 int util_remove_tree(const char *path);
 
 #endif

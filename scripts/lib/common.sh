@@ -13,7 +13,7 @@ CASBOX_PACKAGES=(
   libcmocka-dev libssl-dev libinih-dev libcurl4-openssl-dev
   bazel-bootstrap bazel-bootstrap-source
   python3-grpcio python3-protobuf
-  bubblewrap time dpkg-dev clang-format
+  bubblewrap time dpkg-dev clang-format clang libclang-rt-14-dev
   debhelper lintian rpm rpm2cpio debootstrap systemd
 )
 
@@ -171,7 +171,19 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 # casbox_abs DIR: DIR made absolute relative to the repository root.
 casbox_abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$CASBOX_ROOT/$1" ;; esac; }
 
-# The directory for test caches (zlib sources, generated Python protos).
+# Test caches (docs/testing.md, "Caches and downloads").  Two kinds:
+# - cheap ones, made again in seconds through apt and protoc (zlib sources,
+#   generated Python protos): casbox_test_cache, $CASBOX_TEST_CACHE;
+# - large fixtures, minutes to make (debootstrap roots and their .debs):
+#   casbox_fixture_cache, $CASBOX_FIXTURE_CACHE, by default the same dir.
+# `scripts/test --fresh-caches` (CI) points the first at an empty temporary
+# dir and keeps the second; `scripts/test --fresh` empties both.
+casbox_default_test_cache() {
+  printf '%s\n' "${XDG_CACHE_HOME:-$HOME/.cache}/casbox-test"
+}
 casbox_test_cache() {
-  printf '%s\n' "${CASBOX_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/casbox-test}"
+  printf '%s\n' "${CASBOX_TEST_CACHE:-$(casbox_default_test_cache)}"
+}
+casbox_fixture_cache() {
+  printf '%s\n' "${CASBOX_FIXTURE_CACHE:-$(casbox_test_cache)}"
 }

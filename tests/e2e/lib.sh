@@ -72,9 +72,12 @@ _e2e_exit() {
   if [ "${E2E_KEEP_TMP:-0}" = 1 ]; then
     log "kept $E2E_TMP"
   else
+    # A casboxd killed (SIGKILL, a timeout) leaves its FUSE mount
+    # <state>/cas/fuse behind, which rm cannot remove and must not walk.
+    e2e_unmount_under "$E2E_TMP"
     # Bazel leaves read-only directories in its output base.
     chmod -R u+w "$E2E_TMP" 2>/dev/null
-    rm -rf "$E2E_TMP"
+    rm -rf --one-file-system "$E2E_TMP"
   fi
   case "$rc" in
     0) log "PASS (logs: $E2E_LOG_DIR)" ;;
@@ -82,6 +85,18 @@ _e2e_exit() {
     *) log "exit status $rc (logs: $E2E_LOG_DIR)" ;;
   esac
   exit "$rc"
+}
+# e2e_unmount_under DIR: lazily unmount every mount at or below DIR (in this
+# mount namespace), deepest first.  Never fails.
+e2e_unmount_under() {
+  local m
+  [ -d "$1" ] || return 0
+  awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+    while read -r m; do
+      fusermount3 -u -z -q "$m" 2>/dev/null || umount -l "$m" 2>/dev/null ||
+        log "cannot unmount $m (left behind)"
+    done
+  return 0
 }
 trap _e2e_exit EXIT
 trap 'exit 130' INT

@@ -12,12 +12,15 @@
 #     pulls the dependencies from the mirror, creates the user casbox and
 #     /var/lib/casbox; `casboxd --version` prints the project version; the
 #     packaged config lists every key with its default; casboxd started as
-#     casbox with the packaged config (and a --listen override) answers
-#     GetCapabilities from the host, stores a blob under /var/lib/casbox, and
-#     exits 0 on SIGTERM; a reinstall keeps a local edit of the conffile; purge
-#     removes /etc/casbox and /var/lib/casbox.
-# The Debian root is cached in ${CASBOX_TEST_CACHE:-~/.cache/casbox-test}/
-# debootstrap-<codename>/ (delete it to rebuild it), with the .debs apt
+#     casbox with the packaged config (and a --listen override), once with a
+#     /dev/fuse of mode 0600 (it stages by hardlinks) and once 0666 (through
+#     FUSE), whatever the host's mode, answers GetCapabilities from the host,
+#     stores a blob under /var/lib/casbox, and exits 0 on SIGTERM leaving no
+#     mount; a reinstall keeps a local edit of the conffile; purge removes
+#     /etc/casbox and /var/lib/casbox.
+# The Debian root is cached in $(casbox_fixture_cache)/debootstrap-<codename>/
+# (${CASBOX_FIXTURE_CACHE:-${CASBOX_TEST_CACHE:-~/.cache/casbox-test}}; delete it
+# to make it again, tests/e2e/debootstrap_root.sh), with the .debs apt
 # downloaded into it beside it in debootstrap-<codename>-debs/.  The chroot
 # part runs in a private mount namespace (unshare -m), so its /proc and /dev
 # mounts disappear with it, even when the test is killed.
@@ -190,27 +193,18 @@ apt-get indextargets --format '$(TARGET_OF) $(CREATED_BY) $(ARCHITECTURE) $(REPO
 mirror="$(awk -v s="$codename" '$2 == s { print $1; exit }' "$E2E_TMP/archives")"
 [ -n "$mirror" ] || e2e_skip "apt has no Debian archive for $codename (see $E2E_TMP/archives): debootstrap cannot run"
 
-cache_dir="$(casbox_test_cache)"
-root_cache="$cache_dir/debootstrap-$codename"
+# The root is a cached fixture (debootstrap_root.sh makes it when missing).
+cache_dir="$(casbox_fixture_cache)"
 debs_cache="$cache_dir/debootstrap-$codename-debs"
 mkdir -p "$cache_dir" "$debs_cache"
-if [ ! -e "$root_cache/.casbox-complete" ]; then
-  rm -rf "$root_cache" "$root_cache".tmp.*
-  log "debootstrap --variant=minbase $codename from $mirror into $root_cache (once; log $E2E_LOG_DIR/debootstrap.log)"
-  if ! e2e_run debootstrap --variant=minbase "$codename" "$root_cache.tmp.$$" "$mirror" \
-      > "$E2E_LOG_DIR/debootstrap.log" 2>&1; then
-    tail -n 20 "$E2E_LOG_DIR/debootstrap.log" >&2
-    rm -rf "$root_cache.tmp.$$"
-    if grep -qiE 'Failed getting release file|Temporary failure|Could not resolve|Connection (refused|timed out)|unable to connect' \
-        "$E2E_LOG_DIR/debootstrap.log"; then
-      e2e_skip "debootstrap cannot reach $mirror (log $E2E_LOG_DIR/debootstrap.log)"
-    fi
-    e2e_fail "debootstrap failed (log $E2E_LOG_DIR/debootstrap.log)"
-  fi
-  rm -f "$root_cache.tmp.$$"/var/cache/apt/archives/*.deb
-  touch "$root_cache.tmp.$$/.casbox-complete"
-  mv "$root_cache.tmp.$$" "$root_cache"
-fi
+rc=0
+e2e_run "$E2E_DIR/debootstrap_root.sh" "$codename" "$mirror" "$cache_dir/debootstrap-$codename" \
+  "$E2E_LOG_DIR/debootstrap.log" > "$E2E_TMP/root-cache" || rc=$?
+case "$rc" in
+  0) root_cache="$(cat "$E2E_TMP/root-cache")" ;;
+  77) e2e_skip "debootstrap cannot reach $mirror (log $E2E_LOG_DIR/debootstrap.log)" ;;
+  *) e2e_fail "no Debian root: tests/e2e/debootstrap_root.sh failed (log $E2E_LOG_DIR/debootstrap.log)" ;;
+esac
 
 root="$E2E_TMP/root"
 log "copying the cached root to $root"
@@ -221,6 +215,11 @@ rm -f "$root/.casbox-complete"
 awk '{ c[$1 " " $2] = c[$1 " " $2] " " $3 } END { for (k in c) print "deb " k c[k] }' "$E2E_TMP/archives" |
   sort > "$root/etc/apt/sources.list"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2> /dev/null || true
+# What systemd-tmpfiles makes at boot on the systems the package is for
+# (/usr/lib/tmpfiles.d/debian.conf), and a chroot lacks: without it
+# fusermount3 cannot unmount, so where /dev/fuse is 0666 the casbox user's
+# daemon would leave its FUSE mount behind on SIGTERM.
+[ -e "$root/etc/mtab" ] || ln -s ../proc/self/mounts "$root/etc/mtab"
 # Nothing may start services inside (there is no systemd in the root anyway).
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
 chmod 0755 "$root/usr/sbin/policy-rc.d"
@@ -238,7 +237,16 @@ e2e_run env ROOT="$root" PORT="$port" VERSION="$version" PY="$PY" E2E_DIR="$E2E_
   in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive "$@"; }
   daemon=""
-  trap '\''[ -n "$daemon" ] && kill -KILL "$daemon" 2> /dev/null; exit 143'\'' TERM INT
+  # A failed check exits with the daemon still running: it must not outlive
+  # the test (it is no child of the test once this shell is gone).
+  stop_daemon() {
+    [ -n "$daemon" ] || return 0
+    kill -KILL "$daemon" 2> /dev/null || true
+    wait "$daemon" 2> /dev/null || true
+    daemon=""
+  }
+  trap stop_daemon EXIT
+  trap "exit 143" TERM INT
   mount -t proc proc "$ROOT/proc"
   mount --rbind /dev "$ROOT/dev"
 
@@ -290,38 +298,71 @@ e2e_run env ROOT="$root" PORT="$port" VERSION="$version" PY="$PY" E2E_DIR="$E2E_
   say "casboxd.conf: every key, defaults verified"
 
   # The daemon as systemd would run it: user casbox, the packaged config.
-  chroot --userspec="$uid:$gid" --groups="$gid" "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    /usr/sbin/casboxd --config /etc/casbox/casboxd.conf --listen "127.0.0.1:$PORT" \
-    > "$LOGS/casboxd-chroot.log" 2>&1 < /dev/null &
-  daemon=$!
-  for i in $(seq 1 300); do
-    grep -qF "casboxd: listening on 127.0.0.1:$PORT" "$LOGS/casboxd-chroot.log" && break
-    kill -0 "$daemon" 2> /dev/null || { cat "$LOGS/casboxd-chroot.log" >&2; fail "casboxd exited at start"; }
-    sleep 0.1
-  done
-  grep -qF "casboxd: listening" "$LOGS/casboxd-chroot.log" || { cat "$LOGS/casboxd-chroot.log" >&2; fail "casboxd did not start listening"; }
-  say "casboxd (pid $daemon) listening on 127.0.0.1:$PORT as casbox"
-  "$PY" "$E2E_DIR/reapi_client.py" --target "127.0.0.1:$PORT" capabilities > "$E2E_TMP/caps.txt" ||
-    fail "GetCapabilities failed"
-  grep -q SHA256 "$E2E_TMP/caps.txt" || { cat "$E2E_TMP/caps.txt" >&2; fail "GetCapabilities names no SHA256"; }
-  "$PY" "$E2E_DIR/reapi_client.py" --target "127.0.0.1:$PORT" exec-enabled ||
-    fail "the packaged config does not enable execution"
-  hash="$(cd "$E2E_DIR" && "$PY" -c "
+  # Its input staging (auto) depends on /dev/fuse: FUSE where the user may
+  # open it (0666, as distributions ship it), else hardlinks (0600).  Both
+  # run here, whatever the host has: the chroot gets a /dev/fuse node of each
+  # mode in turn, bound over its /dev/fuse in this private mount namespace
+  # (the host'\''s /dev/fuse is never changed).
+  modes="host"
+  if [ -c /dev/fuse ]; then
+    modes="0600 0666"
+    mkdir -p "$E2E_TMP/devnodes"
+    mount -t tmpfs -o mode=0755,size=64k casbox-devnodes "$E2E_TMP/devnodes"
+    read -r maj min < <(stat -c "%t %T" /dev/fuse)
+    for m in $modes; do mknod -m "$m" "$E2E_TMP/devnodes/fuse-$m" c "$((16#$maj))" "$((16#$min))"; done
+  else
+    say "the host has no /dev/fuse: one round, hardlink staging"
+  fi
+  n=0
+  for mode in $modes; do
+    n=$((n + 1))
+    dlog="$LOGS/casboxd-chroot-$mode.log"
+    [ "$mode" = host ] || mount --bind "$E2E_TMP/devnodes/fuse-$mode" "$ROOT/dev/fuse"
+    chroot --userspec="$uid:$gid" --groups="$gid" "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+      /usr/sbin/casboxd --config /etc/casbox/casboxd.conf --listen "127.0.0.1:$PORT" \
+      > "$dlog" 2>&1 < /dev/null &
+    daemon=$!
+    for i in $(seq 1 300); do
+      grep -qF "casboxd: listening on 127.0.0.1:$PORT" "$dlog" && break
+      kill -0 "$daemon" 2> /dev/null || { cat "$dlog" >&2; fail "casboxd exited at start (/dev/fuse $mode)"; }
+      sleep 0.1
+    done
+    grep -qF "casboxd: listening" "$dlog" || { cat "$dlog" >&2; fail "casboxd did not start listening (/dev/fuse $mode)"; }
+    staging="$(grep -m1 -o "input staging: .*" "$dlog" || echo "no input staging line")"
+    say "/dev/fuse $mode: casboxd (pid $daemon) listening on 127.0.0.1:$PORT as casbox; $staging"
+    case "$mode" in
+      0600) [[ "$staging" == "input staging: hardlink "* ]] || fail "/dev/fuse 0600: want hardlink staging, got: $staging" ;;
+      0666) [[ "$staging" == "input staging: fuse, "* ]] || fail "/dev/fuse 0666: want FUSE staging, got: $staging" ;;
+    esac
+    "$PY" "$E2E_DIR/reapi_client.py" --target "127.0.0.1:$PORT" capabilities > "$E2E_TMP/caps.txt" ||
+      fail "GetCapabilities failed"
+    grep -q SHA256 "$E2E_TMP/caps.txt" || { cat "$E2E_TMP/caps.txt" >&2; fail "GetCapabilities names no SHA256"; }
+    "$PY" "$E2E_DIR/reapi_client.py" --target "127.0.0.1:$PORT" exec-enabled ||
+      fail "the packaged config does not enable execution"
+    hash="$(cd "$E2E_DIR" && "$PY" -c "
 import reapi_client as rc
 c = rc.Client(\"127.0.0.1:$PORT\")
-d = c.upload_blob(b\"casbox package test\n\")
+d = c.upload_blob(b\"casbox package test, round $n\n\")
 assert c.find_missing([d]) == [], \"the blob is missing after upload\"
 print(d.hash)")" || fail "the blob round trip failed"
-  blob="$(find "$ROOT/var/lib/casbox/cas" -name "$hash" -type f | head -n 1)"
-  [ -n "$blob" ] || fail "no blob $hash under /var/lib/casbox/cas"
-  [ "$(stat -c %u "$blob")" = "$uid" ] || fail "$blob is not owned by casbox"
-  say "GetCapabilities, execution enabled, blob stored in ${blob#$ROOT}"
-  kill -TERM "$daemon"
-  rc=0
-  wait "$daemon" || rc=$?
-  daemon=""
-  [ "$rc" = 0 ] || { cat "$LOGS/casboxd-chroot.log" >&2; fail "casboxd exited $rc on SIGTERM, want 0"; }
-  say "casboxd exited 0 on SIGTERM"
+    # By its path in the CAS layout, not by walking the state dir: with FUSE
+    # staging casboxd has its input tree mounted at cas/fuse, which no other
+    # user (root included) may enter (no allow_other).
+    blob="$ROOT/var/lib/casbox/cas/blobs/${hash:0:2}/$hash"
+    [ -f "$blob" ] || fail "no blob $hash at ${blob#$ROOT} (<state>/cas/blobs/<aa>/<hash>)"
+    [ "$(stat -c %u "$blob")" = "$uid" ] || fail "$blob is not owned by casbox"
+    say "GetCapabilities, execution enabled, blob stored in ${blob#$ROOT}"
+    kill -TERM "$daemon"
+    rc=0
+    wait "$daemon" || rc=$?
+    daemon=""
+    [ "$rc" = 0 ] || { cat "$dlog" >&2; fail "casboxd exited $rc on SIGTERM, want 0 (/dev/fuse $mode)"; }
+    # With FUSE staging it must have unmounted cas/fuse.
+    left="$(awk -v p="$ROOT/var/lib/casbox/" "index(\$5, p) == 1 { print \$5 }" /proc/self/mountinfo)"
+    [ -z "$left" ] || { cat "$dlog" >&2; fail "casboxd left mounts behind after SIGTERM: $left"; }
+    [ "$mode" = host ] || umount "$ROOT/dev/fuse"
+    say "casboxd exited 0 on SIGTERM, no mount left under /var/lib/casbox"
+  done
 
   # Upgrade path: a reinstall keeps a local edit of the conffile.
   echo "# local edit" >> "$ROOT/etc/casbox/casboxd.conf"
