@@ -30,9 +30,14 @@
 #define MAP_LOG_HEADER "casbox-asset-map 1"
 #define MAP_MAX_LINE   (2 * ASSET_MAX_KEY_BYTES + 256)
 
+/* The least-recently-used list; the map's own link is its head. */
+struct map_link {
+    struct map_link *prev, *next; /* lru.next is the most recent */
+};
+
 struct map_node {
-    struct map_node *chain;       /* next in the bucket */
-    struct map_node *prev, *next; /* the LRU list: lru.next is the most recent */
+    struct map_link link;   /* first: a link is its node */
+    struct map_node *chain; /* next in the bucket */
     uint64_t hash;
     struct asset_entry e;
     size_t key_len;
@@ -43,7 +48,7 @@ struct asset_map {
     pthread_mutex_t lock;
     struct map_node **buckets;
     size_t n_buckets; /* a power of two */
-    struct map_node lru;
+    struct map_link lru;
     size_t count, max;
     char *path;
     FILE *log;
@@ -73,18 +78,23 @@ static struct map_node **map_slot(struct asset_map *m, const uint8_t *key, size_
     return p;
 }
 
+static struct map_node *lru_node(struct map_link *l)
+{
+    return (struct map_node *)l;
+}
+
 static void lru_unlink(struct map_node *n)
 {
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
+    n->link.prev->next = n->link.next;
+    n->link.next->prev = n->link.prev;
 }
 
 static void lru_push_front(struct asset_map *m, struct map_node *n)
 {
-    n->next = m->lru.next;
-    n->prev = &m->lru;
-    m->lru.next->prev = n;
-    m->lru.next = n;
+    n->link.next = m->lru.next;
+    n->link.prev = &m->lru;
+    m->lru.next->prev = &n->link;
+    m->lru.next = &n->link;
 }
 
 /* Takes n out of the table and the list; the caller frees it. */
@@ -287,9 +297,11 @@ static int map_compact(struct asset_map *m)
         return -ENOMEM;
     }
     fprintf(f, "%s\n", MAP_LOG_HEADER);
-    for (struct map_node *n = m->lru.prev; n != &m->lru; n = n->prev)
-        map_log_put(f, n->key, n->key_len, &n->e);
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || ferror(f)) {
+    for (struct map_link *l = m->lru.prev; l != &m->lru; l = l->prev)
+        map_log_put(f, lru_node(l)->key, lru_node(l)->key_len, &lru_node(l)->e);
+    /* No fsync: the log is a cache, and a log lost with the machine costs
+     * downloads, not correctness. */
+    if (fflush(f) != 0 || ferror(f)) {
         int rc = -errno;
 
         fclose(f);
@@ -342,7 +354,7 @@ static void map_log_remove(struct asset_map *m, const uint8_t *key, size_t key_l
 static void map_evict(struct asset_map *m, bool log)
 {
     while (m->count > m->max) {
-        struct map_node *victim = m->lru.prev;
+        struct map_node *victim = lru_node(m->lru.prev);
 
         map_detach(m, victim);
         if (log)
@@ -400,13 +412,13 @@ int asset_map_open(const char *path, size_t max_entries, struct asset_map **out)
 
 void asset_map_close(struct asset_map *m)
 {
-    struct map_node *n, *next;
+    struct map_link *l, *next;
 
     if (m == NULL)
         return;
-    for (n = m->lru.next; n != NULL && n != &m->lru; n = next) {
-        next = n->next;
-        free(n);
+    for (l = m->lru.next; l != NULL && l != &m->lru; l = next) {
+        next = l->next;
+        free(lru_node(l));
     }
     if (m->log != NULL)
         fclose(m->log);
