@@ -5,6 +5,10 @@
  * struct casbox_config, its bounds and a one-line description. Parsing, bounds
  * checking and config_print all walk that table, so a key cannot be parsed
  * without being bounded and documented.
+ *
+ * Execution environments are the exception: one [environment.NAME] section
+ * each (at most CONFIG_MAX_ENVIRONMENTS), with the keys image and root,
+ * parsed by config_set_environment and printed after the table.
  */
 #include "config.h"
 
@@ -16,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 enum config_type { CONFIG_STRING, CONFIG_SIZE, CONFIG_BOOL };
@@ -253,9 +258,126 @@ static int config_parse_bool(const char *s, bool *out)
     return -EINVAL;
 }
 
+#define CONFIG_ENV_PREFIX "environment."
+
+/* One key of [environment.NAME]: finds NAME or adds it. */
+static int config_set_environment(struct casbox_config *cfg, const char *name, const char *key,
+                                  const char *value, char *err, size_t err_len)
+{
+    struct casbox_environment *env = NULL;
+    char *field;
+    size_t cap;
+
+    if (name[0] == '\0' || strlen(name) >= sizeof(env->name)) {
+        snprintf(err, err_len, "[" CONFIG_ENV_PREFIX "%s]: the name must be 1 to %zu bytes", name,
+                 sizeof(env->name) - 1);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < cfg->n_environments && env == NULL; i++)
+        if (strcmp(cfg->environments[i].name, name) == 0)
+            env = &cfg->environments[i];
+    if (strcmp(key, "image") == 0) {
+        cap = sizeof(env->image);
+    } else if (strcmp(key, "root") == 0) {
+        cap = sizeof(env->root);
+    } else {
+        snprintf(err, err_len, "[" CONFIG_ENV_PREFIX "%s] %s: unknown key (image and root are)",
+                 name, key);
+        return -EINVAL;
+    }
+    if (strlen(value) >= cap) {
+        snprintf(err, err_len, "[" CONFIG_ENV_PREFIX "%s] %s: value longer than %zu bytes", name,
+                 key, cap - 1);
+        return -EINVAL;
+    }
+    if (env == NULL) {
+        if (cfg->n_environments == CONFIG_MAX_ENVIRONMENTS) {
+            snprintf(err, err_len, "[" CONFIG_ENV_PREFIX "%s]: more than %d execution environments",
+                     name, CONFIG_MAX_ENVIRONMENTS);
+            return -EINVAL;
+        }
+        env = &cfg->environments[cfg->n_environments++];
+        memset(env, 0, sizeof(*env));
+        memcpy(env->name, name, strlen(name) + 1);
+    }
+    field = strcmp(key, "image") == 0 ? env->image : env->root;
+    memcpy(field, value, strlen(value) + 1);
+    return 0;
+}
+
+const struct casbox_environment *config_environment_find(const struct casbox_config *cfg,
+                                                         const char *image)
+{
+    for (size_t i = 0; i < cfg->n_environments; i++)
+        if (strcmp(cfg->environments[i].image, image) == 0)
+            return &cfg->environments[i];
+    return NULL;
+}
+
+void config_environment_list(const struct casbox_config *cfg, char *out, size_t len)
+{
+    size_t used = 0;
+
+    if (len == 0)
+        return;
+    snprintf(out, len, "%s", cfg->n_environments == 0 ? "none" : "");
+    for (size_t i = 0; i < cfg->n_environments; i++) {
+        int n =
+            snprintf(out + used, len - used, "%s'%s'", i ? ", " : "", cfg->environments[i].image);
+
+        if (n < 0 || (size_t)n >= len - used) {
+            if (len >= 4)
+                memcpy(out + len - 4, "...", 4);
+            return;
+        }
+        used += (size_t)n;
+    }
+}
+
+/* Every environment complete, its image unique, its root a directory. */
+static int config_finish_environments(const struct casbox_config *cfg, char *err, size_t err_len)
+{
+    for (size_t i = 0; i < cfg->n_environments; i++) {
+        const struct casbox_environment *env = &cfg->environments[i];
+        struct stat st;
+
+        if (env->image[0] == '\0' || env->root[0] == '\0') {
+            snprintf(err, err_len, "[" CONFIG_ENV_PREFIX "%s]: needs both image and root",
+                     env->name);
+            return -EINVAL;
+        }
+        if (config_environment_find(cfg, env->image) != env) {
+            snprintf(err, err_len,
+                     "[" CONFIG_ENV_PREFIX "%s]: image '%s' is already the image of "
+                     "[" CONFIG_ENV_PREFIX "%s]",
+                     env->name, env->image, config_environment_find(cfg, env->image)->name);
+            return -EINVAL;
+        }
+        if (env->root[0] != '/') {
+            snprintf(err, err_len, "[" CONFIG_ENV_PREFIX "%s] root '%s' is not an absolute path",
+                     env->name, env->root);
+            return -EINVAL;
+        }
+        if (stat(env->root, &st) != 0) {
+            snprintf(err, err_len, "[" CONFIG_ENV_PREFIX "%s] root %s: %s", env->name, env->root,
+                     strerror(errno));
+            return -EINVAL;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            snprintf(err, err_len, "[" CONFIG_ENV_PREFIX "%s] root %s is not a directory",
+                     env->name, env->root);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 int config_set(struct casbox_config *cfg, const char *section, const char *key, const char *value,
                char *err, size_t err_len)
 {
+    if (section != NULL && strncmp(section, CONFIG_ENV_PREFIX, strlen(CONFIG_ENV_PREFIX)) == 0)
+        return config_set_environment(cfg, section + strlen(CONFIG_ENV_PREFIX), key, value, err,
+                                      err_len);
     for (size_t i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++) {
         const struct config_key *k = &config_keys[i];
         char *field = (char *)cfg + k->offset;
@@ -431,7 +553,7 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         snprintf(err, err_len, "no state directory: pass --state-dir or set [server] state_dir");
         return -EINVAL;
     }
-    return 0;
+    return config_finish_environments(cfg, err, err_len);
 }
 
 void config_print(const struct casbox_config *cfg, FILE *out)
@@ -463,5 +585,20 @@ void config_print(const struct casbox_config *cfg, FILE *out)
             fprintf(out, "%s = %s\n", config_key_name(k), *(const bool *)field ? "true" : "false");
             break;
         }
+    }
+    fprintf(out,
+            "\n# Execution environments: one [" CONFIG_ENV_PREFIX
+            "NAME] section each (at most %d):\n"
+            "# actions whose platform property container-image equals image run on the\n"
+            "# root tree root (read-only) instead of the host's /usr, /bin, /lib*, /etc.\n",
+            CONFIG_MAX_ENVIRONMENTS);
+    if (cfg->n_environments == 0)
+        fprintf(out, "# [" CONFIG_ENV_PREFIX "debian-sid]\n# image = debian-sid\n"
+                     "# root = /var/lib/casbox/roots/debian-sid\n");
+    for (size_t i = 0; i < cfg->n_environments; i++) {
+        const struct casbox_environment *env = &cfg->environments[i];
+
+        fprintf(out, "[" CONFIG_ENV_PREFIX "%s]\nimage = %s\nroot = %s\n", env->name, env->image,
+                env->root);
     }
 }

@@ -3,7 +3,8 @@
  * overrides, and the bounds of every key.
  *
  * The file is INI (parsed by Debian's libinih): [server], [cas], [execution]
- * and [asset] sections; docs/configuration.md lists every key. Sizes accept
+ * and [asset] sections, and one [environment.NAME] section per execution
+ * environment; docs/configuration.md lists every key. Sizes accept
  * K/M/G/T suffixes (powers of 1024), durations are seconds.
  */
 #ifndef CASBOX_CONFIG_H
@@ -14,6 +15,17 @@
 #include <stdio.h>
 
 #define CONFIG_MAX_LIST 32
+/* [environment.NAME] sections: named root filesystems (docs/configuration.md). */
+#define CONFIG_MAX_ENVIRONMENTS 64
+
+/* One execution environment: actions whose platform property container-image
+ * equals image run on root (a root tree on the host, bound read-only) instead
+ * of the host's allow-list. */
+struct casbox_environment {
+    char name[64];   /* NAME of the [environment.NAME] section */
+    char image[256]; /* the container-image value that selects it */
+    char root[512];  /* absolute path of the root tree on the host */
+};
 
 struct casbox_config {
     /* [server] */
@@ -64,6 +76,10 @@ struct casbox_config {
     uint64_t asset_max_fetches;            /* downloads at once */
     uint64_t asset_max_mappings;           /* URI -> digest entries remembered */
     char asset_allowed_url_prefixes[4096]; /* space-separated; empty: no download */
+
+    /* [environment.NAME] sections, in file order */
+    struct casbox_environment environments[CONFIG_MAX_ENVIRONMENTS];
+    size_t n_environments;
 };
 
 /* Fills the compiled-in defaults. */
@@ -72,13 +88,23 @@ void config_init_defaults(struct casbox_config *cfg);
  * message naming the file, line and key into err and returns -EINVAL (or
  * -errno when the file cannot be read). */
 int config_load_file(struct casbox_config *cfg, const char *path, char *err, size_t err_len);
-/* Sets one key ("section.key" or bare "key"), checking bounds. */
+/* Sets one key ("section.key" or bare "key"), checking bounds. Section
+ * "environment.NAME" adds (or updates) the environment NAME: keys image and
+ * root. */
 int config_set(struct casbox_config *cfg, const char *section, const char *key, const char *value,
                char *err, size_t err_len);
-/* Checks cross-key constraints and resolves derived defaults (exec_slots 0). */
+/* Checks cross-key constraints and resolves derived defaults (exec_slots 0).
+ * Every environment needs an image, unique among them, and a root that is an
+ * existing directory (given as an absolute path). */
 int config_finish(struct casbox_config *cfg, char *err, size_t err_len);
 /* Writes the effective configuration as an INI file with comments. */
 void config_print(const struct casbox_config *cfg, FILE *out);
+/* The environment whose image is image, or NULL. */
+const struct casbox_environment *config_environment_find(const struct casbox_config *cfg,
+                                                         const char *image);
+/* The known images, quoted and comma-separated ("'a', 'b'"), or "none", into
+ * out (truncated with "..." when it does not fit). */
+void config_environment_list(const struct casbox_config *cfg, char *out, size_t len);
 /* Parses "12", "4K", "16M", "1G", "2T". -EINVAL on garbage or overflow. */
 int config_parse_size(const char *s, uint64_t *out);
 

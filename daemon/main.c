@@ -411,6 +411,9 @@ int main(int argc, char **argv)
           " slots), remote asset API %s",
           d.cfg.state_dir, d.cfg.cas_max_bytes, d.exec ? "on" : "off", d.cfg.exec_slots,
           d.asset ? "on" : "off");
+    for (size_t i = 0; i < d.cfg.n_environments; i++)
+        LOG_I("execution environment %s: container-image '%s' runs on %s",
+              d.cfg.environments[i].name, d.cfg.environments[i].image, d.cfg.environments[i].root);
     fprintf(stderr, "casboxd: listening on %s\n", d.cfg.listen);
 
     for (;;) {

@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct subtree_size {
     uint64_t files;
@@ -316,6 +317,21 @@ static int build_outputs(struct action *act, struct reapi_status *st)
     return 0;
 }
 
+/* The value of the (validated) property container-image when it selects
+ * one of cfg's execution environments, else NULL (none, or an image that
+ * execution accepted_properties lets through onto the host's root). */
+static const char *platform_environment(const Platform *p, const struct casbox_config *cfg)
+{
+    for (size_t i = 0; p != NULL && i < p->n_properties; i++) {
+        const char *name = p->properties[i]->name ? p->properties[i]->name : "";
+        const char *value = p->properties[i]->value ? p->properties[i]->value : "";
+
+        if (strcasecmp(name, "container-image") == 0 && config_environment_find(cfg, value))
+            return value;
+    }
+    return NULL;
+}
+
 /* The Command: decoded, validated, its outputs listed. -ENOENT when absent. */
 static int load_command(struct cas_store *cas, struct action *act, const struct casbox_config *cfg,
                         struct reapi_status *st)
@@ -338,6 +354,7 @@ static int load_command(struct cas_store *cas, struct action *act, const struct 
     rc = action_validate_platform(platform, cfg, &act->network, st);
     if (rc != 0)
         return rc;
+    act->container_image = platform_environment(platform, cfg);
     return build_outputs(act, st);
 }
 

@@ -80,6 +80,26 @@ static int spec_argv(const Command *cmd, struct sandbox_spec *spec)
     return rc;
 }
 
+/* The root tree of the execution environment the action's container-image
+ * selected when it was loaded; a reload may have removed it since. */
+static int spec_root(const char *image, const struct casbox_config *cfg, struct sandbox_spec *spec,
+                     struct reapi_status *st)
+{
+    const struct casbox_environment *env = config_environment_find(cfg, image);
+    char known[512];
+
+    if (env == NULL) {
+        config_environment_list(cfg, known, sizeof(known));
+        reapi_status_set(st, GRPC_STATUS_FAILED_PRECONDITION,
+                         "platform property container-image=%.300s: no execution environment of "
+                         "this server has that image any more (the config was reloaded); known "
+                         "images: %s",
+                         image, known);
+        return -EINVAL;
+    }
+    return sandbox_spec_set_string(&spec->root_dir, env->root);
+}
+
 int action_spec_build(const struct action *act, const struct casbox_config *cfg,
                       const struct action_scratch *scratch, struct sandbox_spec *spec,
                       struct action_spec_notes *notes, struct reapi_status *st)
@@ -115,6 +135,8 @@ int action_spec_build(const struct action *act, const struct casbox_config *cfg,
         rc = sandbox_spec_set_string(&spec->exec_root_path, SANDBOX_EXEC_ROOT);
     if (rc == 0)
         rc = sandbox_spec_set_string(&spec->cwd, cwd ? cwd : SANDBOX_EXEC_ROOT);
+    if (rc == 0 && act->container_image != NULL)
+        rc = spec_root(act->container_image, cfg, spec, st);
     if (rc == 0)
         rc = sandbox_spec_set_string(&spec->stdout_path, scratch->stdout_path);
     if (rc == 0)

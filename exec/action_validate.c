@@ -497,12 +497,25 @@ int action_validate_platform(const Platform *p, const struct casbox_config *cfg,
                                  value);
                 return -EINVAL;
             }
+        } else if (strcasecmp(name, "container-image") == 0) {
+            char known[512];
+
+            if (config_environment_find(cfg, value) != NULL ||
+                name_in_list(cfg->exec_accepted_properties, name))
+                continue;
+            config_environment_list(cfg, known, sizeof(known));
+            reapi_status_set(st, GRPC_STATUS_FAILED_PRECONDITION,
+                             "platform property container-image=%.300s: no execution environment "
+                             "of this server has that image; known images: %s "
+                             "([environment.NAME] image in the config)",
+                             value, known);
+            return -EINVAL;
         } else if (!name_in_list(cfg->exec_accepted_properties, name)) {
             const char *list = cfg->exec_accepted_properties;
 
             reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
                              "platform property '%.200s' (= '%.200s') is not supported by this "
-                             "server: it knows OSFamily and network%s%.300s%s",
+                             "server: it knows OSFamily, network and container-image%s%.300s%s",
                              name, value, list[0] ? ", and accepts " : "", list,
                              list[0] ? " (execution accepted_properties)"
                                      : " (add it to execution accepted_properties to accept it)");

@@ -92,7 +92,11 @@ struct action {
     size_t n_outputs;
     bool output_paths_api; /* the Command used output_paths */
 
-    bool network;        /* platform property network=on (only when the config allows it) */
+    bool network; /* platform property network=on (only when the config allows it) */
+    /* The platform property container-image when it names one of the
+     * config's execution environments (the action runs on its root); NULL:
+     * the host's allow-list. Points into the Action or Command. */
+    const char *container_image;
     uint64_t timeout_ms; /* Action.timeout rounded up to ms; 0 when none was asked */
 
     struct action_input_dir *dirs; /* every distinct Directory; dirs[0] is the input root */
@@ -111,8 +115,11 @@ struct action {
  * are listed in st (FAILED_PRECONDITION). Validates the Command (arguments,
  * environment, output paths, working directory), the platform properties
  * against cfg (OSFamily=Linux; network=on|off, on only when
- * cfg->exec_allow_network; anything else only when named in
- * cfg->exec_accepted_properties; names compared case-insensitively), the
+ * cfg->exec_allow_network; container-image naming an execution environment's
+ * image, else FAILED_PRECONDITION listing the known images unless
+ * container-image is in cfg->exec_accepted_properties; anything else only
+ * when named in cfg->exec_accepted_properties; names compared
+ * case-insensitively), the
  * timeout, and every Directory (canonical names and order, digests, symlink
  * targets: relative and not leaving the input root). Bounded by the
  * ACTION_MAX_* constants above; input bytes are not bounded. */
@@ -230,7 +237,9 @@ struct action_spec_notes {
  * capped at cfg->exec_max_timeout), memory, pids and stdio limits from cfg,
  * stdout/stderr to the scratch files, stdin /dev/null, the caller's uid,
  * network per the platform property, seccomp per cfg->exec_seccomp
- * ("default", "strict", "none" or an absolute policy file path). */
+ * ("default", "strict", "none" or an absolute policy file path), the root
+ * filesystem from the execution environment act->container_image selects
+ * (FAILED_PRECONDITION when a reload removed it), else the host's. */
 int action_spec_build(const struct action *act, const struct casbox_config *cfg,
                       const struct action_scratch *scratch, struct sandbox_spec *spec,
                       struct action_spec_notes *notes, struct reapi_status *st);

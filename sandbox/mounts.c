@@ -19,6 +19,10 @@
  *   /usr, /bin...   read-only binds; /bin, /lib* and /sbin mirror the host
  *                   (symlinks on a merged-/usr system)
  *   /etc/...        read-only binds of an allow-list only
+ *   or, when spec->root_dir names an execution environment's root tree,
+ *   instead of those two: every top-level entry of that tree (its /usr, /etc,
+ *   /var, ..., symlinks mirrored) but proc, dev, sys, tmp and the exec
+ *   root's first component, which are the sandbox's own
  *   /dev            tmpfs with bound null, zero, full, random, urandom, tty,
  *                   a private devpts, /dev/shm, and /dev/fd -> /proc/self/fd
  *   /tmp            private tmpfs
@@ -36,6 +40,7 @@
  * bubblewrap does. Finally pivot_root(".", ".") and a detach of the old root:
  * nothing else of the host is reachable.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -115,6 +120,7 @@ struct sandbox_mounts_plan {
     size_t cap;
     int *extra_fds; /* one per spec mount, -1 before it is mounted */
     size_t n_extra;
+    bool root_dir; /* built from spec->root_dir: /etc is one of its binds */
 };
 
 struct mounts_state {
@@ -392,6 +398,89 @@ int sandbox_overlay_escape(char *out, size_t cap, const char *path)
     return 0;
 }
 
+/* Names of a root tree's top level that the sandbox makes itself. */
+static bool mounts_root_dir_skips(const char *name, const struct sandbox_spec *spec)
+{
+    static const char *const own[] = {".", "..", "proc", "dev", "sys", "tmp"};
+    const char *exec_root = sandbox_spec_exec_root(spec) + 1;
+    size_t len = strcspn(exec_root, "/");
+
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (strcmp(name, own[i]) == 0)
+            return true;
+    return strlen(name) == len && strncmp(name, exec_root, len) == 0;
+}
+
+/* One top-level entry of a root tree at /NAME: a symlink is mirrored as it
+ * is (bin -> usr/bin, or an absolute target, resolves inside the new root as
+ * in the tree); a directory or file is bound; anything else is left out. */
+static int mounts_plan_root_entry(struct sandbox_mounts_plan *plan, const char *root,
+                                  const char *name, char *err, size_t err_len)
+{
+    char path[PATH_MAX], target[PATH_MAX];
+    struct mounts_op *op;
+    struct stat st;
+    ssize_t n;
+    int len = snprintf(path, sizeof(path), "%s/%s", root, name);
+
+    if (len < 0 || len >= (int)sizeof(path))
+        return mounts_fail(err, err_len, -ENAMETOOLONG, "root_dir entry", name);
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : mounts_fail(err, err_len, -errno, "stat", path);
+    if (!S_ISLNK(st.st_mode) && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+        return 0;
+    op = mounts_plan_add(plan);
+    if (op == NULL)
+        return -ENOMEM;
+    if (asprintf(&op->inside, "/%s", name) < 0) {
+        op->inside = NULL;
+        return -ENOMEM;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        n = readlink(path, target, sizeof(target) - 1);
+        if (n < 0)
+            return mounts_fail(err, err_len, -errno, "readlink", path);
+        target[n] = '\0';
+        op->kind = MOUNTS_OP_SYMLINK;
+        op->source = strdup(target);
+    } else {
+        op->kind = MOUNTS_OP_BIND;
+        op->is_dir = S_ISDIR(st.st_mode);
+        op->source = strdup(path);
+    }
+    return op->source == NULL ? -ENOMEM : 0;
+}
+
+/* The base plan of an execution environment: the top level of
+ * spec->root_dir, in name order. */
+static int mounts_plan_root_dir(struct sandbox_mounts_plan *plan, const struct sandbox_spec *spec,
+                                char *err, size_t err_len)
+{
+    char root[PATH_MAX];
+    struct dirent **names = NULL;
+    int n, rc = 0;
+
+    if (realpath(spec->root_dir, root) == NULL)
+        return mounts_fail(err, err_len, -errno, "root_dir", spec->root_dir);
+    if (strcmp(root, "/") == 0 || strcmp(root, NEW_ROOT) == 0 ||
+        strncmp(root, NEW_ROOT "/", strlen(NEW_ROOT) + 1) == 0) {
+        sandbox_error_set(err, err_len, "root_dir %s: cannot be / or under " NEW_ROOT,
+                          spec->root_dir);
+        return -EINVAL;
+    }
+    n = scandir(root, &names, NULL, alphasort);
+    if (n < 0)
+        return mounts_fail(err, err_len, -errno, "read root_dir", root);
+    for (int i = 0; i < n; i++) {
+        if (rc == 0 && !mounts_root_dir_skips(names[i]->d_name, spec))
+            rc = mounts_plan_root_entry(plan, root, names[i]->d_name, err, err_len);
+        free(names[i]);
+    }
+    free(names);
+    plan->root_dir = true;
+    return rc;
+}
+
 /* The base plan, in the caller. */
 static int mounts_plan_build(struct sandbox_mounts_plan *plan, const struct sandbox_spec *spec,
                              char *err, size_t err_len)
@@ -399,6 +488,10 @@ static int mounts_plan_build(struct sandbox_mounts_plan *plan, const struct sand
     char path[PATH_MAX];
     int rc;
 
+    if (spec->root_dir != NULL) {
+        rc = mounts_plan_root_dir(plan, spec, err, err_len);
+        goto extra;
+    }
     rc = mounts_plan_mirror(plan, "/usr", err, err_len);
     for (size_t i = 0; rc == 0 && i < sizeof(mounts_top_allow) / sizeof(mounts_top_allow[0]); i++) {
         snprintf(path, sizeof(path), "/%s", mounts_top_allow[i]);
@@ -408,6 +501,7 @@ static int mounts_plan_build(struct sandbox_mounts_plan *plan, const struct sand
         snprintf(path, sizeof(path), "/etc/%s", mounts_etc_allow[i]);
         rc = mounts_plan_mirror(plan, path, err, err_len);
     }
+extra:
     if (rc == 0 && spec->n_mounts > 0) {
         plan->extra_fds = malloc(spec->n_mounts * sizeof(*plan->extra_fds));
         if (plan->extra_fds == NULL)
@@ -771,7 +865,7 @@ int sandbox_mounts_build_root(const struct sandbox_spec *spec, struct sandbox_mo
         goto out;
     }
     rc = mounts_setup_proc(&s);
-    if (rc == 0 && mkdir(NEW_ROOT "/etc", 0755) != 0)
+    if (rc == 0 && !plan->root_dir && mkdir(NEW_ROOT "/etc", 0755) != 0)
         rc = mounts_fail(err, err_len, -errno, "mkdir", "/etc");
     for (size_t i = 0; rc == 0 && i < plan->n; i++)
         rc = mounts_apply_base(&s, &plan->ops[i]);

@@ -13,7 +13,9 @@
  * What the command sees: a new user (uid 0 or the caller's uid mapped), mount,
  * pid, net (loopback only unless network is set), ipc, uts and cgroup
  * namespace; a read-only root assembled from an allow-list of host paths
- * (/usr, /bin, /lib*, /sbin symlinks, selected /etc files); the exec root at
+ * (/usr, /bin, /lib*, /sbin symlinks, selected /etc files), or from the
+ * top-level entries of spec->root_dir (an execution environment's root
+ * tree, e.g. made with debootstrap); the exec root at
  * spec->exec_root_path (an overlay of the staged tree with a writable upper
  * layer); a private /tmp; a minimal /dev; a fresh /proc. No capabilities,
  * no_new_privs, a seccomp filter. Of casbox's own code this library uses
@@ -72,6 +74,14 @@ struct sandbox_spec {
     char *work_dir;
     char *exec_root_path; /* path inside the sandbox; SANDBOX_EXEC_ROOT */
     char *cwd;            /* absolute path inside the sandbox */
+
+    /* The root filesystem: NULL = the host's allow-list (/usr, /bin, /lib*,
+     * /sbin, some of /etc). Else an absolute host path of a root tree (an
+     * execution environment): every top-level entry of it except proc, dev,
+     * sys, tmp and the exec root's first component is bound read-only (or
+     * mirrored, for a symlink); /proc, /dev, /tmp and the exec root are the
+     * sandbox's own as with the allow-list. The tree is never written. */
+    char *root_dir;
 
     struct sandbox_mount *mounts; /* extra mounts, applied in order after the base root */
     size_t n_mounts;

@@ -44,6 +44,7 @@ void sandbox_spec_free(struct sandbox_spec *spec)
     free(spec->work_dir);
     free(spec->exec_root_path);
     free(spec->cwd);
+    free(spec->root_dir);
     for (size_t i = 0; i < spec->n_mounts; i++) {
         free(spec->mounts[i].host);
         free(spec->mounts[i].inside);
@@ -205,6 +206,10 @@ int sandbox_spec_check(const struct sandbox_spec *spec, char *err, size_t err_le
     rc = spec_check_inside("cwd", sandbox_spec_cwd(spec), err, err_len);
     if (rc != 0)
         return rc;
+    if (spec->root_dir != NULL && spec->root_dir[0] != '/') {
+        sandbox_error_set(err, err_len, "root_dir %s is not absolute", spec->root_dir);
+        return -EINVAL;
+    }
     if (spec->lower_dir != NULL && spec->lower_dir[0] != '/') {
         sandbox_error_set(err, err_len, "lower_dir %s is not absolute", spec->lower_dir);
         return -EINVAL;
@@ -304,6 +309,7 @@ void sandbox_spec_print(const struct sandbox_spec *spec, FILE *out)
     spec_print_field(out, "work_dir", spec->work_dir);
     spec_print_field(out, "exec_root_path", spec->exec_root_path);
     spec_print_field(out, "cwd", spec->cwd);
+    spec_print_field(out, "root_dir", spec->root_dir);
     for (size_t i = 0; i < spec->n_mounts; i++) {
         fprintf(out, "mount: %s ", spec_mount_kind_name(spec->mounts[i].kind));
         spec_print_string(out, spec->mounts[i].host);

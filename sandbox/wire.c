@@ -15,7 +15,7 @@
 #include "internal.h"
 
 #define WIRE_MAGIC     0x53584243u /* "CBXS" */
-#define WIRE_VERSION   1u
+#define WIRE_VERSION   2u
 #define WIRE_NULL      0xffffffffu
 #define WIRE_MAX_ITEMS 65536u
 
@@ -111,6 +111,7 @@ int sandbox_spec_encode(const struct sandbox_spec *spec, uint8_t **buf, size_t *
     wire_put_str(&w, spec->work_dir);
     wire_put_str(&w, spec->exec_root_path);
     wire_put_str(&w, spec->cwd);
+    wire_put_str(&w, spec->root_dir);
     wire_put_u32(&w, (uint32_t)spec->n_mounts);
     for (size_t i = 0; i < spec->n_mounts; i++) {
         wire_put_u32(&w, (uint32_t)spec->mounts[i].kind);
@@ -276,6 +277,7 @@ int sandbox_spec_decode(const uint8_t *buf, size_t len, struct sandbox_spec *spe
     wire_get_str(&r, &spec->work_dir);
     wire_get_str(&r, &spec->exec_root_path);
     wire_get_str(&r, &spec->cwd);
+    wire_get_str(&r, &spec->root_dir);
     wire_get_mounts(&r, spec);
     spec->network = wire_get_bool(&r);
     spec->uid0 = wire_get_bool(&r);

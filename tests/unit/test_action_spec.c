@@ -13,12 +13,16 @@ struct spec_fixture {
     struct action_scratch scratch;
 };
 
-static void fixture_setup(struct spec_fixture *f, int64_t timeout_s, const char *wd, bool network)
+/* image non-NULL: the config gets the execution environment "sid" with that
+ * image (its root: the test's temp dir) and the action asks for it. */
+static void fixture_setup_image(struct spec_fixture *f, int64_t timeout_s, const char *wd,
+                                bool network, const char *image)
 {
     static const char *const argv[] = {"/usr/bin/gcc", "-c", "hello world.c", "-o", "a.o", NULL};
     struct reapi_status st;
     struct cas_digest root, ad;
     Command *cmd;
+    Platform *platform;
 
     memset(f, 0, sizeof(*f));
     th_env_setup(&f->env);
@@ -30,12 +34,29 @@ static void fixture_setup(struct spec_fixture *f, int64_t timeout_s, const char 
     th_cmd_add_env(cmd, "QUOTE", "a \"b\"");
     if (wd != NULL)
         cmd->working_directory = strdup(wd);
-    th_action_put(f->env.cas, cmd, &root, timeout_s,
-                  network ? th_platform_new("network", "on") : NULL, &ad);
+    platform = network ? th_platform_new("network", "on") : NULL;
+    if (image != NULL) {
+        struct casbox_environment *e = &f->env.cfg.environments[0];
+
+        f->env.cfg.n_environments = 1;
+        snprintf(e->name, sizeof(e->name), "sid");
+        snprintf(e->image, sizeof(e->image), "%s", image);
+        snprintf(e->root, sizeof(e->root), "%s", f->env.dir);
+        if (platform == NULL)
+            platform = th_platform_new("container-image", image);
+        else
+            th_platform_add(platform, "container-image", image);
+    }
+    th_action_put(f->env.cas, cmd, &root, timeout_s, platform, &ad);
     reapi_status_init(&st);
     assert_int_equal(action_load(f->env.cas, &ad, &f->env.cfg, &f->act, &st), 0);
     reapi_status_free(&st);
     assert_int_equal(action_scratch_create(f->env.dir, "sp", &f->scratch), 0);
+}
+
+static void fixture_setup(struct spec_fixture *f, int64_t timeout_s, const char *wd, bool network)
+{
+    fixture_setup_image(f, timeout_s, wd, network, NULL);
 }
 
 static void fixture_teardown(struct spec_fixture *f)
@@ -101,6 +122,7 @@ static void test_spec_from_command(void **state)
     assert_string_equal(spec.stderr_path, f.scratch.stderr_path);
     assert_true(spec.stdin_null);
     assert_true(spec.network);
+    assert_null(spec.root_dir); /* no container-image: the host's allow-list */
     assert_false(spec.uid0);
     assert_int_equal(spec.seccomp, SANDBOX_SECCOMP_DEFAULT);
     assert_int_equal(spec.limits.timeout_ms, 60000);
@@ -235,12 +257,49 @@ static void test_spec_empty_environment(void **state)
     th_env_teardown(&env);
 }
 
+/* container-image selects an execution environment: its root becomes the
+ * spec's root_dir; an environment removed by a reload since the action was
+ * loaded is FAILED_PRECONDITION naming the image. */
+static void test_spec_environment(void **state)
+{
+    struct spec_fixture f;
+    struct sandbox_spec spec;
+    struct action_spec_notes notes;
+    struct reapi_status st;
+    char *text, line[PATH_MAX + 32];
+
+    (void)state;
+    fixture_setup_image(&f, 0, NULL, true, "docker://debian:sid");
+    assert_string_equal(f.act->container_image, "docker://debian:sid");
+    sandbox_spec_init(&spec);
+    reapi_status_init(&st);
+    assert_int_equal(action_spec_build(f.act, &f.env.cfg, &f.scratch, &spec, &notes, &st), 0);
+    assert_string_equal(spec.root_dir, f.env.dir);
+    assert_true(spec.network);
+    assert_string_equal(spec.exec_root_path, SANDBOX_EXEC_ROOT);
+    text = print_spec(&spec);
+    snprintf(line, sizeof(line), "root_dir: \"%s\"", f.env.dir);
+    expect_line(text, line);
+    free(text);
+    sandbox_spec_free(&spec);
+
+    f.env.cfg.n_environments = 0;
+    sandbox_spec_init(&spec);
+    assert_int_equal(action_spec_build(f.act, &f.env.cfg, &f.scratch, &spec, &notes, &st), -EINVAL);
+    assert_int_equal(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(st.message, "container-image=docker://debian:sid"));
+    reapi_status_free(&st);
+    sandbox_spec_free(&spec);
+    fixture_teardown(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spec_from_command),
         cmocka_unit_test(test_spec_timeouts_and_config),
         cmocka_unit_test(test_spec_empty_environment),
+        cmocka_unit_test(test_spec_environment),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

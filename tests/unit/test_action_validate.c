@@ -321,10 +321,26 @@ static void test_platform(void **state)
     build__bazel__remote__execution__v2__platform__free_unpacked(p, NULL);
     reapi_status_free(&st);
 
+    /* container-image names an execution environment; an unknown image is
+     * FAILED_PRECONDITION naming it and listing the known ones */
     p = th_platform_new("OSFamily", "Linux");
     th_platform_add(p, "container-image", "docker://x");
-    expect_invalid(&st, action_validate_platform(p, &cfg, &network, &st), "'container-image'");
+    assert_int_equal(action_validate_platform(p, &cfg, &network, &st), -EINVAL);
+    assert_int_equal(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(st.message, "container-image=docker://x"));
+    assert_non_null(strstr(st.message, "known images: none"));
     reapi_status_free(&st);
+    cfg.n_environments = 2;
+    snprintf(cfg.environments[0].image, sizeof(cfg.environments[0].image), "debian-sid");
+    snprintf(cfg.environments[1].image, sizeof(cfg.environments[1].image), "docker://y");
+    assert_int_equal(action_validate_platform(p, &cfg, &network, &st), -EINVAL);
+    assert_int_equal(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(st.message, "known images: 'debian-sid', 'docker://y'"));
+    reapi_status_free(&st);
+    snprintf(cfg.environments[1].image, sizeof(cfg.environments[1].image), "docker://x");
+    assert_int_equal(action_validate_platform(p, &cfg, &network, &st), 0);
+    cfg.n_environments = 0;
+    /* named in accepted_properties: any image is accepted onto the host's root */
     snprintf(cfg.exec_accepted_properties, sizeof(cfg.exec_accepted_properties),
              "Pool, container-image ,dockerNetwork");
     assert_int_equal(action_validate_platform(p, &cfg, &network, &st), 0);

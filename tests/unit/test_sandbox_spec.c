@@ -41,6 +41,7 @@ static void fill_spec(struct sandbox_spec *spec)
     assert_int_equal(sandbox_spec_set_string(&spec->upper_dir, "/var/lib/casbox/up"), 0);
     assert_int_equal(sandbox_spec_set_string(&spec->work_dir, "/var/lib/casbox/work"), 0);
     assert_int_equal(sandbox_spec_set_string(&spec->cwd, "/casbox/exec/pkg"), 0);
+    assert_int_equal(sandbox_spec_set_string(&spec->root_dir, "/var/lib/casbox/roots/sid"), 0);
     assert_int_equal(sandbox_spec_add_mount(spec, SANDBOX_MOUNT_RO, "/opt/jdk", "/opt/jdk"), 0);
     assert_int_equal(sandbox_spec_add_mount(spec, SANDBOX_MOUNT_TMPFS, NULL, "/scratch"), 0);
     spec->network = true;
@@ -66,6 +67,7 @@ static const char filled_text[] = "argv: \"sh\" \"-c\" \"echo \\\"hi\\\"\\n\"\n"
                                   "work_dir: \"/var/lib/casbox/work\"\n"
                                   "exec_root_path: \"/casbox/exec\"\n"
                                   "cwd: \"/casbox/exec/pkg\"\n"
+                                  "root_dir: \"/var/lib/casbox/roots/sid\"\n"
                                   "mount: ro \"/opt/jdk\" \"/opt/jdk\"\n"
                                   "mount: tmpfs (none) \"/scratch\"\n"
                                   "network: true\n"
@@ -97,6 +99,7 @@ static void test_init_defaults(void **state)
     assert_null(spec.work_dir);
     assert_string_equal(spec.exec_root_path, SANDBOX_EXEC_ROOT);
     assert_string_equal(spec.cwd, SANDBOX_EXEC_ROOT);
+    assert_null(spec.root_dir);
     assert_string_equal(spec.hostname, "casbox");
     assert_int_equal(spec.n_mounts, 0);
     assert_null(spec.mounts);
@@ -166,6 +169,7 @@ static void test_print_defaults(void **state)
                           "work_dir:",
                           "exec_root_path: \"/casbox/exec\"",
                           "cwd:",
+                          "root_dir: (none)",
                           "network: false",
                           "uid0: false",
                           "hostname: \"casbox\"",
@@ -261,6 +265,11 @@ static void test_check(void **state)
     assert_int_equal(sandbox_spec_set_string(&spec.stderr_path, "/tmp/o"), 0);
     assert_int_equal(sandbox_spec_check(&spec, err, sizeof(err)), -EINVAL);
     assert_int_equal(sandbox_spec_set_string(&spec.stderr_path, "/tmp/e"), 0);
+    assert_int_equal(sandbox_spec_check(&spec, err, sizeof(err)), 0);
+    assert_int_equal(sandbox_spec_set_string(&spec.root_dir, "roots/sid"), 0);
+    assert_int_equal(sandbox_spec_check(&spec, err, sizeof(err)), -EINVAL); /* relative */
+    assert_non_null(strstr(err, "root_dir"));
+    assert_int_equal(sandbox_spec_set_string(&spec.root_dir, "/roots/sid"), 0);
     assert_int_equal(sandbox_spec_check(&spec, err, sizeof(err)), 0);
     spec.seccomp = SANDBOX_SECCOMP_FILE;
     assert_int_equal(sandbox_spec_check(&spec, err, sizeof(err)), -EINVAL);
