@@ -46,6 +46,11 @@ struct config_key {
         sec, #field, CONFIG_STRING, offsetof(struct casbox_config, field),                         \
             sizeof(((struct casbox_config *)0)->field), 0, 0, help                                 \
     }
+#define STR_KEY(sec, key, field, help)                                                             \
+    {                                                                                              \
+        sec, key, CONFIG_STRING, offsetof(struct casbox_config, field),                            \
+            sizeof(((struct casbox_config *)0)->field), 0, 0, help                                 \
+    }
 #define SIZE(sec, key, field, lo, hi, help)                                                        \
     {                                                                                              \
         sec, key, CONFIG_SIZE, offsetof(struct casbox_config, field), 0, lo, hi, help              \
@@ -120,6 +125,19 @@ static const struct config_key config_keys[] = {
         "FUSE passthrough for input reads: auto (when the kernel and CAP_SYS_ADMIN allow) or off"),
     STR("execution", exec_accepted_properties,
         "comma-separated platform property names accepted and ignored"),
+    BOOL("asset", "enabled", asset_enabled,
+         "serve the Remote Asset API (Fetch and Push; docs/bazel.md, "
+         "--experimental_remote_downloader)"),
+    SIZE("asset", "max_bytes", asset_max_bytes, 1, 1024 * GIB,
+         "largest file FetchBlob downloads; a larger one is refused and nothing is stored"),
+    SIZE("asset", "timeout", asset_timeout, 1, 86400,
+         "seconds one FetchBlob may spend downloading (a shorter request timeout wins)"),
+    SIZE("asset", "max_fetches", asset_max_fetches, 1, 1024,
+         "downloads at once; as many FetchBlob calls again may wait for one"),
+    SIZE("asset", "max_mappings", asset_max_mappings, 1, 10000000,
+         "URI -> digest mappings remembered (least recently used dropped first)"),
+    STR_KEY("asset", "allowed_url_prefixes", asset_allowed_url_prefixes,
+            "space-separated http(s) URL prefixes FetchBlob may download from (empty: none)"),
 };
 
 /* Names in the file for the exec_* string fields (the table uses the field). */
@@ -167,6 +185,11 @@ void config_init_defaults(struct casbox_config *cfg)
     snprintf(cfg->exec_staging, sizeof(cfg->exec_staging), "auto");
     cfg->exec_fuse_threads = 8;
     snprintf(cfg->exec_fuse_passthrough, sizeof(cfg->exec_fuse_passthrough), "auto");
+    cfg->asset_enabled = false;
+    cfg->asset_max_bytes = 1 * GIB;
+    cfg->asset_timeout = 600;
+    cfg->asset_max_fetches = 4;
+    cfg->asset_max_mappings = 100000;
 }
 
 int config_parse_size(const char *s, uint64_t *out)
@@ -450,6 +473,31 @@ int config_load_file(struct casbox_config *cfg, const char *path, char *err, siz
     return 0;
 }
 
+/* [asset] allowed_url_prefixes: each an http:// or https:// prefix with a
+ * host. */
+static int config_check_url_prefixes(const char *list, char *err, size_t err_len)
+{
+    const char *p = list;
+
+    for (;;) {
+        size_t len, scheme;
+
+        p += strspn(p, " \t");
+        len = strcspn(p, " \t");
+        if (len == 0)
+            return 0;
+        scheme = strncasecmp(p, "http://", 7) == 0 ? 7 : strncasecmp(p, "https://", 8) == 0 ? 8 : 0;
+        if (scheme == 0 || len == scheme || p[scheme] == '/') {
+            snprintf(err, err_len,
+                     "[asset] allowed_url_prefixes: '%.*s' is not an http:// or https:// URL "
+                     "prefix with a host",
+                     (int)(len > 200 ? 200 : len), p);
+            return -EINVAL;
+        }
+        p += len;
+    }
+}
+
 int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
 {
     enum { LEVELS = 4 };
@@ -499,6 +547,8 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
                  cfg->ingest_mode);
         return -EINVAL;
     }
+    if (config_check_url_prefixes(cfg->asset_allowed_url_prefixes, err, err_len) != 0)
+        return -EINVAL;
     if (cfg->state_dir[0] == '\0') {
         snprintf(err, err_len, "no state directory: pass --state-dir or set [server] state_dir");
         return -EINVAL;

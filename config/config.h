@@ -2,8 +2,8 @@
  * config.h - casboxd's configuration: defaults, the INI file, command-line
  * overrides, and the bounds of every key.
  *
- * The file is INI (parsed by Debian's libinih): [server], [cas] and
- * [execution] sections, and one [environment.NAME] section per execution
+ * The file is INI (parsed by Debian's libinih): [server], [cas], [execution]
+ * and [asset] sections, and one [environment.NAME] section per execution
  * environment; docs/configuration.md lists every key. Sizes accept
  * K/M/G/T suffixes (powers of 1024), durations are seconds.
  */
@@ -68,6 +68,14 @@ struct casbox_config {
     uint64_t exec_fuse_threads;          /* FUSE request threads (fuse/casfs.h) */
     char exec_fuse_passthrough[8];       /* auto | off: FUSE passthrough (docs/fuse.md) */
     char exec_accepted_properties[1024]; /* comma-separated property names to accept */
+
+    /* [asset]: the Remote Asset API (daemon/svc_asset.c) */
+    bool asset_enabled;
+    uint64_t asset_max_bytes;              /* largest download */
+    uint64_t asset_timeout;                /* seconds, cap on one FetchBlob's downloads */
+    uint64_t asset_max_fetches;            /* downloads at once */
+    uint64_t asset_max_mappings;           /* URI -> digest entries remembered */
+    char asset_allowed_url_prefixes[4096]; /* space-separated; empty: no download */
 
     /* [environment.NAME] sections, in file order */
     struct casbox_environment environments[CONFIG_MAX_ENVIRONMENTS];

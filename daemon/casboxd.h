@@ -16,6 +16,7 @@
 
 struct bytestream_uploads;
 struct exec_service;
+struct asset_service;
 struct casfs;
 
 struct casboxd {
@@ -27,8 +28,9 @@ struct casboxd {
     struct rpc_server *rpc;
     struct sandbox_spawner *spawner; /* NULL when execution is off */
     struct bytestream_uploads *uploads;
-    struct exec_service *exec; /* NULL when execution is off */
-    struct casfs *fs;          /* the FUSE input-tree mount; NULL: hardlink staging */
+    struct exec_service *exec;   /* NULL when execution is off */
+    struct asset_service *asset; /* NULL unless [asset] enabled */
+    struct casfs *fs;            /* the FUSE input-tree mount; NULL: hardlink staging */
     struct exec_copies copies;
     /* What exec_run gets: the fields above, and the scratch paths below. */
     struct exec_env env;
@@ -53,6 +55,8 @@ extern const struct rpc_method action_cache_methods[];
 extern const size_t action_cache_n_methods;
 extern const struct rpc_method execution_methods[];
 extern const size_t execution_n_methods;
+extern const struct rpc_method asset_methods[];
+extern const size_t asset_n_methods;
 
 /* ByteStream's resumable uploads table (svc_bytestream.c). */
 int bytestream_uploads_new(uint64_t max_uploads, struct bytestream_uploads **out);
@@ -62,6 +66,14 @@ void bytestream_uploads_free(struct bytestream_uploads *u);
  * (svc_action_cache.c); used by the Execution service's cache lookup. */
 bool action_cache_result_complete(struct casboxd *d,
                                   const Build__Bazel__Remote__Execution__V2__ActionResult *r);
+
+/* The Remote Asset API (svc_asset.c): its URI -> digest map, loaded from
+ * <state>/asset-map.log, and the downloader. */
+int asset_service_start(struct casboxd *d, struct asset_service **out);
+/* Ends the downloads in progress (their calls answer UNAVAILABLE); call
+ * before stopping the gRPC server, which waits for every handler. */
+void asset_service_begin_stop(struct asset_service *svc);
+void asset_service_stop(struct asset_service *svc);
 
 /* --- the Execution service (svc_execution.c) ---
  *

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "asset/asset.h"
 #include "casboxd.h"
 #include "fuse/casfs.h"
 #include "util/util.h"
@@ -32,7 +33,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: casboxd [--listen HOST:PORT] [--state-dir DIR] [--config FILE] [options]\n"
                  "\n"
                  "A remote-execution server for Bazel (REAPI v2): CAS, ByteStream, ActionCache,\n"
-                 "Capabilities and Execution on grpc://HOST:PORT.\n"
+                 "Capabilities and Execution on grpc://HOST:PORT; with [asset] enabled, the\n"
+                 "Remote Asset API (Fetch, Push) too.\n"
                  "\n"
                  "  -l, --listen HOST:PORT   address to serve on (default 127.0.0.1:8980)\n"
                  "  -s, --state-dir DIR      CAS, action cache and scratch space\n"
@@ -276,24 +278,28 @@ static void main_tune_malloc(void)
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
-/* Concatenates the service tables into one method list. */
-static struct rpc_method *main_methods(bool with_exec, size_t *n)
+/* Concatenates the service tables into one method list: execution and the
+ * Remote Asset API only when on (else their calls answer UNIMPLEMENTED). */
+static struct rpc_method *main_methods(bool with_exec, bool with_asset, size_t *n)
 {
-    const struct rpc_method *tables[] = {capabilities_methods, cas_methods, bytestream_methods,
-                                         action_cache_methods, execution_methods};
-    const size_t counts[] = {capabilities_n_methods, cas_n_methods, bytestream_n_methods,
-                             action_cache_n_methods, execution_n_methods};
-    size_t n_tables = with_exec ? 5 : 4;
+    const struct rpc_method *tables[] = {capabilities_methods, cas_methods,
+                                         bytestream_methods,   action_cache_methods,
+                                         execution_methods,    asset_methods};
+    const size_t counts[] = {capabilities_n_methods, cas_n_methods,       bytestream_n_methods,
+                             action_cache_n_methods, execution_n_methods, asset_n_methods};
+    const bool on[] = {true, true, true, true, with_exec, with_asset};
     size_t total = 0;
     struct rpc_method *m;
 
-    for (size_t i = 0; i < n_tables; i++)
-        total += counts[i];
+    for (size_t i = 0; i < 6; i++)
+        total += on[i] ? counts[i] : 0;
     m = calloc(total, sizeof(*m));
     if (m == NULL)
         return NULL;
     *n = 0;
-    for (size_t i = 0; i < n_tables; i++) {
+    for (size_t i = 0; i < 6; i++) {
+        if (!on[i])
+            continue;
         memcpy(&m[*n], tables[i], counts[i] * sizeof(*m));
         *n += counts[i];
     }
@@ -337,6 +343,11 @@ int main(int argc, char **argv)
 
     if (main_make_dir(d.cfg.state_dir) != 0)
         return 1;
+    /* libcurl's global state, before any thread (asset/http.c). */
+    if (d.cfg.asset_enabled && asset_http_global_init() != 0) {
+        fprintf(stderr, "casboxd: cannot initialise libcurl for [asset]\n");
+        return 1;
+    }
     main_raise_nofile();
     main_tune_malloc();
     if (main_enter_rootless(&d.cfg) != 0)
@@ -361,6 +372,13 @@ int main(int argc, char **argv)
     rc = bytestream_uploads_new(d.cfg.max_uploads, &d.uploads);
     if (rc != 0)
         goto out;
+    if (d.cfg.asset_enabled) {
+        rc = asset_service_start(&d, &d.asset);
+        if (rc != 0) {
+            fprintf(stderr, "casboxd: cannot start the remote asset API: %s\n", strerror(-rc));
+            goto out;
+        }
+    }
     if (d.cfg.exec_enabled && main_staging_start(&d) != 0)
         goto out;
     if (d.cfg.exec_enabled) {
@@ -372,7 +390,7 @@ int main(int argc, char **argv)
     }
 
     grpc_init();
-    methods = main_methods(d.exec != NULL, &n_methods);
+    methods = main_methods(d.exec != NULL, d.asset != NULL, &n_methods);
     if (methods == NULL)
         goto out_grpc;
     memset(&ropt, 0, sizeof(ropt));
@@ -389,8 +407,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "casboxd: cannot serve on %s: %s\n", d.cfg.listen, strerror(-rc));
         goto out_grpc;
     }
-    LOG_I("state in %s, CAS limit %" PRIu64 " bytes, execution %s (%" PRIu64 " slots)",
-          d.cfg.state_dir, d.cfg.cas_max_bytes, d.exec ? "on" : "off", d.cfg.exec_slots);
+    LOG_I("state in %s, CAS limit %" PRIu64 " bytes, execution %s (%" PRIu64
+          " slots), remote asset API %s",
+          d.cfg.state_dir, d.cfg.cas_max_bytes, d.exec ? "on" : "off", d.cfg.exec_slots,
+          d.asset ? "on" : "off");
     for (size_t i = 0; i < d.cfg.n_environments; i++)
         LOG_I("execution environment %s: container-image '%s' runs on %s",
               d.cfg.environments[i].name, d.cfg.environments[i].image, d.cfg.environments[i].root);
@@ -409,6 +429,7 @@ int main(int argc, char **argv)
     status = 0;
     if (d.exec != NULL)
         exec_service_begin_stop(d.exec);
+    asset_service_begin_stop(d.asset);
     rpc_server_stop(d.rpc);
 out_grpc:
     exec_service_stop(d.exec);
@@ -418,6 +439,9 @@ out:
     free(methods);
     exec_service_stop(d.exec);
     bytestream_uploads_free(d.uploads);
+    asset_service_stop(d.asset);
+    if (d.cfg.asset_enabled)
+        asset_http_global_cleanup();
     casfs_unmount(d.fs); /* after the last action: nothing reads it any more */
     cas_store_close(d.store);
     if (d.spawner != NULL)

@@ -4,7 +4,8 @@
  * serving.
  *
  * Safe keys are those read afresh for each action (limits, timeouts,
- * platform-property policy, seccomp policy) and the log level. The pipeline
+ * platform-property policy, seccomp policy), the log level, and [asset]
+ * timeout and allowed_url_prefixes (read afresh for each FetchBlob). The pipeline
  * copies the configuration under cfg_lock at the start of each action, so a
  * reload never changes a value under a running action. Keys that size pools,
  * queues, the listener or the store need a restart: a reload that changes one
@@ -24,7 +25,7 @@ static const char *const reload_safe_keys[] = {
     "max_timeout",         "memory_bytes",     "pids_max",
     "stdio_bytes",         "max_output_bytes", "max_output_files",
     "operation_retention", "allow_network",    "seccomp",
-    "accepted_properties",
+    "accepted_properties", "timeout",          "allowed_url_prefixes",
 };
 
 void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out)
@@ -100,6 +101,9 @@ int casboxd_config_reload(struct casboxd *d, const struct casbox_config *fresh)
     memcpy(next.exec_accepted_properties, fresh->exec_accepted_properties,
            sizeof(next.exec_accepted_properties));
     memcpy(next.worker_name, fresh->worker_name, sizeof(next.worker_name));
+    next.asset_timeout = fresh->asset_timeout;
+    memcpy(next.asset_allowed_url_prefixes, fresh->asset_allowed_url_prefixes,
+           sizeof(next.asset_allowed_url_prefixes));
     memcpy(next.log_level, fresh->log_level, sizeof(next.log_level));
     pthread_mutex_lock(&d->cfg_lock);
     d->cfg = next;

@@ -1,6 +1,6 @@
 /*
  * svc_bytestream.c - google.bytestream.ByteStream over the CAS: Read, Write
- * and QueryWriteStatus.
+ * and QueryWriteStatus, of blobs/ and of zstd compressed-blobs/.
  *
  * Read streams a blob in server.read_chunk_bytes chunks, reading straight
  * into the response's wire buffer (the message is one bytes field, so its
@@ -12,6 +12,18 @@
  * its resource name, so QueryWriteStatus reports its committed size and a new
  * Write can continue at that offset. A gap or overlap in write_offset is
  * INVALID_ARGUMENT.
+ *
+ * Compressed blobs ({instance}/compressed-blobs/zstd/{hash}/{size}) are
+ * compressed on the way out and decompressed on the way in: the store keeps
+ * plain files, which staging hardlinks and FUSE serves at any offset.
+ * Their offsets (read_offset, read_limit, write_offset, committed_size) count
+ * compressed bytes, as the REAPI says; the digest is the uncompressed blob's.
+ * A Read compresses the whole blob from its start, always at the same level,
+ * and drops what comes before read_offset, so a resumed Read sees the bytes
+ * the first one did. A Write feeds a zstd decoder (kept with the upload, so
+ * it resumes too) whose output, bounded by the digest's size, goes to the
+ * same verified writer. An upload of a blob already stored completes at once
+ * with committed_size -1, as the REAPI allows for compressed uploads.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,7 +41,8 @@
 struct upload {
     char *name; /* resource name up to and including the size segment */
     struct cas_writer *writer;
-    bool busy; /* a Write stream is appending to it now */
+    struct reapi_zstd_decoder *dec; /* compressed uploads: what feeds writer */
+    bool busy;                      /* a Write stream is appending to it now */
     time_t last_used;
     struct upload *next;
 };
@@ -56,8 +70,16 @@ static void upload_free(struct upload *up)
 {
     if (up->writer != NULL)
         cas_writer_abort(up->writer);
+    reapi_zstd_decoder_free(up->dec);
     free(up->name);
     free(up);
+}
+
+/* What the client has sent of an upload: compressed bytes for a compressed
+ * one (the REAPI counts its offsets so), else the bytes written. */
+static int64_t upload_offset(const struct upload *up)
+{
+    return up->dec != NULL ? reapi_zstd_decoder_consumed(up->dec) : cas_writer_offset(up->writer);
 }
 
 void bytestream_uploads_free(struct bytestream_uploads *u)
@@ -158,18 +180,7 @@ static void uploads_release(struct bytestream_uploads *u, struct upload *up, boo
  * optional trailing metadata does not create a second upload. */
 static char *upload_key(const char *name, const struct reapi_resource *res)
 {
-    const char *p = res->upload_id + res->upload_id_len; /* "/blobs/{hash}/{size}..." */
-    char sizebuf[32];
-    size_t len;
-
-    snprintf(sizebuf, sizeof(sizebuf), "%" PRId64, res->digest.size);
-    p = strstr(p, "/blobs/");
-    if (p == NULL)
-        return NULL;
-    len = (size_t)(p - name) + strlen("/blobs/") + CAS_HASH_HEX + 1 + strlen(sizebuf);
-    if (len > strlen(name))
-        len = strlen(name);
-    return strndup(name, len);
+    return strndup(name, res->key_len);
 }
 
 /* --- Read --- */
@@ -190,89 +201,258 @@ static size_t read_response_header(uint8_t *hdr, size_t len)
     return n;
 }
 
-static void bytestream_read(void *ctx, struct rpc_call *call)
-{
-    struct casboxd *d = ctx;
-    Google__Bytestream__ReadRequest *req = NULL;
+/* Room before a ReadResponse's data for its header (the tag and a varint
+ * length); the data starts page-aligned after it. */
+#define READ_HEADER_ROOM 4096
+
+/* One Read stream. Each step below returns 0 or a negative errno with st
+ * set; bytestream_read alone ends the call. */
+struct read_stream {
+    struct casboxd *d;
+    struct rpc_call *call;
+    Google__Bytestream__ReadRequest *req;
     struct reapi_resource res;
+    int fd;
     struct reapi_status st;
-    int64_t offset, end;
-    int fd = -1;
+    /* compressed reads: the compressed bytes seen, the end read_limit sets
+     * (INT64_MAX: none), and the message being filled */
+    int64_t seen, end;
+    uint8_t *msg;
+    size_t msg_len;
+    bool client_gone;
+};
 
-    reapi_status_init(&st);
-    if (rpc_call_request(call, &google__bytestream__read_request__descriptor,
-                         (ProtobufCMessage **)&req) != 0) {
-        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "ReadRequest not parseable");
-        goto out;
+/* The request and its resource name. */
+static int read_begin(struct read_stream *rs)
+{
+    int rc;
+
+    if (rpc_call_request(rs->call, &google__bytestream__read_request__descriptor,
+                         (ProtobufCMessage **)&rs->req) != 0) {
+        reapi_status_set(&rs->st, GRPC_STATUS_INVALID_ARGUMENT, "ReadRequest not parseable");
+        return -EINVAL;
     }
-    if (reapi_resource_parse_read(req->resource_name, &res) != 0) {
-        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
-                         "resource name '%.300s' is not {instance}/blobs/{sha256}/{size}",
-                         req->resource_name);
-        goto out;
+    rc = reapi_resource_parse_read(rs->req->resource_name, &rs->res);
+    if (rc != 0) {
+        reapi_resource_status(&rs->st, rs->req->resource_name, rc, &rs->res, false);
+        return rc;
     }
-    /* bytestream.proto: a negative offset or one past the end is OUT_OF_RANGE. */
-    if (req->read_limit < 0) {
-        reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "read_limit %" PRId64 " is negative",
-                         req->read_limit);
-        goto out;
+    /* bytestream.proto: a negative offset or one past the end is
+     * OUT_OF_RANGE. A compressed blob's end is known only once it has been
+     * compressed (read_compressed). */
+    if (rs->req->read_limit < 0) {
+        reapi_status_set(&rs->st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "read_limit %" PRId64 " is negative", rs->req->read_limit);
+        return -EINVAL;
     }
-    if (req->read_offset < 0 || req->read_offset > res.digest.size) {
-        reapi_status_set(&st, GRPC_STATUS_OUT_OF_RANGE,
+    if (rs->req->read_offset < 0 || (rs->res.compressor == REAPI_COMPRESSOR_IDENTITY &&
+                                     rs->req->read_offset > rs->res.digest.size)) {
+        reapi_status_set(&rs->st, GRPC_STATUS_OUT_OF_RANGE,
                          "read_offset %" PRId64 " is outside the blob's size %" PRId64,
-                         req->read_offset, res.digest.size);
-        goto out;
+                         rs->req->read_offset, rs->res.digest.size);
+        return -ERANGE;
     }
-    fd = cas_store_open_blob(d->store, &res.digest);
-    if (fd < 0) {
-        char hex[CAS_HASH_HEX + 1];
+    return 0;
+}
 
-        cas_digest_hex(&res.digest, hex);
-        reapi_status_set(&st, fd == -ENOENT ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_INTERNAL,
-                         "blob %s/%" PRId64 " %s", hex, res.digest.size,
-                         fd == -ENOENT ? "not found" : strerror(-fd));
-        goto out;
+/* The blob's file. */
+static int read_open(struct read_stream *rs)
+{
+    char hex[CAS_HASH_HEX + 1];
+
+    rs->fd = cas_store_open_blob(rs->d->store, &rs->res.digest);
+    if (rs->fd >= 0)
+        return 0;
+    cas_digest_hex(&rs->res.digest, hex);
+    reapi_status_set(&rs->st, rs->fd == -ENOENT ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_INTERNAL,
+                     "blob %s/%" PRId64 " %s", hex, rs->res.digest.size,
+                     rs->fd == -ENOENT ? "not found" : strerror(-rs->fd));
+    return rs->fd;
+}
+
+/* Sends the ReadResponse whose len bytes of data start at buf +
+ * READ_HEADER_ROOM; buf is freed in every case. */
+static int read_send(struct read_stream *rs, uint8_t *buf, size_t len)
+{
+    uint8_t hdr[16];
+    size_t hlen = read_response_header(hdr, len);
+
+    memcpy(buf + READ_HEADER_ROOM - hlen, hdr, hlen);
+    if (rpc_call_send_raw(rs->call, buf + READ_HEADER_ROOM - hlen, hlen + len, free, buf) != 0) {
+        rs->client_gone = true; /* buf was freed by the send */
+        return -ECANCELED;
     }
-    offset = req->read_offset;
-    end = res.digest.size;
-    if (req->read_limit > 0 && req->read_limit < end - offset)
-        end = offset + req->read_limit;
+    return 0;
+}
+
+static uint8_t *read_buffer(struct read_stream *rs, size_t len)
+{
+    /* The data lands page-aligned (reads into aligned buffers run 2-3x
+     * faster here) with the header right before it. */
+    uint8_t *buf = aligned_alloc(4096, (READ_HEADER_ROOM + len + 4095) & ~(size_t)4095);
+
+    if (buf == NULL)
+        reapi_status_set(&rs->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return buf;
+}
+
+/* The blob as it is stored, from read_offset, up to read_limit bytes. */
+static int read_plain(struct read_stream *rs)
+{
+    int64_t offset = rs->req->read_offset, end = rs->res.digest.size;
+
+    if (rs->req->read_limit > 0 && rs->req->read_limit < end - offset)
+        end = offset + rs->req->read_limit;
     while (offset < end) {
         size_t want = (size_t)(end - offset);
-        uint8_t hdr[16];
-        size_t hlen;
         uint8_t *buf;
         ssize_t got;
 
-        if (want > d->cfg.read_chunk_bytes)
-            want = d->cfg.read_chunk_bytes;
-        hlen = read_response_header(hdr, want);
-        /* The data lands page-aligned at buf + 4096 (reads into aligned
-         * buffers run 2-3x faster here) with the header right before it. */
-        buf = aligned_alloc(4096, (4096 + want + 4095) & ~(size_t)4095);
-        if (buf == NULL) {
-            reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            goto out;
-        }
-        got = pread(fd, buf + 4096, want, offset);
+        if (want > rs->d->cfg.read_chunk_bytes)
+            want = rs->d->cfg.read_chunk_bytes;
+        buf = read_buffer(rs, want);
+        if (buf == NULL)
+            return -ENOMEM;
+        got = pread(rs->fd, buf + READ_HEADER_ROOM, want, offset);
         if (got != (ssize_t)want) {
             free(buf);
-            reapi_status_set(&st, GRPC_STATUS_DATA_LOSS, "blob %s shrank while being read",
-                             req->resource_name);
-            goto out;
+            reapi_status_set(&rs->st, GRPC_STATUS_DATA_LOSS, "blob %s shrank while being read",
+                             rs->req->resource_name);
+            return -EIO;
         }
-        memcpy(buf + 4096 - hlen, hdr, hlen);
-        if (rpc_call_send_raw(call, buf + 4096 - hlen, hlen + want, free, buf) != 0)
-            goto out; /* client gone; buf was freed by the send */
+        if (read_send(rs, buf, want) != 0)
+            return -ECANCELED;
         offset += (int64_t)want;
     }
-out:
-    if (fd >= 0)
-        close(fd);
-    rpc_call_finish(call, NULL, &st);
-    reapi_status_free(&st);
-    if (req != NULL)
-        protobuf_c_message_free_unpacked(&req->base, NULL);
+    return 0;
+}
+
+/* Sends the message being filled, if it has data. */
+static int read_flush(struct read_stream *rs)
+{
+    uint8_t *buf = rs->msg;
+
+    if (buf == NULL || rs->msg_len == 0)
+        return 0;
+    rs->msg = NULL;
+    return read_send(rs, buf, rs->msg_len);
+}
+
+/* Takes the encoder's output: drops what lies before read_offset, stops at
+ * read_limit (-ECANCELED, with seen at the end), and fills messages of
+ * server.read_chunk_bytes. */
+static int read_compressed_sink(void *ctx, const void *data, size_t len)
+{
+    struct read_stream *rs = ctx;
+    const uint8_t *p = data;
+    size_t chunk = rs->d->cfg.read_chunk_bytes;
+
+    if (rs->seen + (int64_t)len <= rs->req->read_offset) {
+        rs->seen += (int64_t)len;
+        return 0;
+    }
+    if (rs->seen < rs->req->read_offset) {
+        p += rs->req->read_offset - rs->seen;
+        len -= (size_t)(rs->req->read_offset - rs->seen);
+        rs->seen = rs->req->read_offset;
+    }
+    while (len > 0) {
+        size_t take = chunk - rs->msg_len;
+
+        if (rs->seen == rs->end)
+            return -ECANCELED; /* read_limit reached: no need to go on */
+        if (take > len)
+            take = len;
+        if ((int64_t)take > rs->end - rs->seen)
+            take = (size_t)(rs->end - rs->seen);
+        if (rs->msg == NULL) {
+            rs->msg = read_buffer(rs, chunk);
+            rs->msg_len = 0;
+            if (rs->msg == NULL)
+                return -ENOMEM;
+        }
+        memcpy(rs->msg + READ_HEADER_ROOM + rs->msg_len, p, take);
+        rs->msg_len += take;
+        rs->seen += (int64_t)take;
+        p += take;
+        len -= take;
+        if (rs->msg_len == chunk && read_flush(rs) != 0)
+            return -ECANCELED;
+    }
+    return 0;
+}
+
+/* The blob compressed with zstd as it is read, from read_offset (in
+ * compressed bytes), up to read_limit compressed bytes. */
+static int read_compressed(struct read_stream *rs)
+{
+    const size_t piece = 1 << 20;
+    struct reapi_zstd_encoder *enc = NULL;
+    uint8_t *in = aligned_alloc(4096, piece);
+    int64_t offset = 0;
+    int rc;
+
+    rs->end = rs->req->read_limit > 0 && rs->req->read_limit <= INT64_MAX - rs->req->read_offset
+                  ? rs->req->read_offset + rs->req->read_limit
+                  : INT64_MAX;
+    rc = in != NULL ? reapi_zstd_encoder_new(REAPI_ZSTD_LEVEL, rs->res.digest.size, &enc) : -ENOMEM;
+    while (rc == 0) {
+        size_t want = (size_t)(rs->res.digest.size - offset);
+        ssize_t got;
+
+        if (want > piece)
+            want = piece;
+        got = want ? pread(rs->fd, in, want, offset) : 0;
+        if (got != (ssize_t)want) {
+            reapi_status_set(&rs->st, GRPC_STATUS_DATA_LOSS, "blob %s shrank while being read",
+                             rs->req->resource_name);
+            rc = -EIO;
+            break;
+        }
+        offset += (int64_t)want;
+        rc = reapi_zstd_encoder_feed(enc, in, want, offset == rs->res.digest.size,
+                                     read_compressed_sink, rs);
+        if (offset == rs->res.digest.size)
+            break;
+    }
+    reapi_zstd_encoder_free(enc);
+    free(in);
+    if (rc == -ECANCELED && !rs->client_gone)
+        rc = 0; /* read_limit reached */
+    if (rc == -ENOMEM || rc == -EIO)
+        reapi_status_set(&rs->st,
+                         rc == -ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
+                         "compressing blob %s failed: %s", rs->req->resource_name, strerror(-rc));
+    if (rc == 0 && rs->seen < rs->req->read_offset) {
+        reapi_status_set(&rs->st, GRPC_STATUS_OUT_OF_RANGE,
+                         "read_offset %" PRId64 " is past the end of the compressed blob (%" PRId64
+                         " bytes)",
+                         rs->req->read_offset, rs->seen);
+        rc = -ERANGE;
+    }
+    if (rc == 0)
+        rc = read_flush(rs);
+    return rc;
+}
+
+static void bytestream_read(void *ctx, struct rpc_call *call)
+{
+    struct read_stream rs = {.d = ctx, .call = call, .fd = -1};
+    int rc;
+
+    reapi_status_init(&rs.st);
+    rc = read_begin(&rs);
+    if (rc == 0)
+        rc = read_open(&rs);
+    if (rc == 0)
+        rc = rs.res.compressor == REAPI_COMPRESSOR_ZSTD ? read_compressed(&rs) : read_plain(&rs);
+    if (rs.fd >= 0)
+        close(rs.fd);
+    free(rs.msg);
+    rpc_call_finish(call, NULL, &rs.st);
+    reapi_status_free(&rs.st);
+    if (rs.req != NULL)
+        protobuf_c_message_free_unpacked(&rs.req->base, NULL);
 }
 
 /* --- Write --- */
@@ -308,13 +488,24 @@ static int bytestream_recv(struct rpc_call *call, grpc_byte_buffer **bb, struct 
     return 1;
 }
 
-/* Hashes and writes the data of one WriteRequest from grpc's slices. */
-static int bytestream_append(struct cas_writer *w, const struct write_request *req)
+static int bytestream_writer_sink(void *ctx, const void *data, size_t len)
+{
+    return cas_writer_append(ctx, data, len);
+}
+
+/* Writes the data of one WriteRequest from grpc's slices: straight to the
+ * writer, or through the upload's decoder. */
+static int bytestream_append(struct upload *up, const struct write_request *req)
 {
     int rc = 0;
 
-    for (size_t i = 0; rc == 0 && i < req->n_spans; i++)
-        rc = cas_writer_append(w, req->spans[i].data, req->spans[i].len);
+    for (size_t i = 0; rc == 0 && i < req->n_spans; i++) {
+        if (up->dec != NULL)
+            rc = reapi_zstd_decoder_feed(up->dec, req->spans[i].data, req->spans[i].len,
+                                         bytestream_writer_sink, up->writer);
+        else
+            rc = cas_writer_append(up->writer, req->spans[i].data, req->spans[i].len);
+    }
     return rc;
 }
 
@@ -331,8 +522,14 @@ struct write_stream {
     bool existed;                  /* the blob is stored already: drain, report it complete */
     bool keep;                     /* on the way out: keep the upload for resumption */
     int64_t committed;             /* the reply's committed_size, once done */
+    char name[512];                /* the first message's resource name (for messages) */
     struct reapi_status st;
 };
+
+static bool write_compressed(const struct write_stream *ws)
+{
+    return ws->res.compressor == REAPI_COMPRESSOR_ZSTD;
+}
 
 /* The first message and its resource name. */
 static int write_begin(struct write_stream *ws)
@@ -344,14 +541,32 @@ static int write_begin(struct write_stream *ws)
                          rc == 0 ? "Write stream had no request" : "WriteRequest not parseable");
         return -EINVAL;
     }
-    if (reapi_resource_parse_write(ws->req->resource_name, &ws->res) != 0) {
-        reapi_status_set(
-            &ws->st, GRPC_STATUS_INVALID_ARGUMENT,
-            "resource name '%.300s' is not {instance}/uploads/{uuid}/blobs/{sha256}/{size}",
-            ws->req->resource_name);
-        return -EINVAL;
+    snprintf(ws->name, sizeof(ws->name), "%s", ws->req->resource_name);
+    rc = reapi_resource_parse_write(ws->req->resource_name, &ws->res);
+    if (rc != 0) {
+        reapi_resource_status(&ws->st, ws->req->resource_name, rc, &ws->res, true);
+        return rc;
     }
     return 0;
+}
+
+/* A compressed upload may claim any size in a few bytes: one that could not
+ * fit on the store's filesystem is refused before anything is decompressed. */
+static int write_check_room(struct write_stream *ws)
+{
+    struct statvfs sv;
+    uint64_t avail;
+
+    if (statvfs(cas_store_tmp_dir(ws->d->store), &sv) != 0)
+        return 0; /* the writer will report a real failure */
+    avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+    if ((uint64_t)ws->res.digest.size <= avail)
+        return 0;
+    reapi_status_set(&ws->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                     "compressed upload declares %" PRId64 " bytes, more than the %" PRIu64
+                     " free on the store's filesystem",
+                     ws->res.digest.size, avail);
+    return -ENOSPC;
 }
 
 /* A new upload called key (taken over in every case), added to the table. */
@@ -367,6 +582,8 @@ static int write_start(struct write_stream *ws, char *key)
     }
     up->name = key;
     rc = cas_writer_begin(ws->d->store, &ws->res.digest, &up->writer);
+    if (rc == 0 && write_compressed(ws))
+        rc = reapi_zstd_decoder_new(ws->res.digest.size, &up->dec);
     if (rc == 0)
         rc = uploads_add(ws->d->uploads, up);
     if (rc != 0) {
@@ -388,6 +605,8 @@ static int write_restart(struct write_stream *ws)
 
     cas_writer_abort(ws->up->writer);
     ws->up->writer = NULL;
+    if (ws->up->dec != NULL)
+        reapi_zstd_decoder_reset(ws->up->dec);
     rc = cas_writer_begin(ws->d->store, &ws->res.digest, &ws->up->writer);
     if (rc != 0)
         reapi_status_set(&ws->st, GRPC_STATUS_INTERNAL, "cannot start upload: %s", strerror(-rc));
@@ -412,25 +631,48 @@ static int write_open(struct write_stream *ws)
         return -ENOMEM;
     }
     rc = uploads_take(ws->d->uploads, key, &ws->up);
-    if (rc == -ENOENT)
+    if (rc == -ENOENT) {
+        rc = write_compressed(ws) ? write_check_room(ws) : 0;
+        if (rc != 0) {
+            free(key);
+            return rc;
+        }
         return write_start(ws, key);
+    }
     free(key);
     if (rc == -EBUSY) {
         reapi_status_set(&ws->st, GRPC_STATUS_ABORTED,
                          "upload %s is being written by another stream", ws->req->resource_name);
         return rc;
     }
-    if (ws->req->write_offset == 0 && cas_writer_offset(ws->up->writer) != 0)
+    if (ws->req->write_offset == 0 && upload_offset(ws->up) != 0)
         return write_restart(ws);
     return 0;
 }
 
-/* Checks the message at hand against what is committed and the digest's
- * size, and appends its data. */
+/* The status of a failed append. */
+static int write_append_failed(struct write_stream *ws, int rc)
+{
+    if (rc == -EBADMSG || rc == -EFBIG)
+        reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT, "%.300s: %s", ws->name,
+                         ws->up->dec && reapi_zstd_decoder_error(ws->up->dec)[0]
+                             ? reapi_zstd_decoder_error(ws->up->dec)
+                             : "data runs past the digest's size");
+    else
+        reapi_status_set(&ws->st,
+                         rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
+                         "writing upload failed: %s", strerror(-rc));
+    return rc;
+}
+
+/* Checks the message at hand against what is committed and the most the
+ * digest allows, and appends its data. */
 static int write_message(struct write_stream *ws)
 {
     const struct write_request *req = ws->req;
-    int64_t at = ws->existed ? req->write_offset : cas_writer_offset(ws->up->writer);
+    int64_t at = ws->existed ? req->write_offset : upload_offset(ws->up);
+    int64_t most =
+        write_compressed(ws) ? reapi_zstd_max_compressed(ws->res.digest.size) : ws->res.digest.size;
     int rc;
 
     if (!ws->existed && req->write_offset != at) {
@@ -440,20 +682,38 @@ static int write_message(struct write_stream *ws)
         ws->keep = true; /* the committed bytes are still good */
         return -EINVAL;
     }
-    if (req->write_offset + (int64_t)req->data_len > ws->res.digest.size) {
+    if (req->write_offset + (int64_t)req->data_len > most) {
         reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
-                         "data runs to %" PRId64 " bytes, past the digest's size %" PRId64,
-                         req->write_offset + (int64_t)req->data_len, ws->res.digest.size);
+                         "data runs to %" PRId64 " bytes, past %s %" PRId64,
+                         req->write_offset + (int64_t)req->data_len,
+                         write_compressed(ws) ? "what zstd needs for the digest's size at most,"
+                                              : "the digest's size",
+                         most);
         return -EINVAL;
     }
     if (ws->existed || req->data_len == 0)
         return 0;
-    rc = bytestream_append(ws->up->writer, req);
+    rc = bytestream_append(ws->up, req);
+    return rc != 0 ? write_append_failed(ws, rc) : 0;
+}
+
+/* A compressed upload's data must end after a whole frame and decompress to
+ * exactly the digest's size. */
+static int write_finish_compressed(struct write_stream *ws)
+{
+    struct reapi_zstd_decoder *dec = ws->up->dec;
+    int rc = reapi_zstd_decoder_finish(dec);
+
     if (rc != 0)
-        reapi_status_set(&ws->st,
-                         rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
-                         "writing upload failed: %s", strerror(-rc));
-    return rc;
+        return write_append_failed(ws, rc);
+    if (reapi_zstd_decoder_produced(dec) != ws->res.digest.size) {
+        reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
+                         "%.300s: zstd data decompresses to %" PRId64
+                         " bytes, the digest declares %" PRId64,
+                         ws->name, reapi_zstd_decoder_produced(dec), ws->res.digest.size);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 /* finish_write: the blob must be complete; commits it. */
@@ -463,21 +723,24 @@ static int write_commit(struct write_stream *ws)
     char hex[CAS_HASH_HEX + 1];
     int rc;
 
-    if (total != ws->res.digest.size) {
+    if (!write_compressed(ws) && total != ws->res.digest.size) {
         reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
                          "finish_write after %" PRId64 " bytes, the digest says %" PRId64, total,
                          ws->res.digest.size);
         return -EINVAL;
     }
     if (!ws->existed) {
+        rc = write_compressed(ws) ? write_finish_compressed(ws) : 0;
+        if (rc != 0)
+            return rc;
         rc = cas_writer_commit(ws->up->writer);
         ws->up->writer = NULL;
         if (rc == -EINVAL) {
             cas_digest_hex(&ws->res.digest, hex);
-            reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
-                             "uploaded data does not match digest %s/%" PRId64
-                             " of the resource name",
-                             hex, ws->res.digest.size);
+            reapi_status_set(
+                &ws->st, GRPC_STATUS_INVALID_ARGUMENT,
+                "uploaded data%s does not match digest %s/%" PRId64 " of the resource name",
+                write_compressed(ws) ? ", decompressed," : "", hex, ws->res.digest.size);
             return rc;
         }
         if (rc != 0) {
@@ -486,7 +749,8 @@ static int write_commit(struct write_stream *ws)
             return rc;
         }
     }
-    ws->committed = ws->res.digest.size;
+    /* Compressed: the compressed bytes received, as Bazel checks. */
+    ws->committed = write_compressed(ws) ? total : ws->res.digest.size;
     return 0;
 }
 
@@ -498,7 +762,7 @@ static int write_next(struct write_stream *ws)
     int rc = bytestream_recv(ws->call, &ws->bb, &ws->wr, &ws->req);
 
     if (rc == 0) {
-        ws->committed = ws->existed ? ws->res.digest.size : cas_writer_offset(ws->up->writer);
+        ws->committed = ws->existed ? ws->res.digest.size : upload_offset(ws->up);
         ws->keep = !ws->existed;
         return 0;
     }
@@ -512,7 +776,8 @@ static int write_next(struct write_stream *ws)
     }
     if (ws->req->resource_name[0] != '\0' &&
         (reapi_resource_parse_write(ws->req->resource_name, &again) != 0 ||
-         !cas_digest_equal(&again.digest, &ws->res.digest))) {
+         !cas_digest_equal(&again.digest, &ws->res.digest) ||
+         again.compressor != ws->res.compressor)) {
         reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
                          "resource name changed within one Write");
         return -EINVAL;
@@ -530,6 +795,10 @@ static int bytestream_do_write(struct write_stream *ws)
         rc = write_open(ws);
     if (rc != 0)
         return rc;
+    if (ws->existed && write_compressed(ws)) {
+        ws->committed = -1; /* stored already: done, without reading the rest */
+        return 0;
+    }
     for (;;) {
         rc = write_message(ws);
         if (rc != 0)
@@ -553,8 +822,7 @@ static void bytestream_write(void *ctx, struct rpc_call *call)
     if (ws.up != NULL)
         uploads_release(ws.d->uploads, ws.up, ws.keep && ws.up->writer != NULL);
     if (!reapi_status_ok(&ws.st) && ws.st.code != GRPC_STATUS_CANCELLED)
-        LOG_I("ByteStream.Write %s: %s",
-              ws.req && ws.req->resource_name ? ws.req->resource_name : "", ws.st.message);
+        LOG_I("ByteStream.Write %s: %s", ws.name, ws.st.message);
     rpc_call_finish(call, &resp.base, &ws.st);
     reapi_status_free(&ws.st);
     bytestream_recv_done(&ws.bb, &ws.wr, &ws.req);
@@ -579,22 +847,22 @@ static void bytestream_query_write_status(void *ctx, struct rpc_call *call)
                          "QueryWriteStatusRequest not parseable");
         goto out;
     }
-    if (reapi_resource_parse_write(req->resource_name, &res) != 0) {
-        reapi_status_set(
-            &st, GRPC_STATUS_INVALID_ARGUMENT,
-            "resource name '%.300s' is not {instance}/uploads/{uuid}/blobs/{sha256}/{size}",
-            req->resource_name);
+    rc = reapi_resource_parse_write(req->resource_name, &res);
+    if (rc != 0) {
+        reapi_resource_status(&st, req->resource_name, rc, &res, true);
         goto out;
     }
     if (cas_store_contains(d->store, &res.digest) == 1) {
-        resp.committed_size = res.digest.size;
+        /* A compressed blob's compressed size is not known: -1, as a
+         * Write of it answers. */
+        resp.committed_size = res.compressor == REAPI_COMPRESSOR_ZSTD ? -1 : res.digest.size;
         resp.complete = 1;
         goto out;
     }
     key = upload_key(req->resource_name, &res);
     rc = key ? uploads_take(d->uploads, key, &up) : -ENOMEM;
     if (rc == 0) {
-        resp.committed_size = cas_writer_offset(up->writer);
+        resp.committed_size = upload_offset(up);
         uploads_release(d->uploads, up, true);
     } else if (rc == -EBUSY) {
         reapi_status_set(&st, GRPC_STATUS_UNAVAILABLE,

@@ -4,7 +4,11 @@
  * Advertises SHA-256 (also in API 2.3's ExecutionCapabilities.digest_functions),
  * the batch limit, absolute symlinks ALLOWED, action-cache updates, execution
  * when it is running, and API versions 2.0 to 2.2 (the protos Debian ships
- * are the v2.2-era API).
+ * are the v2.2-era API). Also the compressors, identity and zstd, for
+ * ByteStream's compressed-blobs and for the batch calls (CacheCapabilities'
+ * supported_compressors and supported_batch_update_compressors). The fields
+ * newer than Debian's protos are sent as unknown fields. Bazel 7 refuses
+ * --remote_cache_compression unless both compressor lists have zstd.
  */
 #include "casboxd.h"
 
@@ -24,6 +28,9 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
     Build__Bazel__Semver__SemVer high = BUILD__BAZEL__SEMVER__SEM_VER__INIT;
     Build__Bazel__Remote__Execution__V2__DigestFunction__Value functions[] = {
         BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256};
+    const uint64_t compressors[] = {REAPI_COMPRESSOR_IDENTITY, REAPI_COMPRESSOR_ZSTD};
+    const uint64_t digest_functions[] = {REAPI_DIGEST_FUNCTION_SHA256};
+    struct reapi_unknown_out cache_new, exec_new;
 
     if (rpc_call_request(call,
                          &build__bazel__remote__execution__v2__get_capabilities_request__descriptor,
@@ -41,18 +48,23 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
      * the sandbox resolves them inside the action's own root (docs/security.md). */
     cache.symlink_absolute_path_strategy =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__ALLOWED;
+    reapi_unknown_out_init(&cache_new);
+    reapi_unknown_out_packed(&cache_new, REAPI_FIELD_CACHE_CAPABILITIES_SUPPORTED_COMPRESSORS,
+                             compressors, 2);
+    reapi_unknown_out_packed(&cache_new,
+                             REAPI_FIELD_CACHE_CAPABILITIES_SUPPORTED_BATCH_UPDATE_COMPRESSORS,
+                             compressors, 2);
+    reapi_unknown_out_attach(&cache_new, &cache.base);
     caps.cache_capabilities = &cache;
 
     exec.digest_function = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256;
     exec.exec_enabled = d->exec != NULL;
     caps.execution_capabilities = &exec;
     /* API 2.3's repeated digest_functions, which the v2.2 type lacks. */
-    if (reapi_unknown_varint_put(&exec.base, REAPI_FIELD_EXECUTION_CAPABILITIES_DIGEST_FUNCTIONS,
-                                 REAPI_DIGEST_FUNCTION_SHA256) != 0) {
-        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        protobuf_c_message_free_unpacked(req, NULL);
-        return;
-    }
+    reapi_unknown_out_init(&exec_new);
+    reapi_unknown_out_packed(&exec_new, REAPI_FIELD_EXECUTION_CAPABILITIES_DIGEST_FUNCTIONS,
+                             digest_functions, 1);
+    reapi_unknown_out_attach(&exec_new, &exec.base);
 
     low.major = 2;
     low.minor = 0;
@@ -61,7 +73,6 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
     caps.low_api_version = &low;
     caps.high_api_version = &high;
     rpc_call_finish(call, &caps.base, NULL);
-    reapi_unknown_clear(&exec.base);
     protobuf_c_message_free_unpacked(req, NULL);
 }
 

@@ -6,6 +6,15 @@
  * INVALID_ARGUMENT naming its index; per-blob problems in the Batch calls are
  * reported in that blob's own status, as the spec says. Requests are bounded
  * by server.max_batch_blobs digests and server.max_batch_bytes of data.
+ *
+ * Inline data may be zstd-compressed (API 2.1; the fields are unknown to
+ * Debian's protos and read through reapi's unknown-field helpers): each
+ * BatchUpdateBlobs request says its compressor, and is decompressed into
+ * memory bounded by its digest's size before it is verified and stored
+ * (the store keeps blobs uncompressed); BatchReadBlobs compresses a blob
+ * when the client accepts zstd and it gets smaller, and says which it did.
+ * A compressed request counts in the batch's bytes with the larger of its
+ * data and its digest's size, so what it decompresses to is bounded too.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -111,6 +120,69 @@ static void cas_status_free(Google__Rpc__Status *s)
         free(s->message);
 }
 
+/* The compressor of a BatchUpdateBlobs request (IDENTITY when unset); -1
+ * when the field does not decode. */
+static int64_t cas_update_compressor(const BatchUpdateBlobsRequest_Request *r)
+{
+    uint64_t v = REAPI_COMPRESSOR_IDENTITY;
+
+    if (reapi_unknown_varint(&r->base, REAPI_FIELD_BATCH_UPDATE_REQUEST_COMPRESSOR, &v) < 0 ||
+        v > INT32_MAX)
+        return -1;
+    return (int64_t)v;
+}
+
+/* What a request counts for in the batch's limit: its data, or for
+ * compressed data the larger of that and what it decompresses to. */
+static uint64_t cas_update_bytes(const BatchUpdateBlobsRequest_Request *r)
+{
+    uint64_t declared = r->digest != NULL && r->digest->size_bytes > 0 ? r->digest->size_bytes : 0;
+
+    if (cas_update_compressor(r) == REAPI_COMPRESSOR_IDENTITY || declared < r->data.len)
+        return r->data.len;
+    return declared;
+}
+
+/* Stores one request's blob, decompressing it first when it is compressed.
+ * Returns cas_store_put's result, or -EBADMSG with *status filled when the
+ * compressor is not served or the data does not decompress to the digest's
+ * size. *dec is made on first use. */
+static int cas_update_one(struct casboxd *d, const BatchUpdateBlobsRequest_Request *r,
+                          const struct cas_digest *dg, struct reapi_zstd_decoder **dec,
+                          Google__Rpc__Status *status)
+{
+    int64_t compressor = cas_update_compressor(r);
+    void *plain;
+    int rc;
+
+    if (compressor == REAPI_COMPRESSOR_IDENTITY)
+        return cas_store_put(d->store, dg, r->data.data, r->data.len);
+    if (!reapi_compressor_supported(compressor)) {
+        const char *name = reapi_compressor_name(compressor);
+
+        cas_status_fill(status, GRPC_STATUS_INVALID_ARGUMENT,
+                        "compressor %s%s%" PRId64 "%s is not supported (this server offers "
+                        "identity and zstd)",
+                        name ? name : "", name ? " (" : "", compressor, name ? ")" : "");
+        return -EBADMSG;
+    }
+    plain = malloc(dg->size ? (size_t)dg->size : 1);
+    rc = plain ? 0 : -ENOMEM;
+    if (rc == 0 && *dec == NULL)
+        rc = reapi_zstd_decoder_new(dg->size, dec);
+    if (rc == 0)
+        rc = reapi_zstd_decoder_buffer(*dec, r->data.data, r->data.len, plain, (size_t)dg->size);
+    if (rc == 0) {
+        rc = cas_store_put(d->store, dg, plain, (size_t)dg->size);
+    } else if (rc != -ENOMEM) {
+        cas_status_fill(status, GRPC_STATUS_INVALID_ARGUMENT, "blob %s/%" PRId64 ": %s",
+                        r->digest->hash, r->digest->size_bytes, reapi_zstd_decoder_error(*dec));
+        rc = -EBADMSG;
+    }
+    free(plain);
+    return rc;
+}
+
 static void cas_batch_update(void *ctx, struct rpc_call *call)
 {
     struct casboxd *d = ctx;
@@ -119,6 +191,7 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
         BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_UPDATE_BLOBS_RESPONSE__INIT;
     BatchUpdateBlobsResponse_Response *entries = NULL;
     Google__Rpc__Status *statuses = NULL;
+    struct reapi_zstd_decoder *dec = NULL;
     struct reapi_status st;
     uint64_t total = 0;
     size_t n = 0;
@@ -138,7 +211,7 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
     if (!cas_check_count(d, n, &st, "requests"))
         goto out;
     for (size_t i = 0; i < n; i++)
-        total += req->requests[i]->data.len;
+        total += cas_update_bytes(req->requests[i]);
     if (total > d->cfg.max_batch_bytes) {
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
                          "batch of %" PRIu64 " bytes exceeds max_batch_total_size_bytes %" PRIu64
@@ -170,10 +243,15 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
             cas_status_fill(&statuses[i], GRPC_STATUS_INVALID_ARGUMENT, "%s", blob_st.message);
             continue;
         }
-        rc = cas_store_put(d->store, &dg, r->data.data, r->data.len);
+        rc = cas_update_one(d, r, &dg, &dec, &statuses[i]);
+        if (rc == -EBADMSG)
+            continue; /* the status says why */
         if (rc == -EINVAL) {
             cas_status_fill(&statuses[i], GRPC_STATUS_INVALID_ARGUMENT,
-                            "data (%zu bytes) does not match digest %s/%" PRId64, r->data.len,
+                            "data (%zu bytes%s) does not match digest %s/%" PRId64, r->data.len,
+                            cas_update_compressor(r) == REAPI_COMPRESSOR_IDENTITY
+                                ? ""
+                                : ", decompressed from zstd",
                             r->digest->hash, r->digest->size_bytes);
         } else if (rc != 0) {
             cas_status_fill(&statuses[i],
@@ -190,9 +268,46 @@ out:
     free(resp.responses);
     free(entries);
     free(statuses);
+    reapi_zstd_decoder_free(dec);
     reapi_status_free(&st);
     if (req != NULL)
         protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* Whether acceptable_compressors lists zstd (IDENTITY is always fine). */
+static bool cas_read_accepts_zstd(const BatchReadBlobsRequest *req)
+{
+    uint64_t values[16];
+    int n = reapi_unknown_varints(&req->base, REAPI_FIELD_BATCH_READ_ACCEPTABLE_COMPRESSORS, values,
+                                  sizeof(values) / sizeof(values[0]));
+
+    for (int i = 0; i < n; i++) {
+        if (values[i] == REAPI_COMPRESSOR_ZSTD)
+            return true;
+    }
+    return false;
+}
+
+/* Replaces an entry's data with its zstd compression when that is smaller,
+ * and says so in the entry's compressor field (kept in *u). */
+static void cas_read_compress(BatchReadBlobsResponse_Response *e, struct reapi_unknown_out *u)
+{
+    void *packed;
+    size_t len;
+
+    if (e->data.len == 0 ||
+        reapi_zstd_compress_buffer(e->data.data, e->data.len, REAPI_ZSTD_LEVEL, &packed, &len) != 0)
+        return; /* sent as it is */
+    if (len >= e->data.len) {
+        free(packed);
+        return;
+    }
+    free(e->data.data);
+    e->data.data = packed;
+    e->data.len = len;
+    reapi_unknown_out_init(u);
+    reapi_unknown_out_varint(u, REAPI_FIELD_BATCH_READ_RESPONSE_COMPRESSOR, REAPI_COMPRESSOR_ZSTD);
+    reapi_unknown_out_attach(u, &e->base);
 }
 
 static void cas_batch_read(void *ctx, struct rpc_call *call)
@@ -203,9 +318,11 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_RESPONSE__INIT;
     BatchReadBlobsResponse_Response *entries = NULL;
     Google__Rpc__Status *statuses = NULL;
+    struct reapi_unknown_out *compressors = NULL;
     struct cas_digest *digests = NULL;
     struct reapi_status st;
     uint64_t total = 0;
+    bool zstd = false;
     size_t n = 0;
 
     reapi_status_init(&st);
@@ -224,8 +341,10 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
     digests = calloc(n + 1, sizeof(*digests));
     entries = calloc(n + 1, sizeof(*entries));
     statuses = calloc(n + 1, sizeof(*statuses));
+    compressors = calloc(n + 1, sizeof(*compressors));
     resp.responses = calloc(n + 1, sizeof(*resp.responses));
-    if (digests == NULL || entries == NULL || statuses == NULL || resp.responses == NULL) {
+    if (digests == NULL || entries == NULL || statuses == NULL || compressors == NULL ||
+        resp.responses == NULL) {
         reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -240,6 +359,7 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
                          total, d->cfg.max_batch_bytes);
         goto out;
     }
+    zstd = cas_read_accepts_zstd(req);
     for (size_t i = 0; i < n; i++) {
         void *buf = NULL;
         size_t len = 0;
@@ -253,6 +373,8 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         if (rc == 0) {
             entries[i].data.data = buf;
             entries[i].data.len = len;
+            if (zstd)
+                cas_read_compress(&entries[i], &compressors[i]);
             google__rpc__status__init(&statuses[i]);
         } else if (rc == -ENOENT) {
             cas_status_fill(&statuses[i], GRPC_STATUS_NOT_FOUND, "blob %s/%" PRId64 " not found",
@@ -271,6 +393,7 @@ out:
     free(resp.responses);
     free(entries);
     free(statuses);
+    free(compressors);
     free(digests);
     reapi_status_free(&st);
     if (req != NULL)

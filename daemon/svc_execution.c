@@ -172,6 +172,7 @@ static int exec_send_operation(struct rpc_call *call, const char *name, enum exe
     ExecuteOperationMetadata md =
         BUILD__BAZEL__REMOTE__EXECUTION__V2__EXECUTE_OPERATION_METADATA__INIT;
     Google__Protobuf__Any md_any, resp_any;
+    struct reapi_unknown_out md_new;
     struct reapi_digest_buf db;
     int rc;
 
@@ -179,11 +180,11 @@ static int exec_send_operation(struct rpc_call *call, const char *name, enum exe
     md.stage = stages[stage];
     md.action_digest = &db.pd;
     /* API 2.3's digest_function, which the v2.2 type lacks: the one in use. */
-    rc = reapi_unknown_varint_put(&md.base, REAPI_FIELD_EXECUTE_OPERATION_METADATA_DIGEST_FUNCTION,
-                                  REAPI_DIGEST_FUNCTION_SHA256);
-    if (rc == 0)
-        rc = exec_pack_any(&md_any, METADATA_TYPE_URL, &md.base);
-    reapi_unknown_clear(&md.base);
+    reapi_unknown_out_init(&md_new);
+    reapi_unknown_out_varint(&md_new, REAPI_FIELD_EXECUTE_OPERATION_METADATA_DIGEST_FUNCTION,
+                             REAPI_DIGEST_FUNCTION_SHA256);
+    reapi_unknown_out_attach(&md_new, &md.base);
+    rc = exec_pack_any(&md_any, METADATA_TYPE_URL, &md.base);
     if (rc != 0) {
         if (stage == EXEC_COMPLETED && !start_only)
             rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");

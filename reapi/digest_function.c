@@ -5,7 +5,8 @@
  * (DigestFunction.Value; 0, unset, means "the server's", which is SHA-256
  * here); any other value is refused with INVALID_ARGUMENT naming it, as the
  * REAPI asks of a server that does not support it. Debian 12's generated
- * types predate the field, so it is read from the unknown fields (unknown.c).
+ * types predate the field, so it is read from the unknown fields
+ * (unknown_fields.c).
  */
 #include "reapi.h"
 
@@ -30,7 +31,7 @@ int reapi_digest_function_check(const ProtobufCMessage *req, uint32_t field,
 {
     const char *name;
     uint64_t value;
-    int rc = reapi_unknown_varint_get(req, field, &value);
+    int rc = reapi_unknown_varint(req, field, &value);
 
     if (rc < 0) {
         reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,

@@ -13,9 +13,11 @@
  * WriteRequest (write_request.c): google.bytestream.WriteRequest decoded
  * straight from the grpc byte buffer it arrived in, its data left in grpc's
  * slices.
- * Newer fields (unknown.c, digest_function.c): varint fields that Debian
- * 12's v2.2-era generated types lack, read from and added to a message's
- * unknown fields; API 2.3's digest_function checked with them.
+ * Unknown fields (unknown_fields.c): the REAPI fields newer than Debian's
+ * protos, read from and written to a message's unknown fields; API 2.3's
+ * digest_function in requests checked with them (digest_function.c).
+ * Compression (compression.c): the compressors' names and zstd streams in
+ * both directions, decompression bounded by the size the digest declares.
  */
 #ifndef CASBOX_REAPI_H
 #define CASBOX_REAPI_H
@@ -139,6 +141,14 @@ void reapi_digest_to_proto(const struct cas_digest *d, struct reapi_digest_buf *
 Digest *reapi_digest_new(const struct cas_digest *d);
 void reapi_digest_free(Digest *pd);
 
+/* Compressor.Value (API 2.1; not in Debian's protos): the wire numbers. */
+enum reapi_compressor {
+    REAPI_COMPRESSOR_IDENTITY = 0,
+    REAPI_COMPRESSOR_ZSTD = 1,
+    REAPI_COMPRESSOR_DEFLATE = 2,
+    REAPI_COMPRESSOR_BROTLI = 3,
+};
+
 /* ByteStream resource names. Parsing never allocates: instance points into
  * name and instance_len is its length (0 for the empty instance). */
 struct reapi_resource {
@@ -146,13 +156,33 @@ struct reapi_resource {
     size_t instance_len;
     const char *upload_id; /* uploads only */
     size_t upload_id_len;
+    /* IDENTITY for blobs/, else the compressed-blobs/{compressor} segment's */
+    enum reapi_compressor compressor;
+    /* The name up to the end of the size segment (what names the upload:
+     * optional metadata after it does not). */
+    size_t key_len;
     struct cas_digest digest;
+    /* -ENOTSUP / -EPROTONOSUPPORT: the compressor or digest function segment
+     * that is not served (points into name). */
+    const char *unsupported;
+    size_t unsupported_len;
 };
 
-/* "{instance}/blobs/{hash}/{size}[/...]" */
+/* "{instance}/blobs/{digest_function/}{hash}/{size}[/...]" or
+ * "{instance}/compressed-blobs/{compressor}/{digest_function/}{hash}/{size}[/...]".
+ * The digest function segment (API 2.3) may be omitted; "sha256" is the only
+ * one served. The compressor is "identity" or "zstd". Returns 0; -EINVAL
+ * when the name is malformed; -ENOTSUP for a compressor not served
+ * ("deflate", "brotli", anything else) and -EPROTONOSUPPORT for a digest
+ * function not served ("blake3", ...), both with out->unsupported set. */
 int reapi_resource_parse_read(const char *name, struct reapi_resource *out);
-/* "{instance}/uploads/{uuid}/blobs/{hash}/{size}[/...]" */
+/* "{instance}/uploads/{uuid}/blobs/..." or
+ * "{instance}/uploads/{uuid}/compressed-blobs/...", the rest as for reads. */
 int reapi_resource_parse_write(const char *name, struct reapi_resource *out);
+/* Sets INVALID_ARGUMENT in st for a parse error rc of name: what the name
+ * should look like, or which compressor or digest function is not served. */
+void reapi_resource_status(struct reapi_status *st, const char *name, int rc,
+                           const struct reapi_resource *res, bool upload);
 /* Parses a non-negative decimal without sign; -EINVAL on anything else. */
 int reapi_parse_size(const char *s, size_t len, int64_t *out);
 
@@ -185,30 +215,55 @@ struct write_request {
 int write_request_decode(grpc_byte_buffer *bb, struct write_request *r);
 void write_request_free(struct write_request *r);
 
-/* --- fields newer than the generated types (unknown.c, digest_function.c) ---
+/* --- fields newer than Debian's protos (unknown_fields.c) ---
  *
- * Debian 12's protos are the v2.2-era REAPI: fields added since arrive in a
- * decoded message's base.unknown_fields, and fields put there are packed
- * after the known ones. These read and write varint ones (enums, integers,
- * bools) by field number. */
+ * Debian 12's generated protobuf-c types are the v2.2-era REAPI; the fields
+ * added since (compressors, digest_function in requests) are unknown to them.
+ * protobuf-c keeps a decoded message's unknown fields (base.unknown_fields)
+ * and packs the unknown fields a message is given, so these read and write
+ * them by field number; the numbers are wire facts of the REAPI. */
 
-/* The last value of varint field `field` of m (protobuf's rule for a scalar
- * given twice): 1 and *value set, 0 when absent (*value = 0), -EINVAL when
- * it is there but not a varint. */
-int reapi_unknown_varint_get(const ProtobufCMessage *m, uint32_t field, uint64_t *value);
-/* Every value of repeated varint field `field` (packed or not), in order:
- * the first max into values, their count into *n (which may exceed max).
- * -EINVAL when an occurrence is malformed. */
-int reapi_unknown_varints_get(const ProtobufCMessage *m, uint32_t field, uint64_t *values,
-                              size_t max, size_t *n);
-/* Appends varint field `field` = value to m (call once per value of a
- * repeated field). malloc'd: freed by protobuf_c_message_free_unpacked, or
- * by reapi_unknown_clear for a message that is not. -ENOMEM. */
-int reapi_unknown_varint_put(ProtobufCMessage *m, uint32_t field, uint64_t value);
-/* Frees and forgets m's unknown fields (a message built on the stack). */
-void reapi_unknown_clear(ProtobufCMessage *m);
+/* CacheCapabilities */
+#define REAPI_FIELD_CACHE_CAPABILITIES_SUPPORTED_COMPRESSORS              6
+#define REAPI_FIELD_CACHE_CAPABILITIES_SUPPORTED_BATCH_UPDATE_COMPRESSORS 7
+/* BatchUpdateBlobsRequest.Request */
+#define REAPI_FIELD_BATCH_UPDATE_REQUEST_COMPRESSOR 3
+/* BatchReadBlobsRequest */
+#define REAPI_FIELD_BATCH_READ_ACCEPTABLE_COMPRESSORS 3
+/* BatchReadBlobsResponse.Response */
+#define REAPI_FIELD_BATCH_READ_RESPONSE_COMPRESSOR 4
 
-/* DigestFunction.Value (API 2.3) and the field numbers that carry it. */
+/* The last value of varint field number in m's unknown fields (packed or
+ * not, as protobuf reads a scalar): 1 with *value set, 0 when absent,
+ * -EINVAL when the field is there but malformed. */
+int reapi_unknown_varint(const ProtobufCMessage *m, uint32_t number, uint64_t *value);
+/* Every value of repeated varint field number (packed and unpacked
+ * occurrences, in order), at most max: the count, or -EINVAL. */
+int reapi_unknown_varints(const ProtobufCMessage *m, uint32_t number, uint64_t *values, size_t max);
+
+/* Unknown fields for a message being built: the fields and their bytes live
+ * here, so the message must be packed before this goes away. */
+#define REAPI_UNKNOWN_MAX_FIELDS 4
+#define REAPI_UNKNOWN_MAX_BYTES  64
+struct reapi_unknown_out {
+    ProtobufCMessageUnknownField fields[REAPI_UNKNOWN_MAX_FIELDS];
+    uint8_t bytes[REAPI_UNKNOWN_MAX_BYTES];
+    size_t n_fields, n_bytes;
+};
+
+void reapi_unknown_out_init(struct reapi_unknown_out *u);
+/* Adds varint field number = value; -ENOSPC when u is full. */
+int reapi_unknown_out_varint(struct reapi_unknown_out *u, uint32_t number, uint64_t value);
+/* Adds repeated varint field number, packed (proto3's encoding); -ENOSPC. */
+int reapi_unknown_out_packed(struct reapi_unknown_out *u, uint32_t number, const uint64_t *values,
+                             size_t n);
+/* Makes u's fields m's unknown fields (replacing any). */
+void reapi_unknown_out_attach(struct reapi_unknown_out *u, ProtobufCMessage *m);
+
+/* --- digest_function (digest_function.c) ---
+ *
+ * DigestFunction.Value (API 2.3) and the field numbers that carry it, all
+ * read and written with the unknown-field helpers above. */
 #define REAPI_DIGEST_FUNCTION_UNSET  0
 #define REAPI_DIGEST_FUNCTION_SHA256 1
 #define REAPI_DIGEST_FUNCTION_BLAKE3 9
@@ -232,5 +287,73 @@ const char *reapi_digest_function_name(uint64_t value);
  * (9) is not supported: this server uses SHA256") and returns -EINVAL. */
 int reapi_digest_function_check(const ProtobufCMessage *req, uint32_t field,
                                 struct reapi_status *st);
+
+/* --- compression (compression.c) ---
+ *
+ * The CAS stores blobs uncompressed (FUSE staging and hardlinks need plain
+ * files); clients may send and receive them zstd-compressed. */
+
+/* "zstd" for REAPI_COMPRESSOR_ZSTD: the lowercase enum name the resource
+ * names use; NULL for a value outside the enum. */
+const char *reapi_compressor_name(int64_t value);
+/* IDENTITY and ZSTD. */
+bool reapi_compressor_supported(int64_t value);
+
+/* The level casboxd compresses at: fast, and the same everywhere, so that a
+ * resumed compressed Read sees the same bytes. */
+#define REAPI_ZSTD_LEVEL 1
+
+/* Receives output; a negative return stops the stream with that error. */
+typedef int (*reapi_sink_fn)(void *ctx, const void *data, size_t len);
+
+/* A streaming zstd decoder whose output is bounded. */
+struct reapi_zstd_decoder;
+
+/* A decoder whose output may total at most max_out bytes (the size the
+ * digest declares); its window (memory) is bounded accordingly. -ENOMEM. */
+int reapi_zstd_decoder_new(int64_t max_out, struct reapi_zstd_decoder **out);
+void reapi_zstd_decoder_free(struct reapi_zstd_decoder *dec);
+/* Back to the start, for an upload written again from offset 0. */
+void reapi_zstd_decoder_reset(struct reapi_zstd_decoder *dec);
+/* Decompresses len bytes of input (one or more frames, in any pieces),
+ * giving all output to sink. -EFBIG when the output would pass max_out
+ * (the excess is not given to sink), -EBADMSG when the input is not zstd or
+ * corrupt, or the sink's error. Errors stick: later calls return them. */
+int reapi_zstd_decoder_feed(struct reapi_zstd_decoder *dec, const void *in, size_t len,
+                            reapi_sink_fn sink, void *ctx);
+/* The input has ended: 0 when it ended after a whole frame (or was empty),
+ * -EBADMSG when it stops inside one, or the sticky error. */
+int reapi_zstd_decoder_finish(struct reapi_zstd_decoder *dec);
+/* Compressed bytes fed so far, and uncompressed bytes produced. */
+int64_t reapi_zstd_decoder_consumed(const struct reapi_zstd_decoder *dec);
+int64_t reapi_zstd_decoder_produced(const struct reapi_zstd_decoder *dec);
+/* A one-line account of the last error ("" when none). */
+const char *reapi_zstd_decoder_error(const struct reapi_zstd_decoder *dec);
+
+/* Decompresses the whole of in (len bytes, the inline data of a batch call)
+ * into out, which has room for size bytes (dec is reset and bounded to
+ * size): 0 when it is exactly size bytes; -EFBIG more, -ENODATA fewer,
+ * -EBADMSG corrupt or truncated, with reapi_zstd_decoder_error saying so. */
+int reapi_zstd_decoder_buffer(struct reapi_zstd_decoder *dec, const void *in, size_t len, void *out,
+                              size_t size);
+/* The most compressed bytes a client may send for a blob of size bytes:
+ * what zstd needs for incompressible data, with room for many frames. */
+int64_t reapi_zstd_max_compressed(int64_t size);
+
+/* A streaming zstd encoder of one frame. */
+struct reapi_zstd_encoder;
+
+/* size: the bytes that will be fed (written into the frame header, so the
+ * reader knows the size and needs no larger window). -ENOMEM. */
+int reapi_zstd_encoder_new(int level, int64_t size, struct reapi_zstd_encoder **out);
+void reapi_zstd_encoder_free(struct reapi_zstd_encoder *enc);
+/* Compresses len bytes, giving the output to sink as it fills; end: this is
+ * the last input, the frame is finished. -EIO when zstd fails, or the
+ * sink's error. */
+int reapi_zstd_encoder_feed(struct reapi_zstd_encoder *enc, const void *in, size_t len, bool end,
+                            reapi_sink_fn sink, void *ctx);
+
+/* One-shot compression of a buffer into a malloc'd one; -ENOMEM, -EIO. */
+int reapi_zstd_compress_buffer(const void *in, size_t len, int level, void **out, size_t *out_len);
 
 #endif

@@ -35,6 +35,7 @@ PROTO_ROOT = os.environ.get("REAPI_PROTO_DIR", "/usr/src/bazel-bootstrap/third_p
 PROTOBUF_INCLUDE = os.environ.get("PROTOBUF_INCLUDE_DIR", "/usr/include")
 PROTOS = [
     "build/bazel/remote/execution/v2/remote_execution.proto",
+    "build/bazel/remote/asset/v1/remote_asset.proto",
     "build/bazel/semver/semver.proto",
     "google/longrunning/operations.proto",
     "google/rpc/status.proto",

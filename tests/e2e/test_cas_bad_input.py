@@ -407,6 +407,27 @@ def _(c):
                  INVALID, ("resource", "name"))
 
 
+@check("ByteStream: digest function segment (API 2.3): sha256/ accepted; blake3/, sha1/ -> "
+       "INVALID_ARGUMENT naming it, nothing stored")
+def _(c):
+    data = rnd(3000)
+    d = rc.digest_of(data)
+    h, n = d.hash, d.size_bytes
+    for fn in ("blake3", "sha1", "sha256tree", "vso"):
+        wname = "uploads/%s/blobs/%s/%s/%d" % (uuid.uuid4(), fn, h, n)
+        expect_error("Write(%r)" % wname, lambda: c.bs_write(wname, data), INVALID,
+                     "digest function '%s'" % fn)
+        expect_error("QueryWriteStatus(%r)" % wname, lambda: c.query_write_status(wname),
+                     INVALID, fn)
+        expect_error("Read(blobs/%s/...)" % fn,
+                     lambda: c.bs_read("blobs/%s/%s/%d" % (fn, h, n)), INVALID, fn)
+    need(c.find_missing([d]) == [d], "blob stored through an unsupported digest function")
+    r = c.bs_write("inst/uploads/%s/blobs/sha256/%s/%d" % (uuid.uuid4(), h, n), data, chunk=1000)
+    need(r.committed_size == n, "blobs/sha256/ Write: committed_size %d", r.committed_size)
+    need(c.bs_read("inst/blobs/sha256/%s/%d" % (h, n)) == data, "blobs/sha256/ Read differs")
+    need(c.bs_read(c.read_name(d)) == data, "the sha256/ upload is not the plain blob")
+
+
 @check("ByteStream.Write: trailing path after the size is ignored; re-upload of a present blob ok")
 def _(c):
     data = rnd(2000)

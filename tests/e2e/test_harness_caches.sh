@@ -28,6 +28,16 @@
 #     - throws away a partial root and a stale tmp dir of an interrupted run;
 #     - mirror unreachable: exit 77 (the caller skips); another failure: exit
 #       1 with a one-line error; no partial root either way.
+#   sid_root.sh (debootstrap_root.sh with packages and apt options), with
+#   stand-ins for unshare, mount and chroot too (so no root needed):
+#     - an empty cache: debootstrap sid, then in the tmp dir, in a private
+#       mount namespace with /proc mounted: apt-get update, apt-get install
+#       -y of the sid packages (noninteractive), apt-get clean; the root's
+#       apt.conf.d/90casbox says Check-Valid-Until false and no
+#       recommends; marked complete at DIR/.casbox-complete, no .debs, no
+#       tmp dir; a second call reuses it asking nothing;
+#     - apt cannot reach the mirror: exit 77; apt fails otherwise: exit 1
+#       with a one-line error; no partial root either way.
 source "$(dirname "$0")/lib.sh"
 
 fake="$E2E_TMP/fakebin"
@@ -96,7 +106,7 @@ case "${FAKE_DEBOOTSTRAP:-ok}" in
   unreachable) echo "E: Failed getting release file http://mirror.invalid/debian/dists/$2/Release"; exit 1 ;;
   fail) echo "W: Failure while unpacking required packages."; exit 1 ;;
 esac
-mkdir -p "$3/usr/bin" "$3/var/cache/apt/archives" "$3/etc"
+mkdir -p "$3/usr/bin" "$3/var/cache/apt/archives" "$3/etc" "$3/proc"
 ln -s usr/bin "$3/bin"
 printf '#!/bin/true\n' > "$3/usr/bin/sh"; chmod 0755 "$3/usr/bin/sh"
 touch "$3/var/cache/apt/archives/base-files_1_amd64.deb"
@@ -216,3 +226,92 @@ for mode in unreachable fail; do
     e2e_fail "debootstrap fail: want one error line, got $(tail -n 1 "$E2E_TMP/err")"
 done
 log "ok: mirror unreachable exits 77, another failure exits 1, no partial root"
+
+# -- sid_root.sh: debootstrap_root.sh with packages and apt options ---------------------
+# unshare -m --propagation private CMD...: runs CMD here; mount: logged, the
+# target must exist; chroot DIR CMD...: apt-get as FAKE_APT says: ok (install
+# leaves a .deb per package and its doc dir), unreachable (the .debs cannot
+# be fetched), fail (a package apt does not know).
+ns="$E2E_TMP/fakens"
+mkdir -p "$ns"
+cat > "$ns/unshare" << 'EOF'
+#!/bin/bash
+[ "$1 $2 $3" = "-m --propagation private" ] || { echo "fake unshare: unexpected $*" >&2; exit 1; }
+echo "unshare $1 $2 $3" >> "$FAKE_CALLS"
+shift 3
+exec "$@"
+EOF
+cat > "$ns/mount" << 'EOF'
+#!/bin/bash
+echo "mount $*" >> "$FAKE_CALLS"
+[ -d "${*: -1}" ] || { echo "mount: ${*: -1}: mount point does not exist." >&2; exit 32; }
+EOF
+cat > "$ns/chroot" << 'EOF'
+#!/bin/bash
+d="$1"; shift
+echo "chroot $d $*${DEBIAN_FRONTEND:+ (DEBIAN_FRONTEND=$DEBIAN_FRONTEND)}" >> "$FAKE_CALLS"
+[ -x "$d/usr/bin/sh" ] || { echo "chroot: $d is no root" >&2; exit 125; }
+[ "$1" = apt-get ] || { echo "fake chroot: unexpected $*" >&2; exit 1; }
+case "$2 ${FAKE_APT:-ok}" in
+  "update unreachable")
+    echo "Err:1 http://mirror.invalid/debian sid InRelease"
+    echo "  Temporary failure resolving 'mirror.invalid'"
+    echo "W: Some index files failed to download. They have been ignored, or old ones used instead." ;;
+  "install unreachable")
+    echo "E: Failed to fetch http://mirror.invalid/debian/pool/main/b/buildbox/buildbox_1_amd64.deb  Temporary failure resolving 'mirror.invalid'"
+    exit 100 ;;
+  "install fail") echo "E: Unable to locate package buildbox"; exit 100 ;;
+  "install ok")
+    shift 3
+    for p in "$@"; do
+      touch "$d/var/cache/apt/archives/${p}_1_amd64.deb"
+      mkdir -p "$d/usr/share/doc/$p"
+    done ;;
+esac
+exit 0
+EOF
+chmod 0755 "$ns"/*
+sid_mk="$E2E_DIR/sid_root.sh"
+sid="$fixtures/debootstrap-sid-clients"
+: > "$FAKE_CALLS"
+t0=$SECONDS
+run "$E2E_TMP/out" "$E2E_TMP/err" env -u SID_ROOT_PACKAGES -u DEBIAN_FRONTEND PATH="$ns:$PATH" "$sid_mk" http://mirror.invalid/debian "$sid" "$E2E_TMP/sid.log"
+cat "$E2E_TMP/err" >&2
+[ "$rc" = 0 ] || e2e_fail "sid_root.sh exited $rc on an empty cache (log: $(tail -n 5 "$E2E_TMP/sid.log" | paste -sd'|'))"
+[ "$(cat "$E2E_TMP/out")" = "$sid" ] || e2e_fail "it printed '$(cat "$E2E_TMP/out")', want $sid"
+tmpd="$(sed -n 's/^debootstrap .* \([^ ]*\.tmp\.[0-9]*\) .*/\1/p' "$FAKE_CALLS")"
+[ "${tmpd%.tmp.*}" = "$sid" ] || e2e_fail "debootstrap calls: $(paste -sd, "$FAKE_CALLS")"
+want="debootstrap --variant=minbase sid $tmpd http://mirror.invalid/debian
+unshare -m --propagation private
+mount -t proc proc $tmpd/proc
+chroot $tmpd apt-get update
+chroot $tmpd apt-get install -y bazel-bootstrap buildbox build-essential ca-certificates (DEBIAN_FRONTEND=noninteractive)
+chroot $tmpd apt-get clean"
+[ "$(cat "$FAKE_CALLS")" = "$want" ] ||
+  e2e_fail "calls: $(paste -sd, "$FAKE_CALLS"); want: $(printf %s "$want" | paste -sd,)"
+[ -e "$sid/.casbox-complete" ] && [ "$(cat "$sid/etc/debian_version")" = sid ] && [ -d "$sid/usr/share/doc/buildbox" ] ||
+  e2e_fail "$sid is not the complete root"
+[ "$(cat "$sid/etc/apt/apt.conf.d/90casbox")" = 'Acquire::Check-Valid-Until "false";
+APT::Install-Recommends "false";' ] || e2e_fail "the sid root's 90casbox: $(cat "$sid/etc/apt/apt.conf.d/90casbox")"
+[ ! -e "$root/etc/apt/apt.conf.d/90casbox" ] || e2e_fail "the bookworm root (no apt options) has a 90casbox"
+[ -z "$(ls "$sid"/var/cache/apt/archives/*.deb 2> /dev/null)" ] || e2e_fail "the downloaded .debs were kept in $sid"
+[ -z "$(ls -d "$sid".tmp.* 2> /dev/null)" ] || e2e_fail "tmp dirs left: $(ls -d "$sid".tmp.*)"
+: > "$FAKE_CALLS"
+run "$E2E_TMP/out" "$E2E_TMP/err" env PATH="$ns:$PATH" "$sid_mk" http://mirror.invalid/debian "$sid" "$E2E_TMP/sid.log"
+[ "$rc" = 0 ] && [ "$(cat "$E2E_TMP/out")" = "$sid" ] && [ ! -s "$FAKE_CALLS" ] ||
+  e2e_fail "second call: exit $rc, calls: $(paste -sd, "$FAKE_CALLS")"
+[ $((SECONDS - t0)) -lt 10 ] || e2e_fail "the sid root with stand-ins took $((SECONDS - t0)) s"
+log "ok: sid root made once on an empty cache (debootstrap, apt-get in a private mount namespace, apt options), then reused"
+
+for mode in unreachable fail; do
+  r2="$fixtures/debootstrap-sid-$mode"
+  run "$E2E_TMP/out" "$E2E_TMP/err" env FAKE_APT="$mode" PATH="$ns:$PATH" "$sid_mk" http://mirror.invalid/debian "$r2" "$E2E_TMP/sid.log"
+  want=1
+  [ "$mode" = unreachable ] && want=77
+  [ "$rc" = "$want" ] || e2e_fail "apt-get $mode in the sid root: exit $rc, want $want"
+  [ ! -e "$r2" ] && [ -z "$(ls -d "$r2".tmp.* 2> /dev/null)" ] || e2e_fail "apt-get $mode left $(ls -d "$r2"*)"
+  [ "$mode" = unreachable ] || { [ "$(grep -c 'error' "$E2E_TMP/err")" = 1 ] &&
+    tail -n 1 "$E2E_TMP/err" | grep -q '^casbox: error: apt-get install .* in the sid root failed'; } ||
+    e2e_fail "apt-get fail: want one error line, got $(tail -n 1 "$E2E_TMP/err")"
+done
+log "ok: apt in the sid root: mirror unreachable exits 77, another failure exits 1, no partial root"

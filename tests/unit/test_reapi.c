@@ -1,12 +1,14 @@
 /*
- * test_daemon_reapi.c - ByteStream resource names, wire digest checks and the
- * status details (PreconditionFailure) built for missing blobs.
+ * test_reapi.c - ByteStream resource names (blobs/ and compressed-blobs/, with
+ * and without a digest function segment), wire digest checks and the status
+ * details (PreconditionFailure) built for missing blobs.
  */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,6 +61,96 @@ static void test_write_names(void **state)
     assert_int_equal(reapi_resource_parse_write("blobs/" H "/5", &r), -EINVAL);
     assert_int_equal(reapi_resource_parse_write("uploads//blobs/" H "/5", &r), -EINVAL);
     assert_int_equal(reapi_resource_parse_write("uploads/u/blobs/" H, &r), -EINVAL);
+}
+
+static void test_compressed_names(void **state)
+{
+    struct reapi_resource r;
+    struct reapi_status st;
+    const char *name;
+
+    (void)state;
+    assert_int_equal(reapi_resource_parse_read("blobs/" H "/12", &r), 0);
+    assert_int_equal(r.compressor, REAPI_COMPRESSOR_IDENTITY);
+    assert_int_equal(reapi_resource_parse_read("main/compressed-blobs/zstd/" H "/12", &r), 0);
+    assert_int_equal(r.compressor, REAPI_COMPRESSOR_ZSTD);
+    assert_int_equal(r.instance_len, 4);
+    assert_int_equal(r.digest.size, 12);
+    assert_int_equal(reapi_resource_parse_read("compressed-blobs/identity/" H "/3", &r), 0);
+    assert_int_equal(r.compressor, REAPI_COMPRESSOR_IDENTITY);
+
+    name = "a/uploads/u1/compressed-blobs/zstd/" H "/9/meta/data";
+    assert_int_equal(reapi_resource_parse_write(name, &r), 0);
+    assert_int_equal(r.compressor, REAPI_COMPRESSOR_ZSTD);
+    assert_int_equal(r.instance_len, 1);
+    assert_memory_equal(r.upload_id, "u1", 2);
+    /* The upload is named by everything up to the size. */
+    assert_int_equal(r.key_len, strlen(name) - strlen("/meta/data"));
+
+    assert_int_equal(reapi_resource_parse_read("compressed-blobs/" H "/12", &r), -ENOTSUP);
+    assert_int_equal(reapi_resource_parse_read("compressed-blobs//" H "/12", &r), -EINVAL);
+    assert_int_equal(reapi_resource_parse_read("compressed-blobs/zstd/" H, &r), -EINVAL);
+    assert_int_equal(reapi_resource_parse_read("compressed-blobs/zstd/zz/1", &r), -EINVAL);
+    assert_int_equal(reapi_resource_parse_read("compressed-blobs/zstd/uploads/" H "/1", &r),
+                     -EPROTONOSUPPORT);
+    assert_int_equal(reapi_resource_parse_read("x/compressed-blobs/x/blobs/" H "/1", &r), -ENOTSUP);
+    for (int i = 0; i < 4; i++) {
+        static const char *const names[] = {"deflate", "brotli", "garbage", "ZSTD"};
+        char buf[256];
+
+        snprintf(buf, sizeof(buf), "uploads/u/compressed-blobs/%s/" H "/1", names[i]);
+        assert_int_equal(reapi_resource_parse_write(buf, &r), -ENOTSUP);
+        assert_int_equal(r.unsupported_len, strlen(names[i]));
+        assert_memory_equal(r.unsupported, names[i], r.unsupported_len);
+        reapi_status_init(&st);
+        reapi_resource_status(&st, buf, -ENOTSUP, &r, true);
+        assert_int_equal(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+        assert_non_null(strstr(st.message, names[i]));
+        assert_non_null(strstr(st.message, "zstd"));
+    }
+    reapi_status_init(&st);
+    reapi_resource_status(&st, "nonsense", -EINVAL, &r, false);
+    assert_non_null(strstr(st.message, "'nonsense'"));
+    assert_non_null(strstr(st.message, "compressed-blobs/zstd"));
+}
+
+static void test_digest_function_names(void **state)
+{
+    struct reapi_resource r;
+    struct reapi_status st;
+
+    (void)state;
+    /* API 2.3: an optional digest function before the hash; sha256 served. */
+    assert_int_equal(reapi_resource_parse_read("blobs/sha256/" H "/12", &r), 0);
+    assert_int_equal(r.digest.size, 12);
+    assert_int_equal(reapi_resource_parse_read("i/compressed-blobs/zstd/sha256/" H "/12", &r), 0);
+    assert_int_equal(r.compressor, REAPI_COMPRESSOR_ZSTD);
+    assert_int_equal(reapi_resource_parse_write("uploads/u/blobs/sha256/" H "/5/meta", &r), 0);
+    assert_int_equal(r.digest.size, 5);
+    /* A size after the hash means no digest function: "{hash}/{size}/{meta}". */
+    assert_int_equal(reapi_resource_parse_write("uploads/u/blobs/" H "/5/sha256", &r), 0);
+    assert_int_equal(reapi_resource_parse_read("blobs/sha256/" H, &r), -EINVAL);
+    assert_int_equal(reapi_resource_parse_read("blobs/sha256/12", &r), -EINVAL);
+
+    static const char *const others[] = {"blake3",  "sha1", "md5",    "sha256tree", "gitsha1",
+                                         "murmur3", "vso",  "sha384", "sha512"};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        char buf[256];
+
+        snprintf(buf, sizeof(buf), "blobs/%s/" H "/1", others[i]);
+        assert_int_equal(reapi_resource_parse_read(buf, &r), -EPROTONOSUPPORT);
+        assert_int_equal(r.unsupported_len, strlen(others[i]));
+        snprintf(buf, sizeof(buf), "uploads/u/compressed-blobs/zstd/%s/" H "/1", others[i]);
+        assert_int_equal(reapi_resource_parse_write(buf, &r), -EPROTONOSUPPORT);
+        reapi_status_init(&st);
+        reapi_resource_status(&st, buf, -EPROTONOSUPPORT, &r, true);
+        assert_int_equal(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+        assert_non_null(strstr(st.message, others[i]));
+        assert_non_null(strstr(st.message, "sha256"));
+    }
+    /* Not a word: a malformed name, not an unknown function. */
+    assert_int_equal(reapi_resource_parse_read("blobs/SHA256/" H "/1", &r), -EINVAL);
+    assert_int_equal(reapi_resource_parse_read("blobs/1sha/" H "/1", &r), -EINVAL);
 }
 
 static void test_wire_digests(void **state)
@@ -131,10 +223,9 @@ static void test_missing_details(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read_names),
-        cmocka_unit_test(test_write_names),
-        cmocka_unit_test(test_wire_digests),
-        cmocka_unit_test(test_missing_details),
+        cmocka_unit_test(test_read_names),       cmocka_unit_test(test_write_names),
+        cmocka_unit_test(test_compressed_names), cmocka_unit_test(test_digest_function_names),
+        cmocka_unit_test(test_wire_digests),     cmocka_unit_test(test_missing_details),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
