@@ -20,9 +20,8 @@
 #     `bazel clean` all remote cache hits. Outputs that are symlinks with
 #     absolute targets (one dangling, declare_symlink) come back as symlinks
 #     both times.
-#   - --remote_cache_compression: run for real when casboxd advertises ZSTD;
-#     until then the case must fail with Bazel's "remote does not support
-#     compression" and is reported as PENDING (never as passed).
+#   - --remote_cache_compression: a third clean build with every blob sent
+#     and read zstd-compressed (casboxd advertises ZSTD); any failure fails.
 #   - buildbox 1.4.30 from the same root: casupload/casdownload round trip,
 #     recc compiling the workspace's C files remotely (objects identical to a
 #     local compile; RECC_FORCE_REMOTE unset), trexe with a working
@@ -142,7 +141,8 @@ hits="$(process_count "$l2" "remote cache hit")"
 check_symlinks "remote cache hits"
 log "bazel 7 phase 2: $(processes_line "$l2")"
 
-# --remote_cache_compression (issue 14 item 2): real once casboxd has zstd.
+# --remote_cache_compression: casboxd advertises ZSTD; Bazel 7 then sends
+# and reads every blob zstd-compressed.
 case_remote_cache_compression() {
   local l3="$E2E_LOG_DIR/bazel7-compression.log" rc=0
   bazel7 "$E2E_LOG_DIR/bazel7-clean2.log" clean
@@ -152,10 +152,6 @@ case_remote_cache_compression() {
     other="$(nonremote_kinds "$l3" | paste -sd, -)"
     [ -z "$other" ] || e2e_fail "bazel 7 --remote_cache_compression: spawns ran locally ($other) (log $l3)"
     log "bazel 7 --remote_cache_compression: $(processes_line "$l3")"
-    COMPRESSION=ok
-  elif grep -q "remote does not support compression" "$l3"; then
-    log "PENDING: bazel 7 --remote_cache_compression: casboxd does not advertise ZSTD yet (issue 14 item 2); this case runs for real once it does"
-    COMPRESSION=pending
   else
     tail -n 40 "$l3" >&2
     e2e_fail "bazel 7 --remote_cache_compression failed (log $l3)"
@@ -170,8 +166,6 @@ mkdir -p "$BB/src" "$BB/up"
 cp "$E2E_DIR/workspaces/bazel7/greet.c" "$E2E_DIR/workspaces/bazel7/greet.h" \
   "$E2E_DIR/workspaces/bazel7/main.c" "$BB/src/"
 echo '#define GREETING "hello from recc"' > "$BB/src/gen.h"
-PENDING=()
-[ "$COMPRESSION" = pending ] && PENDING+=("bazel7 --remote_cache_compression")
 
 # must_pass NAME LOG: a client's failure fails the test, with its log's tail.
 must_pass() {
@@ -248,6 +242,3 @@ else
   must_pass "rexplorer" "$E2E_LOG_DIR/rexplorer.log"
 fi
 
-if [ "${#PENDING[@]}" -gt 0 ]; then
-  log "PENDING (known defects of main, issue 14; not passed): $(IFS=';'; echo "${PENDING[*]}")"
-fi
