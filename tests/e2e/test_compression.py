@@ -28,7 +28,6 @@ import shutil
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -42,6 +41,7 @@ except ImportError:
 
 import reapi_client as rc  # noqa: E402
 from reapi_client import re_pb2, bs_pb2  # noqa: E402
+from exec_helpers import Checks, Fail, need  # noqa: E402
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
@@ -50,23 +50,9 @@ C_OK, C_INVALID = 0, 3
 IDENTITY, ZSTD, DEFLATE, BROTLI = 0, 1, 2, 3
 CAS = "/" + rc.RE + "ContentAddressableStorage/"
 
-CHECKS = []
-
-
-def check(name):
-    def reg(fn):
-        CHECKS.append((name, fn))
-        return fn
-    return reg
-
-
-class Fail(AssertionError):
-    pass
-
-
-def need(cond, msg, *args):
-    if not cond:
-        raise Fail(msg % args if args else msg)
+# The project's check-list driver (exec_helpers.Checks): ok/FAIL/SKIP lines,
+# unexpected RPC errors named, a casboxd that died reported.
+check = Checks()
 
 
 def expect_error(what, fn, codes, mention=None):
@@ -524,31 +510,9 @@ def tmp_leftovers(state_dir):
 
 def run(target, pattern, daemon):
     c = rc.Client(target, timeout=120)
-    failed, passed = [], 0
-    for name, fn in CHECKS:
-        if pattern and pattern.lower() not in name.lower():
-            continue
-        t0 = time.time()
-        try:
-            fn(c)
-            passed += 1
-            print("ok    %s (%.1fs)" % (name, time.time() - t0), flush=True)
-        except Fail as e:
-            failed.append(name)
-            print("FAIL  %s\n      %s" % (name, e), flush=True)
-        except grpc.RpcError as e:
-            code, msg, _ = rc.rpc_status(e)
-            failed.append(name)
-            print("FAIL  %s\n      unexpected RPC error %s: %s" % (name, rc.code_name(code), msg),
-                  flush=True)
-        except Exception:  # noqa: BLE001 - a bug in the check itself
-            failed.append(name)
-            print("FAIL  %s\n%s" % (name, traceback.format_exc()), flush=True)
-        if daemon is not None and not daemon.alive():
-            print("FAIL  casboxd died during %r; log tail:\n%s" % (name, daemon.log_tail()),
-                  flush=True)
-            failed.append("casboxd alive")
-            return passed, failed
+    passed, failed, _ = check.run(c, pattern, {"": daemon} if daemon is not None else None)
+    if daemon is not None and not daemon.alive():
+        return passed, failed
     if daemon is not None:
         # Failed uploads are dropped, not kept (their temp files removed);
         # only the uploads left for resumption may remain, and none is.
@@ -570,7 +534,7 @@ def main():
     ap.add_argument("--list", action="store_true", help="list the checks")
     args = ap.parse_args()
     if args.list:
-        for name, _ in CHECKS:
+        for name, _ in check.items:
             print(name)
         return 0
     daemon = tmp = None

@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +35,7 @@ import grpc  # noqa: E402
 import reapi_client as rc  # noqa: E402
 from reapi_client import re_pb2  # noqa: E402
 from build.bazel.remote.asset.v1 import remote_asset_pb2 as ra_pb2  # noqa: E402
+from exec_helpers import Checks, Fail, need  # noqa: E402
 
 # curl must reach the loopback server directly, whatever the environment says.
 for _v in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
@@ -168,23 +168,9 @@ class Origin:
 
 # -- checks ---------------------------------------------------------------------------
 
-CHECKS = []
-
-
-def check(name):
-    def reg(fn):
-        CHECKS.append((name, fn))
-        return fn
-    return reg
-
-
-class Fail(AssertionError):
-    pass
-
-
-def need(cond, msg, *args):
-    if not cond:
-        raise Fail(msg % args if args else msg)
+# The project's check-list driver (exec_helpers.Checks): ok/FAIL/SKIP lines,
+# unexpected RPC errors named, a casboxd that died reported.
+check = Checks()
 
 
 class Env:
@@ -692,23 +678,7 @@ def main():
                                                                origin.port, daemon.log_path),
               flush=True)
         env = Env(rc.Client(daemon.target), origin, daemon, tmp)
-        for name, fn in CHECKS:
-            if args.pattern and args.pattern.lower() not in name.lower():
-                continue
-            try:
-                fn(env)
-                print("ok    %s" % name, flush=True)
-                passed += 1
-            except Fail as e:
-                print("FAIL  %s\n      %s" % (name, e), flush=True)
-                failed.append(name)
-            except Exception:  # noqa: BLE001 - report and go on
-                print("FAIL  %s\n%s" % (name, traceback.format_exc()), flush=True)
-                failed.append(name)
-            if not daemon.alive():
-                failed.append("casboxd died during '%s'" % name)
-                print("FAIL  casboxd died; log:\n%s" % daemon.log_tail(), flush=True)
-                break
+        passed, failed, _ = check.run(env, args.pattern, {"": daemon})
         env.c.close()
         if daemon.alive():
             try:
