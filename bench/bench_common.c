@@ -523,3 +523,105 @@ int bench_check_server(struct bench_client *c, const char *who, bool *exec_enabl
     protobuf_c_message_free_unpacked(&caps->base, NULL);
     return 0;
 }
+
+/* --- ByteStream.Write --- */
+
+static size_t bench_put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+
+    do {
+        p[n] = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        p[n] |= v ? 0x80 : 0;
+        n++;
+    } while (v);
+    return n;
+}
+
+static void bench_noop_destroy(void *p)
+{
+    (void)p;
+}
+
+static void bench_make_uuid(char out[37])
+{
+    uint64_t a = bench_random_u64(), b = bench_random_u64();
+
+    snprintf(out, 37, "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(a >> 32),
+             (unsigned)((a >> 16) & 0xffff), (unsigned)(a & 0xfff),
+             (unsigned)(0x8000 | ((b >> 48) & 0x3fff)),
+             (unsigned long long)(b & 0xffffffffffffULL));
+}
+
+int bench_bytestream_write(struct bench_client *c, const struct bench_digest *d, bool zstd,
+                           const uint8_t *data, size_t len, size_t chunk,
+                           struct rpc_client_status *st)
+{
+    char name[512], uuid[37];
+    Google__Bytestream__WriteResponse *resp = NULL;
+    size_t name_len, off = 0, size = len;
+    struct rpc_client_writer *w;
+    int rc = -1;
+    bool first = true;
+
+    bench_make_uuid(uuid);
+    name_len = (size_t)snprintf(name, sizeof(name), "%s%suploads/%s/%s/%s/%" PRId64, c->instance,
+                                c->instance[0] ? "/" : "", uuid,
+                                zstd ? "compressed-blobs/zstd" : "blobs", d->hex, d->size);
+    if (rpc_client_writer_start(c->rpc, RPC_CLIENT_BYTESTREAM_WRITE, &w) != 0) {
+        st->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(st->message, sizeof(st->message), "Write: cannot start the call");
+        return -1;
+    }
+    for (;;) {
+        size_t n = size - off < chunk ? size - off : chunk;
+        bool last = off + n == size;
+        uint8_t hdr[sizeof(name) + 64];
+        size_t h = 0;
+        grpc_slice slices[2];
+
+        if (first) {
+            hdr[h++] = 0x0a; /* resource_name = 1 */
+            h += bench_put_varint(hdr + h, name_len);
+            memcpy(hdr + h, name, name_len);
+            h += name_len;
+        }
+        if (off > 0) {
+            hdr[h++] = 0x10; /* write_offset = 2 */
+            h += bench_put_varint(hdr + h, off);
+        }
+        if (last) {
+            hdr[h++] = 0x18; /* finish_write = 3 */
+            hdr[h++] = 1;
+        }
+        if (n > 0) {
+            hdr[h++] = 0x52; /* data = 10 */
+            h += bench_put_varint(hdr + h, n);
+        }
+        slices[0] = grpc_slice_from_copied_buffer((const char *)hdr, h);
+        if (n > 0)
+            slices[1] = grpc_slice_new((void *)(data + off), n, bench_noop_destroy);
+        if (rpc_client_writer_send(w, slices, n > 0 ? 2 : 1, last) != 0)
+            break; /* the server ended the call: its status says why */
+        first = false;
+        off += n;
+        if (last)
+            break;
+    }
+    if (rpc_client_writer_finish(w, &google__bytestream__write_response__descriptor,
+                                 (ProtobufCMessage **)&resp, st) != 0)
+        goto out;
+    if (resp->committed_size != (int64_t)size || off != size) {
+        st->code = GRPC_STATUS_INTERNAL;
+        snprintf(st->message, sizeof(st->message),
+                 "Write: sent %zu of %zu bytes, committed_size %" PRId64, off, size,
+                 resp->committed_size);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (resp != NULL)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}

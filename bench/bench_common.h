@@ -99,6 +99,15 @@ void bench_client_close(struct bench_client *c);
  * after printing why not. */
 int bench_check_server(struct bench_client *c, const char *who, bool *exec_enabled);
 
+/* Uploads len bytes of data to the blob d with ByteStream.Write in
+ * chunk-byte messages: the blob itself, or (zstd) its zstd frame to
+ * compressed-blobs/zstd. The WriteRequest is encoded by hand so that the data
+ * is sent from the source buffer without a copy: a header slice, then the
+ * data slice. The server must commit len bytes. 0, or -1 with st set. */
+int bench_bytestream_write(struct bench_client *c, const struct bench_digest *d, bool zstd,
+                           const uint8_t *data, size_t len, size_t chunk,
+                           struct rpc_client_status *st);
+
 /* Uploads n blobs with one BatchUpdateBlobs and checks every per-blob
  * status. 0, or -1 with the first problem in st. */
 int bench_batch_update(struct bench_client *c, const struct bench_digest *digests,

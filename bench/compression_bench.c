@@ -220,100 +220,6 @@ out:
 
 /* --- ByteStream --- */
 
-static void noop_destroy(void *p)
-{
-    (void)p;
-}
-
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-
-    do {
-        p[n] = (uint8_t)(v & 0x7f);
-        v >>= 7;
-        p[n] |= v ? 0x80 : 0;
-        n++;
-    } while (v);
-    return n;
-}
-
-static void make_uuid(char out[37])
-{
-    uint64_t a = bench_random_u64(), b = bench_random_u64();
-
-    snprintf(out, 37, "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(a >> 32),
-             (unsigned)((a >> 16) & 0xffff), (unsigned)(a & 0xfff),
-             (unsigned)(0x8000 | ((b >> 48) & 0x3fff)),
-             (unsigned long long)(b & 0xffffffffffffULL));
-}
-
-/* ByteStream.Write of data (len bytes: the blob, or its zstd frame) to the
- * blob d, in 1 MiB messages, encoded by hand (a header slice, then the
- * data slice without a copy). */
-static int bs_write(struct bench_client *c, const struct bench_digest *d, bool zstd,
-                    const uint8_t *data, size_t len, struct rpc_client_status *st)
-{
-    Google__Bytestream__WriteResponse *resp = NULL;
-    char name[512], uuid[37];
-    struct rpc_client_writer *w;
-    size_t name_len, off = 0;
-    int rc = -1;
-
-    make_uuid(uuid);
-    name_len = (size_t)snprintf(name, sizeof(name), "uploads/%s/%s/%s/%" PRId64, uuid,
-                                zstd ? "compressed-blobs/zstd" : "blobs", d->hex, d->size);
-    if (rpc_client_writer_start(c->rpc, RPC_CLIENT_BYTESTREAM_WRITE, &w) != 0) {
-        st->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-        snprintf(st->message, sizeof(st->message), "Write: cannot start the call");
-        return -1;
-    }
-    for (;;) {
-        size_t n = len - off < MIB ? len - off : MIB;
-        bool last = off + n == len;
-        uint8_t hdr[sizeof(name) + 64];
-        grpc_slice slices[2];
-        size_t h = 0;
-
-        if (off == 0) {
-            hdr[h++] = 0x0a; /* resource_name = 1 */
-            h += put_varint(hdr + h, name_len);
-            memcpy(hdr + h, name, name_len);
-            h += name_len;
-        } else {
-            hdr[h++] = 0x10; /* write_offset = 2 */
-            h += put_varint(hdr + h, off);
-        }
-        if (last) {
-            hdr[h++] = 0x18; /* finish_write = 3 */
-            hdr[h++] = 1;
-        }
-        hdr[h++] = 0x52; /* data = 10 */
-        h += put_varint(hdr + h, n);
-        slices[0] = grpc_slice_from_copied_buffer((const char *)hdr, h);
-        slices[1] = grpc_slice_new((void *)(data + off), n, noop_destroy);
-        if (rpc_client_writer_send(w, slices, 2, last) != 0)
-            break;
-        off += n;
-        if (last)
-            break;
-    }
-    if (rpc_client_writer_finish(w, &google__bytestream__write_response__descriptor,
-                                 (ProtobufCMessage **)&resp, st) != 0)
-        goto out;
-    if (resp->committed_size != (int64_t)len) {
-        st->code = GRPC_STATUS_INTERNAL;
-        snprintf(st->message, sizeof(st->message), "Write: committed_size %" PRId64 " of %zu",
-                 resp->committed_size, len);
-        goto out;
-    }
-    rc = 0;
-out:
-    if (resp != NULL)
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
-}
-
 struct read_buf {
     uint8_t *p;
     size_t len, cap;
@@ -561,7 +467,8 @@ static int transfer_round(struct bench_client *c, struct corpus *cp, const struc
                     if (zstd && reapi_zstd_compress_buffer(data, len, 1, &packed, &len) != 0)
                         goto out;
                     t->up_wire += len;
-                    rc = bs_write(c, &dg[i], zstd, packed ? packed : data, len, &st);
+                    rc = bench_bytestream_write(c, &dg[i], zstd, packed ? packed : data, len, MIB,
+                                                &st);
                     free(packed);
                 } else {
                     rc = bs_read(c, &dg[i], zstd, cp->data[i], dec, &t->down_wire, &st);
