@@ -92,6 +92,20 @@ static const struct config_key config_keys[] = {
          "hashing threads per output collection (0 = number of CPUs)"),
     SIZE("cas", "ingest_queue_depth", ingest_queue_depth, 1, 1024,
          "io_uring ingestion: output files read at once"),
+    STR_KEY("cas", "remote", cas_remote,
+            "grpc://HOST:PORT of a REAPI CAS that is the source of truth; the local store is "
+            "then a cache in front of it (empty: none; docs/shared-storage.md)"),
+    STR_KEY("cas", "remote_instance_name", cas_remote_instance_name,
+            "instance name used with [cas] remote"),
+    SIZE("cas", "remote_timeout", cas_remote_timeout, 1, 86400,
+         "seconds each call to [cas] remote may take"),
+    SIZE("cas", "remote_batch_digests", cas_remote_batch_digests, 1, 100000,
+         "digests per FindMissingBlobs request sent to [cas] remote"),
+    SIZE("cas", "remote_batch_bytes", cas_remote_batch_bytes, 4 * KIB, 64 * MIB,
+         "bytes per BatchUpdateBlobs request sent to [cas] remote (larger blobs are streamed)"),
+    STR_KEY("action_cache", "remote", ac_remote,
+            "grpc://HOST:PORT of a REAPI ActionCache to use instead of the local one (empty: "
+            "local)"),
     BOOL("execution", "enabled", exec_enabled, "serve the Execution service"),
     SIZE("execution", "slots", exec_slots, 0, 4096, "actions running at once (0 = number of CPUs)"),
     SIZE("execution", "queue_length", exec_queue_length, 1, 1000000,
@@ -189,6 +203,9 @@ void config_init_defaults(struct casbox_config *cfg)
     snprintf(cfg->ingest_mode, sizeof(cfg->ingest_mode), "auto");
     cfg->ingest_threads = 0;
     cfg->ingest_queue_depth = 64;
+    cfg->cas_remote_timeout = 60;
+    cfg->cas_remote_batch_digests = 4096;
+    cfg->cas_remote_batch_bytes = 1 * MIB;
     cfg->exec_enabled = true;
     cfg->exec_slots = 0;
     cfg->exec_queue_length = 1024;
@@ -527,6 +544,24 @@ static int config_check_url_prefixes(const char *list, char *err, size_t err_len
     }
 }
 
+/* A remote is empty (none) or grpc://HOST:PORT (grpcs:// with TLS). */
+static int config_check_remote(const char *key, const char *url, char *err, size_t err_len)
+{
+    const char *rest = NULL;
+
+    if (url[0] == '\0')
+        return 0;
+    if (strncmp(url, "grpc://", 7) == 0)
+        rest = url + 7;
+    else if (strncmp(url, "grpcs://", 8) == 0)
+        rest = url + 8;
+    if (rest == NULL || rest[0] == '\0' || strchr(rest, ':') == NULL || strchr(rest, '/') != NULL) {
+        snprintf(err, err_len, "%s '%s' is not grpc://HOST:PORT", key, url);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
 {
     enum { LEVELS = 4 };
@@ -547,6 +582,11 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
                  "role worker needs [worker] scheduler (--scheduler grpc://HOST:PORT)");
         return -EINVAL;
     }
+    if (config_check_remote("[worker] scheduler", cfg->worker_scheduler, err, err_len) != 0)
+        return -EINVAL;
+    /* a worker's CAS is the scheduler's unless --cas / [cas] remote says otherwise */
+    if (strcmp(cfg->role, "worker") == 0 && cfg->cas_remote[0] == '\0')
+        snprintf(cfg->cas_remote, sizeof(cfg->cas_remote), "%s", cfg->worker_scheduler);
     if (cfg->sched_idle_poll >= cfg->sched_worker_timeout) {
         snprintf(err, err_len,
                  "[scheduler] idle_poll %" PRIu64 " must be below worker_timeout %" PRIu64,
@@ -593,6 +633,9 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         return -EINVAL;
     }
     if (config_check_url_prefixes(cfg->asset_allowed_url_prefixes, err, err_len) != 0)
+        return -EINVAL;
+    if (config_check_remote("[cas] remote", cfg->cas_remote, err, err_len) != 0 ||
+        config_check_remote("[action_cache] remote", cfg->ac_remote, err, err_len) != 0)
         return -EINVAL;
     if (cfg->state_dir[0] == '\0') {
         snprintf(err, err_len, "no state directory: pass --state-dir or set [server] state_dir");

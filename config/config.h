@@ -5,7 +5,8 @@
  * The file is INI (parsed by Debian's libinih): [server], [cas], [execution]
  * and [asset] sections, and one [environment.NAME] section per execution
  * environment; docs/configuration.md lists every key. Sizes accept
- * K/M/G/T suffixes (powers of 1024), durations are seconds.
+ * K/M/G/T suffixes (powers of 1024), durations are seconds. [action_cache]
+ * holds the one key `remote`.
  */
 #ifndef CASBOX_CONFIG_H
 #define CASBOX_CONFIG_H
@@ -48,6 +49,15 @@ struct casbox_config {
     char ingest_mode[16];        /* auto | uring | threads (cas.h, cas_ingest_mode_parse) */
     uint64_t ingest_threads;     /* hashing threads for output collection; 0 = CPUs */
     uint64_t ingest_queue_depth; /* io_uring: output files in flight */
+    /* [cas] remote: the upstream CAS that is the source of truth (remote/remote.h) */
+    char cas_remote[512];               /* grpc://HOST:PORT; empty: none */
+    char cas_remote_instance_name[256]; /* instance name used with it */
+    uint64_t cas_remote_timeout;        /* seconds, every call to it */
+    uint64_t cas_remote_batch_digests;  /* digests per forwarded FindMissingBlobs */
+    uint64_t cas_remote_batch_bytes;    /* bytes per BatchUpdateBlobs sent to it */
+
+    /* [action_cache] */
+    char ac_remote[512]; /* grpc://HOST:PORT of a remote ActionCache; empty: local */
 
     /* [execution] */
     bool exec_enabled;

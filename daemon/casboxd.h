@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "exec/exec.h"
 #include "reapi/reapi.h"
+#include "remote/remote.h"
 #include "rpc/rpc.h"
 #include "sandbox/sandbox.h"
 
@@ -32,12 +33,21 @@ struct casboxd {
     struct exec_service *exec;   /* NULL when execution is off */
     struct asset_service *asset; /* NULL unless [asset] enabled */
     struct casfs *fs;            /* the FUSE input-tree mount; NULL: hardlink staging */
+    struct remote *remote;       /* [cas] remote: the source of truth; NULL: the store is */
+    struct remote *ac_remote;    /* [action_cache] remote; NULL: the local action cache */
     struct exec_copies copies;
     /* What exec_run gets: the fields above, and the scratch paths below. */
     struct exec_env env;
     char scratch_dir[4096];   /* <state>/cas/exec */
     char exec_blob_dir[4096]; /* <state>/cas/exec-blobs */
 };
+
+/* --- the upstream CAS and ActionCache (shared_storage.c) --- */
+
+/* Opens [cas] remote (attaching it to d->store) and [action_cache] remote
+ * when configured. */
+int shared_storage_start(struct casboxd *d);
+void shared_storage_stop(struct casboxd *d);
 
 /* A consistent copy of the configuration (reload.c). */
 void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out);

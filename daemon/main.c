@@ -391,6 +391,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "casboxd: cannot open the CAS at %s: %s\n", path, strerror(-rc));
         goto out;
     }
+    rc = shared_storage_start(&d);
+    if (rc != 0)
+        goto out;
     rc = bytestream_uploads_new(d.cfg.max_uploads, &d.uploads);
     if (rc != 0)
         goto out;
@@ -474,6 +477,7 @@ out:
     if (d.cfg.asset_enabled)
         asset_http_global_cleanup();
     casfs_unmount(d.fs); /* after the last action: nothing reads it any more */
+    shared_storage_stop(&d);
     cas_store_close(d.store);
     if (d.spawner != NULL)
         sandbox_spawner_stop(d.spawner);
