@@ -40,8 +40,9 @@ typedef Buildbarn__Remoteworker__SynchronizeRequest__WorkerIdEntry WorkerIdEntry
 
 #define WORKER_MAX_PROPERTIES 64
 #define WORKER_RETRY_MAX_S    5
-/* A Synchronize may be held by the scheduler (idle_poll, up to 600 s). */
-#define WORKER_CALL_TIMEOUT_MS (660u * 1000)
+/* The deadline of every Synchronize: the scheduler holds an idle one until
+ * shortly before it (or idle_poll), so a stopping worker learns within it. */
+#define WORKER_CALL_TIMEOUT_MS (5u * 1000)
 
 struct fleet_worker {
     struct casboxd *d;
