@@ -131,6 +131,7 @@ static void *worker_runner_main(void *arg)
     casboxd_config_snapshot(fw->d, &cfg);
     snprintf(cfg.worker_name, sizeof(cfg.worker_name), "%s", run->slot_name);
     cas_digest_hex(&run->digest, hex);
+    LOG_I("worker %s: running action %s/%" PRId64, run->slot_name, hex, run->digest.size);
     if (execution_action_load(fw->d, run->instance, &run->digest, &act, &st) != 0) {
         LOG_I("worker %s: action %s/%" PRId64 ": %s", run->slot_name, hex, run->digest.size,
               st.message);
