@@ -66,6 +66,7 @@ static const struct config_key config_keys[] = {
     STR("server", worker_name,
         "name reported in ExecutedActionMetadata.worker (default: hostname)"),
     STR("server", log_level, "error, warn, info or debug"),
+    STR("server", role, "all (one host), scheduler or worker (docs/fleet.md)"),
     SIZE("server", "rpc_threads", rpc_threads, 1, 256, "threads serving short calls"),
     SIZE("server", "stream_threads", stream_threads, 1, 4096,
          "threads serving long streams (Execute, WaitExecution): at most this many at once"),
@@ -153,7 +154,6 @@ static const struct config_key config_keys[] = {
     STR_KEY("asset", "allowed_url_prefixes", asset_allowed_url_prefixes,
             "space-separated http(s) URL prefixes FetchBlob may download from (empty: none)"),
     /* the fleet (docs/fleet.md) */
-    STR("server", role, "all (one host), scheduler or worker (docs/fleet.md)"),
     SIZE("scheduler", "worker_timeout", sched_worker_timeout, 2, 3600,
          "seconds without a Synchronize after which a worker slot is lost and its action requeued"),
     SIZE("scheduler", "max_retries", sched_max_retries, 0, 100,
