@@ -175,8 +175,8 @@ out:
 /* --- the protocol loop (the slot thread) --- */
 
 /* One Synchronize. cur is the state to report. *resp on success. */
-static int worker_sync(struct worker_slot *slot, CurrentState *cur, SyncResponse **resp,
-                       struct rpc_client_status *cst)
+static int worker_sync(struct worker_slot *slot, CurrentState *cur, bool prefer_idle,
+                       SyncResponse **resp, struct rpc_client_status *cst)
 {
     struct fleet_worker *fw = slot->fw;
     SyncRequest req = BUILDBARN__REMOTEWORKER__SYNCHRONIZE_REQUEST__INIT;
@@ -193,7 +193,7 @@ static int worker_sync(struct worker_slot *slot, CurrentState *cur, SyncResponse
     req.instance_name_prefix = fw->d->cfg.worker_instance_prefix;
     req.platform = &fw->platform;
     req.current_state = cur;
-    req.prefer_being_idle = atomic_load(&fw->stopping);
+    req.prefer_being_idle = prefer_idle;
     return rpc_client_unary(fw->scheduler, RPC_CLIENT_SYNCHRONIZE, &req.base,
                             &buildbarn__remoteworker__synchronize_response__descriptor,
                             (ProtobufCMessage **)resp, cst);
@@ -286,7 +286,7 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
         cex.execution_state_case =
             BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_RUNNING;
         cex.running = &empty;
-        if (worker_sync(slot, &cur, &r, &cst) != 0) {
+        if (worker_sync(slot, &cur, atomic_load(&fw->stopping), &r, &cst) != 0) {
             LOG_W("worker %s: Synchronize failed: %s: %s", slot->name,
                   rpc_status_code_name(cst.code), cst.message);
             until = clock_real_us() + 1000000;
@@ -317,7 +317,7 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
             LOG_E("worker %s: no response to report (out of memory)", slot->name);
             break;
         }
-        if (worker_sync(slot, &cur, next, &cst) == 0)
+        if (worker_sync(slot, &cur, atomic_load(&fw->stopping), next, &cst) == 0)
             break;
         *next = NULL;
         LOG_W("worker %s: reporting the completion failed: %s: %s", slot->name,
@@ -342,7 +342,7 @@ static void *worker_slot_main(void *arg)
     CurrentState idle = BUILDBARN__REMOTEWORKER__CURRENT_STATE__INIT;
     SyncResponse *r = NULL;
     unsigned backoff = 1;
-    bool failing = false;
+    bool failing = false, told = false; /* told: the last call said prefer_being_idle */
 
     idle.worker_state_case = BUILDBARN__REMOTEWORKER__CURRENT_STATE__WORKER_STATE_IDLE;
     idle.idle = &empty;
@@ -351,7 +351,8 @@ static void *worker_slot_main(void *arg)
         bool stopping = atomic_load(&fw->stopping);
 
         if (r == NULL) {
-            if (worker_sync(slot, &idle, &r, &cst) != 0) {
+            told = stopping;
+            if (worker_sync(slot, &idle, stopping, &r, &cst) != 0) {
                 r = NULL;
                 if (stopping)
                     break; /* idle and asked to stop: nothing to hand back */
@@ -375,13 +376,17 @@ static void *worker_slot_main(void *arg)
             SyncResponse *next = NULL;
 
             worker_execute(slot, r->desired_state->executing, &next);
+            told = false;
             protobuf_c_message_free_unpacked(&r->base, NULL);
             r = next; /* the answer to the completion: maybe the next action */
             continue;
         }
         protobuf_c_message_free_unpacked(&r->base, NULL);
         r = NULL;
-        if (atomic_load(&fw->stopping))
+        /* Stop once the scheduler has heard prefer_being_idle (it answers
+         * that at once, with no work); a SIGTERM during the call that just
+         * ended makes one more. */
+        if (stopping && told)
             break;
     }
     if (r != NULL)
@@ -462,6 +467,9 @@ int fleet_worker_run(struct casboxd *d, const sigset_t *sigs)
         if (slots[i].started)
             pthread_join(slots[i].thread, NULL);
     }
+    /* As exec_service_begin_stop does: the spawner's waiting sandboxes hold
+     * mount namespaces with the FUSE mount in them, which would keep it busy. */
+    sandbox_spawner_cancel(d->spawner);
 out:
     free(slots);
     exec_cleaner_stop(fw.cleaner);
