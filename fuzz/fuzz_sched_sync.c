@@ -70,7 +70,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert((t == NULL) == (bool)req->prefer_being_idle);
         if (t != NULL) {
             assert(sched_queued(s) == 0);
-            if (req->current_state && req->current_state->executing &&
+            /* oneof members share storage: look at the case first */
+            if (req->current_state &&
+                req->current_state->worker_state_case ==
+                    BUILDBARN__REMOTEWORKER__CURRENT_STATE__WORKER_STATE_EXECUTING &&
                 req->current_state->executing->action_digest) {
                 const char *h = req->current_state->executing->action_digest->hash;
 
