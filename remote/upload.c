@@ -362,7 +362,9 @@ int remote_push(struct remote *r, struct cas_store *store, const char *instance,
         const struct cas_digest *d = &digests[i];
         uint64_t cost = (uint64_t)d->size + UPLOAD_ENTRY_BYTES;
 
-        if (!missing[i] || d->size == 0)
+        /* The empty blob too: some servers (BuildStream's) do not treat it
+         * as always present, and a client asking them would not find it. */
+        if (!missing[i])
             continue;
         if (cost > r->batch_bytes) {
             rc = push_stream(r, store, instance, d, st);
