@@ -587,6 +587,8 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
     /* a worker's CAS is the scheduler's unless --cas / [cas] remote says otherwise */
     if (strcmp(cfg->role, "worker") == 0 && cfg->cas_remote[0] == '\0')
         snprintf(cfg->cas_remote, sizeof(cfg->cas_remote), "%s", cfg->worker_scheduler);
+    if (strcmp(cfg->role, "worker") == 0 && cfg->ac_remote[0] == '\0')
+        snprintf(cfg->ac_remote, sizeof(cfg->ac_remote), "%s", cfg->cas_remote);
     if (cfg->sched_idle_poll >= cfg->sched_worker_timeout) {
         snprintf(err, err_len,
                  "[scheduler] idle_poll %" PRIu64 " must be below worker_timeout %" PRIu64,

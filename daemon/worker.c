@@ -5,7 +5,7 @@
  * A slot is idle until the scheduler's answer names an action; it then runs
  * the action on a runner thread (the same exec_run as the single host,
  * inputs read lazily through the FUSE mount from the local store, which
- * fetches misses from the remote CAS: worker_storage.c) while the slot thread
+ * fetches misses from the remote CAS: shared_storage.c) while the slot thread
  * reports the stage by each next_synchronization_at, so that a busy worker
  * is never taken for lost. When the action is done, the runner has uploaded
  * the outputs and written the ActionCache entry (clean, cacheable results
@@ -29,7 +29,6 @@
 #include "buildbarn/remoteworker/remoteworker.pb-c.h"
 #include "casboxd.h"
 #include "util/util.h"
-#include "worker_internal.h"
 
 typedef Buildbarn__Remoteworker__SynchronizeRequest SyncRequest;
 typedef Buildbarn__Remoteworker__SynchronizeResponse SyncResponse;
@@ -47,7 +46,6 @@ typedef Buildbarn__Remoteworker__SynchronizeRequest__WorkerIdEntry WorkerIdEntry
 struct fleet_worker {
     struct casboxd *d;
     struct rpc_client *scheduler;
-    struct worker_storage *storage;
     struct exec_cleaner *cleaner;
     atomic_bool stopping;
     /* the platform announced, from [worker] platform */
@@ -107,6 +105,37 @@ static int worker_platform_parse(struct fleet_worker *fw, const char *spec)
 
 /* --- running one action (the runner thread) --- */
 
+/* The outputs go to the fleet's CAS, then (a clean, cacheable result only)
+ * the ActionCache entry naming them: shared_storage.c's helpers, the same
+ * ones --role all uses with [cas] remote. */
+static int worker_store_result(struct casboxd *d, const char *instance,
+                               const struct cas_digest *action, const struct exec_outcome *o,
+                               struct reapi_status *st)
+{
+    struct cas_digest *digests = NULL;
+    uint8_t *buf = NULL;
+    size_t n = 0, len;
+    int rc;
+
+    rc = action_cache_result_blobs(d, o->result, &digests, &n, st);
+    if (rc == 0)
+        rc = shared_push(d, digests, n, st);
+    if (rc == 0 && o->cacheable) {
+        len = build__bazel__remote__execution__v2__action_result__get_packed_size(o->result);
+        buf = malloc(len ? len : 1);
+        if (buf == NULL) {
+            reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rc = -ENOMEM;
+        } else {
+            build__bazel__remote__execution__v2__action_result__pack(o->result, buf);
+            rc = shared_ac_put(d, instance, action, buf, len, st);
+        }
+    }
+    free(buf);
+    free(digests);
+    return rc;
+}
+
 static void worker_fail_response(struct worker_run *run, const struct reapi_status *st)
 {
     if (exec_response_pack(NULL, false, st, st->message, &run->response, &run->response_len) != 0) {
@@ -139,18 +168,11 @@ static void *worker_runner_main(void *arg)
         goto out;
     }
     exec_run(&fw->d->env, &cfg, act, false, &times, &o);
-    if (o.result != NULL) {
-        int rc = worker_storage_upload_result(fw->storage, run->instance, o.result, &st);
-
-        if (rc == 0 && o.cacheable)
-            rc = worker_storage_cache_result(fw->storage, run->instance, &run->digest, o.result,
-                                             &st);
-        if (rc != 0) {
-            LOG_W("worker %s: action %s/%" PRId64 ": %s", run->slot_name, hex, run->digest.size,
-                  st.message);
-            worker_fail_response(run, &st);
-            goto out;
-        }
+    if (o.result != NULL && worker_store_result(fw->d, run->instance, &run->digest, &o, &st) != 0) {
+        LOG_W("worker %s: action %s/%" PRId64 ": %s", run->slot_name, hex, run->digest.size,
+              st.message);
+        worker_fail_response(run, &st);
+        goto out;
     }
     LOG_I("worker %s: action %s/%" PRId64 " exit %d%s%s", run->slot_name, hex, run->digest.size,
           o.result ? o.result->exit_code : -1, o.verdict[0] ? " " : "", o.verdict);
@@ -423,9 +445,10 @@ int fleet_worker_run(struct casboxd *d, const sigset_t *sigs)
         fprintf(stderr, "casboxd: --scheduler: %s\n", err);
         return rc;
     }
-    rc = worker_storage_open(d, &fw.storage, err, sizeof(err));
-    if (rc != 0) {
-        fprintf(stderr, "casboxd: %s\n", err);
+    if (d->remote == NULL || d->ac_remote == NULL) {
+        /* config_finish defaults both to the scheduler */
+        fprintf(stderr, "casboxd: role worker needs [cas] remote and [action_cache] remote\n");
+        rc = -EINVAL;
         goto out;
     }
     rc = exec_cleaner_start(&d->env, d->cfg.exec_slots * 4, &fw.cleaner);
@@ -473,7 +496,6 @@ int fleet_worker_run(struct casboxd *d, const sigset_t *sigs)
 out:
     free(slots);
     exec_cleaner_stop(fw.cleaner);
-    worker_storage_close(fw.storage);
     rpc_client_close(fw.scheduler);
     return rc;
 }
