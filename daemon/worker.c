@@ -105,9 +105,9 @@ static int worker_platform_parse(struct fleet_worker *fw, const char *spec)
 
 /* --- running one action (the runner thread) --- */
 
-/* The outputs go to the fleet's CAS, then (a clean, cacheable result only)
- * the ActionCache entry naming them: shared_storage.c's helpers, the same
- * ones --role all uses with [cas] remote. */
+/* The outputs go to the fleet's CAS (shared_storage.c's helpers, as --role
+ * all with [cas] remote), then, for a clean, cacheable result only, the
+ * ActionCache entry naming them. */
 static int worker_store_result(struct casboxd *d, const char *instance,
                                const struct cas_digest *action, const struct exec_outcome *o,
                                struct reapi_status *st)
@@ -127,8 +127,15 @@ static int worker_store_result(struct casboxd *d, const char *instance,
             reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
             rc = -ENOMEM;
         } else {
+            struct rpc_client_status gst;
+
+            /* Under the client's instance name (shared_ac_put uses the
+             * configured one): the scheduler looks it up under that. */
             build__bazel__remote__execution__v2__action_result__pack(o->result, buf);
-            rc = shared_ac_put(d, instance, action, buf, len, st);
+            rc = remote_ac_put(d->ac_remote, instance, action, buf, len, &gst);
+            if (rc != 0)
+                reapi_status_set(st, GRPC_STATUS_UNAVAILABLE, "writing the ActionCache entry: %s",
+                                 gst.message);
         }
     }
     free(buf);
@@ -490,9 +497,13 @@ int fleet_worker_run(struct casboxd *d, const sigset_t *sigs)
         if (slots[i].started)
             pthread_join(slots[i].thread, NULL);
     }
-    /* As exec_service_begin_stop does: the spawner's waiting sandboxes hold
-     * mount namespaces with the FUSE mount in them, which would keep it busy. */
-    sandbox_spawner_cancel(d->spawner);
+    /* The spawner's waiting sandboxes hold mount namespaces with the FUSE
+     * mount in them, which would keep it busy: stop it (and wait for it)
+     * before main unmounts. No action runs any more. */
+    if (d->spawner != NULL)
+        sandbox_spawner_stop(d->spawner);
+    d->spawner = NULL;
+    d->env.spawner = NULL;
 out:
     free(slots);
     exec_cleaner_stop(fw.cleaner);

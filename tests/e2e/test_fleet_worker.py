@@ -145,9 +145,9 @@ def re_action(c, ad):
         return None
 
 
-def ac_entry(c, ad):
+def ac_entry(c, ad, instance=None):
     try:
-        return c.get_action_result(ad)
+        return c.get_action_result(ad, instance=instance)
     except grpc.RpcError as e:
         if rc.rpc_status(e)[0] == grpc.StatusCode.NOT_FOUND:
             return None
@@ -183,6 +183,15 @@ def _run(ctx):
     unread = rc.digest_of(b"x" * 4096).hash
     need(not os.path.exists(os.path.join(ctx.state, "cas", "blobs", unread[:2], unread)),
          "an input the action never opened was fetched")
+
+
+@checks("the ActionCache entry goes under the client's instance name (prefix + suffix)")
+def _instance(ctx):
+    ad = eh.upload_action(ctx.c, ["/bin/true"])
+    _busy, resp = ctx.run(ad, suffix="e2e/fleet")
+    need(resp.result.exit_code == 0, "exit %d", resp.result.exit_code)
+    need(ac_entry(ctx.c, ad, "e2e/fleet") is not None, "no entry under instance e2e/fleet")
+    need(ac_entry(ctx.c, ad) is None, "an entry under the empty instance name")
 
 
 @checks("a failing action and a do_not_cache one: no ActionCache entry")
