@@ -166,6 +166,9 @@ static const struct config_key config_keys[] = {
          "seconds after start during which an action no worker fits is UNAVAILABLE, not refused"),
     SIZE("scheduler", "idle_poll", sched_idle_poll, 1, 600,
          "seconds an idle worker's Synchronize is held waiting for work (below worker_timeout)"),
+    SIZE("scheduler", "orphan_timeout", sched_orphan_timeout, 1, 86400,
+         "seconds an action stays queued or on its worker after its last client left; then it "
+         "is cancelled"),
     STR_KEY("worker", "scheduler", worker_scheduler, "grpc://HOST:PORT of the scheduler"),
     STR_KEY("worker", "name", worker_name,
             "NAME in the worker_id {hostname: NAME, slot: N} (same as [server] worker_name)"),
@@ -235,6 +238,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->sched_max_queued = 100000;
     cfg->sched_grace = 30;
     cfg->sched_idle_poll = 20;
+    cfg->sched_orphan_timeout = 60;
     snprintf(cfg->worker_platform, sizeof(cfg->worker_platform), "OSFamily=Linux,ISA=x86-64");
 }
 
