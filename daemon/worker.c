@@ -389,6 +389,20 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
     pthread_mutex_destroy(&run.lock);
 }
 
+/* An idle answer may ask for the next Synchronize later (a scheduler that
+ * holds no more calls): wait until then, at most WORKER_IDLE_WAIT_MAX_S,
+ * and not once the worker is stopping. */
+#define WORKER_IDLE_WAIT_MAX_S 10
+static void worker_sleep_until(struct fleet_worker *fw, uint64_t until_us)
+{
+    uint64_t limit = clock_real_us() + WORKER_IDLE_WAIT_MAX_S * 1000000ULL;
+
+    if (until_us > limit)
+        until_us = limit;
+    while (!atomic_load(&fw->stopping) && clock_real_us() < until_us)
+        usleep(100 * 1000);
+}
+
 static void *worker_slot_main(void *arg)
 {
     struct worker_slot *slot = arg;
@@ -436,6 +450,7 @@ static void *worker_slot_main(void *arg)
             r = next; /* the answer to the completion: maybe the next action */
             continue;
         }
+        worker_sleep_until(fw, worker_next_sync_us(r));
         protobuf_c_message_free_unpacked(&r->base, NULL);
         r = NULL;
         /* Stop once the scheduler has heard prefer_being_idle (it answers

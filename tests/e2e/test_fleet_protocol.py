@@ -154,6 +154,28 @@ def _concurrent(ctx):
     raise eh.Fail("second Synchronize never refused (last: %s %s)" % (code, msg))
 
 
+@checks("past half of stream_threads held, an idle slot is told to poll again later")
+def _held_bound(ctx):
+    d2, _c2 = ctx.ds.get("tight", SCHED_ARGS + ["--set", "server.stream_threads=4"])
+    ws = [fc.Worker(d2.target, {"hostname": "t%d" % i, "slot": "0"}) for i in range(3)]
+    for w in ws:
+        w.idle(prefer_idle=True)  # joined
+    for _attempt in range(5):
+        held = [threading.Thread(target=w.idle, daemon=True) for w in ws[:2]]
+        for t in held:
+            t.start()
+        time.sleep(0.5)  # both held (idle_poll = 2 s): the bound, 4 / 2
+        t0 = time.time()
+        r = ws[2].idle()
+        for t in held:
+            t.join()
+        if r.next_synchronization_at.ToNanoseconds() / 1e9 > t0 + 0.5:
+            for w in ws:
+                w.close()
+            return
+    raise eh.Fail("a third idle slot was never told to come back later")
+
+
 @checks("garbage bytes on Synchronize: INVALID_ARGUMENT")
 def _garbage(ctx):
     w = ctx.worker("delta")
