@@ -238,7 +238,10 @@ def _orphans(ctx):
     sq.wait_for(lambda ops: ops, 10)
     sr.wait_for(lambda ops: ops, 10)
     # the worker takes one of the two (either order), the other stays queued
-    r = w.idle()
+    for _ in range(5):
+        r = w.idle()
+        if fc.executing(r):
+            break
     need(fc.executing(r), "worker given nothing")
     taken = r.desired_state.executing.action_digest
     sq.cancel()
