@@ -20,6 +20,7 @@
 #      again (GetActionResult answered NOT_FOUND) and the rest are hits.
 # Skips without root or without the buildstream package.
 source "$(dirname "$0")/lib.sh"
+export E2E_DIR
 
 why="$("$PY" "$E2E_DIR/artifact_server.py" check)" || e2e_skip "$why"
 bst_state="$E2E_TMP/bst.json"
@@ -64,7 +65,7 @@ PYEOF
 bst_missing() {
   "$PY" - "$BST_TARGET" "$1" <<'PYEOF'
 import sys
-sys.path.insert(0, sys.argv[0] if False else __import__("os").environ["E2E_DIR"])
+sys.path.insert(0, __import__("os").environ["E2E_DIR"])
 import reapi_client as rc
 c = rc.Client(sys.argv[1])
 ds = []
@@ -76,7 +77,6 @@ for i in range(0, len(ds), 1000):
         print(d.hash, d.size_bytes)
 PYEOF
 }
-export E2E_DIR
 
 # bst_delete FILE: removes those blobs from the artifact server's repository.
 bst_delete() {
