@@ -37,7 +37,6 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 import exec_helpers as eh  # noqa: E402
 import reapi_client as rc  # noqa: E402
 from reapi_client import re_pb2  # noqa: E402
-from google.protobuf import struct_pb2  # noqa: E402
 
 MiB = 1 << 20
 
@@ -45,14 +44,6 @@ MiB = 1 << 20
 def uptime():
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
-
-def aux(resp):
-    for a in resp.result.execution_metadata.auxiliary_metadata:
-        s = struct_pb2.Struct()
-        if a.Unpack(s):
-            return {k: (v.number_value if v.HasField("number_value") else v.string_value)
-                    for k, v in s.fields.items()}
-    return {}
 
 
 def build_tree(c, n_files, n_dirs, size):
@@ -144,7 +135,7 @@ def main():
                                                           timeout=3600))
             if resp.status.code != 0 or resp.result.exit_code != 0:
                 raise SystemExit("%s: action failed: %s" % (name, resp.status.message))
-            m = aux(resp)
+            m = eh.aux_metadata(resp)
             rows.append((name, t, m.get("fetched_blobs", 0), m.get("fetched_bytes", 0)))
         print("\naction reading 3 files of the tree, empty worker cache:")
         print("  %-24s %10s %14s %16s" % ("staging", "Execute s", "blobs fetched", "bytes fetched"))

@@ -20,7 +20,7 @@
 #      again (GetActionResult answered NOT_FOUND) and the rest are hits.
 # Skips without root or without the buildstream package.
 source "$(dirname "$0")/lib.sh"
-export E2E_DIR
+source "$E2E_DIR/lib_shared_storage.sh"
 
 why="$("$PY" "$E2E_DIR/artifact_server.py" check)" || e2e_skip "$why"
 bst_state="$E2E_TMP/bst.json"
@@ -28,64 +28,9 @@ e2e_on_exit "'$PY' '$E2E_DIR/artifact_server.py' down '$bst_state' > /dev/null 2
 BST_URL="$("$PY" "$E2E_DIR/artifact_server.py" up "$E2E_TMP/bst-repo" "$bst_state")" ||
   e2e_fail "bst-artifact-server did not start (log $E2E_TMP/bst-repo.log)"
 BST_TARGET="${BST_URL#grpc://}"
-log "bst-artifact-server at $BST_URL (repository $E2E_TMP/bst-repo)"
+BST_REPO="$E2E_TMP/bst-repo"
+log "bst-artifact-server at $BST_URL (repository $BST_REPO)"
 base_args="${CASBOXD_ARGS:-}"
-
-# exec_log_digests JSON [KIND [SUFFIX]]: "hash size" of every input and output
-# (KIND all), inputs only (inputs) or outputs only (outputs) in Bazel's
-# execution log, optionally only paths ending in SUFFIX; deduplicated.
-exec_log_digests() {
-  "$PY" - "$1" "${2:-all}" "${3:-}" <<'PYEOF'
-import json, sys
-text, kind, suffix = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3]
-dec, pos, seen = json.JSONDecoder(), 0, set()
-while True:
-    while pos < len(text) and text[pos].isspace():
-        pos += 1
-    if pos >= len(text):
-        break
-    obj, pos = dec.raw_decode(text, pos)
-    lists = []
-    if kind in ("all", "inputs"):
-        lists.append(obj.get("inputs", []))
-    if kind in ("all", "outputs"):
-        lists.append(obj.get("actualOutputs", []))
-    for lst in lists:
-        for e in lst:
-            d = e.get("digest")
-            if d and e.get("path", "").endswith(suffix):
-                seen.add((d["hash"], int(d.get("sizeBytes", 0))))
-for h, s in sorted(seen):
-    print(h, s)
-PYEOF
-}
-
-# bst_missing FILE: the digests of FILE ("hash size" lines) that the artifact
-# server lacks, asked through its own FindMissingBlobs.
-bst_missing() {
-  "$PY" - "$BST_TARGET" "$1" <<'PYEOF'
-import sys
-sys.path.insert(0, __import__("os").environ["E2E_DIR"])
-import reapi_client as rc
-c = rc.Client(sys.argv[1])
-ds = []
-for line in open(sys.argv[2]):
-    h, s = line.split()
-    ds.append(rc.re_pb2.Digest(hash=h, size_bytes=int(s)))
-for i in range(0, len(ds), 1000):
-    for d in c.find_missing(ds[i:i + 1000]):
-        print(d.hash, d.size_bytes)
-PYEOF
-}
-
-# bst_delete FILE: removes those blobs from the artifact server's repository.
-bst_delete() {
-  local h s n=0
-  while read -r h s; do
-    rm -f "$E2E_TMP/bst-repo/cas/objects/${h:0:2}/${h:2}" && n=$((n + 1))
-  done < "$1"
-  echo "$n"
-}
 
 stage_workspace zlib
 cd "$WS_DIR"

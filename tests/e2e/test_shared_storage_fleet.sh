@@ -11,7 +11,7 @@
 # Skips without root, without the buildstream package, or while casboxd has
 # no --role (the fleet, issue 15).
 source "$(dirname "$0")/lib.sh"
-export E2E_DIR
+source "$E2E_DIR/lib_shared_storage.sh"
 
 why="$("$PY" "$E2E_DIR/artifact_server.py" check)" || e2e_skip "$why"
 "$CASBOXD" --help 2>&1 | grep -q -- '--role' || e2e_skip "casboxd has no --role (issue 15)"
@@ -34,6 +34,7 @@ e2e_on_exit fleet_down
 BST_URL="$("$PY" "$E2E_DIR/artifact_server.py" up "$E2E_TMP/bst-repo" "$bst_state")" ||
   e2e_fail "bst-artifact-server did not start (log $E2E_TMP/bst-repo.log)"
 BST_TARGET="${BST_URL#grpc://}"
+BST_REPO="$E2E_TMP/bst-repo"
 log "bst-artifact-server at $BST_URL"
 
 SCHED_LOG="$E2E_LOG_DIR/scheduler.log"
@@ -83,27 +84,9 @@ for i in 1 2; do
   [ "$n" -gt 0 ] || e2e_fail "worker w$i ran no action fetching from the artifact server (log $E2E_LOG_DIR/worker$i.log)"
   log "worker w$i ran $n actions"
 done
-"$PY" - "$l1.exec.json" "$BST_TARGET" <<'PYEOF' || e2e_fail "blobs missing from the artifact server"
-import json, os, sys
-sys.path.insert(0, os.environ["E2E_DIR"])
-import reapi_client as rc
-text, dec, pos, seen = open(sys.argv[1]).read(), json.JSONDecoder(), 0, {}
-while True:
-    while pos < len(text) and text[pos].isspace():
-        pos += 1
-    if pos >= len(text):
-        break
-    obj, pos = dec.raw_decode(text, pos)
-    for e in obj.get("inputs", []) + obj.get("actualOutputs", []):
-        d = e.get("digest")
-        if d:
-            seen[d["hash"]] = int(d.get("sizeBytes", 0))
-ds = [rc.re_pb2.Digest(hash=h, size_bytes=s) for h, s in seen.items()]
-c = rc.Client(sys.argv[2])
-missing = [m for i in range(0, len(ds), 1000) for m in c.find_missing(ds[i:i + 1000])]
-print("%d of %d blobs missing from the artifact server" % (len(missing), len(ds)), file=sys.stderr)
-sys.exit(1 if missing else 0)
-PYEOF
+exec_log_digests "$l1.exec.json" > "$E2E_TMP/digests"
+bst_missing "$E2E_TMP/digests" > "$E2E_TMP/missing"
+[ -s "$E2E_TMP/missing" ] && e2e_fail "$(wc -l < "$E2E_TMP/missing") of $(wc -l < "$E2E_TMP/digests") input/output blobs are not in the artifact server"
 bazel_run "$E2E_LOG_DIR/clean.log" clean
 l2="$E2E_LOG_DIR/phase2.log"
 bazel_run "$l2" test //... "${flags[@]}" --execution_log_json_file="$l2.exec.json"
