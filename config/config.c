@@ -66,6 +66,7 @@ static const struct config_key config_keys[] = {
     STR("server", worker_name,
         "name reported in ExecutedActionMetadata.worker (default: hostname)"),
     STR("server", log_level, "error, warn, info or debug"),
+    STR("server", role, "all (one host), scheduler or worker (docs/fleet.md)"),
     SIZE("server", "rpc_threads", rpc_threads, 1, 256, "threads serving short calls"),
     SIZE("server", "stream_threads", stream_threads, 1, 4096,
          "threads serving long streams (Execute, WaitExecution): at most this many at once"),
@@ -152,6 +153,29 @@ static const struct config_key config_keys[] = {
          "URI -> digest mappings remembered (least recently used dropped first)"),
     STR_KEY("asset", "allowed_url_prefixes", asset_allowed_url_prefixes,
             "space-separated http(s) URL prefixes FetchBlob may download from (empty: none)"),
+    /* the fleet (docs/fleet.md) */
+    SIZE("scheduler", "worker_timeout", sched_worker_timeout, 2, 3600,
+         "seconds without a Synchronize after which a worker slot is lost and its action requeued"),
+    SIZE("scheduler", "max_retries", sched_max_retries, 0, 100,
+         "times an action is requeued after losing its worker before it fails UNAVAILABLE"),
+    SIZE("scheduler", "max_workers", sched_max_workers, 1, 1000000,
+         "worker slots known at once; beyond it Synchronize answers RESOURCE_EXHAUSTED"),
+    SIZE("scheduler", "max_queued", sched_max_queued, 1, 10000000,
+         "actions waiting for a worker; beyond it Execute answers RESOURCE_EXHAUSTED"),
+    SIZE("scheduler", "grace", sched_grace, 0, 3600,
+         "seconds after start during which an action no worker fits is UNAVAILABLE, not refused"),
+    SIZE("scheduler", "idle_poll", sched_idle_poll, 1, 600,
+         "seconds an idle worker's Synchronize is held waiting for work (below worker_timeout)"),
+    SIZE("scheduler", "orphan_timeout", sched_orphan_timeout, 1, 86400,
+         "seconds an action stays queued or on its worker after its last client left; then it "
+         "is cancelled"),
+    STR_KEY("worker", "scheduler", worker_scheduler, "grpc://HOST:PORT of the scheduler"),
+    STR_KEY("worker", "name", worker_name,
+            "NAME in the worker_id {hostname: NAME, slot: N} (same as [server] worker_name)"),
+    STR_KEY("worker", "platform", worker_platform,
+            "platform properties announced, NAME=VALUE,NAME=VALUE"),
+    STR_KEY("worker", "instance_name_prefix", worker_instance_prefix,
+            "instance_name_prefix announced: the instance names this worker serves"),
 };
 
 /* Names in the file for the exec_* string fields (the table uses the field). */
@@ -207,6 +231,15 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->asset_timeout = 600;
     cfg->asset_max_fetches = 4;
     cfg->asset_max_mappings = 100000;
+    snprintf(cfg->role, sizeof(cfg->role), "all");
+    cfg->sched_worker_timeout = 60;
+    cfg->sched_max_retries = 2;
+    cfg->sched_max_workers = 4096;
+    cfg->sched_max_queued = 100000;
+    cfg->sched_grace = 30;
+    cfg->sched_idle_poll = 20;
+    cfg->sched_orphan_timeout = 60;
+    snprintf(cfg->worker_platform, sizeof(cfg->worker_platform), "OSFamily=Linux,ISA=x86-64");
 }
 
 int config_parse_size(const char *s, uint64_t *out)
@@ -542,6 +575,29 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
     if (cfg->exec_slots == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->exec_slots = n > 0 ? (uint64_t)n : 1;
+    }
+    if (strcmp(cfg->role, "all") != 0 && strcmp(cfg->role, "scheduler") != 0 &&
+        strcmp(cfg->role, "worker") != 0) {
+        snprintf(err, err_len, "[server] role '%s' is not all, scheduler or worker", cfg->role);
+        return -EINVAL;
+    }
+    if (strcmp(cfg->role, "worker") == 0 && cfg->worker_scheduler[0] == '\0') {
+        snprintf(err, err_len,
+                 "role worker needs [worker] scheduler (--scheduler grpc://HOST:PORT)");
+        return -EINVAL;
+    }
+    if (config_check_remote("[worker] scheduler", cfg->worker_scheduler, err, err_len) != 0)
+        return -EINVAL;
+    /* a worker's CAS is the scheduler's unless --cas / [cas] remote says otherwise */
+    if (strcmp(cfg->role, "worker") == 0 && cfg->cas_remote[0] == '\0')
+        snprintf(cfg->cas_remote, sizeof(cfg->cas_remote), "%s", cfg->worker_scheduler);
+    if (strcmp(cfg->role, "worker") == 0 && cfg->ac_remote[0] == '\0')
+        snprintf(cfg->ac_remote, sizeof(cfg->ac_remote), "%s", cfg->cas_remote);
+    if (cfg->sched_idle_poll >= cfg->sched_worker_timeout) {
+        snprintf(err, err_len,
+                 "[scheduler] idle_poll %" PRIu64 " must be below worker_timeout %" PRIu64,
+                 cfg->sched_idle_poll, cfg->sched_worker_timeout);
+        return -EINVAL;
     }
     if (cfg->exec_default_timeout > cfg->exec_max_timeout) {
         snprintf(err, err_len,

@@ -87,6 +87,20 @@ struct casbox_config {
     uint64_t asset_max_mappings;           /* URI -> digest entries remembered */
     char asset_allowed_url_prefixes[4096]; /* space-separated; empty: no download */
 
+    /* [server] role and the fleet's [scheduler] and [worker] sections
+     * (docs/fleet.md) */
+    char role[16];                    /* all | scheduler | worker */
+    uint64_t sched_worker_timeout;    /* seconds of silence after which a worker slot is lost */
+    uint64_t sched_max_retries;       /* requeues of an action after its worker was lost */
+    uint64_t sched_max_workers;       /* worker slots known at once */
+    uint64_t sched_max_queued;        /* actions waiting for a worker */
+    uint64_t sched_grace;             /* seconds after start: unknown platforms UNAVAILABLE */
+    uint64_t sched_idle_poll;         /* seconds an idle worker's Synchronize is held */
+    uint64_t sched_orphan_timeout;    /* seconds an action nobody waits for is kept */
+    char worker_scheduler[256];       /* grpc://HOST:PORT of the scheduler */
+    char worker_platform[1024];       /* "OSFamily=Linux,ISA=x86-64" */
+    char worker_instance_prefix[256]; /* instance_name_prefix announced */
+
     /* [environment.NAME] sections, in file order */
     struct casbox_environment environments[CONFIG_MAX_ENVIRONMENTS];
     size_t n_environments;

@@ -6,6 +6,7 @@
 #define CASBOX_CASBOXD_H
 
 #include <pthread.h>
+#include <signal.h>
 
 #include "cas/cas.h"
 #include "config/config.h"
@@ -86,6 +87,12 @@ extern const struct rpc_method execution_methods[];
 extern const size_t execution_n_methods;
 extern const struct rpc_method asset_methods[];
 extern const size_t asset_n_methods;
+/* role scheduler: Buildbarn's worker protocol (svc_operation_queue.c) and
+ * casbox's fleet admin service (svc_fleet_admin.c) */
+extern const struct rpc_method operation_queue_methods[];
+extern const size_t operation_queue_n_methods;
+extern const struct rpc_method fleet_admin_methods[];
+extern const size_t fleet_admin_n_methods;
 
 /* ByteStream's resumable uploads table (svc_bytestream.c). */
 int bytestream_uploads_new(uint64_t max_uploads, struct bytestream_uploads **out);
@@ -156,5 +163,14 @@ int execution_run_action(struct casboxd *d, const char *instance, struct action 
 int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *result, bool cached,
                        const struct reapi_status *st, const char *message, uint8_t **out,
                        size_t *len);
+
+/* --- role worker (worker.c) ---
+ *
+ * One Buildbarn Synchronize loop per execution slot against
+ * [worker] scheduler, each running its actions with execution_run_action;
+ * returns when a signal in sigs (SIGTERM, SIGINT) asked it to stop and the
+ * running actions are finished. 0, or a negative errno when it could not
+ * start. */
+int fleet_worker_run(struct casboxd *d, const sigset_t *sigs);
 
 #endif
