@@ -124,6 +124,9 @@ static void auth_certificate_who(const struct auth_peer *peer, const char *name,
 void auth_policy_identify(const struct auth_policy *p, const struct auth_peer *peer,
                           struct auth_identity *id)
 {
+    /* A certificate counts only where client_ca verified it. */
+    bool cert = p != NULL && p->client_certificates && peer->has_certificate;
+
     memset(id, 0, sizeof(*id));
     if (!auth_policy_enabled(p)) {
         id->anonymous_perms = AUTH_PERM_ALL;
@@ -140,7 +143,7 @@ void auth_policy_identify(const struct auth_policy *p, const struct auth_peer *p
         snprintf(id->who, sizeof(id->who), "token of line %u", id->entry->line);
         return;
     }
-    if (peer->has_certificate && p->names != NULL) {
+    if (cert && p->names != NULL) {
         for (size_t i = 0; i < peer->n_names && id->entry == NULL; i++)
             id->entry = auth_table_find_name(p->names, peer->names[i], strlen(peer->names[i]));
         if (id->entry == NULL) {
@@ -153,7 +156,7 @@ void auth_policy_identify(const struct auth_policy *p, const struct auth_peer *p
         auth_certificate_who(peer, id->entry->name, id->who, sizeof(id->who));
         return;
     }
-    if (peer->has_certificate) {
+    if (cert) {
         id->anonymous_perms = p->anonymous;
         auth_certificate_who(peer, NULL, id->who, sizeof(id->who));
         return;
