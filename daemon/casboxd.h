@@ -6,12 +6,14 @@
 #define CASBOX_CASBOXD_H
 
 #include <pthread.h>
+#include <signal.h>
 
 #include "auth/auth.h"
 #include "cas/cas.h"
 #include "config/config.h"
 #include "exec/exec.h"
 #include "reapi/reapi.h"
+#include "remote/remote.h"
 #include "rpc/rpc.h"
 #include "sandbox/sandbox.h"
 
@@ -32,6 +34,8 @@ struct casboxd {
     struct exec_service *exec;   /* NULL when execution is off */
     struct asset_service *asset; /* NULL unless [asset] enabled */
     struct casfs *fs;            /* the FUSE input-tree mount; NULL: hardlink staging */
+    struct remote *remote;       /* [cas] remote: the source of truth; NULL: the store is */
+    struct remote *ac_remote;    /* [action_cache] remote; NULL: the local action cache */
     struct exec_copies copies;
     /* What exec_run gets: the fields above, and the scratch paths below. */
     struct exec_env env;
@@ -42,6 +46,13 @@ struct casboxd {
     struct auth_guard auth;
     struct auth_tls_files tls;
 };
+
+/* --- the upstream CAS and ActionCache (shared_storage.c) --- */
+
+/* Opens [cas] remote (attaching it to d->store) and [action_cache] remote
+ * when configured. */
+int shared_storage_start(struct casboxd *d);
+void shared_storage_stop(struct casboxd *d);
 
 /* A consistent copy of the configuration (reload.c). */
 void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out);
@@ -75,6 +86,12 @@ extern const struct rpc_method execution_methods[];
 extern const size_t execution_n_methods;
 extern const struct rpc_method asset_methods[];
 extern const size_t asset_n_methods;
+/* role scheduler: Buildbarn's worker protocol (svc_operation_queue.c) and
+ * casbox's fleet admin service (svc_fleet_admin.c) */
+extern const struct rpc_method operation_queue_methods[];
+extern const size_t operation_queue_n_methods;
+extern const struct rpc_method fleet_admin_methods[];
+extern const size_t fleet_admin_n_methods;
 
 /* ByteStream's resumable uploads table (svc_bytestream.c). */
 int bytestream_uploads_new(uint64_t max_uploads, struct bytestream_uploads **out);
@@ -137,5 +154,14 @@ int execution_run_action(struct casboxd *d, const char *instance, struct action 
 int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *result, bool cached,
                        const struct reapi_status *st, const char *message, uint8_t **out,
                        size_t *len);
+
+/* --- role worker (worker.c) ---
+ *
+ * One Buildbarn Synchronize loop per execution slot against
+ * [worker] scheduler, each running its actions with execution_run_action;
+ * returns when a signal in sigs (SIGTERM, SIGINT) asked it to stop and the
+ * running actions are finished. 0, or a negative errno when it could not
+ * start. */
+int fleet_worker_run(struct casboxd *d, const sigset_t *sigs);
 
 #endif

@@ -26,6 +26,10 @@ int execution_action_load(struct casboxd *d, const char *instance, const struct 
 
     (void)instance;
     casboxd_config_snapshot(d, &cfg);
+    /* In a fleet the scheduler has matched the action's platform to the
+     * worker's announced properties (superset): any property name is fine. */
+    if (strcmp(cfg.role, "all") != 0)
+        snprintf(cfg.exec_accepted_properties, sizeof(cfg.exec_accepted_properties), "*");
     max_ms = cfg.exec_max_timeout * 1000u;
     rc = action_load(d->store, digest, &cfg, out, st);
     if (rc != 0)

@@ -131,6 +131,11 @@ static int visit_dir(struct cas_store *cas, struct action *act, size_t index, si
             goto nomem;
         if (rc == 0)
             continue;
+        /* A cache of an upstream CAS (a fleet worker) fetches a file when the
+         * action opens it, never here: whoever queued the action checked the
+         * upstream has it. */
+        if (cas_store_has_upstream(cas))
+            continue;
         rc = cas_store_contains(cas, &d);
         if (rc < 0) {
             reapi_status_set(st, GRPC_STATUS_INTERNAL, "looking up input file '%s': %s",

@@ -54,6 +54,10 @@ static const char *const rpc_client_paths[RPC_CLIENT_METHOD_COUNT] = {
     [RPC_CLIENT_BYTESTREAM_READ] = "/google.bytestream.ByteStream/Read",
     [RPC_CLIENT_BYTESTREAM_WRITE] = "/google.bytestream.ByteStream/Write",
     [RPC_CLIENT_BYTESTREAM_QUERY_WRITE_STATUS] = "/google.bytestream.ByteStream/QueryWriteStatus",
+    [RPC_CLIENT_SYNCHRONIZE] = "/buildbarn.remoteworker.OperationQueue/Synchronize",
+    [RPC_CLIENT_FLEET_STATUS] = "/casbox.fleet.v1.FleetAdmin/Status",
+    [RPC_CLIENT_FLEET_DRAIN] = "/casbox.fleet.v1.FleetAdmin/Drain",
+    [RPC_CLIENT_FLEET_UNDRAIN] = "/casbox.fleet.v1.FleetAdmin/Undrain",
 };
 
 struct rpc_client {

@@ -161,6 +161,11 @@ enum rpc_client_method {
     RPC_CLIENT_BYTESTREAM_READ,
     RPC_CLIENT_BYTESTREAM_WRITE,
     RPC_CLIENT_BYTESTREAM_QUERY_WRITE_STATUS,
+    /* the fleet: Buildbarn's worker protocol, casbox's admin service */
+    RPC_CLIENT_SYNCHRONIZE,
+    RPC_CLIENT_FLEET_STATUS,
+    RPC_CLIENT_FLEET_DRAIN,
+    RPC_CLIENT_FLEET_UNDRAIN,
     RPC_CLIENT_METHOD_COUNT,
 };
 
