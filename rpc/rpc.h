@@ -197,6 +197,11 @@ struct rpc_client_status {
     char message[512];
 };
 
+/* A command-line client's credentials from its environment (tls.c):
+ * CASBOX_TLS_CA, CASBOX_TLS_CERT and CASBOX_TLS_KEY (for grpcs://) and
+ * CASBOX_TOKEN_FILE; fields already set are kept. */
+void rpc_client_options_from_env(struct rpc_client_options *opt);
+
 /* Opens a channel to grpc://HOST:PORT, grpcs://HOST:PORT (TLS, see
  * rpc_client_options) or HOST:PORT (plaintext), with grpc_init; no
  * connection is made before the first call. opt may be NULL (the defaults).

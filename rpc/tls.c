@@ -3,7 +3,8 @@
  * and client_ca for mutual TLS, which then requires and verifies a client
  * certificate in the handshake) and a client's for grpcs:// (a CA bundle,
  * optionally a client certificate and key). The files are read and checked
- * by auth/ (auth_tls_files_load, auth_tls_read_pem).
+ * by auth/ (auth_tls_files_load, auth_tls_read_pem). Command-line clients
+ * name their files in the environment (rpc_client_options_from_env).
  */
 #include "rpc_internal.h"
 
@@ -67,4 +68,20 @@ out:
     free(cert);
     tls_free_secret(key);
     return creds;
+}
+
+static void tls_env(const char **field, const char *name)
+{
+    const char *v = getenv(name);
+
+    if (*field == NULL && v != NULL && v[0] != '\0')
+        *field = v;
+}
+
+void rpc_client_options_from_env(struct rpc_client_options *opt)
+{
+    tls_env(&opt->tls_ca_file, "CASBOX_TLS_CA");
+    tls_env(&opt->tls_certificate_file, "CASBOX_TLS_CERT");
+    tls_env(&opt->tls_private_key_file, "CASBOX_TLS_KEY");
+    tls_env(&opt->token_file, "CASBOX_TOKEN_FILE");
 }

@@ -510,5 +510,31 @@ def bad_startup(ctx):
     eh.need(not bad, "%d wrong:\n      %s", len(bad), "\n      ".join(bad))
 
 
+@checks("C client: casbox run --action --remote grpcs:// with CASBOX_TLS_CA, client certificate "
+        "and CASBOX_TOKEN_FILE replays an action; without the token PERMISSION_DENIED")
+def c_client(ctx):
+    dmn = ctx.daemon("c-client", ctx.tls_conf(True) + "[auth]\ntokens_file = %s\n" % ctx.tokens)
+    admin = rc.Client(dmn.target, credentials=ctx.tls_creds("ci"), token="tok-all", timeout=120)
+    ctx.ds.clients["c-client"] = admin
+    casbox = os.path.join(os.path.dirname(rc.default_casboxd()), "casbox")
+    eh.need(os.access(casbox, os.X_OK), "no %s", casbox)
+    ad = eh.upload_action(admin, ["/bin/sh", "-c", "echo replayed over tls"])
+    eh.execute(admin, ad)
+    token_file = os.path.join(ctx.ds.tmp, "c-client.token")
+    write_file(token_file, "tok-read\n")
+    env = dict(os.environ, CASBOX_TLS_CA=ctx.cert("ca.pem"), CASBOX_TLS_CERT=ctx.cert("ci.pem"),
+               CASBOX_TLS_KEY=ctx.cert("ci.key"), CASBOX_TOKEN_FILE=token_file)
+    args = [casbox, "run", "--action", rc.dstr(ad), "--remote", "grpcs://" + dmn.target]
+    p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    eh.need(p.returncode == 0 and "replayed over tls" in p.stdout,
+            "replay with the read token: exit %d\n%s%s", p.returncode, p.stdout[-500:],
+            p.stderr[-500:])
+    del env["CASBOX_TOKEN_FILE"]
+    p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    # The certificate is known (client_ca), anonymous may do nothing.
+    eh.need(p.returncode != 0 and "PERMISSION_DENIED" in p.stderr + p.stdout,
+            "replay without a token: exit %d\n%s", p.returncode, (p.stdout + p.stderr)[-500:])
+
+
 if __name__ == "__main__":
     sys.exit(eh.main(__doc__, checks, make_ctx, "casbox-e2e-auth."))
