@@ -182,7 +182,8 @@ def mtls_basic(ctx):
             "a refused client's blob exists")
 
 
-@checks("mutual TLS + certificates_file: CN maps to permissions, unlisted CN is PERMISSION_DENIED")
+@checks("mutual TLS + certificates_file: CN maps to permissions, unlisted CN is PERMISSION_DENIED; "
+        "SIGHUP re-reads the file")
 def mtls_names(ctx):
     dmn = ctx.daemon("mtls-names", ctx.tls_conf(True) +
                      "[auth]\ncertificates_file = %s\n" % ctx.names)
@@ -203,6 +204,23 @@ def mtls_names(ctx):
     eh.need(ci.get_action_result(ad).exit_code == 7, "entry changed by a refused call")
     got = code_of(lambda: stranger.find_missing([d]))
     eh.need(got == DENIED, "unlisted certificate: %s, want PERMISSION_DENIED", got)
+    # SIGHUP re-reads the certificates file: the stranger is listed now,
+    # over the connection it already has.
+    write_file(ctx.names, "ci read,write,write-ac,execute\ndev read,write,execute\n"
+               "stranger read\n")
+    with open(dmn.log_path, errors="replace") as f:
+        start = len(f.read())
+    dmn.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with open(dmn.log_path, errors="replace") as f:
+            if "reload: auth: 0 token(s), 3 certificate name(s)" in f.read()[start:]:
+                break
+        time.sleep(0.05)
+    got = code_of(lambda: stranger.find_missing([d]))
+    eh.need(got == OK, "after the reload listing it, the stranger's read: %s", got)
+    got = code_of(lambda: stranger.upload_blob(b"stranger writes"))
+    eh.need(got == DENIED, "the stranger may only read: %s", got)
 
 
 # -- tokens ----------------------------------------------------------------------
