@@ -161,7 +161,8 @@ def tls_basic(ctx):
     eh.need(got == "UNAVAILABLE", "client trusting another CA: %s, want UNAVAILABLE", got)
 
 
-@checks("mutual TLS: no client certificate or another CA's is refused; client_ca's is served")
+@checks("mutual TLS: no client certificate, another CA's or an expired one is refused; "
+        "client_ca's is served")
 def mtls_basic(ctx):
     dmn = ctx.daemon("mtls", ctx.tls_conf(True) + "[auth]\nanonymous = read,write\n")
     good = rc.Client(dmn.target, credentials=ctx.tls_creds("stranger"))
@@ -171,8 +172,11 @@ def mtls_basic(ctx):
     got = code_of(lambda: good.update_action_result(d, re_pb2.ActionResult()))
     eh.need(got == DENIED, "certificate with anonymous=read,write: UpdateActionResult %s, want "
             "PERMISSION_DENIED", got)
+    expired = grpc.ssl_channel_credentials(ctx.pem("ca.pem"), ctx.pem("server.key"),
+                                           ctx.pem("expired.pem"))
     for who, creds in (("no certificate", ctx.tls_creds()),
-                       ("another CA's certificate", ctx.tls_creds("other"))):
+                       ("another CA's certificate", ctx.tls_creds("other")),
+                       ("an expired certificate of the CA", expired)):
         c = rc.Client(dmn.target, credentials=creds, timeout=5)
         got = code_of(lambda: c.find_missing([d]))
         eh.need(got == "UNAVAILABLE", "%s: %s, want the handshake refused (UNAVAILABLE)", who, got)
