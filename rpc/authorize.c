@@ -90,12 +90,12 @@ static void authorize_log(struct rpc_call *c, const char *instance, grpc_status_
 
     if (!auth_log_limiter_allow(&a->limiter, clock_mono_us(), &suppressed))
         return;
-    peer = grpc_call_get_peer(rpc_call_grpc(c));
-    LOG_W("refused %s from %s, instance '%.200s': %s: %s%s", rpc_call_method(c), peer ? peer : "?",
-          instance ? instance : "(before the request)", rpc_status_code_name(code), reason,
-          suppressed ? " (and more refusals not logged; at most 20 lines a second)" : "");
     if (suppressed)
-        LOG_W("%" PRIu64 " refused calls were not logged", suppressed);
+        LOG_W("%" PRIu64 " refused calls were not logged (at most %d lines a second)", suppressed,
+              AUTH_LOG_BURST);
+    peer = grpc_call_get_peer(rpc_call_grpc(c));
+    LOG_W("refused %s from %s, instance '%.200s': %s: %s", rpc_call_method(c), peer ? peer : "?",
+          instance ? instance : "(before the request)", rpc_status_code_name(code), reason);
     gpr_free(peer);
 }
 
