@@ -72,6 +72,7 @@ int cli_fleet_main(int argc, char **argv)
         cli_error("fleet: expected status, drain PATTERN or undrain PATTERN (casbox fleet --help)");
         return CLI_EXIT_USAGE;
     }
+    rpc_client_options_from_env(&copt); /* CASBOX_TLS_CA, CASBOX_TOKEN_FILE, ... */
     if (rpc_client_open(scheduler, &copt, &c, err, sizeof(err)) != 0) {
         cli_error("fleet: %s", err);
         return CLI_EXIT_FAILURE;

@@ -153,6 +153,31 @@ static const struct config_key config_keys[] = {
          "URI -> digest mappings remembered (least recently used dropped first)"),
     STR_KEY("asset", "allowed_url_prefixes", asset_allowed_url_prefixes,
             "space-separated http(s) URL prefixes FetchBlob may download from (empty: none)"),
+    /* TLS, credentials and permissions (auth/auth.h, docs/security.md) */
+    STR_KEY("tls", "certificate", tls_certificate,
+            "PEM certificate chain; with private_key, turns TLS on (empty: plaintext)"),
+    STR_KEY("tls", "private_key", tls_private_key,
+            "PEM private key of certificate (not readable by other users)"),
+    STR_KEY("tls", "client_ca", tls_client_ca,
+            "PEM CA: clients must present a certificate it signed (mutual TLS; empty: none asked)"),
+    STR_KEY("auth", "tokens_file", auth_tokens_file,
+            "TOKEN PERMISSIONS [INSTANCE_PREFIX...] lines; calls then need 'authorization: Bearer' "
+            "(SIGHUP re-reads it)"),
+    STR_KEY("auth", "certificates_file", auth_certificates_file,
+            "NAME PERMISSIONS [INSTANCE_PREFIX...] lines: a client certificate's CN or DNS SAN "
+            "(needs client_ca; SIGHUP re-reads it)"),
+    STR_KEY("auth", "anonymous", auth_anonymous,
+            "what a call without credentials may do: none or a list of read, write, write-ac, "
+            "execute, worker (empty: none when auth is on, everything when off)"),
+    STR_KEY("client", "tls_ca", client_tls_ca,
+            "casboxd as a client (worker, remote CAS) of grpcs://: the CA of the server (empty: "
+            "the system's)"),
+    STR_KEY("client", "tls_certificate", client_tls_certificate,
+            "casboxd as a client: its certificate for mutual TLS (with tls_private_key)"),
+    STR_KEY("client", "tls_private_key", client_tls_private_key,
+            "casboxd as a client: the key of tls_certificate"),
+    STR_KEY("client", "token_file", client_token_file,
+            "casboxd as a client: a file holding the bearer token it sends (empty: none)"),
     /* the fleet (docs/fleet.md) */
     SIZE("scheduler", "worker_timeout", sched_worker_timeout, 2, 3600,
          "seconds without a Synchronize after which a worker slot is lost and its action requeued"),

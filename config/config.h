@@ -87,6 +87,20 @@ struct casbox_config {
     uint64_t asset_max_mappings;           /* URI -> digest entries remembered */
     char asset_allowed_url_prefixes[4096]; /* space-separated; empty: no download */
 
+    /* [tls], [auth]: the server's TLS and who may do what (docs/security.md) */
+    char tls_certificate[1024];
+    char tls_private_key[1024];
+    char tls_client_ca[1024];
+    char auth_tokens_file[1024];
+    char auth_certificates_file[1024];
+    char auth_anonymous[128];
+
+    /* [client]: casboxd calling another server (worker, remote CAS) */
+    char client_tls_ca[1024];
+    char client_tls_certificate[1024];
+    char client_tls_private_key[1024];
+    char client_token_file[1024];
+
     /* [server] role and the fleet's [scheduler] and [worker] sections
      * (docs/fleet.md) */
     char role[16];                    /* all | scheduler | worker */

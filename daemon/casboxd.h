@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include "auth/auth.h"
 #include "cas/cas.h"
 #include "config/config.h"
 #include "exec/exec.h"
@@ -40,6 +41,10 @@ struct casboxd {
     struct exec_env env;
     char scratch_dir[4096];   /* <state>/cas/exec */
     char exec_blob_dir[4096]; /* <state>/cas/exec-blobs */
+    /* Who may do what (auth_setup.c): the policy every call is judged by,
+     * and the server's TLS files. */
+    struct auth_guard auth;
+    struct auth_tls_files tls;
 };
 
 /* --- the upstream CAS and ActionCache (shared_storage.c) --- */
@@ -73,6 +78,19 @@ void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out);
 /* Applies the keys of fresh that are safe to change at run time and logs the
  * others as needing a restart (SIGHUP). */
 int casboxd_config_reload(struct casboxd *d, const struct casbox_config *fresh);
+
+/* [tls] and [auth] (auth_setup.c): reads and checks the files, fills d->tls
+ * and d->auth; on failure prints one line naming the file and returns
+ * non-zero (casboxd refuses to start). */
+int casboxd_auth_start(struct casboxd *d);
+void casboxd_auth_stop(struct casboxd *d);
+/* SIGHUP: the tokens and certificates files again, with fresh's [auth]
+ * keys; a broken file keeps the current policy and logs why. */
+void casboxd_auth_reload(struct casboxd *d, const struct casbox_config *fresh);
+/* What casboxd's own clients (worker -> scheduler, remote CAS) use: [client]
+ * tls_ca, tls_certificate, tls_private_key and token_file. cfg must outlive
+ * the options. */
+void casboxd_client_options(const struct casbox_config *cfg, struct rpc_client_options *out);
 
 /* Each service exports its method table. */
 extern const struct rpc_method capabilities_methods[];

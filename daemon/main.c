@@ -270,6 +270,7 @@ static void main_reload(struct casboxd *d, int argc, char **argv)
         LOG_W("reload: the configuration has errors (above); nothing changed");
         return;
     }
+    casboxd_auth_reload(d, &fresh);
     if (casboxd_config_reload(d, &fresh) != 0)
         LOG_W("reload failed: out of memory");
 }
@@ -363,6 +364,9 @@ int main(int argc, char **argv)
 
     if (main_make_dir(d.cfg.state_dir) != 0)
         return 1;
+    /* Credentials and TLS files: refuse to start on any problem with them. */
+    if (casboxd_auth_start(&d) != 0)
+        return 1;
     /* libcurl's global state, before any thread (asset/http.c). */
     if (d.cfg.asset_enabled && asset_http_global_init() != 0) {
         fprintf(stderr, "casboxd: cannot initialise libcurl for [asset]\n");
@@ -436,6 +440,10 @@ int main(int argc, char **argv)
     ropt.queue_length[RPC_POOL_SHORT] = d.cfg.max_inflight_calls;
     ropt.queue_length[RPC_POOL_STREAM] = d.cfg.max_inflight_calls;
     ropt.queue_length[RPC_POOL_TRANSFER] = d.cfg.max_inflight_calls;
+    ropt.tls.certificate_chain = d.tls.certificate_chain;
+    ropt.tls.private_key = d.tls.private_key;
+    ropt.tls.client_ca = d.tls.client_ca;
+    ropt.auth = &d.auth;
     rc = rpc_server_start(&ropt, methods, n_methods, &d, &d.rpc);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot serve on %s: %s\n", d.cfg.listen, strerror(-rc));
@@ -482,6 +490,7 @@ out:
     if (d.spawner != NULL)
         sandbox_spawner_stop(d.spawner);
     exec_copies_destroy(&d.copies);
+    casboxd_auth_stop(&d);
     if (status == 0)
         LOG_I("stopped");
     return status;

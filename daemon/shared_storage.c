@@ -21,6 +21,7 @@ static int shared_storage_open(const struct casbox_config *cfg, const char *url,
     int rc;
 
     memset(&opt, 0, sizeof(opt));
+    casboxd_client_options(cfg, &opt.rpc); /* [client]: TLS and token (auth_setup.c) */
     opt.url = url;
     opt.instance_name = cfg->cas_remote_instance_name;
     opt.rpc.timeout_ms = cfg->cas_remote_timeout * 1000;

@@ -168,6 +168,8 @@ static void ac_get(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "GetActionResultRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(
             &req->base, REAPI_FIELD_GET_ACTION_RESULT_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -226,6 +228,8 @@ static void ac_update(void *ctx, struct rpc_call *call)
                          "UpdateActionResultRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(
             &req->base, REAPI_FIELD_UPDATE_ACTION_RESULT_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -253,9 +257,9 @@ out:
 
 const struct rpc_method action_cache_methods[] = {
     {"/build.bazel.remote.execution.v2.ActionCache/GetActionResult", RPC_UNARY, RPC_POOL_SHORT,
-     ac_get},
+     ac_get, AUTH_PERM_READ},
     {"/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult", RPC_UNARY, RPC_POOL_SHORT,
-     ac_update},
+     ac_update, AUTH_PERM_WRITE_AC},
 };
 const size_t action_cache_n_methods =
     sizeof(action_cache_methods) / sizeof(action_cache_methods[0]);

@@ -69,6 +69,8 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
                          "FindMissingBlobsRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(
             &req->base, REAPI_FIELD_FIND_MISSING_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -244,6 +246,8 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
                          "BatchUpdateBlobsRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(
             &req->base, REAPI_FIELD_BATCH_UPDATE_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -374,6 +378,8 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "BatchReadBlobsRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(&req->base,
                                     REAPI_FIELD_BATCH_READ_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -562,6 +568,8 @@ static void cas_get_tree(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "GetTreeRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(&req->base, REAPI_FIELD_GET_TREE_REQUEST_DIGEST_FUNCTION,
                                     &st) != 0)
         goto out;
@@ -644,12 +652,12 @@ out:
 
 const struct rpc_method cas_methods[] = {
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs", RPC_UNARY,
-     RPC_POOL_SHORT, cas_find_missing},
+     RPC_POOL_SHORT, cas_find_missing, AUTH_PERM_READ},
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs", RPC_UNARY,
-     RPC_POOL_SHORT, cas_batch_update},
+     RPC_POOL_SHORT, cas_batch_update, AUTH_PERM_WRITE},
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs", RPC_UNARY,
-     RPC_POOL_SHORT, cas_batch_read},
+     RPC_POOL_SHORT, cas_batch_read, AUTH_PERM_READ},
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree", RPC_SERVER_STREAM,
-     RPC_POOL_SHORT, cas_get_tree},
+     RPC_POOL_SHORT, cas_get_tree, AUTH_PERM_READ},
 };
 const size_t cas_n_methods = sizeof(cas_methods) / sizeof(cas_methods[0]);

@@ -346,6 +346,10 @@ static void exec_execute(void *ctx, struct rpc_call *call)
         goto out;
     }
     instance = req->instance_name ? req->instance_name : "";
+    if (rpc_call_authorize(call, instance, &st) != 0) {
+        rpc_call_finish(call, NULL, &st);
+        goto out;
+    }
     if (!req->skip_cache_lookup && exec_try_cache(d, call, instance, &dg))
         goto out;
 
@@ -454,7 +458,9 @@ static void exec_wait_execution(void *ctx, struct rpc_call *call)
     struct exec_service *svc = d->exec;
     WaitExecutionRequest *req = NULL;
     struct exec_op *op;
+    struct reapi_status st;
 
+    reapi_status_init(&st);
     if (rpc_call_request(call,
                          &build__bazel__remote__execution__v2__wait_execution_request__descriptor,
                          (ProtobufCMessage **)&req) != 0) {
@@ -466,11 +472,19 @@ static void exec_wait_execution(void *ctx, struct rpc_call *call)
     if (op != NULL)
         op->refs++;
     pthread_mutex_unlock(&svc->lock);
-    if (op == NULL)
+    if (op == NULL) {
         rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "operation '%.200s' is unknown or expired",
                       req->name ? req->name : "");
-    else
+    } else if (rpc_call_authorize(call, op->instance, &st) != 0) {
+        /* The operation's instance is the one its Execute named. */
+        pthread_mutex_lock(&svc->lock);
+        exec_op_unref_locked(op);
+        pthread_mutex_unlock(&svc->lock);
+        rpc_call_finish(call, NULL, &st);
+    } else {
         exec_watch(svc, call, op);
+    }
+    reapi_status_free(&st);
     protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
@@ -687,8 +701,8 @@ void exec_service_stop(struct exec_service *svc)
 
 const struct rpc_method execution_methods[] = {
     {"/build.bazel.remote.execution.v2.Execution/Execute", RPC_SERVER_STREAM, RPC_POOL_STREAM,
-     exec_execute},
+     exec_execute, AUTH_PERM_EXECUTE},
     {"/build.bazel.remote.execution.v2.Execution/WaitExecution", RPC_SERVER_STREAM, RPC_POOL_STREAM,
-     exec_wait_execution},
+     exec_wait_execution, AUTH_PERM_EXECUTE},
 };
 const size_t execution_n_methods = sizeof(execution_methods) / sizeof(execution_methods[0]);

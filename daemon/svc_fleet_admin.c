@@ -18,11 +18,22 @@
 
 #define ADMIN_MAX_PATTERN 256
 
+/* The scheduler's service, once the caller may use this method on the
+ * fleet (auth/: Status needs read, Drain and Undrain worker); NULL when the
+ * call has been answered. */
 static struct exec_service *admin_service(struct casboxd *d, struct rpc_call *call)
 {
+    struct reapi_status st;
+
     if (d->exec == NULL || d->exec->sched == NULL) {
         rpc_call_fail(call, GRPC_STATUS_UNIMPLEMENTED,
                       "this casboxd is not a scheduler (--role scheduler)");
+        return NULL;
+    }
+    reapi_status_init(&st);
+    if (rpc_call_authorize(call, "", &st) != 0) {
+        rpc_call_finish(call, NULL, &st);
+        reapi_status_free(&st);
         return NULL;
     }
     return d->exec;
@@ -108,8 +119,9 @@ static void admin_undrain(void *ctx, struct rpc_call *call)
 }
 
 const struct rpc_method fleet_admin_methods[] = {
-    {"/casbox.fleet.v1.FleetAdmin/Status", RPC_UNARY, RPC_POOL_SHORT, admin_status},
-    {"/casbox.fleet.v1.FleetAdmin/Drain", RPC_UNARY, RPC_POOL_SHORT, admin_drain},
-    {"/casbox.fleet.v1.FleetAdmin/Undrain", RPC_UNARY, RPC_POOL_SHORT, admin_undrain},
+    {"/casbox.fleet.v1.FleetAdmin/Status", RPC_UNARY, RPC_POOL_SHORT, admin_status, AUTH_PERM_READ},
+    {"/casbox.fleet.v1.FleetAdmin/Drain", RPC_UNARY, RPC_POOL_SHORT, admin_drain, AUTH_PERM_WORKER},
+    {"/casbox.fleet.v1.FleetAdmin/Undrain", RPC_UNARY, RPC_POOL_SHORT, admin_undrain,
+     AUTH_PERM_WORKER},
 };
 const size_t fleet_admin_n_methods = sizeof(fleet_admin_methods) / sizeof(fleet_admin_methods[0]);

@@ -532,6 +532,13 @@ static void oq_synchronize(void *ctx, struct rpc_call *call)
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "SynchronizeRequest not parseable");
         goto out;
     }
+    /* A worker needs the worker permission on the instances it announces
+     * (auth/): a build client's token cannot pose as one. */
+    if (rpc_call_authorize(call, req->instance_name_prefix ? req->instance_name_prefix : "", &st) !=
+        0) {
+        rpc_call_finish(call, NULL, &st);
+        goto out;
+    }
     if (oq_worker_id(req, id, sizeof(id)) != 0) {
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
                       "worker_id is empty or too long: it must name the worker slot, e.g. "
@@ -652,7 +659,7 @@ out:
 
 const struct rpc_method operation_queue_methods[] = {
     {"/buildbarn.remoteworker.OperationQueue/Synchronize", RPC_UNARY, RPC_POOL_STREAM,
-     oq_synchronize},
+     oq_synchronize, AUTH_PERM_WORKER},
 };
 const size_t operation_queue_n_methods =
     sizeof(operation_queue_methods) / sizeof(operation_queue_methods[0]);

@@ -488,6 +488,10 @@ int fleet_worker_run(struct casboxd *d, const sigset_t *sigs)
         LOG_ERRNO_E(rc, "cannot prepare the scratch space under %s/cas", d->cfg.state_dir);
         return rc;
     }
+    /* [client]: TLS and the token of the worker permission (auth_setup.c) */
+    casboxd_client_options(&d->cfg, &copt);
+    copt.max_message_bytes = d->cfg.max_message_bytes;
+    copt.timeout_ms = WORKER_CALL_TIMEOUT_MS;
     rc = rpc_client_open(d->cfg.worker_scheduler, &copt, &fw.scheduler, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "casboxd: --scheduler: %s\n", err);

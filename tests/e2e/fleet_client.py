@@ -61,8 +61,13 @@ def idle_wanted(resp):
 class Worker:
     """One scripted worker slot."""
 
-    def __init__(self, target, worker_id, platform=None, prefix="", timeout=30):
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, target, worker_id, platform=None, prefix="", timeout=30, credentials=None,
+                 token=None):
+        """credentials, token: as reapi_client.Client's (TLS; a bearer token)."""
+        self.channel = grpc.secure_channel(target, credentials) if credentials is not None \
+            else grpc.insecure_channel(target)
+        if token is not None:
+            self.channel = grpc.intercept_channel(self.channel, rc.BearerToken(token))
         self.sync = self.channel.unary_unary(
             SYNC, request_serializer=rw.SynchronizeRequest.SerializeToString,
             response_deserializer=rw.SynchronizeResponse.FromString)

@@ -38,7 +38,6 @@ import exec_helpers as eh  # noqa: E402
 import reapi_client as rc  # noqa: E402
 from exec_helpers import need  # noqa: E402
 from reapi_client import re_pb2  # noqa: E402
-from google.protobuf import struct_pb2  # noqa: E402
 
 checks = eh.Checks()
 KiB = 1024
@@ -125,15 +124,6 @@ def unique(tag):
     return ("%s %s %f\n" % (tag, os.getpid(), time.time())).encode()
 
 
-def aux(resp):
-    """The auxiliary_metadata Struct of a result as a dict."""
-    for a in resp.result.execution_metadata.auxiliary_metadata:
-        s = struct_pb2.Struct()
-        if a.Unpack(s):
-            return {k: (v.number_value if v.HasField("number_value") else v.string_value)
-                    for k, v in s.fields.items()}
-    return {}
-
 
 def local_blob(dmn, d):
     return os.path.join(dmn.state_dir, "cas", "blobs", d.hash[:2], d.hash)
@@ -205,7 +195,7 @@ def _lazy_action(ctx, kind):
     _ops, resp = eh.execute(c, ad, skip_cache_lookup=True)
     need(resp.status.code == 0 and resp.result.exit_code == 0, "action failed: %s %r",
          rc.code_name(resp.status.code), resp.status.message)
-    m = aux(resp)
+    m = eh.aux_metadata(resp)
     need("fetched_blobs" in m and "local_hits" in m,
          "auxiliary_metadata has no fetch counters: %r", m)
     need(m["fetched_bytes"] < 100 * KiB,
