@@ -254,14 +254,15 @@ def _orphans(ctx):
         time.sleep(0.5)
     else:
         raise eh.Fail("the running orphan was never taken off its worker")
-    for _ in range(10):  # the queued one goes in the same reaper pass or the next
-        if "cancelled while queued" in ctx.log():
+    lines = ("cancelled on worker hostname=orphan,slot=0", "cancelled while queued")
+    for _ in range(20):  # the queued one goes in the same reaper pass or the next
+        if all(x in ctx.log() for x in lines):
             break
         time.sleep(0.5)
-    need(not fc.executing(w.idle()), "the queued orphan was still handed out")
     log = ctx.log()
-    need("cancelled on worker hostname=orphan,slot=0" in log, "no log line for the running orphan")
-    need("cancelled while queued" in log, "no log line for the queued orphan")
+    need(lines[0] in log, "no log line for the running orphan %s", rc.dstr(taken))
+    need(lines[1] in log, "no log line for the queued orphan")
+    need(not fc.executing(w.idle()), "the queued orphan was still handed out")
     w.close()
 
 
