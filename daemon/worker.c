@@ -171,7 +171,7 @@ static void *worker_runner_main(void *arg)
     struct exec_outcome o;
     struct action *act = NULL;
     struct reapi_status st;
-    char hex[CAS_HASH_HEX + 1];
+    char hex[CAS_HASH_HEX + 1], line[512];
 
     reapi_status_init(&st);
     exec_outcome_init(&o);
@@ -194,8 +194,8 @@ static void *worker_runner_main(void *arg)
         worker_fail_response(run, &st);
         goto out;
     }
-    LOG_I("worker %s: action %s/%" PRId64 " exit %d%s%s", run->slot_name, hex, run->digest.size,
-          o.result ? o.result->exit_code : -1, o.verdict[0] ? " " : "", o.verdict);
+    execution_log_line(act, &times, &o, line, sizeof(line));
+    LOG_I("worker %s: action %s/%" PRId64 " %s", run->slot_name, hex, run->digest.size, line);
     if (exec_response_pack(o.result, false, &o.status, o.verdict[0] ? o.verdict : o.status.message,
                            &run->response, &run->response_len) != 0) {
         run->response = NULL;
