@@ -18,6 +18,8 @@ struct bytestream_uploads;
 struct exec_service;
 struct asset_service;
 struct casfs;
+struct observe;
+struct metrics;
 
 struct casboxd {
     /* The effective configuration. Keys that SIGHUP may change are read
@@ -31,6 +33,7 @@ struct casboxd {
     struct exec_service *exec;   /* NULL when execution is off */
     struct asset_service *asset; /* NULL unless [asset] enabled */
     struct casfs *fs;            /* the FUSE input-tree mount; NULL: hardlink staging */
+    struct observe *obs;         /* metrics, the web pages' board, [http] (observe.c) */
     struct exec_copies copies;
     /* What exec_run gets: the fields above, and the scratch paths below. */
     struct exec_env env;
@@ -119,5 +122,32 @@ int execution_run_action(struct casboxd *d, const char *instance, struct action 
 int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *result, bool cached,
                        const struct reapi_status *st, const char *message, uint8_t **out,
                        size_t *len);
+
+/* Actions waiting for a slot and actions running (for the metrics). */
+void exec_service_counts(struct exec_service *svc, uint64_t *queued, uint64_t *running);
+
+/* --- metrics and the web pages (observe.c) ---
+ * Each observe_* function does nothing while d->obs is NULL. */
+int observe_start(struct casboxd *d); /* the registry, the board, the families */
+struct metrics *observe_metrics(struct casboxd *d);
+int observe_serve(struct casboxd *d); /* [http] listen; 0 when empty */
+void observe_stop_serving(struct casboxd *d);
+void observe_stop(struct casboxd *d);
+enum observe_cache { OBSERVE_CACHE_HIT, OBSERVE_CACHE_MISS, OBSERVE_CACHE_MISS_BLOB_GONE };
+/* via: "get_action_result" or "execute" */
+void observe_cache_lookup(struct casboxd *d, const char *via, enum observe_cache result);
+/* direction: "written" or "read"; api: "batch" or "bytestream" */
+void observe_transfer(struct casboxd *d, const char *direction, const char *api, uint64_t blobs,
+                      uint64_t bytes);
+void observe_find_missing(struct casboxd *d, uint64_t asked, uint64_t missing);
+/* An action's life on the board: queued (call: its Execute, for
+ * RequestMetadata), taken by a slot, its result, finished. */
+void observe_action_queued(struct casboxd *d, struct rpc_call *call, const char *instance,
+                           const struct cas_digest *dg, bool executing);
+void observe_action_started(struct casboxd *d, const char *instance, const struct cas_digest *dg);
+void observe_action_result(struct casboxd *d, const char *instance, const struct action *act,
+                           const struct exec_times *t, const struct exec_outcome *o,
+                           const uint8_t *response, size_t response_len);
+void observe_action_finished(struct casboxd *d, const char *instance, const struct cas_digest *dg);
 
 #endif

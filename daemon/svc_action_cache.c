@@ -105,6 +105,7 @@ static void ac_get(void *ctx, struct rpc_call *call)
         goto out;
     rc = cas_ac_get(d->store, req->instance_name ? req->instance_name : "", &action, &buf, &len);
     if (rc == -ENOENT) {
+        observe_cache_lookup(d, "get_action_result", OBSERVE_CACHE_MISS);
         reapi_status_set(&st, GRPC_STATUS_NOT_FOUND, "no result for action %s/%" PRId64,
                          req->action_digest->hash, req->action_digest->size_bytes);
         goto out;
@@ -123,11 +124,13 @@ static void ac_get(void *ctx, struct rpc_call *call)
         goto out;
     }
     if (!action_cache_result_complete(d, result)) {
+        observe_cache_lookup(d, "get_action_result", OBSERVE_CACHE_MISS_BLOB_GONE);
         reapi_status_set(&st, GRPC_STATUS_NOT_FOUND,
                          "result for action %s references blobs no longer in the CAS",
                          req->action_digest->hash);
         goto out;
     }
+    observe_cache_lookup(d, "get_action_result", OBSERVE_CACHE_HIT);
 out:
     rpc_call_finish(call, result ? &result->base : NULL, &st);
     if (result != NULL)

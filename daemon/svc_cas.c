@@ -86,6 +86,7 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
         if (cas_store_contains(d->store, &digests[i]) != 1)
             resp.missing_blob_digests[resp.n_missing_blob_digests++] = req->blob_digests[i];
     }
+    observe_find_missing(d, req->n_blob_digests, resp.n_missing_blob_digests);
 out:
     rpc_call_finish(call, &resp.base, &st);
     free(resp.missing_blob_digests);
@@ -259,6 +260,7 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
                             "storing %s failed: %s", r->digest->hash, strerror(-rc));
         } else {
             google__rpc__status__init(&statuses[i]);
+            observe_transfer(d, "written", "batch", 1, (uint64_t)dg.size);
         }
     }
 out:
@@ -373,6 +375,7 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         if (rc == 0) {
             entries[i].data.data = buf;
             entries[i].data.len = len;
+            observe_transfer(d, "read", "batch", 1, len);
             if (zstd)
                 cas_read_compress(&entries[i], &compressors[i]);
             google__rpc__status__init(&statuses[i]);

@@ -53,11 +53,16 @@ struct rpc_method {
     rpc_handler_fn handler;
 };
 
+struct metrics;
+
 struct rpc_server_options {
     const char *listen;         /* HOST:PORT */
     uint64_t max_message_bytes; /* largest message received */
     uint64_t threads[RPC_POOL_COUNT];
     uint64_t queue_length[RPC_POOL_COUNT];
+    /* Where calls are counted (requests by method and code, latency, in
+     * flight; server_metrics.c); NULL: nowhere. */
+    struct metrics *metrics;
 };
 
 /* Binds, starts the dispatcher and the pools. ctx is passed to every handler.

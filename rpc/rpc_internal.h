@@ -18,4 +18,24 @@ int rpc_batch_run(grpc_call *call, grpc_completion_queue *cq, const grpc_op *ops
 /* Shuts a pluck queue down, drains it and destroys it. */
 void rpc_queue_destroy(grpc_completion_queue *cq);
 
+/* The server's metrics (server_metrics.c): requests by service, method and
+ * code, latency by method, calls in flight. Series per method are looked up
+ * once at start; NULL registry: nothing is recorded. */
+struct metrics;
+struct metrics_series;
+struct rpc_server_metrics {
+    struct metrics_family *requests;
+    struct metrics_series **latency;  /* per method */
+    struct metrics_series **inflight; /* per method */
+    size_t n_methods;
+};
+int rpc_server_metrics_init(struct rpc_server_metrics *sm, struct metrics *m,
+                            const struct rpc_method *methods, size_t n_methods);
+void rpc_server_metrics_free(struct rpc_server_metrics *sm);
+/* A call of methods[i] (SIZE_MAX: an unregistered method) begins / ends with
+ * code after started_us (clock_mono_us). */
+void rpc_server_metrics_begin(struct rpc_server_metrics *sm, size_t i);
+void rpc_server_metrics_end(struct rpc_server_metrics *sm, const struct rpc_method *methods,
+                            size_t i, grpc_status_code code, uint64_t started_us);
+
 #endif

@@ -60,7 +60,8 @@ struct rpc_call {
     bool finished;
     struct rpc_finish_state fin; /* the final batch, until it completes */
     struct rpc_call *next;       /* pool queue link */
-    uint64_t arrived_us;         /* when the dispatcher got it (debug log) */
+    uint64_t arrived_us;         /* when the dispatcher got it (debug log, latency) */
+    grpc_status_code status;     /* what the final batch sent (metrics) */
 };
 
 struct rpc_pool_state {
@@ -87,6 +88,7 @@ struct rpc_server {
     uint64_t pending_requests; /* dispatcher thread only */
     bool shutting_down;        /* dispatcher thread only */
     struct rpc_pool_state pools[RPC_POOL_COUNT];
+    struct rpc_server_metrics metrics;
 };
 
 static void rpc_call_free(struct rpc_call *c)
@@ -251,6 +253,7 @@ static int rpc_finish_ops(struct rpc_call *c, const ProtobufCMessage *msg,
     }
     ops[*n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[*n].data.send_status_from_server.status = st ? st->code : GRPC_STATUS_OK;
+    c->status = st ? st->code : GRPC_STATUS_OK;
     f->details = grpc_slice_from_copied_string(st ? st->message : "");
     ops[*n].data.send_status_from_server.status_details = &f->details;
     if (st != NULL && !reapi_status_ok(st)) {
@@ -422,6 +425,9 @@ static void rpc_call_reject(struct rpc_call *c, grpc_status_code code, const cha
         }
     }
     grpc_slice_unref(details);
+    rpc_server_metrics_end(&c->srv->metrics, c->srv->methods,
+                           c->method ? (size_t)(c->method - c->srv->methods) : SIZE_MAX, code,
+                           c->arrived_us);
     rpc_call_free(c);
 }
 
@@ -556,6 +562,7 @@ static void *rpc_pool_main(void *arg)
 
         srv = c->srv;
         start_us = log_enabled(LOG_LEVEL_DEBUG) ? clock_mono_us() : 0;
+        rpc_server_metrics_begin(&srv->metrics, (size_t)(c->method - srv->methods));
         c->method->handler(srv->ctx, c);
         if (start_us != 0)
             LOG_D("%s: %.2f ms in the handler after %.2f ms queued", c->method->path,
@@ -565,6 +572,8 @@ static void *rpc_pool_main(void *arg)
             LOG_E("%s: handler returned without a status", c->method->path);
             rpc_call_fail(c, GRPC_STATUS_INTERNAL, "internal error: no response");
         }
+        rpc_server_metrics_end(&srv->metrics, srv->methods, (size_t)(c->method - srv->methods),
+                               c->status, c->arrived_us);
         rpc_call_free(c);
     }
     return NULL;
@@ -622,6 +631,10 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
     srv->handles = calloc(n_methods, sizeof(*srv->handles));
     if (srv->handles == NULL)
         goto fail;
+    rc = rpc_server_metrics_init(&srv->metrics, opt->metrics, methods, n_methods);
+    if (rc != 0)
+        goto fail;
+    rc = -ENOMEM;
 
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -686,6 +699,7 @@ fail_server:
     grpc_completion_queue_shutdown(srv->notify_cq);
     grpc_completion_queue_destroy(srv->notify_cq);
 fail:
+    rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
     return rc;
@@ -728,6 +742,7 @@ void rpc_server_stop(struct rpc_server *srv)
         ;
     grpc_server_destroy(srv->server);
     grpc_completion_queue_destroy(srv->notify_cq);
+    rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
 }
