@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *path = strndup((const char *)data, size);
     struct web_route r;
-    struct web_buf b = {0};
+    struct util_buf b = {0};
     char detail[200];
     int rc;
 
@@ -29,8 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     assert(rc == 0 || rc == -ENOENT || rc == -EINVAL);
     if (rc == -EINVAL)
         assert(detail[0] != '\0');
-    if (rc == 0 && (r.kind == WEB_ROUTE_ACTION || r.kind == WEB_ROUTE_DIR ||
-                    r.kind == WEB_ROUTE_BLOB)) {
+    if (rc == 0 &&
+        (r.kind == WEB_ROUTE_ACTION || r.kind == WEB_ROUTE_DIR || r.kind == WEB_ROUTE_BLOB)) {
         assert(r.digest.size >= 0);
         for (const char *p = r.name; *p; p++)
             assert(strchr("._+-", *p) != NULL || (*p >= 'a' && *p <= 'z') ||
@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                    strncmp(b.data + i, "&gt;", 4) == 0 || strncmp(b.data + i, "&quot;", 6) == 0 ||
                    strncmp(b.data + i, "&#39;", 5) == 0);
     }
-    web_buf_free(&b);
+    util_buf_free(&b);
     free(path);
     return 0;
 }

@@ -9,129 +9,61 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "metrics_internal.h"
-
-struct metrics_buf {
-    char *data;
-    size_t len, cap;
-    int err;
-};
-
-static void metrics_buf_reserve(struct metrics_buf *b, size_t more)
-{
-    size_t cap = b->cap ? b->cap : 4096;
-    char *grown;
-
-    if (b->err != 0 || b->len + more + 1 <= b->cap)
-        return;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    grown = realloc(b->data, cap);
-    if (grown == NULL) {
-        b->err = -ENOMEM;
-        return;
-    }
-    b->data = grown;
-    b->cap = cap;
-}
-
-static void metrics_buf_put(struct metrics_buf *b, const char *s, size_t n)
-{
-    metrics_buf_reserve(b, n);
-    if (b->err != 0)
-        return;
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void metrics_buf_str(struct metrics_buf *b, const char *s)
-{
-    metrics_buf_put(b, s, strlen(s));
-}
-
-static void metrics_buf_printf(struct metrics_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void metrics_buf_printf(struct metrics_buf *b, const char *fmt, ...)
-{
-    char small[128];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(small, sizeof(small), fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->err = -EINVAL;
-        return;
-    }
-    if ((size_t)n < sizeof(small)) {
-        metrics_buf_put(b, small, (size_t)n);
-        return;
-    }
-    metrics_buf_reserve(b, (size_t)n);
-    if (b->err != 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
+#include "util/util.h"
 
 /* escape_quote: label values also escape '"'. */
-static void metrics_buf_escaped(struct metrics_buf *b, const char *s, bool escape_quote)
+static void metrics_buf_escaped(struct util_buf *b, const char *s, bool escape_quote)
 {
     for (; *s != '\0'; s++) {
         if (*s == '\\')
-            metrics_buf_str(b, "\\\\");
+            util_buf_str(b, "\\\\");
         else if (*s == '\n')
-            metrics_buf_str(b, "\\n");
+            util_buf_str(b, "\\n");
         else if (*s == '"' && escape_quote)
-            metrics_buf_str(b, "\\\"");
+            util_buf_str(b, "\\\"");
         else
-            metrics_buf_put(b, s, 1);
+            util_buf_put(b, s, 1);
     }
 }
 
-static void metrics_buf_value(struct metrics_buf *b, double v)
+static void metrics_buf_value(struct util_buf *b, double v)
 {
     if (isnan(v))
-        metrics_buf_str(b, "NaN");
+        util_buf_str(b, "NaN");
     else if (isinf(v))
-        metrics_buf_str(b, v > 0 ? "+Inf" : "-Inf");
+        util_buf_str(b, v > 0 ? "+Inf" : "-Inf");
     else if (v == (double)(int64_t)v && fabs(v) < 1e15)
-        metrics_buf_printf(b, "%lld", (long long)v);
+        util_buf_printf(b, "%lld", (long long)v);
     else
-        metrics_buf_printf(b, "%.17g", v);
+        util_buf_printf(b, "%.17g", v);
 }
 
 /* {a="x",b="y"[,le="..."]}; nothing when there are no labels at all. */
-static void metrics_buf_labels(struct metrics_buf *b, const struct metrics_family *f,
+static void metrics_buf_labels(struct util_buf *b, const struct metrics_family *f,
                                const struct metrics_series *s, const char *le)
 {
     bool any = false;
 
     if (f->n_labels == 0 && le == NULL)
         return;
-    metrics_buf_str(b, "{");
+    util_buf_str(b, "{");
     for (size_t i = 0; i < f->n_labels; i++) {
-        metrics_buf_printf(b, "%s%s=\"", any ? "," : "", f->labels[i]);
+        util_buf_printf(b, "%s%s=\"", any ? "," : "", f->labels[i]);
         metrics_buf_escaped(b, s->values[i], true);
-        metrics_buf_str(b, "\"");
+        util_buf_str(b, "\"");
         any = true;
     }
     if (le != NULL)
-        metrics_buf_printf(b, "%sle=\"%s\"", any ? "," : "", le);
-    metrics_buf_str(b, "}");
+        util_buf_printf(b, "%sle=\"%s\"", any ? "," : "", le);
+    util_buf_str(b, "}");
 }
 
-static void metrics_render_histogram(struct metrics_buf *b, const struct metrics_family *f,
+static void metrics_render_histogram(struct util_buf *b, const struct metrics_family *f,
                                      const struct metrics_series *s)
 {
     uint64_t cumulative = 0;
@@ -143,28 +75,28 @@ static void metrics_render_histogram(struct metrics_buf *b, const struct metrics
             snprintf(le, sizeof(le), "%.17g", f->bounds[i]);
         else
             snprintf(le, sizeof(le), "+Inf");
-        metrics_buf_printf(b, "%s_bucket", f->name);
+        util_buf_printf(b, "%s_bucket", f->name);
         metrics_buf_labels(b, f, s, le);
-        metrics_buf_printf(b, " %llu\n", (unsigned long long)cumulative);
+        util_buf_printf(b, " %llu\n", (unsigned long long)cumulative);
     }
-    metrics_buf_printf(b, "%s_sum", f->name);
+    util_buf_printf(b, "%s_sum", f->name);
     metrics_buf_labels(b, f, s, NULL);
-    metrics_buf_str(b, " ");
+    util_buf_str(b, " ");
     metrics_buf_value(b, metrics_bits_to_double(atomic_load(&s->sum)));
-    metrics_buf_str(b, "\n");
+    util_buf_str(b, "\n");
     /* _count equals the +Inf bucket: the same sum, read once. */
-    metrics_buf_printf(b, "%s_count", f->name);
+    util_buf_printf(b, "%s_count", f->name);
     metrics_buf_labels(b, f, s, NULL);
-    metrics_buf_printf(b, " %llu\n", (unsigned long long)cumulative);
+    util_buf_printf(b, " %llu\n", (unsigned long long)cumulative);
 }
 
-static void metrics_render_family(struct metrics_buf *b, struct metrics_family *f)
+static void metrics_render_family(struct util_buf *b, struct metrics_family *f)
 {
     static const char *const types[] = {"counter", "gauge", "histogram"};
 
-    metrics_buf_printf(b, "# HELP %s ", f->name);
+    util_buf_printf(b, "# HELP %s ", f->name);
     metrics_buf_escaped(b, f->help, false);
-    metrics_buf_printf(b, "\n# TYPE %s %s\n", f->name, types[f->type]);
+    util_buf_printf(b, "\n# TYPE %s %s\n", f->name, types[f->type]);
     pthread_mutex_lock(&f->lock);
     for (size_t i = 0; i < f->n_series; i++) {
         const struct metrics_series *s = f->series[i];
@@ -173,18 +105,18 @@ static void metrics_render_family(struct metrics_buf *b, struct metrics_family *
             metrics_render_histogram(b, f, s);
             continue;
         }
-        metrics_buf_str(b, f->name);
+        util_buf_str(b, f->name);
         metrics_buf_labels(b, f, s, NULL);
-        metrics_buf_str(b, " ");
+        util_buf_str(b, " ");
         metrics_buf_value(b, metrics_bits_to_double(atomic_load(&s->value)));
-        metrics_buf_str(b, "\n");
+        util_buf_str(b, "\n");
     }
     pthread_mutex_unlock(&f->lock);
 }
 
 int metrics_render(struct metrics *m, char **out, size_t *len)
 {
-    struct metrics_buf b = {0};
+    struct util_buf b = {0};
 
     *out = NULL;
     *len = 0;
@@ -201,7 +133,7 @@ int metrics_render(struct metrics *m, char **out, size_t *len)
     for (size_t i = 0; i < m->n_families; i++)
         metrics_render_family(&b, m->families[i]);
     pthread_mutex_unlock(&m->lock);
-    metrics_buf_put(&b, "", 0);
+    util_buf_put(&b, "", 0);
     if (b.err != 0) {
         free(b.data);
         return b.err;

@@ -1,5 +1,5 @@
 /*
- * html.c - building pages: a growing buffer, HTML escaping of everything
+ * html.c - building pages: HTML escaping of everything
  * that comes from a client or an action (argv, env, paths, stdout), the
  * common head with the stylesheet, and the small formatting helpers
  * (durations, sizes, the stacked bar of stage times) the pages share.
@@ -14,60 +14,6 @@
 #include <string.h>
 
 #include "web_internal.h"
-
-static void web_buf_reserve(struct web_buf *b, size_t more)
-{
-    size_t cap = b->cap ? b->cap : 8192;
-    char *grown;
-
-    if (b->err != 0 || b->len + more + 1 <= b->cap)
-        return;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    grown = realloc(b->data, cap);
-    if (grown == NULL) {
-        b->err = -ENOMEM;
-        return;
-    }
-    b->data = grown;
-    b->cap = cap;
-}
-
-void web_buf_put(struct web_buf *b, const char *s, size_t n)
-{
-    web_buf_reserve(b, n);
-    if (b->err != 0)
-        return;
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-void web_buf_str(struct web_buf *b, const char *s)
-{
-    web_buf_put(b, s, strlen(s));
-}
-
-void web_buf_printf(struct web_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->err = -EINVAL;
-        return;
-    }
-    web_buf_reserve(b, (size_t)n);
-    if (b->err != 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
 
 /* Length of the valid UTF-8 sequence of 2..4 bytes at s, or 0. */
 static size_t web_utf8_len(const unsigned char *s, size_t n)
@@ -96,7 +42,7 @@ static size_t web_utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
-void web_buf_html(struct web_buf *b, const char *s, size_t n)
+void web_buf_html(struct util_buf *b, const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, run = 0;
@@ -126,27 +72,21 @@ void web_buf_html(struct web_buf *b, const char *s, size_t n)
             i += ulen;
             continue;
         }
-        web_buf_put(b, s + i - run, run);
+        util_buf_put(b, s + i - run, run);
         run = 0;
         if (ent == NULL) {
             snprintf(hex, sizeof(hex), "\\x%02x", c);
             ent = hex;
         }
-        web_buf_str(b, ent);
+        util_buf_str(b, ent);
         i++;
     }
-    web_buf_put(b, s + i - run, run);
+    util_buf_put(b, s + i - run, run);
 }
 
-void web_buf_html_str(struct web_buf *b, const char *s)
+void web_buf_html_str(struct util_buf *b, const char *s)
 {
     web_buf_html(b, s, strlen(s));
-}
-
-void web_buf_free(struct web_buf *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof(*b));
 }
 
 static const char web_css[] =
@@ -159,59 +99,59 @@ static const char web_css[] =
     ".ok{color:#070}.fail{color:#b00;font-weight:bold}.muted{color:#777}"
     "nav a{margin-right:1em}.charts svg{margin-right:2em;border:1px solid #ddd}";
 
-void web_page_begin(struct web_buf *b, const char *title, unsigned refresh)
+void web_page_begin(struct util_buf *b, const char *title, unsigned refresh)
 {
-    web_buf_str(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+    util_buf_str(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     if (refresh > 0)
-        web_buf_printf(b, "<meta http-equiv=\"refresh\" content=\"%u\">", refresh);
-    web_buf_str(b, "<title>");
+        util_buf_printf(b, "<meta http-equiv=\"refresh\" content=\"%u\">", refresh);
+    util_buf_str(b, "<title>");
     web_buf_html_str(b, title);
-    web_buf_printf(b, " - casboxd</title><style>%s</style></head><body>\n", web_css);
-    web_buf_str(b, "<nav><a href=\"/\">overview</a><a href=\"/history\">history</a>"
-                   "<a href=\"/metrics\">metrics</a></nav>\n<h1>");
+    util_buf_printf(b, " - casboxd</title><style>%s</style></head><body>\n", web_css);
+    util_buf_str(b, "<nav><a href=\"/\">overview</a><a href=\"/history\">history</a>"
+                    "<a href=\"/metrics\">metrics</a></nav>\n<h1>");
     web_buf_html_str(b, title);
-    web_buf_str(b, "</h1>\n");
+    util_buf_str(b, "</h1>\n");
 }
 
-void web_page_end(struct web_buf *b)
+void web_page_end(struct util_buf *b)
 {
-    web_buf_str(b, "</body></html>\n");
+    util_buf_str(b, "</body></html>\n");
 }
 
-void web_page_error(struct web_buf *b, unsigned status, const char *title, const char *detail)
+void web_page_error(struct util_buf *b, unsigned status, const char *title, const char *detail)
 {
     char t[128];
 
     snprintf(t, sizeof(t), "%u %s", status, title);
     web_page_begin(b, t, 0);
-    web_buf_str(b, "<p id=\"error\">");
+    util_buf_str(b, "<p id=\"error\">");
     web_buf_html_str(b, detail);
-    web_buf_str(b, "</p>\n");
+    util_buf_str(b, "</p>\n");
     web_page_end(b);
 }
 
-void web_buf_duration(struct web_buf *b, uint64_t us)
+void web_buf_duration(struct util_buf *b, uint64_t us)
 {
     if (us < 1000)
-        web_buf_printf(b, "%llu µs", (unsigned long long)us);
+        util_buf_printf(b, "%llu µs", (unsigned long long)us);
     else if (us < 1000000)
-        web_buf_printf(b, "%.1f ms", us / 1e3);
+        util_buf_printf(b, "%.1f ms", us / 1e3);
     else if (us < 120000000)
-        web_buf_printf(b, "%.2f s", us / 1e6);
+        util_buf_printf(b, "%.2f s", us / 1e6);
     else
-        web_buf_printf(b, "%.1f min", us / 6e7);
+        util_buf_printf(b, "%.1f min", us / 6e7);
 }
 
-void web_buf_bytes(struct web_buf *b, uint64_t bytes)
+void web_buf_bytes(struct util_buf *b, uint64_t bytes)
 {
     if (bytes < 1024)
-        web_buf_printf(b, "%llu B", (unsigned long long)bytes);
+        util_buf_printf(b, "%llu B", (unsigned long long)bytes);
     else if (bytes < 1024 * 1024)
-        web_buf_printf(b, "%.1f KiB", bytes / 1024.0);
+        util_buf_printf(b, "%.1f KiB", bytes / 1024.0);
     else if (bytes < 1024ull * 1024 * 1024)
-        web_buf_printf(b, "%.1f MiB", bytes / 1048576.0);
+        util_buf_printf(b, "%.1f MiB", bytes / 1048576.0);
     else
-        web_buf_printf(b, "%.2f GiB", bytes / 1073741824.0);
+        util_buf_printf(b, "%.2f GiB", bytes / 1073741824.0);
 }
 
 static uint64_t web_span(uint64_t from, uint64_t to)
@@ -219,7 +159,7 @@ static uint64_t web_span(uint64_t from, uint64_t to)
     return from != 0 && to > from ? to - from : 0;
 }
 
-void web_buf_stage_bar(struct web_buf *b, const struct web_action_times *t, unsigned width,
+void web_buf_stage_bar(struct util_buf *b, const struct web_action_times *t, unsigned width,
                        uint64_t total_us)
 {
     static const char *const names[] = {"queued", "input fetch", "execution", "output upload"};
@@ -234,7 +174,7 @@ void web_buf_stage_bar(struct web_buf *b, const struct web_action_times *t, unsi
 
     if (total_us == 0)
         total_us = spans[0] + spans[1] + spans[2] + spans[3];
-    web_buf_printf(b, "<svg class=\"bar\" width=\"%u\" height=\"12\" role=\"img\">", width);
+    util_buf_printf(b, "<svg class=\"bar\" width=\"%u\" height=\"12\" role=\"img\">", width);
     for (int i = 0; i < 4 && total_us > 0; i++) {
         double w = (double)width * (double)spans[i] / (double)total_us;
 
@@ -242,11 +182,11 @@ void web_buf_stage_bar(struct web_buf *b, const struct web_action_times *t, unsi
             w = width - x;
         if (w <= 0)
             continue;
-        web_buf_printf(b, "<rect x=\"%.1f\" width=\"%.1f\" height=\"12\" fill=\"%s\"><title>%s ", x,
-                       w, colors[i], names[i]);
+        util_buf_printf(b, "<rect x=\"%.1f\" width=\"%.1f\" height=\"12\" fill=\"%s\"><title>%s ",
+                        x, w, colors[i], names[i]);
         web_buf_duration(b, spans[i]);
-        web_buf_str(b, "</title></rect>");
+        util_buf_str(b, "</title></rect>");
         x += w;
     }
-    web_buf_str(b, "</svg>");
+    util_buf_str(b, "</svg>");
 }

@@ -49,20 +49,21 @@ int web_load_message(const struct web_options *opt, const struct cas_digest *d,
     return *out != NULL ? 0 : -EBADMSG;
 }
 
-static void web_digest_link(struct web_buf *b, const char *page, const Digest *pd, const char *name)
+static void web_digest_link(struct util_buf *b, const char *page, const Digest *pd,
+                            const char *name)
 {
     struct cas_digest d;
     char hex[CAS_HASH_HEX + 1];
 
     if (pd == NULL || web_digest_from_proto(pd, &d) != 0) {
-        web_buf_str(b, "<span class=\"muted\">(no valid digest)</span>");
+        util_buf_str(b, "<span class=\"muted\">(no valid digest)</span>");
         return;
     }
     cas_digest_hex(&d, hex);
-    web_buf_printf(b, "<a href=\"/%s/%s/%" PRId64, page, hex, d.size);
+    util_buf_printf(b, "<a href=\"/%s/%s/%" PRId64, page, hex, d.size);
     if (name != NULL && name[0] != '\0')
-        web_buf_printf(b, "/%s", name);
-    web_buf_printf(b, "\"><code>%.12s…/%" PRId64 "</code></a>", hex, d.size);
+        util_buf_printf(b, "/%s", name);
+    util_buf_printf(b, "\"><code>%.12s…/%" PRId64 "</code></a>", hex, d.size);
 }
 
 /* A safe download name for path: its last component if made only of
@@ -83,62 +84,62 @@ static void web_download_name(const char *path, char *out, size_t len)
     snprintf(out, len, "%s", base);
 }
 
-static void web_platform(struct web_buf *b, const Platform *p)
+static void web_platform(struct util_buf *b, const Platform *p)
 {
     if (p == NULL || p->n_properties == 0) {
-        web_buf_str(b, "<span class=\"muted\">(none)</span>");
+        util_buf_str(b, "<span class=\"muted\">(none)</span>");
         return;
     }
     for (size_t i = 0; i < p->n_properties; i++) {
-        web_buf_str(b, "<code>");
+        util_buf_str(b, "<code>");
         web_buf_html_str(b, p->properties[i]->name ? p->properties[i]->name : "");
-        web_buf_str(b, "=");
+        util_buf_str(b, "=");
         web_buf_html_str(b, p->properties[i]->value ? p->properties[i]->value : "");
-        web_buf_str(b, "</code> ");
+        util_buf_str(b, "</code> ");
     }
 }
 
-static void web_command(struct web_buf *b, const Command *cmd)
+static void web_command(struct util_buf *b, const Command *cmd)
 {
-    web_buf_str(b, "<h2>Command</h2>\n<table id=\"command\"><tr><th>arguments</th><td><pre "
-                   "id=\"argv\">");
+    util_buf_str(b, "<h2>Command</h2>\n<table id=\"command\"><tr><th>arguments</th><td><pre "
+                    "id=\"argv\">");
     for (size_t i = 0; i < cmd->n_arguments; i++) {
         web_buf_html_str(b, cmd->arguments[i]);
-        web_buf_str(b, i + 1 < cmd->n_arguments ? "\n" : "");
+        util_buf_str(b, i + 1 < cmd->n_arguments ? "\n" : "");
     }
-    web_buf_str(b, "</pre></td></tr>\n<tr><th>environment</th><td><pre id=\"env\">");
+    util_buf_str(b, "</pre></td></tr>\n<tr><th>environment</th><td><pre id=\"env\">");
     for (size_t i = 0; i < cmd->n_environment_variables; i++) {
         web_buf_html_str(b, cmd->environment_variables[i]->name);
-        web_buf_str(b, "=");
+        util_buf_str(b, "=");
         web_buf_html_str(b, cmd->environment_variables[i]->value);
-        web_buf_str(b, "\n");
+        util_buf_str(b, "\n");
     }
-    web_buf_str(b, "</pre></td></tr>\n<tr><th>working directory</th><td><code>");
+    util_buf_str(b, "</pre></td></tr>\n<tr><th>working directory</th><td><code>");
     web_buf_html_str(b, cmd->working_directory && cmd->working_directory[0] ? cmd->working_directory
                                                                             : "(input root)");
-    web_buf_str(b, "</code></td></tr>\n<tr><th>platform</th><td>");
+    util_buf_str(b, "</code></td></tr>\n<tr><th>platform</th><td>");
     web_platform(b, cmd->platform);
-    web_buf_str(b, "</td></tr>\n<tr><th>outputs</th><td>");
+    util_buf_str(b, "</td></tr>\n<tr><th>outputs</th><td>");
     for (size_t i = 0; i < cmd->n_output_paths; i++) {
-        web_buf_str(b, "<code>");
+        util_buf_str(b, "<code>");
         web_buf_html_str(b, cmd->output_paths[i]);
-        web_buf_str(b, "</code> ");
+        util_buf_str(b, "</code> ");
     }
     for (size_t i = 0; i < cmd->n_output_files; i++) {
-        web_buf_str(b, "<code>");
+        util_buf_str(b, "<code>");
         web_buf_html_str(b, cmd->output_files[i]);
-        web_buf_str(b, "</code> ");
+        util_buf_str(b, "</code> ");
     }
     for (size_t i = 0; i < cmd->n_output_directories; i++) {
-        web_buf_str(b, "<code>");
+        util_buf_str(b, "<code>");
         web_buf_html_str(b, cmd->output_directories[i]);
-        web_buf_str(b, "/</code> ");
+        util_buf_str(b, "/</code> ");
     }
-    web_buf_str(b, "</td></tr></table>\n");
+    util_buf_str(b, "</td></tr></table>\n");
 }
 
 /* stdout or stderr: inline bytes, else the blob's first inline_bytes. */
-static void web_stdio(const struct web_options *opt, struct web_buf *b, const char *id,
+static void web_stdio(const struct web_options *opt, struct util_buf *b, const char *id,
                       ProtobufCBinaryData raw, const Digest *pd)
 {
     struct cas_digest d;
@@ -147,7 +148,7 @@ static void web_stdio(const struct web_options *opt, struct web_buf *b, const ch
     uint64_t total = raw.len;
     int fd = -1;
 
-    web_buf_printf(b, "<h3>%s</h3>\n", id);
+    util_buf_printf(b, "<h3>%s</h3>\n", id);
     if (raw.len == 0 && pd != NULL && web_digest_from_proto(pd, &d) == 0) {
         total = (uint64_t)d.size;
         n = total < opt->inline_bytes ? (size_t)total : (size_t)opt->inline_bytes;
@@ -161,27 +162,27 @@ static void web_stdio(const struct web_options *opt, struct web_buf *b, const ch
             n = 0;
         }
         if (fd < 0) {
-            web_buf_str(b, "<p class=\"muted\">(no longer in the CAS)</p>\n");
+            util_buf_str(b, "<p class=\"muted\">(no longer in the CAS)</p>\n");
             goto out;
         }
     } else {
         n = raw.len < opt->inline_bytes ? raw.len : (size_t)opt->inline_bytes;
     }
     if (total == 0) {
-        web_buf_printf(b, "<p class=\"muted\" id=\"%s-empty\">(empty)</p>\n", id);
+        util_buf_printf(b, "<p class=\"muted\" id=\"%s-empty\">(empty)</p>\n", id);
         goto out;
     }
-    web_buf_printf(b, "<pre id=\"%s\">", id);
+    util_buf_printf(b, "<pre id=\"%s\">", id);
     web_buf_html(b, buf ? buf : (const char *)raw.data, n);
-    web_buf_str(b, "</pre>\n");
+    util_buf_str(b, "</pre>\n");
     if (total > n) {
-        web_buf_printf(b, "<p class=\"muted\">%" PRIu64 " more bytes: ", total - n);
+        util_buf_printf(b, "<p class=\"muted\">%" PRIu64 " more bytes: ", total - n);
         web_digest_link(b, "blob", pd, id);
-        web_buf_str(b, "</p>\n");
+        util_buf_str(b, "</p>\n");
     } else if (pd != NULL && raw.len == 0) {
-        web_buf_str(b, "<p class=\"muted\">blob: ");
+        util_buf_str(b, "<p class=\"muted\">blob: ");
         web_digest_link(b, "blob", pd, id);
-        web_buf_str(b, "</p>\n");
+        util_buf_str(b, "</p>\n");
     }
 out:
     if (fd >= 0)
@@ -189,43 +190,43 @@ out:
     free(buf);
 }
 
-static void web_outputs(struct web_buf *b, const ActionResult *r)
+static void web_outputs(struct util_buf *b, const ActionResult *r)
 {
     char name[256];
 
-    web_buf_str(b, "<h3>outputs</h3>\n<table id=\"outputs\"><tr><th>path</th><th>size</th>"
-                   "<th>blob</th></tr>\n");
+    util_buf_str(b, "<h3>outputs</h3>\n<table id=\"outputs\"><tr><th>path</th><th>size</th>"
+                    "<th>blob</th></tr>\n");
     for (size_t i = 0; i < r->n_output_files; i++) {
         const OutputFile *f = r->output_files[i];
 
         web_download_name(f->path ? f->path : "", name, sizeof(name));
-        web_buf_str(b, "<tr><td><code>");
+        util_buf_str(b, "<tr><td><code>");
         web_buf_html_str(b, f->path ? f->path : "");
-        web_buf_printf(b, "%s</code></td><td>", f->is_executable ? " (executable)" : "");
+        util_buf_printf(b, "%s</code></td><td>", f->is_executable ? " (executable)" : "");
         web_buf_bytes(b, f->digest ? (uint64_t)f->digest->size_bytes : 0);
-        web_buf_str(b, "</td><td class=\"output-link\">");
+        util_buf_str(b, "</td><td class=\"output-link\">");
         web_digest_link(b, "blob", f->digest, name);
-        web_buf_str(b, "</td></tr>\n");
+        util_buf_str(b, "</td></tr>\n");
     }
     for (size_t i = 0; i < r->n_output_directories; i++) {
         const OutputDirectory *dir = r->output_directories[i];
 
-        web_buf_str(b, "<tr><td><code>");
+        util_buf_str(b, "<tr><td><code>");
         web_buf_html_str(b, dir->path ? dir->path : "");
-        web_buf_str(b, "/</code></td><td>Tree</td><td>");
+        util_buf_str(b, "/</code></td><td>Tree</td><td>");
         web_digest_link(b, "blob", dir->tree_digest, NULL);
-        web_buf_str(b, "</td></tr>\n");
+        util_buf_str(b, "</td></tr>\n");
     }
     for (size_t i = 0; i < r->n_output_symlinks; i++) {
         const OutputSymlink *l = r->output_symlinks[i];
 
-        web_buf_str(b, "<tr><td><code>");
+        util_buf_str(b, "<tr><td><code>");
         web_buf_html_str(b, l->path ? l->path : "");
-        web_buf_str(b, "</code></td><td>symlink</td><td><code>→ ");
+        util_buf_str(b, "</code></td><td>symlink</td><td><code>→ ");
         web_buf_html_str(b, l->target ? l->target : "");
-        web_buf_str(b, "</code></td></tr>\n");
+        util_buf_str(b, "</code></td></tr>\n");
     }
-    web_buf_str(b, "</table>\n");
+    util_buf_str(b, "</table>\n");
 }
 
 static uint64_t web_ts_us(const Google__Protobuf__Timestamp *t)
@@ -233,7 +234,7 @@ static uint64_t web_ts_us(const Google__Protobuf__Timestamp *t)
     return t ? (uint64_t)t->seconds * 1000000u + (uint64_t)t->nanos / 1000u : 0;
 }
 
-static void web_timeline(struct web_buf *b, const ExecutedActionMetadata *m)
+static void web_timeline(struct util_buf *b, const ExecutedActionMetadata *m)
 {
     struct web_action_times t = {
         .queued = web_ts_us(m->queued_timestamp),
@@ -261,33 +262,33 @@ static void web_timeline(struct web_buf *b, const ExecutedActionMetadata *m)
         {"worker completed", t.worker_end},
     };
 
-    web_buf_str(b, "<h2>Timeline</h2>\n<p>worker: <code id=\"worker\">");
+    util_buf_str(b, "<h2>Timeline</h2>\n<p>worker: <code id=\"worker\">");
     web_buf_html_str(b, m->worker ? m->worker : "");
-    web_buf_str(b, "</code></p>\n<p>");
+    util_buf_str(b, "</code></p>\n<p>");
     web_buf_stage_bar(b, &t, 600, 0);
-    web_buf_str(b, "</p>\n<table id=\"timeline\"><tr><th>event</th><th>after queued</th></tr>\n");
+    util_buf_str(b, "</p>\n<table id=\"timeline\"><tr><th>event</th><th>after queued</th></tr>\n");
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        web_buf_printf(b, "<tr><td>%s</td><td>", rows[i].name);
+        util_buf_printf(b, "<tr><td>%s</td><td>", rows[i].name);
         if (rows[i].at == 0 || t.queued == 0 || rows[i].at < t.queued)
-            web_buf_str(b, "-");
+            util_buf_str(b, "-");
         else
             web_buf_duration(b, rows[i].at - t.queued);
-        web_buf_str(b, "</td></tr>\n");
+        util_buf_str(b, "</td></tr>\n");
     }
-    web_buf_str(b, "</table>\n");
+    util_buf_str(b, "</table>\n");
 }
 
-static void web_result(const struct web_options *opt, struct web_buf *b, const ActionResult *r,
+static void web_result(const struct web_options *opt, struct util_buf *b, const ActionResult *r,
                        const char *status_message)
 {
-    web_buf_printf(b,
-                   "<h2>Result</h2>\n<p>exit code: <span id=\"exit-code\" class=\"%s\">%d</span>"
-                   "</p>\n",
-                   r->exit_code == 0 ? "ok" : "fail", r->exit_code);
+    util_buf_printf(b,
+                    "<h2>Result</h2>\n<p>exit code: <span id=\"exit-code\" class=\"%s\">%d</span>"
+                    "</p>\n",
+                    r->exit_code == 0 ? "ok" : "fail", r->exit_code);
     if (status_message != NULL && status_message[0] != '\0') {
-        web_buf_str(b, "<p>status: <span id=\"status\" class=\"fail\">");
+        util_buf_str(b, "<p>status: <span id=\"status\" class=\"fail\">");
         web_buf_html_str(b, status_message);
-        web_buf_str(b, "</span></p>\n");
+        util_buf_str(b, "</span></p>\n");
     }
     web_stdio(opt, b, "stderr", r->stderr_raw, r->stderr_digest);
     web_stdio(opt, b, "stdout", r->stdout_raw, r->stdout_digest);
@@ -323,7 +324,7 @@ static int web_find_result(const struct web_options *opt, const struct cas_diges
 }
 
 int web_page_action(const struct web_options *opt, const struct cas_digest *d, const char *instance,
-                    struct web_buf *b, unsigned *status)
+                    struct util_buf *b, unsigned *status)
 {
     Action *action = NULL;
     Command *cmd = NULL;
@@ -349,28 +350,28 @@ int web_page_action(const struct web_options *opt, const struct cas_digest *d, c
     *status = 200;
     snprintf(title, sizeof(title), "Action %.16s…/%" PRId64, hex, d->size);
     web_page_begin(b, title, 0);
-    web_buf_printf(b, "<p>digest: <code id=\"digest\">%s/%" PRId64 "</code>", hex, d->size);
+    util_buf_printf(b, "<p>digest: <code id=\"digest\">%s/%" PRId64 "</code>", hex, d->size);
     if (has_hist) {
-        web_buf_str(b, " · mnemonic: <code>");
+        util_buf_str(b, " · mnemonic: <code>");
         web_buf_html_str(b, hist.mnemonic[0] ? hist.mnemonic : "-");
-        web_buf_str(b, "</code> · target: <code>");
+        util_buf_str(b, "</code> · target: <code>");
         web_buf_html_str(b, hist.target);
-        web_buf_printf(b, "</code> · outcome: <span id=\"outcome\" class=\"%s\">",
-                       strcmp(hist.outcome, "ok") == 0 ? "ok" : "fail");
+        util_buf_printf(b, "</code> · outcome: <span id=\"outcome\" class=\"%s\">",
+                        strcmp(hist.outcome, "ok") == 0 ? "ok" : "fail");
         web_buf_html_str(b, hist.outcome);
-        web_buf_str(b, "</span>");
+        util_buf_str(b, "</span>");
     }
-    web_buf_str(b, "</p>\n");
+    util_buf_str(b, "</p>\n");
     if (action == NULL) {
-        web_buf_str(b, "<p class=\"muted\">The Action is no longer in the CAS.</p>\n");
+        util_buf_str(b, "<p class=\"muted\">The Action is no longer in the CAS.</p>\n");
     } else {
-        web_buf_str(b, "<p>input root: ");
+        util_buf_str(b, "<p>input root: ");
         web_digest_link(b, "dir", action->input_root_digest, NULL);
-        web_buf_printf(b, " · timeout: %" PRId64 " s · do_not_cache: %s · platform: ",
-                       action->timeout ? action->timeout->seconds : 0,
-                       action->do_not_cache ? "yes" : "no");
+        util_buf_printf(b, " · timeout: %" PRId64 " s · do_not_cache: %s · platform: ",
+                        action->timeout ? action->timeout->seconds : 0,
+                        action->do_not_cache ? "yes" : "no");
         web_platform(b, action->platform);
-        web_buf_str(b, "</p>\n");
+        util_buf_str(b, "</p>\n");
         if (action->command_digest != NULL) {
             struct cas_digest cd;
 
@@ -380,7 +381,7 @@ int web_page_action(const struct web_options *opt, const struct cas_digest *d, c
                                  (ProtobufCMessage **)&cmd) == 0)
                 web_command(b, cmd);
             else
-                web_buf_str(b, "<p class=\"muted\">The Command is not in the CAS.</p>\n");
+                util_buf_str(b, "<p class=\"muted\">The Command is not in the CAS.</p>\n");
         }
     }
     if (web_find_result(opt, d, instance, &hist, has_hist, &resp, &cached) == 0)
@@ -389,17 +390,17 @@ int web_page_action(const struct web_options *opt, const struct cas_digest *d, c
             resp ? (resp->status && resp->status->code ? resp->status->message : resp->message)
                  : NULL);
     else
-        web_buf_str(b, "<h2>Result</h2><p class=\"muted\" id=\"no-result\">No result: the action "
-                       "has not finished here, or its result is gone.</p>\n");
-    web_buf_str(b, "<h2>Reproduce</h2>\n<pre id=\"replay\">casbox run --action ");
-    web_buf_printf(b, "%s/%" PRId64 " --remote ", hex, d->size);
+        util_buf_str(b, "<h2>Result</h2><p class=\"muted\" id=\"no-result\">No result: the action "
+                        "has not finished here, or its result is gone.</p>\n");
+    util_buf_str(b, "<h2>Reproduce</h2>\n<pre id=\"replay\">casbox run --action ");
+    util_buf_printf(b, "%s/%" PRId64 " --remote ", hex, d->size);
     web_buf_html_str(b, opt->grpc_url ? opt->grpc_url : "grpc://HOST:PORT");
     if (has_hist && hist.instance[0] != '\0') {
-        web_buf_str(b, " --instance '");
+        util_buf_str(b, " --instance '");
         web_buf_html_str(b, hist.instance);
-        web_buf_str(b, "'");
+        util_buf_str(b, "'");
     }
-    web_buf_str(b, "</pre>\n");
+    util_buf_str(b, "</pre>\n");
     web_page_end(b);
     if (action != NULL)
         protobuf_c_message_free_unpacked(&action->base, NULL);

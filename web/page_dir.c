@@ -24,7 +24,7 @@ static bool web_dir_name_plain(const char *s)
     return true;
 }
 
-static void web_dir_link(struct web_buf *b, const char *page, const Digest *pd, const char *name,
+static void web_dir_link(struct util_buf *b, const char *page, const Digest *pd, const char *name,
                          const char *text)
 {
     struct cas_digest d;
@@ -35,14 +35,15 @@ static void web_dir_link(struct web_buf *b, const char *page, const Digest *pd, 
         return;
     }
     cas_digest_hex(&d, hex);
-    web_buf_printf(b, "<a href=\"/%s/%s/%" PRId64 "%s%s\">", page, hex, d.size,
-                   web_dir_name_plain(name) && strcmp(name, ".") && strcmp(name, "..") ? "/" : "",
-                   web_dir_name_plain(name) && strcmp(name, ".") && strcmp(name, "..") ? name : "");
+    util_buf_printf(b, "<a href=\"/%s/%s/%" PRId64 "%s%s\">", page, hex, d.size,
+                    web_dir_name_plain(name) && strcmp(name, ".") && strcmp(name, "..") ? "/" : "",
+                    web_dir_name_plain(name) && strcmp(name, ".") && strcmp(name, "..") ? name
+                                                                                        : "");
     web_buf_html_str(b, text);
-    web_buf_str(b, "</a>");
+    util_buf_str(b, "</a>");
 }
 
-int web_page_dir(const struct web_options *opt, const struct cas_digest *d, struct web_buf *b,
+int web_page_dir(const struct web_options *opt, const struct cas_digest *d, struct util_buf *b,
                  unsigned *status)
 {
     Directory *dir = NULL;
@@ -63,33 +64,33 @@ int web_page_dir(const struct web_options *opt, const struct cas_digest *d, stru
     *status = 200;
     snprintf(title, sizeof(title), "Directory %.16s…/%" PRId64, hex, d->size);
     web_page_begin(b, title, 0);
-    web_buf_str(b, "<table id=\"listing\"><tr><th>name</th><th>kind</th><th>size</th></tr>\n");
+    util_buf_str(b, "<table id=\"listing\"><tr><th>name</th><th>kind</th><th>size</th></tr>\n");
     for (size_t i = 0; i < dir->n_directories; i++) {
         const DirectoryNode *n = dir->directories[i];
 
-        web_buf_str(b, "<tr><td>");
+        util_buf_str(b, "<tr><td>");
         web_dir_link(b, "dir", n->digest, NULL, n->name ? n->name : "");
-        web_buf_str(b, "/</td><td>directory</td><td></td></tr>\n");
+        util_buf_str(b, "/</td><td>directory</td><td></td></tr>\n");
     }
     for (size_t i = 0; i < dir->n_files; i++) {
         const FileNode *n = dir->files[i];
 
-        web_buf_str(b, "<tr><td>");
+        util_buf_str(b, "<tr><td>");
         web_dir_link(b, "blob", n->digest, n->name, n->name ? n->name : "");
-        web_buf_printf(b, "</td><td>file%s</td><td>", n->is_executable ? " (executable)" : "");
+        util_buf_printf(b, "</td><td>file%s</td><td>", n->is_executable ? " (executable)" : "");
         web_buf_bytes(b, n->digest ? (uint64_t)n->digest->size_bytes : 0);
-        web_buf_str(b, "</td></tr>\n");
+        util_buf_str(b, "</td></tr>\n");
     }
     for (size_t i = 0; i < dir->n_symlinks; i++) {
         const SymlinkNode *n = dir->symlinks[i];
 
-        web_buf_str(b, "<tr><td>");
+        util_buf_str(b, "<tr><td>");
         web_buf_html_str(b, n->name ? n->name : "");
-        web_buf_str(b, "</td><td>symlink → <code>");
+        util_buf_str(b, "</td><td>symlink → <code>");
         web_buf_html_str(b, n->target ? n->target : "");
-        web_buf_str(b, "</code></td><td></td></tr>\n");
+        util_buf_str(b, "</code></td><td></td></tr>\n");
     }
-    web_buf_str(b, "</table>\n");
+    util_buf_str(b, "</table>\n");
     web_page_end(b);
     protobuf_c_message_free_unpacked(&dir->base, NULL);
     return b->err;

@@ -21,12 +21,12 @@
 #define WEB_HISTORY_SHOWN     1000
 #define WEB_REFRESH_S         5
 
-static void web_action_link(struct web_buf *b, const struct web_action *a)
+static void web_action_link(struct util_buf *b, const struct web_action *a)
 {
     char hex[CAS_HASH_HEX + 1];
 
     cas_digest_hex(&a->digest, hex);
-    web_buf_printf(b, "<a href=\"/action/%s/%" PRId64, hex, a->digest.size);
+    util_buf_printf(b, "<a href=\"/action/%s/%" PRId64, hex, a->digest.size);
     if (a->instance[0] != '\0') {
         /* the instance goes into a query string: only a safe subset is
          * linked as is, anything else is left to the page's lookup */
@@ -36,9 +36,9 @@ static void web_action_link(struct web_buf *b, const struct web_action *a)
             plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
                     (*p >= '0' && *p <= '9') || *p == '/' || *p == '-' || *p == '_' || *p == '.';
         if (plain)
-            web_buf_printf(b, "?instance=%s", a->instance);
+            util_buf_printf(b, "?instance=%s", a->instance);
     }
-    web_buf_printf(b, "\"><code>%.12s…/%" PRId64 "</code></a>", hex, a->digest.size);
+    util_buf_printf(b, "\"><code>%.12s…/%" PRId64 "</code></a>", hex, a->digest.size);
 }
 
 static const char *web_stage_name(enum web_stage s)
@@ -46,44 +46,45 @@ static const char *web_stage_name(enum web_stage s)
     return s == WEB_STAGE_QUEUED ? "queued" : s == WEB_STAGE_EXECUTING ? "executing" : "done";
 }
 
-static void web_overview_running(struct web_buf *b, const struct web_board_snapshot *s)
+static void web_overview_running(struct util_buf *b, const struct web_board_snapshot *s)
 {
     uint64_t now = clock_real_us();
     size_t queued = 0;
 
     for (size_t i = 0; i < s->n_running; i++)
         queued += s->running[i].stage == WEB_STAGE_QUEUED;
-    web_buf_printf(b, "<h2>Running (%zu)</h2>\n", s->total_running);
+    util_buf_printf(b, "<h2>Running (%zu)</h2>\n", s->total_running);
     if (s->n_running == 0) {
-        web_buf_str(b, "<p class=\"muted\" id=\"running-none\">No action is running.</p>\n");
+        util_buf_str(b, "<p class=\"muted\" id=\"running-none\">No action is running.</p>\n");
         return;
     }
-    web_buf_str(b, "<table id=\"running\"><tr><th>action</th><th>mnemonic</th><th>target</th>"
-                   "<th>worker</th><th>stage</th><th>elapsed</th></tr>\n");
+    util_buf_str(b, "<table id=\"running\"><tr><th>action</th><th>mnemonic</th><th>target</th>"
+                    "<th>worker</th><th>stage</th><th>elapsed</th></tr>\n");
     for (size_t i = 0; i < s->n_running; i++) {
         const struct web_action *a = &s->running[i];
 
-        web_buf_str(b, "<tr><td>");
+        util_buf_str(b, "<tr><td>");
         web_action_link(b, a);
-        web_buf_str(b, "</td><td>");
+        util_buf_str(b, "</td><td>");
         web_buf_html_str(b, a->mnemonic[0] ? a->mnemonic : "-");
-        web_buf_str(b, "</td><td>");
+        util_buf_str(b, "</td><td>");
         web_buf_html_str(b, a->target);
-        web_buf_str(b, "</td><td>");
+        util_buf_str(b, "</td><td>");
         web_buf_html_str(b, a->worker);
-        web_buf_printf(b, "</td><td class=\"stage\">%s</td><td>", web_stage_name(a->stage));
+        util_buf_printf(b, "</td><td class=\"stage\">%s</td><td>", web_stage_name(a->stage));
         web_buf_duration(b, a->times.queued && now > a->times.queued ? now - a->times.queued : 0);
-        web_buf_str(b, "</td></tr>\n");
+        util_buf_str(b, "</td></tr>\n");
     }
-    web_buf_str(b, "</table>\n");
+    util_buf_str(b, "</table>\n");
     if (s->total_running > s->n_running)
-        web_buf_printf(b, "<p class=\"muted\">%zu more not shown.</p>\n",
-                       s->total_running - s->n_running);
-    web_buf_printf(b, "<p>Queue: <span id=\"queued\">%zu</span> waiting for a slot.</p>\n", queued);
+        util_buf_printf(b, "<p class=\"muted\">%zu more not shown.</p>\n",
+                        s->total_running - s->n_running);
+    util_buf_printf(b, "<p>Queue: <span id=\"queued\">%zu</span> waiting for a slot.</p>\n",
+                    queued);
 }
 
 /* 60 bars, one per minute; value(i) in [0, max]. */
-static void web_chart(struct web_buf *b, const char *id, const char *title,
+static void web_chart(struct util_buf *b, const char *id, const char *title,
                       const struct web_board_snapshot *s, int kind)
 {
     const unsigned w = 4, h = 60;
@@ -102,26 +103,26 @@ static void web_chart(struct web_buf *b, const char *id, const char *title,
     }
     if (kind == 0)
         max = 100;
-    web_buf_printf(b,
-                   "<figure><svg id=\"%s\" width=\"%u\" height=\"%u\" role=\"img\">"
-                   "<title>%s</title>",
-                   id, w * WEB_RATE_MINUTES, h, title);
+    util_buf_printf(b,
+                    "<figure><svg id=\"%s\" width=\"%u\" height=\"%u\" role=\"img\">"
+                    "<title>%s</title>",
+                    id, w * WEB_RATE_MINUTES, h, title);
     for (size_t i = 0; i < WEB_RATE_MINUTES; i++) {
         double bh = v[i] > 0 && max > 0 ? (double)h * v[i] / max : 0;
 
         if (bh > 0)
-            web_buf_printf(b,
-                           "<rect x=\"%zu\" y=\"%.1f\" width=\"%u\" height=\"%.1f\" "
-                           "fill=\"%s\"><title>%.0f</title></rect>",
-                           i * w, h - bh, w - 1, bh, kind == 0 ? "#3bb273" : "#3b7de9", v[i]);
+            util_buf_printf(b,
+                            "<rect x=\"%zu\" y=\"%.1f\" width=\"%u\" height=\"%.1f\" "
+                            "fill=\"%s\"><title>%.0f</title></rect>",
+                            i * w, h - bh, w - 1, bh, kind == 0 ? "#3bb273" : "#3b7de9", v[i]);
     }
-    web_buf_printf(b,
-                   "</svg><figcaption>%s (last hour, per minute; max %.0f)</figcaption>"
-                   "</figure>\n",
-                   title, max);
+    util_buf_printf(b,
+                    "</svg><figcaption>%s (last hour, per minute; max %.0f)</figcaption>"
+                    "</figure>\n",
+                    title, max);
 }
 
-static void web_overview_finished(struct web_buf *b, const struct web_board_snapshot *s)
+static void web_overview_finished(struct util_buf *b, const struct web_board_snapshot *s)
 {
     uint64_t longest = 0;
 
@@ -133,40 +134,41 @@ static void web_overview_finished(struct web_buf *b, const struct web_board_snap
             longest = span;
     }
     if (s->n_history == 0) {
-        web_buf_str(b, "<p class=\"muted\" id=\"finished-none\">No action has finished yet.</p>\n");
+        util_buf_str(b,
+                     "<p class=\"muted\" id=\"finished-none\">No action has finished yet.</p>\n");
         return;
     }
-    web_buf_str(b, "<p class=\"muted\">Bars: <span style=\"color:#bbb\">■</span> queued "
-                   "<span style=\"color:#e9a23b\">■</span> input fetch "
-                   "<span style=\"color:#3b7de9\">■</span> execution "
-                   "<span style=\"color:#3bb273\">■</span> output upload, "
-                   "to the scale of the longest.</p>\n");
-    web_buf_str(b, "<table id=\"finished\"><tr><th>action</th><th>mnemonic</th><th>target</th>"
-                   "<th>outcome</th><th>exit</th><th>total</th><th>stages</th></tr>\n");
+    util_buf_str(b, "<p class=\"muted\">Bars: <span style=\"color:#bbb\">■</span> queued "
+                    "<span style=\"color:#e9a23b\">■</span> input fetch "
+                    "<span style=\"color:#3b7de9\">■</span> execution "
+                    "<span style=\"color:#3bb273\">■</span> output upload, "
+                    "to the scale of the longest.</p>\n");
+    util_buf_str(b, "<table id=\"finished\"><tr><th>action</th><th>mnemonic</th><th>target</th>"
+                    "<th>outcome</th><th>exit</th><th>total</th><th>stages</th></tr>\n");
     for (size_t i = 0; i < s->n_history; i++) {
         const struct web_action *a = &s->history[i];
         bool ok = strcmp(a->outcome, "ok") == 0;
 
-        web_buf_printf(b, "<tr class=\"%s\"><td>", ok ? "row-ok" : "row-fail");
+        util_buf_printf(b, "<tr class=\"%s\"><td>", ok ? "row-ok" : "row-fail");
         web_action_link(b, a);
-        web_buf_str(b, "</td><td>");
+        util_buf_str(b, "</td><td>");
         web_buf_html_str(b, a->mnemonic[0] ? a->mnemonic : "-");
-        web_buf_str(b, "</td><td>");
+        util_buf_str(b, "</td><td>");
         web_buf_html_str(b, a->target);
-        web_buf_printf(b, "</td><td class=\"%s\">", ok ? "ok" : "fail");
+        util_buf_printf(b, "</td><td class=\"%s\">", ok ? "ok" : "fail");
         web_buf_html_str(b, a->outcome);
-        web_buf_printf(b, "</td><td>%d</td><td>", a->exit_code);
+        util_buf_printf(b, "</td><td>%d</td><td>", a->exit_code);
         web_buf_duration(b, a->times.worker_end > a->times.queued && a->times.queued
                                 ? a->times.worker_end - a->times.queued
                                 : 0);
-        web_buf_str(b, "</td><td>");
+        util_buf_str(b, "</td><td>");
         web_buf_stage_bar(b, &a->times, 300, longest);
-        web_buf_str(b, "</td></tr>\n");
+        util_buf_str(b, "</td></tr>\n");
     }
-    web_buf_str(b, "</table>\n");
+    util_buf_str(b, "</table>\n");
 }
 
-int web_page_overview(const struct web_options *opt, struct web_buf *b, bool all_history)
+int web_page_overview(const struct web_options *opt, struct util_buf *b, bool all_history)
 {
     struct web_board_snapshot s;
     uint64_t hits = 0, lookups = 0;
@@ -179,31 +181,31 @@ int web_page_overview(const struct web_options *opt, struct web_buf *b, bool all
     web_page_begin(b, all_history ? "History" : "casboxd", WEB_REFRESH_S);
     if (!all_history) {
         web_overview_running(b, &s);
-        web_buf_str(b, "<h2>Workers</h2>\n<table id=\"workers\"><tr><th>worker</th><th>state</th>"
-                       "<th>running</th></tr>\n<tr><td>");
+        util_buf_str(b, "<h2>Workers</h2>\n<table id=\"workers\"><tr><th>worker</th><th>state</th>"
+                        "<th>running</th></tr>\n<tr><td>");
         web_buf_html_str(b, opt->worker_name ? opt->worker_name : "");
-        web_buf_printf(b, "</td><td>%s</td><td>%zu</td></tr>\n</table>\n",
-                       s.total_running ? "busy" : "idle", s.total_running);
+        util_buf_printf(b, "</td><td>%s</td><td>%zu</td></tr>\n</table>\n",
+                        s.total_running ? "busy" : "idle", s.total_running);
         for (size_t i = 0; i < WEB_RATE_MINUTES; i++) {
             hits += s.minutes[i].hits;
             lookups += s.minutes[i].hits + s.minutes[i].misses;
         }
-        web_buf_str(b, "<h2>Last hour</h2>\n");
+        util_buf_str(b, "<h2>Last hour</h2>\n");
         if (lookups > 0)
-            web_buf_printf(b,
-                           "<p>Cache hit rate: <span id=\"hit-rate\">%.1f%%</span> of %" PRIu64
-                           " lookups.</p>\n",
-                           100.0 * (double)hits / (double)lookups, lookups);
-        web_buf_str(b, "<div class=\"charts\">");
+            util_buf_printf(b,
+                            "<p>Cache hit rate: <span id=\"hit-rate\">%.1f%%</span> of %" PRIu64
+                            " lookups.</p>\n",
+                            100.0 * (double)hits / (double)lookups, lookups);
+        util_buf_str(b, "<div class=\"charts\">");
         web_chart(b, "chart-hit-rate", "cache hit rate %", &s, 0);
         web_chart(b, "chart-throughput", "actions finished", &s, 1);
-        web_buf_str(b, "</div>\n");
-        web_buf_printf(b, "<h2>Finished (last %d)</h2>\n", WEB_OVERVIEW_FINISHED);
+        util_buf_str(b, "</div>\n");
+        util_buf_printf(b, "<h2>Finished (last %d)</h2>\n", WEB_OVERVIEW_FINISHED);
     } else {
-        web_buf_printf(b,
-                       "<p>The newest %zu finished actions casboxd keeps "
-                       "([http] history_size).</p>\n",
-                       s.n_history);
+        util_buf_printf(b,
+                        "<p>The newest %zu finished actions casboxd keeps "
+                        "([http] history_size).</p>\n",
+                        s.n_history);
     }
     web_overview_finished(b, &s);
     web_page_end(b);

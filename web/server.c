@@ -73,10 +73,10 @@ static enum MHD_Result web_send(struct web_server *s, struct MHD_Connection *con
     return r;
 }
 
-/* Sends b (taken over) as type. */
-static enum MHD_Result web_send_buf(struct web_server *s, struct MHD_Connection *con,
-                                    const char *page, unsigned status, struct web_buf *b,
-                                    const char *type)
+/* Sends b (taken over) as type, with one more header when header is set. */
+static enum MHD_Result web_send_buf_with(struct web_server *s, struct MHD_Connection *con,
+                                         const char *page, unsigned status, struct util_buf *b,
+                                         const char *type, const char *header, const char *value)
 {
     struct MHD_Response *resp = NULL;
 
@@ -85,20 +85,39 @@ static enum MHD_Result web_send_buf(struct web_server *s, struct MHD_Connection 
         if (resp != NULL)
             b->data = NULL;
     }
-    web_buf_free(b);
-    if (resp != NULL)
+    util_buf_free(b);
+    if (resp != NULL) {
         web_headers(resp, type);
+        if (header != NULL)
+            MHD_add_response_header(resp, header, value);
+    }
     return web_send(s, con, page, status, resp);
+}
+
+static enum MHD_Result web_send_buf(struct web_server *s, struct MHD_Connection *con,
+                                    const char *page, unsigned status, struct util_buf *b,
+                                    const char *type)
+{
+    return web_send_buf_with(s, con, page, status, b, type, NULL, NULL);
+}
+
+/* An error page, with one more header when header is set. */
+static enum MHD_Result web_send_error_with(struct web_server *s, struct MHD_Connection *con,
+                                           const char *page, unsigned status, const char *title,
+                                           const char *detail, const char *header,
+                                           const char *value)
+{
+    struct util_buf b = {0};
+
+    web_page_error(&b, status, title, detail);
+    return web_send_buf_with(s, con, page, status, &b, "text/html; charset=utf-8", header, value);
 }
 
 static enum MHD_Result web_send_error(struct web_server *s, struct MHD_Connection *con,
                                       const char *page, unsigned status, const char *title,
                                       const char *detail)
 {
-    struct web_buf b = {0};
-
-    web_page_error(&b, status, title, detail);
-    return web_send_buf(s, con, page, status, &b, "text/html; charset=utf-8");
+    return web_send_error_with(s, con, page, status, title, detail, NULL, NULL);
 }
 
 static bool web_name_is_text(const char *name)
@@ -144,7 +163,7 @@ static enum MHD_Result web_dispatch(struct web_server *s, struct MHD_Connection 
                                     const char *url)
 {
     struct web_route r;
-    struct web_buf b = {0};
+    struct util_buf b = {0};
     char detail[200];
     unsigned status = 200;
     const char *instance;
@@ -180,7 +199,7 @@ static enum MHD_Result web_dispatch(struct web_server *s, struct MHD_Connection 
         return web_send_blob(s, con, &r);
     }
     if (rc != 0) {
-        web_buf_free(&b);
+        util_buf_free(&b);
         return web_send(s, con, page, 500, NULL);
     }
     return web_send_buf(s, con, page, status, &b, "text/html; charset=utf-8");
@@ -191,9 +210,7 @@ static enum MHD_Result web_handle(void *cls, struct MHD_Connection *con, const c
                                   size_t *upload_data_size, void **con_cls)
 {
     struct web_server *s = cls;
-    struct MHD_Response *resp;
     const char *auth;
-    enum MHD_Result r;
 
     (void)version;
     (void)upload_data;
@@ -206,44 +223,21 @@ static enum MHD_Result web_handle(void *cls, struct MHD_Connection *con, const c
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
-        struct web_buf b = {0};
-
-        web_page_error(&b, 405, "Method not allowed", "casboxd's pages answer GET and HEAD.");
-        resp = b.err == 0 ? MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_FREE)
-                          : NULL;
-        if (resp == NULL) {
-            web_buf_free(&b);
-            return web_send(s, con, "other", 405, NULL);
-        }
-        web_headers(resp, "text/html; charset=utf-8");
-        MHD_add_response_header(resp, "Allow", "GET, HEAD");
-        return web_send(s, con, "other", 405, resp);
-    }
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+        return web_send_error_with(s, con, "other", 405, "Method not allowed",
+                                   "casboxd's pages answer GET and HEAD.", "Allow", "GET, HEAD");
     if (*con_cls == &web_req_body)
         return web_send_error(s, con, "other", 413, "Request body not accepted",
                               "casboxd's pages take no request body.");
     if (s->opt.authorize != NULL) {
         auth = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        if (s->opt.authorize(s->opt.authorize_ctx, auth) != 0) {
-            struct web_buf b = {0};
-
-            web_page_error(&b, 401, "Unauthorized",
-                           "These pages need a token with read access (Authorization: Bearer).");
-            resp = b.err == 0
-                       ? MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_FREE)
-                       : NULL;
-            if (resp == NULL) {
-                web_buf_free(&b);
-                return web_send(s, con, "other", 401, NULL);
-            }
-            web_headers(resp, "text/html; charset=utf-8");
-            MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"casboxd\"");
-            return web_send(s, con, "other", 401, resp);
-        }
+        if (s->opt.authorize(s->opt.authorize_ctx, auth) != 0)
+            return web_send_error_with(
+                s, con, "other", 401, "Unauthorized",
+                "These pages need a token with read access (Authorization: Bearer).",
+                "WWW-Authenticate", "Bearer realm=\"casboxd\"");
     }
-    r = web_dispatch(s, con, url);
-    return r;
+    return web_dispatch(s, con, url);
 }
 
 static void web_log(void *cls, const char *fmt, va_list ap)

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 
 #include "reapi/reapi.h"
+#include "util/util.h"
 #include "web.h"
 
 #define WEB_RATE_MINUTES  60  /* the overview's charts: the last hour, per minute */
@@ -34,38 +35,29 @@ struct web_board_snapshot {
 int web_board_snapshot(struct web_board *b, size_t max_history, struct web_board_snapshot *out);
 void web_board_snapshot_free(struct web_board_snapshot *s);
 
-/* A growing page; an allocation failure sticks in err. */
-struct web_buf {
-    char *data;
-    size_t len, cap;
-    int err;
-};
-
-void web_buf_put(struct web_buf *b, const char *s, size_t n);
-void web_buf_str(struct web_buf *b, const char *s);
-void web_buf_printf(struct web_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Pages are built in a struct util_buf (util.h). */
 /* Escapes &<>"' (every byte of user-controlled text goes through here);
  * bytes that are not printable ASCII or UTF-8 text are shown as \xNN. */
-void web_buf_html(struct web_buf *b, const char *s, size_t n);
-void web_buf_html_str(struct web_buf *b, const char *s);
-void web_buf_free(struct web_buf *b);
+void web_buf_html(struct util_buf *b, const char *s, size_t n);
+void web_buf_html_str(struct util_buf *b, const char *s);
+void util_buf_free(struct util_buf *b);
 
 /* The page's head (title escaped, refresh seconds 0: none) and its end. */
-void web_page_begin(struct web_buf *b, const char *title, unsigned refresh);
-void web_page_end(struct web_buf *b);
+void web_page_begin(struct util_buf *b, const char *title, unsigned refresh);
+void web_page_end(struct util_buf *b);
 /* "1.2 ms", "3.4 s", "2 min" */
-void web_buf_duration(struct web_buf *b, uint64_t us);
-void web_buf_bytes(struct web_buf *b, uint64_t bytes);
+void web_buf_duration(struct util_buf *b, uint64_t us);
+void web_buf_bytes(struct util_buf *b, uint64_t bytes);
 /* A stacked bar of the stage times (queued, input fetch, execution, output
  * upload) as inline SVG, width px for total_us (0: the action's own span). */
-void web_buf_stage_bar(struct web_buf *b, const struct web_action_times *t, unsigned width,
+void web_buf_stage_bar(struct util_buf *b, const struct web_action_times *t, unsigned width,
                        uint64_t total_us);
 
 /* Pages: status is the HTTP status to answer with. */
-int web_page_overview(const struct web_options *opt, struct web_buf *b, bool all_history);
+int web_page_overview(const struct web_options *opt, struct util_buf *b, bool all_history);
 int web_page_action(const struct web_options *opt, const struct cas_digest *d, const char *instance,
-                    struct web_buf *b, unsigned *status);
-int web_page_dir(const struct web_options *opt, const struct cas_digest *d, struct web_buf *b,
+                    struct util_buf *b, unsigned *status);
+int web_page_dir(const struct web_options *opt, const struct cas_digest *d, struct util_buf *b,
                  unsigned *status);
 /* Shared by the pages (page_action.c). */
 int web_digest_from_proto(const Build__Bazel__Remote__Execution__V2__Digest *pd,
@@ -74,6 +66,6 @@ int web_digest_from_proto(const Build__Bazel__Remote__Execution__V2__Digest *pd,
  * -ENOENT, -EFBIG, -EBADMSG. */
 int web_load_message(const struct web_options *opt, const struct cas_digest *d,
                      const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out);
-void web_page_error(struct web_buf *b, unsigned status, const char *title, const char *detail);
+void web_page_error(struct util_buf *b, unsigned status, const char *title, const char *detail);
 
 #endif

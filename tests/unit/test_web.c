@@ -48,36 +48,34 @@ static void test_routes(void **state)
     assert_int_equal(web_route_parse("/action/" H64 "/-1", &r, detail, sizeof(detail)), -EINVAL);
     assert_non_null(strstr(detail, "size"));
     assert_int_equal(web_route_parse("/action/" H64 "/", &r, detail, sizeof(detail)), -EINVAL);
-    assert_int_equal(web_route_parse("/action/" H64 "/1234567890123456789", &r, detail,
-                                     sizeof(detail)),
-                     -EINVAL);
+    assert_int_equal(
+        web_route_parse("/action/" H64 "/1234567890123456789", &r, detail, sizeof(detail)),
+        -EINVAL);
     assert_int_equal(web_route_parse("/action/" H64 "/1/x", &r, detail, sizeof(detail)), -EINVAL);
     assert_int_equal(web_route_parse("/blob/" H64 "/1/..", &r, detail, sizeof(detail)), -EINVAL);
-    assert_int_equal(web_route_parse("/blob/" H64 "/1/a/b", &r, detail, sizeof(detail)),
-                     -EINVAL);
-    assert_int_equal(web_route_parse("/blob/" H64 "/1/a\"b", &r, detail, sizeof(detail)),
-                     -EINVAL);
+    assert_int_equal(web_route_parse("/blob/" H64 "/1/a/b", &r, detail, sizeof(detail)), -EINVAL);
+    assert_int_equal(web_route_parse("/blob/" H64 "/1/a\"b", &r, detail, sizeof(detail)), -EINVAL);
     assert_int_equal(
-        web_route_parse("/action/0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef/1",
-                        &r, detail, sizeof(detail)),
+        web_route_parse(
+            "/action/0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef/1", &r,
+            detail, sizeof(detail)),
         -EINVAL);
 }
 
 static void test_escape(void **state)
 {
-    struct web_buf b = {0};
+    struct util_buf b = {0};
     const char in[] = "<a href='x'>&\"\x01\xff\xc3\xa9\n";
 
     (void)state;
     web_buf_html(&b, in, sizeof(in) - 1);
     assert_int_equal(b.err, 0);
-    assert_string_equal(b.data,
-                        "&lt;a href=&#39;x&#39;&gt;&amp;&quot;\\x01\\xff\xc3\xa9\n");
-    web_buf_free(&b);
+    assert_string_equal(b.data, "&lt;a href=&#39;x&#39;&gt;&amp;&quot;\\x01\\xff\xc3\xa9\n");
+    util_buf_free(&b);
     /* a truncated UTF-8 sequence at the end is not passed through */
     web_buf_html(&b, "ok\xe2\x82", 4);
     assert_string_equal(b.data, "ok\\xe2\\x82");
-    web_buf_free(&b);
+    util_buf_free(&b);
 }
 
 static struct web_action action_n(int n)
@@ -126,7 +124,7 @@ static void test_board(void **state)
     web_board_note_cache(b, false);
     assert_int_equal(web_board_snapshot(b, 10, &s), 0);
     assert_int_equal(s.n_running, 0);
-    assert_int_equal(s.n_history, 3); /* history_size */
+    assert_int_equal(s.n_history, 3);                 /* history_size */
     assert_string_equal(s.history[0].mnemonic, "M5"); /* newest first */
     assert_string_equal(s.history[2].mnemonic, "M3");
     for (int i = 0; i < WEB_RATE_MINUTES; i++) {
