@@ -530,8 +530,16 @@ def check_bad_input(ctx):
     need(status == 405, "DELETE answered %d", status)
     status, _h, _b = http_get(ctx, "/", headers={"Content-Length": "5"}, body=b"hello")
     need(status == 413, "GET with a body answered %d", status)
+    for req, want in ((b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", b"HTTP/1.1 505"),
+                      (b"GET / FOO\r\n\r\n", b"HTTP/1.1 400"),
+                      (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"HTTP/1.1 400")):
+        out = raw_request(ctx, req)
+        need(out.startswith(want), "%r got %r, expected %r", req, out[:60], want)
+    # a line that is no request at all: the connection is closed, nothing served
     out = raw_request(ctx, b"GARBAGE\r\n\r\n")
-    need(out.startswith(b"HTTP/1.1 400"), "a garbage request line got %r", out[:60])
+    need(out == b"" or out.startswith(b"HTTP/1.1 400"), "garbage got %r", out[:60])
+    status, _h, _b = http_get(ctx, "/")
+    need(status == 200, "the overview after bad requests: %d", status)
 
 
 @checks("slow clients and too many connections: bounded, and gRPC unaffected")
