@@ -33,9 +33,10 @@ int rpc_server_metrics_init(struct rpc_server_metrics *sm, struct metrics *m,
                             const struct rpc_method *methods, size_t n_methods);
 void rpc_server_metrics_free(struct rpc_server_metrics *sm);
 /* A call of methods[i] (SIZE_MAX: an unregistered method) begins / ends with
- * code after started_us (clock_mono_us). */
+ * code after started_us (clock_mono_us); begun: _begin was called for it (a
+ * call rejected before a handler ran was never in flight). */
 void rpc_server_metrics_begin(struct rpc_server_metrics *sm, size_t i);
 void rpc_server_metrics_end(struct rpc_server_metrics *sm, const struct rpc_method *methods,
-                            size_t i, grpc_status_code code, uint64_t started_us);
+                            size_t i, grpc_status_code code, uint64_t started_us, bool begun);
 
 #endif

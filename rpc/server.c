@@ -427,7 +427,7 @@ static void rpc_call_reject(struct rpc_call *c, grpc_status_code code, const cha
     grpc_slice_unref(details);
     rpc_server_metrics_end(&c->srv->metrics, c->srv->methods,
                            c->method ? (size_t)(c->method - c->srv->methods) : SIZE_MAX, code,
-                           c->arrived_us);
+                           c->arrived_us, false);
     rpc_call_free(c);
 }
 
@@ -573,7 +573,7 @@ static void *rpc_pool_main(void *arg)
             rpc_call_fail(c, GRPC_STATUS_INTERNAL, "internal error: no response");
         }
         rpc_server_metrics_end(&srv->metrics, srv->methods, (size_t)(c->method - srv->methods),
-                               c->status, c->arrived_us);
+                               c->status, c->arrived_us, true);
         rpc_call_free(c);
     }
     return NULL;

@@ -80,7 +80,7 @@ void rpc_server_metrics_begin(struct rpc_server_metrics *sm, size_t i)
 }
 
 void rpc_server_metrics_end(struct rpc_server_metrics *sm, const struct rpc_method *methods,
-                            size_t i, grpc_status_code code, uint64_t started_us)
+                            size_t i, grpc_status_code code, uint64_t started_us, bool begun)
 {
     char service[128] = "unknown";
     const char *method = "unknown";
@@ -88,7 +88,8 @@ void rpc_server_metrics_end(struct rpc_server_metrics *sm, const struct rpc_meth
     if (sm->requests == NULL)
         return;
     if (i < sm->n_methods) {
-        metrics_series_add(sm->inflight[i], -1);
+        if (begun)
+            metrics_series_add(sm->inflight[i], -1);
         metrics_series_observe(sm->latency[i], (double)(clock_mono_us() - started_us) / 1e6);
         rpc_metrics_split(methods[i].path, service, sizeof(service), &method);
     }

@@ -345,6 +345,11 @@ def check_counters_move(ctx):
     c.upload_bytestream(os.urandom(5000))
     missing = c.find_missing([d1, rc.digest_of(os.urandom(10)), rc.digest_of(os.urandom(11))])
     need(len(missing) == 2, "FindMissingBlobs: %d missing", len(missing))
+    try:
+        c.raw_unary("/casbox.test.NoSuchService/Guess-" + os.urandom(4).hex(), b"")
+        raise Fail("an unknown method answered")
+    except rc.grpc.RpcError as e:
+        need(e.code() == rc.grpc.StatusCode.UNIMPLEMENTED, "unknown method: %s", e.code())
     s1 = metrics(ctx)
     deltas(s0, s1, [
         (("casbox_grpc_requests_total",), dict(service=cas, method="FindMissingBlobs",
@@ -361,7 +366,14 @@ def check_counters_move(ctx):
         (("casbox_cas_find_missing_digests_total",), {}, 3),
         (("casbox_cas_find_missing_missing_total",), {}, 2),
         (("casbox_cas_blobs",), {}, 2),
+        # the name the client sent never becomes a label
+        (("casbox_grpc_requests_total",), dict(service="unknown", method="unknown",
+                                                code="UNIMPLEMENTED"), 1),
     ])
+    need(value(s1, "casbox_grpc_requests_in_flight", service=cas, method="FindMissingBlobs") == 0,
+         "FindMissingBlobs still counted in flight after it finished")
+    need(not any("Guess-" in v for f in s1.values() for (_n, lab) in f["samples"]
+                 for _k, v in lab), "a client-chosen method name became a label value")
 
     # the ActionCache and executions
     ad_fail = eh.upload_action(c, [eh.SH, "-c", "echo out; exit 3"])
