@@ -24,6 +24,7 @@
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "casboxd.h"
+#include "fuse/casfs.h"
 #include "metrics/metrics.h"
 #include "util/util.h"
 #include "web/web.h"
@@ -38,7 +39,8 @@ struct observe {
     struct metrics_family *cas_blobs, *cas_bytes, *cas_evicted_blobs, *cas_evicted_bytes,
         *cas_corrupt, *cas_transfer_blobs, *cas_transfer_bytes, *find_missing_asked,
         *find_missing_missing, *ac_lookups, *actions, *queue_length, *running, *queue_wait,
-        *stage_seconds, *sandbox_setup, *fuse_files, *fuse_bytes, *input_bytes, *output_bytes;
+        *stage_seconds, *sandbox_setup, *fuse_files, *fuse_bytes, *fuse_requests, *input_bytes,
+        *output_bytes;
 };
 
 static void observe_register(struct observe *o)
@@ -98,6 +100,9 @@ static void observe_register(struct observe *o)
                                     "mode");
     o->fuse_bytes = metrics_counter(m, "casbox_fuse_read_bytes_total",
                                     "Bytes of input files served by FUSE reads.", NULL);
+    o->fuse_requests =
+        metrics_counter(m, "casbox_fuse_requests_total",
+                        "FUSE requests served by the input-tree mount, by op.", "op");
     o->input_bytes = metrics_counter(m, "casbox_execution_input_bytes_total",
                                      "Bytes of input trees staged for actions.", NULL);
     o->output_bytes = metrics_counter(m, "casbox_execution_output_bytes_total",
@@ -118,6 +123,15 @@ static void observe_collect(void *ctx, struct metrics *m)
     metrics_counter_set(o->cas_evicted_blobs, NULL, (double)st.evicted_blobs);
     metrics_counter_set(o->cas_evicted_bytes, NULL, (double)st.evicted_bytes);
     metrics_counter_set(o->cas_corrupt, NULL, (double)st.corrupt_blobs);
+    if (d->fs != NULL) {
+        struct casfs_stats fst;
+
+        casfs_get_stats(d->fs, &fst);
+        for (int i = 0; i < CASFS_OP_COUNT; i++)
+            metrics_counter_set(o->fuse_requests, METRICS_LABELS(casfs_op_name(i)),
+                                (double)fst.requests[i]);
+        metrics_counter_set(o->fuse_bytes, NULL, (double)fst.bytes_read);
+    }
     if (d->exec != NULL) {
         exec_service_counts(d->exec, &queued, &running);
         metrics_gauge_set(o->queue_length, NULL, (double)queued);
@@ -330,7 +344,6 @@ void observe_action_result(struct casboxd *d, const char *instance, const struct
                             (double)(o->fuse_stats.files_opened - o->fuse_stats.files_passthrough));
         metrics_counter_add(obs->fuse_files, METRICS_LABELS("passthrough"),
                             (double)o->fuse_stats.files_passthrough);
-        metrics_counter_add(obs->fuse_bytes, NULL, (double)o->fuse_stats.bytes_read);
     }
     metrics_counter_add(obs->input_bytes, NULL, (double)act->input_bytes);
     metrics_counter_add(obs->output_bytes, NULL, (double)o->outputs.bytes);

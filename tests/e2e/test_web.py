@@ -412,6 +412,12 @@ def check_counters_move(ctx):
         (("casbox_cas_transfer_blobs_total",), dict(direction="written", api="batch"), 0),
     ])
     need(value(s3, "casbox_execution_queue_length") == 0, "queue not empty after the runs")
+    with open(ctx.d.log_path, errors="replace") as f:
+        fuse = "input staging: fuse" in f.read()
+    if fuse:
+        ops = sum(v for (n, _l), v in s3["casbox_fuse_requests_total"]["samples"].items())
+        ops0 = sum(v for (n, _l), v in s2["casbox_fuse_requests_total"]["samples"].items())
+        need(ops > ops0, "staged through FUSE, but casbox_fuse_requests_total did not move")
 
 
 @checks("the overview shows a running action with its mnemonic (chromium --dump-dom)")
