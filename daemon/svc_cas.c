@@ -194,7 +194,7 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
     Google__Rpc__Status *statuses = NULL;
     struct reapi_zstd_decoder *dec = NULL;
     struct reapi_status st;
-    uint64_t total = 0;
+    uint64_t total = 0, stored_blobs = 0, stored_bytes = 0;
     size_t n = 0;
 
     reapi_status_init(&st);
@@ -260,10 +260,12 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
                             "storing %s failed: %s", r->digest->hash, strerror(-rc));
         } else {
             google__rpc__status__init(&statuses[i]);
-            observe_transfer(d, "written", "batch", 1, (uint64_t)dg.size);
+            stored_blobs++;
+            stored_bytes += (uint64_t)dg.size;
         }
     }
 out:
+    observe_transfer(d, "written", "batch", stored_blobs, stored_bytes);
     rpc_call_finish(call, &resp.base, &st);
     for (size_t i = 0; statuses != NULL && i < resp.n_responses; i++)
         cas_status_free(&statuses[i]);
@@ -323,7 +325,7 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
     struct reapi_unknown_out *compressors = NULL;
     struct cas_digest *digests = NULL;
     struct reapi_status st;
-    uint64_t total = 0;
+    uint64_t total = 0, read_blobs = 0, read_bytes = 0;
     bool zstd = false;
     size_t n = 0;
 
@@ -375,7 +377,8 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         if (rc == 0) {
             entries[i].data.data = buf;
             entries[i].data.len = len;
-            observe_transfer(d, "read", "batch", 1, len);
+            read_blobs++;
+            read_bytes += len;
             if (zstd)
                 cas_read_compress(&entries[i], &compressors[i]);
             google__rpc__status__init(&statuses[i]);
@@ -388,6 +391,7 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         }
     }
 out:
+    observe_transfer(d, "read", "batch", read_blobs, read_bytes);
     rpc_call_finish(call, &resp.base, &st);
     for (size_t i = 0; entries != NULL && i < resp.n_responses; i++) {
         free(entries[i].data.data);

@@ -5,6 +5,8 @@
 #ifndef CASBOX_RPC_INTERNAL_H
 #define CASBOX_RPC_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "rpc.h"
 
 /* msg packed into a new byte buffer (grpc owns the bytes), or NULL. */
@@ -27,6 +29,9 @@ struct rpc_server_metrics {
     struct metrics_family *requests;
     struct metrics_series **latency;  /* per method */
     struct metrics_series **inflight; /* per method */
+    /* requests per method and code, looked up at first use then kept, so
+     * that a call's end costs atomics only */
+    _Atomic(struct metrics_series *) *by_code;
     size_t n_methods;
 };
 int rpc_server_metrics_init(struct rpc_server_metrics *sm, struct metrics *m,

@@ -16,6 +16,9 @@
 #include "rpc_internal.h"
 #include "util/util.h"
 
+/* OK .. UNAUTHENTICATED */
+#define RPC_METRICS_CODES 17
+
 /* "/pkg.Service/Method" -> "pkg.Service" and "Method". */
 static void rpc_metrics_split(const char *path, char *service, size_t slen, const char **method)
 {
@@ -52,7 +55,8 @@ int rpc_server_metrics_init(struct rpc_server_metrics *sm, struct metrics *m,
                       "gRPC calls accepted and not yet finished, by method.", "service,method");
     sm->latency = calloc(n_methods ? n_methods : 1, sizeof(*sm->latency));
     sm->inflight = calloc(n_methods ? n_methods : 1, sizeof(*sm->inflight));
-    if (sm->latency == NULL || sm->inflight == NULL) {
+    sm->by_code = calloc((n_methods ? n_methods : 1) * RPC_METRICS_CODES, sizeof(*sm->by_code));
+    if (sm->latency == NULL || sm->inflight == NULL || sm->by_code == NULL) {
         rpc_server_metrics_free(sm);
         return -ENOMEM;
     }
@@ -70,6 +74,7 @@ void rpc_server_metrics_free(struct rpc_server_metrics *sm)
 {
     free(sm->latency);
     free(sm->inflight);
+    free((void *)sm->by_code);
     memset(sm, 0, sizeof(*sm));
 }
 
@@ -84,6 +89,8 @@ void rpc_server_metrics_end(struct rpc_server_metrics *sm, const struct rpc_meth
 {
     char service[128] = "unknown";
     const char *method = "unknown";
+    _Atomic(struct metrics_series *) *slot = NULL;
+    struct metrics_series *s = NULL;
 
     if (sm->requests == NULL)
         return;
@@ -91,8 +98,17 @@ void rpc_server_metrics_end(struct rpc_server_metrics *sm, const struct rpc_meth
         if (begun)
             metrics_series_add(sm->inflight[i], -1);
         metrics_series_observe(sm->latency[i], (double)(clock_mono_us() - started_us) / 1e6);
+        if ((unsigned)code < RPC_METRICS_CODES) {
+            slot = &sm->by_code[i * RPC_METRICS_CODES + (unsigned)code];
+            s = atomic_load_explicit(slot, memory_order_acquire);
+        }
         rpc_metrics_split(methods[i].path, service, sizeof(service), &method);
     }
-    metrics_counter_add(sm->requests, METRICS_LABELS(service, method, rpc_status_code_name(code)),
-                        1);
+    if (s == NULL) {
+        s = metrics_series_get(sm->requests,
+                               METRICS_LABELS(service, method, rpc_status_code_name(code)));
+        if (slot != NULL)
+            atomic_store_explicit(slot, s, memory_order_release);
+    }
+    metrics_series_add(s, 1);
 }
