@@ -392,6 +392,8 @@ def check_counters_move(ctx):
     _ops, resp = eh.execute(c, ad_ok)
     need(resp.result.exit_code == 0, "ok action exit %d", resp.result.exit_code)
     c.get_action_result(ad_ok)  # a hit: the clean success was cached
+    _ops, resp = eh.execute(c, ad_ok, skip_cache_lookup=False)
+    need(resp.cached_result, "Execute of a cached action did not answer from the cache")
     s3 = metrics(ctx)
     deltas(s2, s3, [
         (("casbox_grpc_requests_total",), dict(service=ac, method="GetActionResult",
@@ -401,6 +403,7 @@ def check_counters_move(ctx):
         (("casbox_action_cache_lookups_total",), dict(via="get_action_result", result="miss"),
          1),
         (("casbox_action_cache_lookups_total",), dict(via="get_action_result", result="hit"), 1),
+        (("casbox_action_cache_lookups_total",), dict(via="execute", result="hit"), 1),
         (("casbox_execution_actions_total",), dict(outcome="exit_nonzero"), 1),
         (("casbox_execution_actions_total",), dict(outcome="timeout"), 1),
         (("casbox_execution_actions_total",), dict(outcome="ok"), 1),
