@@ -78,14 +78,14 @@ struct casbox_config {
     char asset_allowed_url_prefixes[4096]; /* space-separated; empty: no download */
 
     /* [http]: /metrics and the web pages (web/web.h) */
-    char http_listen[256];           /* HOST:PORT; empty: off */
-    uint64_t http_history_size;      /* finished actions kept for the pages */
-    uint64_t http_max_connections;   /* at once */
+    char http_listen[256];            /* HOST:PORT; empty: off */
+    uint64_t http_history_size;       /* finished actions kept for the pages */
+    uint64_t http_max_connections;    /* at once */
     uint64_t http_connection_timeout; /* seconds idle */
-    uint64_t http_request_bytes;     /* memory per connection: request line, headers */
-    uint64_t http_threads;           /* polling threads */
-    uint64_t http_inline_bytes;      /* stdout/stderr shown on a page */
-    uint64_t http_max_message_bytes; /* largest message a page decodes */
+    uint64_t http_request_bytes;      /* memory per connection: request line, headers */
+    uint64_t http_threads;            /* polling threads */
+    uint64_t http_inline_bytes;       /* stdout/stderr shown on a page */
+    uint64_t http_max_message_bytes;  /* largest message a page decodes */
 
     /* [environment.NAME] sections, in file order */
     struct casbox_environment environments[CONFIG_MAX_ENVIRONMENTS];
