@@ -146,8 +146,10 @@ void observe_action_queued(struct casboxd *d, struct rpc_call *call, const char 
                            const struct cas_digest *dg, bool executing);
 void observe_action_started(struct casboxd *d, const char *instance, const struct cas_digest *dg);
 void observe_action_result(struct casboxd *d, const char *instance, const struct action *act,
-                           const struct exec_times *t, const struct exec_outcome *o,
-                           const uint8_t *response, size_t response_len);
-void observe_action_finished(struct casboxd *d, const char *instance, const struct cas_digest *dg);
+                           const struct exec_times *t, const struct exec_outcome *o);
+/* response: the ExecuteResponse the watchers got (NULL: none), kept in the
+ * CAS for the action page. */
+void observe_action_finished(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                             const uint8_t *response, size_t response_len);
 
 #endif

@@ -314,8 +314,7 @@ static double observe_span(uint64_t from, uint64_t to)
 }
 
 void observe_action_result(struct casboxd *d, const char *instance, const struct action *act,
-                           const struct exec_times *t, const struct exec_outcome *o,
-                           const uint8_t *response, size_t response_len)
+                           const struct exec_times *t, const struct exec_outcome *o)
 {
     struct observe *obs = d->obs;
     struct web_action a;
@@ -359,19 +358,27 @@ void observe_action_result(struct casboxd *d, const char *instance, const struct
         t->queued,          t->worker_start,  t->input_fetch_start,   t->input_fetch_end,
         t->execution_start, t->execution_end, t->output_upload_start, t->output_upload_end,
         t->worker_end};
-    /* The ExecuteResponse goes into the CAS so that the action page can show
-     * a failed result, which the ActionCache does not keep. */
-    a.response.size = -1;
-    if (response != NULL) {
-        cas_digest_buffer(response, response_len, &a.response);
-        if (cas_store_put(d->store, &a.response, response, response_len) != 0)
-            a.response.size = -1;
-    }
     web_board_result(obs->board, &a);
 }
 
-void observe_action_finished(struct casboxd *d, const char *instance, const struct cas_digest *dg)
+void observe_action_finished(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                             const uint8_t *response, size_t response_len)
 {
-    if (d->obs != NULL)
-        web_board_finish(d->obs->board, instance, dg);
+    struct cas_digest rd;
+    bool stored = false;
+    int rc;
+
+    if (d->obs == NULL)
+        return;
+    /* The ExecuteResponse goes into the CAS (after the client has it) so
+     * that the action page can show a failed result, which the ActionCache
+     * does not keep. */
+    if (response != NULL) {
+        cas_digest_buffer(response, response_len, &rd);
+        rc = cas_store_put(d->store, &rd, response, response_len);
+        stored = rc == 0;
+        if (rc != 0)
+            LOG_ERRNO_W(rc, "http: keeping an ExecuteResponse for the web pages failed");
+    }
+    web_board_finish(d->obs->board, instance, dg, stored ? &rd : NULL);
 }

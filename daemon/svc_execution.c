@@ -615,7 +615,11 @@ static void *exec_slot_main(void *arg)
         /* Publish first; the log line and the clean-up are not the
          * client's to wait for. op stays alive by this slot's reference. */
         exec_slot_complete(svc, op, resp, resp_len, &times);
-        observe_action_finished(svc->d, op->instance, &op->action_digest);
+        /* op->response is set and immutable once COMPLETED (NULL when the
+         * stop came first); this slot's reference keeps op alive */
+        observe_action_finished(svc->d, op->instance, &op->action_digest,
+                                op->stage == EXEC_COMPLETED ? op->response : NULL,
+                                op->response_len);
 
         exec_slot_log(op, log_line);
         exec_cleaner_put(svc->cleaner, left);

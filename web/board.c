@@ -128,14 +128,14 @@ void web_board_result(struct web_board *b, const struct web_action *a)
         memcpy(r->message, a->message, sizeof(r->message));
         memcpy(r->worker, a->worker, sizeof(r->worker));
         r->exit_code = a->exit_code;
-        r->response = a->response;
         r->times = a->times;
         (*pp)->has_result = true;
     }
     pthread_mutex_unlock(&b->lock);
 }
 
-void web_board_finish(struct web_board *b, const char *instance, const struct cas_digest *d)
+void web_board_finish(struct web_board *b, const char *instance, const struct cas_digest *d,
+                      const struct cas_digest *response)
 {
     struct web_running **pp, *r = NULL;
     struct web_minute *m;
@@ -147,6 +147,8 @@ void web_board_finish(struct web_board *b, const char *instance, const struct ca
         *pp = r->next;
         b->n_running--;
         r->a.stage = WEB_STAGE_DONE;
+        if (response != NULL)
+            r->a.response = *response;
         if (r->a.times.worker_end == 0)
             r->a.times.worker_end = clock_real_us();
         b->ring[b->ring_next] = r->a;

@@ -70,11 +70,12 @@ int web_board_begin(struct web_board *b, const struct web_action *a);
 void web_board_stage(struct web_board *b, const char *instance, const struct cas_digest *d,
                      enum web_stage stage);
 /* Sets what is known once the run is over (outcome, exit code, worker,
- * response, times) on the running entry. */
+ * times) on the running entry. */
 void web_board_result(struct web_board *b, const struct web_action *a);
 /* Moves the running entry into the history (outcome "error" when no result
- * was set). */
-void web_board_finish(struct web_board *b, const char *instance, const struct cas_digest *d);
+ * was set); response: where its ExecuteResponse is in the CAS, or NULL. */
+void web_board_finish(struct web_board *b, const char *instance, const struct cas_digest *d,
+                      const struct cas_digest *response);
 /* A cache lookup of Execute or GetActionResult: counted per minute for the
  * overview's hit-rate chart. */
 void web_board_note_cache(struct web_board *b, bool hit);

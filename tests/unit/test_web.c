@@ -116,9 +116,9 @@ static void test_board(void **state)
         snprintf(a.outcome, sizeof(a.outcome), "%s", i == 2 ? "exit_nonzero" : "ok");
         a.exit_code = i == 2 ? 3 : 0;
         web_board_result(b, &a);
-        web_board_finish(b, "", &a.digest);
+        web_board_finish(b, "", &a.digest, NULL);
     }
-    web_board_finish(b, "", &a.digest); /* twice: nothing */
+    web_board_finish(b, "", &a.digest, NULL); /* twice: nothing */
     web_board_note_cache(b, true);
     web_board_note_cache(b, false);
     web_board_note_cache(b, false);
