@@ -201,6 +201,21 @@ static const struct config_key config_keys[] = {
             "platform properties announced, NAME=VALUE,NAME=VALUE"),
     STR_KEY("worker", "instance_name_prefix", worker_instance_prefix,
             "instance_name_prefix announced: the instance names this worker serves"),
+    STR_KEY("http", "listen", http_listen,
+            "HOST:PORT of the web pages and /metrics (empty: off; docs/operations.md)"),
+    SIZE("http", "history_size", http_history_size, 1, 100000,
+         "finished actions (failed ones too) kept for the web pages"),
+    SIZE("http", "max_connections", http_max_connections, 1, 10000,
+         "HTTP connections at once; more are refused"),
+    SIZE("http", "connection_timeout", http_connection_timeout, 1, 3600,
+         "seconds an HTTP connection may stay idle before it is closed"),
+    SIZE("http", "request_bytes", http_request_bytes, 4 * KIB, 1 * MIB,
+         "memory per HTTP connection for the request line and headers (larger: 414/431)"),
+    SIZE("http", "threads", http_threads, 1, 64, "threads serving HTTP"),
+    SIZE("http", "inline_bytes", http_inline_bytes, 1 * KIB, 16 * MIB,
+         "bytes of an action's stdout and stderr shown on its page (the rest is a download)"),
+    SIZE("http", "max_message_bytes", http_max_message_bytes, 64 * KIB, 1 * GIB,
+         "largest Action, Command or Directory a page decodes"),
 };
 
 /* Names in the file for the exec_* string fields (the table uses the field). */
@@ -265,6 +280,14 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->sched_idle_poll = 20;
     cfg->sched_orphan_timeout = 60;
     snprintf(cfg->worker_platform, sizeof(cfg->worker_platform), "OSFamily=Linux,ISA=x86-64");
+    snprintf(cfg->http_listen, sizeof(cfg->http_listen), "127.0.0.1:8981");
+    cfg->http_history_size = 1000;
+    cfg->http_max_connections = 64;
+    cfg->http_connection_timeout = 30;
+    cfg->http_request_bytes = 32 * KIB;
+    cfg->http_threads = 2;
+    cfg->http_inline_bytes = 64 * KIB;
+    cfg->http_max_message_bytes = 4 * MIB;
 }
 
 int config_parse_size(const char *s, uint64_t *out)

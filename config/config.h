@@ -2,8 +2,8 @@
  * config.h - casboxd's configuration: defaults, the INI file, command-line
  * overrides, and the bounds of every key.
  *
- * The file is INI (parsed by Debian's libinih): [server], [cas], [execution]
- * and [asset] sections, and one [environment.NAME] section per execution
+ * The file is INI (parsed by Debian's libinih): [server], [cas], [execution],
+ * [asset] and [http] sections, and one [environment.NAME] section per execution
  * environment; docs/configuration.md lists every key. Sizes accept
  * K/M/G/T suffixes (powers of 1024), durations are seconds. [action_cache]
  * holds the one key `remote`.
@@ -114,6 +114,16 @@ struct casbox_config {
     char worker_scheduler[256];       /* grpc://HOST:PORT of the scheduler */
     char worker_platform[1024];       /* "OSFamily=Linux,ISA=x86-64" */
     char worker_instance_prefix[256]; /* instance_name_prefix announced */
+
+    /* [http]: /metrics and the web pages (web/web.h) */
+    char http_listen[256];            /* HOST:PORT; empty: off */
+    uint64_t http_history_size;       /* finished actions kept for the pages */
+    uint64_t http_max_connections;    /* at once */
+    uint64_t http_connection_timeout; /* seconds idle */
+    uint64_t http_request_bytes;      /* memory per connection: request line, headers */
+    uint64_t http_threads;            /* polling threads */
+    uint64_t http_inline_bytes;       /* stdout/stderr shown on a page */
+    uint64_t http_max_message_bytes;  /* largest message a page decodes */
 
     /* [environment.NAME] sections, in file order */
     struct casbox_environment environments[CONFIG_MAX_ENVIRONMENTS];

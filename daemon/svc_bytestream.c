@@ -280,8 +280,10 @@ static int read_open(struct read_stream *rs)
     char hex[CAS_HASH_HEX + 1];
 
     rs->fd = cas_store_open_blob(rs->d->store, &rs->res.digest);
-    if (rs->fd >= 0)
+    if (rs->fd >= 0) {
+        observe_transfer(rs->d, "read", "bytestream", 1, (uint64_t)rs->res.digest.size);
         return 0;
+    }
     if (rs->d->remote != NULL) {
         shared_read_status(rs->d, &rs->res.digest, rs->fd, &rs->st);
         return rs->fd;
@@ -773,6 +775,8 @@ static int write_commit(struct write_stream *ws)
             return rc;
         }
     }
+    if (!ws->existed)
+        observe_transfer(ws->d, "written", "bytestream", 1, (uint64_t)ws->res.digest.size);
     /* Compressed: the compressed bytes received, as Bazel checks. */
     ws->committed = write_compressed(ws) ? total : ws->res.digest.size;
     ws->complete = true;

@@ -65,6 +65,8 @@ struct rpc_server_tls {
     const char *client_ca; /* NULL: no client certificate asked for */
 };
 
+struct metrics;
+
 struct rpc_server_options {
     const char *listen;         /* HOST:PORT */
     uint64_t max_message_bytes; /* largest message received */
@@ -74,6 +76,9 @@ struct rpc_server_options {
     /* The credentials policy (auth/auth.h); NULL: every call is allowed.
      * Must outlive the server. */
     struct auth_guard *auth;
+    /* Where calls are counted (requests by method and code, latency, in
+     * flight; server_metrics.c); NULL: nowhere. */
+    struct metrics *metrics;
 };
 
 /* Binds, starts the dispatcher and the pools. ctx is passed to every handler.

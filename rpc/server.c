@@ -60,8 +60,9 @@ struct rpc_call {
     bool finished;
     struct rpc_finish_state fin; /* the final batch, until it completes */
     struct rpc_call *next;       /* pool queue link */
-    uint64_t arrived_us;         /* when the dispatcher got it (debug log) */
+    uint64_t arrived_us;         /* when the dispatcher got it (debug log, latency) */
     struct rpc_call_auth auth;   /* authorize.c */
+    grpc_status_code status;     /* what the final batch sent (metrics) */
 };
 
 struct rpc_pool_state {
@@ -89,6 +90,7 @@ struct rpc_server {
     bool shutting_down;        /* dispatcher thread only */
     struct rpc_pool_state pools[RPC_POOL_COUNT];
     struct rpc_server_auth auth; /* authorize.c */
+    struct rpc_server_metrics metrics;
 };
 
 static void rpc_call_free(struct rpc_call *c)
@@ -258,6 +260,7 @@ static int rpc_finish_ops(struct rpc_call *c, const ProtobufCMessage *msg,
     }
     ops[*n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[*n].data.send_status_from_server.status = st ? st->code : GRPC_STATUS_OK;
+    c->status = st ? st->code : GRPC_STATUS_OK;
     f->details = grpc_slice_from_copied_string(st ? st->message : "");
     ops[*n].data.send_status_from_server.status_details = &f->details;
     if (st != NULL && !reapi_status_ok(st)) {
@@ -438,6 +441,9 @@ static void rpc_call_reject(struct rpc_call *c, grpc_status_code code, const cha
         }
     }
     grpc_slice_unref(details);
+    rpc_server_metrics_end(&c->srv->metrics, c->srv->methods,
+                           c->method ? (size_t)(c->method - c->srv->methods) : SIZE_MAX, code,
+                           c->arrived_us, false);
     rpc_call_free(c);
 }
 
@@ -572,6 +578,7 @@ static void *rpc_pool_main(void *arg)
 
         srv = c->srv;
         start_us = log_enabled(LOG_LEVEL_DEBUG) ? clock_mono_us() : 0;
+        rpc_server_metrics_begin(&srv->metrics, (size_t)(c->method - srv->methods));
         if (rpc_call_authenticate(c) == 0)
             c->method->handler(srv->ctx, c);
         if (start_us != 0)
@@ -582,6 +589,8 @@ static void *rpc_pool_main(void *arg)
             LOG_E("%s: handler returned without a status", c->method->path);
             rpc_call_fail(c, GRPC_STATUS_INTERNAL, "internal error: no response");
         }
+        rpc_server_metrics_end(&srv->metrics, srv->methods, (size_t)(c->method - srv->methods),
+                               c->status, c->arrived_us, true);
         rpc_call_free(c);
     }
     return NULL;
@@ -640,6 +649,10 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
     srv->handles = calloc(n_methods, sizeof(*srv->handles));
     if (srv->handles == NULL)
         goto fail;
+    rc = rpc_server_metrics_init(&srv->metrics, opt->metrics, methods, n_methods);
+    if (rc != 0)
+        goto fail;
+    rc = -ENOMEM;
 
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -705,6 +718,7 @@ fail_server:
     grpc_completion_queue_destroy(srv->notify_cq);
 fail:
     rpc_server_auth_destroy(&srv->auth);
+    rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
     return rc;
@@ -748,6 +762,7 @@ void rpc_server_stop(struct rpc_server *srv)
     grpc_server_destroy(srv->server);
     grpc_completion_queue_destroy(srv->notify_cq);
     rpc_server_auth_destroy(&srv->auth);
+    rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
 }
