@@ -38,6 +38,11 @@ struct casboxd {
     char exec_blob_dir[4096]; /* <state>/cas/exec-blobs */
 };
 
+/* The status code of a failed store write (rc, a negative errno; need: the
+ * bytes the call wanted to store) and its message in msg
+ * (svc_store_error.c). */
+grpc_status_code svc_store_error(struct casboxd *d, int rc, uint64_t need, char *msg, size_t len);
+
 /* A consistent copy of the configuration (reload.c). */
 void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out);
 /* Applies the keys of fresh that are safe to change at run time and logs the

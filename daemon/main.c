@@ -364,6 +364,10 @@ int main(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/cas", d.cfg.state_dir);
     memset(&sopt, 0, sizeof(sopt));
     sopt.max_bytes = d.cfg.cas_max_bytes;
+    sopt.disk_headroom_bytes = d.cfg.cas_disk_headroom;
+    sopt.disk_headroom_percent = d.cfg.cas_disk_headroom_percent;
+    sopt.lock_wait_ms = d.cfg.cas_lock_wait * 1000;
+    (void)cas_fsync_mode_parse(d.cfg.cas_fsync, &sopt.fsync); /* config_finish checked it */
     rc = cas_store_open(path, &sopt, &d.store);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot open the CAS at %s: %s\n", path, strerror(-rc));

@@ -173,9 +173,12 @@ static void ac_update(void *ctx, struct rpc_call *call)
     }
     build__bazel__remote__execution__v2__action_result__pack(req->action_result, buf);
     rc = cas_ac_put(d->store, req->instance_name ? req->instance_name : "", &action, buf, len);
-    if (rc != 0)
-        reapi_status_set(&st, GRPC_STATUS_INTERNAL, "writing the action cache failed: %s",
-                         strerror(-rc));
+    if (rc != 0) {
+        char why[512];
+        grpc_status_code code = svc_store_error(d, rc, len, why, sizeof(why));
+
+        reapi_status_set(&st, code, "writing the action cache failed: %s", why);
+    }
 out:
     rpc_call_finish(call, req && req->action_result ? &req->action_result->base : NULL, &st);
     free(buf);

@@ -296,6 +296,27 @@ static uint8_t *read_buffer(struct read_stream *rs, size_t len)
     return buf;
 }
 
+/* A pread of the blob returned got instead of want bytes. A media error
+ * (EIO) makes the blob missing in the store (it is dropped and the client
+ * uploads it again: NOT_FOUND); anything else means the file changed. */
+static int read_failed(struct read_stream *rs, ssize_t got)
+{
+    char hex[CAS_HASH_HEX + 1];
+    int err = got < 0 ? -errno : -EIO;
+
+    cas_digest_hex(&rs->res.digest, hex);
+    if (got < 0 && cas_store_read_failed(rs->d->store, &rs->res.digest, rs->fd, err) == -ENOENT) {
+        reapi_status_set(&rs->st, GRPC_STATUS_NOT_FOUND,
+                         "blob %s/%" PRId64 " not found: its file is unreadable (%s) and was "
+                         "removed; upload it again",
+                         hex, rs->res.digest.size, strerror(-err));
+        return -ENOENT;
+    }
+    reapi_status_set(&rs->st, GRPC_STATUS_DATA_LOSS, "blob %s/%" PRId64 " %s while being read", hex,
+                     rs->res.digest.size, got < 0 ? strerror(-err) : "shrank");
+    return -EIO;
+}
+
 /* The blob as it is stored, from read_offset, up to read_limit bytes. */
 static int read_plain(struct read_stream *rs)
 {
@@ -315,10 +336,10 @@ static int read_plain(struct read_stream *rs)
             return -ENOMEM;
         got = pread(rs->fd, buf + READ_HEADER_ROOM, want, offset);
         if (got != (ssize_t)want) {
+            int rc = read_failed(rs, got);
+
             free(buf);
-            reapi_status_set(&rs->st, GRPC_STATUS_DATA_LOSS, "blob %s shrank while being read",
-                             rs->req->resource_name);
-            return -EIO;
+            return rc;
         }
         if (read_send(rs, buf, want) != 0)
             return -ECANCELED;
@@ -390,6 +411,7 @@ static int read_compressed(struct read_stream *rs)
     struct reapi_zstd_encoder *enc = NULL;
     uint8_t *in = aligned_alloc(4096, piece);
     int64_t offset = 0;
+    bool read_error = false;
     int rc;
 
     rs->end = rs->req->read_limit > 0 && rs->req->read_limit <= INT64_MAX - rs->req->read_offset
@@ -404,9 +426,8 @@ static int read_compressed(struct read_stream *rs)
             want = piece;
         got = want ? pread(rs->fd, in, want, offset) : 0;
         if (got != (ssize_t)want) {
-            reapi_status_set(&rs->st, GRPC_STATUS_DATA_LOSS, "blob %s shrank while being read",
-                             rs->req->resource_name);
-            rc = -EIO;
+            rc = read_failed(rs, got); /* sets the status */
+            read_error = true;
             break;
         }
         offset += (int64_t)want;
@@ -419,7 +440,7 @@ static int read_compressed(struct read_stream *rs)
     free(in);
     if (rc == -ECANCELED && !rs->client_gone)
         rc = 0; /* read_limit reached */
-    if (rc == -ENOMEM || rc == -EIO)
+    if (!read_error && (rc == -ENOMEM || rc == -EIO))
         reapi_status_set(&rs->st,
                          rc == -ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
                          "compressing blob %s failed: %s", rs->req->resource_name, strerror(-rc));
@@ -586,11 +607,17 @@ static int write_start(struct write_stream *ws, char *key)
         rc = reapi_zstd_decoder_new(ws->res.digest.size, &up->dec);
     if (rc == 0)
         rc = uploads_add(ws->d->uploads, up);
+    if (rc == -EAGAIN) {
+        reapi_status_set(&ws->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                         "cannot start upload: too many uploads in progress (server.max_uploads)");
+    } else if (rc != 0) {
+        char why[512];
+        grpc_status_code code =
+            svc_store_error(ws->d, rc, (uint64_t)ws->res.digest.size, why, sizeof(why));
+
+        reapi_status_set(&ws->st, code, "cannot start upload: %s", why);
+    }
     if (rc != 0) {
-        reapi_status_set(
-            &ws->st, rc == -EAGAIN ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
-            "cannot start upload: %s",
-            rc == -EAGAIN ? "too many uploads in progress (server.max_uploads)" : strerror(-rc));
         upload_free(up);
         return rc;
     }
@@ -608,8 +635,13 @@ static int write_restart(struct write_stream *ws)
     if (ws->up->dec != NULL)
         reapi_zstd_decoder_reset(ws->up->dec);
     rc = cas_writer_begin(ws->d->store, &ws->res.digest, &ws->up->writer);
-    if (rc != 0)
-        reapi_status_set(&ws->st, GRPC_STATUS_INTERNAL, "cannot start upload: %s", strerror(-rc));
+    if (rc != 0) {
+        char why[512];
+        grpc_status_code code =
+            svc_store_error(ws->d, rc, (uint64_t)ws->res.digest.size, why, sizeof(why));
+
+        reapi_status_set(&ws->st, code, "cannot start upload: %s", why);
+    }
     return rc;
 }
 
@@ -658,10 +690,13 @@ static int write_append_failed(struct write_stream *ws, int rc)
                          ws->up->dec && reapi_zstd_decoder_error(ws->up->dec)[0]
                              ? reapi_zstd_decoder_error(ws->up->dec)
                              : "data runs past the digest's size");
-    else
-        reapi_status_set(&ws->st,
-                         rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
-                         "writing upload failed: %s", strerror(-rc));
+    else {
+        char why[512];
+        grpc_status_code code =
+            svc_store_error(ws->d, rc, (uint64_t)ws->res.digest.size, why, sizeof(why));
+
+        reapi_status_set(&ws->st, code, "writing upload failed: %s", why);
+    }
     return rc;
 }
 
@@ -744,8 +779,11 @@ static int write_commit(struct write_stream *ws)
             return rc;
         }
         if (rc != 0) {
-            reapi_status_set(&ws->st, GRPC_STATUS_INTERNAL, "committing blob failed: %s",
-                             strerror(-rc));
+            char why[512];
+            grpc_status_code code =
+                svc_store_error(ws->d, rc, (uint64_t)ws->res.digest.size, why, sizeof(why));
+
+            reapi_status_set(&ws->st, code, "committing blob failed: %s", why);
             return rc;
         }
     }
