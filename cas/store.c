@@ -901,8 +901,10 @@ static int store_blob_try_open(struct cas_store *s, const struct cas_digest *d, 
         /* Truncated or grown, or the caller has the size wrong: only the hash
          * can tell. A file whose hash is right is the real blob. */
         ret = cas_digest_fd(fd, &actual);
-        if (store_read_error_is_media(ret))
-            goto corrupt;
+        if (store_read_error_is_media(ret)) {
+            ret = cas_store_read_failed(s, d, fd, ret);
+            goto out;
+        }
         if (ret < 0)
             goto out;
         if (memcmp(actual.hash, d->hash, CAS_HASH_BYTES) != 0 || actual.size != st.st_size)
@@ -920,8 +922,10 @@ static int store_blob_try_open(struct cas_store *s, const struct cas_digest *d, 
             goto out;
         }
         ret = cas_io_pread_all(fd, buf, (size_t)d->size, 0, &got);
-        if (store_read_error_is_media(ret))
-            goto corrupt;
+        if (store_read_error_is_media(ret)) {
+            ret = cas_store_read_failed(s, d, fd, ret);
+            goto out;
+        }
         if (ret < 0)
             goto out;
         if (got != (size_t)d->size)
@@ -930,8 +934,10 @@ static int store_blob_try_open(struct cas_store *s, const struct cas_digest *d, 
             cas_digest_buffer(buf, got, &actual);
     } else if (check) {
         ret = cas_digest_fd(fd, &actual);
-        if (store_read_error_is_media(ret))
-            goto corrupt;
+        if (store_read_error_is_media(ret)) {
+            ret = cas_store_read_failed(s, d, fd, ret);
+            goto out;
+        }
         if (ret < 0)
             goto out;
     }

@@ -296,6 +296,27 @@ static uint8_t *read_buffer(struct read_stream *rs, size_t len)
     return buf;
 }
 
+/* pread until want bytes, the end of the file or an error: a read that
+ * fails part-way (a bad block) returns the bytes before it first, and only
+ * the next call tells the error. Returns the bytes read or -1 with errno. */
+static ssize_t read_full(int fd, uint8_t *buf, size_t want, int64_t offset)
+{
+    size_t done = 0;
+
+    while (done < want) {
+        ssize_t n = pread(fd, buf + done, want - done, (off_t)offset + (off_t)done);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
 /* A pread of the blob returned got instead of want bytes. A media error
  * (EIO) makes the blob missing in the store (it is dropped and the client
  * uploads it again: NOT_FOUND); anything else means the file changed. */
@@ -334,7 +355,7 @@ static int read_plain(struct read_stream *rs)
         buf = read_buffer(rs, want);
         if (buf == NULL)
             return -ENOMEM;
-        got = pread(rs->fd, buf + READ_HEADER_ROOM, want, offset);
+        got = read_full(rs->fd, buf + READ_HEADER_ROOM, want, offset);
         if (got != (ssize_t)want) {
             int rc = read_failed(rs, got);
 
@@ -424,7 +445,7 @@ static int read_compressed(struct read_stream *rs)
 
         if (want > piece)
             want = piece;
-        got = want ? pread(rs->fd, in, want, offset) : 0;
+        got = want ? read_full(rs->fd, in, want, offset) : 0;
         if (got != (ssize_t)want) {
             rc = read_failed(rs, got); /* sets the status */
             read_error = true;
