@@ -12,8 +12,10 @@ it and audits:
     serves names blobs that are present and whose bytes verify;
   - every file under cas/blobs hashes to its name (no partial or torn blob
     is visible), cas/tmp holds no file;
-  - at most one casfs mount on the state dir's FUSE mount point, and no
-    process but casboxd holds the store lock;
+  - at most one casfs mount on the state dir's FUSE mount point, cas/exec
+    empty (a dead predecessor's scratch dirs removed), and no process but
+    casboxd holds the store lock, mid-run (actions, the spawner and FUSE
+    alive) or after the restart;
   - start-up (spawn to "listening") stays under 30 s; the figure is printed.
 At the end: iterations, calls, errors by kind, start-up times, max RSS.
 
@@ -309,6 +311,10 @@ def main():
                 problems.append("iteration %d: pids %s hold the store lock" % (it, holders))
             if casfs_mounts(state) > 1:
                 problems.append("iteration %d: %d casfs mounts stacked" % (it, casfs_mounts(state)))
+            scratch = os.path.join(state, "cas", "exec")
+            if os.path.isdir(scratch) and os.listdir(scratch):
+                problems.append("iteration %d: cas/exec holds %s after start-up"
+                                % (it, os.listdir(scratch)[:3]))
             c = rc.Client(d.target, timeout=30)
             files, served = audit(c, state, ledger, problems)
             print("iteration %d: start-up %.2f s, %d blob files, %d of %d AC entries served, "
@@ -328,8 +334,17 @@ def main():
                 t.start()
             run_for = rng.uniform(0.3, 3.0) + (5 if args.streams else 0)
             end = time.time() + run_for
+            checked = False
             while time.time() < end:
                 max_rss = max(max_rss, rss_kib(d.proc.pid))
+                if not checked and time.time() > end - run_for / 2:
+                    # Mid-run, actions and helpers alive: only casboxd may
+                    # hold the lock (no fd inherited by a child).
+                    others = [p for p in lock_holders(state) if p != d.proc.pid]
+                    if others:
+                        problems.append("iteration %d: children %s hold the store lock"
+                                        % (it, others))
+                    checked = True
                 time.sleep(0.1)
             d.kill()  # SIGKILL
             stop.set()
