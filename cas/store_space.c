@@ -60,11 +60,21 @@ static uint64_t space_headroom(const struct cas_store *s, const struct space_fs 
     return pct < s->headroom_bytes ? pct : s->headroom_bytes;
 }
 
-/* With index_lock held: the limit for a filesystem reading. */
+/* With index_lock held: the limit for a filesystem reading. The room is in
+ * disk blocks (what the blobs occupy plus the free space, minus the
+ * headroom); the limit is in blob bytes, the unit eviction counts, so the
+ * room is scaled by the blobs' bytes-to-blocks ratio (many small blobs take
+ * a 4 KiB block each: counting their bytes alone would take a full disk
+ * for an almost empty store and evict it all). */
 static uint64_t space_limit(const struct cas_store *s, const struct space_fs *fs)
 {
-    uint64_t room = s->index.bytes + fs->avail, headroom = space_headroom(s, fs);
+    uint64_t alloc = s->index.alloc_bytes, headroom = space_headroom(s, fs);
+    uint64_t room = alloc + fs->avail;
     uint64_t fs_limit = room > headroom ? room - headroom : 0;
+
+    if (alloc > 0)
+        fs_limit =
+            (uint64_t)((long double)fs_limit * (long double)s->index.bytes / (long double)alloc);
 
     /* 0 would mean "no limit" to the evictor: one byte keeps it a limit. */
     if (fs_limit == 0)
@@ -163,18 +173,17 @@ int store_space_reclaim(struct cas_store *s, uint64_t need)
     pthread_mutex_lock(&s->name_lock);
     pthread_mutex_lock(&s->index_lock);
     s->limit_bytes = space_limit(s, &fs);
-    room = s->index.bytes + fs.avail;
+    room = s->index.alloc_bytes + fs.avail;
     if (need > room) {
         /* Even an empty store could not take it: evicting would only cost. */
         pthread_mutex_unlock(&s->index_lock);
         pthread_mutex_unlock(&s->name_lock);
         return -ENOSPC;
     }
-    /* Free space afterwards: the headroom plus what the caller needs. */
+    /* Free space afterwards: the headroom plus what the caller needs (in
+     * blocks, as the filesystem counts). */
     target = room > space_headroom(s, &fs) + need ? room - space_headroom(s, &fs) - need : 0;
-    if (target > s->limit_bytes)
-        target = s->limit_bytes;
-    for (e = store_index_oldest(&s->index); e != NULL && s->index.bytes > target; e = prev) {
+    for (e = store_index_oldest(&s->index); e != NULL && s->index.alloc_bytes > target; e = prev) {
         prev = e->lru_prev;
         if (space_entry_pinned(s, e))
             continue;
