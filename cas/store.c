@@ -480,9 +480,9 @@ static struct store_entry *store_evict_collect(struct cas_store *s, const struct
 {
     struct store_entry *victims = NULL;
 
-    if (s->limit_bytes == 0)
+    if (s->max_bytes == 0)
         return NULL;
-    while (s->index.bytes > s->limit_bytes) {
+    while (s->index.bytes > s->max_bytes) {
         struct store_entry *e = store_index_oldest(&s->index);
 
         if (e == NULL || e == keep)
@@ -528,12 +528,11 @@ static int store_new(const struct cas_store_options *opt, struct cas_store **out
         return -ENOMEM;
     s->lock_fd = s->blobs_fd = s->tmp_fd = s->ac_fd = -1;
     if (opt != NULL) {
-        s->max_bytes = opt->max_bytes;
+        s->max_bytes = s->configured_max_bytes = opt->max_bytes;
         s->headroom_bytes = opt->disk_headroom_bytes;
         s->headroom_percent = opt->disk_headroom_percent;
         s->fsync_mode = opt->fsync;
     }
-    s->limit_bytes = s->max_bytes;
     atomic_init(&s->space_checked_us, 0);
     atomic_init(&s->name_counter, 0);
     ret = -pthread_mutex_init(&s->name_lock, NULL);
@@ -684,7 +683,7 @@ void cas_store_get_stats(struct cas_store *s, struct cas_store_stats *out)
     out->evicted_blobs = s->evicted_blobs;
     out->evicted_bytes = s->evicted_bytes;
     out->corrupt_blobs = s->corrupt_blobs;
-    out->limit_bytes = s->limit_bytes;
+    out->limit_bytes = s->max_bytes;
     out->space_evicted_blobs = s->space_evicted_blobs;
     pthread_mutex_unlock(&s->index_lock);
 }

@@ -43,11 +43,12 @@ struct cas_store {
     int tmp_fd;
     int ac_fd;
     dev_t dev; /* filesystem of blobs/ and tmp/ */
+    /* The limit evicted against (under index_lock): the smaller of the
+     * configured one and the filesystem's room, kept by store_space.c. */
     uint64_t max_bytes;
 
-    /* store_space.c: the limit evicted against (min of max_bytes and the
-     * filesystem's room; under index_lock), its inputs and its log. */
-    uint64_t limit_bytes;
+    /* store_space.c: the limit's inputs and its log. */
+    uint64_t configured_max_bytes;
     uint64_t headroom_bytes;
     uint64_t headroom_percent;
     uint64_t logged_limit;
@@ -120,7 +121,7 @@ int store_evict_unlink(struct cas_store *s, struct store_entry *victims);
 
 /* store_space.c */
 /* Re-reads the filesystem (at most once a second unless force) and sets
- * limit_bytes; logs it at first and when it shrinks. */
+ * max_bytes; logs it at first and when it shrinks. */
 void store_space_refresh(struct cas_store *s, bool force);
 /* -ENOSPC or -EDQUOT. */
 bool store_space_is_full(int err);

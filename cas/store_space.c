@@ -79,7 +79,9 @@ static uint64_t space_limit(const struct cas_store *s, const struct space_fs *fs
     /* 0 would mean "no limit" to the evictor: one byte keeps it a limit. */
     if (fs_limit == 0)
         fs_limit = 1;
-    return s->max_bytes != 0 && s->max_bytes < fs_limit ? s->max_bytes : fs_limit;
+    return s->configured_max_bytes != 0 && s->configured_max_bytes < fs_limit
+               ? s->configured_max_bytes
+               : fs_limit;
 }
 
 static const char *space_fs_type(const struct cas_store *s)
@@ -115,9 +117,9 @@ static void space_log(struct cas_store *s, uint64_t limit, const struct space_fs
     s->logged_limit = limit;
     LOG_I("cas: %s limit %" PRIu64 " bytes (configured max_bytes %" PRIu64 "%s; %s filesystem at "
           "%s: %" PRIu64 " bytes, %" PRIu64 " free, headroom %" PRIu64 "; blobs %" PRIu64 " bytes)",
-          last == 0 ? "effective" : "filesystem shrank: effective", limit, s->max_bytes,
-          s->max_bytes == 0 ? " = none" : "", space_fs_type(s), s->dir, fs->total, fs->avail,
-          space_headroom(s, fs), bytes);
+          last == 0 ? "effective" : "filesystem shrank: effective", limit, s->configured_max_bytes,
+          s->configured_max_bytes == 0 ? " = none" : "", space_fs_type(s), s->dir, fs->total,
+          fs->avail, space_headroom(s, fs), bytes);
 }
 
 void store_space_refresh(struct cas_store *s, bool force)
@@ -135,7 +137,7 @@ void store_space_refresh(struct cas_store *s, bool force)
         return; /* keep the last limit; a real failure shows in the write */
     pthread_mutex_lock(&s->index_lock);
     limit = space_limit(s, &fs);
-    s->limit_bytes = limit;
+    s->max_bytes = limit;
     bytes = s->index.bytes;
     space_log(s, limit, &fs, bytes);
     pthread_mutex_unlock(&s->index_lock);
@@ -172,7 +174,7 @@ int store_space_reclaim(struct cas_store *s, uint64_t need)
         return ret;
     pthread_mutex_lock(&s->name_lock);
     pthread_mutex_lock(&s->index_lock);
-    s->limit_bytes = space_limit(s, &fs);
+    s->max_bytes = space_limit(s, &fs);
     room = s->index.alloc_bytes + fs.avail;
     if (need > room) {
         /* Even an empty store could not take it: evicting would only cost. */
@@ -244,7 +246,7 @@ int cas_store_space_describe(struct cas_store *s, uint64_t need, char *buf, size
         memset(&fs, 0, sizeof(fs));
     pthread_mutex_lock(&s->index_lock);
     bytes = s->index.bytes;
-    limit = s->limit_bytes;
+    limit = s->max_bytes;
     pthread_mutex_unlock(&s->index_lock);
     n = snprintf(buf, len,
                  "no space left on the %s filesystem holding %s (%" PRIu64 " bytes, %" PRIu64
