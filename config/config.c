@@ -82,6 +82,9 @@ static const struct config_key config_keys[] = {
          "digests in one FindMissingBlobs/BatchUpdateBlobs/BatchReadBlobs request"),
     SIZE("server", "read_chunk_bytes", read_chunk_bytes, 4 * KIB, 64 * MIB,
          "ByteStream.Read chunk size"),
+    SIZE("server", "stream_stall_timeout", stream_stall_timeout, 0, 86400,
+         "seconds a call may wait on a client that neither reads nor writes before it is "
+         "cancelled with RESOURCE_EXHAUSTED, freeing its thread (0 = until its deadline)"),
     SIZE("server", "max_uploads", max_uploads, 1, 100000,
          "resumable ByteStream uploads kept at once (oldest idle one dropped)"),
     SIZE("cas", "max_bytes", cas_max_bytes, 0, 1024 * TIB,
@@ -169,6 +172,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->stream_threads = 256;
     cfg->transfer_threads = 64;
     cfg->max_inflight_calls = 1024;
+    cfg->stream_stall_timeout = 120;
     cfg->max_message_bytes = 16 * MIB;
     cfg->max_batch_bytes = 4 * MIB;
     cfg->max_batch_blobs = 100000;

@@ -406,6 +406,7 @@ int main(int argc, char **argv)
     ropt.queue_length[RPC_POOL_SHORT] = d.cfg.max_inflight_calls;
     ropt.queue_length[RPC_POOL_STREAM] = d.cfg.max_inflight_calls;
     ropt.queue_length[RPC_POOL_TRANSFER] = d.cfg.max_inflight_calls;
+    ropt.stall_timeout_ms = d.cfg.stream_stall_timeout * 1000;
     rc = rpc_server_start(&ropt, methods, n_methods, &d, &d.rpc);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot serve on %s: %s\n", d.cfg.listen, strerror(-rc));

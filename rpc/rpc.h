@@ -58,6 +58,11 @@ struct rpc_server_options {
     uint64_t max_message_bytes; /* largest message received */
     uint64_t threads[RPC_POOL_COUNT];
     uint64_t queue_length[RPC_POOL_COUNT];
+    /* A handler's send or receive that waits this long on its client (a
+     * reader that does not read, a writer that sends nothing) cancels the
+     * call with RESOURCE_EXHAUSTED, so a stalled client gives its pool
+     * thread back; 0 = wait for the call's deadline. */
+    uint64_t stall_timeout_ms;
 };
 
 /* Binds, starts the dispatcher and the pools. ctx is passed to every handler.
