@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -56,10 +57,14 @@ def sh(*args):
 
 
 def umount(mnt):
-    if os.path.ismount(mnt):
-        subprocess.run(["umount", mnt], check=False)
-    if os.path.ismount(mnt):
-        subprocess.run(["umount", "-l", mnt], check=False)
+    """Unmounts (flushing everything to the image); lazily only as a last resort."""
+    os.sync()
+    for _ in range(20):
+        if not os.path.ismount(mnt):
+            return
+        subprocess.run(["umount", mnt], check=False, stderr=subprocess.DEVNULL)
+        time.sleep(0.25)
+    subprocess.run(["umount", "-l", mnt], check=False)
 
 
 def corrupt(image, blobs):
