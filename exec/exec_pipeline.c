@@ -236,8 +236,10 @@ static int exec_result_stdio_only(struct cas_store *store, const struct action_s
     if (rc == 0)
         rc = exec_store_stdio(store, scratch->stderr_path, &r->stderr_digest);
     if (rc != 0) {
-        reapi_status_set(st, GRPC_STATUS_INTERNAL, "storing stdout/stderr failed: %s",
-                         strerror(-rc));
+        reapi_status_set(st,
+                         rc == -ENOSPC || rc == -EDQUOT ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                                        : GRPC_STATUS_INTERNAL,
+                         "storing stdout/stderr failed: %s", strerror(-rc));
         action_result_free(r);
         return rc;
     }
