@@ -15,14 +15,15 @@
  * EDQUOT) all the same (other writers, scratch dirs, a racing upload), the
  * caller asks store_space_reclaim() to make room: least recently used blobs
  * are evicted until the free space would be the headroom plus what the call
- * needs, then the caller retries once. A blob whose file has other links (a
- * running action's hardlink-staged input) is skipped: removing its name frees
- * nothing and the action still uses it. Nothing evictable, or a need larger
+ * needs, then the caller retries once. A pinned blob (an input of a running
+ * action, pin.c) is skipped, and so is one whose file has other links (a
+ * hardlink-staged input): removing its name frees nothing. Nothing evictable, or a need larger
  * than the filesystem could give: -ENOSPC, which the services answer with
  * RESOURCE_EXHAUSTED and cas_store_space_describe()'s text.
  */
 #include "cas.h"
 #include "store_internal.h"
+#include "upstream_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -148,14 +149,17 @@ bool store_space_is_full(int err)
     return err == -ENOSPC || err == -EDQUOT;
 }
 
-/* With name_lock and index_lock held: true when e's file has other links
- * (staged into an action) and evicting it would free nothing. */
+/* With name_lock and index_lock held: true when e is pinned (an input of a
+ * running action, pin.c) or its file has other links (hardlink-staged into
+ * an action), so that evicting it would break the action or free nothing. */
 static bool space_entry_pinned(struct cas_store *s, const struct store_entry *e)
 {
     char rel[CAS_BLOB_RELPATH];
     struct cas_digest d;
     struct stat st;
 
+    if (store_upstream_pinned(s->upstream, e->hash))
+        return true;
     memcpy(d.hash, e->hash, CAS_HASH_BYTES);
     d.size = e->size;
     cas_blob_relpath(&d, rel);

@@ -5,7 +5,8 @@
  * The file is INI (parsed by Debian's libinih): [server], [cas], [execution]
  * and [asset] sections, and one [environment.NAME] section per execution
  * environment; docs/configuration.md lists every key. Sizes accept
- * K/M/G/T suffixes (powers of 1024), durations are seconds.
+ * K/M/G/T suffixes (powers of 1024), durations are seconds. [action_cache]
+ * holds the one key `remote`.
  */
 #ifndef CASBOX_CONFIG_H
 #define CASBOX_CONFIG_H
@@ -57,6 +58,15 @@ struct casbox_config {
     char cas_fsync[8];
     /* seconds start-up waits for a dying predecessor's store lock */
     uint64_t cas_lock_wait;
+    /* [cas] remote: the upstream CAS that is the source of truth (remote/remote.h) */
+    char cas_remote[512];               /* grpc://HOST:PORT; empty: none */
+    char cas_remote_instance_name[256]; /* instance name used with it */
+    uint64_t cas_remote_timeout;        /* seconds, every call to it */
+    uint64_t cas_remote_batch_digests;  /* digests per forwarded FindMissingBlobs */
+    uint64_t cas_remote_batch_bytes;    /* bytes per BatchUpdateBlobs sent to it */
+
+    /* [action_cache] */
+    char ac_remote[512]; /* grpc://HOST:PORT of a remote ActionCache; empty: local */
 
     /* [execution] */
     bool exec_enabled;
@@ -85,6 +95,20 @@ struct casbox_config {
     uint64_t asset_max_fetches;            /* downloads at once */
     uint64_t asset_max_mappings;           /* URI -> digest entries remembered */
     char asset_allowed_url_prefixes[4096]; /* space-separated; empty: no download */
+
+    /* [server] role and the fleet's [scheduler] and [worker] sections
+     * (docs/fleet.md) */
+    char role[16];                    /* all | scheduler | worker */
+    uint64_t sched_worker_timeout;    /* seconds of silence after which a worker slot is lost */
+    uint64_t sched_max_retries;       /* requeues of an action after its worker was lost */
+    uint64_t sched_max_workers;       /* worker slots known at once */
+    uint64_t sched_max_queued;        /* actions waiting for a worker */
+    uint64_t sched_grace;             /* seconds after start: unknown platforms UNAVAILABLE */
+    uint64_t sched_idle_poll;         /* seconds an idle worker's Synchronize is held */
+    uint64_t sched_orphan_timeout;    /* seconds an action nobody waits for is kept */
+    char worker_scheduler[256];       /* grpc://HOST:PORT of the scheduler */
+    char worker_platform[1024];       /* "OSFamily=Linux,ISA=x86-64" */
+    char worker_instance_prefix[256]; /* instance_name_prefix announced */
 
     /* [environment.NAME] sections, in file order */
     struct casbox_environment environments[CONFIG_MAX_ENVIRONMENTS];

@@ -137,6 +137,11 @@ enum rpc_client_method {
     RPC_CLIENT_BYTESTREAM_READ,
     RPC_CLIENT_BYTESTREAM_WRITE,
     RPC_CLIENT_BYTESTREAM_QUERY_WRITE_STATUS,
+    /* the fleet: Buildbarn's worker protocol, casbox's admin service */
+    RPC_CLIENT_SYNCHRONIZE,
+    RPC_CLIENT_FLEET_STATUS,
+    RPC_CLIENT_FLEET_DRAIN,
+    RPC_CLIENT_FLEET_UNDRAIN,
     RPC_CLIENT_METHOD_COUNT,
 };
 
@@ -149,6 +154,9 @@ const char *rpc_client_method_path(enum rpc_client_method method);
 struct rpc_client_options {
     uint64_t max_message_bytes; /* largest message sent or received; 0: 64 MiB */
     uint64_t timeout_ms;        /* every call's deadline, from its start; 0: 600 s */
+    /* Longest wait between reconnection attempts after the server went
+     * away; 0: grpc's default (120 s). */
+    uint64_t max_reconnect_backoff_ms;
 };
 
 /* How a call ended: the server's status code and message, or the code and

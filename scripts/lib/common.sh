@@ -14,7 +14,8 @@ CASBOX_PACKAGES=(
   bazel-bootstrap bazel-bootstrap-source
   python3-grpcio python3-protobuf python3-zstandard
   bubblewrap time dpkg-dev clang-format clang libclang-rt-14-dev
-  debhelper lintian rpm rpm2cpio debootstrap systemd btrfs-progs
+  debhelper lintian rpm rpm2cpio debootstrap systemd
+  buildstream iproute2 btrfs-progs
 )
 
 # Tests use Debian's python (python3-grpcio, python3-protobuf), never a pyenv
