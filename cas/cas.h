@@ -117,6 +117,10 @@ int cas_store_read_failed(struct cas_store *s, const struct cas_digest *d, int f
 /* After -ENOSPC from a store call: one line naming the filesystem, its size,
  * free space, headroom, the blob bytes and the limit, and need (cas/store_space.c). */
 int cas_store_space_describe(struct cas_store *s, uint64_t need, char *buf, size_t len);
+/* After ENOSPC outside the store (an action's scratch dir): evicts unpinned
+ * least recently used blobs so that need bytes plus the headroom are free.
+ * 0: try again once; -ENOSPC: nothing could be freed. */
+int cas_store_make_room(struct cas_store *s, uint64_t need);
 /* -ENOSPC when a blob of size bytes could not fit on the store's filesystem
  * even with every blob evicted: refuse it before writing anything. */
 int cas_store_space_check(struct cas_store *s, uint64_t size);

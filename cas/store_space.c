@@ -261,6 +261,11 @@ int cas_store_space_describe(struct cas_store *s, uint64_t need, char *buf, size
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
+int cas_store_make_room(struct cas_store *s, uint64_t need)
+{
+    return store_space_reclaim(s, need);
+}
+
 int cas_store_space_check(struct cas_store *s, uint64_t size)
 {
     struct space_fs fs = {0};
