@@ -37,6 +37,10 @@ struct store_index {
     uint64_t bytes;
     struct store_entry *lru_newest;
     struct store_entry *lru_oldest;
+    /* Entries removed so far (evicted, found corrupt or gone): what
+     * cas_store_generation reports, so that a caller that saw a set of
+     * blobs present can tell whether any may have left since. */
+    uint64_t removals;
 };
 
 int store_index_init(struct store_index *ix);

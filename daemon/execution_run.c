@@ -27,7 +27,7 @@ int execution_action_load(struct casboxd *d, const char *instance, const struct 
     (void)instance;
     casboxd_config_snapshot(d, &cfg);
     max_ms = cfg.exec_max_timeout * 1000u;
-    rc = action_load(d->store, digest, &cfg, out, st);
+    rc = action_load_cached(d->store, d->env.trees, digest, &cfg, out, st);
     if (rc != 0)
         return rc;
     /* The REAPI: a timeout above the server's maximum MUST be rejected. */
@@ -74,6 +74,8 @@ int execution_env_init(struct casboxd *d)
     rc = execution_dir_reset(d->scratch_dir);
     if (rc == 0)
         rc = execution_dir_reset(d->exec_blob_dir);
+    if (rc == 0)
+        rc = exec_tree_cache_new(d->cfg.exec_tree_cache_entries, &d->env.trees);
     return rc;
 }
 
