@@ -149,7 +149,6 @@ def main():
         print("tree_exec_bench: FAILED; casboxd log tail:\n%s" % d.log_tail(), file=sys.stderr)
         shutil.rmtree(work, ignore_errors=True)
         raise
-    shutil.rmtree(work, ignore_errors=True)
 
     print("\nExecute of `cat` of 3 files, median of %d, ms:" % o.samples)
     print("  %-6s %10s %10s %8s" % ("", "1k files", "%dk files" % (o.dirs * o.files // 1000),
@@ -160,7 +159,8 @@ def main():
         print("  %-6s %10.1f %10.1f %7.2fx" % (mode, sm * 1e3, bg * 1e3, bg / sm))
     print("FindMissingBlobs of %d present digests: median %.1f ms (client wall, request "
           "pre-serialised)" % (o.dirs * o.files, statistics.median(fmb) * 1e3))
-    print("load %.2f at the end" % os.getloadavg()[0])
+    print("load %.2f at the end" % os.getloadavg()[0], flush=True)
+    shutil.rmtree(work, ignore_errors=True)  # 500,000 files: slow, after the figures
 
 
 if __name__ == "__main__":

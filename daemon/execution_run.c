@@ -134,9 +134,10 @@ static void execution_log_line(const struct action *act, const struct exec_times
     if (o->fuse)
         snprintf(staged, sizeof(staged),
                  "fuse tree of %" PRIu64 " files in %.1f ms (%" PRIu64 " opened, %" PRIu64
-                 " bytes read)",
+                 " bytes read, %" PRIu64 " lookups%s)",
                  act->input_files, o->stage.micros / 1000.0, o->fuse_stats.files_opened,
-                 o->fuse_stats.bytes_read);
+                 o->fuse_stats.bytes_read, o->fuse_stats.lookups,
+                 act->tree_cached ? ", tree known complete" : "");
     else
         snprintf(staged, sizeof(staged), "staged %" PRIu64 " files in %.1f ms", o->stage.files,
                  o->stage.micros / 1000.0);

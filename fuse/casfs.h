@@ -80,6 +80,8 @@ struct casfs_tree_stats {
     uint64_t files_passthrough; /* those of them served by FUSE passthrough */
     uint64_t bytes_read;        /* bytes replied to reads (read path only: the kernel
                                  * reads passthrough files without asking casfs) */
+    uint64_t lookups;           /* LOOKUP requests in the tree, found or not (the kernel
+                                 * caches both answers: each name is asked once) */
 };
 
 /* The counters of a tree; -ENOENT when there is no such tree. */
