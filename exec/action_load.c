@@ -36,6 +36,12 @@ struct subtree_size {
     uint8_t state;   /* 0 not yet, 1 in progress, 2 done */
 };
 
+/* File blobs not in the store, to ask its upstream about in one batch. */
+struct load_pending {
+    struct cas_digest *digests;
+    size_t n, cap;
+};
+
 /* One walk of an input tree. */
 struct tree_walk {
     struct exec_tree_cache *trees; /* may be NULL */
@@ -49,6 +55,7 @@ struct tree_walk {
     struct cas_digest *digests;
     bool *present;
     size_t cap_files;
+    struct load_pending pending;
 };
 
 /* Directories read after the load (subtrees the walk skipped). Each is
@@ -90,6 +97,10 @@ static int load_message(struct cas_store *cas, const struct cas_digest *d,
                 reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
                 rc = -ENOMEM;
             }
+            goto out;
+        }
+        if (rc != 0 && cas_store_fetch_error(cas, d, NULL, 0) != 0) {
+            action_fetch_status(cas, d, rc, what, st); /* the upstream failed: UNAVAILABLE */
             goto out;
         }
         if (rc != 0) {
@@ -214,8 +225,18 @@ static int visit_dir(struct cas_store *cas, struct action *act, size_t index, si
         return rc;
     }
     for (size_t i = 0; rc > 0 && i < n_new; i++) {
-        if (!w->present[i] && reapi_status_add_missing(st, &w->digests[i]) != 0)
+        struct load_pending *pending = &w->pending;
+
+        if (w->present[i])
+            continue;
+        if (cas_store_has_upstream(cas)) {
+            if (array_reserve((void **)&pending->digests, &pending->cap, pending->n,
+                              sizeof(*pending->digests)) != 0)
+                goto nomem;
+            pending->digests[pending->n++] = w->digests[i];
+        } else if (reapi_status_add_missing(st, &w->digests[i]) != 0) {
             goto nomem;
+        }
     }
     for (size_t i = 0; i < dir->n_symlinks; i++) {
         child = action_path_join(path, dir->symlinks[i]->name);
@@ -319,6 +340,40 @@ static int size_subtree(const struct action *act, const struct tree_walk *w, siz
     return 0;
 }
 
+/* The pending file blobs the upstream lacks too are missing. Present there
+ * is enough: they are fetched when the action opens them (and the upstream's
+ * FindMissingBlobs keeps them alive meanwhile). */
+static int check_pending(struct cas_store *cas, const struct load_pending *pending,
+                         struct reapi_status *st)
+{
+    bool *missing;
+    int rc;
+
+    if (pending->n == 0)
+        return 0;
+    missing = calloc(pending->n, sizeof(*missing));
+    if (missing == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    rc = cas_store_find_missing(cas, pending->digests, pending->n, missing);
+    if (rc < 0) {
+        action_fetch_status(cas, &pending->digests[0], rc == -ENOENT ? -EIO : rc, "checking input",
+                            st);
+        goto out;
+    }
+    for (size_t i = 0; i < pending->n; i++) {
+        if (missing[i] && reapi_status_add_missing(st, &pending->digests[i]) != 0) {
+            reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+out:
+    free(missing);
+    return rc;
+}
+
 static void walk_free(struct tree_walk *w)
 {
     action_digest_map_free(&w->files_seen);
@@ -326,12 +381,17 @@ static void walk_free(struct tree_walk *w)
     free(w->known);
     free(w->digests);
     free(w->present);
+    free(w->pending.digests);
 }
 
-/* Remembers every walked subtree complete (the walk found nothing missing). */
+/* Remembers every walked subtree complete (the walk found nothing missing).
+ * Not when some file was present only in the store's upstream: the local
+ * removal generation says nothing about what the upstream keeps. */
 static void walk_remember(const struct tree_walk *w, const struct action *act,
                           const struct subtree_size *sizes)
 {
+    if (w->pending.n > 0)
+        return;
     for (size_t i = 0; w->trees != NULL && i < act->n_dirs; i++) {
         const struct subtree_size *s = &sizes[i];
         struct action_tree_totals t = {s->files, s->dirs, s->symlinks, s->bytes, s->height};
@@ -410,6 +470,9 @@ static int load_tree(struct cas_store *cas, struct exec_tree_cache *trees, struc
         if (rc != 0)
             goto out;
     }
+    rc = check_pending(cas, &w.pending, st);
+    if (rc != 0)
+        goto out;
     if (missing || st->n_missing > 0) {
         rc = -ENOENT;
         goto out;
