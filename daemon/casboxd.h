@@ -186,6 +186,10 @@ int execution_run_action(struct casboxd *d, const char *instance, struct action 
                          char *log_line, size_t log_len, struct exec_leftovers **left);
 /* Packs an ExecuteResponse: result (an empty one when NULL, as Bazel needs
  * one), cached_result, the status (OK when st is NULL) and message. */
+/* The one line logged for a finished action (exit, staging, fetches, run
+ * time, outputs, status), into buf; the worker role logs it too. */
+void execution_log_line(const struct action *act, const struct exec_times *times,
+                        const struct exec_outcome *o, char *buf, size_t len);
 int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *result, bool cached,
                        const struct reapi_status *st, const char *message, uint8_t **out,
                        size_t *len);

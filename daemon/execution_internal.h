@@ -64,6 +64,7 @@ struct exec_service {
     pthread_cond_t fleet_work;
     pthread_t reaper;
     bool reaper_started;
+    uint64_t held_syncs; /* idle Synchronize calls held now (each takes a stream thread) */
 };
 
 /* Drops a reference; the last frees op. With svc->lock held. */

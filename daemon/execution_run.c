@@ -148,8 +148,8 @@ static int exec_push_outputs(struct casboxd *d, const ActionResult *result, stru
 }
 
 /* The one line casboxd logs for a finished action. */
-static void execution_log_line(const struct action *act, const struct exec_times *times,
-                               const struct exec_outcome *o, char *buf, size_t len)
+void execution_log_line(const struct action *act, const struct exec_times *times,
+                        const struct exec_outcome *o, char *buf, size_t len)
 {
     char staged[320];
 

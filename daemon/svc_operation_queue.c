@@ -33,6 +33,7 @@ typedef Buildbarn__Remoteworker__CurrentState__Executing CurrentExecuting;
 
 #define OQ_BUSY_INTERVAL_MAX_S 10 /* Buildbarn's busy report interval */
 #define OQ_MAX_EVENTS          64
+#define OQ_UNHELD_POLL_US      1000000 /* an idle slot not held polls again after this */
 #define OQ_REQUEST_METADATA    "build.bazel.remote.execution.v2.requestmetadata-bin"
 
 static uint64_t oq_now_ms(void)
@@ -622,8 +623,17 @@ static void oq_synchronize(void *ctx, struct rpc_call *call)
         /* idle while it should run a task: it restarted; the task goes again */
         if (sched_worker_reset(svc->sched, w, &ev) == 0)
             n_done += oq_lost_locked(svc, &ev, "restarted", &done[n_done]);
-        oq_take_locked(svc, w, desc.instance_prefix ? desc.instance_prefix : "",
-                       req->prefer_being_idle ? 0 : oq_hold_us(call, &d->cfg), &a);
+        /* Held calls take stream threads, which Execute streams need too: at
+         * most half of [server] stream_threads are held; past that an idle
+         * slot is told to poll again in a second. */
+        bool hold = !req->prefer_being_idle && svc->held_syncs < d->cfg.stream_threads / 2;
+        uint64_t wait_us = hold ? oq_hold_us(call, &d->cfg) : 0;
+
+        svc->held_syncs += wait_us > 0;
+        oq_take_locked(svc, w, desc.instance_prefix ? desc.instance_prefix : "", wait_us, &a);
+        svc->held_syncs -= wait_us > 0;
+        if (!hold && !req->prefer_being_idle && a.what == OQ_IDLE)
+            a.next_sync_us = clock_real_us() + OQ_UNHELD_POLL_US;
     }
     sched_worker_sync_end(svc->sched, w, oq_now_ms());
     pthread_mutex_unlock(&svc->lock);

@@ -55,6 +55,9 @@ struct fleet_worker {
     char platform_buf[1024];
 };
 
+/* What the runner is doing, reported in each busy Synchronize. */
+enum worker_stage { WORKER_FETCHING, WORKER_RUNNING, WORKER_UPLOADING };
+
 /* One running action: the runner thread fills the response. */
 struct worker_run {
     struct fleet_worker *fw;
@@ -65,6 +68,7 @@ struct worker_run {
     pthread_mutex_t lock;
     pthread_cond_t done_cond;
     bool done;
+    enum worker_stage stage;
     uint8_t *response;
     size_t response_len;
 };
@@ -104,6 +108,13 @@ static int worker_platform_parse(struct fleet_worker *fw, const char *spec)
 }
 
 /* --- running one action (the runner thread) --- */
+
+static void worker_run_stage(struct worker_run *run, enum worker_stage stage)
+{
+    pthread_mutex_lock(&run->lock);
+    run->stage = stage;
+    pthread_mutex_unlock(&run->lock);
+}
 
 /* The outputs go to the fleet's CAS (shared_storage.c's helpers, as --role
  * all with [cas] remote), then, for a clean, cacheable result only, the
@@ -160,7 +171,7 @@ static void *worker_runner_main(void *arg)
     struct exec_outcome o;
     struct action *act = NULL;
     struct reapi_status st;
-    char hex[CAS_HASH_HEX + 1];
+    char hex[CAS_HASH_HEX + 1], line[512];
 
     reapi_status_init(&st);
     exec_outcome_init(&o);
@@ -174,15 +185,17 @@ static void *worker_runner_main(void *arg)
         worker_fail_response(run, &st);
         goto out;
     }
+    worker_run_stage(run, WORKER_RUNNING); /* inputs are staged lazily: fetched as read */
     exec_run(&fw->d->env, &cfg, act, false, &times, &o);
+    worker_run_stage(run, WORKER_UPLOADING);
     if (o.result != NULL && worker_store_result(fw->d, run->instance, &run->digest, &o, &st) != 0) {
         LOG_W("worker %s: action %s/%" PRId64 ": %s", run->slot_name, hex, run->digest.size,
               st.message);
         worker_fail_response(run, &st);
         goto out;
     }
-    LOG_I("worker %s: action %s/%" PRId64 " exit %d%s%s", run->slot_name, hex, run->digest.size,
-          o.result ? o.result->exit_code : -1, o.verdict[0] ? " " : "", o.verdict);
+    execution_log_line(act, &times, &o, line, sizeof(line));
+    LOG_I("worker %s: action %s/%" PRId64 " %s", run->slot_name, hex, run->digest.size, line);
     if (exec_response_pack(o.result, false, &o.status, o.verdict[0] ? o.verdict : o.status.message,
                            &run->response, &run->response_len) != 0) {
         run->response = NULL;
@@ -237,8 +250,9 @@ static uint64_t worker_next_sync_us(const SyncResponse *r)
     return (uint64_t)t->seconds * 1000000 + (uint64_t)t->nanos / 1000;
 }
 
-/* Waits for the runner until the wall-clock time until_us; true when done. */
-static bool worker_wait_run(struct worker_run *run, uint64_t until_us)
+/* Waits for the runner until the wall-clock time until_us; true when done,
+ * else *stage says what it is doing. */
+static bool worker_wait_run(struct worker_run *run, uint64_t until_us, enum worker_stage *stage)
 {
     struct timespec ts = {.tv_sec = (time_t)(until_us / 1000000),
                           .tv_nsec = (long)(until_us % 1000000) * 1000};
@@ -248,6 +262,7 @@ static bool worker_wait_run(struct worker_run *run, uint64_t until_us)
     while (!run->done && pthread_cond_timedwait(&run->done_cond, &run->lock, &ts) == 0)
         ;
     done = run->done;
+    *stage = run->stage;
     pthread_mutex_unlock(&run->lock);
     return done;
 }
@@ -271,6 +286,7 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
     const char *suffix = ex->instance_name_suffix ? ex->instance_name_suffix : "";
     pthread_t runner;
     bool runner_started;
+    enum worker_stage stage;
     uint64_t until;
     int attempts = 0;
 
@@ -309,12 +325,22 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
 
     /* Busy: report by each next_synchronization_at until the runner is done. */
     until = clock_real_us() + 1000000;
-    while (!run.done && !worker_wait_run(&run, until)) {
+    while (!worker_wait_run(&run, until, &stage)) {
         SyncResponse *r = NULL;
 
-        cex.execution_state_case =
-            BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_RUNNING;
-        cex.running = &empty;
+        if (stage == WORKER_FETCHING) {
+            cex.execution_state_case =
+                BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_FETCHING_INPUTS;
+            cex.fetching_inputs = &empty;
+        } else if (stage == WORKER_RUNNING) {
+            cex.execution_state_case =
+                BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_RUNNING;
+            cex.running = &empty;
+        } else {
+            cex.execution_state_case =
+                BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_UPLOADING_OUTPUTS;
+            cex.uploading_outputs = &empty;
+        }
         if (worker_sync(slot, &cur, atomic_load(&fw->stopping), &r, &cst) != 0) {
             LOG_W("worker %s: Synchronize failed: %s: %s", slot->name,
                   rpc_status_code_name(cst.code), cst.message);
@@ -361,6 +387,20 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
     free(run.response);
     pthread_cond_destroy(&run.done_cond);
     pthread_mutex_destroy(&run.lock);
+}
+
+/* An idle answer may ask for the next Synchronize later (a scheduler that
+ * holds no more calls): wait until then, at most WORKER_IDLE_WAIT_MAX_S,
+ * and not once the worker is stopping. */
+#define WORKER_IDLE_WAIT_MAX_S 10
+static void worker_sleep_until(struct fleet_worker *fw, uint64_t until_us)
+{
+    uint64_t limit = clock_real_us() + WORKER_IDLE_WAIT_MAX_S * 1000000ULL;
+
+    if (until_us > limit)
+        until_us = limit;
+    while (!atomic_load(&fw->stopping) && clock_real_us() < until_us)
+        usleep(100 * 1000);
 }
 
 static void *worker_slot_main(void *arg)
@@ -410,6 +450,7 @@ static void *worker_slot_main(void *arg)
             r = next; /* the answer to the completion: maybe the next action */
             continue;
         }
+        worker_sleep_until(fw, worker_next_sync_us(r));
         protobuf_c_message_free_unpacked(&r->base, NULL);
         r = NULL;
         /* Stop once the scheduler has heard prefer_being_idle (it answers

@@ -154,6 +154,28 @@ def _concurrent(ctx):
     raise eh.Fail("second Synchronize never refused (last: %s %s)" % (code, msg))
 
 
+@checks("past half of stream_threads held, an idle slot is told to poll again later")
+def _held_bound(ctx):
+    d2, _c2 = ctx.ds.get("tight", SCHED_ARGS + ["--set", "server.stream_threads=4"])
+    ws = [fc.Worker(d2.target, {"hostname": "t%d" % i, "slot": "0"}) for i in range(3)]
+    for w in ws:
+        w.idle(prefer_idle=True)  # joined
+    for _attempt in range(5):
+        held = [threading.Thread(target=w.idle, daemon=True) for w in ws[:2]]
+        for t in held:
+            t.start()
+        time.sleep(0.5)  # both held (idle_poll = 2 s): the bound, 4 / 2
+        t0 = time.time()
+        r = ws[2].idle()
+        for t in held:
+            t.join()
+        if r.next_synchronization_at.ToNanoseconds() / 1e9 > t0 + 0.5:
+            for w in ws:
+                w.close()
+            return
+    raise eh.Fail("a third idle slot was never told to come back later")
+
+
 @checks("garbage bytes on Synchronize: INVALID_ARGUMENT")
 def _garbage(ctx):
     w = ctx.worker("delta")
@@ -216,7 +238,10 @@ def _orphans(ctx):
     sq.wait_for(lambda ops: ops, 10)
     sr.wait_for(lambda ops: ops, 10)
     # the worker takes one of the two (either order), the other stays queued
-    r = w.idle()
+    for _ in range(5):
+        r = w.idle()
+        if fc.executing(r):
+            break
     need(fc.executing(r), "worker given nothing")
     taken = r.desired_state.executing.action_digest
     sq.cancel()
@@ -229,14 +254,15 @@ def _orphans(ctx):
         time.sleep(0.5)
     else:
         raise eh.Fail("the running orphan was never taken off its worker")
-    for _ in range(10):  # the queued one goes in the same reaper pass or the next
-        if "cancelled while queued" in ctx.log():
+    lines = ("cancelled on worker hostname=orphan,slot=0", "cancelled while queued")
+    for _ in range(20):  # the queued one goes in the same reaper pass or the next
+        if all(x in ctx.log() for x in lines):
             break
         time.sleep(0.5)
-    need(not fc.executing(w.idle()), "the queued orphan was still handed out")
     log = ctx.log()
-    need("cancelled on worker hostname=orphan,slot=0" in log, "no log line for the running orphan")
-    need("cancelled while queued" in log, "no log line for the queued orphan")
+    need(lines[0] in log, "no log line for the running orphan %s", rc.dstr(taken))
+    need(lines[1] in log, "no log line for the queued orphan")
+    need(not fc.executing(w.idle()), "the queued orphan was still handed out")
     w.close()
 
 

@@ -170,7 +170,8 @@ def _run(ctx):
     ad = eh.upload_action(ctx.c, ["/bin/sh", "-c", "sleep 2; cat in.txt > out; echo hi"],
                           root=root, output_paths=["out"])
     busy, resp = ctx.run(ad)
-    need(len(busy) >= 1, "no busy report during a 2 s action")
+    need("running" in busy, "no 'running' report during a 2 s action: %s", busy)
+    need(set(busy) <= {"fetching_inputs", "running", "uploading_outputs"}, "reports %s", busy)
     need(resp.status.code == 0, "status %s %s", resp.status.code, resp.status.message)
     r = resp.result
     need(r.exit_code == 0, "exit %d", r.exit_code)
