@@ -66,6 +66,7 @@ static const struct config_key config_keys[] = {
     STR("server", worker_name,
         "name reported in ExecutedActionMetadata.worker (default: hostname)"),
     STR("server", log_level, "error, warn, info or debug"),
+    STR("server", role, "all (one host), scheduler or worker (docs/fleet.md)"),
     SIZE("server", "rpc_threads", rpc_threads, 1, 256, "threads serving short calls"),
     SIZE("server", "stream_threads", stream_threads, 1, 4096,
          "threads serving long streams (Execute, WaitExecution): at most this many at once"),
@@ -82,12 +83,25 @@ static const struct config_key config_keys[] = {
          "digests in one FindMissingBlobs/BatchUpdateBlobs/BatchReadBlobs request"),
     SIZE("server", "read_chunk_bytes", read_chunk_bytes, 4 * KIB, 64 * MIB,
          "ByteStream.Read chunk size"),
+    SIZE("server", "stream_stall_timeout", stream_stall_timeout, 0, 86400,
+         "seconds a call may wait on a client that neither reads nor writes before it is "
+         "cancelled with RESOURCE_EXHAUSTED, freeing its thread (0 = until its deadline)"),
     SIZE("server", "max_uploads", max_uploads, 1, 100000,
          "resumable ByteStream uploads kept at once (oldest idle one dropped)"),
     SIZE("cas", "max_bytes", cas_max_bytes, 0, 1024 * TIB,
          "CAS size above which least recently used blobs are evicted (0 = no limit)"),
     STR("cas", ingest_mode,
         "how action outputs are read and hashed: auto, uring or threads (docs/ingestion.md)"),
+    SIZE("cas", "disk_headroom", cas_disk_headroom, 0, 1024 * TIB,
+         "free space kept on the state dir's filesystem (the smaller of this and "
+         "disk_headroom_percent); the CAS limit is at most the blobs plus the free space minus it"),
+    SIZE("cas", "disk_headroom_percent", cas_disk_headroom_percent, 0, 90,
+         "free space kept on the state dir's filesystem, in percent of its size"),
+    STR_KEY(
+        "cas", "fsync", cas_fsync,
+        "what a commit syncs before a blob or action-cache entry is visible: none, data or full"),
+    SIZE("cas", "lock_wait", cas_lock_wait, 0, 3600,
+         "seconds start-up waits for the store lock of a casboxd that is still exiting"),
     SIZE("cas", "ingest_threads", ingest_threads, 0, 256,
          "hashing threads per output collection (0 = number of CPUs)"),
     SIZE("cas", "ingest_queue_depth", ingest_queue_depth, 1, 1024,
@@ -152,6 +166,69 @@ static const struct config_key config_keys[] = {
          "URI -> digest mappings remembered (least recently used dropped first)"),
     STR_KEY("asset", "allowed_url_prefixes", asset_allowed_url_prefixes,
             "space-separated http(s) URL prefixes FetchBlob may download from (empty: none)"),
+    /* TLS, credentials and permissions (auth/auth.h, docs/security.md) */
+    STR_KEY("tls", "certificate", tls_certificate,
+            "PEM certificate chain; with private_key, turns TLS on (empty: plaintext)"),
+    STR_KEY("tls", "private_key", tls_private_key,
+            "PEM private key of certificate (not readable by other users)"),
+    STR_KEY("tls", "client_ca", tls_client_ca,
+            "PEM CA: clients must present a certificate it signed (mutual TLS; empty: none asked)"),
+    STR_KEY("auth", "tokens_file", auth_tokens_file,
+            "TOKEN PERMISSIONS [INSTANCE_PREFIX...] lines; calls then need 'authorization: Bearer' "
+            "(SIGHUP re-reads it)"),
+    STR_KEY("auth", "certificates_file", auth_certificates_file,
+            "NAME PERMISSIONS [INSTANCE_PREFIX...] lines: a client certificate's CN or DNS SAN "
+            "(needs client_ca; SIGHUP re-reads it)"),
+    STR_KEY("auth", "anonymous", auth_anonymous,
+            "what a call without credentials may do: none or a list of read, write, write-ac, "
+            "execute, worker (empty: none when auth is on, everything when off)"),
+    STR_KEY("client", "tls_ca", client_tls_ca,
+            "casboxd as a client (worker, remote CAS) of grpcs://: the CA of the server (empty: "
+            "the system's)"),
+    STR_KEY("client", "tls_certificate", client_tls_certificate,
+            "casboxd as a client: its certificate for mutual TLS (with tls_private_key)"),
+    STR_KEY("client", "tls_private_key", client_tls_private_key,
+            "casboxd as a client: the key of tls_certificate"),
+    STR_KEY("client", "token_file", client_token_file,
+            "casboxd as a client: a file holding the bearer token it sends (empty: none)"),
+    /* the fleet (docs/fleet.md) */
+    SIZE("scheduler", "worker_timeout", sched_worker_timeout, 2, 3600,
+         "seconds without a Synchronize after which a worker slot is lost and its action requeued"),
+    SIZE("scheduler", "max_retries", sched_max_retries, 0, 100,
+         "times an action is requeued after losing its worker before it fails UNAVAILABLE"),
+    SIZE("scheduler", "max_workers", sched_max_workers, 1, 1000000,
+         "worker slots known at once; beyond it Synchronize answers RESOURCE_EXHAUSTED"),
+    SIZE("scheduler", "max_queued", sched_max_queued, 1, 10000000,
+         "actions waiting for a worker; beyond it Execute answers RESOURCE_EXHAUSTED"),
+    SIZE("scheduler", "grace", sched_grace, 0, 3600,
+         "seconds after start during which an action no worker fits is UNAVAILABLE, not refused"),
+    SIZE("scheduler", "idle_poll", sched_idle_poll, 1, 600,
+         "seconds an idle worker's Synchronize is held waiting for work (below worker_timeout)"),
+    SIZE("scheduler", "orphan_timeout", sched_orphan_timeout, 1, 86400,
+         "seconds an action stays queued or on its worker after its last client left; then it "
+         "is cancelled"),
+    STR_KEY("worker", "scheduler", worker_scheduler, "grpc://HOST:PORT of the scheduler"),
+    STR_KEY("worker", "name", worker_name,
+            "NAME in the worker_id {hostname: NAME, slot: N} (same as [server] worker_name)"),
+    STR_KEY("worker", "platform", worker_platform,
+            "platform properties announced, NAME=VALUE,NAME=VALUE"),
+    STR_KEY("worker", "instance_name_prefix", worker_instance_prefix,
+            "instance_name_prefix announced: the instance names this worker serves"),
+    STR_KEY("http", "listen", http_listen,
+            "HOST:PORT of the web pages and /metrics (empty: off; docs/operations.md)"),
+    SIZE("http", "history_size", http_history_size, 1, 100000,
+         "finished actions (failed ones too) kept for the web pages"),
+    SIZE("http", "max_connections", http_max_connections, 1, 10000,
+         "HTTP connections at once; more are refused"),
+    SIZE("http", "connection_timeout", http_connection_timeout, 1, 3600,
+         "seconds an HTTP connection may stay idle before it is closed"),
+    SIZE("http", "request_bytes", http_request_bytes, 4 * KIB, 1 * MIB,
+         "memory per HTTP connection for the request line and headers (larger: 414/431)"),
+    SIZE("http", "threads", http_threads, 1, 64, "threads serving HTTP"),
+    SIZE("http", "inline_bytes", http_inline_bytes, 1 * KIB, 16 * MIB,
+         "bytes of an action's stdout and stderr shown on its page (the rest is a download)"),
+    SIZE("http", "max_message_bytes", http_max_message_bytes, 64 * KIB, 1 * GIB,
+         "largest Action, Command or Directory a page decodes"),
 };
 
 /* Names in the file for the exec_* string fields (the table uses the field). */
@@ -173,6 +250,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->stream_threads = 256;
     cfg->transfer_threads = 64;
     cfg->max_inflight_calls = 1024;
+    cfg->stream_stall_timeout = 120;
     cfg->max_message_bytes = 16 * MIB;
     cfg->max_batch_bytes = 4 * MIB;
     cfg->max_batch_blobs = 100000;
@@ -181,6 +259,10 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->cas_max_bytes = 20 * GIB;
     snprintf(cfg->ingest_mode, sizeof(cfg->ingest_mode), "auto");
     cfg->ingest_threads = 0;
+    cfg->cas_disk_headroom = 1 * GIB;
+    cfg->cas_disk_headroom_percent = 5;
+    snprintf(cfg->cas_fsync, sizeof(cfg->cas_fsync), "none");
+    cfg->cas_lock_wait = 10;
     cfg->ingest_queue_depth = 64;
     cfg->cas_remote_timeout = 60;
     cfg->cas_remote_batch_digests = 4096;
@@ -207,6 +289,23 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->asset_timeout = 600;
     cfg->asset_max_fetches = 4;
     cfg->asset_max_mappings = 100000;
+    snprintf(cfg->role, sizeof(cfg->role), "all");
+    cfg->sched_worker_timeout = 60;
+    cfg->sched_max_retries = 2;
+    cfg->sched_max_workers = 4096;
+    cfg->sched_max_queued = 100000;
+    cfg->sched_grace = 30;
+    cfg->sched_idle_poll = 20;
+    cfg->sched_orphan_timeout = 60;
+    snprintf(cfg->worker_platform, sizeof(cfg->worker_platform), "OSFamily=Linux,ISA=x86-64");
+    snprintf(cfg->http_listen, sizeof(cfg->http_listen), "127.0.0.1:8981");
+    cfg->http_history_size = 1000;
+    cfg->http_max_connections = 64;
+    cfg->http_connection_timeout = 30;
+    cfg->http_request_bytes = 32 * KIB;
+    cfg->http_threads = 2;
+    cfg->http_inline_bytes = 64 * KIB;
+    cfg->http_max_message_bytes = 4 * MIB;
 }
 
 int config_parse_size(const char *s, uint64_t *out)
@@ -543,6 +642,29 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->exec_slots = n > 0 ? (uint64_t)n : 1;
     }
+    if (strcmp(cfg->role, "all") != 0 && strcmp(cfg->role, "scheduler") != 0 &&
+        strcmp(cfg->role, "worker") != 0) {
+        snprintf(err, err_len, "[server] role '%s' is not all, scheduler or worker", cfg->role);
+        return -EINVAL;
+    }
+    if (strcmp(cfg->role, "worker") == 0 && cfg->worker_scheduler[0] == '\0') {
+        snprintf(err, err_len,
+                 "role worker needs [worker] scheduler (--scheduler grpc://HOST:PORT)");
+        return -EINVAL;
+    }
+    if (config_check_remote("[worker] scheduler", cfg->worker_scheduler, err, err_len) != 0)
+        return -EINVAL;
+    /* a worker's CAS is the scheduler's unless --cas / [cas] remote says otherwise */
+    if (strcmp(cfg->role, "worker") == 0 && cfg->cas_remote[0] == '\0')
+        snprintf(cfg->cas_remote, sizeof(cfg->cas_remote), "%s", cfg->worker_scheduler);
+    if (strcmp(cfg->role, "worker") == 0 && cfg->ac_remote[0] == '\0')
+        snprintf(cfg->ac_remote, sizeof(cfg->ac_remote), "%s", cfg->cas_remote);
+    if (cfg->sched_idle_poll >= cfg->sched_worker_timeout) {
+        snprintf(err, err_len,
+                 "[scheduler] idle_poll %" PRIu64 " must be below worker_timeout %" PRIu64,
+                 cfg->sched_idle_poll, cfg->sched_worker_timeout);
+        return -EINVAL;
+    }
     if (cfg->exec_default_timeout > cfg->exec_max_timeout) {
         snprintf(err, err_len,
                  "[execution] default_timeout %" PRIu64 " exceeds max_timeout %" PRIu64,
@@ -574,6 +696,11 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         strcmp(cfg->exec_fuse_passthrough, "off") != 0) {
         snprintf(err, err_len, "[execution] fuse_passthrough '%s' is not auto or off",
                  cfg->exec_fuse_passthrough);
+        return -EINVAL;
+    }
+    if (strcmp(cfg->cas_fsync, "none") != 0 && strcmp(cfg->cas_fsync, "data") != 0 &&
+        strcmp(cfg->cas_fsync, "full") != 0) {
+        snprintf(err, err_len, "[cas] fsync '%s' is not none, data or full", cfg->cas_fsync);
         return -EINVAL;
     }
     if (strcmp(cfg->ingest_mode, "auto") != 0 && strcmp(cfg->ingest_mode, "uring") != 0 &&

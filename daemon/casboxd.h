@@ -6,7 +6,9 @@
 #define CASBOX_CASBOXD_H
 
 #include <pthread.h>
+#include <signal.h>
 
+#include "auth/auth.h"
 #include "cas/cas.h"
 #include "config/config.h"
 #include "exec/exec.h"
@@ -19,6 +21,8 @@ struct bytestream_uploads;
 struct exec_service;
 struct asset_service;
 struct casfs;
+struct observe;
+struct metrics;
 
 struct casboxd {
     /* The effective configuration. Keys that SIGHUP may change are read
@@ -34,12 +38,22 @@ struct casboxd {
     struct casfs *fs;            /* the FUSE input-tree mount; NULL: hardlink staging */
     struct remote *remote;       /* [cas] remote: the source of truth; NULL: the store is */
     struct remote *ac_remote;    /* [action_cache] remote; NULL: the local action cache */
+    struct observe *obs;         /* metrics, the web pages' board, [http] (observe.c) */
     struct exec_copies copies;
     /* What exec_run gets: the fields above, and the scratch paths below. */
     struct exec_env env;
     char scratch_dir[4096];   /* <state>/cas/exec */
     char exec_blob_dir[4096]; /* <state>/cas/exec-blobs */
+    /* Who may do what (auth_setup.c): the policy every call is judged by,
+     * and the server's TLS files. */
+    struct auth_guard auth;
+    struct auth_tls_files tls;
 };
+
+/* The status code of a failed store write (rc, a negative errno; need: the
+ * bytes the call wanted to store) and its message in msg
+ * (svc_store_error.c). */
+grpc_status_code svc_store_error(struct casboxd *d, int rc, uint64_t need, char *msg, size_t len);
 
 /* --- the upstream CAS and ActionCache (shared_storage.c) --- */
 
@@ -73,6 +87,19 @@ void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out);
  * others as needing a restart (SIGHUP). */
 int casboxd_config_reload(struct casboxd *d, const struct casbox_config *fresh);
 
+/* [tls] and [auth] (auth_setup.c): reads and checks the files, fills d->tls
+ * and d->auth; on failure prints one line naming the file and returns
+ * non-zero (casboxd refuses to start). */
+int casboxd_auth_start(struct casboxd *d);
+void casboxd_auth_stop(struct casboxd *d);
+/* SIGHUP: the tokens and certificates files again, with fresh's [auth]
+ * keys; a broken file keeps the current policy and logs why. */
+void casboxd_auth_reload(struct casboxd *d, const struct casbox_config *fresh);
+/* What casboxd's own clients (worker -> scheduler, remote CAS) use: [client]
+ * tls_ca, tls_certificate, tls_private_key and token_file. cfg must outlive
+ * the options. */
+void casboxd_client_options(const struct casbox_config *cfg, struct rpc_client_options *out);
+
 /* Each service exports its method table. */
 extern const struct rpc_method capabilities_methods[];
 extern const size_t capabilities_n_methods;
@@ -86,6 +113,12 @@ extern const struct rpc_method execution_methods[];
 extern const size_t execution_n_methods;
 extern const struct rpc_method asset_methods[];
 extern const size_t asset_n_methods;
+/* role scheduler: Buildbarn's worker protocol (svc_operation_queue.c) and
+ * casbox's fleet admin service (svc_fleet_admin.c) */
+extern const struct rpc_method operation_queue_methods[];
+extern const size_t operation_queue_n_methods;
+extern const struct rpc_method fleet_admin_methods[];
+extern const size_t fleet_admin_n_methods;
 
 /* ByteStream's resumable uploads table (svc_bytestream.c). */
 int bytestream_uploads_new(uint64_t max_uploads, struct bytestream_uploads **out);
@@ -156,5 +189,42 @@ int execution_run_action(struct casboxd *d, const char *instance, struct action 
 int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *result, bool cached,
                        const struct reapi_status *st, const char *message, uint8_t **out,
                        size_t *len);
+
+/* --- role worker (worker.c) ---
+ *
+ * One Buildbarn Synchronize loop per execution slot against
+ * [worker] scheduler, each running its actions with execution_run_action;
+ * returns when a signal in sigs (SIGTERM, SIGINT) asked it to stop and the
+ * running actions are finished. 0, or a negative errno when it could not
+ * start. */
+int fleet_worker_run(struct casboxd *d, const sigset_t *sigs);
+/* Actions waiting for a slot and actions running (for the metrics). */
+void exec_service_counts(struct exec_service *svc, uint64_t *queued, uint64_t *running);
+
+/* --- metrics and the web pages (observe.c) ---
+ * Each observe_* function does nothing while d->obs is NULL. */
+int observe_start(struct casboxd *d); /* the registry, the board, the families */
+struct metrics *observe_metrics(struct casboxd *d);
+int observe_serve(struct casboxd *d); /* [http] listen; 0 when empty */
+void observe_stop_serving(struct casboxd *d);
+void observe_stop(struct casboxd *d);
+enum observe_cache { OBSERVE_CACHE_HIT, OBSERVE_CACHE_MISS, OBSERVE_CACHE_MISS_BLOB_GONE };
+/* via: "get_action_result" or "execute" */
+void observe_cache_lookup(struct casboxd *d, const char *via, enum observe_cache result);
+/* direction: "written" or "read"; api: "batch" or "bytestream" */
+void observe_transfer(struct casboxd *d, const char *direction, const char *api, uint64_t blobs,
+                      uint64_t bytes);
+void observe_find_missing(struct casboxd *d, uint64_t asked, uint64_t missing);
+/* An action's life on the board: queued (call: its Execute, for
+ * RequestMetadata), taken by a slot, its result, finished. */
+void observe_action_queued(struct casboxd *d, struct rpc_call *call, const char *instance,
+                           const struct cas_digest *dg, bool executing);
+void observe_action_started(struct casboxd *d, const char *instance, const struct cas_digest *dg);
+void observe_action_result(struct casboxd *d, const char *instance, const struct action *act,
+                           const struct exec_times *t, const struct exec_outcome *o);
+/* response: the ExecuteResponse the watchers got (NULL: none), kept in the
+ * CAS for the action page. */
+void observe_action_finished(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                             const uint8_t *response, size_t response_len);
 
 #endif

@@ -26,6 +26,10 @@ int execution_action_load(struct casboxd *d, const char *instance, const struct 
 
     (void)instance;
     casboxd_config_snapshot(d, &cfg);
+    /* In a fleet the scheduler has matched the action's platform to the
+     * worker's announced properties (superset): any property name is fine. */
+    if (strcmp(cfg.role, "all") != 0)
+        snprintf(cfg.exec_accepted_properties, sizeof(cfg.exec_accepted_properties), "*");
     max_ms = cfg.exec_max_timeout * 1000u;
     rc = action_load(d->store, digest, &cfg, out, st);
     if (rc != 0)
@@ -197,6 +201,7 @@ int execution_run_action(struct casboxd *d, const char *instance, struct action 
     execution_log_line(act, times, &o, log_line, log_len);
     rc = exec_response_pack(o.result, false, &o.status, o.verdict[0] ? o.verdict : o.status.message,
                             response, response_len);
+    observe_action_result(d, instance, act, times, &o);
     *left = o.left;
     exec_outcome_free(&o);
     return rc;

@@ -168,6 +168,8 @@ static void ac_get(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "GetActionResultRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(
             &req->base, REAPI_FIELD_GET_ACTION_RESULT_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -175,6 +177,7 @@ static void ac_get(void *ctx, struct rpc_call *call)
         goto out;
     rc = shared_ac_get(d, req->instance_name ? req->instance_name : "", &action, &buf, &len, &st);
     if (rc == -ENOENT) {
+        observe_cache_lookup(d, "get_action_result", OBSERVE_CACHE_MISS);
         reapi_status_set(&st, GRPC_STATUS_NOT_FOUND, "no result for action %s/%" PRId64,
                          req->action_digest->hash, req->action_digest->size_bytes);
         goto out;
@@ -191,6 +194,7 @@ static void ac_get(void *ctx, struct rpc_call *call)
     }
     rc = action_cache_result_complete(d, result, &st);
     if (rc == 0) {
+        observe_cache_lookup(d, "get_action_result", OBSERVE_CACHE_MISS_BLOB_GONE);
         reapi_status_set(&st, GRPC_STATUS_NOT_FOUND,
                          "result for action %s references blobs no longer in the CAS%s%s",
                          req->action_digest->hash, d->remote ? " at " : "",
@@ -199,6 +203,7 @@ static void ac_get(void *ctx, struct rpc_call *call)
     }
     if (rc < 0)
         goto out;
+    observe_cache_lookup(d, "get_action_result", OBSERVE_CACHE_HIT);
 out:
     rpc_call_finish(call, result && reapi_status_ok(&st) ? &result->base : NULL, &st);
     if (result != NULL)
@@ -226,6 +231,8 @@ static void ac_update(void *ctx, struct rpc_call *call)
                          "UpdateActionResultRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(
             &req->base, REAPI_FIELD_UPDATE_ACTION_RESULT_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -253,9 +260,9 @@ out:
 
 const struct rpc_method action_cache_methods[] = {
     {"/build.bazel.remote.execution.v2.ActionCache/GetActionResult", RPC_UNARY, RPC_POOL_SHORT,
-     ac_get},
+     ac_get, AUTH_PERM_READ},
     {"/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult", RPC_UNARY, RPC_POOL_SHORT,
-     ac_update},
+     ac_update, AUTH_PERM_WRITE_AC},
 };
 const size_t action_cache_n_methods =
     sizeof(action_cache_methods) / sizeof(action_cache_methods[0]);

@@ -69,6 +69,8 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
                          "FindMissingBlobsRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(
             &req->base, REAPI_FIELD_FIND_MISSING_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -97,6 +99,7 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
         if (missing[i])
             resp.missing_blob_digests[resp.n_missing_blob_digests++] = req->blob_digests[i];
     }
+    observe_find_missing(d, req->n_blob_digests, resp.n_missing_blob_digests);
 out:
     rpc_call_finish(call, reapi_status_ok(&st) ? &resp.base : NULL, &st);
     free(missing);
@@ -233,7 +236,7 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
     Google__Rpc__Status *statuses = NULL;
     struct reapi_zstd_decoder *dec = NULL;
     struct reapi_status st;
-    uint64_t total = 0;
+    uint64_t total = 0, stored_blobs = 0, stored_bytes = 0;
     size_t n = 0;
 
     reapi_status_init(&st);
@@ -244,6 +247,8 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
                          "BatchUpdateBlobsRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(
             &req->base, REAPI_FIELD_BATCH_UPDATE_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -294,16 +299,20 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
                                 : ", decompressed from zstd",
                             r->digest->hash, r->digest->size_bytes);
         } else if (rc != 0) {
-            cas_status_fill(&statuses[i],
-                            rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
-                            "storing %s failed: %s", r->digest->hash, strerror(-rc));
+            char why[512];
+            grpc_status_code code = svc_store_error(d, rc, (uint64_t)dg.size, why, sizeof(why));
+
+            cas_status_fill(&statuses[i], code, "storing %s failed: %s", r->digest->hash, why);
         } else {
             google__rpc__status__init(&statuses[i]);
+            stored_blobs++;
+            stored_bytes += (uint64_t)dg.size;
         }
     }
     if (d->remote != NULL)
         cas_update_push(d, req, &resp, statuses);
 out:
+    observe_transfer(d, "written", "batch", stored_blobs, stored_bytes);
     rpc_call_finish(call, &resp.base, &st);
     for (size_t i = 0; statuses != NULL && i < resp.n_responses; i++)
         cas_status_free(&statuses[i]);
@@ -363,7 +372,7 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
     struct reapi_unknown_out *compressors = NULL;
     struct cas_digest *digests = NULL;
     struct reapi_status st;
-    uint64_t total = 0;
+    uint64_t total = 0, read_blobs = 0, read_bytes = 0;
     bool zstd = false;
     size_t n = 0;
 
@@ -374,6 +383,8 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "BatchReadBlobsRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(&req->base,
                                     REAPI_FIELD_BATCH_READ_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -415,6 +426,8 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         if (rc == 0) {
             entries[i].data.data = buf;
             entries[i].data.len = len;
+            read_blobs++;
+            read_bytes += len;
             if (zstd)
                 cas_read_compress(&entries[i], &compressors[i]);
             google__rpc__status__init(&statuses[i]);
@@ -428,6 +441,7 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         }
     }
 out:
+    observe_transfer(d, "read", "batch", read_blobs, read_bytes);
     rpc_call_finish(call, &resp.base, &st);
     for (size_t i = 0; entries != NULL && i < resp.n_responses; i++) {
         free(entries[i].data.data);
@@ -562,6 +576,8 @@ static void cas_get_tree(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "GetTreeRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(&req->base, REAPI_FIELD_GET_TREE_REQUEST_DIGEST_FUNCTION,
                                     &st) != 0)
         goto out;
@@ -644,12 +660,12 @@ out:
 
 const struct rpc_method cas_methods[] = {
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs", RPC_UNARY,
-     RPC_POOL_SHORT, cas_find_missing},
+     RPC_POOL_SHORT, cas_find_missing, AUTH_PERM_READ},
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs", RPC_UNARY,
-     RPC_POOL_SHORT, cas_batch_update},
+     RPC_POOL_SHORT, cas_batch_update, AUTH_PERM_WRITE},
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs", RPC_UNARY,
-     RPC_POOL_SHORT, cas_batch_read},
+     RPC_POOL_SHORT, cas_batch_read, AUTH_PERM_READ},
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree", RPC_SERVER_STREAM,
-     RPC_POOL_SHORT, cas_get_tree},
+     RPC_POOL_SHORT, cas_get_tree, AUTH_PERM_READ},
 };
 const size_t cas_n_methods = sizeof(cas_methods) / sizeof(cas_methods[0]);

@@ -60,7 +60,9 @@ struct rpc_call {
     bool finished;
     struct rpc_finish_state fin; /* the final batch, until it completes */
     struct rpc_call *next;       /* pool queue link */
-    uint64_t arrived_us;         /* when the dispatcher got it (debug log) */
+    uint64_t arrived_us;         /* when the dispatcher got it (debug log, latency) */
+    struct rpc_call_auth auth;   /* authorize.c */
+    grpc_status_code status;     /* what the final batch sent (metrics) */
 };
 
 struct rpc_pool_state {
@@ -87,12 +89,16 @@ struct rpc_server {
     uint64_t pending_requests; /* dispatcher thread only */
     bool shutting_down;        /* dispatcher thread only */
     struct rpc_pool_state pools[RPC_POOL_COUNT];
+    struct rpc_server_auth auth; /* authorize.c */
+    struct rpc_server_metrics metrics;
+    uint64_t stall_timeout_ms; /* rpc_server_options */
 };
 
 static void rpc_call_free(struct rpc_call *c)
 {
     if (c == NULL)
         return;
+    rpc_call_auth_release(c);
     if (c->call != NULL)
         grpc_call_unref(c->call);
     if (c->fin.started)
@@ -111,8 +117,36 @@ static void rpc_call_free(struct rpc_call *c)
  * failed (client gone, deadline, server shutdown). */
 static int rpc_call_run_batch(struct rpc_call *c, const grpc_op *ops, size_t n)
 {
-    int rc = rpc_batch_run(c->call, c->cq, ops, n, c);
+    gpr_timespec limit;
+    grpc_event ev;
+    int rc;
 
+    if (c->srv->stall_timeout_ms == 0) {
+        rc = rpc_batch_run(c->call, c->cq, ops, n, c);
+        goto out;
+    }
+    /* A client that neither reads nor writes must not keep the thread. */
+    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) {
+        rc = -EIO;
+        goto out;
+    }
+    limit = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                         gpr_time_from_millis((int64_t)c->srv->stall_timeout_ms, GPR_TIMESPAN));
+    ev = grpc_completion_queue_pluck(c->cq, c, limit, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        LOG_I("%s: the client made no progress for %" PRIu64 " ms: call cancelled "
+              "(server.stream_stall_timeout)",
+              rpc_call_method(c), c->srv->stall_timeout_ms);
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                     "the stream made no progress within "
+                                     "server.stream_stall_timeout: cancelled to free its thread",
+                                     NULL);
+        ev = grpc_completion_queue_pluck(c->cq, c, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        rc = -ECANCELED;
+        goto out;
+    }
+    rc = ev.type == GRPC_OP_COMPLETE && ev.success ? 0 : -ECANCELED;
+out:
     if (rc == -EIO)
         LOG_E("%s: grpc_call_start_batch failed", rpc_call_method(c));
     return rc;
@@ -181,6 +215,10 @@ static int rpc_call_send_buffer(struct rpc_call *c, grpc_byte_buffer *bb)
     size_t n = 0;
     int rc;
 
+    if (!rpc_call_auth_may_answer(c)) {
+        grpc_byte_buffer_destroy(bb);
+        return -EPERM;
+    }
     memset(ops, 0, sizeof(ops));
     if (!c->sent_initial_md) {
         ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -251,6 +289,7 @@ static int rpc_finish_ops(struct rpc_call *c, const ProtobufCMessage *msg,
     }
     ops[*n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[*n].data.send_status_from_server.status = st ? st->code : GRPC_STATUS_OK;
+    c->status = st ? st->code : GRPC_STATUS_OK;
     f->details = grpc_slice_from_copied_string(st ? st->message : "");
     ops[*n].data.send_status_from_server.status_details = &f->details;
     if (st != NULL && !reapi_status_ok(st)) {
@@ -284,6 +323,15 @@ static int rpc_call_finish_begin(struct rpc_call *c, const ProtobufCMessage *msg
     grpc_call_error e;
     int rc;
 
+    if ((st == NULL || reapi_status_ok(st)) && !rpc_call_auth_may_answer(c)) {
+        struct reapi_status refused;
+
+        reapi_status_init(&refused);
+        refused.code = GRPC_STATUS_INTERNAL;
+        snprintf(refused.message, sizeof(refused.message),
+                 "internal error: %s answered without an authorization check", rpc_call_method(c));
+        return rpc_call_finish_begin(c, NULL, &refused);
+    }
     memset(ops, 0, sizeof(ops));
     rc = rpc_finish_ops(c, msg, st, ops, &n);
     if (rc != 0) {
@@ -422,6 +470,9 @@ static void rpc_call_reject(struct rpc_call *c, grpc_status_code code, const cha
         }
     }
     grpc_slice_unref(details);
+    rpc_server_metrics_end(&c->srv->metrics, c->srv->methods,
+                           c->method ? (size_t)(c->method - c->srv->methods) : SIZE_MAX, code,
+                           c->arrived_us, false);
     rpc_call_free(c);
 }
 
@@ -556,7 +607,9 @@ static void *rpc_pool_main(void *arg)
 
         srv = c->srv;
         start_us = log_enabled(LOG_LEVEL_DEBUG) ? clock_mono_us() : 0;
-        c->method->handler(srv->ctx, c);
+        rpc_server_metrics_begin(&srv->metrics, (size_t)(c->method - srv->methods));
+        if (rpc_call_authenticate(c) == 0)
+            c->method->handler(srv->ctx, c);
         if (start_us != 0)
             LOG_D("%s: %.2f ms in the handler after %.2f ms queued", c->method->path,
                   (double)(clock_mono_us() - start_us) / 1e3,
@@ -565,6 +618,8 @@ static void *rpc_pool_main(void *arg)
             LOG_E("%s: handler returned without a status", c->method->path);
             rpc_call_fail(c, GRPC_STATUS_INTERNAL, "internal error: no response");
         }
+        rpc_server_metrics_end(&srv->metrics, srv->methods, (size_t)(c->method - srv->methods),
+                               c->status, c->arrived_us, true);
         rpc_call_free(c);
     }
     return NULL;
@@ -619,9 +674,15 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
     srv->methods = methods;
     srv->n_methods = n_methods;
     srv->ctx = ctx;
+    rpc_server_auth_init(&srv->auth, opt);
+    srv->stall_timeout_ms = opt->stall_timeout_ms;
     srv->handles = calloc(n_methods, sizeof(*srv->handles));
     if (srv->handles == NULL)
         goto fail;
+    rc = rpc_server_metrics_init(&srv->metrics, opt->metrics, methods, n_methods);
+    if (rc != 0)
+        goto fail;
+    rc = -ENOMEM;
 
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -648,7 +709,7 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
             goto fail_server;
         }
     }
-    creds = grpc_insecure_server_credentials_create();
+    creds = rpc_tls_server_credentials(opt);
     port = grpc_server_add_http2_port(srv->server, opt->listen, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
@@ -686,6 +747,8 @@ fail_server:
     grpc_completion_queue_shutdown(srv->notify_cq);
     grpc_completion_queue_destroy(srv->notify_cq);
 fail:
+    rpc_server_auth_destroy(&srv->auth);
+    rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
     return rc;
@@ -728,6 +791,30 @@ void rpc_server_stop(struct rpc_server *srv)
         ;
     grpc_server_destroy(srv->server);
     grpc_completion_queue_destroy(srv->notify_cq);
+    rpc_server_auth_destroy(&srv->auth);
+    rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
+}
+
+/* --- what authorize.c reads of a call --- */
+
+struct rpc_call_auth *rpc_call_auth_state(struct rpc_call *c)
+{
+    return &c->auth;
+}
+
+struct rpc_server_auth *rpc_call_server_auth(struct rpc_call *c)
+{
+    return &c->srv->auth;
+}
+
+grpc_call *rpc_call_grpc(struct rpc_call *c)
+{
+    return c->call;
+}
+
+unsigned rpc_call_method_perm(const struct rpc_call *c)
+{
+    return c->method != NULL ? c->method->perm : AUTH_PERM_ALL;
 }
