@@ -164,6 +164,18 @@ struct cas_fetch_counters {
     char reason[320];
 };
 
+/* A plain copy of a cas_fetch_counters, for reports. */
+struct cas_fetch_stats {
+    uint64_t local_hits;
+    uint64_t fetched_blobs;
+    uint64_t fetched_bytes;
+    uint64_t failures;
+    int first_error; /* 0 when none failed */
+    struct cas_digest first_digest;
+    char reason[320];
+};
+void cas_fetch_counters_read(struct cas_fetch_counters *c, struct cas_fetch_stats *out);
+
 /* cas_store_open_blob, cas_store_get and cas_store_blob_path, counting into c
  * (which may be NULL). */
 int cas_store_open_blob_counted(struct cas_store *s, const struct cas_digest *d,

@@ -352,3 +352,17 @@ out:
     free(absent);
     return rc;
 }
+
+void cas_fetch_counters_read(struct cas_fetch_counters *c, struct cas_fetch_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->local_hits = atomic_load(&c->local_hits);
+    out->fetched_blobs = atomic_load(&c->fetched_blobs);
+    out->fetched_bytes = atomic_load(&c->fetched_bytes);
+    out->failures = atomic_load(&c->failures);
+    out->first_error = atomic_load(&c->first_error);
+    if (out->first_error != 0) {
+        out->first_digest = c->first_digest;
+        snprintf(out->reason, sizeof(out->reason), "%s", c->reason);
+    }
+}

@@ -17,7 +17,7 @@
 #include "cas.h"
 
 #define CAS_FETCH_REASON_BYTES 320
-#define CAS_PIN_BUCKETS        1024
+#define CAS_PIN_BUCKETS        16384
 
 struct fetch_flight {
     struct cas_digest digest;

@@ -191,6 +191,9 @@ static const struct config_key config_keys[] = {
          "seconds after start during which an action no worker fits is UNAVAILABLE, not refused"),
     SIZE("scheduler", "idle_poll", sched_idle_poll, 1, 600,
          "seconds an idle worker's Synchronize is held waiting for work (below worker_timeout)"),
+    SIZE("scheduler", "orphan_timeout", sched_orphan_timeout, 1, 86400,
+         "seconds an action stays queued or on its worker after its last client left; then it "
+         "is cancelled"),
     STR_KEY("worker", "scheduler", worker_scheduler, "grpc://HOST:PORT of the scheduler"),
     STR_KEY("worker", "name", worker_name,
             "NAME in the worker_id {hostname: NAME, slot: N} (same as [server] worker_name)"),
@@ -260,6 +263,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->sched_max_queued = 100000;
     cfg->sched_grace = 30;
     cfg->sched_idle_poll = 20;
+    cfg->sched_orphan_timeout = 60;
     snprintf(cfg->worker_platform, sizeof(cfg->worker_platform), "OSFamily=Linux,ISA=x86-64");
 }
 
@@ -612,6 +616,8 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
     /* a worker's CAS is the scheduler's unless --cas / [cas] remote says otherwise */
     if (strcmp(cfg->role, "worker") == 0 && cfg->cas_remote[0] == '\0')
         snprintf(cfg->cas_remote, sizeof(cfg->cas_remote), "%s", cfg->worker_scheduler);
+    if (strcmp(cfg->role, "worker") == 0 && cfg->ac_remote[0] == '\0')
+        snprintf(cfg->ac_remote, sizeof(cfg->ac_remote), "%s", cfg->cas_remote);
     if (cfg->sched_idle_poll >= cfg->sched_worker_timeout) {
         snprintf(err, err_len,
                  "[scheduler] idle_poll %" PRIu64 " must be below worker_timeout %" PRIu64,

@@ -110,6 +110,7 @@ struct casbox_config {
     uint64_t sched_max_queued;        /* actions waiting for a worker */
     uint64_t sched_grace;             /* seconds after start: unknown platforms UNAVAILABLE */
     uint64_t sched_idle_poll;         /* seconds an idle worker's Synchronize is held */
+    uint64_t sched_orphan_timeout;    /* seconds an action nobody waits for is kept */
     char worker_scheduler[256];       /* grpc://HOST:PORT of the scheduler */
     char worker_platform[1024];       /* "OSFamily=Linux,ISA=x86-64" */
     char worker_instance_prefix[256]; /* instance_name_prefix announced */

@@ -53,6 +53,25 @@ struct casboxd {
  * when configured. */
 int shared_storage_start(struct casboxd *d);
 void shared_storage_stop(struct casboxd *d);
+/* Of digests[0..n), sets missing[i] for those the source of truth lacks:
+ * the remote CAS when there is one (a copy in the local cache does not
+ * count: the client's next FindMissingBlobs goes there), else the store. */
+int shared_find_missing(struct casboxd *d, const struct cas_digest *digests, size_t n,
+                        bool *missing, struct reapi_status *st);
+/* Uploads from the store what the remote CAS lacks of digests (no-op
+ * without one): write-through, and outputs before their ActionCache entry. */
+int shared_push(struct casboxd *d, const struct cas_digest *digests, size_t n,
+                struct reapi_status *st);
+/* st for a failed read of dg through the store (rc): NOT_FOUND, or
+ * UNAVAILABLE with the remote's reason when a fetch from it failed. */
+void shared_read_status(struct casboxd *d, const struct cas_digest *dg, int rc,
+                        struct reapi_status *st);
+/* The ActionCache: [action_cache] remote when set, else the local one.
+ * -ENOENT without st set when there is no entry. */
+int shared_ac_get(struct casboxd *d, const char *instance, const struct cas_digest *action,
+                  void **buf, size_t *len, struct reapi_status *st);
+int shared_ac_put(struct casboxd *d, const char *instance, const struct cas_digest *action,
+                  const void *buf, size_t len, struct reapi_status *st);
 
 /* A consistent copy of the configuration (reload.c). */
 void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out);
@@ -98,10 +117,18 @@ extern const size_t fleet_admin_n_methods;
 int bytestream_uploads_new(uint64_t max_uploads, struct bytestream_uploads **out);
 void bytestream_uploads_free(struct bytestream_uploads *u);
 
-/* Whether an ActionResult's referenced blobs are all in the CAS
- * (svc_action_cache.c); used by the Execution service's cache lookup. */
-bool action_cache_result_complete(struct casboxd *d,
-                                  const Build__Bazel__Remote__Execution__V2__ActionResult *r);
+/* Whether an ActionResult's referenced blobs are all in the source of truth
+ * (svc_action_cache.c; shared_find_missing): 1 yes, 0 no, or a negative
+ * errno with st set when that cannot be told (the remote is unreachable).
+ * Used by the Execution service's cache lookup too. */
+int action_cache_result_complete(struct casboxd *d,
+                                 const Build__Bazel__Remote__Execution__V2__ActionResult *r,
+                                 struct reapi_status *st);
+/* Every blob an ActionResult references, its Trees' files included (the
+ * Trees read through the store), into a malloc'd array. */
+int action_cache_result_blobs(struct casboxd *d,
+                              const Build__Bazel__Remote__Execution__V2__ActionResult *r,
+                              struct cas_digest **out, size_t *n, struct reapi_status *st);
 
 /* The Remote Asset API (svc_asset.c): its URI -> digest map, loaded from
  * <state>/asset-map.log, and the downloader. */

@@ -39,6 +39,7 @@ struct exec_op {
     struct exec_op *next;         /* all operations */
     struct exec_op *queue_next;   /* the run queue */
     struct sched_task *task;      /* role scheduler: queued for or running on a worker */
+    uint64_t orphan_since_ms;     /* role scheduler: no client watching since (0: watched) */
 };
 
 /* Finished actions whose scratch space may await removal, per slot. */

@@ -65,3 +65,107 @@ void shared_storage_stop(struct casboxd *d)
     d->ac_remote = NULL;
     d->remote = NULL;
 }
+
+/* --- what the services ask the source of truth --- */
+
+/* A failed call to a remote as the client's status: the remote's code when
+ * it is one the client can act on, else UNAVAILABLE; the message names the
+ * remote (remote/ wrote it so). */
+static void shared_status(struct reapi_status *st, const struct rpc_client_status *gst)
+{
+    grpc_status_code code = gst->code;
+
+    if (code != GRPC_STATUS_NOT_FOUND && code != GRPC_STATUS_INVALID_ARGUMENT &&
+        code != GRPC_STATUS_RESOURCE_EXHAUSTED && code != GRPC_STATUS_FAILED_PRECONDITION)
+        code = GRPC_STATUS_UNAVAILABLE;
+    reapi_status_set(st, code, "%s", gst->message);
+}
+
+int shared_find_missing(struct casboxd *d, const struct cas_digest *digests, size_t n,
+                        bool *missing, struct reapi_status *st)
+{
+    struct rpc_client_status gst;
+    int rc;
+
+    if (d->remote == NULL) {
+        for (size_t i = 0; i < n; i++)
+            missing[i] = cas_store_contains(d->store, &digests[i]) != 1;
+        return 0;
+    }
+    rc = remote_find_missing(d->remote, NULL, digests, n, missing, &gst);
+    if (rc != 0)
+        shared_status(st, &gst);
+    return rc;
+}
+
+int shared_push(struct casboxd *d, const struct cas_digest *digests, size_t n,
+                struct reapi_status *st)
+{
+    struct rpc_client_status gst;
+    int rc;
+
+    if (d->remote == NULL || n == 0)
+        return 0;
+    rc = remote_push(d->remote, d->store, NULL, digests, n, &gst);
+    if (rc != 0) {
+        LOG_W("%s", gst.message);
+        shared_status(st, &gst);
+    }
+    return rc;
+}
+
+void shared_read_status(struct casboxd *d, const struct cas_digest *dg, int rc,
+                        struct reapi_status *st)
+{
+    char hex[CAS_HASH_HEX + 1], reason[512];
+
+    cas_digest_hex(dg, hex);
+    if (rc == -ENOENT)
+        reapi_status_set(st, GRPC_STATUS_NOT_FOUND, "blob %s/%" PRId64 " not found%s%s", hex,
+                         dg->size, d->remote ? " here or in " : "",
+                         d->remote ? remote_url(d->remote) : "");
+    else if (cas_store_fetch_error(d->store, dg, reason, sizeof(reason)) != 0)
+        reapi_status_set(st, GRPC_STATUS_UNAVAILABLE, "blob %s/%" PRId64 ": %s", hex, dg->size,
+                         reason);
+    else
+        reapi_status_set(st, GRPC_STATUS_INTERNAL, "reading blob %s/%" PRId64 ": %s", hex, dg->size,
+                         strerror(-rc));
+}
+
+int shared_ac_get(struct casboxd *d, const char *instance, const struct cas_digest *action,
+                  void **buf, size_t *len, struct reapi_status *st)
+{
+    struct rpc_client_status gst;
+    int rc;
+
+    if (d->ac_remote == NULL) {
+        rc = cas_ac_get(d->store, instance, action, buf, len);
+        if (rc != 0 && rc != -ENOENT)
+            reapi_status_set(st, GRPC_STATUS_INTERNAL, "reading the action cache failed: %s",
+                             strerror(-rc));
+        return rc;
+    }
+    rc = remote_ac_get(d->ac_remote, NULL, action, buf, len, &gst);
+    if (rc != 0 && rc != -ENOENT)
+        shared_status(st, &gst);
+    return rc;
+}
+
+int shared_ac_put(struct casboxd *d, const char *instance, const struct cas_digest *action,
+                  const void *buf, size_t len, struct reapi_status *st)
+{
+    struct rpc_client_status gst;
+    int rc;
+
+    if (d->ac_remote == NULL) {
+        rc = cas_ac_put(d->store, instance, action, buf, len);
+        if (rc != 0)
+            reapi_status_set(st, GRPC_STATUS_INTERNAL, "writing the action cache failed: %s",
+                             strerror(-rc));
+        return rc;
+    }
+    rc = remote_ac_put(d->ac_remote, NULL, action, buf, len, &gst);
+    if (rc != 0)
+        shared_status(st, &gst);
+    return rc;
+}

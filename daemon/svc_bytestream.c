@@ -282,6 +282,10 @@ static int read_open(struct read_stream *rs)
     rs->fd = cas_store_open_blob(rs->d->store, &rs->res.digest);
     if (rs->fd >= 0)
         return 0;
+    if (rs->d->remote != NULL) {
+        shared_read_status(rs->d, &rs->res.digest, rs->fd, &rs->st);
+        return rs->fd;
+    }
     cas_digest_hex(&rs->res.digest, hex);
     reapi_status_set(&rs->st, rs->fd == -ENOENT ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_INTERNAL,
                      "blob %s/%" PRId64 " %s", hex, rs->res.digest.size,
@@ -540,6 +544,7 @@ struct write_stream {
     struct upload *up;             /* the upload written to; NULL when existed */
     bool existed;                  /* the blob is stored already: drain, report it complete */
     bool keep;                     /* on the way out: keep the upload for resumption */
+    bool complete;                 /* the blob is stored (committed now or before) */
     int64_t committed;             /* the reply's committed_size, once done */
     char name[512];                /* the first message's resource name (for messages) */
     struct reapi_status st;
@@ -770,6 +775,7 @@ static int write_commit(struct write_stream *ws)
     }
     /* Compressed: the compressed bytes received, as Bazel checks. */
     ws->committed = write_compressed(ws) ? total : ws->res.digest.size;
+    ws->complete = true;
     return 0;
 }
 
@@ -816,6 +822,7 @@ static int bytestream_do_write(struct write_stream *ws)
         return rc;
     if (ws->existed && write_compressed(ws)) {
         ws->committed = -1; /* stored already: done, without reading the rest */
+        ws->complete = true;
         return 0;
     }
     for (;;) {
@@ -836,7 +843,10 @@ static void bytestream_write(void *ctx, struct rpc_call *call)
     struct write_stream ws = {.d = ctx, .call = call};
 
     reapi_status_init(&ws.st);
-    if (bytestream_do_write(&ws) == 0)
+    /* Write-through ([cas] remote): a complete blob, verified here first, is
+     * streamed to the remote from its file before the client is answered. */
+    if (bytestream_do_write(&ws) == 0 &&
+        (!ws.complete || shared_push(ws.d, &ws.res.digest, 1, &ws.st) == 0))
         resp.committed_size = ws.committed;
     if (ws.up != NULL)
         uploads_release(ws.d->uploads, ws.up, ws.keep && ws.up->writer != NULL);

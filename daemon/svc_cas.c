@@ -59,6 +59,7 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
         BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_RESPONSE__INIT;
     struct cas_digest *digests = NULL;
     struct reapi_status st;
+    bool *missing = NULL;
 
     reapi_status_init(&st);
     if (rpc_call_request(
@@ -84,12 +85,23 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
     if (cas_digests_from_request(req->blob_digests, req->n_blob_digests, digests, &st,
                                  "blob_digests") != 0)
         goto out;
+    /* Answered by the source of truth: with [cas] remote, the remote, never
+     * this host's cache (which would make the client skip an upload the
+     * remote needs). */
+    missing = calloc(req->n_blob_digests + 1, sizeof(*missing));
+    if (missing == NULL) {
+        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (shared_find_missing(d, digests, req->n_blob_digests, missing, &st) != 0)
+        goto out;
     for (size_t i = 0; i < req->n_blob_digests; i++) {
-        if (cas_store_contains(d->store, &digests[i]) != 1)
+        if (missing[i])
             resp.missing_blob_digests[resp.n_missing_blob_digests++] = req->blob_digests[i];
     }
 out:
-    rpc_call_finish(call, &resp.base, &st);
+    rpc_call_finish(call, reapi_status_ok(&st) ? &resp.base : NULL, &st);
+    free(missing);
     free(resp.missing_blob_digests);
     free(digests);
     reapi_status_free(&st);
@@ -185,6 +197,34 @@ static int cas_update_one(struct casboxd *d, const BatchUpdateBlobsRequest_Reque
     return rc;
 }
 
+/* Write-through: the blobs this batch stored go to [cas] remote before the
+ * answer (the remote, not this cache, answers the next FindMissingBlobs).
+ * When that fails, each of them reports the remote's status. */
+static void cas_update_push(struct casboxd *d, const BatchUpdateBlobsRequest *req,
+                            const BatchUpdateBlobsResponse *resp, Google__Rpc__Status *statuses)
+{
+    struct cas_digest *stored = calloc(resp->n_responses + 1, sizeof(*stored));
+    struct reapi_status st;
+    size_t n = 0;
+
+    reapi_status_init(&st);
+    if (stored == NULL) {
+        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    } else {
+        for (size_t i = 0; i < resp->n_responses; i++)
+            if (statuses[i].code == GRPC_STATUS_OK &&
+                reapi_digest_from_proto(req->requests[i]->digest, &stored[n], &st, "digest") == 0)
+                n++;
+        shared_push(d, stored, n, &st);
+    }
+    for (size_t i = 0; !reapi_status_ok(&st) && i < resp->n_responses; i++) {
+        if (statuses[i].code == GRPC_STATUS_OK)
+            cas_status_fill(&statuses[i], st.code, "%s", st.message);
+    }
+    reapi_status_free(&st);
+    free(stored);
+}
+
 static void cas_batch_update(void *ctx, struct rpc_call *call)
 {
     struct casboxd *d = ctx;
@@ -265,6 +305,8 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
             google__rpc__status__init(&statuses[i]);
         }
     }
+    if (d->remote != NULL)
+        cas_update_push(d, req, &resp, statuses);
 out:
     rpc_call_finish(call, &resp.base, &st);
     for (size_t i = 0; statuses != NULL && i < resp.n_responses; i++)
@@ -382,12 +424,13 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
             if (zstd)
                 cas_read_compress(&entries[i], &compressors[i]);
             google__rpc__status__init(&statuses[i]);
-        } else if (rc == -ENOENT) {
-            cas_status_fill(&statuses[i], GRPC_STATUS_NOT_FOUND, "blob %s/%" PRId64 " not found",
-                            req->digests[i]->hash, req->digests[i]->size_bytes);
         } else {
-            cas_status_fill(&statuses[i], GRPC_STATUS_INTERNAL, "reading %s failed: %s",
-                            req->digests[i]->hash, strerror(-rc));
+            struct reapi_status rst;
+
+            reapi_status_init(&rst);
+            shared_read_status(d, &digests[i], rc, &rst);
+            cas_status_fill(&statuses[i], rst.code, "%s", rst.message);
+            reapi_status_free(&rst);
         }
     }
 out:

@@ -295,16 +295,22 @@ static bool exec_try_cache(struct casboxd *d, struct rpc_call *call, const char 
     size_t len, resp_len;
     bool hit = false;
 
-    if (cas_ac_get(d->store, instance, dg, &buf, &len) != 0)
-        return false;
+    struct reapi_status st;
+
+    reapi_status_init(&st);
+    if (shared_ac_get(d, instance, dg, &buf, &len, &st) != 0)
+        goto out;
     result = build__bazel__remote__execution__v2__action_result__unpack(NULL, len, buf);
-    if (result == NULL || !action_cache_result_complete(d, result))
+    /* Not complete, or cannot be told: run it (a remote that is down then
+     * shows in the action's own status). */
+    if (result == NULL || action_cache_result_complete(d, result, &st) != 1)
         goto out;
     if (exec_response_pack(result, true, NULL, NULL, &resp, &resp_len) != 0)
         goto out;
     exec_answer_now(call, dg, resp, resp_len);
     hit = true;
 out:
+    reapi_status_free(&st);
     free(resp);
     if (result != NULL)
         build__bazel__remote__execution__v2__action_result__free_unpacked(result, NULL);

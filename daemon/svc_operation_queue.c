@@ -215,6 +215,42 @@ static int oq_lost_locked(struct exec_service *svc, const struct sched_lost_even
 
 /* --- the reaper --- */
 
+/* Cancels the operations that no client has watched (their references are
+ * the table's and the task's alone) for [scheduler] orphan_timeout: taken
+ * out of the queue, or off their worker, whose next report is answered
+ * "idle". Fills done; returns how many. With the lock. */
+static size_t oq_orphans_locked(struct exec_service *svc, uint64_t now_ms, struct oq_done *done,
+                                size_t max)
+{
+    uint64_t timeout_ms = svc->d->cfg.sched_orphan_timeout * 1000;
+    char msg[512];
+    size_t n = 0;
+
+    for (struct exec_op *op = svc->ops; op != NULL && n < max; op = op->next) {
+        struct sched_worker *w;
+
+        if (op->task == NULL || op->refs > 2) {
+            op->orphan_since_ms = 0;
+            continue;
+        }
+        if (op->orphan_since_ms == 0) {
+            op->orphan_since_ms = now_ms;
+            continue;
+        }
+        if (now_ms - op->orphan_since_ms < timeout_ms)
+            continue;
+        w = sched_task_worker(op->task);
+        snprintf(msg, sizeof(msg),
+                 "action %s: no client waited for it for %" PRIu64
+                 " s (scheduler.orphan_timeout); cancelled%s%.300s",
+                 sched_task_key(op->task), svc->d->cfg.sched_orphan_timeout,
+                 w ? " on worker " : " while queued", w ? sched_worker_id(w) : "");
+        LOG_I("fleet: %s", msg);
+        oq_fail_locked(svc, op, GRPC_STATUS_CANCELLED, msg, &done[n++]);
+    }
+    return n;
+}
+
 static void *oq_reaper_main(void *arg)
 {
     struct exec_service *svc = arg;
@@ -232,6 +268,7 @@ static void *oq_reaper_main(void *arg)
         n = sched_expire(svc->sched, oq_now_ms(), ev, OQ_MAX_EVENTS);
         for (size_t i = 0; i < n; i++)
             n_done += oq_lost_locked(svc, &ev[i], why, &done[n_done]);
+        n_done += oq_orphans_locked(svc, oq_now_ms(), done + n_done, OQ_MAX_EVENTS - n_done);
         if (n_done > 0) {
             pthread_mutex_unlock(&svc->lock);
             oq_publish(svc, done, n_done);

@@ -5,7 +5,7 @@
  * A slot is idle until the scheduler's answer names an action; it then runs
  * the action on a runner thread (the same exec_run as the single host,
  * inputs read lazily through the FUSE mount from the local store, which
- * fetches misses from the remote CAS: worker_storage.c) while the slot thread
+ * fetches misses from the remote CAS: shared_storage.c) while the slot thread
  * reports the stage by each next_synchronization_at, so that a busy worker
  * is never taken for lost. When the action is done, the runner has uploaded
  * the outputs and written the ActionCache entry (clean, cacheable results
@@ -29,7 +29,6 @@
 #include "buildbarn/remoteworker/remoteworker.pb-c.h"
 #include "casboxd.h"
 #include "util/util.h"
-#include "worker_internal.h"
 
 typedef Buildbarn__Remoteworker__SynchronizeRequest SyncRequest;
 typedef Buildbarn__Remoteworker__SynchronizeResponse SyncResponse;
@@ -47,7 +46,6 @@ typedef Buildbarn__Remoteworker__SynchronizeRequest__WorkerIdEntry WorkerIdEntry
 struct fleet_worker {
     struct casboxd *d;
     struct rpc_client *scheduler;
-    struct worker_storage *storage;
     struct exec_cleaner *cleaner;
     atomic_bool stopping;
     /* the platform announced, from [worker] platform */
@@ -107,6 +105,44 @@ static int worker_platform_parse(struct fleet_worker *fw, const char *spec)
 
 /* --- running one action (the runner thread) --- */
 
+/* The outputs go to the fleet's CAS (shared_storage.c's helpers, as --role
+ * all with [cas] remote), then, for a clean, cacheable result only, the
+ * ActionCache entry naming them. */
+static int worker_store_result(struct casboxd *d, const char *instance,
+                               const struct cas_digest *action, const struct exec_outcome *o,
+                               struct reapi_status *st)
+{
+    struct cas_digest *digests = NULL;
+    uint8_t *buf = NULL;
+    size_t n = 0, len;
+    int rc;
+
+    rc = action_cache_result_blobs(d, o->result, &digests, &n, st);
+    if (rc == 0)
+        rc = shared_push(d, digests, n, st);
+    if (rc == 0 && o->cacheable) {
+        len = build__bazel__remote__execution__v2__action_result__get_packed_size(o->result);
+        buf = malloc(len ? len : 1);
+        if (buf == NULL) {
+            reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rc = -ENOMEM;
+        } else {
+            struct rpc_client_status gst;
+
+            /* Under the client's instance name (shared_ac_put uses the
+             * configured one): the scheduler looks it up under that. */
+            build__bazel__remote__execution__v2__action_result__pack(o->result, buf);
+            rc = remote_ac_put(d->ac_remote, instance, action, buf, len, &gst);
+            if (rc != 0)
+                reapi_status_set(st, GRPC_STATUS_UNAVAILABLE, "writing the ActionCache entry: %s",
+                                 gst.message);
+        }
+    }
+    free(buf);
+    free(digests);
+    return rc;
+}
+
 static void worker_fail_response(struct worker_run *run, const struct reapi_status *st)
 {
     if (exec_response_pack(NULL, false, st, st->message, &run->response, &run->response_len) != 0) {
@@ -139,18 +175,11 @@ static void *worker_runner_main(void *arg)
         goto out;
     }
     exec_run(&fw->d->env, &cfg, act, false, &times, &o);
-    if (o.result != NULL) {
-        int rc = worker_storage_upload_result(fw->storage, run->instance, o.result, &st);
-
-        if (rc == 0 && o.cacheable)
-            rc = worker_storage_cache_result(fw->storage, run->instance, &run->digest, o.result,
-                                             &st);
-        if (rc != 0) {
-            LOG_W("worker %s: action %s/%" PRId64 ": %s", run->slot_name, hex, run->digest.size,
-                  st.message);
-            worker_fail_response(run, &st);
-            goto out;
-        }
+    if (o.result != NULL && worker_store_result(fw->d, run->instance, &run->digest, &o, &st) != 0) {
+        LOG_W("worker %s: action %s/%" PRId64 ": %s", run->slot_name, hex, run->digest.size,
+              st.message);
+        worker_fail_response(run, &st);
+        goto out;
     }
     LOG_I("worker %s: action %s/%" PRId64 " exit %d%s%s", run->slot_name, hex, run->digest.size,
           o.result ? o.result->exit_code : -1, o.verdict[0] ? " " : "", o.verdict);
@@ -175,8 +204,8 @@ out:
 /* --- the protocol loop (the slot thread) --- */
 
 /* One Synchronize. cur is the state to report. *resp on success. */
-static int worker_sync(struct worker_slot *slot, CurrentState *cur, SyncResponse **resp,
-                       struct rpc_client_status *cst)
+static int worker_sync(struct worker_slot *slot, CurrentState *cur, bool prefer_idle,
+                       SyncResponse **resp, struct rpc_client_status *cst)
 {
     struct fleet_worker *fw = slot->fw;
     SyncRequest req = BUILDBARN__REMOTEWORKER__SYNCHRONIZE_REQUEST__INIT;
@@ -193,7 +222,7 @@ static int worker_sync(struct worker_slot *slot, CurrentState *cur, SyncResponse
     req.instance_name_prefix = fw->d->cfg.worker_instance_prefix;
     req.platform = &fw->platform;
     req.current_state = cur;
-    req.prefer_being_idle = atomic_load(&fw->stopping);
+    req.prefer_being_idle = prefer_idle;
     return rpc_client_unary(fw->scheduler, RPC_CLIENT_SYNCHRONIZE, &req.base,
                             &buildbarn__remoteworker__synchronize_response__descriptor,
                             (ProtobufCMessage **)resp, cst);
@@ -286,7 +315,7 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
         cex.execution_state_case =
             BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_RUNNING;
         cex.running = &empty;
-        if (worker_sync(slot, &cur, &r, &cst) != 0) {
+        if (worker_sync(slot, &cur, atomic_load(&fw->stopping), &r, &cst) != 0) {
             LOG_W("worker %s: Synchronize failed: %s: %s", slot->name,
                   rpc_status_code_name(cst.code), cst.message);
             until = clock_real_us() + 1000000;
@@ -317,7 +346,7 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
             LOG_E("worker %s: no response to report (out of memory)", slot->name);
             break;
         }
-        if (worker_sync(slot, &cur, next, &cst) == 0)
+        if (worker_sync(slot, &cur, atomic_load(&fw->stopping), next, &cst) == 0)
             break;
         *next = NULL;
         LOG_W("worker %s: reporting the completion failed: %s: %s", slot->name,
@@ -342,7 +371,7 @@ static void *worker_slot_main(void *arg)
     CurrentState idle = BUILDBARN__REMOTEWORKER__CURRENT_STATE__INIT;
     SyncResponse *r = NULL;
     unsigned backoff = 1;
-    bool failing = false;
+    bool failing = false, told = false; /* told: the last call said prefer_being_idle */
 
     idle.worker_state_case = BUILDBARN__REMOTEWORKER__CURRENT_STATE__WORKER_STATE_IDLE;
     idle.idle = &empty;
@@ -351,7 +380,8 @@ static void *worker_slot_main(void *arg)
         bool stopping = atomic_load(&fw->stopping);
 
         if (r == NULL) {
-            if (worker_sync(slot, &idle, &r, &cst) != 0) {
+            told = stopping;
+            if (worker_sync(slot, &idle, stopping, &r, &cst) != 0) {
                 r = NULL;
                 if (stopping)
                     break; /* idle and asked to stop: nothing to hand back */
@@ -375,13 +405,17 @@ static void *worker_slot_main(void *arg)
             SyncResponse *next = NULL;
 
             worker_execute(slot, r->desired_state->executing, &next);
+            told = false;
             protobuf_c_message_free_unpacked(&r->base, NULL);
             r = next; /* the answer to the completion: maybe the next action */
             continue;
         }
         protobuf_c_message_free_unpacked(&r->base, NULL);
         r = NULL;
-        if (atomic_load(&fw->stopping))
+        /* Stop once the scheduler has heard prefer_being_idle (it answers
+         * that at once, with no work); a SIGTERM during the call that just
+         * ended makes one more. */
+        if (stopping && told)
             break;
     }
     if (r != NULL)
@@ -422,9 +456,10 @@ int fleet_worker_run(struct casboxd *d, const sigset_t *sigs)
         fprintf(stderr, "casboxd: --scheduler: %s\n", err);
         return rc;
     }
-    rc = worker_storage_open(d, &fw.storage, err, sizeof(err));
-    if (rc != 0) {
-        fprintf(stderr, "casboxd: %s\n", err);
+    if (d->remote == NULL || d->ac_remote == NULL) {
+        /* config_finish defaults both to the scheduler */
+        fprintf(stderr, "casboxd: role worker needs [cas] remote and [action_cache] remote\n");
+        rc = -EINVAL;
         goto out;
     }
     rc = exec_cleaner_start(&d->env, d->cfg.exec_slots * 4, &fw.cleaner);
@@ -466,10 +501,16 @@ int fleet_worker_run(struct casboxd *d, const sigset_t *sigs)
         if (slots[i].started)
             pthread_join(slots[i].thread, NULL);
     }
+    /* The spawner's waiting sandboxes hold mount namespaces with the FUSE
+     * mount in them, which would keep it busy: stop it (and wait for it)
+     * before main unmounts. No action runs any more. */
+    if (d->spawner != NULL)
+        sandbox_spawner_stop(d->spawner);
+    d->spawner = NULL;
+    d->env.spawner = NULL;
 out:
     free(slots);
     exec_cleaner_stop(fw.cleaner);
-    worker_storage_close(fw.storage);
     rpc_client_close(fw.scheduler);
     return rc;
 }

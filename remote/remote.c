@@ -102,6 +102,10 @@ int remote_open(const struct remote_options *opt, struct remote **out, char *err
     r->chunk_bytes = opt->chunk_bytes ? opt->chunk_bytes : REMOTE_DEFAULT_CHUNK_BYTES;
     if (rpc_opt.timeout_ms == 0)
         rpc_opt.timeout_ms = REMOTE_DEFAULT_TIMEOUT_MS;
+    /* A remote that comes back is used again within seconds, not after
+     * grpc's exponential backoff of up to two minutes. */
+    if (rpc_opt.max_reconnect_backoff_ms == 0)
+        rpc_opt.max_reconnect_backoff_ms = REMOTE_RECONNECT_BACKOFF_MS;
     rc = rpc_client_open(r->url, &rpc_opt, &r->rpc, err, err_len);
     if (rc != 0)
         goto fail;

@@ -34,6 +34,7 @@
 #define REMOTE_DEFAULT_BATCH_DIGESTS 4096u        /* digests per FindMissingBlobs */
 #define REMOTE_DEFAULT_BATCH_BYTES   (1u << 20)   /* BatchUpdate/ReadBlobs request bytes */
 #define REMOTE_DEFAULT_CHUNK_BYTES   (256u << 10) /* ByteStream.Write chunk */
+#define REMOTE_RECONNECT_BACKOFF_MS  2000u        /* longest wait before reconnecting */
 
 struct remote_options {
     const char *url;           /* grpc://HOST:PORT (grpcs:// once TLS is configured) */

@@ -135,7 +135,7 @@ int remote_upload_finish(struct remote_upload *u, struct rpc_client_status *st)
     Google__Bytestream__WriteResponse *resp = NULL;
     struct remote *r = u->r;
     char hex[CAS_HASH_HEX + 1];
-    int rc = 0;
+    int rc = 0, finish_rc;
 
     cas_digest_hex(&u->digest, hex);
     if (!u->ended && u->offset != u->digest.size) {
@@ -148,14 +148,16 @@ int remote_upload_finish(struct remote_upload *u, struct rpc_client_status *st)
     }
     if (!u->ended)
         rc = upload_send(u, NULL, 0, true);
-    if (rc == 0)
-        rc = rpc_client_writer_finish(u->w, &google__bytestream__write_response__descriptor,
-                                      (ProtobufCMessage **)&resp, st);
-    else
-        rc = rpc_client_writer_finish(u->w, NULL, NULL, st);
+    /* Always ends the call (cancelled when the last message was not sent). */
+    finish_rc = rpc_client_writer_finish(u->w, &google__bytestream__write_response__descriptor,
+                                         (ProtobufCMessage **)&resp, st);
     u->w = NULL;
     if (rc != 0) {
-        rc = remote_status_fail(r, rc, "ByteStream.Write", st);
+        remote_status_set(r, rc, GRPC_STATUS_RESOURCE_EXHAUSTED, st, "out of memory");
+        goto out;
+    }
+    if (finish_rc != 0) {
+        rc = remote_status_fail(r, finish_rc, "ByteStream.Write", st);
         goto out;
     }
     /* committed_size: the size, or -1 when the remote answers an early
@@ -179,11 +181,16 @@ out:
 void remote_upload_abort(struct remote_upload *u)
 {
     struct rpc_client_status st;
+    ProtobufCMessage *resp = NULL;
 
     if (u == NULL)
         return;
-    if (u->w != NULL)
-        rpc_client_writer_finish(u->w, NULL, NULL, &st); /* cancels: last not sent */
+    /* Cancels the call: the last message was not sent. */
+    if (u->w != NULL &&
+        rpc_client_writer_finish(u->w, &google__bytestream__write_response__descriptor, &resp,
+                                 &st) == 0 &&
+        resp != NULL)
+        protobuf_c_message_free_unpacked(resp, NULL);
     free(u->resource);
     free(u);
 }
@@ -362,7 +369,9 @@ int remote_push(struct remote *r, struct cas_store *store, const char *instance,
         const struct cas_digest *d = &digests[i];
         uint64_t cost = (uint64_t)d->size + UPLOAD_ENTRY_BYTES;
 
-        if (!missing[i] || d->size == 0)
+        /* The empty blob too: some servers (BuildStream's) do not treat it
+         * as always present, and a client asking them would not find it. */
+        if (!missing[i])
             continue;
         if (cost > r->batch_bytes) {
             rc = push_stream(r, store, instance, d, st);

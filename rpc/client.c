@@ -143,7 +143,12 @@ int rpc_client_open(const char *url, const struct rpc_client_options *opt, struc
         opt && opt->max_message_bytes ? opt->max_message_bytes : RPC_CLIENT_MAX_MESSAGE_BYTES;
     uint64_t timeout_ms = opt && opt->timeout_ms ? opt->timeout_ms : RPC_CLIENT_TIMEOUT_MS;
     int max_message = max_bytes > INT_MAX ? INT_MAX : (int)max_bytes;
-    grpc_arg args[3] = {
+    int backoff_ms =
+        opt && opt->max_reconnect_backoff_ms
+            ? (int)(opt->max_reconnect_backoff_ms > INT_MAX ? INT_MAX
+                                                            : opt->max_reconnect_backoff_ms)
+            : 0;
+    grpc_arg args[4] = {
         {.type = GRPC_ARG_INTEGER,
          .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
          .value.integer = max_message},
@@ -151,8 +156,11 @@ int rpc_client_open(const char *url, const struct rpc_client_options *opt, struc
          .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
          .value.integer = max_message},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+         .value.integer = backoff_ms},
     };
-    grpc_channel_args channel_args = {.num_args = 3, .args = args};
+    grpc_channel_args channel_args = {.num_args = backoff_ms > 0 ? 4 : 3, .args = args};
     grpc_channel_credentials *creds;
     struct rpc_client *c;
     const char *target;

@@ -182,6 +182,9 @@ const char *rpc_client_method_path(enum rpc_client_method method);
 struct rpc_client_options {
     uint64_t max_message_bytes; /* largest message sent or received; 0: 64 MiB */
     uint64_t timeout_ms;        /* every call's deadline, from its start; 0: 600 s */
+    /* Longest wait between reconnection attempts after the server went
+     * away; 0: grpc's default (120 s). */
+    uint64_t max_reconnect_backoff_ms;
     /* grpcs:// only: the CA bundle that signs the server (NULL: the system's
      * roots), and a client certificate and key for mutual TLS (both or
      * neither). PEM file paths. */

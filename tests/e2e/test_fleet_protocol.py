@@ -29,7 +29,7 @@ from exec_helpers import need  # noqa: E402
 checks = eh.Checks()
 SCHED_ARGS = ["--role", "scheduler", "--set", "scheduler.worker_timeout=4",
               "--set", "scheduler.idle_poll=2", "--set", "scheduler.grace=0",
-              "--set", "scheduler.max_retries=1"]
+              "--set", "scheduler.max_retries=1", "--set", "scheduler.orphan_timeout=2"]
 
 
 class Ctx:
@@ -204,6 +204,40 @@ def _retry_limit(ctx):
          resp.status.code, resp.status.message)
     need("doomed1" in resp.status.message and "doomed2" in resp.status.message,
          "message does not name the lost workers: %s", resp.status.message)
+
+
+@checks("an action no client waits for any more is cancelled, queued or on its worker")
+def _orphans(ctx):
+    w = ctx.worker("orphan")
+    w.idle(prefer_idle=True)  # announced: its platform is known
+    queued = eh.upload_action(ctx.c, ["/bin/true"])
+    running = eh.upload_action(ctx.c, ["/bin/true"])
+    sq, sr = eh.Stream(ctx.c, queued), eh.Stream(ctx.c, running)
+    sq.wait_for(lambda ops: ops, 10)
+    sr.wait_for(lambda ops: ops, 10)
+    # the worker takes one of the two (either order), the other stays queued
+    r = w.idle()
+    need(fc.executing(r), "worker given nothing")
+    taken = r.desired_state.executing.action_digest
+    sq.cancel()
+    sr.cancel()
+    # Busy reports until the scheduler drops it: a stream notices its client
+    # left at its next keep-alive (30 s), then orphan_timeout (2 s) runs.
+    for _ in range(100):
+        if fc.idle_wanted(w.running(taken)):
+            break
+        time.sleep(0.5)
+    else:
+        raise eh.Fail("the running orphan was never taken off its worker")
+    for _ in range(10):  # the queued one goes in the same reaper pass or the next
+        if "cancelled while queued" in ctx.log():
+            break
+        time.sleep(0.5)
+    need(not fc.executing(w.idle()), "the queued orphan was still handed out")
+    log = ctx.log()
+    need("cancelled on worker hostname=orphan,slot=0" in log, "no log line for the running orphan")
+    need("cancelled while queued" in log, "no log line for the queued orphan")
+    w.close()
 
 
 @checks("a drained worker and one preferring to be idle get no work; admin Status shows them")
