@@ -2,8 +2,8 @@
  * config.h - casboxd's configuration: defaults, the INI file, command-line
  * overrides, and the bounds of every key.
  *
- * The file is INI (parsed by Debian's libinih): [server], [cas], [execution]
- * and [asset] sections, and one [environment.NAME] section per execution
+ * The file is INI (parsed by Debian's libinih): [server], [cas], [execution],
+ * [asset] and [http] sections, and one [environment.NAME] section per execution
  * environment; docs/configuration.md lists every key. Sizes accept
  * K/M/G/T suffixes (powers of 1024), durations are seconds. [action_cache]
  * holds the one key `remote`.
@@ -43,12 +43,21 @@ struct casbox_config {
     uint64_t max_batch_blobs;    /* digests in one batch / FindMissingBlobs request */
     uint64_t read_chunk_bytes;   /* ByteStream.Read chunk size */
     uint64_t max_uploads;        /* concurrent resumable uploads kept */
+    /* seconds a stream may wait on its client before it is cancelled; 0 = none */
+    uint64_t stream_stall_timeout;
 
     /* [cas] */
     uint64_t cas_max_bytes;      /* LRU eviction above this */
     char ingest_mode[16];        /* auto | uring | threads (cas.h, cas_ingest_mode_parse) */
     uint64_t ingest_threads;     /* hashing threads for output collection; 0 = CPUs */
     uint64_t ingest_queue_depth; /* io_uring: output files in flight */
+    /* free space kept on the store's filesystem: the smaller of bytes and percent */
+    uint64_t cas_disk_headroom;
+    uint64_t cas_disk_headroom_percent;
+    /* none | data | full (cas.h, cas_fsync_mode_parse) */
+    char cas_fsync[8];
+    /* seconds start-up waits for a dying predecessor's store lock */
+    uint64_t cas_lock_wait;
     /* [cas] remote: the upstream CAS that is the source of truth (remote/remote.h) */
     char cas_remote[512];               /* grpc://HOST:PORT; empty: none */
     char cas_remote_instance_name[256]; /* instance name used with it */
@@ -114,6 +123,16 @@ struct casbox_config {
     char worker_scheduler[256];       /* grpc://HOST:PORT of the scheduler */
     char worker_platform[1024];       /* "OSFamily=Linux,ISA=x86-64" */
     char worker_instance_prefix[256]; /* instance_name_prefix announced */
+
+    /* [http]: /metrics and the web pages (web/web.h) */
+    char http_listen[256];            /* HOST:PORT; empty: off */
+    uint64_t http_history_size;       /* finished actions kept for the pages */
+    uint64_t http_max_connections;    /* at once */
+    uint64_t http_connection_timeout; /* seconds idle */
+    uint64_t http_request_bytes;      /* memory per connection: request line, headers */
+    uint64_t http_threads;            /* polling threads */
+    uint64_t http_inline_bytes;       /* stdout/stderr shown on a page */
+    uint64_t http_max_message_bytes;  /* largest message a page decodes */
 
     /* [environment.NAME] sections, in file order */
     struct casbox_environment environments[CONFIG_MAX_ENVIRONMENTS];

@@ -21,6 +21,8 @@ struct bytestream_uploads;
 struct exec_service;
 struct asset_service;
 struct casfs;
+struct observe;
+struct metrics;
 
 struct casboxd {
     /* The effective configuration. Keys that SIGHUP may change are read
@@ -36,6 +38,7 @@ struct casboxd {
     struct casfs *fs;            /* the FUSE input-tree mount; NULL: hardlink staging */
     struct remote *remote;       /* [cas] remote: the source of truth; NULL: the store is */
     struct remote *ac_remote;    /* [action_cache] remote; NULL: the local action cache */
+    struct observe *obs;         /* metrics, the web pages' board, [http] (observe.c) */
     struct exec_copies copies;
     /* What exec_run gets: the fields above, and the scratch paths below. */
     struct exec_env env;
@@ -46,6 +49,11 @@ struct casboxd {
     struct auth_guard auth;
     struct auth_tls_files tls;
 };
+
+/* The status code of a failed store write (rc, a negative errno; need: the
+ * bytes the call wanted to store) and its message in msg
+ * (svc_store_error.c). */
+grpc_status_code svc_store_error(struct casboxd *d, int rc, uint64_t need, char *msg, size_t len);
 
 /* --- the upstream CAS and ActionCache (shared_storage.c) --- */
 
@@ -191,5 +199,33 @@ int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *
  * running actions are finished. 0, or a negative errno when it could not
  * start. */
 int fleet_worker_run(struct casboxd *d, const sigset_t *sigs);
+/* Actions waiting for a slot and actions running (for the metrics). */
+void exec_service_counts(struct exec_service *svc, uint64_t *queued, uint64_t *running);
+
+/* --- metrics and the web pages (observe.c) ---
+ * Each observe_* function does nothing while d->obs is NULL. */
+int observe_start(struct casboxd *d); /* the registry, the board, the families */
+struct metrics *observe_metrics(struct casboxd *d);
+int observe_serve(struct casboxd *d); /* [http] listen; 0 when empty */
+void observe_stop_serving(struct casboxd *d);
+void observe_stop(struct casboxd *d);
+enum observe_cache { OBSERVE_CACHE_HIT, OBSERVE_CACHE_MISS, OBSERVE_CACHE_MISS_BLOB_GONE };
+/* via: "get_action_result" or "execute" */
+void observe_cache_lookup(struct casboxd *d, const char *via, enum observe_cache result);
+/* direction: "written" or "read"; api: "batch" or "bytestream" */
+void observe_transfer(struct casboxd *d, const char *direction, const char *api, uint64_t blobs,
+                      uint64_t bytes);
+void observe_find_missing(struct casboxd *d, uint64_t asked, uint64_t missing);
+/* An action's life on the board: queued (call: its Execute, for
+ * RequestMetadata), taken by a slot, its result, finished. */
+void observe_action_queued(struct casboxd *d, struct rpc_call *call, const char *instance,
+                           const struct cas_digest *dg, bool executing);
+void observe_action_started(struct casboxd *d, const char *instance, const struct cas_digest *dg);
+void observe_action_result(struct casboxd *d, const char *instance, const struct action *act,
+                           const struct exec_times *t, const struct exec_outcome *o);
+/* response: the ExecuteResponse the watchers got (NULL: none), kept in the
+ * CAS for the action page. */
+void observe_action_finished(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                             const uint8_t *response, size_t response_len);
 
 #endif

@@ -201,6 +201,7 @@ int execution_run_action(struct casboxd *d, const char *instance, struct action 
     execution_log_line(act, times, &o, log_line, log_len);
     rc = exec_response_pack(o.result, false, &o.status, o.verdict[0] ? o.verdict : o.status.message,
                             response, response_len);
+    observe_action_result(d, instance, act, times, &o);
     *left = o.left;
     exec_outcome_free(&o);
     return rc;

@@ -390,6 +390,10 @@ int main(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/cas", d.cfg.state_dir);
     memset(&sopt, 0, sizeof(sopt));
     sopt.max_bytes = d.cfg.cas_max_bytes;
+    sopt.disk_headroom_bytes = d.cfg.cas_disk_headroom;
+    sopt.disk_headroom_percent = d.cfg.cas_disk_headroom_percent;
+    sopt.lock_wait_ms = d.cfg.cas_lock_wait * 1000;
+    (void)cas_fsync_mode_parse(d.cfg.cas_fsync, &sopt.fsync); /* config_finish checked it */
     rc = cas_store_open(path, &sopt, &d.store);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot open the CAS at %s: %s\n", path, strerror(-rc));
@@ -401,6 +405,11 @@ int main(int argc, char **argv)
     rc = bytestream_uploads_new(d.cfg.max_uploads, &d.uploads);
     if (rc != 0)
         goto out;
+    rc = observe_start(&d);
+    if (rc != 0) {
+        fprintf(stderr, "casboxd: cannot set up metrics: %s\n", strerror(-rc));
+        goto out;
+    }
     if (d.cfg.asset_enabled) {
         rc = asset_service_start(&d, &d.asset);
         if (rc != 0) {
@@ -444,6 +453,8 @@ int main(int argc, char **argv)
     ropt.tls.private_key = d.tls.private_key;
     ropt.tls.client_ca = d.tls.client_ca;
     ropt.auth = &d.auth;
+    ropt.metrics = observe_metrics(&d);
+    ropt.stall_timeout_ms = d.cfg.stream_stall_timeout * 1000;
     rc = rpc_server_start(&ropt, methods, n_methods, &d, &d.rpc);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot serve on %s: %s\n", d.cfg.listen, strerror(-rc));
@@ -456,6 +467,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < d.cfg.n_environments; i++)
         LOG_I("execution environment %s: container-image '%s' runs on %s",
               d.cfg.environments[i].name, d.cfg.environments[i].image, d.cfg.environments[i].root);
+    /* The pages are for people: casboxd serves builds without them. */
+    if (observe_serve(&d) != 0)
+        LOG_E("http: the web pages and /metrics are off ([http] listen = %s)", d.cfg.http_listen);
     fprintf(stderr, "casboxd: listening on %s\n", d.cfg.listen);
 
     for (;;) {
@@ -469,6 +483,7 @@ int main(int argc, char **argv)
     }
     LOG_I("signal %d: shutting down", sig);
     status = 0;
+    observe_stop_serving(&d);
     if (d.exec != NULL)
         exec_service_begin_stop(d.exec);
     asset_service_begin_stop(d.asset);
@@ -482,6 +497,7 @@ out:
     exec_service_stop(d.exec);
     bytestream_uploads_free(d.uploads);
     asset_service_stop(d.asset);
+    observe_stop(&d);
     if (d.cfg.asset_enabled)
         asset_http_global_cleanup();
     casfs_unmount(d.fs); /* after the last action: nothing reads it any more */

@@ -177,6 +177,7 @@ static void ac_get(void *ctx, struct rpc_call *call)
         goto out;
     rc = shared_ac_get(d, req->instance_name ? req->instance_name : "", &action, &buf, &len, &st);
     if (rc == -ENOENT) {
+        observe_cache_lookup(d, "get_action_result", OBSERVE_CACHE_MISS);
         reapi_status_set(&st, GRPC_STATUS_NOT_FOUND, "no result for action %s/%" PRId64,
                          req->action_digest->hash, req->action_digest->size_bytes);
         goto out;
@@ -193,6 +194,7 @@ static void ac_get(void *ctx, struct rpc_call *call)
     }
     rc = action_cache_result_complete(d, result, &st);
     if (rc == 0) {
+        observe_cache_lookup(d, "get_action_result", OBSERVE_CACHE_MISS_BLOB_GONE);
         reapi_status_set(&st, GRPC_STATUS_NOT_FOUND,
                          "result for action %s references blobs no longer in the CAS%s%s",
                          req->action_digest->hash, d->remote ? " at " : "",
@@ -201,6 +203,7 @@ static void ac_get(void *ctx, struct rpc_call *call)
     }
     if (rc < 0)
         goto out;
+    observe_cache_lookup(d, "get_action_result", OBSERVE_CACHE_HIT);
 out:
     rpc_call_finish(call, result && reapi_status_ok(&st) ? &result->base : NULL, &st);
     if (result != NULL)

@@ -99,6 +99,7 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
         if (missing[i])
             resp.missing_blob_digests[resp.n_missing_blob_digests++] = req->blob_digests[i];
     }
+    observe_find_missing(d, req->n_blob_digests, resp.n_missing_blob_digests);
 out:
     rpc_call_finish(call, reapi_status_ok(&st) ? &resp.base : NULL, &st);
     free(missing);
@@ -235,7 +236,7 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
     Google__Rpc__Status *statuses = NULL;
     struct reapi_zstd_decoder *dec = NULL;
     struct reapi_status st;
-    uint64_t total = 0;
+    uint64_t total = 0, stored_blobs = 0, stored_bytes = 0;
     size_t n = 0;
 
     reapi_status_init(&st);
@@ -298,16 +299,20 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
                                 : ", decompressed from zstd",
                             r->digest->hash, r->digest->size_bytes);
         } else if (rc != 0) {
-            cas_status_fill(&statuses[i],
-                            rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
-                            "storing %s failed: %s", r->digest->hash, strerror(-rc));
+            char why[512];
+            grpc_status_code code = svc_store_error(d, rc, (uint64_t)dg.size, why, sizeof(why));
+
+            cas_status_fill(&statuses[i], code, "storing %s failed: %s", r->digest->hash, why);
         } else {
             google__rpc__status__init(&statuses[i]);
+            stored_blobs++;
+            stored_bytes += (uint64_t)dg.size;
         }
     }
     if (d->remote != NULL)
         cas_update_push(d, req, &resp, statuses);
 out:
+    observe_transfer(d, "written", "batch", stored_blobs, stored_bytes);
     rpc_call_finish(call, &resp.base, &st);
     for (size_t i = 0; statuses != NULL && i < resp.n_responses; i++)
         cas_status_free(&statuses[i]);
@@ -367,7 +372,7 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
     struct reapi_unknown_out *compressors = NULL;
     struct cas_digest *digests = NULL;
     struct reapi_status st;
-    uint64_t total = 0;
+    uint64_t total = 0, read_blobs = 0, read_bytes = 0;
     bool zstd = false;
     size_t n = 0;
 
@@ -421,6 +426,8 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         if (rc == 0) {
             entries[i].data.data = buf;
             entries[i].data.len = len;
+            read_blobs++;
+            read_bytes += len;
             if (zstd)
                 cas_read_compress(&entries[i], &compressors[i]);
             google__rpc__status__init(&statuses[i]);
@@ -434,6 +441,7 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         }
     }
 out:
+    observe_transfer(d, "read", "batch", read_blobs, read_bytes);
     rpc_call_finish(call, &resp.base, &st);
     for (size_t i = 0; entries != NULL && i < resp.n_responses; i++) {
         free(entries[i].data.data);

@@ -294,17 +294,22 @@ static bool exec_try_cache(struct casboxd *d, struct rpc_call *call, const char 
     void *buf = NULL;
     size_t len, resp_len;
     bool hit = false;
-
     struct reapi_status st;
 
     reapi_status_init(&st);
-    if (shared_ac_get(d, instance, dg, &buf, &len, &st) != 0)
+    if (shared_ac_get(d, instance, dg, &buf, &len, &st) != 0) {
+        observe_cache_lookup(d, "execute", OBSERVE_CACHE_MISS);
         goto out;
+    }
     result = build__bazel__remote__execution__v2__action_result__unpack(NULL, len, buf);
     /* Not complete, or cannot be told: run it (a remote that is down then
      * shows in the action's own status). */
-    if (result == NULL || action_cache_result_complete(d, result, &st) != 1)
+    if (result == NULL || action_cache_result_complete(d, result, &st) != 1) {
+        observe_cache_lookup(d, "execute",
+                             result ? OBSERVE_CACHE_MISS_BLOB_GONE : OBSERVE_CACHE_MISS);
         goto out;
+    }
+    observe_cache_lookup(d, "execute", OBSERVE_CACHE_HIT);
     if (exec_response_pack(result, true, NULL, NULL, &resp, &resp_len) != 0)
         goto out;
     exec_answer_now(call, dg, resp, resp_len);
@@ -439,6 +444,8 @@ static void exec_execute(void *ctx, struct rpc_call *call)
     svc->queued++;
     if (svc->queued <= svc->idle_slots)
         op->stage = EXEC_EXECUTING; /* every queued action has an idle slot */
+    /* on the board before a slot can finish it (under the lock) */
+    observe_action_queued(d, call, instance, &dg, op->stage == EXEC_EXECUTING);
     pthread_cond_signal(&svc->work);
     pthread_mutex_unlock(&svc->lock);
 
@@ -583,6 +590,7 @@ static void *exec_slot_main(void *arg)
         pthread_mutex_unlock(&svc->lock);
 
         times.worker_start = clock_real_us();
+        observe_action_started(svc->d, op->instance, &op->action_digest);
         log_line[0] = '\0';
         rc = execution_run_action(svc->d, op->instance, act, &times, &resp, &resp_len, log_line,
                                   sizeof(log_line), &left);
@@ -600,6 +608,11 @@ static void *exec_slot_main(void *arg)
         /* Publish first; the log line and the clean-up are not the
          * client's to wait for. op stays alive by this slot's reference. */
         exec_slot_complete(svc, op, resp, resp_len, &times);
+        /* op->response is set and immutable once COMPLETED (NULL when the
+         * stop came first); this slot's reference keeps op alive */
+        observe_action_finished(svc->d, op->instance, &op->action_digest,
+                                op->stage == EXEC_COMPLETED ? op->response : NULL,
+                                op->response_len);
 
         exec_slot_log(op, log_line);
         exec_cleaner_put(svc->cleaner, left);
@@ -609,6 +622,14 @@ static void *exec_slot_main(void *arg)
         pthread_mutex_unlock(&svc->lock);
     }
     return NULL;
+}
+
+void exec_service_counts(struct exec_service *svc, uint64_t *queued, uint64_t *running)
+{
+    pthread_mutex_lock(&svc->lock);
+    *queued = svc->queued;
+    *running = svc->n_slots > svc->idle_slots ? svc->n_slots - svc->idle_slots : 0;
+    pthread_mutex_unlock(&svc->lock);
 }
 
 int exec_service_start(struct casboxd *d, struct exec_service **out)

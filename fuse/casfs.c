@@ -89,6 +89,21 @@ const char *casfs_mountpoint(const struct casfs *fs)
     return fs->mountpoint;
 }
 
+void casfs_get_stats(struct casfs *fs, struct casfs_stats *out)
+{
+    for (int i = 0; i < CASFS_OP_COUNT; i++)
+        out->requests[i] = atomic_load_explicit(&fs->op_counts[i], memory_order_relaxed);
+    out->bytes_read = atomic_load_explicit(&fs->bytes_read, memory_order_relaxed);
+}
+
+const char *casfs_op_name(enum casfs_op op)
+{
+    static const char *const names[] = {"lookup",  "forget", "getattr", "readlink",
+                                        "readdir", "open",   "read",    "release"};
+
+    return (unsigned)op < CASFS_OP_COUNT ? names[op] : "unknown";
+}
+
 int casfs_passthrough_parse(const char *s, enum casfs_passthrough_mode *out)
 {
     if (strcmp(s, "auto") == 0)

@@ -86,6 +86,27 @@ struct casfs_tree_stats {
 /* The counters of a tree; -ENOENT when there is no such tree. */
 int casfs_tree_stats(struct casfs *fs, const char *name, struct casfs_tree_stats *out);
 
+/* Requests served since the mount, by operation, and the bytes replied to
+ * reads (for the metrics; a statfs or init is not counted). */
+enum casfs_op {
+    CASFS_OP_LOOKUP,
+    CASFS_OP_FORGET,
+    CASFS_OP_GETATTR,
+    CASFS_OP_READLINK,
+    CASFS_OP_READDIR,
+    CASFS_OP_OPEN,
+    CASFS_OP_READ,
+    CASFS_OP_RELEASE,
+    CASFS_OP_COUNT,
+};
+struct casfs_stats {
+    uint64_t requests[CASFS_OP_COUNT];
+    uint64_t bytes_read;
+};
+void casfs_get_stats(struct casfs *fs, struct casfs_stats *out);
+/* "lookup" for CASFS_OP_LOOKUP. */
+const char *casfs_op_name(enum casfs_op op);
+
 /* Removes the tree: it disappears from the mount root at once (the kernel's
  * entry for it is invalidated) and its inodes are freed when the kernel
  * forgets them; files still open keep working. Never waits for readers.

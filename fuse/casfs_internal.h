@@ -150,7 +150,12 @@ struct casfs {
 
     void (*log)(void *arg, const char *line);
     void *log_arg;
+
+    _Atomic uint64_t op_counts[CASFS_OP_COUNT]; /* requests served, by op */
+    _Atomic uint64_t bytes_read;                /* replied to reads, every tree */
 };
+
+#define CASFS_COUNT(fs, op) atomic_fetch_add_explicit(&(fs)->op_counts[op], 1, memory_order_relaxed)
 
 /* --- logging (log.c) --- */
 

@@ -137,6 +137,7 @@ static void casfs_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name
     struct fuse_entry_param e;
     int rc;
 
+    CASFS_COUNT(fs, CASFS_OP_LOOKUP);
     if (parent->tree == NULL) {
         /* The mount root: one directory per tree. */
         struct casfs_tree *tree = casfs_tree_find(fs, name);
@@ -171,6 +172,7 @@ static void casfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
     struct casfs *fs = fuse_req_userdata(req);
 
+    CASFS_COUNT(fs, CASFS_OP_FORGET);
     casfs_inode_forget(fs, casfs_inode_of(fs, ino), nlookup);
     fuse_reply_none(req);
 }
@@ -179,6 +181,7 @@ static void casfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 {
     struct casfs *fs = fuse_req_userdata(req);
 
+    CASFS_COUNT(fs, CASFS_OP_FORGET);
     for (size_t i = 0; i < count; i++)
         casfs_inode_forget(fs, casfs_inode_of(fs, forgets[i].ino), forgets[i].nlookup);
     fuse_reply_none(req);
@@ -190,6 +193,7 @@ static void casfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
     struct casfs_inode *inode = casfs_inode_of(fs, ino);
     struct stat st;
 
+    CASFS_COUNT(fs, CASFS_OP_GETATTR);
     (void)fi;
     casfs_fill_stat(fs, inode, ino, &st);
     /* The root's attributes never change either (its listing does, as trees
@@ -205,6 +209,7 @@ static void casfs_readlink(fuse_req_t req, fuse_ino_t ino)
     struct casfs *fs = fuse_req_userdata(req);
     struct casfs_inode *inode = casfs_inode_of(fs, ino);
 
+    CASFS_COUNT(fs, CASFS_OP_READLINK);
     if (!S_ISLNK(inode->mode)) {
         fuse_reply_err(req, EINVAL);
         return;
@@ -242,6 +247,7 @@ static void casfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
     const char *p = NULL;
     int rc = 0;
 
+    CASFS_COUNT(fs, CASFS_OP_READDIR);
     (void)fi;
     if (!S_ISDIR(inode->mode)) {
         rc = -ENOTDIR;
@@ -342,6 +348,7 @@ static void casfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct casfs_inode *inode = casfs_inode_of(fs, ino);
     int fd = -1, rc;
 
+    CASFS_COUNT(fs, CASFS_OP_OPEN);
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
         fuse_reply_err(req, EROFS);
         return;
@@ -380,11 +387,14 @@ static void casfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
     int64_t left = inode->digest.size - off;
 
+    CASFS_COUNT(fs, CASFS_OP_READ);
     buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
     buf.buf[0].fd = (int)fi->fh;
     buf.buf[0].pos = off;
-    if (left > 0)
+    if (left > 0) {
         atomic_fetch_add(&inode->tree->bytes_read, (uint64_t)left < size ? (uint64_t)left : size);
+        atomic_fetch_add(&fs->bytes_read, (uint64_t)left < size ? (uint64_t)left : size);
+    }
     /* On a failed read of the blob fuse_reply_data replies the error itself. */
     fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
@@ -393,6 +403,7 @@ static void casfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
     struct casfs *fs = fuse_req_userdata(req);
 
+    CASFS_COUNT(fs, CASFS_OP_RELEASE);
     if (fi->fh == CASFS_FH_PASSTHROUGH)
         casfs_pt_backing_put(fs, casfs_inode_of(fs, ino));
     else

@@ -5,6 +5,8 @@
 #ifndef CASBOX_RPC_INTERNAL_H
 #define CASBOX_RPC_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "rpc.h"
 
 #include <grpc/grpc_security.h>
@@ -77,5 +79,29 @@ void rpc_tls_state_destroy(struct rpc_server_tls_state *state);
  * set when one cannot be read. */
 grpc_channel_credentials *rpc_tls_client_credentials(const struct rpc_client_options *opt,
                                                      char *err, size_t err_len);
+
+/* The server's metrics (server_metrics.c): requests by service, method and
+ * code, latency by method, calls in flight. Series per method are looked up
+ * once at start; NULL registry: nothing is recorded. */
+struct metrics;
+struct metrics_series;
+struct rpc_server_metrics {
+    struct metrics_family *requests;
+    struct metrics_series **latency;  /* per method */
+    struct metrics_series **inflight; /* per method */
+    /* requests per method and code, looked up at first use then kept, so
+     * that a call's end costs atomics only */
+    _Atomic(struct metrics_series *) *by_code;
+    size_t n_methods;
+};
+int rpc_server_metrics_init(struct rpc_server_metrics *sm, struct metrics *m,
+                            const struct rpc_method *methods, size_t n_methods);
+void rpc_server_metrics_free(struct rpc_server_metrics *sm);
+/* A call of methods[i] (SIZE_MAX: an unregistered method) begins / ends with
+ * code after started_us (clock_mono_us); begun: _begin was called for it (a
+ * call rejected before a handler ran was never in flight). */
+void rpc_server_metrics_begin(struct rpc_server_metrics *sm, size_t i);
+void rpc_server_metrics_end(struct rpc_server_metrics *sm, const struct rpc_method *methods,
+                            size_t i, grpc_status_code code, uint64_t started_us, bool begun);
 
 #endif

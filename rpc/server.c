@@ -60,8 +60,9 @@ struct rpc_call {
     bool finished;
     struct rpc_finish_state fin; /* the final batch, until it completes */
     struct rpc_call *next;       /* pool queue link */
-    uint64_t arrived_us;         /* when the dispatcher got it (debug log) */
+    uint64_t arrived_us;         /* when the dispatcher got it (debug log, latency) */
     struct rpc_call_auth auth;   /* authorize.c */
+    grpc_status_code status;     /* what the final batch sent (metrics) */
 };
 
 struct rpc_pool_state {
@@ -90,6 +91,8 @@ struct rpc_server {
     struct rpc_pool_state pools[RPC_POOL_COUNT];
     struct rpc_server_auth auth;     /* authorize.c */
     struct rpc_server_tls_state tls; /* tls.c */
+    struct rpc_server_metrics metrics;
+    uint64_t stall_timeout_ms; /* rpc_server_options */
 };
 
 static void rpc_call_free(struct rpc_call *c)
@@ -115,8 +118,36 @@ static void rpc_call_free(struct rpc_call *c)
  * failed (client gone, deadline, server shutdown). */
 static int rpc_call_run_batch(struct rpc_call *c, const grpc_op *ops, size_t n)
 {
-    int rc = rpc_batch_run(c->call, c->cq, ops, n, c);
+    gpr_timespec limit;
+    grpc_event ev;
+    int rc;
 
+    if (c->srv->stall_timeout_ms == 0) {
+        rc = rpc_batch_run(c->call, c->cq, ops, n, c);
+        goto out;
+    }
+    /* A client that neither reads nor writes must not keep the thread. */
+    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) {
+        rc = -EIO;
+        goto out;
+    }
+    limit = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                         gpr_time_from_millis((int64_t)c->srv->stall_timeout_ms, GPR_TIMESPAN));
+    ev = grpc_completion_queue_pluck(c->cq, c, limit, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        LOG_I("%s: the client made no progress for %" PRIu64 " ms: call cancelled "
+              "(server.stream_stall_timeout)",
+              rpc_call_method(c), c->srv->stall_timeout_ms);
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                     "the stream made no progress within "
+                                     "server.stream_stall_timeout: cancelled to free its thread",
+                                     NULL);
+        ev = grpc_completion_queue_pluck(c->cq, c, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        rc = -ECANCELED;
+        goto out;
+    }
+    rc = ev.type == GRPC_OP_COMPLETE && ev.success ? 0 : -ECANCELED;
+out:
     if (rc == -EIO)
         LOG_E("%s: grpc_call_start_batch failed", rpc_call_method(c));
     return rc;
@@ -259,6 +290,7 @@ static int rpc_finish_ops(struct rpc_call *c, const ProtobufCMessage *msg,
     }
     ops[*n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[*n].data.send_status_from_server.status = st ? st->code : GRPC_STATUS_OK;
+    c->status = st ? st->code : GRPC_STATUS_OK;
     f->details = grpc_slice_from_copied_string(st ? st->message : "");
     ops[*n].data.send_status_from_server.status_details = &f->details;
     if (st != NULL && !reapi_status_ok(st)) {
@@ -439,6 +471,9 @@ static void rpc_call_reject(struct rpc_call *c, grpc_status_code code, const cha
         }
     }
     grpc_slice_unref(details);
+    rpc_server_metrics_end(&c->srv->metrics, c->srv->methods,
+                           c->method ? (size_t)(c->method - c->srv->methods) : SIZE_MAX, code,
+                           c->arrived_us, false);
     rpc_call_free(c);
 }
 
@@ -573,6 +608,7 @@ static void *rpc_pool_main(void *arg)
 
         srv = c->srv;
         start_us = log_enabled(LOG_LEVEL_DEBUG) ? clock_mono_us() : 0;
+        rpc_server_metrics_begin(&srv->metrics, (size_t)(c->method - srv->methods));
         if (rpc_call_authenticate(c) == 0)
             c->method->handler(srv->ctx, c);
         if (start_us != 0)
@@ -583,6 +619,8 @@ static void *rpc_pool_main(void *arg)
             LOG_E("%s: handler returned without a status", c->method->path);
             rpc_call_fail(c, GRPC_STATUS_INTERNAL, "internal error: no response");
         }
+        rpc_server_metrics_end(&srv->metrics, srv->methods, (size_t)(c->method - srv->methods),
+                               c->status, c->arrived_us, true);
         rpc_call_free(c);
     }
     return NULL;
@@ -638,9 +676,14 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
     srv->n_methods = n_methods;
     srv->ctx = ctx;
     rpc_server_auth_init(&srv->auth, opt);
+    srv->stall_timeout_ms = opt->stall_timeout_ms;
     srv->handles = calloc(n_methods, sizeof(*srv->handles));
     if (srv->handles == NULL)
         goto fail;
+    rc = rpc_server_metrics_init(&srv->metrics, opt->metrics, methods, n_methods);
+    if (rc != 0)
+        goto fail;
+    rc = -ENOMEM;
 
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -707,6 +750,7 @@ fail_server:
 fail:
     rpc_tls_state_destroy(&srv->tls);
     rpc_server_auth_destroy(&srv->auth);
+    rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
     return rc;
@@ -751,6 +795,7 @@ void rpc_server_stop(struct rpc_server *srv)
     grpc_completion_queue_destroy(srv->notify_cq);
     rpc_tls_state_destroy(&srv->tls);
     rpc_server_auth_destroy(&srv->auth);
+    rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
 }

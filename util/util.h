@@ -1,6 +1,7 @@
 /*
  * util.h - the helpers every casbox library may use and none of them owns:
- * one-line logging, the two clocks, growing arrays, file-system helpers.
+ * one-line logging, the two clocks, growing arrays and text buffers,
+ * file-system helpers.
  *
  * util/ depends on nothing of ours (only libc), so that any library, the
  * daemon and the command-line front ends can share one copy of each helper
@@ -68,6 +69,20 @@ static inline uint64_t clock_real_us(void)
 /* Grows *arr (elements of size elem, *cap of them) so that it holds at least
  * n + 1. 0 or -ENOMEM (*arr and *cap unchanged). */
 int array_reserve(void **arr, size_t *cap, size_t n, size_t elem);
+
+/* --- text buffers (buf.c) ---
+ * A growing, NUL-terminated buffer; an allocation failure sticks in err
+ * (-ENOMEM) and later appends do nothing. Start from {0}. */
+struct util_buf {
+    char *data;
+    size_t len, cap;
+    int err;
+};
+void util_buf_put(struct util_buf *b, const char *s, size_t n);
+void util_buf_str(struct util_buf *b, const char *s);
+void util_buf_printf(struct util_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void util_buf_free(struct util_buf *b);
 
 /* --- files (file.c) ---
  *

@@ -1,0 +1,384 @@
+/*
+ * observe.c - what casboxd counts and shows: the metrics registry and the
+ * daemon's own families (CAS, ActionCache, execution, FUSE, sandbox), the
+ * board of running and finished actions, and the HTTP server that serves
+ * both ([http] listen).
+ *
+ * Counts that another part already keeps (the CAS's size, evictions and
+ * corrupt blobs; the execution queue) are read at scrape time by collectors
+ * rather than counted again on the hot path. The services call the
+ * observe_* functions below once per request or per action; all of them do
+ * nothing when d->obs is NULL.
+ *
+ * Adding a metric: register its family in observe_register() and record it
+ * where it happens, or add a collector. Fleet metrics (workers by state,
+ * per-queue queued/executing, requeues, worker losses) belong with the
+ * scheduler: it registers them on observe_metrics(d) the same way, e.g.
+ *     metrics_gauge(observe_metrics(d), "casbox_fleet_workers", "...", "state")
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "casboxd.h"
+#include "fuse/casfs.h"
+#include "metrics/metrics.h"
+#include "util/util.h"
+#include "web/web.h"
+
+#define OBSERVE_METADATA_KEY "build.bazel.remote.execution.v2.requestmetadata-bin"
+
+struct observe {
+    struct metrics *metrics;
+    struct web_board *board;
+    struct web_server *web;
+    char grpc_url[300];
+    struct metrics_family *cas_blobs, *cas_bytes, *cas_evicted_blobs, *cas_evicted_bytes,
+        *cas_corrupt, *cas_transfer_blobs, *cas_transfer_bytes, *find_missing_asked,
+        *find_missing_missing, *ac_lookups, *actions, *queue_length, *running, *queue_wait,
+        *stage_seconds, *sandbox_setup, *fuse_files, *fuse_bytes, *fuse_requests, *input_bytes,
+        *output_bytes;
+};
+
+static void observe_register(struct observe *o)
+{
+    struct metrics *m = o->metrics;
+    const double *lat = metrics_latency_buckets;
+    size_t n_lat = metrics_latency_n_buckets;
+
+    o->cas_blobs = metrics_gauge(m, "casbox_cas_blobs", "Blobs stored in the local CAS.", NULL);
+    o->cas_bytes =
+        metrics_gauge(m, "casbox_cas_bytes", "Bytes stored in the local CAS (blob sizes).", NULL);
+    o->cas_evicted_blobs =
+        metrics_counter(m, "casbox_cas_evicted_blobs_total",
+                        "Blobs evicted to keep the CAS under [cas] max_bytes.", NULL);
+    o->cas_evicted_bytes =
+        metrics_counter(m, "casbox_cas_evicted_bytes_total",
+                        "Bytes evicted to keep the CAS under [cas] max_bytes.", NULL);
+    o->cas_corrupt = metrics_counter(m, "casbox_cas_verification_failures_total",
+                                     "Blobs found not to match their digest (and removed).", NULL);
+    o->cas_transfer_blobs = metrics_counter(
+        m, "casbox_cas_transfer_blobs_total",
+        "Blobs written by clients or read by them, by direction and API.", "direction,api");
+    o->cas_transfer_bytes = metrics_counter(
+        m, "casbox_cas_transfer_bytes_total",
+        "Blob bytes written by clients or read by them, by direction and API.", "direction,api");
+    o->find_missing_asked = metrics_counter(m, "casbox_cas_find_missing_digests_total",
+                                            "Digests asked about in FindMissingBlobs.", NULL);
+    o->find_missing_missing =
+        metrics_counter(m, "casbox_cas_find_missing_missing_total",
+                        "Digests FindMissingBlobs answered as missing.", NULL);
+    o->ac_lookups = metrics_counter(
+        m, "casbox_action_cache_lookups_total",
+        "ActionCache lookups by GetActionResult or Execute, by result (hit, miss, or "
+        "miss_blob_gone: the entry referenced a blob no longer in the CAS).",
+        "via,result");
+    o->actions = metrics_counter(
+        m, "casbox_execution_actions_total",
+        "Actions run, by outcome: ok, exit_nonzero, timeout, limit_memory, limit_pids, limit_cpu, "
+        "limit_output, error.",
+        "outcome");
+    o->queue_length =
+        metrics_gauge(m, "casbox_execution_queue_length", "Actions waiting for a slot.", NULL);
+    o->running = metrics_gauge(m, "casbox_execution_running", "Actions running on a slot.", NULL);
+    o->queue_wait = metrics_histogram(m, "casbox_execution_queue_wait_seconds",
+                                      "Time actions waited for a slot.", NULL, lat, n_lat);
+    o->stage_seconds = metrics_histogram(
+        m, "casbox_execution_stage_duration_seconds",
+        "Time per stage of an action: queued, input_fetch (staging), execution, output_upload.",
+        "stage", lat, n_lat);
+    o->sandbox_setup = metrics_histogram(
+        m, "casbox_sandbox_setup_seconds",
+        "Execution stage time outside the command itself: sandbox set-up and tear-down.", NULL, lat,
+        n_lat);
+    o->fuse_files = metrics_counter(m, "casbox_fuse_files_opened_total",
+                                    "Input files opened through the FUSE mount, by how they were "
+                                    "served (fuse, passthrough).",
+                                    "mode");
+    o->fuse_bytes = metrics_counter(m, "casbox_fuse_read_bytes_total",
+                                    "Bytes of input files served by FUSE reads.", NULL);
+    o->fuse_requests =
+        metrics_counter(m, "casbox_fuse_requests_total",
+                        "FUSE requests served by the input-tree mount, by op.", "op");
+    o->input_bytes = metrics_counter(m, "casbox_execution_input_bytes_total",
+                                     "Bytes of input trees staged for actions.", NULL);
+    o->output_bytes = metrics_counter(m, "casbox_execution_output_bytes_total",
+                                      "Bytes of output files collected from actions.", NULL);
+}
+
+static void observe_collect(void *ctx, struct metrics *m)
+{
+    struct casboxd *d = ctx;
+    struct observe *o = d->obs;
+    struct cas_store_stats st;
+    uint64_t queued = 0, running = 0;
+
+    (void)m;
+    cas_store_get_stats(d->store, &st);
+    metrics_gauge_set(o->cas_blobs, NULL, (double)st.blobs);
+    metrics_gauge_set(o->cas_bytes, NULL, (double)st.bytes);
+    metrics_counter_set(o->cas_evicted_blobs, NULL, (double)st.evicted_blobs);
+    metrics_counter_set(o->cas_evicted_bytes, NULL, (double)st.evicted_bytes);
+    metrics_counter_set(o->cas_corrupt, NULL, (double)st.corrupt_blobs);
+    if (d->fs != NULL) {
+        struct casfs_stats fst;
+
+        casfs_get_stats(d->fs, &fst);
+        for (int i = 0; i < CASFS_OP_COUNT; i++)
+            metrics_counter_set(o->fuse_requests, METRICS_LABELS(casfs_op_name(i)),
+                                (double)fst.requests[i]);
+        metrics_counter_set(o->fuse_bytes, NULL, (double)fst.bytes_read);
+    }
+    if (d->exec != NULL) {
+        exec_service_counts(d->exec, &queued, &running);
+        metrics_gauge_set(o->queue_length, NULL, (double)queued);
+        metrics_gauge_set(o->running, NULL, (double)running);
+    }
+}
+
+int observe_start(struct casboxd *d)
+{
+    struct observe *o = calloc(1, sizeof(*o));
+    int rc;
+
+    if (o == NULL)
+        return -ENOMEM;
+    rc = metrics_new(NULL, &o->metrics);
+    if (rc == 0)
+        rc = web_board_new(d->cfg.http_history_size, &o->board);
+    if (rc == 0)
+        rc = metrics_process_register(o->metrics);
+    if (rc == 0)
+        rc = metrics_collector_add(o->metrics, observe_collect, d);
+    if (rc != 0) {
+        web_board_free(o->board);
+        metrics_free(o->metrics);
+        free(o);
+        return rc;
+    }
+    observe_register(o);
+    d->obs = o;
+    return 0;
+}
+
+struct metrics *observe_metrics(struct casboxd *d)
+{
+    return d->obs ? d->obs->metrics : NULL;
+}
+
+int observe_serve(struct casboxd *d)
+{
+    struct observe *o = d->obs;
+    struct web_options w;
+    int rc;
+
+    if (o == NULL || d->cfg.http_listen[0] == '\0')
+        return 0;
+    snprintf(o->grpc_url, sizeof(o->grpc_url), "grpc://%s", d->cfg.listen);
+    memset(&w, 0, sizeof(w));
+    w.listen = d->cfg.http_listen;
+    w.max_connections = d->cfg.http_max_connections;
+    w.connection_timeout = d->cfg.http_connection_timeout;
+    w.request_bytes = d->cfg.http_request_bytes;
+    w.threads = d->cfg.http_threads;
+    w.inline_bytes = d->cfg.http_inline_bytes;
+    w.max_message_bytes = d->cfg.http_max_message_bytes;
+    w.grpc_url = o->grpc_url;
+    w.worker_name = d->cfg.worker_name;
+    w.store = d->store;
+    w.metrics = o->metrics;
+    w.board = o->board;
+    /* [auth]: a read-token check goes here (w.authorize, w.authorize_ctx). */
+    rc = web_server_start(&w, &o->web);
+    if (rc == 0)
+        LOG_I("http: web pages and /metrics on http://%s/", d->cfg.http_listen);
+    return rc;
+}
+
+void observe_stop_serving(struct casboxd *d)
+{
+    if (d->obs != NULL) {
+        web_server_stop(d->obs->web);
+        d->obs->web = NULL;
+    }
+}
+
+void observe_stop(struct casboxd *d)
+{
+    struct observe *o = d->obs;
+
+    if (o == NULL)
+        return;
+    web_server_stop(o->web);
+    web_board_free(o->board);
+    metrics_free(o->metrics);
+    free(o);
+    d->obs = NULL;
+}
+
+void observe_cache_lookup(struct casboxd *d, const char *via, enum observe_cache result)
+{
+    static const char *const names[] = {"hit", "miss", "miss_blob_gone"};
+
+    if (d->obs == NULL)
+        return;
+    metrics_counter_add(d->obs->ac_lookups, METRICS_LABELS(via, names[result]), 1);
+    web_board_note_cache(d->obs->board, result == OBSERVE_CACHE_HIT);
+}
+
+void observe_transfer(struct casboxd *d, const char *direction, const char *api, uint64_t blobs,
+                      uint64_t bytes)
+{
+    if (d->obs == NULL)
+        return;
+    metrics_counter_add(d->obs->cas_transfer_blobs, METRICS_LABELS(direction, api), (double)blobs);
+    metrics_counter_add(d->obs->cas_transfer_bytes, METRICS_LABELS(direction, api), (double)bytes);
+}
+
+void observe_find_missing(struct casboxd *d, uint64_t asked, uint64_t missing)
+{
+    if (d->obs == NULL)
+        return;
+    metrics_counter_add(d->obs->find_missing_asked, NULL, (double)asked);
+    metrics_counter_add(d->obs->find_missing_missing, NULL, (double)missing);
+}
+
+/* RequestMetadata's mnemonic and target, when the client sent them. */
+static void observe_request_metadata(struct rpc_call *call, struct web_action *a)
+{
+    Build__Bazel__Remote__Execution__V2__RequestMetadata *md;
+    size_t len = 0;
+    const char *v = call ? rpc_call_metadata(call, OBSERVE_METADATA_KEY, &len) : NULL;
+
+    if (v == NULL || len == 0)
+        return;
+    md = build__bazel__remote__execution__v2__request_metadata__unpack(NULL, len,
+                                                                       (const uint8_t *)v);
+    if (md == NULL)
+        return;
+    snprintf(a->mnemonic, sizeof(a->mnemonic), "%s",
+             md->action_mnemonic ? md->action_mnemonic : "");
+    snprintf(a->target, sizeof(a->target), "%s", md->target_id ? md->target_id : "");
+    build__bazel__remote__execution__v2__request_metadata__free_unpacked(md, NULL);
+}
+
+void observe_action_queued(struct casboxd *d, struct rpc_call *call, const char *instance,
+                           const struct cas_digest *dg, bool executing)
+{
+    struct web_action a;
+    int rc;
+
+    if (d->obs == NULL)
+        return;
+    memset(&a, 0, sizeof(a));
+    snprintf(a.instance, sizeof(a.instance), "%s", instance);
+    a.digest = *dg;
+    snprintf(a.worker, sizeof(a.worker), "%s", d->cfg.worker_name);
+    a.stage = executing ? WEB_STAGE_EXECUTING : WEB_STAGE_QUEUED;
+    a.times.queued = clock_real_us();
+    observe_request_metadata(call, &a);
+    rc = web_board_begin(d->obs->board, &a);
+    if (rc != 0)
+        LOG_ERRNO_W(rc, "http: the board cannot show a queued action");
+}
+
+void observe_action_started(struct casboxd *d, const char *instance, const struct cas_digest *dg)
+{
+    if (d->obs != NULL)
+        web_board_stage(d->obs->board, instance, dg, WEB_STAGE_EXECUTING);
+}
+
+static const char *observe_outcome(const struct exec_outcome *o)
+{
+    if (o->ran && o->sandbox.limit != SANDBOX_LIMIT_NONE)
+        return o->sandbox.limit == SANDBOX_LIMIT_TIMEOUT  ? "timeout"
+               : o->sandbox.limit == SANDBOX_LIMIT_MEMORY ? "limit_memory"
+               : o->sandbox.limit == SANDBOX_LIMIT_PIDS   ? "limit_pids"
+               : o->sandbox.limit == SANDBOX_LIMIT_CPU    ? "limit_cpu"
+                                                          : "limit_output";
+    if (o->status.code == GRPC_STATUS_DEADLINE_EXCEEDED)
+        return "timeout";
+    if (!reapi_status_ok(&o->status))
+        return "error";
+    if (o->result == NULL || o->result->exit_code != 0)
+        return "exit_nonzero";
+    return "ok";
+}
+
+static double observe_span(uint64_t from, uint64_t to)
+{
+    return from != 0 && to > from ? (double)(to - from) / 1e6 : 0;
+}
+
+void observe_action_result(struct casboxd *d, const char *instance, const struct action *act,
+                           const struct exec_times *t, const struct exec_outcome *o)
+{
+    struct observe *obs = d->obs;
+    struct web_action a;
+    const char *outcome = observe_outcome(o);
+    double exec_s = observe_span(t->execution_start, t->execution_end);
+
+    if (obs == NULL)
+        return;
+    metrics_counter_add(obs->actions, METRICS_LABELS(outcome), 1);
+    metrics_histogram_observe(obs->queue_wait, NULL, observe_span(t->queued, t->worker_start));
+    metrics_histogram_observe(obs->stage_seconds, METRICS_LABELS("queued"),
+                              observe_span(t->queued, t->worker_start));
+    if (t->input_fetch_start != 0)
+        metrics_histogram_observe(obs->stage_seconds, METRICS_LABELS("input_fetch"),
+                                  observe_span(t->input_fetch_start, t->input_fetch_end));
+    if (t->execution_start != 0)
+        metrics_histogram_observe(obs->stage_seconds, METRICS_LABELS("execution"), exec_s);
+    if (t->output_upload_start != 0)
+        metrics_histogram_observe(obs->stage_seconds, METRICS_LABELS("output_upload"),
+                                  observe_span(t->output_upload_start, t->output_upload_end));
+    if (o->ran && exec_s > (double)o->sandbox.wall_us / 1e6)
+        metrics_histogram_observe(obs->sandbox_setup, NULL,
+                                  exec_s - (double)o->sandbox.wall_us / 1e6);
+    if (o->fuse) {
+        metrics_counter_add(obs->fuse_files, METRICS_LABELS("fuse"),
+                            (double)(o->fuse_stats.files_opened - o->fuse_stats.files_passthrough));
+        metrics_counter_add(obs->fuse_files, METRICS_LABELS("passthrough"),
+                            (double)o->fuse_stats.files_passthrough);
+    }
+    metrics_counter_add(obs->input_bytes, NULL, (double)act->input_bytes);
+    metrics_counter_add(obs->output_bytes, NULL, (double)o->outputs.bytes);
+
+    memset(&a, 0, sizeof(a));
+    snprintf(a.instance, sizeof(a.instance), "%s", instance);
+    a.digest = act->digest;
+    snprintf(a.outcome, sizeof(a.outcome), "%s", outcome);
+    snprintf(a.worker, sizeof(a.worker), "%s", d->cfg.worker_name);
+    snprintf(a.message, sizeof(a.message), "%s", o->verdict[0] ? o->verdict : o->status.message);
+    a.exit_code = o->result ? o->result->exit_code : -1;
+    a.times = (struct web_action_times){
+        t->queued,          t->worker_start,  t->input_fetch_start,   t->input_fetch_end,
+        t->execution_start, t->execution_end, t->output_upload_start, t->output_upload_end,
+        t->worker_end};
+    web_board_result(obs->board, &a);
+}
+
+void observe_action_finished(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                             const uint8_t *response, size_t response_len)
+{
+    struct cas_digest rd;
+    bool stored = false;
+    int rc;
+
+    if (d->obs == NULL)
+        return;
+    /* The ExecuteResponse goes into the CAS (after the client has it) so
+     * that the action page can show a failed result, which the ActionCache
+     * does not keep. */
+    if (response != NULL) {
+        cas_digest_buffer(response, response_len, &rd);
+        rc = cas_store_put(d->store, &rd, response, response_len);
+        stored = rc == 0;
+        if (rc != 0)
+            LOG_ERRNO_W(rc, "http: keeping an ExecuteResponse for the web pages failed");
+    }
+    web_board_finish(d->obs->board, instance, dg, stored ? &rd : NULL);
+}

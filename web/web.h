@@ -1,0 +1,133 @@
+/*
+ * web.h - casboxd's HTTP side for the people who run it: /metrics for
+ * Prometheus, and server-rendered pages (overview, action, input tree,
+ * blob downloads) over libmicrohttpd, plus the board those pages read: the
+ * actions running now and a bounded history of finished ones, failed ones
+ * included (the ActionCache keeps only clean successes).
+ *
+ * Everything is bounded by web_options: connections, request size (URL and
+ * headers, enforced by libmicrohttpd, which answers 414/431 past it), the
+ * idle time of a connection, the history's length, the stdout/stderr shown
+ * inline and the size of a message decoded for a page. Blobs are streamed
+ * from their CAS file in pieces, never read whole into memory.
+ *
+ * Access: web_options.authorize, when set, sees every request's
+ * Authorization header first and may refuse it (401). The [auth] work plugs
+ * its read-token check in there.
+ */
+#ifndef CASBOX_WEB_H
+#define CASBOX_WEB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cas/cas.h"
+
+struct metrics;
+struct web_board;
+struct web_server;
+
+/* --- the board (board.c) --- */
+
+/* ExecutedActionMetadata's timestamps, real-time microseconds (0: not
+ * reached). */
+struct web_action_times {
+    uint64_t queued;
+    uint64_t worker_start;
+    uint64_t input_fetch_start, input_fetch_end;
+    uint64_t execution_start, execution_end;
+    uint64_t output_upload_start, output_upload_end;
+    uint64_t worker_end;
+};
+
+enum web_stage { WEB_STAGE_QUEUED, WEB_STAGE_EXECUTING, WEB_STAGE_DONE };
+
+/* One action as the pages show it. Strings are copied in, truncated. */
+struct web_action {
+    char instance[256];
+    struct cas_digest digest;
+    char mnemonic[64]; /* RequestMetadata.action_mnemonic, "" when not sent */
+    char target[256];  /* RequestMetadata.target_id */
+    char worker[128];
+    enum web_stage stage;
+    /* Once finished: */
+    char outcome[32]; /* ok, exit_nonzero, timeout, limit_<kind>, error, cancelled */
+    int exit_code;
+    char message[256];
+    /* The packed ExecuteResponse, stored in the CAS (so failed results stay
+     * viewable while the CAS keeps them); size -1: none. */
+    struct cas_digest response;
+    struct web_action_times times;
+};
+
+/* history_size: finished actions kept (the oldest dropped first). */
+int web_board_new(size_t history_size, struct web_board **out);
+void web_board_free(struct web_board *b);
+/* An action was queued; (instance, digest) is unique among running ones
+ * (identical Executes share one). -ENOMEM. */
+int web_board_begin(struct web_board *b, const struct web_action *a);
+void web_board_stage(struct web_board *b, const char *instance, const struct cas_digest *d,
+                     enum web_stage stage);
+/* Sets what is known once the run is over (outcome, exit code, worker,
+ * times) on the running entry. */
+void web_board_result(struct web_board *b, const struct web_action *a);
+/* Moves the running entry into the history (outcome "error" when no result
+ * was set); response: where its ExecuteResponse is in the CAS, or NULL. */
+void web_board_finish(struct web_board *b, const char *instance, const struct cas_digest *d,
+                      const struct cas_digest *response);
+/* A cache lookup of Execute or GetActionResult: counted per minute for the
+ * overview's hit-rate chart. */
+void web_board_note_cache(struct web_board *b, bool hit);
+/* The newest finished entry for digest (any instance); -ENOENT. */
+int web_board_find(struct web_board *b, const struct cas_digest *d, struct web_action *out);
+
+/* --- the HTTP server (server.c) --- */
+
+struct web_options {
+    const char *listen;          /* HOST:PORT */
+    uint64_t max_connections;    /* at once; more are refused by the listener */
+    uint64_t connection_timeout; /* seconds a connection may stay idle */
+    uint64_t request_bytes;      /* memory per connection: URL, headers */
+    uint64_t threads;            /* polling threads */
+    uint64_t inline_bytes;       /* stdout/stderr shown on a page */
+    uint64_t max_message_bytes;  /* largest Action/Command/Directory decoded for a page */
+    const char *grpc_url;        /* for the casbox-replay line: grpc://HOST:PORT */
+    const char *worker_name;     /* the overview's worker row */
+    struct cas_store *store;
+    struct metrics *metrics;
+    struct web_board *board;
+    /* NULL: every request is allowed. Else 0 lets the request through and a
+     * negative errno answers 401; authorization is the header's value or
+     * NULL. */
+    int (*authorize)(void *ctx, const char *authorization);
+    void *authorize_ctx;
+};
+
+int web_server_start(const struct web_options *opt, struct web_server **out);
+/* Closes the listener and every connection; NULL is fine. */
+void web_server_stop(struct web_server *s);
+
+/* --- URLs (route.c) --- */
+
+enum web_route_kind {
+    WEB_ROUTE_OVERVIEW, /* / */
+    WEB_ROUTE_METRICS,  /* /metrics */
+    WEB_ROUTE_ACTION,   /* /action/<hash>/<size> */
+    WEB_ROUTE_DIR,      /* /dir/<hash>/<size> */
+    WEB_ROUTE_BLOB,     /* /blob/<hash>/<size>[/<name>] */
+    WEB_ROUTE_HISTORY,  /* /history */
+};
+
+struct web_route {
+    enum web_route_kind kind;
+    struct cas_digest digest;
+    char name[256]; /* blob: the file name to download as, "" when none */
+};
+
+/* Parses a request path (no query string). -ENOENT for a path that is no
+ * page, -EINVAL for a page with a malformed digest (detail says what, for
+ * the 400 page). */
+int web_route_parse(const char *path, struct web_route *out, char *detail, size_t detail_len);
+
+#endif
