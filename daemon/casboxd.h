@@ -93,7 +93,8 @@ int casboxd_config_reload(struct casboxd *d, const struct casbox_config *fresh);
 int casboxd_auth_start(struct casboxd *d);
 void casboxd_auth_stop(struct casboxd *d);
 /* SIGHUP: the tokens and certificates files again, with fresh's [auth]
- * keys; a broken file keeps the current policy and logs why. */
+ * keys, and the [tls] files for new connections; a broken file keeps the
+ * current ones and logs why. */
 void casboxd_auth_reload(struct casboxd *d, const struct casbox_config *fresh);
 /* What casboxd's own clients (worker -> scheduler, remote CAS) use: [client]
  * tls_ca, tls_certificate, tls_private_key and token_file. cfg must outlive
