@@ -430,6 +430,9 @@ int bench_client_open(struct bench_client *c, const char *target, double timeout
     char err[512];
     int rc;
 
+    /* --target grpcs://...: CASBOX_TLS_CA, CASBOX_TOKEN_FILE, ... name the
+     * CA, client certificate and token of a casboxd with [tls] and [auth]. */
+    rpc_client_options_from_env(&opt);
     memset(c, 0, sizeof(*c));
     c->instance = "";
     rc = rpc_client_open(target, &opt, &c->rpc, err, sizeof(err));

@@ -61,7 +61,7 @@ void cas_hasher_free(struct cas_hasher *h);
 struct cas_store;
 
 struct cas_store_options {
-    uint64_t max_bytes;   /* LRU eviction above this many blob bytes; 0 = no limit */
+    uint64_t max_bytes; /* LRU eviction above this many blob bytes; 0 = no limit */
 };
 
 /* Opens (creating if needed) a store under dir: removes stale temp files and
@@ -93,7 +93,8 @@ int cas_store_blob_path(struct cas_store *s, const struct cas_digest *d, char *b
 /* Streaming writer: bytes are appended to a temp file, hashed as they come, and
  * committed only when the total size and hash match the expected digest. */
 struct cas_writer;
-int cas_writer_begin(struct cas_store *s, const struct cas_digest *expected, struct cas_writer **out);
+int cas_writer_begin(struct cas_store *s, const struct cas_digest *expected,
+                     struct cas_writer **out);
 /* -EFBIG, and nothing appended, when the bytes would run past the expected
  * size. After any other error the writer only accepts commit (which returns
  * that error) or abort. */
@@ -113,6 +114,87 @@ void cas_writer_abort(struct cas_writer *w);
  * file was replaced or written while being ingested. */
 int cas_store_put_file(struct cas_store *s, const char *path, bool unlink_source,
                        struct cas_digest *out);
+
+/* --- fetch-through from an upstream CAS, and pins (cas/fetch.c, cas/pin.c) ---
+ *
+ * A store may sit in front of an upstream CAS (remote/ attaches one): then a
+ * miss in cas_store_get, cas_store_open_blob or cas_store_blob_path calls the
+ * fetcher, which streams the blob into this store through a cas_writer (so
+ * it is verified like every write: bytes that do not match are never
+ * stored), and the read is tried again. Concurrent misses of one digest share
+ * one fetch. A failed fetch returns its negative errno to every caller that
+ * waited on it and leaves a reason (the digest and the upstream's status)
+ * that cas_store_fetch_error gives back. Errors a fetcher returns:
+ * -ENOENT the upstream has no such blob; -EHOSTUNREACH the upstream cannot
+ * be reached (UNAVAILABLE, DEADLINE_EXCEEDED); -EBADMSG it sent bytes that do
+ * not match the digest; anything else as it comes. */
+
+typedef int (*cas_fetch_fn)(void *ctx, struct cas_store *s, const struct cas_digest *d,
+                            char *reason, size_t reason_len);
+/* Of digests[0..n), sets missing[i] for those the upstream lacks (and keeps
+ * the others alive there). 0, or an error as for cas_fetch_fn. */
+typedef int (*cas_find_missing_fn)(void *ctx, const struct cas_digest *digests, size_t n,
+                                   bool *missing, char *reason, size_t reason_len);
+
+/* Installs (fn != NULL) or removes the fetcher. Call before the store is
+ * shared between threads; ctx must outlive the store or the next call. */
+void cas_store_set_fetcher(struct cas_store *s, cas_fetch_fn fn, void *ctx);
+/* Installs the upstream's presence check used by cas_store_find_missing. */
+void cas_store_set_find_missing(struct cas_store *s, cas_find_missing_fn fn, void *ctx);
+/* True when a fetcher is installed (the store is a cache of an upstream). */
+bool cas_store_has_upstream(const struct cas_store *s);
+
+/* Of digests[0..n), sets missing[i] for those neither here nor upstream
+ * (without a find-missing function: not here). Never fetches. */
+int cas_store_find_missing(struct cas_store *s, const struct cas_digest *digests, size_t n,
+                           bool *missing);
+
+/* What one caller (an action) read through the store: blobs found here,
+ * blobs and bytes fetched for it, fetches that failed. Zero it before use;
+ * the functions below add to it atomically. */
+struct cas_fetch_counters {
+    _Atomic uint64_t local_hits;
+    _Atomic uint64_t fetched_blobs;
+    _Atomic uint64_t fetched_bytes;
+    _Atomic uint64_t failures;
+    /* The first failure: its error and reason (set once, under no lock:
+     * first_error is claimed by compare-and-swap before reason is written). */
+    _Atomic int first_error;
+    struct cas_digest first_digest;
+    char reason[320];
+};
+
+/* A plain copy of a cas_fetch_counters, for reports. */
+struct cas_fetch_stats {
+    uint64_t local_hits;
+    uint64_t fetched_blobs;
+    uint64_t fetched_bytes;
+    uint64_t failures;
+    int first_error; /* 0 when none failed */
+    struct cas_digest first_digest;
+    char reason[320];
+};
+void cas_fetch_counters_read(struct cas_fetch_counters *c, struct cas_fetch_stats *out);
+
+/* cas_store_open_blob, cas_store_get and cas_store_blob_path, counting into c
+ * (which may be NULL). */
+int cas_store_open_blob_counted(struct cas_store *s, const struct cas_digest *d,
+                                struct cas_fetch_counters *c);
+int cas_store_get_counted(struct cas_store *s, const struct cas_digest *d, void **buf, size_t *len,
+                          struct cas_fetch_counters *c);
+int cas_store_blob_path_counted(struct cas_store *s, const struct cas_digest *d, char *buf,
+                                size_t len, struct cas_fetch_counters *c);
+
+/* The last failed fetch of d: returns its negative errno and writes its
+ * reason to buf; 0 when no fetch of d has failed (or a later one worked).
+ * The store remembers the last CAS_FETCH_ERRORS_KEPT failures. */
+#define CAS_FETCH_ERRORS_KEPT 64
+int cas_store_fetch_error(struct cas_store *s, const struct cas_digest *d, char *buf, size_t len);
+
+/* Pins: a pinned blob is never evicted (the blobs of running actions, also
+ * those not fetched yet). Pins nest; every pin needs one unpin. -ENOMEM. */
+int cas_store_pin(struct cas_store *s, const struct cas_digest *d);
+void cas_store_unpin(struct cas_store *s, const struct cas_digest *d);
 
 /* --- batch ingestion of files (cas/ingest_engine.c, ingest_uring.c, ingest_threads.c) ---
  *

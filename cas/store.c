@@ -25,6 +25,7 @@
  */
 #include "cas.h"
 #include "store_internal.h"
+#include "upstream_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -387,11 +388,13 @@ static struct store_entry *store_evict_collect(struct cas_store *s, const struct
 
     if (s->max_bytes == 0)
         return NULL;
-    while (s->index.bytes > s->max_bytes) {
-        struct store_entry *e = store_index_oldest(&s->index);
-
-        if (e == NULL || e == keep)
-            break;
+    /* Oldest first, skipping `keep` and pinned blobs (inputs of running
+     * actions), which may leave the store above its limit for a while. */
+    for (struct store_entry *e = store_index_oldest(&s->index), *newer;
+         e != NULL && s->index.bytes > s->max_bytes; e = newer) {
+        newer = e->lru_prev;
+        if (e == keep || store_upstream_pinned(s->upstream, e->hash))
+            continue;
         store_index_remove(&s->index, e);
         s->evicted_blobs++;
         s->evicted_bytes += (uint64_t)e->size;
@@ -443,8 +446,13 @@ static int store_new(const struct cas_store_options *opt, struct cas_store **out
     ret = store_index_init(&s->index);
     if (ret < 0)
         goto out_index_lock;
+    ret = store_upstream_new(&s->upstream);
+    if (ret < 0)
+        goto out_index;
     *out = s;
     return 0;
+out_index:
+    store_index_destroy(&s->index);
 out_index_lock:
     pthread_mutex_destroy(&s->index_lock);
 out_name_lock:
@@ -548,6 +556,7 @@ void cas_store_close(struct cas_store *s)
 {
     if (s == NULL)
         return;
+    store_upstream_free(s->upstream);
     store_index_destroy(&s->index);
     pthread_mutex_destroy(&s->index_lock);
     pthread_mutex_destroy(&s->name_lock);
@@ -852,7 +861,7 @@ int cas_store_contains(struct cas_store *s, const struct cas_digest *d)
     return ret;
 }
 
-int cas_store_open_blob(struct cas_store *s, const struct cas_digest *d)
+int cas_store_open_blob_local(struct cas_store *s, const struct cas_digest *d)
 {
     if (d->size < 0)
         return -EINVAL;
@@ -861,7 +870,7 @@ int cas_store_open_blob(struct cas_store *s, const struct cas_digest *d)
     return store_blob_open(s, d, NULL);
 }
 
-int cas_store_get(struct cas_store *s, const struct cas_digest *d, void **buf, size_t *len)
+int cas_store_get_local(struct cas_store *s, const struct cas_digest *d, void **buf, size_t *len)
 {
     void *data = NULL;
     int fd;
@@ -903,7 +912,8 @@ static bool store_has_verified(struct cas_store *s, const struct cas_digest *d)
     return has;
 }
 
-int cas_store_blob_path(struct cas_store *s, const struct cas_digest *d, char *buf, size_t len)
+int cas_store_blob_path_local(struct cas_store *s, const struct cas_digest *d, char *buf,
+                              size_t len)
 {
     char rel[CAS_BLOB_RELPATH];
     int n, ret;

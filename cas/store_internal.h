@@ -53,6 +53,7 @@ struct cas_store {
     uint64_t corrupt_blobs;
 
     atomic_uint_fast64_t name_counter; /* unique temp names for links */
+    struct store_upstream *upstream;   /* fetcher and pins (upstream_internal.h) */
 };
 
 /* digest.c */

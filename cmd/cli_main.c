@@ -25,6 +25,7 @@ static void main_print_help(FILE *out)
           "Commands:\n"
           "  run      run a command in casbox's hermetic sandbox, or replay a remote\n"
           "           action locally (casbox run --help)\n"
+          "  fleet    a fleet scheduler's queues, workers and drains (casbox fleet --help)\n"
           "  help     this text, or `casbox help run`\n"
           "\n"
           "Options:\n"
@@ -92,6 +93,8 @@ int main(int argc, char **argv)
         main_print_help(stdout);
         return 0;
     }
+    if (strcmp(argv[1], "fleet") == 0)
+        return main_exec_replay(argv); /* casbox-replay has the gRPC client */
     if (strcmp(argv[1], "run") != 0) {
         if (argv[1][0] == '-')
             fprintf(stderr, "casbox: unknown option '%s' (try casbox --help)\n", argv[1]);

@@ -79,6 +79,7 @@ static int replay_mkdir(struct replay *r, const char *name, char *path, size_t l
 /* Fetch and load the action into a private CAS. */
 static int replay_prepare(struct replay *r)
 {
+    struct rpc_client_options copt = {0};
     struct cli_fetch_stats fetched;
     char cas_dir[4096], err[512] = "";
     int rc;
@@ -95,7 +96,8 @@ static int replay_prepare(struct replay *r)
         snprintf(r->err, sizeof(r->err), "opening a local CAS in %s: %s", cas_dir, strerror(-rc));
         return rc;
     }
-    rc = rpc_client_open(r->run->remote, NULL, &r->rpc, err, sizeof(err));
+    rpc_client_options_from_env(&copt); /* CASBOX_TLS_CA, CASBOX_TOKEN_FILE, ... */
+    rc = rpc_client_open(r->run->remote, &copt, &r->rpc, err, sizeof(err));
     if (rc != 0) {
         if (err[0] != '\0')
             snprintf(r->err, sizeof(r->err), "--remote %s", err);

@@ -50,4 +50,8 @@ void cli_result_print(FILE *out, const ActionResult *result, struct cas_store *c
  * digests are shown but not counted). Returns the number of differences. */
 size_t cli_result_compare(FILE *out, const ActionResult *local, const ActionResult *cached);
 
+/* `casbox fleet status|drain|undrain --scheduler URL` (cli_fleet.c); argv[0]
+ * is "fleet". */
+int cli_fleet_main(int argc, char **argv);
+
 #endif

@@ -14,6 +14,8 @@ int main(int argc, char **argv)
     struct cli_run run;
     int status;
 
+    if (argc >= 2 && strcmp(argv[1], "fleet") == 0)
+        return cli_fleet_main(argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "run") != 0) {
         fputs("casbox-replay: the program behind `casbox run --action HASH/SIZE --remote URL`; "
               "see casbox run --help\n",

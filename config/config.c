@@ -66,6 +66,7 @@ static const struct config_key config_keys[] = {
     STR("server", worker_name,
         "name reported in ExecutedActionMetadata.worker (default: hostname)"),
     STR("server", log_level, "error, warn, info or debug"),
+    STR("server", role, "all (one host), scheduler or worker (docs/fleet.md)"),
     SIZE("server", "rpc_threads", rpc_threads, 1, 256, "threads serving short calls"),
     SIZE("server", "stream_threads", stream_threads, 1, 4096,
          "threads serving long streams (Execute, WaitExecution): at most this many at once"),
@@ -92,6 +93,20 @@ static const struct config_key config_keys[] = {
          "hashing threads per output collection (0 = number of CPUs)"),
     SIZE("cas", "ingest_queue_depth", ingest_queue_depth, 1, 1024,
          "io_uring ingestion: output files read at once"),
+    STR_KEY("cas", "remote", cas_remote,
+            "grpc://HOST:PORT of a REAPI CAS that is the source of truth; the local store is "
+            "then a cache in front of it (empty: none; docs/shared-storage.md)"),
+    STR_KEY("cas", "remote_instance_name", cas_remote_instance_name,
+            "instance name used with [cas] remote"),
+    SIZE("cas", "remote_timeout", cas_remote_timeout, 1, 86400,
+         "seconds each call to [cas] remote may take"),
+    SIZE("cas", "remote_batch_digests", cas_remote_batch_digests, 1, 100000,
+         "digests per FindMissingBlobs request sent to [cas] remote"),
+    SIZE("cas", "remote_batch_bytes", cas_remote_batch_bytes, 4 * KIB, 64 * MIB,
+         "bytes per BatchUpdateBlobs request sent to [cas] remote (larger blobs are streamed)"),
+    STR_KEY("action_cache", "remote", ac_remote,
+            "grpc://HOST:PORT of a REAPI ActionCache to use instead of the local one (empty: "
+            "local)"),
     BOOL("execution", "enabled", exec_enabled, "serve the Execution service"),
     SIZE("execution", "slots", exec_slots, 0, 4096, "actions running at once (0 = number of CPUs)"),
     SIZE("execution", "queue_length", exec_queue_length, 1, 1000000,
@@ -138,6 +153,54 @@ static const struct config_key config_keys[] = {
          "URI -> digest mappings remembered (least recently used dropped first)"),
     STR_KEY("asset", "allowed_url_prefixes", asset_allowed_url_prefixes,
             "space-separated http(s) URL prefixes FetchBlob may download from (empty: none)"),
+    /* TLS, credentials and permissions (auth/auth.h, docs/security.md) */
+    STR_KEY("tls", "certificate", tls_certificate,
+            "PEM certificate chain; with private_key, turns TLS on (empty: plaintext)"),
+    STR_KEY("tls", "private_key", tls_private_key,
+            "PEM private key of certificate (not readable by other users)"),
+    STR_KEY("tls", "client_ca", tls_client_ca,
+            "PEM CA: clients must present a certificate it signed (mutual TLS; empty: none asked)"),
+    STR_KEY("auth", "tokens_file", auth_tokens_file,
+            "TOKEN PERMISSIONS [INSTANCE_PREFIX...] lines; calls then need 'authorization: Bearer' "
+            "(SIGHUP re-reads it)"),
+    STR_KEY("auth", "certificates_file", auth_certificates_file,
+            "NAME PERMISSIONS [INSTANCE_PREFIX...] lines: a client certificate's CN or DNS SAN "
+            "(needs client_ca; SIGHUP re-reads it)"),
+    STR_KEY("auth", "anonymous", auth_anonymous,
+            "what a call without credentials may do: none or a list of read, write, write-ac, "
+            "execute, worker (empty: none when auth is on, everything when off)"),
+    STR_KEY("client", "tls_ca", client_tls_ca,
+            "casboxd as a client (worker, remote CAS) of grpcs://: the CA of the server (empty: "
+            "the system's)"),
+    STR_KEY("client", "tls_certificate", client_tls_certificate,
+            "casboxd as a client: its certificate for mutual TLS (with tls_private_key)"),
+    STR_KEY("client", "tls_private_key", client_tls_private_key,
+            "casboxd as a client: the key of tls_certificate"),
+    STR_KEY("client", "token_file", client_token_file,
+            "casboxd as a client: a file holding the bearer token it sends (empty: none)"),
+    /* the fleet (docs/fleet.md) */
+    SIZE("scheduler", "worker_timeout", sched_worker_timeout, 2, 3600,
+         "seconds without a Synchronize after which a worker slot is lost and its action requeued"),
+    SIZE("scheduler", "max_retries", sched_max_retries, 0, 100,
+         "times an action is requeued after losing its worker before it fails UNAVAILABLE"),
+    SIZE("scheduler", "max_workers", sched_max_workers, 1, 1000000,
+         "worker slots known at once; beyond it Synchronize answers RESOURCE_EXHAUSTED"),
+    SIZE("scheduler", "max_queued", sched_max_queued, 1, 10000000,
+         "actions waiting for a worker; beyond it Execute answers RESOURCE_EXHAUSTED"),
+    SIZE("scheduler", "grace", sched_grace, 0, 3600,
+         "seconds after start during which an action no worker fits is UNAVAILABLE, not refused"),
+    SIZE("scheduler", "idle_poll", sched_idle_poll, 1, 600,
+         "seconds an idle worker's Synchronize is held waiting for work (below worker_timeout)"),
+    SIZE("scheduler", "orphan_timeout", sched_orphan_timeout, 1, 86400,
+         "seconds an action stays queued or on its worker after its last client left; then it "
+         "is cancelled"),
+    STR_KEY("worker", "scheduler", worker_scheduler, "grpc://HOST:PORT of the scheduler"),
+    STR_KEY("worker", "name", worker_name,
+            "NAME in the worker_id {hostname: NAME, slot: N} (same as [server] worker_name)"),
+    STR_KEY("worker", "platform", worker_platform,
+            "platform properties announced, NAME=VALUE,NAME=VALUE"),
+    STR_KEY("worker", "instance_name_prefix", worker_instance_prefix,
+            "instance_name_prefix announced: the instance names this worker serves"),
     STR_KEY("http", "listen", http_listen,
             "HOST:PORT of the web pages and /metrics (empty: off; docs/operations.md)"),
     SIZE("http", "history_size", http_history_size, 1, 100000,
@@ -183,6 +246,9 @@ void config_init_defaults(struct casbox_config *cfg)
     snprintf(cfg->ingest_mode, sizeof(cfg->ingest_mode), "auto");
     cfg->ingest_threads = 0;
     cfg->ingest_queue_depth = 64;
+    cfg->cas_remote_timeout = 60;
+    cfg->cas_remote_batch_digests = 4096;
+    cfg->cas_remote_batch_bytes = 1 * MIB;
     cfg->exec_enabled = true;
     cfg->exec_slots = 0;
     cfg->exec_queue_length = 1024;
@@ -205,6 +271,15 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->asset_timeout = 600;
     cfg->asset_max_fetches = 4;
     cfg->asset_max_mappings = 100000;
+    snprintf(cfg->role, sizeof(cfg->role), "all");
+    cfg->sched_worker_timeout = 60;
+    cfg->sched_max_retries = 2;
+    cfg->sched_max_workers = 4096;
+    cfg->sched_max_queued = 100000;
+    cfg->sched_grace = 30;
+    cfg->sched_idle_poll = 20;
+    cfg->sched_orphan_timeout = 60;
+    snprintf(cfg->worker_platform, sizeof(cfg->worker_platform), "OSFamily=Linux,ISA=x86-64");
     snprintf(cfg->http_listen, sizeof(cfg->http_listen), "127.0.0.1:8981");
     cfg->http_history_size = 1000;
     cfg->http_max_connections = 64;
@@ -521,6 +596,24 @@ static int config_check_url_prefixes(const char *list, char *err, size_t err_len
     }
 }
 
+/* A remote is empty (none) or grpc://HOST:PORT (grpcs:// with TLS). */
+static int config_check_remote(const char *key, const char *url, char *err, size_t err_len)
+{
+    const char *rest = NULL;
+
+    if (url[0] == '\0')
+        return 0;
+    if (strncmp(url, "grpc://", 7) == 0)
+        rest = url + 7;
+    else if (strncmp(url, "grpcs://", 8) == 0)
+        rest = url + 8;
+    if (rest == NULL || rest[0] == '\0' || strchr(rest, ':') == NULL || strchr(rest, '/') != NULL) {
+        snprintf(err, err_len, "%s '%s' is not grpc://HOST:PORT", key, url);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
 {
     enum { LEVELS = 4 };
@@ -530,6 +623,29 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
     if (cfg->exec_slots == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->exec_slots = n > 0 ? (uint64_t)n : 1;
+    }
+    if (strcmp(cfg->role, "all") != 0 && strcmp(cfg->role, "scheduler") != 0 &&
+        strcmp(cfg->role, "worker") != 0) {
+        snprintf(err, err_len, "[server] role '%s' is not all, scheduler or worker", cfg->role);
+        return -EINVAL;
+    }
+    if (strcmp(cfg->role, "worker") == 0 && cfg->worker_scheduler[0] == '\0') {
+        snprintf(err, err_len,
+                 "role worker needs [worker] scheduler (--scheduler grpc://HOST:PORT)");
+        return -EINVAL;
+    }
+    if (config_check_remote("[worker] scheduler", cfg->worker_scheduler, err, err_len) != 0)
+        return -EINVAL;
+    /* a worker's CAS is the scheduler's unless --cas / [cas] remote says otherwise */
+    if (strcmp(cfg->role, "worker") == 0 && cfg->cas_remote[0] == '\0')
+        snprintf(cfg->cas_remote, sizeof(cfg->cas_remote), "%s", cfg->worker_scheduler);
+    if (strcmp(cfg->role, "worker") == 0 && cfg->ac_remote[0] == '\0')
+        snprintf(cfg->ac_remote, sizeof(cfg->ac_remote), "%s", cfg->cas_remote);
+    if (cfg->sched_idle_poll >= cfg->sched_worker_timeout) {
+        snprintf(err, err_len,
+                 "[scheduler] idle_poll %" PRIu64 " must be below worker_timeout %" PRIu64,
+                 cfg->sched_idle_poll, cfg->sched_worker_timeout);
+        return -EINVAL;
     }
     if (cfg->exec_default_timeout > cfg->exec_max_timeout) {
         snprintf(err, err_len,
@@ -571,6 +687,9 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         return -EINVAL;
     }
     if (config_check_url_prefixes(cfg->asset_allowed_url_prefixes, err, err_len) != 0)
+        return -EINVAL;
+    if (config_check_remote("[cas] remote", cfg->cas_remote, err, err_len) != 0 ||
+        config_check_remote("[action_cache] remote", cfg->ac_remote, err, err_len) != 0)
         return -EINVAL;
     if (cfg->state_dir[0] == '\0') {
         snprintf(err, err_len, "no state directory: pass --state-dir or set [server] state_dir");

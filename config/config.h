@@ -5,7 +5,8 @@
  * The file is INI (parsed by Debian's libinih): [server], [cas], [execution],
  * [asset] and [http] sections, and one [environment.NAME] section per execution
  * environment; docs/configuration.md lists every key. Sizes accept
- * K/M/G/T suffixes (powers of 1024), durations are seconds.
+ * K/M/G/T suffixes (powers of 1024), durations are seconds. [action_cache]
+ * holds the one key `remote`.
  */
 #ifndef CASBOX_CONFIG_H
 #define CASBOX_CONFIG_H
@@ -48,6 +49,15 @@ struct casbox_config {
     char ingest_mode[16];        /* auto | uring | threads (cas.h, cas_ingest_mode_parse) */
     uint64_t ingest_threads;     /* hashing threads for output collection; 0 = CPUs */
     uint64_t ingest_queue_depth; /* io_uring: output files in flight */
+    /* [cas] remote: the upstream CAS that is the source of truth (remote/remote.h) */
+    char cas_remote[512];               /* grpc://HOST:PORT; empty: none */
+    char cas_remote_instance_name[256]; /* instance name used with it */
+    uint64_t cas_remote_timeout;        /* seconds, every call to it */
+    uint64_t cas_remote_batch_digests;  /* digests per forwarded FindMissingBlobs */
+    uint64_t cas_remote_batch_bytes;    /* bytes per BatchUpdateBlobs sent to it */
+
+    /* [action_cache] */
+    char ac_remote[512]; /* grpc://HOST:PORT of a remote ActionCache; empty: local */
 
     /* [execution] */
     bool exec_enabled;
@@ -76,6 +86,34 @@ struct casbox_config {
     uint64_t asset_max_fetches;            /* downloads at once */
     uint64_t asset_max_mappings;           /* URI -> digest entries remembered */
     char asset_allowed_url_prefixes[4096]; /* space-separated; empty: no download */
+
+    /* [tls], [auth]: the server's TLS and who may do what (docs/security.md) */
+    char tls_certificate[1024];
+    char tls_private_key[1024];
+    char tls_client_ca[1024];
+    char auth_tokens_file[1024];
+    char auth_certificates_file[1024];
+    char auth_anonymous[128];
+
+    /* [client]: casboxd calling another server (worker, remote CAS) */
+    char client_tls_ca[1024];
+    char client_tls_certificate[1024];
+    char client_tls_private_key[1024];
+    char client_token_file[1024];
+
+    /* [server] role and the fleet's [scheduler] and [worker] sections
+     * (docs/fleet.md) */
+    char role[16];                    /* all | scheduler | worker */
+    uint64_t sched_worker_timeout;    /* seconds of silence after which a worker slot is lost */
+    uint64_t sched_max_retries;       /* requeues of an action after its worker was lost */
+    uint64_t sched_max_workers;       /* worker slots known at once */
+    uint64_t sched_max_queued;        /* actions waiting for a worker */
+    uint64_t sched_grace;             /* seconds after start: unknown platforms UNAVAILABLE */
+    uint64_t sched_idle_poll;         /* seconds an idle worker's Synchronize is held */
+    uint64_t sched_orphan_timeout;    /* seconds an action nobody waits for is kept */
+    char worker_scheduler[256];       /* grpc://HOST:PORT of the scheduler */
+    char worker_platform[1024];       /* "OSFamily=Linux,ISA=x86-64" */
+    char worker_instance_prefix[256]; /* instance_name_prefix announced */
 
     /* [http]: /metrics and the web pages (web/web.h) */
     char http_listen[256];            /* HOST:PORT; empty: off */

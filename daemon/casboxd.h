@@ -6,11 +6,14 @@
 #define CASBOX_CASBOXD_H
 
 #include <pthread.h>
+#include <signal.h>
 
+#include "auth/auth.h"
 #include "cas/cas.h"
 #include "config/config.h"
 #include "exec/exec.h"
 #include "reapi/reapi.h"
+#include "remote/remote.h"
 #include "rpc/rpc.h"
 #include "sandbox/sandbox.h"
 
@@ -33,19 +36,64 @@ struct casboxd {
     struct exec_service *exec;   /* NULL when execution is off */
     struct asset_service *asset; /* NULL unless [asset] enabled */
     struct casfs *fs;            /* the FUSE input-tree mount; NULL: hardlink staging */
+    struct remote *remote;       /* [cas] remote: the source of truth; NULL: the store is */
+    struct remote *ac_remote;    /* [action_cache] remote; NULL: the local action cache */
     struct observe *obs;         /* metrics, the web pages' board, [http] (observe.c) */
     struct exec_copies copies;
     /* What exec_run gets: the fields above, and the scratch paths below. */
     struct exec_env env;
     char scratch_dir[4096];   /* <state>/cas/exec */
     char exec_blob_dir[4096]; /* <state>/cas/exec-blobs */
+    /* Who may do what (auth_setup.c): the policy every call is judged by,
+     * and the server's TLS files. */
+    struct auth_guard auth;
+    struct auth_tls_files tls;
 };
+
+/* --- the upstream CAS and ActionCache (shared_storage.c) --- */
+
+/* Opens [cas] remote (attaching it to d->store) and [action_cache] remote
+ * when configured. */
+int shared_storage_start(struct casboxd *d);
+void shared_storage_stop(struct casboxd *d);
+/* Of digests[0..n), sets missing[i] for those the source of truth lacks:
+ * the remote CAS when there is one (a copy in the local cache does not
+ * count: the client's next FindMissingBlobs goes there), else the store. */
+int shared_find_missing(struct casboxd *d, const struct cas_digest *digests, size_t n,
+                        bool *missing, struct reapi_status *st);
+/* Uploads from the store what the remote CAS lacks of digests (no-op
+ * without one): write-through, and outputs before their ActionCache entry. */
+int shared_push(struct casboxd *d, const struct cas_digest *digests, size_t n,
+                struct reapi_status *st);
+/* st for a failed read of dg through the store (rc): NOT_FOUND, or
+ * UNAVAILABLE with the remote's reason when a fetch from it failed. */
+void shared_read_status(struct casboxd *d, const struct cas_digest *dg, int rc,
+                        struct reapi_status *st);
+/* The ActionCache: [action_cache] remote when set, else the local one.
+ * -ENOENT without st set when there is no entry. */
+int shared_ac_get(struct casboxd *d, const char *instance, const struct cas_digest *action,
+                  void **buf, size_t *len, struct reapi_status *st);
+int shared_ac_put(struct casboxd *d, const char *instance, const struct cas_digest *action,
+                  const void *buf, size_t len, struct reapi_status *st);
 
 /* A consistent copy of the configuration (reload.c). */
 void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out);
 /* Applies the keys of fresh that are safe to change at run time and logs the
  * others as needing a restart (SIGHUP). */
 int casboxd_config_reload(struct casboxd *d, const struct casbox_config *fresh);
+
+/* [tls] and [auth] (auth_setup.c): reads and checks the files, fills d->tls
+ * and d->auth; on failure prints one line naming the file and returns
+ * non-zero (casboxd refuses to start). */
+int casboxd_auth_start(struct casboxd *d);
+void casboxd_auth_stop(struct casboxd *d);
+/* SIGHUP: the tokens and certificates files again, with fresh's [auth]
+ * keys; a broken file keeps the current policy and logs why. */
+void casboxd_auth_reload(struct casboxd *d, const struct casbox_config *fresh);
+/* What casboxd's own clients (worker -> scheduler, remote CAS) use: [client]
+ * tls_ca, tls_certificate, tls_private_key and token_file. cfg must outlive
+ * the options. */
+void casboxd_client_options(const struct casbox_config *cfg, struct rpc_client_options *out);
 
 /* Each service exports its method table. */
 extern const struct rpc_method capabilities_methods[];
@@ -60,15 +108,29 @@ extern const struct rpc_method execution_methods[];
 extern const size_t execution_n_methods;
 extern const struct rpc_method asset_methods[];
 extern const size_t asset_n_methods;
+/* role scheduler: Buildbarn's worker protocol (svc_operation_queue.c) and
+ * casbox's fleet admin service (svc_fleet_admin.c) */
+extern const struct rpc_method operation_queue_methods[];
+extern const size_t operation_queue_n_methods;
+extern const struct rpc_method fleet_admin_methods[];
+extern const size_t fleet_admin_n_methods;
 
 /* ByteStream's resumable uploads table (svc_bytestream.c). */
 int bytestream_uploads_new(uint64_t max_uploads, struct bytestream_uploads **out);
 void bytestream_uploads_free(struct bytestream_uploads *u);
 
-/* Whether an ActionResult's referenced blobs are all in the CAS
- * (svc_action_cache.c); used by the Execution service's cache lookup. */
-bool action_cache_result_complete(struct casboxd *d,
-                                  const Build__Bazel__Remote__Execution__V2__ActionResult *r);
+/* Whether an ActionResult's referenced blobs are all in the source of truth
+ * (svc_action_cache.c; shared_find_missing): 1 yes, 0 no, or a negative
+ * errno with st set when that cannot be told (the remote is unreachable).
+ * Used by the Execution service's cache lookup too. */
+int action_cache_result_complete(struct casboxd *d,
+                                 const Build__Bazel__Remote__Execution__V2__ActionResult *r,
+                                 struct reapi_status *st);
+/* Every blob an ActionResult references, its Trees' files included (the
+ * Trees read through the store), into a malloc'd array. */
+int action_cache_result_blobs(struct casboxd *d,
+                              const Build__Bazel__Remote__Execution__V2__ActionResult *r,
+                              struct cas_digest **out, size_t *n, struct reapi_status *st);
 
 /* The Remote Asset API (svc_asset.c): its URI -> digest map, loaded from
  * <state>/asset-map.log, and the downloader. */
@@ -122,6 +184,15 @@ int execution_run_action(struct casboxd *d, const char *instance, struct action 
 int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *result, bool cached,
                        const struct reapi_status *st, const char *message, uint8_t **out,
                        size_t *len);
+
+/* --- role worker (worker.c) ---
+ *
+ * One Buildbarn Synchronize loop per execution slot against
+ * [worker] scheduler, each running its actions with execution_run_action;
+ * returns when a signal in sigs (SIGTERM, SIGINT) asked it to stop and the
+ * running actions are finished. 0, or a negative errno when it could not
+ * start. */
+int fleet_worker_run(struct casboxd *d, const sigset_t *sigs);
 
 /* Actions waiting for a slot and actions running (for the metrics). */
 void exec_service_counts(struct exec_service *svc, uint64_t *queued, uint64_t *running);

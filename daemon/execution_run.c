@@ -26,6 +26,10 @@ int execution_action_load(struct casboxd *d, const char *instance, const struct 
 
     (void)instance;
     casboxd_config_snapshot(d, &cfg);
+    /* In a fleet the scheduler has matched the action's platform to the
+     * worker's announced properties (superset): any property name is fine. */
+    if (strcmp(cfg.role, "all") != 0)
+        snprintf(cfg.exec_accepted_properties, sizeof(cfg.exec_accepted_properties), "*");
     max_ms = cfg.exec_max_timeout * 1000u;
     rc = action_load(d->store, digest, &cfg, out, st);
     if (rc != 0)
@@ -109,7 +113,7 @@ int exec_response_pack(const ActionResult *result, bool cached, const struct rea
 }
 
 static int exec_cache_result(struct casboxd *d, const char *instance, const struct action *act,
-                             const ActionResult *result)
+                             const ActionResult *result, struct reapi_status *st)
 {
     size_t len = build__bazel__remote__execution__v2__action_result__get_packed_size(result);
     uint8_t *buf = malloc(len ? len : 1);
@@ -118,8 +122,26 @@ static int exec_cache_result(struct casboxd *d, const char *instance, const stru
     if (buf == NULL)
         return -ENOMEM;
     build__bazel__remote__execution__v2__action_result__pack(result, buf);
-    rc = cas_ac_put(d->store, instance, &act->digest, buf, len);
+    rc = shared_ac_put(d, instance, &act->digest, buf, len, st);
     free(buf);
+    return rc;
+}
+
+/* With [cas] remote, every blob the result names goes there before the
+ * ActionCache entry that names it is written (and before the client hears
+ * of it, so that its next FindMissingBlobs, answered by the remote, agrees). */
+static int exec_push_outputs(struct casboxd *d, const ActionResult *result, struct reapi_status *st)
+{
+    struct cas_digest *digests = NULL;
+    size_t n = 0;
+    int rc;
+
+    if (d->remote == NULL || result == NULL)
+        return 0;
+    rc = action_cache_result_blobs(d, result, &digests, &n, st);
+    if (rc == 0)
+        rc = shared_push(d, digests, n, st);
+    free(digests);
     return rc;
 }
 
@@ -127,7 +149,7 @@ static int exec_cache_result(struct casboxd *d, const char *instance, const stru
 static void execution_log_line(const struct action *act, const struct exec_times *times,
                                const struct exec_outcome *o, char *buf, size_t len)
 {
-    char staged[160];
+    char staged[320];
 
     if (o->fuse)
         snprintf(staged, sizeof(staged),
@@ -138,6 +160,14 @@ static void execution_log_line(const struct action *act, const struct exec_times
     else
         snprintf(staged, sizeof(staged), "staged %" PRIu64 " files in %.1f ms", o->stage.files,
                  o->stage.micros / 1000.0);
+    if (o->upstream) {
+        size_t used = strlen(staged);
+
+        snprintf(staged + used, sizeof(staged) - used,
+                 "; fetched %" PRIu64 " blobs (%" PRIu64 " bytes), %" PRIu64 " local hits",
+                 o->fetch_stats.fetched_blobs, o->fetch_stats.fetched_bytes,
+                 o->fetch_stats.local_hits);
+    }
     snprintf(buf, len, "exit %d%s%s, %s, ran %.1f ms, %" PRIu64 " outputs (%" PRIu64 " bytes)%s%s",
              o->result ? o->result->exit_code : -1, o->verdict[0] ? " " : "", o->verdict, staged,
              (times->execution_end - times->execution_start) / 1000.0,
@@ -157,10 +187,16 @@ int execution_run_action(struct casboxd *d, const char *instance, struct action 
     casboxd_config_snapshot(d, &cfg);
     exec_outcome_init(&o);
     exec_run(&d->env, &cfg, act, false, times, &o);
+    if (exec_push_outputs(d, o.result, &o.status) != 0)
+        o.cacheable = false; /* o.status: UNAVAILABLE naming the remote */
     if (o.cacheable) {
-        rc = exec_cache_result(d, instance, act, o.result);
+        struct reapi_status cst;
+
+        reapi_status_init(&cst);
+        rc = exec_cache_result(d, instance, act, o.result, &cst);
         if (rc != 0)
-            LOG_ERRNO_W(rc, "caching the result failed");
+            LOG_W("caching the result failed: %s", cst.message[0] ? cst.message : strerror(-rc));
+        reapi_status_free(&cst);
     }
     execution_log_line(act, times, &o, log_line, log_len);
     rc = exec_response_pack(o.result, false, &o.status, o.verdict[0] ? o.verdict : o.status.message,

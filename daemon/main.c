@@ -30,23 +30,29 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: casboxd [--listen HOST:PORT] [--state-dir DIR] [--config FILE] [options]\n"
-                 "\n"
-                 "A remote-execution server for Bazel (REAPI v2): CAS, ByteStream, ActionCache,\n"
-                 "Capabilities and Execution on grpc://HOST:PORT; with [asset] enabled, the\n"
-                 "Remote Asset API (Fetch, Push) too.\n"
-                 "\n"
-                 "  -l, --listen HOST:PORT   address to serve on (default 127.0.0.1:8980)\n"
-                 "  -s, --state-dir DIR      CAS, action cache and scratch space\n"
-                 "  -c, --config FILE        INI configuration file (see docs/configuration.md)\n"
-                 "  -o, --set SECTION.KEY=V  set one configuration key (repeatable)\n"
-                 "      --log-level LEVEL    error, warn, info or debug\n"
-                 "      --no-execution       serve only the cache services\n"
-                 "      --print-config       print the effective configuration and exit\n"
-                 "  -h, --help               this text\n"
-                 "  -V, --version            the version\n"
-                 "\n"
-                 "Flags override the configuration file.\n");
+    fprintf(out,
+            "usage: casboxd [--listen HOST:PORT] [--state-dir DIR] [--config FILE] [options]\n"
+            "\n"
+            "A remote-execution server for Bazel (REAPI v2): CAS, ByteStream, ActionCache,\n"
+            "Capabilities and Execution on grpc://HOST:PORT; with [asset] enabled, the\n"
+            "Remote Asset API (Fetch, Push) too.\n"
+            "\n"
+            "  -l, --listen HOST:PORT   address to serve on (default 127.0.0.1:8980)\n"
+            "  -s, --state-dir DIR      CAS, action cache and scratch space\n"
+            "  -c, --config FILE        INI configuration file (see docs/configuration.md)\n"
+            "  -o, --set SECTION.KEY=V  set one configuration key (repeatable)\n"
+            "      --log-level LEVEL    error, warn, info or debug\n"
+            "      --no-execution       serve only the cache services\n"
+            "      --role ROLE          all (default: one host does everything), scheduler\n"
+            "                           (queues actions for workers) or worker (docs/fleet.md)\n"
+            "      --scheduler URL      role worker: grpc://HOST:PORT of the scheduler\n"
+            "      --cas URL            role worker: the CAS to read inputs from and write\n"
+            "                           outputs to (default: the scheduler)\n"
+            "      --print-config       print the effective configuration and exit\n"
+            "  -h, --help               this text\n"
+            "  -V, --version            the version\n"
+            "\n"
+            "Flags override the configuration file.\n");
 }
 
 /* "section.key=value" -> config_set. */
@@ -77,7 +83,7 @@ static int main_apply_set(struct casbox_config *cfg, const char *arg, char *err,
 
 static int main_parse_args(int argc, char **argv, struct casbox_config *cfg, bool *print_config)
 {
-    enum { OPT_LOG_LEVEL = 256, OPT_NO_EXEC, OPT_PRINT_CONFIG };
+    enum { OPT_LOG_LEVEL = 256, OPT_NO_EXEC, OPT_PRINT_CONFIG, OPT_ROLE, OPT_SCHEDULER, OPT_CAS };
     static const struct option options[] = {
         {"listen", required_argument, NULL, 'l'},
         {"state-dir", required_argument, NULL, 's'},
@@ -86,6 +92,9 @@ static int main_parse_args(int argc, char **argv, struct casbox_config *cfg, boo
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"no-execution", no_argument, NULL, OPT_NO_EXEC},
         {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
+        {"role", required_argument, NULL, OPT_ROLE},
+        {"scheduler", required_argument, NULL, OPT_SCHEDULER},
+        {"cas", required_argument, NULL, OPT_CAS},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -130,6 +139,15 @@ static int main_parse_args(int argc, char **argv, struct casbox_config *cfg, boo
             break;
         case OPT_PRINT_CONFIG:
             *print_config = true;
+            break;
+        case OPT_ROLE:
+            rc = config_set(cfg, "server", "role", optarg, err, sizeof(err));
+            break;
+        case OPT_SCHEDULER:
+            rc = config_set(cfg, "worker", "scheduler", optarg, err, sizeof(err));
+            break;
+        case OPT_CAS:
+            rc = config_set(cfg, "cas", "remote", optarg, err, sizeof(err));
             break;
         case 'h':
             usage(stdout);
@@ -182,7 +200,8 @@ static int main_enter_rootless(const struct casbox_config *cfg)
 {
     int rc, unshare_errno, fd;
 
-    if (geteuid() == 0 || !cfg->exec_enabled || strcmp(cfg->exec_staging, "hardlink") == 0)
+    if (geteuid() == 0 || !cfg->exec_enabled || strcmp(cfg->exec_staging, "hardlink") == 0 ||
+        strcmp(cfg->role, "scheduler") == 0)
         return 0;
     if (strcmp(cfg->exec_staging, "auto") == 0) {
         fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
@@ -251,6 +270,7 @@ static void main_reload(struct casboxd *d, int argc, char **argv)
         LOG_W("reload: the configuration has errors (above); nothing changed");
         return;
     }
+    casboxd_auth_reload(d, &fresh);
     if (casboxd_config_reload(d, &fresh) != 0)
         LOG_W("reload failed: out of memory");
 }
@@ -280,24 +300,25 @@ static void main_tune_malloc(void)
 
 /* Concatenates the service tables into one method list: execution and the
  * Remote Asset API only when on (else their calls answer UNIMPLEMENTED). */
-static struct rpc_method *main_methods(bool with_exec, bool with_asset, size_t *n)
+static struct rpc_method *main_methods(bool with_exec, bool with_asset, bool with_fleet, size_t *n)
 {
-    const struct rpc_method *tables[] = {capabilities_methods, cas_methods,
-                                         bytestream_methods,   action_cache_methods,
-                                         execution_methods,    asset_methods};
-    const size_t counts[] = {capabilities_n_methods, cas_n_methods,       bytestream_n_methods,
-                             action_cache_n_methods, execution_n_methods, asset_n_methods};
-    const bool on[] = {true, true, true, true, with_exec, with_asset};
+    const struct rpc_method *tables[] = {
+        capabilities_methods, cas_methods,   bytestream_methods,      action_cache_methods,
+        execution_methods,    asset_methods, operation_queue_methods, fleet_admin_methods};
+    const size_t counts[] = {capabilities_n_methods,    cas_n_methods,        bytestream_n_methods,
+                             action_cache_n_methods,    execution_n_methods,  asset_n_methods,
+                             operation_queue_n_methods, fleet_admin_n_methods};
+    const bool on[] = {true, true, true, true, with_exec, with_asset, with_fleet, with_fleet};
     size_t total = 0;
     struct rpc_method *m;
 
-    for (size_t i = 0; i < 6; i++)
+    for (size_t i = 0; i < 8; i++)
         total += on[i] ? counts[i] : 0;
     m = calloc(total, sizeof(*m));
     if (m == NULL)
         return NULL;
     *n = 0;
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < 8; i++) {
         if (!on[i])
             continue;
         memcpy(&m[*n], tables[i], counts[i] * sizeof(*m));
@@ -343,6 +364,9 @@ int main(int argc, char **argv)
 
     if (main_make_dir(d.cfg.state_dir) != 0)
         return 1;
+    /* Credentials and TLS files: refuse to start on any problem with them. */
+    if (casboxd_auth_start(&d) != 0)
+        return 1;
     /* libcurl's global state, before any thread (asset/http.c). */
     if (d.cfg.asset_enabled && asset_http_global_init() != 0) {
         fprintf(stderr, "casboxd: cannot initialise libcurl for [asset]\n");
@@ -352,7 +376,9 @@ int main(int argc, char **argv)
     main_tune_malloc();
     if (main_enter_rootless(&d.cfg) != 0)
         return 1;
-    if (d.cfg.exec_enabled) {
+    if (d.cfg.exec_enabled && strcmp(d.cfg.role, "scheduler") == 0) {
+        ; /* the scheduler runs no action: no spawner, no staging */
+    } else if (d.cfg.exec_enabled) {
         /* Before grpc_init: the spawner must be forked while single-threaded. */
         rc = sandbox_spawner_start(&d.spawner);
         if (rc != 0) {
@@ -369,6 +395,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "casboxd: cannot open the CAS at %s: %s\n", path, strerror(-rc));
         goto out;
     }
+    rc = shared_storage_start(&d);
+    if (rc != 0)
+        goto out;
     rc = bytestream_uploads_new(d.cfg.max_uploads, &d.uploads);
     if (rc != 0)
         goto out;
@@ -384,8 +413,16 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (d.cfg.exec_enabled && main_staging_start(&d) != 0)
+    if (d.cfg.exec_enabled && strcmp(d.cfg.role, "scheduler") != 0 && main_staging_start(&d) != 0)
         goto out;
+    if (strcmp(d.cfg.role, "worker") == 0) {
+        /* no server: one Synchronize loop per slot until SIGTERM (worker.c) */
+        grpc_init();
+        rc = fleet_worker_run(&d, &sigs);
+        grpc_shutdown();
+        status = rc == 0 ? 0 : 1;
+        goto out;
+    }
     if (d.cfg.exec_enabled) {
         rc = exec_service_start(&d, &d.exec);
         if (rc != 0) {
@@ -395,7 +432,8 @@ int main(int argc, char **argv)
     }
 
     grpc_init();
-    methods = main_methods(d.exec != NULL, d.asset != NULL, &n_methods);
+    methods = main_methods(d.exec != NULL, d.asset != NULL,
+                           d.exec != NULL && strcmp(d.cfg.role, "scheduler") == 0, &n_methods);
     if (methods == NULL)
         goto out_grpc;
     memset(&ropt, 0, sizeof(ropt));
@@ -407,6 +445,10 @@ int main(int argc, char **argv)
     ropt.queue_length[RPC_POOL_SHORT] = d.cfg.max_inflight_calls;
     ropt.queue_length[RPC_POOL_STREAM] = d.cfg.max_inflight_calls;
     ropt.queue_length[RPC_POOL_TRANSFER] = d.cfg.max_inflight_calls;
+    ropt.tls.certificate_chain = d.tls.certificate_chain;
+    ropt.tls.private_key = d.tls.private_key;
+    ropt.tls.client_ca = d.tls.client_ca;
+    ropt.auth = &d.auth;
     ropt.metrics = observe_metrics(&d);
     rc = rpc_server_start(&ropt, methods, n_methods, &d, &d.rpc);
     if (rc != 0) {
@@ -454,10 +496,12 @@ out:
     if (d.cfg.asset_enabled)
         asset_http_global_cleanup();
     casfs_unmount(d.fs); /* after the last action: nothing reads it any more */
+    shared_storage_stop(&d);
     cas_store_close(d.store);
     if (d.spawner != NULL)
         sandbox_spawner_stop(d.spawner);
     exec_copies_destroy(&d.copies);
+    casboxd_auth_stop(&d);
     if (status == 0)
         LOG_I("stopped");
     return status;

@@ -21,11 +21,12 @@
 
 /* "key = value" lines of config_print whose key may change at run time. */
 static const char *const reload_safe_keys[] = {
-    "log_level",           "worker_name",      "default_timeout",
-    "max_timeout",         "memory_bytes",     "pids_max",
-    "stdio_bytes",         "max_output_bytes", "max_output_files",
-    "operation_retention", "allow_network",    "seccomp",
-    "accepted_properties", "timeout",          "allowed_url_prefixes",
+    "log_level",           "worker_name",       "default_timeout",
+    "max_timeout",         "memory_bytes",      "pids_max",
+    "stdio_bytes",         "max_output_bytes",  "max_output_files",
+    "operation_retention", "allow_network",     "seccomp",
+    "accepted_properties", "timeout",           "allowed_url_prefixes",
+    "tokens_file",         "certificates_file", "anonymous", /* auth_setup.c */
 };
 
 void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out)

@@ -482,6 +482,8 @@ static void fetch_blob(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "FetchBlobRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (asset_request_check(&r, req->instance_name, req->n_uris, req->uris, req->n_qualifiers,
                             req->qualifiers, &st) != 0)
         goto out;
@@ -579,6 +581,8 @@ static void fetch_directory(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "FetchDirectoryRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (asset_request_check(&r, req->instance_name, req->n_uris, req->uris, req->n_qualifiers,
                             req->qualifiers, &st) != 0)
         goto out;
@@ -646,6 +650,8 @@ static void push_blob(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "PushBlobRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (asset_request_check(&r, req->instance_name, req->n_uris, req->uris, req->n_qualifiers,
                             req->qualifiers, &st) != 0)
         goto out;
@@ -701,6 +707,8 @@ static void push_directory(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "PushDirectoryRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (asset_request_check(&r, req->instance_name, req->n_uris, req->uris, req->n_qualifiers,
                             req->qualifiers, &st) != 0)
         goto out;
@@ -728,10 +736,13 @@ out:
 /* FetchBlob waits on a remote server: the transfer pool, as ByteStream's
  * calls wait on the client, so that it never holds a short-call thread. */
 const struct rpc_method asset_methods[] = {
-    {"/build.bazel.remote.asset.v1.Fetch/FetchBlob", RPC_UNARY, RPC_POOL_TRANSFER, fetch_blob},
+    {"/build.bazel.remote.asset.v1.Fetch/FetchBlob", RPC_UNARY, RPC_POOL_TRANSFER, fetch_blob,
+     AUTH_PERM_READ | AUTH_PERM_WRITE},
     {"/build.bazel.remote.asset.v1.Fetch/FetchDirectory", RPC_UNARY, RPC_POOL_SHORT,
-     fetch_directory},
-    {"/build.bazel.remote.asset.v1.Push/PushBlob", RPC_UNARY, RPC_POOL_SHORT, push_blob},
-    {"/build.bazel.remote.asset.v1.Push/PushDirectory", RPC_UNARY, RPC_POOL_SHORT, push_directory},
+     fetch_directory, AUTH_PERM_READ},
+    {"/build.bazel.remote.asset.v1.Push/PushBlob", RPC_UNARY, RPC_POOL_SHORT, push_blob,
+     AUTH_PERM_WRITE_AC},
+    {"/build.bazel.remote.asset.v1.Push/PushDirectory", RPC_UNARY, RPC_POOL_SHORT, push_directory,
+     AUTH_PERM_WRITE_AC},
 };
 const size_t asset_n_methods = sizeof(asset_methods) / sizeof(asset_methods[0]);

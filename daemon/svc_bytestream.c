@@ -222,6 +222,22 @@ struct read_stream {
     bool client_gone;
 };
 
+/* Whether the caller may use the resource name's instance (auth/). */
+static int bytestream_authorize(struct rpc_call *call, const struct reapi_resource *res,
+                                struct reapi_status *st)
+{
+    char instance[2048];
+
+    if (res->instance_len >= sizeof(instance)) {
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "instance name longer than %zu bytes",
+                         sizeof(instance) - 1);
+        return -EINVAL;
+    }
+    memcpy(instance, res->instance, res->instance_len);
+    instance[res->instance_len] = '\0';
+    return rpc_call_authorize(call, instance, st);
+}
+
 /* The request and its resource name. */
 static int read_begin(struct read_stream *rs)
 {
@@ -237,6 +253,9 @@ static int read_begin(struct read_stream *rs)
         reapi_resource_status(&rs->st, rs->req->resource_name, rc, &rs->res, false);
         return rc;
     }
+    rc = bytestream_authorize(rs->call, &rs->res, &rs->st);
+    if (rc != 0)
+        return rc;
     /* bytestream.proto: a negative offset or one past the end is
      * OUT_OF_RANGE. A compressed blob's end is known only once it has been
      * compressed (read_compressed). */
@@ -264,6 +283,10 @@ static int read_open(struct read_stream *rs)
     if (rs->fd >= 0) {
         observe_transfer(rs->d, "read", "bytestream", 1, (uint64_t)rs->res.digest.size);
         return 0;
+    }
+    if (rs->d->remote != NULL) {
+        shared_read_status(rs->d, &rs->res.digest, rs->fd, &rs->st);
+        return rs->fd;
     }
     cas_digest_hex(&rs->res.digest, hex);
     reapi_status_set(&rs->st, rs->fd == -ENOENT ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_INTERNAL,
@@ -523,6 +546,7 @@ struct write_stream {
     struct upload *up;             /* the upload written to; NULL when existed */
     bool existed;                  /* the blob is stored already: drain, report it complete */
     bool keep;                     /* on the way out: keep the upload for resumption */
+    bool complete;                 /* the blob is stored (committed now or before) */
     int64_t committed;             /* the reply's committed_size, once done */
     char name[512];                /* the first message's resource name (for messages) */
     struct reapi_status st;
@@ -549,7 +573,7 @@ static int write_begin(struct write_stream *ws)
         reapi_resource_status(&ws->st, ws->req->resource_name, rc, &ws->res, true);
         return rc;
     }
-    return 0;
+    return bytestream_authorize(ws->call, &ws->res, &ws->st);
 }
 
 /* A compressed upload may claim any size in a few bytes: one that could not
@@ -755,6 +779,7 @@ static int write_commit(struct write_stream *ws)
         observe_transfer(ws->d, "written", "bytestream", 1, (uint64_t)ws->res.digest.size);
     /* Compressed: the compressed bytes received, as Bazel checks. */
     ws->committed = write_compressed(ws) ? total : ws->res.digest.size;
+    ws->complete = true;
     return 0;
 }
 
@@ -801,6 +826,7 @@ static int bytestream_do_write(struct write_stream *ws)
         return rc;
     if (ws->existed && write_compressed(ws)) {
         ws->committed = -1; /* stored already: done, without reading the rest */
+        ws->complete = true;
         return 0;
     }
     for (;;) {
@@ -821,7 +847,10 @@ static void bytestream_write(void *ctx, struct rpc_call *call)
     struct write_stream ws = {.d = ctx, .call = call};
 
     reapi_status_init(&ws.st);
-    if (bytestream_do_write(&ws) == 0)
+    /* Write-through ([cas] remote): a complete blob, verified here first, is
+     * streamed to the remote from its file before the client is answered. */
+    if (bytestream_do_write(&ws) == 0 &&
+        (!ws.complete || shared_push(ws.d, &ws.res.digest, 1, &ws.st) == 0))
         resp.committed_size = ws.committed;
     if (ws.up != NULL)
         uploads_release(ws.d->uploads, ws.up, ws.keep && ws.up->writer != NULL);
@@ -856,6 +885,8 @@ static void bytestream_query_write_status(void *ctx, struct rpc_call *call)
         reapi_resource_status(&st, req->resource_name, rc, &res, true);
         goto out;
     }
+    if (bytestream_authorize(call, &res, &st) != 0)
+        goto out;
     if (cas_store_contains(d->store, &res.digest) == 1) {
         /* A compressed blob's compressed size is not known: -1, as a
          * Write of it answers. */
@@ -892,9 +923,11 @@ out:
  * stream pool, Executes waiting for a slot would hold up the uploads of the
  * next actions. */
 const struct rpc_method bytestream_methods[] = {
-    {"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, RPC_POOL_TRANSFER, bytestream_read},
-    {"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, RPC_POOL_TRANSFER, bytestream_write},
+    {"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, RPC_POOL_TRANSFER, bytestream_read,
+     AUTH_PERM_READ},
+    {"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, RPC_POOL_TRANSFER, bytestream_write,
+     AUTH_PERM_WRITE},
     {"/google.bytestream.ByteStream/QueryWriteStatus", RPC_UNARY, RPC_POOL_SHORT,
-     bytestream_query_write_status},
+     bytestream_query_write_status, AUTH_PERM_WRITE},
 };
 const size_t bytestream_n_methods = sizeof(bytestream_methods) / sizeof(bytestream_methods[0]);

@@ -9,6 +9,11 @@
  * supported_compressors and supported_batch_update_compressors). The fields
  * newer than Debian's protos are sent as unknown fields. Bazel 7 refuses
  * --remote_cache_compression unless both compressor lists have zstd.
+ *
+ * It answers every authenticated caller, and says what that caller may do
+ * on the request's instance (auth/): update_enabled only with write-ac,
+ * exec_enabled only with execute, so that Bazel adapts (a read-only token
+ * builds locally without uploading) instead of failing late.
  */
 #include "casboxd.h"
 
@@ -31,6 +36,7 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
     const uint64_t compressors[] = {REAPI_COMPRESSOR_IDENTITY, REAPI_COMPRESSOR_ZSTD};
     const uint64_t digest_functions[] = {REAPI_DIGEST_FUNCTION_SHA256};
     struct reapi_unknown_out cache_new, exec_new;
+    unsigned perms;
 
     if (rpc_call_request(call,
                          &build__bazel__remote__execution__v2__get_capabilities_request__descriptor,
@@ -39,9 +45,11 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
                       "GetCapabilitiesRequest missing or not parseable");
         return;
     }
+    perms = rpc_call_permissions(
+        call, ((Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest *)req)->instance_name);
     cache.n_digest_function = 1;
     cache.digest_function = functions;
-    ac_update.update_enabled = 1;
+    ac_update.update_enabled = (perms & AUTH_PERM_WRITE_AC) != 0;
     cache.action_cache_update_capabilities = &ac_update;
     cache.max_batch_total_size_bytes = (int64_t)d->cfg.max_batch_bytes;
     /* Absolute symlink targets are kept as they are, in inputs and outputs:
@@ -58,7 +66,7 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
     caps.cache_capabilities = &cache;
 
     exec.digest_function = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256;
-    exec.exec_enabled = d->exec != NULL;
+    exec.exec_enabled = d->exec != NULL && (perms & AUTH_PERM_EXECUTE) != 0;
     caps.execution_capabilities = &exec;
     /* API 2.3's repeated digest_functions, which the v2.2 type lacks. */
     reapi_unknown_out_init(&exec_new);
@@ -78,7 +86,7 @@ static void capabilities_get(void *ctx, struct rpc_call *call)
 
 const struct rpc_method capabilities_methods[] = {
     {"/build.bazel.remote.execution.v2.Capabilities/GetCapabilities", RPC_UNARY, RPC_POOL_SHORT,
-     capabilities_get},
+     capabilities_get, AUTH_PERM_NONE},
 };
 const size_t capabilities_n_methods =
     sizeof(capabilities_methods) / sizeof(capabilities_methods[0]);

@@ -59,6 +59,7 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
         BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_RESPONSE__INIT;
     struct cas_digest *digests = NULL;
     struct reapi_status st;
+    bool *missing = NULL;
 
     reapi_status_init(&st);
     if (rpc_call_request(
@@ -68,6 +69,8 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
                          "FindMissingBlobsRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(
             &req->base, REAPI_FIELD_FIND_MISSING_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -82,13 +85,24 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
     if (cas_digests_from_request(req->blob_digests, req->n_blob_digests, digests, &st,
                                  "blob_digests") != 0)
         goto out;
+    /* Answered by the source of truth: with [cas] remote, the remote, never
+     * this host's cache (which would make the client skip an upload the
+     * remote needs). */
+    missing = calloc(req->n_blob_digests + 1, sizeof(*missing));
+    if (missing == NULL) {
+        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (shared_find_missing(d, digests, req->n_blob_digests, missing, &st) != 0)
+        goto out;
     for (size_t i = 0; i < req->n_blob_digests; i++) {
-        if (cas_store_contains(d->store, &digests[i]) != 1)
+        if (missing[i])
             resp.missing_blob_digests[resp.n_missing_blob_digests++] = req->blob_digests[i];
     }
     observe_find_missing(d, req->n_blob_digests, resp.n_missing_blob_digests);
 out:
-    rpc_call_finish(call, &resp.base, &st);
+    rpc_call_finish(call, reapi_status_ok(&st) ? &resp.base : NULL, &st);
+    free(missing);
     free(resp.missing_blob_digests);
     free(digests);
     reapi_status_free(&st);
@@ -184,6 +198,34 @@ static int cas_update_one(struct casboxd *d, const BatchUpdateBlobsRequest_Reque
     return rc;
 }
 
+/* Write-through: the blobs this batch stored go to [cas] remote before the
+ * answer (the remote, not this cache, answers the next FindMissingBlobs).
+ * When that fails, each of them reports the remote's status. */
+static void cas_update_push(struct casboxd *d, const BatchUpdateBlobsRequest *req,
+                            const BatchUpdateBlobsResponse *resp, Google__Rpc__Status *statuses)
+{
+    struct cas_digest *stored = calloc(resp->n_responses + 1, sizeof(*stored));
+    struct reapi_status st;
+    size_t n = 0;
+
+    reapi_status_init(&st);
+    if (stored == NULL) {
+        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    } else {
+        for (size_t i = 0; i < resp->n_responses; i++)
+            if (statuses[i].code == GRPC_STATUS_OK &&
+                reapi_digest_from_proto(req->requests[i]->digest, &stored[n], &st, "digest") == 0)
+                n++;
+        shared_push(d, stored, n, &st);
+    }
+    for (size_t i = 0; !reapi_status_ok(&st) && i < resp->n_responses; i++) {
+        if (statuses[i].code == GRPC_STATUS_OK)
+            cas_status_fill(&statuses[i], st.code, "%s", st.message);
+    }
+    reapi_status_free(&st);
+    free(stored);
+}
+
 static void cas_batch_update(void *ctx, struct rpc_call *call)
 {
     struct casboxd *d = ctx;
@@ -205,6 +247,8 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
                          "BatchUpdateBlobsRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(
             &req->base, REAPI_FIELD_BATCH_UPDATE_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -264,6 +308,8 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
             stored_bytes += (uint64_t)dg.size;
         }
     }
+    if (d->remote != NULL)
+        cas_update_push(d, req, &resp, statuses);
 out:
     observe_transfer(d, "written", "batch", stored_blobs, stored_bytes);
     rpc_call_finish(call, &resp.base, &st);
@@ -336,6 +382,8 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "BatchReadBlobsRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(&req->base,
                                     REAPI_FIELD_BATCH_READ_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
         goto out;
@@ -382,12 +430,13 @@ static void cas_batch_read(void *ctx, struct rpc_call *call)
             if (zstd)
                 cas_read_compress(&entries[i], &compressors[i]);
             google__rpc__status__init(&statuses[i]);
-        } else if (rc == -ENOENT) {
-            cas_status_fill(&statuses[i], GRPC_STATUS_NOT_FOUND, "blob %s/%" PRId64 " not found",
-                            req->digests[i]->hash, req->digests[i]->size_bytes);
         } else {
-            cas_status_fill(&statuses[i], GRPC_STATUS_INTERNAL, "reading %s failed: %s",
-                            req->digests[i]->hash, strerror(-rc));
+            struct reapi_status rst;
+
+            reapi_status_init(&rst);
+            shared_read_status(d, &digests[i], rc, &rst);
+            cas_status_fill(&statuses[i], rst.code, "%s", rst.message);
+            reapi_status_free(&rst);
         }
     }
 out:
@@ -526,6 +575,8 @@ static void cas_get_tree(void *ctx, struct rpc_call *call)
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT, "GetTreeRequest not parseable");
         goto out;
     }
+    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+        goto out;
     if (reapi_digest_function_check(&req->base, REAPI_FIELD_GET_TREE_REQUEST_DIGEST_FUNCTION,
                                     &st) != 0)
         goto out;
@@ -608,12 +659,12 @@ out:
 
 const struct rpc_method cas_methods[] = {
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs", RPC_UNARY,
-     RPC_POOL_SHORT, cas_find_missing},
+     RPC_POOL_SHORT, cas_find_missing, AUTH_PERM_READ},
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs", RPC_UNARY,
-     RPC_POOL_SHORT, cas_batch_update},
+     RPC_POOL_SHORT, cas_batch_update, AUTH_PERM_WRITE},
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs", RPC_UNARY,
-     RPC_POOL_SHORT, cas_batch_read},
+     RPC_POOL_SHORT, cas_batch_read, AUTH_PERM_READ},
     {"/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree", RPC_SERVER_STREAM,
-     RPC_POOL_SHORT, cas_get_tree},
+     RPC_POOL_SHORT, cas_get_tree, AUTH_PERM_READ},
 };
 const size_t cas_n_methods = sizeof(cas_methods) / sizeof(cas_methods[0]);

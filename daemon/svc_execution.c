@@ -28,6 +28,7 @@
 
 #include "util/util.h"
 #include "casboxd.h"
+#include "execution_internal.h"
 #include "google/protobuf/any.pb-c.h"
 
 #define EXEC_KEEPALIVE_S      30
@@ -37,52 +38,7 @@
 #define METADATA_TYPE_URL TYPE_PREFIX "ExecuteOperationMetadata"
 #define RESPONSE_TYPE_URL TYPE_PREFIX "ExecuteResponse"
 
-/* A stream blocked waiting for its operation to change, which the slot may
- * answer (see exec_slot_complete). Lives on the stream thread's stack. */
-enum exec_watcher_state { EXEC_W_WAITING, EXEC_W_TAKEN, EXEC_W_STARTED };
-struct exec_watcher {
-    struct rpc_call *call;
-    enum exec_watcher_state state;
-    int rc; /* of rpc_call_finish_start, once EXEC_W_STARTED */
-    struct exec_watcher *next;
-};
-
-struct exec_op {
-    char name[64]; /* "operations/<32 hex>" */
-    char *instance;
-    struct cas_digest action_digest;
-    enum exec_stage stage;
-    struct action *action; /* owned until a slot takes it */
-    uint8_t *response;     /* packed ExecuteResponse, once COMPLETED */
-    size_t response_len;
-    struct exec_times times;
-    time_t completed_at;
-    pthread_cond_t changed;       /* stage changed, or the service is stopping */
-    struct exec_watcher *waiting; /* streams blocked on changed */
-    unsigned refs;                /* the table's reference plus one per watcher/slot */
-    struct exec_op *next;         /* all operations */
-    struct exec_op *queue_next;   /* the run queue */
-};
-
-/* Finished actions whose scratch space may await removal, per slot. */
-#define EXEC_CLEANUP_PER_SLOT 4
-
-struct exec_service {
-    struct casboxd *d;
-    pthread_mutex_t lock;
-    pthread_cond_t work; /* the queue gained an operation */
-    struct exec_op *ops;
-    uint64_t n_ops;
-    struct exec_op *queue_head, *queue_tail;
-    uint64_t queued;
-    uint64_t idle_slots; /* slots waiting for work */
-    bool stopping;
-    pthread_t *slots;
-    uint64_t n_slots;
-    struct exec_cleaner *cleaner; /* removes finished actions' scratch space */
-};
-
-static void exec_op_unref_locked(struct exec_op *op)
+void exec_op_unref_locked(struct exec_op *op)
 {
     if (--op->refs > 0)
         return;
@@ -96,7 +52,7 @@ static void exec_op_unref_locked(struct exec_op *op)
 
 /* Drops finished operations past their retention, and the oldest finished
  * ones when the table holds too many. Called with the lock held. */
-static void exec_purge_locked(struct exec_service *svc)
+void exec_purge_locked(struct exec_service *svc)
 {
     time_t now = time(NULL);
     struct casbox_config cfg;
@@ -339,12 +295,17 @@ static bool exec_try_cache(struct casboxd *d, struct rpc_call *call, const char 
     size_t len, resp_len;
     bool hit = false;
 
-    if (cas_ac_get(d->store, instance, dg, &buf, &len) != 0) {
+    struct reapi_status st;
+
+    reapi_status_init(&st);
+    if (shared_ac_get(d, instance, dg, &buf, &len, &st) != 0) {
         observe_cache_lookup(d, "execute", OBSERVE_CACHE_MISS);
-        return false;
+        goto out;
     }
     result = build__bazel__remote__execution__v2__action_result__unpack(NULL, len, buf);
-    if (result == NULL || !action_cache_result_complete(d, result)) {
+    /* Not complete, or cannot be told: run it (a remote that is down then
+     * shows in the action's own status). */
+    if (result == NULL || action_cache_result_complete(d, result, &st) != 1) {
         observe_cache_lookup(d, "execute",
                              result ? OBSERVE_CACHE_MISS_BLOB_GONE : OBSERVE_CACHE_MISS);
         goto out;
@@ -355,6 +316,7 @@ static bool exec_try_cache(struct casboxd *d, struct rpc_call *call, const char 
     exec_answer_now(call, dg, resp, resp_len);
     hit = true;
 out:
+    reapi_status_free(&st);
     free(resp);
     if (result != NULL)
         build__bazel__remote__execution__v2__action_result__free_unpacked(result, NULL);
@@ -390,6 +352,10 @@ static void exec_execute(void *ctx, struct rpc_call *call)
         goto out;
     }
     instance = req->instance_name ? req->instance_name : "";
+    if (rpc_call_authorize(call, instance, &st) != 0) {
+        rpc_call_finish(call, NULL, &st);
+        goto out;
+    }
     if (!req->skip_cache_lookup && exec_try_cache(d, call, instance, &dg))
         goto out;
 
@@ -435,6 +401,24 @@ static void exec_execute(void *ctx, struct rpc_call *call)
 
     pthread_mutex_lock(&svc->lock);
     exec_purge_locked(svc);
+    if (svc->sched != NULL && !svc->stopping) {
+        /* role scheduler: the fleet's queue, drained by workers' Synchronize */
+        int32_t priority = req->execution_policy ? req->execution_policy->priority : 0;
+
+        if (fleet_scheduler_submit_locked(svc, op, call, priority, &st) != 0) {
+            op->refs = 1;
+            exec_op_unref_locked(op);
+            pthread_mutex_unlock(&svc->lock);
+            rpc_call_finish(call, NULL, &st);
+            goto out;
+        }
+        op->next = svc->ops;
+        svc->ops = op;
+        svc->n_ops++;
+        pthread_mutex_unlock(&svc->lock);
+        exec_watch(svc, call, op);
+        goto out;
+    }
     if (svc->queued >= svc->d->cfg.exec_queue_length || svc->stopping) {
         bool stopping = svc->stopping;
 
@@ -482,7 +466,9 @@ static void exec_wait_execution(void *ctx, struct rpc_call *call)
     struct exec_service *svc = d->exec;
     WaitExecutionRequest *req = NULL;
     struct exec_op *op;
+    struct reapi_status st;
 
+    reapi_status_init(&st);
     if (rpc_call_request(call,
                          &build__bazel__remote__execution__v2__wait_execution_request__descriptor,
                          (ProtobufCMessage **)&req) != 0) {
@@ -494,11 +480,19 @@ static void exec_wait_execution(void *ctx, struct rpc_call *call)
     if (op != NULL)
         op->refs++;
     pthread_mutex_unlock(&svc->lock);
-    if (op == NULL)
+    if (op == NULL) {
         rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "operation '%.200s' is unknown or expired",
                       req->name ? req->name : "");
-    else
+    } else if (rpc_call_authorize(call, op->instance, &st) != 0) {
+        /* The operation's instance is the one its Execute named. */
+        pthread_mutex_lock(&svc->lock);
+        exec_op_unref_locked(op);
+        pthread_mutex_unlock(&svc->lock);
+        rpc_call_finish(call, NULL, &st);
+    } else {
         exec_watch(svc, call, op);
+    }
+    reapi_status_free(&st);
     protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
@@ -508,8 +502,8 @@ static void exec_wait_execution(void *ctx, struct rpc_call *call)
  * blocked waiting for it: those are marked taken (they leave their call to
  * this thread) until their batch is started. Streams busy elsewhere see the
  * new stage when they next look. */
-static void exec_slot_complete(struct exec_service *svc, struct exec_op *op, uint8_t *resp,
-                               size_t resp_len, const struct exec_times *times)
+void exec_slot_complete(struct exec_service *svc, struct exec_op *op, uint8_t *resp,
+                        size_t resp_len, const struct exec_times *times)
 {
     struct exec_watcher *taken, *w, *next;
 
@@ -647,14 +641,25 @@ int exec_service_start(struct casboxd *d, struct exec_service **out)
     if (svc == NULL)
         return -ENOMEM;
     svc->d = d;
+    pthread_mutex_init(&svc->lock, NULL);
+    pthread_cond_init(&svc->work, NULL);
+    pthread_cond_init(&svc->fleet_work, NULL);
+    if (strcmp(d->cfg.role, "scheduler") == 0) {
+        /* no slots: workers take the actions (svc_operation_queue.c) */
+        rc = fleet_scheduler_start(svc);
+        if (rc != 0) {
+            exec_service_stop(svc);
+            return rc;
+        }
+        *out = svc;
+        return 0;
+    }
     rc = execution_env_init(d);
     if (rc != 0) {
         LOG_ERRNO_E(rc, "cannot prepare the scratch space under %s/cas", d->cfg.state_dir);
-        free(svc);
+        exec_service_stop(svc);
         return rc;
     }
-    pthread_mutex_init(&svc->lock, NULL);
-    pthread_cond_init(&svc->work, NULL);
     rc = exec_cleaner_start(&d->env, d->cfg.exec_slots * EXEC_CLEANUP_PER_SLOT, &svc->cleaner);
     if (rc != 0) {
         exec_service_stop(svc);
@@ -685,6 +690,8 @@ void exec_service_begin_stop(struct exec_service *svc)
     for (struct exec_op *op = svc->ops; op != NULL; op = op->next)
         pthread_cond_broadcast(&op->changed);
     pthread_mutex_unlock(&svc->lock);
+    if (svc->sched != NULL)
+        fleet_scheduler_begin_stop(svc);
     /* Running actions are killed, not waited for: a stop must not take as
      * long as the longest timeout. Their results are not cached. */
     sandbox_spawner_cancel(svc->d->spawner);
@@ -698,7 +705,10 @@ void exec_service_stop(struct exec_service *svc)
     for (uint64_t i = 0; i < svc->n_slots; i++)
         pthread_join(svc->slots[i], NULL);
     free(svc->slots);
-    exec_cleaner_stop(svc->cleaner); /* after the slots: it drains what they left */
+    if (svc->cleaner != NULL)
+        exec_cleaner_stop(svc->cleaner); /* after the slots: it drains what they left */
+    if (svc->sched != NULL)
+        fleet_scheduler_stop(svc); /* drops the references its tasks hold */
     while (svc->ops != NULL) {
         struct exec_op *op = svc->ops;
 
@@ -706,14 +716,15 @@ void exec_service_stop(struct exec_service *svc)
         exec_op_unref_locked(op);
     }
     pthread_cond_destroy(&svc->work);
+    pthread_cond_destroy(&svc->fleet_work);
     pthread_mutex_destroy(&svc->lock);
     free(svc);
 }
 
 const struct rpc_method execution_methods[] = {
     {"/build.bazel.remote.execution.v2.Execution/Execute", RPC_SERVER_STREAM, RPC_POOL_STREAM,
-     exec_execute},
+     exec_execute, AUTH_PERM_EXECUTE},
     {"/build.bazel.remote.execution.v2.Execution/WaitExecution", RPC_SERVER_STREAM, RPC_POOL_STREAM,
-     exec_wait_execution},
+     exec_wait_execution, AUTH_PERM_EXECUTE},
 };
 const size_t execution_n_methods = sizeof(execution_methods) / sizeof(execution_methods[0]);

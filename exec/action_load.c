@@ -60,6 +60,10 @@ static int load_message(struct cas_store *cas, const struct cas_digest *d,
             }
             goto out;
         }
+        if (rc != 0 && cas_store_fetch_error(cas, d, NULL, 0) != 0) {
+            action_fetch_status(cas, d, rc, what, st); /* the upstream failed: UNAVAILABLE */
+            goto out;
+        }
         if (rc != 0) {
             reapi_status_set(st, GRPC_STATUS_INTERNAL, "reading %s blobs/%s/%" PRId64 ": %s", what,
                              hex, d->size, strerror(-rc));
@@ -110,9 +114,16 @@ fail:
     return rc;
 }
 
+/* File blobs not in the store, to ask its upstream about in one batch. */
+struct load_pending {
+    struct cas_digest *digests;
+    size_t n, cap;
+};
+
 /* Checks one loaded Directory and queues its unseen subdirectories. */
 static int visit_dir(struct cas_store *cas, struct action *act, size_t index, size_t *cap,
-                     struct action_digest_map *files_seen, struct reapi_status *st)
+                     struct action_digest_map *files_seen, struct load_pending *pending,
+                     struct reapi_status *st)
 {
     const Directory *dir = act->dirs[index].dir;
     const char *path = act->dirs[index].path;
@@ -137,8 +148,14 @@ static int visit_dir(struct cas_store *cas, struct action *act, size_t index, si
                              dir->files[i]->name, strerror(-rc));
             return rc;
         }
-        if (rc == 0 && reapi_status_add_missing(st, &d) != 0)
+        if (rc == 0 && cas_store_has_upstream(cas)) {
+            if (array_reserve((void **)&pending->digests, &pending->cap, pending->n,
+                              sizeof(*pending->digests)) != 0)
+                goto nomem;
+            pending->digests[pending->n++] = d;
+        } else if (rc == 0 && reapi_status_add_missing(st, &d) != 0) {
             goto nomem;
+        }
     }
     for (size_t i = 0; i < dir->n_symlinks; i++) {
         child = action_path_join(path, dir->symlinks[i]->name);
@@ -228,8 +245,43 @@ static int size_subtree(const struct action *act, size_t index, uint32_t depth,
     return 0;
 }
 
+/* The pending file blobs the upstream lacks too are missing. Present there
+ * is enough: they are fetched when the action opens them (and the upstream's
+ * FindMissingBlobs keeps them alive meanwhile). */
+static int check_pending(struct cas_store *cas, const struct load_pending *pending,
+                         struct reapi_status *st)
+{
+    bool *missing;
+    int rc;
+
+    if (pending->n == 0)
+        return 0;
+    missing = calloc(pending->n, sizeof(*missing));
+    if (missing == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    rc = cas_store_find_missing(cas, pending->digests, pending->n, missing);
+    if (rc < 0) {
+        action_fetch_status(cas, &pending->digests[0], rc == -ENOENT ? -EIO : rc, "checking input",
+                            st);
+        goto out;
+    }
+    for (size_t i = 0; i < pending->n; i++) {
+        if (missing[i] && reapi_status_add_missing(st, &pending->digests[i]) != 0) {
+            reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+out:
+    free(missing);
+    return rc;
+}
+
 static int load_tree(struct cas_store *cas, struct action *act, struct reapi_status *st)
 {
+    struct load_pending pending = {0};
     struct action_digest_map files_seen = {0};
     struct subtree_size *sizes = NULL;
     bool missing = false;
@@ -258,10 +310,13 @@ static int load_tree(struct cas_store *cas, struct action *act, struct reapi_sta
             continue;
         }
         if (rc == 0)
-            rc = visit_dir(cas, act, i, &cap, &files_seen, st);
+            rc = visit_dir(cas, act, i, &cap, &files_seen, &pending, st);
         if (rc != 0)
             goto out;
     }
+    rc = check_pending(cas, &pending, st);
+    if (rc != 0)
+        goto out;
     if (missing || st->n_missing > 0) {
         rc = -ENOENT;
         goto out;
@@ -281,6 +336,7 @@ static int load_tree(struct cas_store *cas, struct action *act, struct reapi_sta
     act->input_bytes = sizes[0].bytes;
 out:
     free(sizes);
+    free(pending.digests);
     action_digest_map_free(&files_seen);
     return rc;
 }

@@ -31,6 +31,7 @@ struct stage_ctx {
     const char *exec_blob_dir;
     int exec_dir_fd;
     struct action_stage_stats *stats;
+    struct cas_fetch_counters *fetch; /* may be NULL */
     struct reapi_status *st;
 };
 
@@ -121,7 +122,7 @@ static int make_exec_copy(struct stage_ctx *c, const struct cas_digest *d, const
     char tmp[PATH_MAX], shard[3] = {rel[0], rel[1], '\0'};
     int src = -1, out = -1, rc;
 
-    src = cas_store_open_blob(c->cas, d);
+    src = cas_store_open_blob_counted(c->cas, d, c->fetch);
     if (src < 0)
         return src;
     if (mkdirat(c->exec_dir_fd, shard, 0755) < 0 && errno != EEXIST) {
@@ -172,15 +173,19 @@ static int stage_file(struct stage_ctx *c, int dir_fd, const FileNode *f, const 
             rc = make_exec_copy(c, &d, rel);
             if (rc == -ENOENT)
                 return stage_missing(c, &d);
+            if (rc != 0 && cas_store_fetch_error(c->cas, &d, NULL, 0) != 0)
+                return action_fetch_status(c->cas, &d, rc, "input", c->st);
             if (rc != 0)
                 return stage_error(c, path, f->name, "making its executable copy", rc);
             rc = linkat(c->exec_dir_fd, rel, dir_fd, f->name, 0) < 0 ? -errno : 0;
         }
         snprintf(src, sizeof(src), "%s/%s", c->exec_blob_dir, rel);
     } else {
-        rc = cas_store_blob_path(c->cas, &d, src, sizeof(src));
+        rc = cas_store_blob_path_counted(c->cas, &d, src, sizeof(src), c->fetch);
         if (rc == -ENOENT)
             return stage_missing(c, &d);
+        if (rc != 0 && cas_store_fetch_error(c->cas, &d, NULL, 0) != 0)
+            return action_fetch_status(c->cas, &d, rc, "input", c->st);
         if (rc != 0)
             return stage_error(c, path, f->name, "finding its blob", rc);
         rc = linkat(AT_FDCWD, src, dir_fd, f->name, 0) < 0 ? -errno : 0;
@@ -450,12 +455,21 @@ int action_stage_inputs(struct cas_store *cas, const struct action *act, const c
                         const char *exec_blob_dir, struct action_stage_stats *stats,
                         struct reapi_status *st)
 {
+    return action_stage_inputs_counted(cas, act, lower_dir, exec_blob_dir, NULL, stats, st);
+}
+
+int action_stage_inputs_counted(struct cas_store *cas, const struct action *act,
+                                const char *lower_dir, const char *exec_blob_dir,
+                                struct cas_fetch_counters *fetch, struct action_stage_stats *stats,
+                                struct reapi_status *st)
+{
     struct stage_ctx c = {
         .cas = cas,
         .act = act,
         .exec_blob_dir = exec_blob_dir,
         .exec_dir_fd = -1,
         .stats = stats,
+        .fetch = fetch,
         .st = st,
     };
     uint64_t start = clock_mono_us();

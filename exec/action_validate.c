@@ -486,12 +486,15 @@ int action_validate_command(const Command *cmd, struct reapi_status *st)
 }
 
 /* Whether name is one of the comma-separated names of list (spaces around
- * names ignored, case-insensitive). */
+ * names ignored, case-insensitive); the list "*" holds every name (the
+ * fleet's roles: the scheduler matches platforms to workers). */
 static bool name_in_list(const char *list, const char *name)
 {
     size_t name_len = strlen(name);
     const char *p = list;
 
+    if (strcmp(list, "*") == 0)
+        return true;
     while (*p != '\0') {
         const char *end = strchr(p, ',');
         const char *stop = end ? end : p + strlen(p);

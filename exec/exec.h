@@ -222,6 +222,12 @@ struct action_stage_stats {
 int action_stage_inputs(struct cas_store *cas, const struct action *act, const char *lower_dir,
                         const char *exec_blob_dir, struct action_stage_stats *stats,
                         struct reapi_status *st);
+/* The same, counting every blob read into fetch (found in the store, fetched
+ * from its upstream, failed; NULL: not counted). */
+int action_stage_inputs_counted(struct cas_store *cas, const struct action *act,
+                                const char *lower_dir, const char *exec_blob_dir,
+                                struct cas_fetch_counters *fetch, struct action_stage_stats *stats,
+                                struct reapi_status *st);
 
 /* For a read-only lower layer (FUSE staging): creates the working directory
  * and the parent directories of every declared output in upper_dir (an
@@ -327,11 +333,29 @@ struct exec_copies {
 
 void exec_copies_init(struct exec_copies *c, uint64_t max_bytes);
 void exec_copies_destroy(struct exec_copies *c);
-/* Stages an input root by hardlinks (action_stage_inputs) with dir as the
- * cache, and empties the cache afterwards when it has grown past its bound. */
+/* Stages an input root by hardlinks (action_stage_inputs_counted, counting
+ * into fetch, which may be NULL) with dir as the cache, and empties the cache
+ * afterwards when it has grown past its bound. */
 int exec_copies_stage(struct exec_copies *c, struct cas_store *cas, const struct action *act,
-                      const char *lower_dir, const char *dir, struct action_stage_stats *stats,
-                      struct reapi_status *st);
+                      const char *lower_dir, const char *dir, struct cas_fetch_counters *fetch,
+                      struct action_stage_stats *stats, struct reapi_status *st);
+
+/* --- inputs read through an upstream CAS (action_fetch.c) --- */
+
+/* Pins every Directory and file blob of act in cas against eviction, also
+ * those not fetched yet (cas_store_pin); -ENOMEM with nothing pinned. Every
+ * successful pin needs one action_unpin_inputs. exec_run does both. */
+int action_pin_inputs(struct cas_store *cas, const struct action *act);
+void action_unpin_inputs(struct cas_store *cas, const struct action *act);
+/* Sets st for a failed read (rc) of blob d, named `what` in the message:
+ * -ENOENT adds a MISSING violation (FAILED_PRECONDITION); a failed fetch
+ * from the upstream is UNAVAILABLE with its reason (the digest and the
+ * upstream's status); anything else INTERNAL. Returns rc. */
+int action_fetch_status(struct cas_store *cas, const struct cas_digest *d, int rc, const char *what,
+                        struct reapi_status *st);
+/* After a run: when a fetch failed while it ran (a FUSE open of an input),
+ * sets st as action_fetch_status would for the first failure. */
+void action_fetch_outcome(const struct cas_fetch_stats *fs, struct reapi_status *st);
 
 /* What one front end has to run actions with. Read-only to exec_run, shared
  * by every slot; it must outlive every run and the cleaner. */
@@ -384,6 +408,12 @@ struct exec_outcome {
     bool fuse;                          /* staged through the FUSE mount */
     struct casfs_tree_stats fuse_stats; /* fuse only */
     struct exec_leftovers *left;        /* for exec_leftovers_remove */
+    /* Input blobs found in the store, fetched from its upstream, or whose
+     * fetch failed (hardlink staging counts into fetch; fetch_stats adds
+     * the FUSE tree's at the end). */
+    struct cas_fetch_counters fetch;
+    struct cas_fetch_stats fetch_stats;
+    bool upstream; /* the store is a cache of an upstream CAS */
 };
 
 void exec_outcome_init(struct exec_outcome *o);

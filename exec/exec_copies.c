@@ -65,14 +65,14 @@ out:
 }
 
 int exec_copies_stage(struct exec_copies *c, struct cas_store *cas, const struct action *act,
-                      const char *lower_dir, const char *dir, struct action_stage_stats *stats,
-                      struct reapi_status *st)
+                      const char *lower_dir, const char *dir, struct cas_fetch_counters *fetch,
+                      struct action_stage_stats *stats, struct reapi_status *st)
 {
     uint64_t total;
     int rc;
 
     pthread_rwlock_rdlock(&c->lock);
-    rc = action_stage_inputs(cas, act, lower_dir, dir, stats, st);
+    rc = action_stage_inputs_counted(cas, act, lower_dir, dir, fetch, stats, st);
     pthread_rwlock_unlock(&c->lock);
     total = __atomic_add_fetch(&c->bytes, stats->exec_copy_bytes, __ATOMIC_RELAXED);
     if (total > c->max_bytes)

@@ -53,6 +53,8 @@ struct exec_staging {
     bool fuse;
     uint64_t micros;
     struct casfs_tree_stats fuse_stats; /* fuse only */
+    bool upstream;                      /* the store is a cache of an upstream CAS */
+    struct cas_fetch_stats fetch;       /* upstream only */
 };
 
 #define EXEC_STAGING_TYPE_URL "type.googleapis.com/google.protobuf.Struct"
@@ -88,18 +90,27 @@ static void exec_struct_set(struct exec_struct_field *f, const char *key, double
 static Google__Protobuf__Any *exec_staging_any(const struct exec_staging *sg)
 {
     Google__Protobuf__Struct st = GOOGLE__PROTOBUF__STRUCT__INIT;
-    struct exec_struct_field f[4];
-    Google__Protobuf__Struct__FieldsEntry *entries[4];
+    struct exec_struct_field f[8];
+    Google__Protobuf__Struct__FieldsEntry *entries[8];
     Google__Protobuf__Any *any = malloc(sizeof(*any));
     size_t n = 0;
 
     if (any == NULL)
         return NULL;
     google__protobuf__any__init(any);
-    if (sg->fuse) {
+    if (sg->fuse)
         exec_struct_set(&f[n++], "bytes_read", (double)sg->fuse_stats.bytes_read, NULL);
-        exec_struct_set(&f[n++], "files_opened", (double)sg->fuse_stats.files_opened, NULL);
+    /* With an upstream CAS (docs/shared-storage.md): input blobs fetched
+     * from it for this action, and those found in the local cache. */
+    if (sg->upstream) {
+        exec_struct_set(&f[n++], "fetch_failures", (double)sg->fetch.failures, NULL);
+        exec_struct_set(&f[n++], "fetched_blobs", (double)sg->fetch.fetched_blobs, NULL);
+        exec_struct_set(&f[n++], "fetched_bytes", (double)sg->fetch.fetched_bytes, NULL);
     }
+    if (sg->fuse)
+        exec_struct_set(&f[n++], "files_opened", (double)sg->fuse_stats.files_opened, NULL);
+    if (sg->upstream)
+        exec_struct_set(&f[n++], "local_hits", (double)sg->fetch.local_hits, NULL);
     exec_struct_set(&f[n++], "mode", 0, sg->fuse ? "fuse" : "hardlink");
     exec_struct_set(&f[n++], "staging_us", (double)sg->micros, NULL);
     for (size_t i = 0; i < n; i++)
@@ -336,7 +347,7 @@ static int exec_run_stage(const struct exec_env *env, const struct action *act,
     }
     if (!out->fuse)
         return exec_copies_stage(env->copies, env->store, act, scratch->lower, env->exec_blob_dir,
-                                 &out->stage, &out->status);
+                                 &out->fetch, &out->stage, &out->status);
     start = clock_real_us();
     rc = exec_stage_fuse(env, act, l->id, scratch, &out->stage, &l->tree_added, &out->status);
     out->stage.micros = clock_real_us() - start;
@@ -424,13 +435,21 @@ static int exec_run_sandbox(const struct exec_env *env, const struct action_scra
 static int exec_run_finish(const struct casbox_config *cfg, const struct action *act,
                            struct exec_times *times, struct exec_outcome *out)
 {
-    struct exec_staging staging = {.fuse = out->fuse, .micros = out->stage.micros};
+    struct exec_staging staging = {
+        .fuse = out->fuse,
+        .micros = out->stage.micros,
+        .upstream = out->upstream,
+        .fetch = out->fetch_stats,
+    };
 
     out->result->exit_code = out->sandbox.exit_code;
     if (out->sandbox.limit == SANDBOX_LIMIT_TIMEOUT)
         reapi_status_set(&out->status, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", out->verdict);
     times->worker_end = clock_real_us();
     staging.fuse_stats = out->fuse_stats;
+    /* An input that could not be fetched while the action ran: its result
+     * cannot be trusted (the client re-uploads a MISSING blob and retries). */
+    action_fetch_outcome(&out->fetch_stats, &out->status);
     if (exec_fill_metadata(out->result, cfg->worker_name, times, &staging) != 0) {
         reapi_status_set(&out->status, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return -ENOMEM;
@@ -443,6 +462,25 @@ static int exec_run_finish(const struct casbox_config *cfg, const struct action 
     return 0;
 }
 
+/* out->fetch_stats: what hardlink staging counted plus what the FUSE
+ * tree's opens counted. */
+static void exec_run_fetch_stats(struct exec_outcome *out)
+{
+    struct cas_fetch_stats *fs = &out->fetch_stats;
+    const struct cas_fetch_stats *tree = &out->fuse_stats.fetch;
+
+    cas_fetch_counters_read(&out->fetch, fs);
+    fs->local_hits += tree->local_hits;
+    fs->fetched_blobs += tree->fetched_blobs;
+    fs->fetched_bytes += tree->fetched_bytes;
+    fs->failures += tree->failures;
+    if (fs->first_error == 0 && tree->first_error != 0) {
+        fs->first_error = tree->first_error;
+        fs->first_digest = tree->first_digest;
+        snprintf(fs->reason, sizeof(fs->reason), "%s", tree->reason);
+    }
+}
+
 int exec_run(const struct exec_env *env, const struct casbox_config *cfg, const struct action *act,
              bool dry_run, struct exec_times *times, struct exec_outcome *out)
 {
@@ -450,10 +488,19 @@ int exec_run(const struct exec_env *env, const struct casbox_config *cfg, const 
     int rc;
 
     out->fuse = env->fs != NULL;
+    out->upstream = cas_store_has_upstream(env->store);
     out->left = l;
     if (l == NULL) {
         reapi_status_set(&out->status, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return -ENOMEM;
+    }
+    /* The inputs stay in the store until the action ends, also those that
+     * are fetched while it runs. */
+    rc = action_pin_inputs(env->store, act);
+    if (rc != 0) {
+        reapi_status_set(&out->status, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                         "out of memory pinning the inputs");
+        return rc;
     }
     times->input_fetch_start = clock_real_us();
     rc = exec_run_stage(env, act, l, out);
@@ -471,13 +518,16 @@ int exec_run(const struct exec_env *env, const struct casbox_config *cfg, const 
     times->output_upload_end = clock_real_us();
     if (l->tree_added)
         casfs_tree_stats(env->fs, l->id, &out->fuse_stats);
+    exec_run_fetch_stats(out);
     if (rc == 0)
         rc = exec_run_finish(cfg, act, times, out);
 out:
+    action_unpin_inputs(env->store, act);
     if (times->worker_end == 0)
         times->worker_end = clock_real_us();
     if (l->tree_added)
         casfs_tree_stats(env->fs, l->id, &out->fuse_stats);
+    exec_run_fetch_stats(out);
     if (rc == 0 && !reapi_status_ok(&out->status))
         rc = -EIO;
     return rc;

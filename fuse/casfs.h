@@ -80,6 +80,7 @@ struct casfs_tree_stats {
     uint64_t files_passthrough; /* those of them served by FUSE passthrough */
     uint64_t bytes_read;        /* bytes replied to reads (read path only: the kernel
                                  * reads passthrough files without asking casfs) */
+    struct cas_fetch_stats fetch; /* opens found in the store, fetched upstream or failed */
 };
 
 /* The counters of a tree; -ENOENT when there is no such tree. */

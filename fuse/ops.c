@@ -327,7 +327,7 @@ static int casfs_open_passthrough(struct casfs *fs, fuse_req_t req, struct casfs
 
     rc = casfs_pt_backing_get(fs, inode, fd, &backing_id);
     if (rc == -EAGAIN) {
-        *fd = cas_store_open_blob(fs->cas, &inode->digest);
+        *fd = cas_store_open_blob_counted(fs->cas, &inode->digest, &inode->tree->fetch);
         if (*fd < 0)
             return *fd;
         rc = casfs_pt_backing_get(fs, inode, fd, &backing_id);
@@ -365,7 +365,7 @@ static void casfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     if (fd < 0)
-        fd = cas_store_open_blob(fs->cas, &inode->digest);
+        fd = cas_store_open_blob_counted(fs->cas, &inode->digest, &inode->tree->fetch);
     if (fd < 0) {
         casfs_open_failed(fs, req, inode, fd);
         return;

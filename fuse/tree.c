@@ -160,6 +160,7 @@ static void tree_read_stats(struct casfs_tree *tree, struct casfs_tree_stats *ou
     out->files_opened = atomic_load(&tree->files_opened);
     out->files_passthrough = atomic_load(&tree->files_passthrough);
     out->bytes_read = atomic_load(&tree->bytes_read);
+    cas_fetch_counters_read(&tree->fetch, &out->fetch);
 }
 
 int casfs_tree_stats(struct casfs *fs, const char *name, struct casfs_tree_stats *out)

@@ -57,7 +57,7 @@ function flush_help() { if (help != "") print help; help = "" }
     }
     flush_help()
     if (key == "state_dir") { print "state_dir = /var/lib/casbox"; next }
-    if (key == "worker_name") val = ""
+    if (key == "worker_name" || (section == "[worker]" && key == "name")) val = ""
     if (help ~ /0 = number of CPUs/ || (section == "[execution]" && key == "slots")) val = 0
     if (key ~ /bytes$/) val = human(val)
     line = "#" key " = " val

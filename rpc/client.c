@@ -54,10 +54,16 @@ static const char *const rpc_client_paths[RPC_CLIENT_METHOD_COUNT] = {
     [RPC_CLIENT_BYTESTREAM_READ] = "/google.bytestream.ByteStream/Read",
     [RPC_CLIENT_BYTESTREAM_WRITE] = "/google.bytestream.ByteStream/Write",
     [RPC_CLIENT_BYTESTREAM_QUERY_WRITE_STATUS] = "/google.bytestream.ByteStream/QueryWriteStatus",
+    [RPC_CLIENT_SYNCHRONIZE] = "/buildbarn.remoteworker.OperationQueue/Synchronize",
+    [RPC_CLIENT_FLEET_STATUS] = "/casbox.fleet.v1.FleetAdmin/Status",
+    [RPC_CLIENT_FLEET_DRAIN] = "/casbox.fleet.v1.FleetAdmin/Drain",
+    [RPC_CLIENT_FLEET_UNDRAIN] = "/casbox.fleet.v1.FleetAdmin/Undrain",
 };
 
 struct rpc_client {
     grpc_channel *channel;
+    grpc_metadata bearer; /* "authorization: Bearer ...", when has_bearer */
+    bool has_bearer;
     void *methods[RPC_CLIENT_METHOD_COUNT]; /* grpc_channel_register_call handles */
     gpr_timespec timeout;
     pthread_mutex_t lock; /* idle, n_idle */
@@ -95,6 +101,41 @@ static int client_parse_url(const char *url, const char **target, bool *tls, cha
     return 0;
 }
 
+/* Reads the bearer token of token_file (its first line, trimmed) into the
+ * metadata every call sends. */
+static int client_load_token(struct rpc_client *c, const char *token_file, char *err,
+                             size_t err_len)
+{
+    char *text = NULL, value[4200];
+    size_t len, start = 0;
+    int rc;
+
+    if (token_file == NULL || token_file[0] == '\0')
+        return 0;
+    rc = auth_secret_file_read(token_file, &text, &len, NULL, err, err_len);
+    if (rc != 0)
+        return rc;
+    while (start < len && (text[start] == ' ' || text[start] == '\t'))
+        start++;
+    len = start + strcspn(text + start, "\r\n");
+    while (len > start && (text[len - 1] == ' ' || text[len - 1] == '\t'))
+        len--;
+    if (len == start || len - start > 4096) {
+        snprintf(err, err_len, "%s: expected one line holding the token (1 to 4096 bytes)",
+                 token_file);
+        rc = -EINVAL;
+    } else {
+        snprintf(value, sizeof(value), "Bearer %.*s", (int)(len - start), text + start);
+        c->bearer.key = grpc_slice_from_static_string("authorization");
+        c->bearer.value = grpc_slice_from_copied_string(value);
+        c->has_bearer = true;
+        memset(value, 0, sizeof(value));
+    }
+    memset(text, 0, len);
+    free(text);
+    return rc;
+}
+
 int rpc_client_open(const char *url, const struct rpc_client_options *opt, struct rpc_client **out,
                     char *err, size_t err_len)
 {
@@ -102,7 +143,12 @@ int rpc_client_open(const char *url, const struct rpc_client_options *opt, struc
         opt && opt->max_message_bytes ? opt->max_message_bytes : RPC_CLIENT_MAX_MESSAGE_BYTES;
     uint64_t timeout_ms = opt && opt->timeout_ms ? opt->timeout_ms : RPC_CLIENT_TIMEOUT_MS;
     int max_message = max_bytes > INT_MAX ? INT_MAX : (int)max_bytes;
-    grpc_arg args[3] = {
+    int backoff_ms =
+        opt && opt->max_reconnect_backoff_ms
+            ? (int)(opt->max_reconnect_backoff_ms > INT_MAX ? INT_MAX
+                                                            : opt->max_reconnect_backoff_ms)
+            : 0;
+    grpc_arg args[4] = {
         {.type = GRPC_ARG_INTEGER,
          .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
          .value.integer = max_message},
@@ -110,8 +156,11 @@ int rpc_client_open(const char *url, const struct rpc_client_options *opt, struc
          .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
          .value.integer = max_message},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+         .value.integer = backoff_ms},
     };
-    grpc_channel_args channel_args = {.num_args = 3, .args = args};
+    grpc_channel_args channel_args = {.num_args = backoff_ms > 0 ? 4 : 3, .args = args};
     grpc_channel_credentials *creds;
     struct rpc_client *c;
     const char *target;
@@ -132,8 +181,16 @@ int rpc_client_open(const char *url, const struct rpc_client_options *opt, struc
     }
     c->timeout = gpr_time_from_millis((int64_t)timeout_ms, GPR_TIMESPAN);
     grpc_init();
-    creds = tls ? grpc_ssl_credentials_create(NULL, NULL, NULL, NULL)
-                : grpc_insecure_credentials_create();
+    if (opt != NULL && client_load_token(c, opt->token_file, err, err_len) != 0) {
+        rpc_client_close(c);
+        return -EINVAL;
+    }
+    creds =
+        tls ? rpc_tls_client_credentials(opt, err, err_len) : grpc_insecure_credentials_create();
+    if (creds == NULL) {
+        rpc_client_close(c);
+        return -EINVAL;
+    }
     c->channel = grpc_channel_create(target, creds, &channel_args);
     grpc_channel_credentials_release(creds);
     if (c->channel == NULL) {
@@ -155,6 +212,10 @@ void rpc_client_close(struct rpc_client *c)
         rpc_queue_destroy(c->idle[--c->n_idle]);
     if (c->channel != NULL)
         grpc_channel_destroy(c->channel);
+    if (c->has_bearer) {
+        grpc_slice_unref(c->bearer.key);
+        grpc_slice_unref(c->bearer.value);
+    }
     pthread_mutex_destroy(&c->lock);
     free(c);
     grpc_shutdown();
@@ -192,6 +253,17 @@ static grpc_call *client_call_create(struct rpc_client *c, enum rpc_client_metho
 
     return grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                                c->methods[method], deadline, NULL);
+}
+
+/* The first op of every call: its initial metadata, with the bearer token
+ * when the client has one. */
+static void client_initial_metadata(const struct rpc_client *c, grpc_op *op)
+{
+    op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->has_bearer) {
+        op->data.send_initial_metadata.count = 1;
+        op->data.send_initial_metadata.metadata = (grpc_metadata *)&c->bearer;
+    }
 }
 
 /* --- statuses --- */
@@ -266,9 +338,10 @@ static int client_answer(grpc_byte_buffer *recv, const ProtobufCMessageDescripto
 
 /* ops[0..4): send the initial metadata, the request and close; receive the
  * initial metadata. */
-static void client_request_ops(grpc_op *ops, grpc_byte_buffer *send, grpc_metadata_array *initial)
+static void client_request_ops(const struct rpc_client *c, grpc_op *ops, grpc_byte_buffer *send,
+                               grpc_metadata_array *initial)
 {
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    client_initial_metadata(c, &ops[0]);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -302,7 +375,7 @@ int rpc_client_unary(struct rpc_client *c, enum rpc_client_method method,
     }
     grpc_metadata_array_init(&initial);
     memset(ops, 0, sizeof(ops));
-    client_request_ops(ops, send, &initial);
+    client_request_ops(c, ops, send, &initial);
     ops[4].op = GRPC_OP_RECV_MESSAGE;
     ops[4].data.recv_message.recv_message = &recv;
     client_end_init(&end, &ops[5]);
@@ -427,7 +500,7 @@ int rpc_client_stream_start(struct rpc_client_streams *s, enum rpc_client_method
         return -ENOMEM;
     }
     memset(ops, 0, sizeof(ops));
-    client_request_ops(ops, st->send, &st->initial);
+    client_request_ops(s->client, ops, st->send, &st->initial);
     if (client_stream_batch(st, ops, 4, CLIENT_TAG_START) != 0) {
         client_stream_free(st);
         return -EIO;
@@ -602,7 +675,7 @@ int rpc_client_writer_start(struct rpc_client *c, enum rpc_client_method method,
         return -ENOMEM;
     }
     memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    client_initial_metadata(c, &op);
     w->ended = rpc_batch_run(w->call, w->cq, &op, 1, w) != 0;
     *out = w;
     return 0;

@@ -31,6 +31,7 @@
 
 struct rpc_server;
 struct rpc_call;
+struct auth_guard;
 
 enum rpc_kind {
     RPC_UNARY,         /* one request, one response */
@@ -51,6 +52,17 @@ struct rpc_method {
     enum rpc_kind kind;
     enum rpc_pool pool;
     rpc_handler_fn handler;
+    /* The AUTH_PERM_* bits (auth/auth.h) a caller needs, checked on the
+     * request's instance name by rpc_call_authorize, which the handler must
+     * call before it sends anything; 0: any authenticated caller. */
+    unsigned perm;
+};
+
+/* TLS: PEM texts (auth_tls_files_load reads and checks them). */
+struct rpc_server_tls {
+    const char *certificate_chain; /* NULL: plaintext */
+    const char *private_key;
+    const char *client_ca; /* NULL: no client certificate asked for */
 };
 
 struct metrics;
@@ -60,6 +72,10 @@ struct rpc_server_options {
     uint64_t max_message_bytes; /* largest message received */
     uint64_t threads[RPC_POOL_COUNT];
     uint64_t queue_length[RPC_POOL_COUNT];
+    struct rpc_server_tls tls;
+    /* The credentials policy (auth/auth.h); NULL: every call is allowed.
+     * Must outlive the server. */
+    struct auth_guard *auth;
     /* Where calls are counted (requests by method and code, latency, in
      * flight; server_metrics.c); NULL: nowhere. */
     struct metrics *metrics;
@@ -112,6 +128,19 @@ const char *rpc_call_method(const struct rpc_call *call);
 /* A value of the request metadata, or NULL; *len set to its length. */
 const char *rpc_call_metadata(const struct rpc_call *call, const char *key, size_t *len);
 
+/* Authorization (authorize.c). Before a handler runs, its caller's
+ * credentials (bearer token, verified client certificate) are resolved:
+ * unknown ones are answered UNAUTHENTICATED without running it. The handler
+ * then calls rpc_call_authorize with the instance name of its request before
+ * it acts: 0, or -EACCES with st set to UNAUTHENTICATED or PERMISSION_DENIED
+ * (naming the permission and the instance) and a rate-limited log line; the
+ * handler then finishes the call with st. A handler that sends a response
+ * without having asked is refused (INTERNAL) when authorization is on. */
+int rpc_call_authorize(struct rpc_call *call, const char *instance, struct reapi_status *st);
+/* The AUTH_PERM_* bits the caller has on instance (Capabilities tells what
+ * it may do); counts as authorized. */
+unsigned rpc_call_permissions(struct rpc_call *call, const char *instance);
+
 /* "NOT_FOUND" for GRPC_STATUS_NOT_FOUND. */
 const char *rpc_status_code_name(grpc_status_code code);
 /* Decodes a received message as desc; NULL when bb is NULL or it does not
@@ -137,6 +166,11 @@ enum rpc_client_method {
     RPC_CLIENT_BYTESTREAM_READ,
     RPC_CLIENT_BYTESTREAM_WRITE,
     RPC_CLIENT_BYTESTREAM_QUERY_WRITE_STATUS,
+    /* the fleet: Buildbarn's worker protocol, casbox's admin service */
+    RPC_CLIENT_SYNCHRONIZE,
+    RPC_CLIENT_FLEET_STATUS,
+    RPC_CLIENT_FLEET_DRAIN,
+    RPC_CLIENT_FLEET_UNDRAIN,
     RPC_CLIENT_METHOD_COUNT,
 };
 
@@ -149,6 +183,19 @@ const char *rpc_client_method_path(enum rpc_client_method method);
 struct rpc_client_options {
     uint64_t max_message_bytes; /* largest message sent or received; 0: 64 MiB */
     uint64_t timeout_ms;        /* every call's deadline, from its start; 0: 600 s */
+    /* Longest wait between reconnection attempts after the server went
+     * away; 0: grpc's default (120 s). */
+    uint64_t max_reconnect_backoff_ms;
+    /* grpcs:// only: the CA bundle that signs the server (NULL: the system's
+     * roots), and a client certificate and key for mutual TLS (both or
+     * neither). PEM file paths. */
+    const char *tls_ca_file;
+    const char *tls_certificate_file;
+    const char *tls_private_key_file;
+    /* A file holding the bearer token sent as "authorization: Bearer ..."
+     * with every call (one line; must not be readable by others). NULL:
+     * none. */
+    const char *token_file;
 };
 
 /* How a call ended: the server's status code and message, or the code and
@@ -158,10 +205,15 @@ struct rpc_client_status {
     char message[512];
 };
 
-/* Opens a channel to grpc://HOST:PORT, grpcs://HOST:PORT (TLS with the
- * system's roots) or HOST:PORT (plaintext), with grpc_init; no connection is
- * made before the first call. opt may be NULL (the defaults). On failure err
- * says why, starting with url. */
+/* A command-line client's credentials from its environment (tls.c):
+ * CASBOX_TLS_CA, CASBOX_TLS_CERT and CASBOX_TLS_KEY (for grpcs://) and
+ * CASBOX_TOKEN_FILE; fields already set are kept. */
+void rpc_client_options_from_env(struct rpc_client_options *opt);
+
+/* Opens a channel to grpc://HOST:PORT, grpcs://HOST:PORT (TLS, see
+ * rpc_client_options) or HOST:PORT (plaintext), with grpc_init; no
+ * connection is made before the first call. opt may be NULL (the defaults).
+ * On failure err says why, starting with url (or naming the file). */
 int rpc_client_open(const char *url, const struct rpc_client_options *opt, struct rpc_client **out,
                     char *err, size_t err_len);
 /* Every call must have ended. Then grpc_shutdown. */

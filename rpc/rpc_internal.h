@@ -9,6 +9,8 @@
 
 #include "rpc.h"
 
+#include "auth/auth.h"
+
 /* msg packed into a new byte buffer (grpc owns the bytes), or NULL. */
 grpc_byte_buffer *rpc_message_pack(const ProtobufCMessage *msg);
 /* Starts a batch on call and plucks its completion from cq (tag must be
@@ -19,6 +21,47 @@ int rpc_batch_run(grpc_call *call, grpc_completion_queue *cq, const grpc_op *ops
                   void *tag);
 /* Shuts a pluck queue down, drains it and destroys it. */
 void rpc_queue_destroy(grpc_completion_queue *cq);
+
+/* --- authorization (authorize.c) --- */
+
+/* The server's part: the policy and the refusal log's limiter. */
+struct rpc_server_auth {
+    struct auth_guard *guard; /* NULL: every call allowed */
+    bool client_certificates; /* peers present a certificate client_ca verified */
+    struct auth_log_limiter limiter;
+};
+
+/* A call's part, from before its handler runs until it is freed. */
+struct rpc_call_auth {
+    struct auth_policy *policy; /* a reference, or NULL */
+    struct auth_identity id;
+    bool authorized; /* the handler asked, and was allowed (or no policy) */
+};
+
+void rpc_server_auth_init(struct rpc_server_auth *a, const struct rpc_server_options *opt);
+void rpc_server_auth_destroy(struct rpc_server_auth *a);
+/* Resolves the call's credentials before its handler runs: 0, or -EACCES
+ * when it has answered the call (UNAUTHENTICATED, PERMISSION_DENIED). */
+int rpc_call_authenticate(struct rpc_call *c);
+/* Whether the call may send a response now (the safety net of a handler
+ * that never called rpc_call_authorize); logs when not. */
+bool rpc_call_auth_may_answer(struct rpc_call *c);
+void rpc_call_auth_release(struct rpc_call *c);
+
+/* What authorize.c reads of a call (server.c). */
+struct rpc_call_auth *rpc_call_auth_state(struct rpc_call *c);
+struct rpc_server_auth *rpc_call_server_auth(struct rpc_call *c);
+grpc_call *rpc_call_grpc(struct rpc_call *c);
+unsigned rpc_call_method_perm(const struct rpc_call *c);
+
+/* --- TLS credentials (tls.c) --- */
+
+/* TLS server credentials for opt->tls, or insecure ones when it is off. */
+grpc_server_credentials *rpc_tls_server_credentials(const struct rpc_server_options *opt);
+/* Client credentials for a grpcs:// channel from opt's files; NULL with err
+ * set when one cannot be read. */
+grpc_channel_credentials *rpc_tls_client_credentials(const struct rpc_client_options *opt,
+                                                     char *err, size_t err_len);
 
 /* The server's metrics (server_metrics.c): requests by service, method and
  * code, latency by method, calls in flight. Series per method are looked up

@@ -62,6 +62,7 @@ struct rpc_call {
     struct rpc_call *next;       /* pool queue link */
     uint64_t arrived_us;         /* when the dispatcher got it (debug log, latency) */
     grpc_status_code status;     /* what the final batch sent (metrics) */
+    struct rpc_call_auth auth;   /* authorize.c */
 };
 
 struct rpc_pool_state {
@@ -88,6 +89,7 @@ struct rpc_server {
     uint64_t pending_requests; /* dispatcher thread only */
     bool shutting_down;        /* dispatcher thread only */
     struct rpc_pool_state pools[RPC_POOL_COUNT];
+    struct rpc_server_auth auth; /* authorize.c */
     struct rpc_server_metrics metrics;
 };
 
@@ -95,6 +97,7 @@ static void rpc_call_free(struct rpc_call *c)
 {
     if (c == NULL)
         return;
+    rpc_call_auth_release(c);
     if (c->call != NULL)
         grpc_call_unref(c->call);
     if (c->fin.started)
@@ -183,6 +186,10 @@ static int rpc_call_send_buffer(struct rpc_call *c, grpc_byte_buffer *bb)
     size_t n = 0;
     int rc;
 
+    if (!rpc_call_auth_may_answer(c)) {
+        grpc_byte_buffer_destroy(bb);
+        return -EPERM;
+    }
     memset(ops, 0, sizeof(ops));
     if (!c->sent_initial_md) {
         ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -287,6 +294,15 @@ static int rpc_call_finish_begin(struct rpc_call *c, const ProtobufCMessage *msg
     grpc_call_error e;
     int rc;
 
+    if ((st == NULL || reapi_status_ok(st)) && !rpc_call_auth_may_answer(c)) {
+        struct reapi_status refused;
+
+        reapi_status_init(&refused);
+        refused.code = GRPC_STATUS_INTERNAL;
+        snprintf(refused.message, sizeof(refused.message),
+                 "internal error: %s answered without an authorization check", rpc_call_method(c));
+        return rpc_call_finish_begin(c, NULL, &refused);
+    }
     memset(ops, 0, sizeof(ops));
     rc = rpc_finish_ops(c, msg, st, ops, &n);
     if (rc != 0) {
@@ -563,7 +579,8 @@ static void *rpc_pool_main(void *arg)
         srv = c->srv;
         start_us = log_enabled(LOG_LEVEL_DEBUG) ? clock_mono_us() : 0;
         rpc_server_metrics_begin(&srv->metrics, (size_t)(c->method - srv->methods));
-        c->method->handler(srv->ctx, c);
+        if (rpc_call_authenticate(c) == 0)
+            c->method->handler(srv->ctx, c);
         if (start_us != 0)
             LOG_D("%s: %.2f ms in the handler after %.2f ms queued", c->method->path,
                   (double)(clock_mono_us() - start_us) / 1e3,
@@ -628,6 +645,7 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
     srv->methods = methods;
     srv->n_methods = n_methods;
     srv->ctx = ctx;
+    rpc_server_auth_init(&srv->auth, opt);
     srv->handles = calloc(n_methods, sizeof(*srv->handles));
     if (srv->handles == NULL)
         goto fail;
@@ -661,7 +679,7 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
             goto fail_server;
         }
     }
-    creds = grpc_insecure_server_credentials_create();
+    creds = rpc_tls_server_credentials(opt);
     port = grpc_server_add_http2_port(srv->server, opt->listen, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
@@ -699,6 +717,7 @@ fail_server:
     grpc_completion_queue_shutdown(srv->notify_cq);
     grpc_completion_queue_destroy(srv->notify_cq);
 fail:
+    rpc_server_auth_destroy(&srv->auth);
     rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
@@ -742,7 +761,30 @@ void rpc_server_stop(struct rpc_server *srv)
         ;
     grpc_server_destroy(srv->server);
     grpc_completion_queue_destroy(srv->notify_cq);
+    rpc_server_auth_destroy(&srv->auth);
     rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
+}
+
+/* --- what authorize.c reads of a call --- */
+
+struct rpc_call_auth *rpc_call_auth_state(struct rpc_call *c)
+{
+    return &c->auth;
+}
+
+struct rpc_server_auth *rpc_call_server_auth(struct rpc_call *c)
+{
+    return &c->srv->auth;
+}
+
+grpc_call *rpc_call_grpc(struct rpc_call *c)
+{
+    return c->call;
+}
+
+unsigned rpc_call_method_perm(const struct rpc_call *c)
+{
+    return c->method != NULL ? c->method->perm : AUTH_PERM_ALL;
 }

@@ -10,11 +10,12 @@ CASBOX_PACKAGES=(
   build-essential cmake pkg-config
   protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
   libgrpc-dev libfuse3-dev fuse3 liburing-dev libseccomp-dev libcap-dev
-  libcmocka-dev libssl-dev libinih-dev libcurl4-openssl-dev libzstd-dev zstd libmicrohttpd-dev
+  libcmocka-dev libssl-dev openssl libinih-dev libcurl4-openssl-dev libzstd-dev zstd libmicrohttpd-dev
   bazel-bootstrap bazel-bootstrap-source
   python3-grpcio python3-protobuf python3-zstandard chromium
   bubblewrap time dpkg-dev clang-format clang libclang-rt-14-dev
   debhelper lintian rpm rpm2cpio debootstrap systemd
+  buildstream iproute2
 )
 
 # Tests use Debian's python (python3-grpcio, python3-protobuf), never a pyenv

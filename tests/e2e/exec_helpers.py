@@ -241,6 +241,18 @@ def missing_subjects(st):
             for v in det.violations if v.type == "MISSING"]
 
 
+def aux_metadata(resp):
+    """The google.protobuf.Struct in an ExecuteResponse's auxiliary_metadata
+    (casboxd's staging and fetch counters) as a dict; {} when there is none."""
+    from google.protobuf import struct_pb2
+    for a in resp.result.execution_metadata.auxiliary_metadata:
+        s = struct_pb2.Struct()
+        if a.Unpack(s):
+            return {k: (v.number_value if v.HasField("number_value") else v.string_value)
+                    for k, v in s.fields.items()}
+    return {}
+
+
 def read_blob(c, d):
     if d.size_bytes == 0:
         return b""

@@ -252,18 +252,62 @@ def _ser(m):
     return m.SerializeToString()
 
 
+class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                  grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds "authorization: Bearer TOKEN" to every call (plaintext channels
+    too, where grpc's call credentials are not allowed)."""
+
+    def __init__(self, token):
+        self.md = ("authorization", "Bearer " + token)
+
+    def _details(self, d):
+        md = list(d.metadata or []) + [self.md]
+        return d._replace(metadata=md) if hasattr(d, "_replace") else _CallDetails(d, md)
+
+    def intercept_unary_unary(self, cont, d, req):
+        return cont(self._details(d), req)
+
+    def intercept_unary_stream(self, cont, d, req):
+        return cont(self._details(d), req)
+
+    def intercept_stream_unary(self, cont, d, it):
+        return cont(self._details(d), it)
+
+    def intercept_stream_stream(self, cont, d, it):
+        return cont(self._details(d), it)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, d, md):
+        self.method = d.method
+        self.timeout = d.timeout
+        self.metadata = md
+        self.credentials = d.credentials
+        self.wait_for_ready = getattr(d, "wait_for_ready", None)
+        self.compression = getattr(d, "compression", None)
+
+
 class Client:
     """One channel to a REAPI endpoint, with a method per RPC."""
 
-    def __init__(self, target, instance="", timeout=60, max_message=64 * MiB):
+    def __init__(self, target, instance="", timeout=60, max_message=64 * MiB, credentials=None,
+                 token=None):
+        """credentials: grpc.ssl_channel_credentials(...) for TLS (None:
+        plaintext); token: sent as "authorization: Bearer TOKEN" with every call."""
         self.target = target
         self.instance = instance
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=[
+        options = [
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
             ("grpc.enable_retries", 0),
-        ])
+        ]
+        if credentials is not None:
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        if token is not None:
+            self.channel = grpc.intercept_channel(self.channel, BearerToken(token))
         self._m = {}
 
     def close(self):

@@ -386,8 +386,8 @@ static void stage_with_copies(struct exec_copies *copies, struct stage_fixture *
     struct reapi_status st;
 
     reapi_status_init(&st);
-    assert_int_equal(exec_copies_stage(copies, f->env.cas, f->act, lower, f->exec_dir, stats, &st),
-                     0);
+    assert_int_equal(
+        exec_copies_stage(copies, f->env.cas, f->act, lower, f->exec_dir, NULL, stats, &st), 0);
     reapi_status_free(&st);
 }
 

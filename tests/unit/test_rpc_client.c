@@ -160,13 +160,13 @@ static int server_start(void **state)
 
     (void)state;
     methods[0] = (struct rpc_method){rpc_client_method_path(RPC_CLIENT_GET_CAPABILITIES), RPC_UNARY,
-                                     RPC_POOL_SHORT, serve_capabilities};
+                                     RPC_POOL_SHORT, serve_capabilities, 0};
     methods[1] = (struct rpc_method){rpc_client_method_path(RPC_CLIENT_BYTESTREAM_READ),
-                                     RPC_SERVER_STREAM, RPC_POOL_TRANSFER, serve_read};
+                                     RPC_SERVER_STREAM, RPC_POOL_TRANSFER, serve_read, 0};
     methods[2] = (struct rpc_method){rpc_client_method_path(RPC_CLIENT_BYTESTREAM_WRITE),
-                                     RPC_CLIENT_STREAM, RPC_POOL_TRANSFER, serve_write};
+                                     RPC_CLIENT_STREAM, RPC_POOL_TRANSFER, serve_write, 0};
     methods[3] = (struct rpc_method){rpc_client_method_path(RPC_CLIENT_EXECUTE), RPC_SERVER_STREAM,
-                                     RPC_POOL_STREAM, serve_execute};
+                                     RPC_POOL_STREAM, serve_execute, 0};
     for (int p = 0; p < RPC_POOL_COUNT; p++) {
         opt.threads[p] = 4;
         opt.queue_length[p] = 1000;
