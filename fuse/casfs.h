@@ -76,10 +76,10 @@ int casfs_passthrough_parse(const char *s, enum casfs_passthrough_mode *out);
 int casfs_tree_add(struct casfs *fs, const char *name, const struct cas_digest *root);
 
 struct casfs_tree_stats {
-    uint64_t files_opened;      /* successful opens of regular files */
-    uint64_t files_passthrough; /* those of them served by FUSE passthrough */
-    uint64_t bytes_read;        /* bytes replied to reads (read path only: the kernel
-                                 * reads passthrough files without asking casfs) */
+    uint64_t files_opened;        /* successful opens of regular files */
+    uint64_t files_passthrough;   /* those of them served by FUSE passthrough */
+    uint64_t bytes_read;          /* bytes replied to reads (read path only: the kernel
+                                   * reads passthrough files without asking casfs) */
     struct cas_fetch_stats fetch; /* opens found in the store, fetched upstream or failed */
 };
 

@@ -60,7 +60,7 @@ struct casfs_tree {
     atomic_uint_fast64_t files_passthrough;
     atomic_uint_fast64_t bytes_read;
     struct cas_fetch_counters fetch; /* blobs opened: found in the store or fetched upstream */
-    atomic_uint refs; /* the tree list's while listed, plus one per inode */
+    atomic_uint refs;                /* the tree list's while listed, plus one per inode */
     struct casfs_tree *next;
 };
 
