@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "casboxd.h"
@@ -169,6 +170,34 @@ struct metrics *observe_metrics(struct casboxd *d)
     return d->obs ? d->obs->metrics : NULL;
 }
 
+/* [auth] on: the pages need a bearer token with read on every instance (a
+ * line without instance prefixes), since they show actions of all of them.
+ * The HTTP listener has no TLS, so client certificates cannot count. */
+static int observe_authorize(void *ctx, const char *authorization)
+{
+    struct casboxd *d = ctx;
+    struct auth_policy *p = auth_guard_acquire(&d->auth);
+    struct auth_peer peer;
+    struct auth_identity id;
+    char reason[160];
+    int rc = 0;
+
+    if (p == NULL || !auth_policy_enabled(p))
+        goto out;
+    memset(&peer, 0, sizeof(peer));
+    if (authorization != NULL && strncasecmp(authorization, "Bearer ", 7) == 0) {
+        peer.token = authorization + 7;
+        peer.token_len = strlen(peer.token);
+    }
+    auth_policy_identify(p, &peer, &id);
+    if (auth_identity_check(&id, AUTH_PERM_READ, "", reason, sizeof(reason)) != AUTH_OK)
+        rc = -EACCES;
+out:
+    if (p != NULL)
+        auth_guard_release(&d->auth, p);
+    return rc;
+}
+
 int observe_serve(struct casboxd *d)
 {
     struct observe *o = d->obs;
@@ -191,7 +220,8 @@ int observe_serve(struct casboxd *d)
     w.store = d->store;
     w.metrics = o->metrics;
     w.board = o->board;
-    /* [auth]: a read-token check goes here (w.authorize, w.authorize_ctx). */
+    w.authorize = observe_authorize;
+    w.authorize_ctx = d;
     rc = web_server_start(&w, &o->web);
     if (rc == 0)
         LOG_I("http: web pages and /metrics on http://%s/", d->cfg.http_listen);
