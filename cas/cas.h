@@ -60,9 +60,30 @@ void cas_hasher_free(struct cas_hasher *h);
 
 struct cas_store;
 
-struct cas_store_options {
-    uint64_t max_bytes; /* LRU eviction above this many blob bytes; 0 = no limit */
+/* What a commit makes durable before a blob becomes visible (docs/operations.md,
+ * "Failure modes"). A killed daemon loses nothing in any mode; these are about
+ * a power loss or kernel crash. */
+enum cas_fsync_mode {
+    CAS_FSYNC_NONE = 0, /* nothing: recent blobs may vanish or fail their first-read check */
+    CAS_FSYNC_DATA,     /* fdatasync of each blob and AC entry before its rename */
+    CAS_FSYNC_FULL,     /* and fsync of the directory after the rename */
 };
+
+struct cas_store_options {
+    uint64_t max_bytes; /* LRU eviction above this many blob bytes; 0 = no configured limit */
+    /* Free space kept on the store's filesystem: the smaller of these two
+     * (both 0: none). The effective limit is min(max_bytes, indexed blob
+     * bytes + free space - headroom), see store_space.c. */
+    uint64_t disk_headroom_bytes;
+    uint64_t disk_headroom_percent;
+    enum cas_fsync_mode fsync;
+    /* How long cas_store_open waits for a dying predecessor's lock before
+     * -EBUSY (0: not at all). */
+    uint64_t lock_wait_ms;
+};
+
+/* "none", "data", "full" <-> the enum; -EINVAL. */
+int cas_fsync_mode_parse(const char *s, enum cas_fsync_mode *out);
 
 /* Opens (creating if needed) a store under dir: removes stale temp files and
  * builds the index from the blob files present. -EBUSY when the directory is
@@ -85,6 +106,24 @@ int cas_store_get(struct cas_store *s, const struct cas_digest *d, void **buf, s
 /* Opens a blob for reading, verified as described above. Returns an fd
  * (O_RDONLY|O_CLOEXEC) or -ENOENT. The fd stays valid if the blob is evicted. */
 int cas_store_open_blob(struct cas_store *s, const struct cas_digest *d);
+
+/* A read through an fd of cas_store_open_blob failed with err (a negative
+ * errno). A media error (-EIO, -EUCLEAN, -EBADMSG) makes the blob missing:
+ * its file is unlinked if it is still the one fd reads, and it is dropped
+ * from the index, so FindMissingBlobs reports it and a re-upload replaces
+ * it. Returns -ENOENT then, else err unchanged. */
+int cas_store_read_failed(struct cas_store *s, const struct cas_digest *d, int fd, int err);
+
+/* After -ENOSPC from a store call: one line naming the filesystem, its size,
+ * free space, headroom, the blob bytes and the limit, and need (cas/store_space.c). */
+int cas_store_space_describe(struct cas_store *s, uint64_t need, char *buf, size_t len);
+/* After ENOSPC outside the store (an action's scratch dir): evicts unpinned
+ * least recently used blobs so that need bytes plus the headroom are free.
+ * 0: try again once; -ENOSPC: nothing could be freed. */
+int cas_store_make_room(struct cas_store *s, uint64_t need);
+/* -ENOSPC when a blob of size bytes could not fit on the store's filesystem
+ * even with every blob evicted: refuse it before writing anything. */
+int cas_store_space_check(struct cas_store *s, uint64_t size);
 
 /* Path of the blob file (for hardlink staging); -ENOENT when absent. The empty
  * blob is materialised as a file too. */
@@ -287,7 +326,9 @@ struct cas_store_stats {
     uint64_t bytes;
     uint64_t evicted_blobs;
     uint64_t evicted_bytes;
-    uint64_t corrupt_blobs;
+    uint64_t corrupt_blobs;       /* found damaged or unreadable (EIO) and removed */
+    uint64_t limit_bytes;         /* the effective limit (store_space.c) */
+    uint64_t space_evicted_blobs; /* of evicted_blobs, those evicted after an ENOSPC */
 };
 void cas_store_get_stats(struct cas_store *s, struct cas_store_stats *out);
 

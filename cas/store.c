@@ -17,8 +17,11 @@
  * not, and is re-hashed the first time it is read. Every open also checks the
  * file size (fstat) and the inode against the index. A blob that fails is
  * unlinked, dropped from the index, counted in corrupt_blobs and reported
- * missing. Nothing is fsync'ed: a committed blob survives the daemon being
+ * missing, and so is one whose file cannot be read (EIO). By default nothing
+ * is fsync'ed ([cas] fsync = none): a committed blob survives the daemon being
  * killed; after a power loss a damaged file is caught by the first-read check.
+ * fsync = data / full sync each file (and directory) before it is visible.
+ * The limit evicted against and what ENOSPC does are in store_space.c.
  *
  * Locking: see store_internal.h (index_lock for the index, name_lock for
  * renames/unlinks in blobs/ and ac/; never held during data I/O or hashing).
@@ -30,6 +33,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,17 +81,36 @@ void cas_blob_relpath(const struct cas_digest *d, char out[CAS_BLOB_RELPATH])
 
 int cas_store_temp_create(struct cas_store *s, const char *prefix, char path[PATH_MAX])
 {
-    int n = snprintf(path, PATH_MAX, "%s/%s-XXXXXX", s->tmp_dir, prefix);
-    int fd;
+    int fd = -ENOSPC;
 
-    if (n < 0 || n >= PATH_MAX)
-        return -ENAMETOOLONG;
-    fd = mkostemp(path, O_CLOEXEC);
-    if (fd < 0) {
-        path[0] = '\0';
-        return -errno;
+    /* A full filesystem (blocks or inodes) gets one eviction and a retry. */
+    for (int attempt = 0; attempt < 2 && store_space_is_full(fd); attempt++) {
+        int n = snprintf(path, PATH_MAX, "%s/%s-XXXXXX", s->tmp_dir, prefix);
+
+        if (n < 0 || n >= PATH_MAX)
+            return -ENAMETOOLONG;
+        if (attempt > 0 && store_space_reclaim(s, CAS_IO_ALIGN) < 0)
+            break;
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd < 0) {
+            path[0] = '\0';
+            fd = -errno;
+        }
     }
     return fd;
+}
+
+int cas_fsync_mode_parse(const char *s, enum cas_fsync_mode *out)
+{
+    static const char *const names[] = {"none", "data", "full"};
+
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (enum cas_fsync_mode)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
 }
 
 static size_t round_up_page(size_t n)
@@ -130,7 +153,79 @@ int cas_rename_into_shard(const char *from, int dir_fd, const char *rel)
     return 0;
 }
 
+/* fsync = full: the directory holding dir_fd/rel ("<aa>/<name>"), so the
+ * rename survives a power loss. */
+static int store_sync_dir(struct cas_store *s, int dir_fd, const char *rel)
+{
+    char shard[3] = {rel[0], rel[1], '\0'};
+    int fd, ret = 0;
+
+    if (s->fsync_mode != CAS_FSYNC_FULL)
+        return 0;
+    fd = openat(dir_fd, shard, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        ret = -errno;
+    close(fd);
+    return ret;
+}
+
 /* --- start-up --- */
+
+/* The pid holding a flock on the file lock_fd is open on, from /proc/locks,
+ * or 0. */
+static long store_lock_holder(int lock_fd)
+{
+    struct stat st;
+    char line[256];
+    long holder = 0;
+    FILE *f;
+
+    if (fstat(lock_fd, &st) < 0 || (f = fopen("/proc/locks", "re")) == NULL)
+        return 0;
+    while (holder == 0 && fgets(line, sizeof(line), f) != NULL) {
+        unsigned maj, min;
+        unsigned long ino;
+        long pid;
+
+        if (strstr(line, "FLOCK") == NULL ||
+            sscanf(strchr(line, ':') + 1, "%*s %*s %*s %ld %x:%x:%lu", &pid, &maj, &min, &ino) != 4)
+            continue;
+        if (ino == (unsigned long)st.st_ino)
+            holder = pid;
+    }
+    fclose(f);
+    return holder;
+}
+
+/* flock(LOCK_EX), waiting up to wait_ms for a predecessor that is still
+ * exiting (a killed casboxd releases the lock only once its last thread is
+ * gone). -EBUSY, with the holder logged, when it does not come free. */
+static int store_lock_wait(int lock_fd, const char *lock_path, uint64_t wait_ms)
+{
+    uint64_t waited_ms = 0;
+    long holder;
+
+    for (;;) {
+        if (flock(lock_fd, LOCK_EX | LOCK_NB) == 0)
+            return 0;
+        if (errno != EWOULDBLOCK)
+            return -errno;
+        if (waited_ms >= wait_ms)
+            break;
+        if (waited_ms == 0)
+            LOG_I("cas: %s is locked by another process; waiting up to %" PRIu64 " ms", lock_path,
+                  wait_ms);
+        usleep(50 * 1000);
+        waited_ms += 50;
+    }
+    holder = store_lock_holder(lock_fd);
+    LOG_E("cas: %s is held by pid %ld (another casboxd on this state dir, or a process it "
+          "left behind)",
+          lock_path, holder);
+    return -EBUSY;
+}
 
 static int open_subdir(struct cas_store *s, const char *name, int *fd_out)
 {
@@ -405,7 +500,7 @@ static struct store_entry *store_evict_collect(struct cas_store *s, const struct
 }
 
 /* With name_lock held: unlinks and frees the collected victims. */
-static int store_evict_unlink(struct cas_store *s, struct store_entry *victims)
+int store_evict_unlink(struct cas_store *s, struct store_entry *victims)
 {
     int ret = 0;
 
@@ -435,7 +530,13 @@ static int store_new(const struct cas_store_options *opt, struct cas_store **out
     if (s == NULL)
         return -ENOMEM;
     s->lock_fd = s->blobs_fd = s->tmp_fd = s->ac_fd = -1;
-    s->max_bytes = opt != NULL ? opt->max_bytes : 0;
+    if (opt != NULL) {
+        s->max_bytes = s->configured_max_bytes = opt->max_bytes;
+        s->headroom_bytes = opt->disk_headroom_bytes;
+        s->headroom_percent = opt->disk_headroom_percent;
+        s->fsync_mode = opt->fsync;
+    }
+    atomic_init(&s->space_checked_us, 0);
     atomic_init(&s->name_counter, 0);
     ret = -pthread_mutex_init(&s->name_lock, NULL);
     if (ret < 0)
@@ -468,6 +569,7 @@ int cas_store_open(const char *dir, const struct cas_store_options *opt, struct 
     struct stat blobs_st, tmp_st;
     struct store_entry *victims;
     char *lock_path = NULL;
+    uint64_t started_us;
     int ret;
 
     *out = NULL;
@@ -500,10 +602,9 @@ int cas_store_open(const char *dir, const struct cas_store_options *opt, struct 
         ret = -errno;
         goto out;
     }
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-        ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+    ret = store_lock_wait(s->lock_fd, lock_path, opt != NULL ? opt->lock_wait_ms : 0);
+    if (ret < 0)
         goto out;
-    }
 
     ret = open_subdir(s, "blobs", &s->blobs_fd);
     if (ret < 0)
@@ -529,9 +630,13 @@ int cas_store_open(const char *dir, const struct cas_store_options *opt, struct 
     ret = store_clean_tmp(s);
     if (ret < 0)
         goto out;
+    started_us = clock_mono_us();
     ret = store_scan(s);
     if (ret < 0)
         goto out;
+    LOG_I("cas: indexed %zu blobs (%" PRIu64 " bytes) in %" PRIu64 " ms", s->index.count,
+          s->index.bytes, (clock_mono_us() - started_us) / 1000);
+    store_space_refresh(s, true);
 
     /* The limit may have been lowered since the last run. Single-threaded
      * here, but take the locks as everywhere else. */
@@ -587,6 +692,8 @@ void cas_store_get_stats(struct cas_store *s, struct cas_store_stats *out)
     out->evicted_blobs = s->evicted_blobs;
     out->evicted_bytes = s->evicted_bytes;
     out->corrupt_blobs = s->corrupt_blobs;
+    out->limit_bytes = s->max_bytes;
+    out->space_evicted_blobs = s->space_evicted_blobs;
     pthread_mutex_unlock(&s->index_lock);
 }
 
@@ -695,14 +802,16 @@ static int store_remove_corrupt(struct cas_store *s, const struct cas_digest *d,
             ret = -EAGAIN;
             goto out;
         }
-        if (unlinkat(s->blobs_fd, rel, 0) < 0) {
-            ret = -errno;
-            goto out;
-        }
+        /* On a failing disk the unlink may fail too: the entry goes all the
+         * same, so the blob is reported missing and a re-upload replaces
+         * the file (a rename over it). */
+        if (unlinkat(s->blobs_fd, rel, 0) < 0)
+            LOG_W("cas: cannot remove damaged blob file %s/%s: %s", s->blobs_dir, rel,
+                  strerror(errno));
         removed = true;
     } else if (errno != ENOENT) {
-        ret = -errno;
-        goto out;
+        LOG_W("cas: cannot stat damaged blob file %s/%s: %s", s->blobs_dir, rel, strerror(errno));
+        removed = true;
     }
     pthread_mutex_lock(&s->index_lock);
     e = store_index_find(&s->index, d->hash);
@@ -728,6 +837,30 @@ static void store_mark_verified(struct cas_store *s, const struct cas_digest *ac
     if (e != NULL && e->ino == (uint64_t)st->st_ino)
         store_index_update(&s->index, e, actual->size, e->ino, true);
     pthread_mutex_unlock(&s->index_lock);
+}
+
+/* Errors of a read that mean the file's bytes are lost (a bad sector, a
+ * checksum failure on btrfs), not a transient condition. */
+static bool store_read_error_is_media(int err)
+{
+    return err == -EIO || err == -EUCLEAN || err == -EBADMSG;
+}
+
+int cas_store_read_failed(struct cas_store *s, const struct cas_digest *d, int fd, int err)
+{
+    char hex[CAS_HASH_HEX + 1];
+    struct stat st;
+
+    if (!store_read_error_is_media(err) || d->size == 0)
+        return err;
+    cas_digest_hex(d, hex);
+    LOG_W("cas: blob %s/%" PRId64 " is unreadable (%s): removed, clients will upload it again", hex,
+          d->size, strerror(-err));
+    /* -EAGAIN from the removal: a re-upload replaced the file meanwhile and
+     * is kept; this read failed all the same. */
+    if (fstat(fd, &st) == 0)
+        store_remove_corrupt(s, d, &st);
+    return -ENOENT;
 }
 
 /* One attempt at opening blob d (non-empty) and checking it; see
@@ -776,6 +909,10 @@ static int store_blob_try_open(struct cas_store *s, const struct cas_digest *d, 
         /* Truncated or grown, or the caller has the size wrong: only the hash
          * can tell. A file whose hash is right is the real blob. */
         ret = cas_digest_fd(fd, &actual);
+        if (store_read_error_is_media(ret)) {
+            ret = cas_store_read_failed(s, d, fd, ret);
+            goto out;
+        }
         if (ret < 0)
             goto out;
         if (memcmp(actual.hash, d->hash, CAS_HASH_BYTES) != 0 || actual.size != st.st_size)
@@ -793,6 +930,10 @@ static int store_blob_try_open(struct cas_store *s, const struct cas_digest *d, 
             goto out;
         }
         ret = cas_io_pread_all(fd, buf, (size_t)d->size, 0, &got);
+        if (store_read_error_is_media(ret)) {
+            ret = cas_store_read_failed(s, d, fd, ret);
+            goto out;
+        }
         if (ret < 0)
             goto out;
         if (got != (size_t)d->size)
@@ -801,6 +942,10 @@ static int store_blob_try_open(struct cas_store *s, const struct cas_digest *d, 
             cas_digest_buffer(buf, got, &actual);
     } else if (check) {
         ret = cas_digest_fd(fd, &actual);
+        if (store_read_error_is_media(ret)) {
+            ret = cas_store_read_failed(s, d, fd, ret);
+            goto out;
+        }
         if (ret < 0)
             goto out;
     }
@@ -983,6 +1128,7 @@ int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas
         goto out;
     }
     cas_blob_relpath(d, rel);
+    store_space_refresh(s, false);
     pthread_mutex_lock(&s->name_lock);
     if (store_has_verified(s, d)) {
         /* Already there and known good: keep it, drop ours. */
@@ -991,8 +1137,18 @@ int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas
     }
 
     /* Atomic: readers see the old file (if any, identical or unverified) or
-     * ours, never a partial one. */
+     * ours, never a partial one. A new directory entry (or shard) may need a
+     * block: on a full disk, evict and retry once. */
     ret = cas_rename_into_shard(tmp_path, s->blobs_fd, rel);
+    if (store_space_is_full(ret)) {
+        pthread_mutex_unlock(&s->name_lock);
+        ret = store_space_reclaim(s, CAS_IO_ALIGN);
+        pthread_mutex_lock(&s->name_lock);
+        if (ret == 0)
+            ret = cas_rename_into_shard(tmp_path, s->blobs_fd, rel);
+    }
+    if (ret == 0)
+        ret = store_sync_dir(s, s->blobs_fd, rel);
     if (ret < 0)
         goto out_unlock;
     consumed = true;
@@ -1016,6 +1172,8 @@ int cas_store_temp_commit(struct cas_store *s, int fd, const char *tmp_path,
         ret = -errno;
     if (ret == 0 && fchmod(fd, 0444) < 0)
         ret = -errno;
+    if (ret == 0 && s->fsync_mode != CAS_FSYNC_NONE && fdatasync(fd) < 0)
+        ret = -errno;
     if (close(fd) < 0 && ret == 0)
         ret = -errno;
     if (ret < 0) {
@@ -1026,6 +1184,8 @@ int cas_store_temp_commit(struct cas_store *s, int fd, const char *tmp_path,
         return cas_store_commit(s, tmp_path, to->blob, (uint64_t)st.st_ino, true);
     pthread_mutex_lock(&s->name_lock);
     ret = cas_rename_into_shard(tmp_path, to->dir_fd, to->rel);
+    if (ret == 0)
+        ret = store_sync_dir(s, to->dir_fd, to->rel);
     pthread_mutex_unlock(&s->name_lock);
     if (ret < 0)
         unlink(tmp_path);
@@ -1036,13 +1196,16 @@ int cas_store_write_commit(struct cas_store *s, const char *prefix, const struct
                            const struct cas_commit_target *to)
 {
     char tmp[PATH_MAX];
+    off_t off = 0;
     int fd, ret = 0;
 
     fd = cas_store_temp_create(s, prefix, tmp);
     if (fd < 0)
         return fd;
-    for (int i = 0; i < n && ret == 0; i++)
-        ret = util_write_all(fd, iov[i].iov_base, iov[i].iov_len);
+    for (int i = 0; i < n && ret == 0; i++) {
+        ret = store_space_pwrite(s, fd, iov[i].iov_base, iov[i].iov_len, off);
+        off += (off_t)iov[i].iov_len;
+    }
     if (ret < 0) {
         close(fd);
         unlink(tmp);

@@ -126,6 +126,7 @@ int store_index_insert(struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES
     lru_push_newest(ix, e);
     ix->count++;
     ix->bytes += (uint64_t)size;
+    ix->alloc_bytes += store_index_alloc(size);
     if (out != NULL)
         *out = e;
     return 0;
@@ -136,6 +137,8 @@ void store_index_update(struct store_index *ix, struct store_entry *e, int64_t s
 {
     ix->bytes -= (uint64_t)e->size;
     ix->bytes += (uint64_t)size;
+    ix->alloc_bytes -= store_index_alloc(e->size);
+    ix->alloc_bytes += store_index_alloc(size);
     e->size = size;
     e->ino = ino;
     e->verified = verified;
@@ -162,6 +165,7 @@ void store_index_remove(struct store_index *ix, struct store_entry *e)
     lru_unlink(ix, e);
     ix->count--;
     ix->bytes -= (uint64_t)e->size;
+    ix->alloc_bytes -= store_index_alloc(e->size);
 }
 
 struct store_entry *store_index_oldest(const struct store_index *ix)

@@ -35,9 +35,17 @@ struct store_index {
     size_t bucket_mask; /* bucket count - 1; the count is a power of two */
     size_t count;
     uint64_t bytes;
+    uint64_t alloc_bytes; /* bytes rounded up to STORE_INDEX_BLOCK each: about their disk use */
     struct store_entry *lru_newest;
     struct store_entry *lru_oldest;
 };
+
+/* The unit a filesystem allocates in (ext4, xfs, tmpfs, btrfs: 4 KiB). */
+#define STORE_INDEX_BLOCK 4096
+static inline uint64_t store_index_alloc(int64_t size)
+{
+    return ((uint64_t)size + STORE_INDEX_BLOCK - 1) & ~(uint64_t)(STORE_INDEX_BLOCK - 1);
+}
 
 int store_index_init(struct store_index *ix);
 /* Frees every entry. */

@@ -43,7 +43,18 @@ struct cas_store {
     int tmp_fd;
     int ac_fd;
     dev_t dev; /* filesystem of blobs/ and tmp/ */
+    /* The limit evicted against (under index_lock): the smaller of the
+     * configured one and the filesystem's room, kept by store_space.c. */
     uint64_t max_bytes;
+
+    /* store_space.c: the limit's inputs and its log. */
+    uint64_t configured_max_bytes;
+    uint64_t headroom_bytes;
+    uint64_t headroom_percent;
+    uint64_t logged_limit;
+    uint64_t space_evicted_blobs;
+    atomic_uint_fast64_t space_checked_us;
+    enum cas_fsync_mode fsync_mode;
 
     pthread_mutex_t name_lock;
     pthread_mutex_t index_lock;
@@ -104,6 +115,23 @@ int cas_store_temp_commit(struct cas_store *s, int fd, const char *tmp_path,
 struct iovec;
 int cas_store_write_commit(struct cas_store *s, const char *prefix, const struct iovec *iov, int n,
                            const struct cas_commit_target *to);
+
+/* With name_lock held: unlinks and frees evicted entries chained through
+ * chain_next (store.c). */
+int store_evict_unlink(struct cas_store *s, struct store_entry *victims);
+
+/* store_space.c */
+/* Re-reads the filesystem (at most once a second unless force) and sets
+ * max_bytes; logs it at first and when it shrinks. */
+void store_space_refresh(struct cas_store *s, bool force);
+/* -ENOSPC or -EDQUOT. */
+bool store_space_is_full(int err);
+/* After an ENOSPC: evicts unpinned least recently used blobs so that `need`
+ * bytes plus the headroom are free. 0: retry once; -ENOSPC: nothing to
+ * evict, or need exceeds what the filesystem could ever give. */
+int store_space_reclaim(struct cas_store *s, uint64_t need);
+/* pwrite of all len bytes at off; on ENOSPC reclaims and retries once. */
+int store_space_pwrite(struct cas_store *s, int fd, const void *buf, size_t len, off_t off);
 
 /* writer.c: copies the open file fd, from offset 0 to its end, into the
  * store through a writer (buf: cap bytes to read into), which hashes what

@@ -7,6 +7,8 @@
  * appends bypass it). Commit checks the total size and the hash against the
  * expected digest and only then renames the file into blobs/; anything else
  * removes the temp file, so an unfinished or wrong upload is never visible.
+ * Writes go through store_space_pwrite at explicit offsets, so that a full
+ * disk gets one eviction and a retry of the same bytes (store_space.c).
  */
 #include "cas.h"
 #include "store_internal.h"
@@ -22,6 +24,7 @@ struct cas_writer {
     struct cas_hasher *hasher;
     int fd;
     int64_t offset; /* bytes accepted so far */
+    off_t file_off; /* bytes written to the temp file */
     uint8_t *buf;
     size_t cap;
     size_t used;
@@ -49,6 +52,9 @@ int cas_writer_begin(struct cas_store *s, const struct cas_digest *expected,
     *out = NULL;
     if (expected->size < 0)
         return -EINVAL;
+    ret = cas_store_space_check(s, (uint64_t)expected->size);
+    if (ret < 0)
+        return ret; /* could never fit: do not evict everything trying */
     w = calloc(1, sizeof(*w));
     if (w == NULL)
         return -ENOMEM;
@@ -75,9 +81,19 @@ out:
     return ret;
 }
 
+/* Appends len bytes to the temp file. */
+static int writer_put(struct cas_writer *w, const void *buf, size_t len)
+{
+    int ret = store_space_pwrite(w->s, w->fd, buf, len, w->file_off);
+
+    if (ret == 0)
+        w->file_off += (off_t)len;
+    return ret;
+}
+
 static int writer_flush(struct cas_writer *w)
 {
-    int ret = util_write_all(w->fd, w->buf, w->used);
+    int ret = writer_put(w, w->buf, w->used);
 
     w->used = 0;
     return ret;
@@ -105,7 +121,7 @@ int cas_writer_append(struct cas_writer *w, const void *buf, size_t len)
     if (ret < 0)
         goto out;
     if (len >= w->cap) {
-        ret = util_write_all(w->fd, buf, len);
+        ret = writer_put(w, buf, len);
     } else {
         memcpy(w->buf, buf, len);
         w->used = len;

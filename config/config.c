@@ -83,12 +83,25 @@ static const struct config_key config_keys[] = {
          "digests in one FindMissingBlobs/BatchUpdateBlobs/BatchReadBlobs request"),
     SIZE("server", "read_chunk_bytes", read_chunk_bytes, 4 * KIB, 64 * MIB,
          "ByteStream.Read chunk size"),
+    SIZE("server", "stream_stall_timeout", stream_stall_timeout, 0, 86400,
+         "seconds a call may wait on a client that neither reads nor writes before it is "
+         "cancelled with RESOURCE_EXHAUSTED, freeing its thread (0 = until its deadline)"),
     SIZE("server", "max_uploads", max_uploads, 1, 100000,
          "resumable ByteStream uploads kept at once (oldest idle one dropped)"),
     SIZE("cas", "max_bytes", cas_max_bytes, 0, 1024 * TIB,
          "CAS size above which least recently used blobs are evicted (0 = no limit)"),
     STR("cas", ingest_mode,
         "how action outputs are read and hashed: auto, uring or threads (docs/ingestion.md)"),
+    SIZE("cas", "disk_headroom", cas_disk_headroom, 0, 1024 * TIB,
+         "free space kept on the state dir's filesystem (the smaller of this and "
+         "disk_headroom_percent); the CAS limit is at most the blobs plus the free space minus it"),
+    SIZE("cas", "disk_headroom_percent", cas_disk_headroom_percent, 0, 90,
+         "free space kept on the state dir's filesystem, in percent of its size"),
+    STR_KEY(
+        "cas", "fsync", cas_fsync,
+        "what a commit syncs before a blob or action-cache entry is visible: none, data or full"),
+    SIZE("cas", "lock_wait", cas_lock_wait, 0, 3600,
+         "seconds start-up waits for the store lock of a casboxd that is still exiting"),
     SIZE("cas", "ingest_threads", ingest_threads, 0, 256,
          "hashing threads per output collection (0 = number of CPUs)"),
     SIZE("cas", "ingest_queue_depth", ingest_queue_depth, 1, 1024,
@@ -237,6 +250,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->stream_threads = 256;
     cfg->transfer_threads = 64;
     cfg->max_inflight_calls = 1024;
+    cfg->stream_stall_timeout = 120;
     cfg->max_message_bytes = 16 * MIB;
     cfg->max_batch_bytes = 4 * MIB;
     cfg->max_batch_blobs = 100000;
@@ -245,6 +259,10 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->cas_max_bytes = 20 * GIB;
     snprintf(cfg->ingest_mode, sizeof(cfg->ingest_mode), "auto");
     cfg->ingest_threads = 0;
+    cfg->cas_disk_headroom = 1 * GIB;
+    cfg->cas_disk_headroom_percent = 5;
+    snprintf(cfg->cas_fsync, sizeof(cfg->cas_fsync), "none");
+    cfg->cas_lock_wait = 10;
     cfg->ingest_queue_depth = 64;
     cfg->cas_remote_timeout = 60;
     cfg->cas_remote_batch_digests = 4096;
@@ -678,6 +696,11 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         strcmp(cfg->exec_fuse_passthrough, "off") != 0) {
         snprintf(err, err_len, "[execution] fuse_passthrough '%s' is not auto or off",
                  cfg->exec_fuse_passthrough);
+        return -EINVAL;
+    }
+    if (strcmp(cfg->cas_fsync, "none") != 0 && strcmp(cfg->cas_fsync, "data") != 0 &&
+        strcmp(cfg->cas_fsync, "full") != 0) {
+        snprintf(err, err_len, "[cas] fsync '%s' is not none, data or full", cfg->cas_fsync);
         return -EINVAL;
     }
     if (strcmp(cfg->ingest_mode, "auto") != 0 && strcmp(cfg->ingest_mode, "uring") != 0 &&

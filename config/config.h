@@ -43,12 +43,21 @@ struct casbox_config {
     uint64_t max_batch_blobs;    /* digests in one batch / FindMissingBlobs request */
     uint64_t read_chunk_bytes;   /* ByteStream.Read chunk size */
     uint64_t max_uploads;        /* concurrent resumable uploads kept */
+    /* seconds a stream may wait on its client before it is cancelled; 0 = none */
+    uint64_t stream_stall_timeout;
 
     /* [cas] */
     uint64_t cas_max_bytes;      /* LRU eviction above this */
     char ingest_mode[16];        /* auto | uring | threads (cas.h, cas_ingest_mode_parse) */
     uint64_t ingest_threads;     /* hashing threads for output collection; 0 = CPUs */
     uint64_t ingest_queue_depth; /* io_uring: output files in flight */
+    /* free space kept on the store's filesystem: the smaller of bytes and percent */
+    uint64_t cas_disk_headroom;
+    uint64_t cas_disk_headroom_percent;
+    /* none | data | full (cas.h, cas_fsync_mode_parse) */
+    char cas_fsync[8];
+    /* seconds start-up waits for a dying predecessor's store lock */
+    uint64_t cas_lock_wait;
     /* [cas] remote: the upstream CAS that is the source of truth (remote/remote.h) */
     char cas_remote[512];               /* grpc://HOST:PORT; empty: none */
     char cas_remote_instance_name[256]; /* instance name used with it */

@@ -50,6 +50,11 @@ struct casboxd {
     struct auth_tls_files tls;
 };
 
+/* The status code of a failed store write (rc, a negative errno; need: the
+ * bytes the call wanted to store) and its message in msg
+ * (svc_store_error.c). */
+grpc_status_code svc_store_error(struct casboxd *d, int rc, uint64_t need, char *msg, size_t len);
+
 /* --- the upstream CAS and ActionCache (shared_storage.c) --- */
 
 /* Opens [cas] remote (attaching it to d->store) and [action_cache] remote

@@ -390,6 +390,10 @@ int main(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/cas", d.cfg.state_dir);
     memset(&sopt, 0, sizeof(sopt));
     sopt.max_bytes = d.cfg.cas_max_bytes;
+    sopt.disk_headroom_bytes = d.cfg.cas_disk_headroom;
+    sopt.disk_headroom_percent = d.cfg.cas_disk_headroom_percent;
+    sopt.lock_wait_ms = d.cfg.cas_lock_wait * 1000;
+    (void)cas_fsync_mode_parse(d.cfg.cas_fsync, &sopt.fsync); /* config_finish checked it */
     rc = cas_store_open(path, &sopt, &d.store);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot open the CAS at %s: %s\n", path, strerror(-rc));
@@ -450,6 +454,7 @@ int main(int argc, char **argv)
     ropt.tls.client_ca = d.tls.client_ca;
     ropt.auth = &d.auth;
     ropt.metrics = observe_metrics(&d);
+    ropt.stall_timeout_ms = d.cfg.stream_stall_timeout * 1000;
     rc = rpc_server_start(&ropt, methods, n_methods, &d, &d.rpc);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot serve on %s: %s\n", d.cfg.listen, strerror(-rc));

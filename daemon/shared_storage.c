@@ -159,9 +159,12 @@ int shared_ac_put(struct casboxd *d, const char *instance, const struct cas_dige
 
     if (d->ac_remote == NULL) {
         rc = cas_ac_put(d->store, instance, action, buf, len);
-        if (rc != 0)
-            reapi_status_set(st, GRPC_STATUS_INTERNAL, "writing the action cache failed: %s",
-                             strerror(-rc));
+        if (rc != 0) {
+            char why[512];
+            grpc_status_code code = svc_store_error(d, rc, len, why, sizeof(why));
+
+            reapi_status_set(st, code, "writing the action cache failed: %s", why);
+        }
         return rc;
     }
     rc = remote_ac_put(d->ac_remote, NULL, action, buf, len, &gst);

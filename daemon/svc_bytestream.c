@@ -321,6 +321,48 @@ static uint8_t *read_buffer(struct read_stream *rs, size_t len)
     return buf;
 }
 
+/* pread until want bytes, the end of the file or an error: a read that
+ * fails part-way (a bad block) returns the bytes before it first, and only
+ * the next call tells the error. Returns the bytes read or -1 with errno. */
+static ssize_t read_full(int fd, uint8_t *buf, size_t want, int64_t offset)
+{
+    size_t done = 0;
+
+    while (done < want) {
+        ssize_t n = pread(fd, buf + done, want - done, (off_t)offset + (off_t)done);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+/* A pread of the blob returned got instead of want bytes. A media error
+ * (EIO) makes the blob missing in the store (it is dropped and the client
+ * uploads it again: NOT_FOUND); anything else means the file changed. */
+static int read_failed(struct read_stream *rs, ssize_t got)
+{
+    char hex[CAS_HASH_HEX + 1];
+    int err = got < 0 ? -errno : -EIO;
+
+    cas_digest_hex(&rs->res.digest, hex);
+    if (got < 0 && cas_store_read_failed(rs->d->store, &rs->res.digest, rs->fd, err) == -ENOENT) {
+        reapi_status_set(&rs->st, GRPC_STATUS_NOT_FOUND,
+                         "blob %s/%" PRId64 " not found: its file is unreadable (%s) and was "
+                         "removed; upload it again",
+                         hex, rs->res.digest.size, strerror(-err));
+        return -ENOENT;
+    }
+    reapi_status_set(&rs->st, GRPC_STATUS_DATA_LOSS, "blob %s/%" PRId64 " %s while being read", hex,
+                     rs->res.digest.size, got < 0 ? strerror(-err) : "shrank");
+    return -EIO;
+}
+
 /* The blob as it is stored, from read_offset, up to read_limit bytes. */
 static int read_plain(struct read_stream *rs)
 {
@@ -338,12 +380,12 @@ static int read_plain(struct read_stream *rs)
         buf = read_buffer(rs, want);
         if (buf == NULL)
             return -ENOMEM;
-        got = pread(rs->fd, buf + READ_HEADER_ROOM, want, offset);
+        got = read_full(rs->fd, buf + READ_HEADER_ROOM, want, offset);
         if (got != (ssize_t)want) {
+            int rc = read_failed(rs, got);
+
             free(buf);
-            reapi_status_set(&rs->st, GRPC_STATUS_DATA_LOSS, "blob %s shrank while being read",
-                             rs->req->resource_name);
-            return -EIO;
+            return rc;
         }
         if (read_send(rs, buf, want) != 0)
             return -ECANCELED;
@@ -415,6 +457,7 @@ static int read_compressed(struct read_stream *rs)
     struct reapi_zstd_encoder *enc = NULL;
     uint8_t *in = aligned_alloc(4096, piece);
     int64_t offset = 0;
+    bool read_error = false;
     int rc;
 
     rs->end = rs->req->read_limit > 0 && rs->req->read_limit <= INT64_MAX - rs->req->read_offset
@@ -427,11 +470,10 @@ static int read_compressed(struct read_stream *rs)
 
         if (want > piece)
             want = piece;
-        got = want ? pread(rs->fd, in, want, offset) : 0;
+        got = want ? read_full(rs->fd, in, want, offset) : 0;
         if (got != (ssize_t)want) {
-            reapi_status_set(&rs->st, GRPC_STATUS_DATA_LOSS, "blob %s shrank while being read",
-                             rs->req->resource_name);
-            rc = -EIO;
+            rc = read_failed(rs, got); /* sets the status */
+            read_error = true;
             break;
         }
         offset += (int64_t)want;
@@ -444,7 +486,7 @@ static int read_compressed(struct read_stream *rs)
     free(in);
     if (rc == -ECANCELED && !rs->client_gone)
         rc = 0; /* read_limit reached */
-    if (rc == -ENOMEM || rc == -EIO)
+    if (!read_error && (rc == -ENOMEM || rc == -EIO))
         reapi_status_set(&rs->st,
                          rc == -ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
                          "compressing blob %s failed: %s", rs->req->resource_name, strerror(-rc));
@@ -612,11 +654,17 @@ static int write_start(struct write_stream *ws, char *key)
         rc = reapi_zstd_decoder_new(ws->res.digest.size, &up->dec);
     if (rc == 0)
         rc = uploads_add(ws->d->uploads, up);
+    if (rc == -EAGAIN) {
+        reapi_status_set(&ws->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                         "cannot start upload: too many uploads in progress (server.max_uploads)");
+    } else if (rc != 0) {
+        char why[512];
+        grpc_status_code code =
+            svc_store_error(ws->d, rc, (uint64_t)ws->res.digest.size, why, sizeof(why));
+
+        reapi_status_set(&ws->st, code, "cannot start upload: %s", why);
+    }
     if (rc != 0) {
-        reapi_status_set(
-            &ws->st, rc == -EAGAIN ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
-            "cannot start upload: %s",
-            rc == -EAGAIN ? "too many uploads in progress (server.max_uploads)" : strerror(-rc));
         upload_free(up);
         return rc;
     }
@@ -634,8 +682,13 @@ static int write_restart(struct write_stream *ws)
     if (ws->up->dec != NULL)
         reapi_zstd_decoder_reset(ws->up->dec);
     rc = cas_writer_begin(ws->d->store, &ws->res.digest, &ws->up->writer);
-    if (rc != 0)
-        reapi_status_set(&ws->st, GRPC_STATUS_INTERNAL, "cannot start upload: %s", strerror(-rc));
+    if (rc != 0) {
+        char why[512];
+        grpc_status_code code =
+            svc_store_error(ws->d, rc, (uint64_t)ws->res.digest.size, why, sizeof(why));
+
+        reapi_status_set(&ws->st, code, "cannot start upload: %s", why);
+    }
     return rc;
 }
 
@@ -684,10 +737,13 @@ static int write_append_failed(struct write_stream *ws, int rc)
                          ws->up->dec && reapi_zstd_decoder_error(ws->up->dec)[0]
                              ? reapi_zstd_decoder_error(ws->up->dec)
                              : "data runs past the digest's size");
-    else
-        reapi_status_set(&ws->st,
-                         rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
-                         "writing upload failed: %s", strerror(-rc));
+    else {
+        char why[512];
+        grpc_status_code code =
+            svc_store_error(ws->d, rc, (uint64_t)ws->res.digest.size, why, sizeof(why));
+
+        reapi_status_set(&ws->st, code, "writing upload failed: %s", why);
+    }
     return rc;
 }
 
@@ -770,8 +826,11 @@ static int write_commit(struct write_stream *ws)
             return rc;
         }
         if (rc != 0) {
-            reapi_status_set(&ws->st, GRPC_STATUS_INTERNAL, "committing blob failed: %s",
-                             strerror(-rc));
+            char why[512];
+            grpc_status_code code =
+                svc_store_error(ws->d, rc, (uint64_t)ws->res.digest.size, why, sizeof(why));
+
+            reapi_status_set(&ws->st, code, "committing blob failed: %s", why);
             return rc;
         }
     }

@@ -299,9 +299,10 @@ static void cas_batch_update(void *ctx, struct rpc_call *call)
                                 : ", decompressed from zstd",
                             r->digest->hash, r->digest->size_bytes);
         } else if (rc != 0) {
-            cas_status_fill(&statuses[i],
-                            rc == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
-                            "storing %s failed: %s", r->digest->hash, strerror(-rc));
+            char why[512];
+            grpc_status_code code = svc_store_error(d, rc, (uint64_t)dg.size, why, sizeof(why));
+
+            cas_status_fill(&statuses[i], code, "storing %s failed: %s", r->digest->hash, why);
         } else {
             google__rpc__status__init(&statuses[i]);
             stored_blobs++;

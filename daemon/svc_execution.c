@@ -294,7 +294,6 @@ static bool exec_try_cache(struct casboxd *d, struct rpc_call *call, const char 
     void *buf = NULL;
     size_t len, resp_len;
     bool hit = false;
-
     struct reapi_status st;
 
     reapi_status_init(&st);

@@ -190,8 +190,12 @@ int action_collect_flush(struct action_collect *c)
             rc = 0;
         }
         if (rc != 0) {
-            reapi_status_set(c->st, GRPC_STATUS_INTERNAL, "storing output '%s' in the CAS: %s",
-                             d->path, strerror(-rc));
+            /* A full disk after the store evicted what it could: the
+             * client may retry later, the action is not at fault. */
+            reapi_status_set(c->st,
+                             rc == -ENOSPC || rc == -EDQUOT ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                                            : GRPC_STATUS_INTERNAL,
+                             "storing output '%s' in the CAS: %s", d->path, strerror(-rc));
             goto out;
         }
         *d->digest = action_digest_proto_new(&digest);

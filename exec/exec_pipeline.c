@@ -247,8 +247,10 @@ static int exec_result_stdio_only(struct cas_store *store, const struct action_s
     if (rc == 0)
         rc = exec_store_stdio(store, scratch->stderr_path, &r->stderr_digest);
     if (rc != 0) {
-        reapi_status_set(st, GRPC_STATUS_INTERNAL, "storing stdout/stderr failed: %s",
-                         strerror(-rc));
+        reapi_status_set(st,
+                         rc == -ENOSPC || rc == -EDQUOT ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                                        : GRPC_STATUS_INTERNAL,
+                         "storing stdout/stderr failed: %s", strerror(-rc));
         action_result_free(r);
         return rc;
     }
@@ -340,8 +342,13 @@ static int exec_run_stage(const struct exec_env *env, const struct action *act,
 
     exec_scratch_id(l->id, sizeof(l->id));
     rc = action_scratch_create(env->scratch_dir, l->id, scratch);
+    /* The scratch dir shares the store's disk: make room once on ENOSPC. */
+    if ((rc == -ENOSPC || rc == -EDQUOT) && cas_store_make_room(env->store, 1 << 20) == 0)
+        rc = action_scratch_create(env->scratch_dir, l->id, scratch);
     if (rc != 0) {
-        reapi_status_set(&out->status, GRPC_STATUS_INTERNAL,
+        reapi_status_set(&out->status,
+                         rc == -ENOSPC || rc == -EDQUOT ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                                        : GRPC_STATUS_INTERNAL,
                          "cannot create scratch dir under %s: %s", env->scratch_dir, strerror(-rc));
         return rc;
     }

@@ -79,6 +79,11 @@ struct rpc_server_options {
     /* Where calls are counted (requests by method and code, latency, in
      * flight; server_metrics.c); NULL: nowhere. */
     struct metrics *metrics;
+    /* A handler's send or receive that waits this long on its client (a
+     * reader that does not read, a writer that sends nothing) cancels the
+     * call with RESOURCE_EXHAUSTED, so a stalled client gives its pool
+     * thread back; 0 = wait for the call's deadline. */
+    uint64_t stall_timeout_ms;
 };
 
 /* Binds, starts the dispatcher and the pools. ctx is passed to every handler.

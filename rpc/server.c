@@ -61,8 +61,8 @@ struct rpc_call {
     struct rpc_finish_state fin; /* the final batch, until it completes */
     struct rpc_call *next;       /* pool queue link */
     uint64_t arrived_us;         /* when the dispatcher got it (debug log, latency) */
-    grpc_status_code status;     /* what the final batch sent (metrics) */
     struct rpc_call_auth auth;   /* authorize.c */
+    grpc_status_code status;     /* what the final batch sent (metrics) */
 };
 
 struct rpc_pool_state {
@@ -91,6 +91,7 @@ struct rpc_server {
     struct rpc_pool_state pools[RPC_POOL_COUNT];
     struct rpc_server_auth auth; /* authorize.c */
     struct rpc_server_metrics metrics;
+    uint64_t stall_timeout_ms; /* rpc_server_options */
 };
 
 static void rpc_call_free(struct rpc_call *c)
@@ -116,8 +117,36 @@ static void rpc_call_free(struct rpc_call *c)
  * failed (client gone, deadline, server shutdown). */
 static int rpc_call_run_batch(struct rpc_call *c, const grpc_op *ops, size_t n)
 {
-    int rc = rpc_batch_run(c->call, c->cq, ops, n, c);
+    gpr_timespec limit;
+    grpc_event ev;
+    int rc;
 
+    if (c->srv->stall_timeout_ms == 0) {
+        rc = rpc_batch_run(c->call, c->cq, ops, n, c);
+        goto out;
+    }
+    /* A client that neither reads nor writes must not keep the thread. */
+    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) {
+        rc = -EIO;
+        goto out;
+    }
+    limit = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                         gpr_time_from_millis((int64_t)c->srv->stall_timeout_ms, GPR_TIMESPAN));
+    ev = grpc_completion_queue_pluck(c->cq, c, limit, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        LOG_I("%s: the client made no progress for %" PRIu64 " ms: call cancelled "
+              "(server.stream_stall_timeout)",
+              rpc_call_method(c), c->srv->stall_timeout_ms);
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                     "the stream made no progress within "
+                                     "server.stream_stall_timeout: cancelled to free its thread",
+                                     NULL);
+        ev = grpc_completion_queue_pluck(c->cq, c, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        rc = -ECANCELED;
+        goto out;
+    }
+    rc = ev.type == GRPC_OP_COMPLETE && ev.success ? 0 : -ECANCELED;
+out:
     if (rc == -EIO)
         LOG_E("%s: grpc_call_start_batch failed", rpc_call_method(c));
     return rc;
@@ -646,6 +675,7 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
     srv->n_methods = n_methods;
     srv->ctx = ctx;
     rpc_server_auth_init(&srv->auth, opt);
+    srv->stall_timeout_ms = opt->stall_timeout_ms;
     srv->handles = calloc(n_methods, sizeof(*srv->handles));
     if (srv->handles == NULL)
         goto fail;

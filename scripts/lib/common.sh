@@ -15,7 +15,7 @@ CASBOX_PACKAGES=(
   python3-grpcio python3-protobuf python3-zstandard chromium
   bubblewrap time dpkg-dev clang-format clang libclang-rt-14-dev
   debhelper lintian rpm rpm2cpio debootstrap systemd
-  buildstream iproute2
+  buildstream iproute2 btrfs-progs
 )
 
 # Tests use Debian's python (python3-grpcio, python3-protobuf), never a pyenv
