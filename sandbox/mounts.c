@@ -735,8 +735,6 @@ static int mounts_setup_dev(struct mounts_state *s)
     return 0;
 }
 
-#define OVERLAY_VOLATILE ",volatile"
-
 /* The overlay's options, lower/upper/work resolved and escaped, into out. */
 static int mounts_overlay_options(struct mounts_state *s, const struct sandbox_spec *spec,
                                   const char *lower, char *out, size_t cap)
@@ -758,13 +756,8 @@ static int mounts_overlay_options(struct mounts_state *s, const struct sandbox_s
                                                  sandbox_spec_exec_root(spec))
                                    : rc;
     /* userxattr: overlayfs keeps its metadata in user.overlay.* xattrs, the
-     * only ones a user namespace may set (kernel >= 5.11). volatile (last,
-     * so that the caller can drop it for a kernel < 5.10): the upper layer is
-     * scratch, and without it the overlay's unmount syncs the whole upper
-     * filesystem, which waits for every blob the CAS just wrote (up to a
-     * second after a 100,000-file upload). */
-    n = snprintf(out, cap, "lowerdir=%s,upperdir=%s,workdir=%s,userxattr" OVERLAY_VOLATILE, esc[0],
-                 esc[1], esc[2]);
+     * only ones a user namespace may set (kernel >= 5.11). */
+    n = snprintf(out, cap, "lowerdir=%s,upperdir=%s,workdir=%s,userxattr", esc[0], esc[1], esc[2]);
     if (n < 0 || (size_t)n >= cap)
         return mounts_fail(s->err, s->err_len, -ENAMETOOLONG, "overlay options for",
                            sandbox_spec_exec_root(spec));
@@ -799,14 +792,9 @@ static int mounts_setup_exec_root(struct mounts_state *s, const struct sandbox_s
     rc = mounts_overlay_options(s, spec, lower, opts, sizeof(opts));
     if (rc != 0)
         return rc;
-    if (mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV, opts) == 0)
-        return 0;
-    if (errno == EINVAL) { /* a kernel without volatile: the same without it */
-        opts[strlen(opts) - strlen(OVERLAY_VOLATILE)] = '\0';
-        if (mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV, opts) == 0)
-            return 0;
-    }
-    return mounts_fail(s->err, s->err_len, -errno, "mount overlay on", inside);
+    if (mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV, opts) != 0)
+        return mounts_fail(s->err, s->err_len, -errno, "mount overlay on", inside);
+    return 0;
 }
 
 /* Everything read-only, then write access back where it belongs, in mount
