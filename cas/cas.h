@@ -94,6 +94,16 @@ void cas_store_close(struct cas_store *s);
 /* 1 when the blob is present (and marks it recently used), 0 when not. The empty
  * blob is always present. */
 int cas_store_contains(struct cas_store *s, const struct cas_digest *d);
+/* cas_store_contains for n digests under one lock: present[i] is set to
+ * whether d[i] is present (and each present one marked recently used).
+ * Returns how many are missing, or -EINVAL for a negative size. */
+int cas_store_contains_many(struct cas_store *s, const struct cas_digest *d, size_t n,
+                            bool *present);
+/* The store's removal generation: it grows whenever any blob leaves the
+ * store (eviction, a corrupt or vanished file). A caller that found a set of
+ * blobs present at generation g knows they are all still present while the
+ * generation is still g (store_generation.c). */
+uint64_t cas_store_generation(struct cas_store *s);
 
 /* Stores a buffer whose digest the caller claims is d: -EINVAL (and nothing
  * stored) when size or hash do not match. 0 when stored or already present. */

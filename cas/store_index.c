@@ -166,6 +166,7 @@ void store_index_remove(struct store_index *ix, struct store_entry *e)
     ix->count--;
     ix->bytes -= (uint64_t)e->size;
     ix->alloc_bytes -= store_index_alloc(e->size);
+    ix->removals++;
 }
 
 struct store_entry *store_index_oldest(const struct store_index *ix)

@@ -38,6 +38,10 @@ struct store_index {
     uint64_t alloc_bytes; /* bytes rounded up to STORE_INDEX_BLOCK each: about their disk use */
     struct store_entry *lru_newest;
     struct store_entry *lru_oldest;
+    /* Entries removed so far (evicted, found corrupt or gone): what
+     * cas_store_generation reports, so that a caller that saw a set of
+     * blobs present can tell whether any may have left since. */
+    uint64_t removals;
 };
 
 /* The unit a filesystem allocates in (ext4, xfs, tmpfs, btrfs: 4 KiB). */

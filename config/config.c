@@ -124,6 +124,8 @@ static const struct config_key config_keys[] = {
     SIZE("execution", "slots", exec_slots, 0, 4096, "actions running at once (0 = number of CPUs)"),
     SIZE("execution", "queue_length", exec_queue_length, 1, 1000000,
          "actions waiting for a slot; beyond it Execute answers RESOURCE_EXHAUSTED"),
+    SIZE("execution", "tree_cache_entries", exec_tree_cache_entries, 0, 10000000,
+         "input subtrees remembered as checked complete (0 = walk every input tree)"),
     SIZE("execution", "default_timeout", exec_default_timeout, 1, 86400 * 7,
          "seconds an action may run when it asks for no timeout"),
     SIZE("execution", "max_timeout", exec_max_timeout, 1, 86400 * 7,
@@ -270,6 +272,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->exec_enabled = true;
     cfg->exec_slots = 0;
     cfg->exec_queue_length = 1024;
+    cfg->exec_tree_cache_entries = 65536;
     cfg->exec_default_timeout = 900;
     cfg->exec_max_timeout = 3600;
     cfg->exec_memory_bytes = 8 * GIB;

@@ -72,6 +72,8 @@ struct casbox_config {
     bool exec_enabled;
     uint64_t exec_slots;           /* actions running at once; 0 = number of CPUs */
     uint64_t exec_queue_length;    /* actions waiting for a slot */
+    /* input subtrees remembered as checked complete; 0 = off */
+    uint64_t exec_tree_cache_entries;
     uint64_t exec_default_timeout; /* seconds, when the Action has none */
     uint64_t exec_max_timeout;     /* seconds, cap on Action.timeout */
     uint64_t exec_memory_bytes;    /* per action; 0 = unlimited */

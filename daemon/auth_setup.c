@@ -3,7 +3,9 @@
  * TLS files read and checked (auth_tls_files_load), the credentials policy
  * loaded into the guard the gRPC server judges calls by, and its reload.
  * Any problem at start-up stops casboxd with one line naming the file; on
- * SIGHUP the old policy stays and the log says why.
+ * SIGHUP the old policy (and the old certificate) stays and the log says
+ * why. A new certificate serves the handshakes after the reload
+ * (rpc_server_tls_replace); connections already made keep theirs.
  */
 #include <stdio.h>
 #include <string.h>
@@ -65,6 +67,48 @@ void casboxd_auth_stop(struct casboxd *d)
     auth_tls_files_free(&d->tls);
 }
 
+/* [tls] on SIGHUP: the files again (their paths may change), checked as at
+ * start-up, for the handshakes from now on. Turning TLS or client
+ * certificates on or off needs a restart. */
+static void auth_setup_reload_tls(struct casboxd *d, const struct casbox_config *fresh)
+{
+    struct rpc_server_tls tls;
+    struct auth_tls_files files;
+    char err[1400];
+    bool on = fresh->tls_certificate[0] != '\0', client_ca = fresh->tls_client_ca[0] != '\0';
+
+    if (d->rpc == NULL)
+        return; /* role worker: no listener */
+    if (on != (d->tls.certificate_chain != NULL) || client_ca != (d->tls.client_ca != NULL)) {
+        LOG_W("reload: turning TLS or client certificates on or off needs a restart; keeping "
+              "the current [tls]");
+        return;
+    }
+    if (!on)
+        return;
+    if (auth_tls_files_load(fresh->tls_certificate, fresh->tls_private_key, fresh->tls_client_ca,
+                            &files, auth_setup_warn, err, sizeof(err)) != 0) {
+        LOG_W("reload: %s; keeping the current TLS certificate", err);
+        return;
+    }
+    tls.certificate_chain = files.certificate_chain;
+    tls.private_key = files.private_key;
+    tls.client_ca = files.client_ca;
+    if (rpc_server_tls_replace(d->rpc, &tls) != 0) {
+        LOG_W("reload: cannot use the new TLS files; keeping the current ones");
+        auth_tls_files_free(&files);
+        return;
+    }
+    auth_tls_files_free(&d->tls);
+    d->tls = files;
+    pthread_mutex_lock(&d->cfg_lock);
+    memcpy(d->cfg.tls_certificate, fresh->tls_certificate, sizeof(d->cfg.tls_certificate));
+    memcpy(d->cfg.tls_private_key, fresh->tls_private_key, sizeof(d->cfg.tls_private_key));
+    memcpy(d->cfg.tls_client_ca, fresh->tls_client_ca, sizeof(d->cfg.tls_client_ca));
+    pthread_mutex_unlock(&d->cfg_lock);
+    LOG_I("reload: TLS certificate %s read again; new connections use it", fresh->tls_certificate);
+}
+
 void casboxd_auth_reload(struct casboxd *d, const struct casbox_config *fresh)
 {
     struct casbox_config now;
@@ -72,8 +116,8 @@ void casboxd_auth_reload(struct casboxd *d, const struct casbox_config *fresh)
     struct auth_policy *p = NULL;
     char err[1400], line[300];
 
+    auth_setup_reload_tls(d, fresh);
     casboxd_config_snapshot(d, &now);
-    /* [tls] needs a restart: the listener's credentials are fixed. */
     memcpy(now.auth_tokens_file, fresh->auth_tokens_file, sizeof(now.auth_tokens_file));
     memcpy(now.auth_certificates_file, fresh->auth_certificates_file,
            sizeof(now.auth_certificates_file));

@@ -93,7 +93,8 @@ int casboxd_config_reload(struct casboxd *d, const struct casbox_config *fresh);
 int casboxd_auth_start(struct casboxd *d);
 void casboxd_auth_stop(struct casboxd *d);
 /* SIGHUP: the tokens and certificates files again, with fresh's [auth]
- * keys; a broken file keeps the current policy and logs why. */
+ * keys, and the [tls] files for new connections; a broken file keeps the
+ * current ones and logs why. */
 void casboxd_auth_reload(struct casboxd *d, const struct casbox_config *fresh);
 /* What casboxd's own clients (worker -> scheduler, remote CAS) use: [client]
  * tls_ca, tls_certificate, tls_private_key and token_file. cfg must outlive
@@ -202,8 +203,11 @@ int exec_response_pack(const Build__Bazel__Remote__Execution__V2__ActionResult *
  * running actions are finished. 0, or a negative errno when it could not
  * start. */
 int fleet_worker_run(struct casboxd *d, const sigset_t *sigs);
-/* Actions waiting for a slot and actions running (for the metrics). */
-void exec_service_counts(struct exec_service *svc, uint64_t *queued, uint64_t *running);
+
+/* Actions waiting for a slot (role scheduler: for a worker), actions running
+ * on this host's slots, and (role scheduler) worker slots known. */
+void exec_service_counts(struct exec_service *svc, uint64_t *queued, uint64_t *running,
+                         uint64_t *workers);
 
 /* --- metrics and the web pages (observe.c) ---
  * Each observe_* function does nothing while d->obs is NULL. */
@@ -219,6 +223,9 @@ void observe_cache_lookup(struct casboxd *d, const char *via, enum observe_cache
 void observe_transfer(struct casboxd *d, const char *direction, const char *api, uint64_t blobs,
                       uint64_t bytes);
 void observe_find_missing(struct casboxd *d, uint64_t asked, uint64_t missing);
+/* Role scheduler: a worker slot was lost; requeued: its action goes back to
+ * the queue. */
+void observe_fleet_lost(struct casboxd *d, bool requeued);
 /* An action's life on the board: queued (call: its Execute, for
  * RequestMetadata), taken by a slot, its result, finished. */
 void observe_action_queued(struct casboxd *d, struct rpc_call *call, const char *instance,

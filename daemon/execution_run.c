@@ -31,7 +31,7 @@ int execution_action_load(struct casboxd *d, const char *instance, const struct 
     if (strcmp(cfg.role, "all") != 0)
         snprintf(cfg.exec_accepted_properties, sizeof(cfg.exec_accepted_properties), "*");
     max_ms = cfg.exec_max_timeout * 1000u;
-    rc = action_load(d->store, digest, &cfg, out, st);
+    rc = action_load_cached(d->store, d->env.trees, digest, &cfg, out, st);
     if (rc != 0)
         return rc;
     /* The REAPI: a timeout above the server's maximum MUST be rejected. */
@@ -78,6 +78,8 @@ int execution_env_init(struct casboxd *d)
     rc = execution_dir_reset(d->scratch_dir);
     if (rc == 0)
         rc = execution_dir_reset(d->exec_blob_dir);
+    if (rc == 0)
+        rc = exec_tree_cache_new(d->cfg.exec_tree_cache_entries, &d->env.trees);
     return rc;
 }
 
@@ -154,9 +156,10 @@ void execution_log_line(const struct action *act, const struct exec_times *times
     if (o->fuse)
         snprintf(staged, sizeof(staged),
                  "fuse tree of %" PRIu64 " files in %.1f ms (%" PRIu64 " opened, %" PRIu64
-                 " bytes read)",
+                 " bytes read, %" PRIu64 " lookups%s)",
                  act->input_files, o->stage.micros / 1000.0, o->fuse_stats.files_opened,
-                 o->fuse_stats.bytes_read);
+                 o->fuse_stats.bytes_read, o->fuse_stats.lookups,
+                 act->tree_cached ? ", tree known complete" : "");
     else
         snprintf(staged, sizeof(staged), "staged %" PRIu64 " files in %.1f ms", o->stage.files,
                  o->stage.micros / 1000.0);

@@ -501,6 +501,7 @@ out:
     if (d.cfg.asset_enabled)
         asset_http_global_cleanup();
     casfs_unmount(d.fs); /* after the last action: nothing reads it any more */
+    exec_tree_cache_free(d.env.trees);
     shared_storage_stop(&d);
     cas_store_close(d.store);
     if (d.spawner != NULL)

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "casboxd.h"
@@ -39,8 +40,8 @@ struct observe {
     struct metrics_family *cas_blobs, *cas_bytes, *cas_evicted_blobs, *cas_evicted_bytes,
         *cas_corrupt, *cas_transfer_blobs, *cas_transfer_bytes, *find_missing_asked,
         *find_missing_missing, *ac_lookups, *actions, *queue_length, *running, *queue_wait,
-        *stage_seconds, *sandbox_setup, *fuse_files, *fuse_bytes, *fuse_requests, *input_bytes,
-        *output_bytes;
+        *stage_seconds, *sandbox_setup, *fuse_files, *fuse_bytes, *fuse_requests, *fleet_workers,
+        *fleet_losses, *fleet_requeues, *input_bytes, *output_bytes;
 };
 
 static void observe_register(struct observe *o)
@@ -84,6 +85,16 @@ static void observe_register(struct observe *o)
     o->queue_length =
         metrics_gauge(m, "casbox_execution_queue_length", "Actions waiting for a slot.", NULL);
     o->running = metrics_gauge(m, "casbox_execution_running", "Actions running on a slot.", NULL);
+    o->fleet_workers = metrics_gauge(m, "casbox_fleet_workers",
+                                     "Role scheduler: worker slots known (Synchronize).", NULL);
+    o->fleet_losses = metrics_counter(m, "casbox_fleet_worker_losses_total",
+                                      "Role scheduler: worker slots lost (silent past "
+                                      "scheduler.worker_timeout, or restarted).",
+                                      NULL);
+    o->fleet_requeues = metrics_counter(m, "casbox_fleet_requeues_total",
+                                        "Role scheduler: actions put back in the queue after "
+                                        "their worker was lost.",
+                                        NULL);
     o->queue_wait = metrics_histogram(m, "casbox_execution_queue_wait_seconds",
                                       "Time actions waited for a slot.", NULL, lat, n_lat);
     o->stage_seconds = metrics_histogram(
@@ -114,7 +125,7 @@ static void observe_collect(void *ctx, struct metrics *m)
     struct casboxd *d = ctx;
     struct observe *o = d->obs;
     struct cas_store_stats st;
-    uint64_t queued = 0, running = 0;
+    uint64_t queued = 0, running = 0, workers = 0;
 
     (void)m;
     cas_store_get_stats(d->store, &st);
@@ -133,9 +144,11 @@ static void observe_collect(void *ctx, struct metrics *m)
         metrics_counter_set(o->fuse_bytes, NULL, (double)fst.bytes_read);
     }
     if (d->exec != NULL) {
-        exec_service_counts(d->exec, &queued, &running);
+        exec_service_counts(d->exec, &queued, &running, &workers);
         metrics_gauge_set(o->queue_length, NULL, (double)queued);
         metrics_gauge_set(o->running, NULL, (double)running);
+        if (strcmp(d->cfg.role, "scheduler") == 0)
+            metrics_gauge_set(o->fleet_workers, NULL, (double)workers);
     }
 }
 
@@ -169,6 +182,34 @@ struct metrics *observe_metrics(struct casboxd *d)
     return d->obs ? d->obs->metrics : NULL;
 }
 
+/* [auth] on: the pages need a bearer token with read on every instance (a
+ * line without instance prefixes), since they show actions of all of them.
+ * The HTTP listener has no TLS, so client certificates cannot count. */
+static int observe_authorize(void *ctx, const char *authorization)
+{
+    struct casboxd *d = ctx;
+    struct auth_policy *p = auth_guard_acquire(&d->auth);
+    struct auth_peer peer;
+    struct auth_identity id;
+    char reason[160];
+    int rc = 0;
+
+    if (p == NULL || !auth_policy_enabled(p))
+        goto out;
+    memset(&peer, 0, sizeof(peer));
+    if (authorization != NULL && strncasecmp(authorization, "Bearer ", 7) == 0) {
+        peer.token = authorization + 7;
+        peer.token_len = strlen(peer.token);
+    }
+    auth_policy_identify(p, &peer, &id);
+    if (auth_identity_check(&id, AUTH_PERM_READ, "", reason, sizeof(reason)) != AUTH_OK)
+        rc = -EACCES;
+out:
+    if (p != NULL)
+        auth_guard_release(&d->auth, p);
+    return rc;
+}
+
 int observe_serve(struct casboxd *d)
 {
     struct observe *o = d->obs;
@@ -191,7 +232,8 @@ int observe_serve(struct casboxd *d)
     w.store = d->store;
     w.metrics = o->metrics;
     w.board = o->board;
-    /* [auth]: a read-token check goes here (w.authorize, w.authorize_ctx). */
+    w.authorize = observe_authorize;
+    w.authorize_ctx = d;
     rc = web_server_start(&w, &o->web);
     if (rc == 0)
         LOG_I("http: web pages and /metrics on http://%s/", d->cfg.http_listen);
@@ -236,6 +278,15 @@ void observe_transfer(struct casboxd *d, const char *direction, const char *api,
         return;
     metrics_counter_add(d->obs->cas_transfer_blobs, METRICS_LABELS(direction, api), (double)blobs);
     metrics_counter_add(d->obs->cas_transfer_bytes, METRICS_LABELS(direction, api), (double)bytes);
+}
+
+void observe_fleet_lost(struct casboxd *d, bool requeued)
+{
+    if (d->obs == NULL)
+        return;
+    metrics_counter_add(d->obs->fleet_losses, NULL, 1);
+    if (requeued)
+        metrics_counter_add(d->obs->fleet_requeues, NULL, 1);
 }
 
 void observe_find_missing(struct casboxd *d, uint64_t asked, uint64_t missing)

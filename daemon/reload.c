@@ -27,6 +27,7 @@ static const char *const reload_safe_keys[] = {
     "operation_retention", "allow_network",     "seccomp",
     "accepted_properties", "timeout",           "allowed_url_prefixes",
     "tokens_file",         "certificates_file", "anonymous", /* auth_setup.c */
+    "certificate",         "private_key",       "client_ca",
 };
 
 void casboxd_config_snapshot(struct casboxd *d, struct casbox_config *out)

@@ -624,11 +624,13 @@ static void *exec_slot_main(void *arg)
     return NULL;
 }
 
-void exec_service_counts(struct exec_service *svc, uint64_t *queued, uint64_t *running)
+void exec_service_counts(struct exec_service *svc, uint64_t *queued, uint64_t *running,
+                         uint64_t *workers)
 {
     pthread_mutex_lock(&svc->lock);
-    *queued = svc->queued;
+    *queued = svc->sched ? sched_queued(svc->sched) : svc->queued;
     *running = svc->n_slots > svc->idle_slots ? svc->n_slots - svc->idle_slots : 0;
+    *workers = svc->sched ? sched_workers(svc->sched) : 0;
     pthread_mutex_unlock(&svc->lock);
 }
 

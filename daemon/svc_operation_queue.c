@@ -192,10 +192,12 @@ static int oq_lost_locked(struct exec_service *svc, const struct sched_lost_even
     char msg[1024];
 
     if (ev->task == NULL) {
+        observe_fleet_lost(svc->d, false);
         LOG_I("fleet: worker %s left (%s)", ev->worker, why);
         return 0;
     }
     op = sched_task_user(ev->task);
+    observe_fleet_lost(svc->d, !ev->failed);
     if (!ev->failed) {
         LOG_I("fleet: worker %s left (%s); action %s requeued", ev->worker, why,
               sched_task_key(ev->task));

@@ -37,6 +37,11 @@ bool action_digest_map_get(const struct action_digest_map *m, const struct cas_d
                            size_t *value);
 void action_digest_map_free(struct action_digest_map *m);
 
+/* action_validate_directory that also stores each file's parsed digest in
+ * file_digests[i] (n_files of them; NULL: not wanted). */
+int action_validate_directory_digests(const Directory *dir, const char *where,
+                                      struct cas_digest *file_digests, struct reapi_status *st);
+
 /* --- small helpers (action_util.c) --- */
 
 /* A wire Digest with its own malloc'd hash string, so that protobuf-c's

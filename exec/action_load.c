@@ -10,6 +10,14 @@
  * FAILED_PRECONDITION names and then retries.
  * Sizes (repeats counted) are then summed bottom-up with memoisation, which
  * bounds the staging work before any of it is done.
+ *
+ * That walk is linear in the tree, so a subtree already found complete at
+ * the store's current removal generation (the tree cache, tree_cache.c) is
+ * not walked again: its sizes come from the cache, and its Directories are
+ * read only if staging asks for them (action_input_dir_find, lazily). When
+ * the input root itself is known complete, Execute reads one Directory.
+ * Presence of a Directory's files is one batch lookup in the store's
+ * in-memory index (cas_store_contains_many), never a stat.
  */
 #include "action_internal.h"
 
@@ -26,6 +34,37 @@ struct subtree_size {
     uint64_t bytes;
     uint32_t height; /* directory levels below */
     uint8_t state;   /* 0 not yet, 1 in progress, 2 done */
+};
+
+/* File blobs not in the store, to ask its upstream about in one batch. */
+struct load_pending {
+    struct cas_digest *digests;
+    size_t n, cap;
+};
+
+/* One walk of an input tree. */
+struct tree_walk {
+    struct exec_tree_cache *trees; /* may be NULL */
+    uint64_t generation;           /* the store's, read before anything was checked */
+    struct action_digest_map files_seen;
+    /* Subdirectories the cache knew complete: digest -> index in known[]. */
+    struct action_digest_map known_index;
+    struct action_tree_totals *known;
+    size_t n_known, cap_known;
+    /* Scratch for one Directory's file digests and presence. */
+    struct cas_digest *digests;
+    bool *present;
+    size_t cap_files;
+    struct load_pending pending;
+};
+
+/* Directories read after the load (subtrees the walk skipped). Each is
+ * allocated alone so that pointers handed out stay valid. */
+struct action_lazy_dirs {
+    struct cas_store *cas;
+    struct action_digest_map index; /* digest -> index in dirs */
+    struct action_input_dir **dirs;
+    size_t n, cap;
 };
 
 static uint64_t add_saturating(uint64_t a, uint64_t b)
@@ -114,46 +153,88 @@ fail:
     return rc;
 }
 
-/* File blobs not in the store, to ask its upstream about in one batch. */
-struct load_pending {
-    struct cas_digest *digests;
-    size_t n, cap;
-};
+static int walk_reserve_files(struct tree_walk *w, size_t n)
+{
+    struct cas_digest *d;
+    bool *p;
+
+    if (n <= w->cap_files)
+        return 0;
+    d = realloc(w->digests, n * sizeof(*d));
+    if (d == NULL)
+        return -ENOMEM;
+    w->digests = d;
+    p = realloc(w->present, n * sizeof(*p));
+    if (p == NULL)
+        return -ENOMEM;
+    w->present = p;
+    w->cap_files = n;
+    return 0;
+}
+
+/* True when d is a subtree the cache knows complete (recorded in w). */
+static int walk_known_subtree(struct tree_walk *w, const struct cas_digest *d)
+{
+    struct action_tree_totals t;
+    int rc;
+
+    if (action_digest_map_get(&w->known_index, d, NULL))
+        return 1;
+    if (!exec_tree_cache_get(w->trees, d, w->generation, &t))
+        return 0;
+    rc = array_reserve((void **)&w->known, &w->cap_known, w->n_known, sizeof(*w->known));
+    if (rc == 0)
+        rc = action_digest_map_put(&w->known_index, d, w->n_known, NULL) < 0 ? -ENOMEM : 0;
+    if (rc != 0)
+        return rc;
+    w->known[w->n_known++] = t;
+    return 1;
+}
 
 /* Checks one loaded Directory and queues its unseen subdirectories. */
 static int visit_dir(struct cas_store *cas, struct action *act, size_t index, size_t *cap,
-                     struct action_digest_map *files_seen, struct load_pending *pending,
-                     struct reapi_status *st)
+                     struct tree_walk *w, struct reapi_status *st)
 {
     const Directory *dir = act->dirs[index].dir;
     const char *path = act->dirs[index].path;
     uint32_t depth = act->dirs[index].min_depth;
     struct cas_digest d;
     char *child = NULL;
+    size_t n_new = 0;
     int rc;
 
-    rc = action_validate_directory(dir, path, st);
+    if (walk_reserve_files(w, dir->n_files) != 0)
+        goto nomem;
+    rc = action_validate_directory_digests(dir, path, w->digests, st);
     if (rc != 0)
         return rc;
+    /* Each distinct file once, then one index lookup for all of them. */
     for (size_t i = 0; i < dir->n_files; i++) {
-        action_digest_valid(dir->files[i]->digest, &d);
-        rc = action_digest_map_put(files_seen, &d, 0, NULL);
+        rc = action_digest_map_put(&w->files_seen, &w->digests[i], 0, NULL);
         if (rc < 0)
             goto nomem;
-        if (rc == 0)
+        if (rc == 1)
+            w->digests[n_new++] = w->digests[i];
+    }
+    rc = cas_store_contains_many(cas, w->digests, n_new, w->present);
+    if (rc < 0) {
+        reapi_status_set(st, GRPC_STATUS_INTERNAL,
+                         "looking up the files of input directory "
+                         "'%.600s': %s",
+                         path, strerror(-rc));
+        return rc;
+    }
+    for (size_t i = 0; rc > 0 && i < n_new; i++) {
+        struct load_pending *pending = &w->pending;
+
+        if (w->present[i])
             continue;
-        rc = cas_store_contains(cas, &d);
-        if (rc < 0) {
-            reapi_status_set(st, GRPC_STATUS_INTERNAL, "looking up input file '%s': %s",
-                             dir->files[i]->name, strerror(-rc));
-            return rc;
-        }
-        if (rc == 0 && cas_store_has_upstream(cas)) {
+        if (cas_store_has_upstream(cas)) {
             if (array_reserve((void **)&pending->digests, &pending->cap, pending->n,
                               sizeof(*pending->digests)) != 0)
                 goto nomem;
-            pending->digests[pending->n++] = d;
-        } else if (rc == 0 && reapi_status_add_missing(st, &d) != 0) {
+            pending->digests[pending->n++] = w->digests[i];
+        } else if (reapi_status_add_missing(st, &w->digests[i]) != 0) {
             goto nomem;
         }
     }
@@ -170,6 +251,11 @@ static int visit_dir(struct cas_store *cas, struct action *act, size_t index, si
         action_digest_valid(dir->directories[i]->digest, &d);
         if (action_digest_map_get(act->dir_index, &d, NULL))
             continue;
+        rc = walk_known_subtree(w, &d);
+        if (rc < 0)
+            goto nomem;
+        if (rc == 1)
+            continue;
         child = action_path_join(path, dir->directories[i]->name);
         if (child == NULL)
             goto nomem;
@@ -184,8 +270,8 @@ nomem:
 }
 
 /* Sizes of the subtree at index, repeats counted, memoised in sizes[]. */
-static int size_subtree(const struct action *act, size_t index, uint32_t depth,
-                        struct subtree_size *sizes, struct reapi_status *st)
+static int size_subtree(const struct action *act, const struct tree_walk *w, size_t index,
+                        uint32_t depth, struct subtree_size *sizes, struct reapi_status *st)
 {
     struct subtree_size *s = &sizes[index];
     const Directory *dir = act->dirs[index].dir;
@@ -208,18 +294,27 @@ static int size_subtree(const struct action *act, size_t index, uint32_t depth,
     for (size_t i = 0; i < dir->n_directories; i++) {
         struct cas_digest d;
         size_t child;
+        struct subtree_size known = {0};
         const struct subtree_size *c;
 
         action_digest_valid(dir->directories[i]->digest, &d);
-        if (!action_digest_map_get(act->dir_index, &d, &child)) {
+        if (action_digest_map_get(&w->known_index, &d, &child)) {
+            known.files = w->known[child].files;
+            known.dirs = w->known[child].dirs;
+            known.symlinks = w->known[child].symlinks;
+            known.bytes = w->known[child].bytes;
+            known.height = w->known[child].height;
+            c = &known;
+        } else if (action_digest_map_get(act->dir_index, &d, &child)) {
+            rc = size_subtree(act, w, child, depth + 1, sizes, st);
+            if (rc != 0)
+                return rc;
+            c = &sizes[child];
+        } else {
             reapi_status_set(st, GRPC_STATUS_INTERNAL, "input directory '%.600s/%s' was not loaded",
                              act->dirs[index].path, dir->directories[i]->name);
             return -EINVAL;
         }
-        rc = size_subtree(act, child, depth + 1, sizes, st);
-        if (rc != 0)
-            return rc;
-        c = &sizes[child];
         s->files = add_saturating(s->files, c->files);
         s->dirs = add_saturating(s->dirs, c->dirs);
         s->symlinks = add_saturating(s->symlinks, c->symlinks);
@@ -279,16 +374,77 @@ out:
     return rc;
 }
 
-static int load_tree(struct cas_store *cas, struct action *act, struct reapi_status *st)
+static void walk_free(struct tree_walk *w)
 {
-    struct load_pending pending = {0};
-    struct action_digest_map files_seen = {0};
-    struct subtree_size *sizes = NULL;
-    bool missing = false;
+    action_digest_map_free(&w->files_seen);
+    action_digest_map_free(&w->known_index);
+    free(w->known);
+    free(w->digests);
+    free(w->present);
+    free(w->pending.digests);
+}
+
+/* Remembers every walked subtree complete (the walk found nothing missing).
+ * Not when some file was present only in the store's upstream: the local
+ * removal generation says nothing about what the upstream keeps. */
+static void walk_remember(const struct tree_walk *w, const struct action *act,
+                          const struct subtree_size *sizes)
+{
+    if (w->pending.n > 0)
+        return;
+    for (size_t i = 0; w->trees != NULL && i < act->n_dirs; i++) {
+        const struct subtree_size *s = &sizes[i];
+        struct action_tree_totals t = {s->files, s->dirs, s->symlinks, s->bytes, s->height};
+
+        exec_tree_cache_put(w->trees, &act->dirs[i].digest, w->generation, &t);
+    }
+}
+
+/* The input root is known complete: read its Directory only. */
+static int load_root_only(struct cas_store *cas, struct action *act,
+                          const struct action_tree_totals *t, struct reapi_status *st)
+{
     size_t cap = 0;
     char *root_path = strdup("");
     int rc;
 
+    if (root_path == NULL) {
+        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    rc = add_dir(act, &cap, &act->input_root_digest, root_path, 0, st);
+    if (rc == 0)
+        rc = load_message(cas, &act->dirs[0].digest,
+                          &build__bazel__remote__execution__v2__directory__descriptor,
+                          "input root directory", (ProtobufCMessage **)&act->dirs[0].dir, st);
+    if (rc != 0)
+        return rc; /* -ENOENT: evicted since the generation was read; listed */
+    act->tree_cached = true;
+    act->input_files = t->files;
+    act->input_dirs = t->dirs;
+    act->input_symlinks = t->symlinks;
+    act->input_bytes = t->bytes;
+    return 0;
+}
+
+static int load_tree(struct cas_store *cas, struct exec_tree_cache *trees, struct action *act,
+                     struct reapi_status *st)
+{
+    struct tree_walk w = {.trees = trees};
+    struct action_tree_totals root_totals;
+    struct subtree_size *sizes = NULL;
+    bool missing = false;
+    size_t cap = 0;
+    char *root_path;
+    int rc;
+
+    /* Before any presence check: a removal during the walk then leaves
+     * everything remembered below stale on arrival. */
+    if (trees != NULL)
+        w.generation = cas_store_generation(cas);
+    if (exec_tree_cache_get(trees, &act->input_root_digest, w.generation, &root_totals))
+        return load_root_only(cas, act, &root_totals, st);
+    root_path = strdup("");
     if (root_path == NULL) {
         reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return -ENOMEM;
@@ -310,11 +466,11 @@ static int load_tree(struct cas_store *cas, struct action *act, struct reapi_sta
             continue;
         }
         if (rc == 0)
-            rc = visit_dir(cas, act, i, &cap, &files_seen, &pending, st);
+            rc = visit_dir(cas, act, i, &cap, &w, st);
         if (rc != 0)
             goto out;
     }
-    rc = check_pending(cas, &pending, st);
+    rc = check_pending(cas, &w.pending, st);
     if (rc != 0)
         goto out;
     if (missing || st->n_missing > 0) {
@@ -327,17 +483,17 @@ static int load_tree(struct cas_store *cas, struct action *act, struct reapi_sta
         rc = -ENOMEM;
         goto out;
     }
-    rc = size_subtree(act, 0, 0, sizes, st);
+    rc = size_subtree(act, &w, 0, 0, sizes, st);
     if (rc != 0)
         goto out;
     act->input_files = sizes[0].files;
     act->input_dirs = sizes[0].dirs;
     act->input_symlinks = sizes[0].symlinks;
     act->input_bytes = sizes[0].bytes;
+    walk_remember(&w, act, sizes);
 out:
     free(sizes);
-    free(pending.digests);
-    action_digest_map_free(&files_seen);
+    walk_free(&w);
     return rc;
 }
 
@@ -439,16 +595,25 @@ static int load_command(struct cas_store *cas, struct action *act, const struct 
 int action_load(struct cas_store *cas, const struct cas_digest *action_digest,
                 const struct casbox_config *cfg, struct action **out, struct reapi_status *st)
 {
+    return action_load_cached(cas, NULL, action_digest, cfg, out, st);
+}
+
+int action_load_cached(struct cas_store *cas, struct exec_tree_cache *trees,
+                       const struct cas_digest *action_digest, const struct casbox_config *cfg,
+                       struct action **out, struct reapi_status *st)
+{
     struct action *act = calloc(1, sizeof(*act));
     bool command_missing = false;
     int rc;
 
     *out = NULL;
-    if (act == NULL || (act->dir_index = calloc(1, sizeof(*act->dir_index))) == NULL) {
+    if (act == NULL || (act->dir_index = calloc(1, sizeof(*act->dir_index))) == NULL ||
+        (act->lazy = calloc(1, sizeof(*act->lazy))) == NULL) {
         reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         rc = -ENOMEM;
         goto out;
     }
+    act->lazy->cas = cas;
     act->digest = *action_digest;
     act->working_directory = "";
     rc = load_message(cas, action_digest, &build__bazel__remote__execution__v2__action__descriptor,
@@ -472,7 +637,7 @@ int action_load(struct cas_store *cas, const struct cas_digest *action_digest,
     }
     if (rc != 0)
         goto out;
-    rc = load_tree(cas, act, st);
+    rc = load_tree(cas, trees, act, st);
     if (rc == 0 && command_missing)
         rc = -ENOENT;
 out:
@@ -482,6 +647,21 @@ out:
     }
     *out = act;
     return 0;
+}
+
+static void lazy_dirs_free(struct action_lazy_dirs *l)
+{
+    if (l == NULL)
+        return;
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->dirs[i]->dir != NULL)
+            build__bazel__remote__execution__v2__directory__free_unpacked(l->dirs[i]->dir, NULL);
+        free(l->dirs[i]->path);
+        free(l->dirs[i]);
+    }
+    free(l->dirs);
+    action_digest_map_free(&l->index);
+    free(l);
 }
 
 void action_free(struct action *act)
@@ -494,6 +674,7 @@ void action_free(struct action *act)
         free(act->dirs[i].path);
     }
     free(act->dirs);
+    lazy_dirs_free(act->lazy);
     for (size_t i = 0; i < act->n_outputs; i++)
         free(act->outputs[i].full);
     free(act->working_directory_buf);
@@ -508,12 +689,51 @@ void action_free(struct action *act)
     free(act);
 }
 
+/* Reads and decodes a Directory of a subtree the load did not walk (it was
+ * checked by an earlier load). NULL when it cannot be read any more. */
+static const struct action_input_dir *lazy_dir_load(struct action_lazy_dirs *l,
+                                                    const struct cas_digest *digest)
+{
+    struct action_input_dir *e = NULL;
+    struct reapi_status st;
+    size_t i;
+
+    if (action_digest_map_get(&l->index, digest, &i))
+        return l->dirs[i];
+    reapi_status_init(&st);
+    if (array_reserve((void **)&l->dirs, &l->cap, l->n, sizeof(*l->dirs)) != 0)
+        goto fail;
+    e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->path = strdup("")) == NULL)
+        goto fail;
+    e->digest = *digest;
+    if (load_message(l->cas, digest, &build__bazel__remote__execution__v2__directory__descriptor,
+                     "input directory", (ProtobufCMessage **)&e->dir, &st) != 0)
+        goto fail;
+    if (action_digest_map_put(&l->index, digest, l->n, NULL) < 0)
+        goto fail;
+    l->dirs[l->n++] = e;
+    reapi_status_free(&st);
+    return e;
+fail:
+    if (e != NULL) {
+        if (e->dir != NULL)
+            build__bazel__remote__execution__v2__directory__free_unpacked(e->dir, NULL);
+        free(e->path);
+        free(e);
+    }
+    reapi_status_free(&st);
+    return NULL;
+}
+
 const struct action_input_dir *action_input_dir_find(const struct action *act,
                                                      const struct cas_digest *digest)
 {
     size_t i;
 
-    if (!action_digest_map_get(act->dir_index, digest, &i))
+    if (action_digest_map_get(act->dir_index, digest, &i))
+        return &act->dirs[i];
+    if (act->lazy == NULL)
         return NULL;
-    return &act->dirs[i];
+    return lazy_dir_load(act->lazy, digest);
 }

@@ -167,9 +167,33 @@ static int check_cross_kind(const Directory *dir, const char *label, struct reap
     }
 }
 
+/* A node's digest: parsed without formatting anything when it is good (this
+ * runs for every file of an input tree); the message is built on error. */
+static int check_node_digest(const Digest *pd, const char *label, const char *kind,
+                             const char *name, struct cas_digest *d, struct reapi_status *st)
+{
+    char what[1400];
+    int rc;
+
+    if (pd != NULL && pd->hash != NULL && pd->size_bytes > 0 &&
+        cas_digest_parse_n(pd->hash, strlen(pd->hash), pd->size_bytes, d) == 0)
+        return 0;
+    snprintf(what, sizeof(what), "%s: %s '%.300s'", label, kind, name);
+    rc = action_digest_from_proto(pd, d, what, st);
+    if (rc == 0)
+        rc = check_empty_digest(d, what, st);
+    return rc;
+}
+
 int action_validate_directory(const Directory *dir, const char *where, struct reapi_status *st)
 {
-    char label[1024], what[1400];
+    return action_validate_directory_digests(dir, where, NULL, st);
+}
+
+int action_validate_directory_digests(const Directory *dir, const char *where,
+                                      struct cas_digest *file_digests, struct reapi_status *st)
+{
+    char label[1024];
     struct cas_digest d;
     int rc;
 
@@ -180,14 +204,12 @@ int action_validate_directory(const Directory *dir, const char *where, struct re
         rc = check_entry_name(f->name, "file", label, st);
         if (rc == 0)
             rc = check_order(i ? dir->files[i - 1]->name : NULL, f->name, "file", label, st);
-        if (rc != 0)
-            return rc;
-        snprintf(what, sizeof(what), "%s: file '%.300s'", label, f->name);
-        rc = action_digest_from_proto(f->digest, &d, what, st);
         if (rc == 0)
-            rc = check_empty_digest(&d, what, st);
+            rc = check_node_digest(f->digest, label, "file", f->name, &d, st);
         if (rc != 0)
             return rc;
+        if (file_digests != NULL)
+            file_digests[i] = d;
     }
     for (size_t i = 0; i < dir->n_directories; i++) {
         const DirectoryNode *n = dir->directories[i];
@@ -196,12 +218,8 @@ int action_validate_directory(const Directory *dir, const char *where, struct re
         if (rc == 0)
             rc = check_order(i ? dir->directories[i - 1]->name : NULL, n->name, "directory", label,
                              st);
-        if (rc != 0)
-            return rc;
-        snprintf(what, sizeof(what), "%s: directory '%.300s'", label, n->name);
-        rc = action_digest_from_proto(n->digest, &d, what, st);
         if (rc == 0)
-            rc = check_empty_digest(&d, what, st);
+            rc = check_node_digest(n->digest, label, "directory", n->name, &d, st);
         if (rc != 0)
             return rc;
     }

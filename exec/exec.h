@@ -83,6 +83,31 @@ struct action_input_dir {
     uint32_t min_depth; /* shallowest level it appears at; the root is 0 */
 };
 
+/* A subtree's size, every repeat counted (tree_cache.c remembers them). */
+struct action_tree_totals {
+    uint64_t files;
+    uint64_t dirs; /* below the subtree's root */
+    uint64_t symlinks;
+    uint64_t bytes;
+    uint32_t height; /* directory levels below the subtree's root */
+};
+
+/* Input subtrees checked complete (valid, every blob present) at a store
+ * removal generation (cas_store_generation); see tree_cache.c. NULL is an
+ * empty cache that remembers nothing. Thread-safe. */
+struct exec_tree_cache;
+/* At most max_entries Directory digests; 0 gives *out = NULL (off). */
+int exec_tree_cache_new(size_t max_entries, struct exec_tree_cache **out);
+void exec_tree_cache_free(struct exec_tree_cache *c);
+/* True (and *out set) when dir's subtree was found complete at generation. */
+bool exec_tree_cache_get(struct exec_tree_cache *c, const struct cas_digest *dir,
+                         uint64_t generation, struct action_tree_totals *out);
+/* Records dir's subtree complete at generation, read before it was checked. */
+void exec_tree_cache_put(struct exec_tree_cache *c, const struct cas_digest *dir,
+                         uint64_t generation, const struct action_tree_totals *totals);
+
+struct action_lazy_dirs;
+
 struct action {
     struct cas_digest digest; /* of the Action */
     struct cas_digest command_digest;
@@ -104,9 +129,14 @@ struct action {
     const char *container_image;
     uint64_t timeout_ms; /* Action.timeout rounded up to ms; 0 when none was asked */
 
-    struct action_input_dir *dirs; /* every distinct Directory; dirs[0] is the input root */
+    /* Every distinct Directory the load walked; dirs[0] is the input root.
+     * Subtrees the tree cache knew complete are not walked: their
+     * Directories are read when action_input_dir_find first asks. */
+    struct action_input_dir *dirs;
     size_t n_dirs;
     struct action_digest_map *dir_index; /* private: digest -> index in dirs */
+    struct action_lazy_dirs *lazy;       /* private: Directories read later */
+    bool tree_cached;                    /* the input root was known complete: nothing walked */
 
     /* The staged tree's size, every repeat of a shared subtree counted. */
     uint64_t input_files;
@@ -131,9 +161,16 @@ struct action {
  * above; input bytes are not bounded. */
 int action_load(struct cas_store *cas, const struct cas_digest *action_digest,
                 const struct casbox_config *cfg, struct action **out, struct reapi_status *st);
+/* action_load that skips subtrees trees knows complete at the store's
+ * current generation and remembers those it checks (trees may be NULL). */
+int action_load_cached(struct cas_store *cas, struct exec_tree_cache *trees,
+                       const struct cas_digest *action_digest, const struct casbox_config *cfg,
+                       struct action **out, struct reapi_status *st);
 void action_free(struct action *act);
 
-/* The decoded Directory with this digest, or NULL. */
+/* The decoded Directory with this digest, or NULL (not in the input tree,
+ * or no longer readable). A Directory of a subtree the load did not walk is
+ * read from the CAS on first use. Not thread-safe: one caller per action. */
 const struct action_input_dir *action_input_dir_find(const struct action *act,
                                                      const struct cas_digest *digest);
 
@@ -366,6 +403,7 @@ struct exec_env {
     struct exec_copies *copies;      /* hardlink staging's executable-copy cache */
     const char *scratch_dir;         /* existing; scratch directories go here (<state>/cas/exec) */
     const char *exec_blob_dir; /* existing; the executable-copy cache (<state>/cas/exec-blobs) */
+    struct exec_tree_cache *trees; /* input subtrees checked complete; NULL: none */
 };
 
 /* Wall-clock microseconds of each step, for ExecutedActionMetadata. The

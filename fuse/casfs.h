@@ -76,11 +76,13 @@ int casfs_passthrough_parse(const char *s, enum casfs_passthrough_mode *out);
 int casfs_tree_add(struct casfs *fs, const char *name, const struct cas_digest *root);
 
 struct casfs_tree_stats {
-    uint64_t files_opened;      /* successful opens of regular files */
-    uint64_t files_passthrough; /* those of them served by FUSE passthrough */
-    uint64_t bytes_read;        /* bytes replied to reads (read path only: the kernel
-                                 * reads passthrough files without asking casfs) */
+    uint64_t files_opened;        /* successful opens of regular files */
+    uint64_t files_passthrough;   /* those of them served by FUSE passthrough */
+    uint64_t bytes_read;          /* bytes replied to reads (read path only: the kernel
+                                   * reads passthrough files without asking casfs) */
     struct cas_fetch_stats fetch; /* opens found in the store, fetched upstream or failed */
+    uint64_t lookups;             /* LOOKUP requests in the tree, found or not (the kernel
+                                   * caches both answers: each name is asked once) */
 };
 
 /* The counters of a tree; -ENOENT when there is no such tree. */

@@ -57,9 +57,11 @@ struct casfs_tree {
     char *name;
     struct cas_digest root;
     atomic_uint_fast64_t files_opened;
+    atomic_uint_fast64_t lookups; /* LOOKUP requests of names in the tree */
     atomic_uint_fast64_t files_passthrough;
     atomic_uint_fast64_t bytes_read;
-    struct cas_fetch_counters fetch; /* blobs opened: found in the store or fetched upstream */
+    /* blobs opened: found in the store or fetched upstream */
+    struct cas_fetch_counters fetch;
     atomic_uint refs; /* the tree list's while listed, plus one per inode */
     struct casfs_tree *next;
 };

@@ -152,6 +152,7 @@ static void casfs_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name
     } else if (!S_ISDIR(parent->mode)) {
         rc = -ENOTDIR;
     } else {
+        atomic_fetch_add(&parent->tree->lookups, 1);
         rc = casfs_lookup_child(fs, parent, name, &inode);
     }
     if (rc != 0)
@@ -165,6 +166,16 @@ static void casfs_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name
         casfs_inode_forget(fs, inode, 1); /* the kernel never saw it */
     return;
 out_err:
+    if (rc == -ENOENT && parent->tree != NULL) {
+        /* A name absent from an input tree stays absent (the tree is
+         * immutable): ino 0 with a timeout is a negative entry the kernel
+         * keeps, so gcc's include search asks once per directory and name,
+         * not on every probe. Not at the mount root, where trees come. */
+        memset(&e, 0, sizeof(e));
+        e.entry_timeout = CASFS_TIMEOUT;
+        fuse_reply_entry(req, &e);
+        return;
+    }
     fuse_reply_err(req, -rc);
 }
 

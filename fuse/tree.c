@@ -158,6 +158,7 @@ int casfs_tree_add(struct casfs *fs, const char *name, const struct cas_digest *
 static void tree_read_stats(struct casfs_tree *tree, struct casfs_tree_stats *out)
 {
     out->files_opened = atomic_load(&tree->files_opened);
+    out->lookups = atomic_load(&tree->lookups);
     out->files_passthrough = atomic_load(&tree->files_passthrough);
     out->bytes_read = atomic_load(&tree->bytes_read);
     cas_fetch_counters_read(&tree->fetch, &out->fetch);

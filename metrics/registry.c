@@ -205,6 +205,10 @@ static struct metrics_family *metrics_register(struct metrics *m, enum metrics_t
     m->families[m->n_families++] = f;
 out:
     pthread_mutex_unlock(&m->lock);
+    /* A family without labels has its one series, at 0, from the start:
+     * Prometheus sees it before the first event (rate() needs that). */
+    if (f != NULL && f->n_labels == 0)
+        metrics_series_get(f, NULL);
     return f;
 }
 

@@ -90,6 +90,10 @@ struct rpc_server_options {
  * methods must outlive the server. */
 int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_method *methods,
                      size_t n_methods, void *ctx, struct rpc_server **out);
+/* SIGHUP: new PEM texts for the handshakes from now on; connections already
+ * made keep theirs. -EINVAL when it would turn TLS on or off or change
+ * whether client certificates are asked for (a restart does that). */
+int rpc_server_tls_replace(struct rpc_server *srv, const struct rpc_server_tls *tls);
 /* Stops accepting, cancels live calls, waits for every handler to return and
  * frees everything. */
 void rpc_server_stop(struct rpc_server *srv);

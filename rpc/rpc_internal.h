@@ -9,6 +9,9 @@
 
 #include "rpc.h"
 
+#include <grpc/grpc_security.h>
+#include <pthread.h>
+
 #include "auth/auth.h"
 
 /* msg packed into a new byte buffer (grpc owns the bytes), or NULL. */
@@ -56,8 +59,22 @@ unsigned rpc_call_method_perm(const struct rpc_call *c);
 
 /* --- TLS credentials (tls.c) --- */
 
-/* TLS server credentials for opt->tls, or insecure ones when it is off. */
-grpc_server_credentials *rpc_tls_server_credentials(const struct rpc_server_options *opt);
+/* The server's certificate config, swapped by rpc_server_tls_replace: grpc
+ * asks for it (tls_fetch) at each new handshake and takes the pending one. */
+struct rpc_server_tls_state {
+    pthread_mutex_t lock;
+    bool initialized;
+    bool on;        /* TLS at all */
+    bool client_ca; /* client certificates required */
+    grpc_ssl_server_certificate_config *pending;
+};
+
+/* TLS server credentials for opt->tls (state must outlive them), or
+ * insecure ones when it is off. */
+grpc_server_credentials *rpc_tls_server_credentials(const struct rpc_server_options *opt,
+                                                    struct rpc_server_tls_state *state);
+int rpc_tls_state_replace(struct rpc_server_tls_state *state, const struct rpc_server_tls *tls);
+void rpc_tls_state_destroy(struct rpc_server_tls_state *state);
 /* Client credentials for a grpcs:// channel from opt's files; NULL with err
  * set when one cannot be read. */
 grpc_channel_credentials *rpc_tls_client_credentials(const struct rpc_client_options *opt,

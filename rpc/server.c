@@ -89,7 +89,8 @@ struct rpc_server {
     uint64_t pending_requests; /* dispatcher thread only */
     bool shutting_down;        /* dispatcher thread only */
     struct rpc_pool_state pools[RPC_POOL_COUNT];
-    struct rpc_server_auth auth; /* authorize.c */
+    struct rpc_server_auth auth;     /* authorize.c */
+    struct rpc_server_tls_state tls; /* tls.c */
     struct rpc_server_metrics metrics;
     uint64_t stall_timeout_ms; /* rpc_server_options */
 };
@@ -709,7 +710,7 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
             goto fail_server;
         }
     }
-    creds = rpc_tls_server_credentials(opt);
+    creds = rpc_tls_server_credentials(opt, &srv->tls);
     port = grpc_server_add_http2_port(srv->server, opt->listen, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
@@ -747,6 +748,7 @@ fail_server:
     grpc_completion_queue_shutdown(srv->notify_cq);
     grpc_completion_queue_destroy(srv->notify_cq);
 fail:
+    rpc_tls_state_destroy(&srv->tls);
     rpc_server_auth_destroy(&srv->auth);
     rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
@@ -791,10 +793,16 @@ void rpc_server_stop(struct rpc_server *srv)
         ;
     grpc_server_destroy(srv->server);
     grpc_completion_queue_destroy(srv->notify_cq);
+    rpc_tls_state_destroy(&srv->tls);
     rpc_server_auth_destroy(&srv->auth);
     rpc_server_metrics_free(&srv->metrics);
     free(srv->handles);
     free(srv);
+}
+
+int rpc_server_tls_replace(struct rpc_server *srv, const struct rpc_server_tls *tls)
+{
+    return rpc_tls_state_replace(&srv->tls, tls);
 }
 
 /* --- what authorize.c reads of a call --- */

@@ -4,6 +4,7 @@
 #   server.pem server.key    CN=casboxd, SAN IP:127.0.0.1 and DNS:localhost, signed by ca
 #   ci.pem ci.key, dev.pem dev.key, stranger.pem stranger.key   client certificates (CN=...)
 #   other-ca.pem, other.pem other.key   another CA and a client certificate it signed
+#   server-other.pem         the server's key certified by other-ca (rotation)
 #   expired.pem, future.pem  server certificates outside their validity (key server.key)
 #   wrong.key                a key that matches none of them
 # Keys are mode 0600. Usage: auth_certs.sh DIR
@@ -70,6 +71,7 @@ client_ext="extendedKeyUsage=clientAuth"
 leaf ca server casboxd "$server_ext"
 for n in ci dev stranger worker; do leaf ca "$n" "$n" "$client_ext"; done
 leaf other-ca other ci "$client_ext"   # same CN as a known one, wrong CA
+leaf other-ca server-other casboxd "$server_ext" server.key   # the server's key, another CA
 dated expired 20200101000000Z 20200201000000Z
 dated future 20990101000000Z 20991231000000Z
 key wrong.key

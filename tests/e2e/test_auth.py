@@ -481,6 +481,63 @@ def reload_tokens(ctx):
     eh.need(new.upload_blob(b"still the old rules") is not None, "old rules kept")
 
 
+def served_issuer(ctx, target):
+    """The issuer CN of the certificate casboxd presents to a new connection."""
+    import socket
+    import ssl
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False
+    c.load_verify_locations(ctx.cert("ca.pem"))
+    c.load_verify_locations(ctx.cert("other-ca.pem"))
+    c.set_alpn_protocols(["h2"])
+    host, port = target.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        with c.wrap_socket(sock) as s:
+            issuer = dict(x[0] for x in s.getpeercert()["issuer"])
+    return issuer.get("commonName")
+
+
+@checks("SIGHUP: a new TLS certificate serves new connections while open ones keep working; "
+        "a broken one keeps the old")
+def reload_tls(ctx):
+    rot = os.path.join(ctx.ds.tmp, "rotate")
+    os.makedirs(rot, exist_ok=True)
+    write_file(os.path.join(rot, "server.pem"), ctx.pem("server.pem").decode(), 0o644)
+    write_file(os.path.join(rot, "server.key"), ctx.pem("server.key").decode())
+    dmn = ctx.daemon("tls-rotate", "[tls]\ncertificate = %s/server.pem\nprivate_key = %s/server.key\n"
+                     % (rot, rot))
+    old = rc.Client(dmn.target, credentials=ctx.tls_creds())
+    d = old.upload_blob(b"before the rotation")
+    eh.need(served_issuer(ctx, dmn.target) == "casbox-test-ca", "first certificate's issuer")
+
+    def hup_and_wait(needle):
+        with open(dmn.log_path, errors="replace") as f:
+            start = len(f.read())
+        dmn.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with open(dmn.log_path, errors="replace") as f:
+                text = f.read()[start:]
+            if needle in text:
+                return text
+            time.sleep(0.05)
+        raise eh.Fail("no %r in the log after SIGHUP:\n%s" % (needle, text))
+
+    write_file(os.path.join(rot, "server.pem"), ctx.pem("server-other.pem").decode(), 0o644)
+    hup_and_wait("read again; new connections use it")
+    eh.need(served_issuer(ctx, dmn.target) == "casbox-other-ca",
+            "a new connection still gets the old certificate")
+    eh.need(old.find_missing([d]) == [], "the connection made before the reload")
+    fresh = rc.Client(dmn.target, credentials=ctx.tls_creds(ca="other-ca.pem"))
+    ctx.ds.clients["tls-rotate"] = fresh
+    eh.need(fresh.find_missing([d]) == [], "a client of the new CA")
+    write_file(os.path.join(rot, "server.pem"), ctx.pem("expired.pem").decode(), 0o644)
+    text = hup_and_wait("keeping the current TLS certificate")
+    eh.need("expired" in text, "the reason should say expired:\n%s", text)
+    eh.need(served_issuer(ctx, dmn.target) == "casbox-other-ca", "a broken reload changed the "
+            "certificate served")
+
+
 # -- bad input at start-up -------------------------------------------------------
 
 @checks("bad input: casboxd refuses to start, naming the file (and line)")

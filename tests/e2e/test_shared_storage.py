@@ -299,11 +299,23 @@ def wait_back(c, d, timeout=30):
             time.sleep(0.5)
 
 
-@checks("remote down: UNAVAILABLE naming the remote; back: service resumes [bst]")
+@checks("remote down (also when casboxd starts): UNAVAILABLE naming it; back: service "
+        "resumes [bst]")
 def _down_and_up(ctx):
     remote, dmn, c = ctx.pair("bst")
     remote.srv.stop()
     try:
+        # A casboxd started while its remote is down starts, and says why it
+        # cannot answer.
+        _late, late_c = ctx.ds.get("front-started-while-down",
+                                   ["--set", "cas.remote=" + remote.url])
+        try:
+            late_c.find_missing([rc.digest_of(b"x")])
+            raise eh.Fail("FindMissingBlobs answered with the remote down")
+        except grpc.RpcError as e:
+            code, msg, _ = rc.rpc_status(e)
+            need(code == grpc.StatusCode.UNAVAILABLE and remote.url in msg,
+                 "casboxd started with its remote down: %s %r", rc.code_name(code), msg)
         data = unique("while-down")
         d = rc.digest_of(data)
         for name, call in (("FindMissingBlobs", lambda: c.find_missing([d])),
@@ -331,6 +343,7 @@ def _down_and_up(ctx):
     finally:
         remote.srv.start()
     wait_back(c, d)
+    wait_back(late_c, d)
     c.upload_blob(data)
     need(remote.client().find_missing([d]) == [], "after recovery a write did not reach it")
     for dirpath, _dirs, files in os.walk(os.path.join(dmn.state_dir, "cas", "blobs")):

@@ -4,10 +4,10 @@
 # fleet's CAS; casboxd --role scheduler and two casboxd --role worker all have
 # it as [cas] remote (the workers write ActionCache entries to the
 # scheduler). Debian's Bazel builds and tests zlib through the scheduler,
-# every spawn remote: it passes, both workers ran actions, fetching their
-# inputs from the artifact server (their log lines), every input and output
-# digest of Bazel's execution log is in the artifact server (its own
-# FindMissingBlobs), and after `bazel clean` every spawn is a cache hit.
+# every spawn remote: it passes, both workers ran actions (their logs), every
+# input and output digest of Bazel's execution log is in the artifact server
+# (its own FindMissingBlobs), and after `bazel clean` every spawn is a cache
+# hit.
 # Skips without root, without the buildstream package, or while casboxd has
 # no --role (the fleet, issue 15).
 source "$(dirname "$0")/lib.sh"
@@ -80,9 +80,10 @@ other="$(nonremote_kinds "$l1" | paste -sd, -)"
 ran1="$(process_count "$l1" remote)"
 [ "$ran1" -gt 0 ] || e2e_fail "no remote process (log $l1)"
 for i in 1 2; do
-  n="$(grep -c 'fetched [0-9]* blobs' "$E2E_LOG_DIR/worker$i.log" || true)"
-  [ "$n" -gt 0 ] || e2e_fail "worker w$i ran no action fetching from the artifact server (log $E2E_LOG_DIR/worker$i.log)"
-  log "worker w$i ran $n actions"
+  n="$(grep -c "worker w$i/[0-9]*: action .* exit" "$E2E_LOG_DIR/worker$i.log" || true)"
+  [ "$n" -gt 0 ] || e2e_fail "worker w$i ran no action (log $E2E_LOG_DIR/worker$i.log)"
+  cached="$(find "$E2E_TMP/worker$i/cas/blobs" -type f | wc -l)"
+  log "worker w$i ran $n actions; its cache holds $cached blobs"
 done
 exec_log_digests "$l1.exec.json" > "$E2E_TMP/digests"
 bst_missing "$E2E_TMP/digests" > "$E2E_TMP/missing"

@@ -624,5 +624,39 @@ def check_connections(ctx):
     need(after - before < 64 * 1024 * 1024, "resident memory grew by %d bytes", after - before)
 
 
+@checks("[auth] on: the pages need a bearer token with read on every instance")
+def check_auth(ctx):
+    tokens = os.path.join(ctx.ds.tmp, "tokens")
+    with open(tokens, "w") as f:
+        f.write("tok-read read\ntok-team read teamA\ntok-exec execute\n")
+    os.chmod(tokens, 0o600)
+    port = rc.free_port()
+    dmn, _c = ctx.ds.get("auth", ["--set", "auth.tokens_file=" + tokens,
+                                  "--set", "http.listen=127.0.0.1:%d" % port])
+    ctx.ds.clients["auth"] = rc.Client(dmn.target, token="tok-read")
+
+    def get(path, token=None):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            conn.request("GET", path, headers={"Authorization": "Bearer " + token}
+                         if token else {})
+            r = conn.getresponse()
+            return r.status, r.getheader("WWW-Authenticate") or "", r.read()
+        finally:
+            conn.close()
+
+    for path in ("/", "/metrics", "/history", "/action/%s/1" % ("c" * 64)):
+        status, www, _b = get(path)
+        need(status == 401 and www.startswith("Bearer"), "%s without a token: %d %r", path,
+             status, www)
+    for token in ("tok-team", "tok-exec", "nonsense"):
+        status, _w, _b = get("/metrics", token)
+        need(status == 401, "/metrics with %s: %d", token, status)
+    status, _w, body = get("/metrics", "tok-read")
+    need(status == 200 and b"casbox_grpc_requests_total" in body, "/metrics with read: %d", status)
+    status, _w, _b = get("/", "tok-read")
+    need(status == 200, "the overview with read: %d", status)
+
+
 if __name__ == "__main__":
     sys.exit(eh.main(__doc__, checks, make_ctx, "casbox-e2e-web."))

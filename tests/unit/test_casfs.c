@@ -155,6 +155,7 @@ static void test_attributes(void **state)
     struct fs_fixture *f = *state;
     char p[PATH_MAX + 64], target[64];
     struct stat st;
+    struct casfs_tree_stats before, after;
     ssize_t n;
 
     NEED_FUSE(f);
@@ -193,8 +194,14 @@ static void test_attributes(void **state)
     assert_int_equal(st.st_size, strlen(hello_text));
 
     path_in(f, "t1/nothere", p, sizeof(p));
+    assert_int_equal(casfs_tree_stats(f->fs, "t1", &before), 0);
     assert_int_equal(stat(p, &st), -1);
     assert_int_equal(errno, ENOENT);
+    /* negative entries are cached: asking again costs no LOOKUP */
+    assert_int_equal(stat(p, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(casfs_tree_stats(f->fs, "t1", &after), 0);
+    assert_int_equal(after.lookups - before.lookups, 1);
     path_in(f, "t1/hello.txt/x", p, sizeof(p));
     assert_int_equal(stat(p, &st), -1);
     assert_int_equal(errno, ENOTDIR);

@@ -103,13 +103,43 @@ static void test_finish(void **state)
     assert_true(cfg.exec_slots >= 1);
 }
 
+/* [cas] remote and [action_cache] remote: empty or grpc(s)://HOST:PORT. */
+static void test_remote_urls(void **state)
+{
+    static const char *const bad[] = {"http://h:1", "grpc://", "grpc://host", "h:1",
+                                      "grpc://h:1/x"};
+    struct casbox_config cfg;
+    char err[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        config_init_defaults(&cfg);
+        snprintf(cfg.state_dir, sizeof(cfg.state_dir), "/tmp/s");
+        assert_int_equal(config_set(&cfg, "cas", "remote", bad[i], err, sizeof(err)), 0);
+        assert_int_equal(config_finish(&cfg, err, sizeof(err)), -EINVAL);
+        assert_non_null(strstr(err, "[cas] remote"));
+        assert_non_null(strstr(err, bad[i]));
+    }
+    config_init_defaults(&cfg);
+    snprintf(cfg.state_dir, sizeof(cfg.state_dir), "/tmp/s");
+    assert_int_equal(config_set(&cfg, "action_cache", "remote", "grpc:/x", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(&cfg, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "[action_cache] remote"));
+    assert_int_equal(config_set(&cfg, "action_cache", "remote", "grpcs://ac:443", err, sizeof(err)),
+                     0);
+    assert_int_equal(config_set(&cfg, "cas", "remote", "grpc://10.0.0.1:9000", err, sizeof(err)),
+                     0);
+    assert_int_equal(config_set(&cfg, "cas", "remote_timeout", "0", err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_finish(&cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg.cas_remote_timeout, 60);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sizes),
-        cmocka_unit_test(test_set_and_bounds),
-        cmocka_unit_test(test_file),
-        cmocka_unit_test(test_finish),
+        cmocka_unit_test(test_sizes),       cmocka_unit_test(test_set_and_bounds),
+        cmocka_unit_test(test_file),        cmocka_unit_test(test_finish),
+        cmocka_unit_test(test_remote_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
