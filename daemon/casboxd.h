@@ -215,6 +215,7 @@ int observe_start(struct casboxd *d); /* the registry, the board, the families *
 struct metrics *observe_metrics(struct casboxd *d);
 int observe_serve(struct casboxd *d); /* [http] listen; 0 when empty */
 void observe_stop_serving(struct casboxd *d);
+void observe_tls_reload(struct casboxd *d); /* the listener again with d->tls */
 void observe_stop(struct casboxd *d);
 enum observe_cache { OBSERVE_CACHE_HIT, OBSERVE_CACHE_MISS, OBSERVE_CACHE_MISS_BLOB_GONE };
 /* via: "get_action_result" or "execute" */

@@ -182,25 +182,32 @@ struct metrics *observe_metrics(struct casboxd *d)
     return d->obs ? d->obs->metrics : NULL;
 }
 
-/* [auth] on: the pages need a bearer token with read on every instance (a
- * line without instance prefixes), since they show actions of all of them.
- * The HTTP listener has no TLS, so client certificates cannot count. */
-static int observe_authorize(void *ctx, const char *authorization)
+/* [auth] on: the pages need read on every instance (a line without
+ * instance prefixes), since they show actions of all of them: a bearer
+ * token, or with [tls] client_ca a client certificate, judged as the gRPC
+ * side judges them. */
+static int observe_authorize(void *ctx, const struct web_peer *wp)
 {
     struct casboxd *d = ctx;
     struct auth_policy *p = auth_guard_acquire(&d->auth);
     struct auth_peer peer;
     struct auth_identity id;
+    const char *names[WEB_PEER_NAMES];
     char reason[160];
     int rc = 0;
 
     if (p == NULL || !auth_policy_enabled(p))
         goto out;
     memset(&peer, 0, sizeof(peer));
-    if (authorization != NULL && strncasecmp(authorization, "Bearer ", 7) == 0) {
-        peer.token = authorization + 7;
+    if (wp->authorization != NULL && strncasecmp(wp->authorization, "Bearer ", 7) == 0) {
+        peer.token = wp->authorization + 7;
         peer.token_len = strlen(peer.token);
     }
+    for (size_t i = 0; i < wp->n_names; i++)
+        names[i] = wp->names[i];
+    peer.names = names;
+    peer.n_names = wp->n_names;
+    peer.has_certificate = wp->has_certificate;
     auth_policy_identify(p, &peer, &id);
     if (auth_identity_check(&id, AUTH_PERM_READ, "", reason, sizeof(reason)) != AUTH_OK)
         rc = -EACCES;
@@ -234,10 +241,31 @@ int observe_serve(struct casboxd *d)
     w.board = o->board;
     w.authorize = observe_authorize;
     w.authorize_ctx = d;
+    w.tls_certificate = d->tls.certificate_chain;
+    w.tls_private_key = d->tls.private_key;
+    w.tls_client_ca = d->tls.client_ca;
     rc = web_server_start(&w, &o->web);
     if (rc == 0)
-        LOG_I("http: web pages and /metrics on http://%s/", d->cfg.http_listen);
+        LOG_I("http: web pages and /metrics on %s://%s/%s", w.tls_certificate ? "https" : "http",
+              d->cfg.http_listen, w.tls_client_ca ? " (client certificates required)" : "");
     return rc;
+}
+
+/* SIGHUP read new [tls] files: libmicrohttpd cannot swap a certificate in
+ * place, so the listener is closed and opened again with them (open page
+ * loads are cut; the port is closed for that moment). */
+void observe_tls_reload(struct casboxd *d)
+{
+    int rc;
+
+    if (d->obs == NULL || d->obs->web == NULL)
+        return;
+    web_server_stop(d->obs->web);
+    d->obs->web = NULL;
+    rc = observe_serve(d);
+    if (rc != 0)
+        LOG_ERRNO_E(rc, "reload: the web pages and /metrics are off: their listener did not "
+                        "start again with the new [tls] files");
 }
 
 void observe_stop_serving(struct casboxd *d)

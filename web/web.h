@@ -11,6 +11,9 @@
  * inline and the size of a message decoded for a page. Blobs are streamed
  * from their CAS file in pieces, never read whole into memory.
  *
+ * TLS: with web_options.tls_* set, the listener speaks HTTPS only (GnuTLS
+ * inside libmicrohttpd); a plain HTTP request on it gets no answer.
+ *
  * Access: web_options.authorize, when set, sees every request's
  * Authorization header first and may refuse it (401). The [auth] work plugs
  * its read-token check in there.
@@ -84,6 +87,17 @@ int web_board_find(struct web_board *b, const struct cas_digest *d, struct web_a
 
 /* --- the HTTP server (server.c) --- */
 
+#define WEB_PEER_NAMES    8
+#define WEB_PEER_NAME_LEN 256
+
+/* Who sent a request: what authorize judges. */
+struct web_peer {
+    const char *authorization; /* the Authorization header, NULL when none */
+    bool has_certificate;      /* a client certificate verified by [tls] client_ca */
+    size_t n_names;            /* its CN, then its subject alternative names */
+    char names[WEB_PEER_NAMES][WEB_PEER_NAME_LEN];
+};
+
 struct web_options {
     const char *listen;          /* HOST:PORT */
     uint64_t max_connections;    /* at once; more are refused by the listener */
@@ -98,12 +112,21 @@ struct web_options {
     struct metrics *metrics;
     struct web_board *board;
     /* NULL: every request is allowed. Else 0 lets the request through and a
-     * negative errno answers 401; authorization is the header's value or
-     * NULL. */
-    int (*authorize)(void *ctx, const char *authorization);
+     * negative errno answers 401; peer: the header's value and the client
+     * certificate's names. */
+    int (*authorize)(void *ctx, const struct web_peer *peer);
     void *authorize_ctx;
+    /* [tls]: PEM text, copied at start. NULL certificate: plain HTTP. With
+     * client_ca, a request whose TLS peer has no certificate signed by it is
+     * answered 403 before authorize is asked. */
+    const char *tls_certificate;
+    const char *tls_private_key;
+    const char *tls_client_ca;
 };
 
+/* -ENOTSUP: TLS asked of a libmicrohttpd built without it; -EADDRINUSE;
+ * -EINVAL: a listen address that is not HOST:PORT, or TLS files GnuTLS
+ * refuses. */
 int web_server_start(const struct web_options *opt, struct web_server **out);
 /* Closes the listener and every connection; NULL is fine. */
 void web_server_stop(struct web_server *s);
