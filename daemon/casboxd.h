@@ -232,6 +232,9 @@ void observe_fleet_lost(struct casboxd *d, bool requeued);
 void observe_action_queued(struct casboxd *d, struct rpc_call *call, const char *instance,
                            const struct cas_digest *dg, bool executing);
 void observe_action_started(struct casboxd *d, const char *instance, const struct cas_digest *dg);
+/* exec_run began a step (input fetch, execution, output upload). */
+void observe_action_step(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                         enum exec_step step);
 void observe_action_result(struct casboxd *d, const char *instance, const struct action *act,
                            const struct exec_times *t, const struct exec_outcome *o);
 /* response: the ExecuteResponse the watchers got (NULL: none), kept in the

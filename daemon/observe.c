@@ -41,7 +41,7 @@ struct observe {
         *cas_corrupt, *cas_transfer_blobs, *cas_transfer_bytes, *find_missing_asked,
         *find_missing_missing, *ac_lookups, *actions, *queue_length, *running, *queue_wait,
         *stage_seconds, *sandbox_setup, *fuse_files, *fuse_bytes, *fuse_requests, *fleet_workers,
-        *fleet_losses, *fleet_requeues, *input_bytes, *output_bytes;
+        *fleet_losses, *fleet_requeues, *input_bytes, *output_bytes, *by_stage;
 };
 
 static void observe_register(struct observe *o)
@@ -95,6 +95,11 @@ static void observe_register(struct observe *o)
                                         "Role scheduler: actions put back in the queue after "
                                         "their worker was lost.",
                                         NULL);
+    o->by_stage =
+        metrics_gauge(m, "casbox_execution_actions_by_stage",
+                      "Actions queued or running now, by stage: queued, executing (taken, "
+                      "step not reported yet), input_fetch, running, output_upload.",
+                      "stage");
     o->queue_wait = metrics_histogram(m, "casbox_execution_queue_wait_seconds",
                                       "Time actions waited for a slot.", NULL, lat, n_lat);
     o->stage_seconds = metrics_histogram(
@@ -125,7 +130,7 @@ static void observe_collect(void *ctx, struct metrics *m)
     struct casboxd *d = ctx;
     struct observe *o = d->obs;
     struct cas_store_stats st;
-    uint64_t queued = 0, running = 0, workers = 0;
+    uint64_t queued = 0, running = 0, workers = 0, stages[WEB_STAGE_COUNT];
 
     (void)m;
     cas_store_get_stats(d->store, &st);
@@ -143,6 +148,9 @@ static void observe_collect(void *ctx, struct metrics *m)
                                 (double)fst.requests[i]);
         metrics_counter_set(o->fuse_bytes, NULL, (double)fst.bytes_read);
     }
+    web_board_count_stages(o->board, stages);
+    for (int i = 0; i < WEB_STAGE_DONE; i++)
+        metrics_gauge_set(o->by_stage, METRICS_LABELS(web_stage_name(i)), (double)stages[i]);
     if (d->exec != NULL) {
         exec_service_counts(d->exec, &queued, &running, &workers);
         metrics_gauge_set(o->queue_length, NULL, (double)queued);
@@ -368,6 +376,17 @@ void observe_action_started(struct casboxd *d, const char *instance, const struc
 {
     if (d->obs != NULL)
         web_board_stage(d->obs->board, instance, dg, WEB_STAGE_EXECUTING);
+}
+
+void observe_action_step(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                         enum exec_step step)
+{
+    static const enum web_stage stages[] = {[EXEC_STEP_INPUT_FETCH] = WEB_STAGE_INPUT_FETCH,
+                                            [EXEC_STEP_EXECUTION] = WEB_STAGE_RUNNING,
+                                            [EXEC_STEP_OUTPUT_UPLOAD] = WEB_STAGE_OUTPUT_UPLOAD};
+
+    if (d->obs != NULL && (unsigned)step < sizeof(stages) / sizeof(stages[0]))
+        web_board_stage(d->obs->board, instance, dg, stages[step]);
 }
 
 static const char *observe_outcome(const struct exec_outcome *o)

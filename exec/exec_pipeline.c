@@ -417,12 +417,19 @@ static int exec_run_collect(const struct exec_env *env, const struct casbox_conf
     return exec_run_reject_outputs(env, scratch, out);
 }
 
+static void exec_note_step(const struct exec_times *times, enum exec_step step)
+{
+    if (times->on_step != NULL)
+        times->on_step(times->on_step_ctx, step);
+}
+
 /* The sandbox run and the verdict. */
 static int exec_run_sandbox(const struct exec_env *env, const struct action_scratch *scratch,
                             struct exec_times *times, struct exec_outcome *out)
 {
     int rc;
 
+    exec_note_step(times, EXEC_STEP_EXECUTION);
     times->execution_start = clock_real_us();
     rc = sandbox_spawner_run(env->spawner, &out->spec, &out->sandbox);
     times->execution_end = clock_real_us();
@@ -509,6 +516,7 @@ int exec_run(const struct exec_env *env, const struct casbox_config *cfg, const 
                          "out of memory pinning the inputs");
         return rc;
     }
+    exec_note_step(times, EXEC_STEP_INPUT_FETCH);
     times->input_fetch_start = clock_real_us();
     rc = exec_run_stage(env, act, l, out);
     if (rc == 0) {
@@ -520,6 +528,7 @@ int exec_run(const struct exec_env *env, const struct casbox_config *cfg, const 
     rc = exec_run_sandbox(env, &l->scratch, times, out);
     if (rc != 0)
         goto out;
+    exec_note_step(times, EXEC_STEP_OUTPUT_UPLOAD);
     times->output_upload_start = clock_real_us();
     rc = exec_run_collect(env, cfg, act, &l->scratch, out);
     times->output_upload_end = clock_real_us();

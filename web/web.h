@@ -44,7 +44,21 @@ struct web_action_times {
     uint64_t worker_end;
 };
 
-enum web_stage { WEB_STAGE_QUEUED, WEB_STAGE_EXECUTING, WEB_STAGE_DONE };
+/* EXECUTING: taken by a slot or a worker, its step not (yet) reported;
+ * then INPUT_FETCH (staging the input tree), RUNNING (the command in its
+ * sandbox), OUTPUT_UPLOAD (collecting and storing outputs). */
+enum web_stage {
+    WEB_STAGE_QUEUED,
+    WEB_STAGE_EXECUTING,
+    WEB_STAGE_INPUT_FETCH,
+    WEB_STAGE_RUNNING,
+    WEB_STAGE_OUTPUT_UPLOAD,
+    WEB_STAGE_DONE,
+    WEB_STAGE_COUNT
+};
+
+/* "queued", "executing", "input_fetch", "running", "output_upload", "done". */
+const char *web_stage_name(enum web_stage s);
 
 /* One action as the pages show it. Strings are copied in, truncated. */
 struct web_action {
@@ -70,8 +84,12 @@ void web_board_free(struct web_board *b);
 /* An action was queued; (instance, digest) is unique among running ones
  * (identical Executes share one). -ENOMEM. */
 int web_board_begin(struct web_board *b, const struct web_action *a);
+/* The running entry moves to stage; the times of the stage it leaves and
+ * the one it enters are stamped now (the overview's elapsed per stage). */
 void web_board_stage(struct web_board *b, const char *instance, const struct cas_digest *d,
                      enum web_stage stage);
+/* Running entries by stage, for a gauge: counts[WEB_STAGE_COUNT]. */
+void web_board_count_stages(struct web_board *b, uint64_t *counts);
 /* Sets what is known once the run is over (outcome, exit code, worker,
  * times) on the running entry. */
 void web_board_result(struct web_board *b, const struct web_action *a);

@@ -439,6 +439,13 @@ def check_overview_running(ctx):
                 eh.stage(o) == "EXECUTING" for o in ops):
             time.sleep(0.1)
         need(any(eh.stage(o) == "EXECUTING" for o in ops), "the action never reached EXECUTING")
+        # The pipeline reports its step: the sleep is in stage running.
+        while time.time() < deadline and value(
+                metrics(ctx), "casbox_execution_actions_by_stage", stage="running") < 1:
+            time.sleep(0.1)
+        fams = metrics(ctx)
+        need(value(fams, "casbox_execution_actions_by_stage", stage="running") == 1,
+             "casbox_execution_actions_by_stage{stage=\"running\"} never reached 1")
         dom = chromium(ctx, "/", screenshot="overview.png")
         m = re.search(r'<table id="running">(.*?)</table>', dom, re.S)
         need(m, "the overview has no running table while %s runs:\n%s", hexsize(ad), dom[:2000])
@@ -447,7 +454,13 @@ def check_overview_running(ctx):
         need("CppCompile&lt;x&gt;" in row, "running table lacks the escaped mnemonic:\n%s", row)
         need("CppCompile<x>" not in row, "the mnemonic was not escaped")
         need("//web:running_target" in row, "running table lacks the target")
-        need("executing" in row, "running row lacks the stage 'executing':\n%s", row)
+        need('data-stage="running">running<' in row, "running row lacks the stage 'running':\n%s",
+             row)
+        need(re.search(r'class="span-queued">queued [0-9.]+ (?:µs|ms|s|min)', row) and
+             re.search(r'class="span-inputs">inputs [0-9.]+ (?:µs|ms|s|min)', row) and
+             re.search(r'class="span-running">running [0-9.]+ (?:µs|ms|s|min)', row) and
+             "span-outputs" not in row,
+             "running row lacks the elapsed time of each stage reached so far:\n%s", row)
         need(re.search(r'id="chart-hit-rate"', dom) and re.search(r'id="chart-throughput"', dom),
              "the overview lacks its charts")
     finally:
