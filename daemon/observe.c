@@ -41,8 +41,54 @@ struct observe {
         *cas_corrupt, *cas_transfer_blobs, *cas_transfer_bytes, *find_missing_asked,
         *find_missing_missing, *ac_lookups, *actions, *queue_length, *running, *queue_wait,
         *stage_seconds, *sandbox_setup, *fuse_files, *fuse_bytes, *fuse_requests, *fleet_workers,
-        *fleet_losses, *fleet_requeues, *input_bytes, *output_bytes, *by_stage;
+        *fleet_losses, *fleet_requeues, *input_bytes, *output_bytes, *by_stage, *remote_fetches,
+        *remote_fetched_bytes, *remote_fetch_failures, *remote_rejected, *remote_pushed_blobs,
+        *remote_pushed_bytes, *remote_find_missing;
 };
+
+/* [cas] remote: what remote/ counts, read at scrape time (zero without a
+ * remote). */
+static void observe_register_remote(struct observe *o)
+{
+    struct metrics *m = o->metrics;
+
+    o->remote_fetches = metrics_counter(m, "casbox_cas_remote_fetches_total",
+                                        "[cas] remote: blobs fetched from the remote CAS into the "
+                                        "local one (read-through), verified.",
+                                        NULL);
+    o->remote_fetched_bytes = metrics_counter(m, "casbox_cas_remote_fetched_bytes_total",
+                                              "[cas] remote: bytes of the blobs fetched.", NULL);
+    o->remote_fetch_failures = metrics_counter(
+        m, "casbox_cas_remote_fetch_failures_total",
+        "[cas] remote: fetches that failed (not found, unreachable, wrong bytes).", NULL);
+    o->remote_rejected = metrics_counter(m, "casbox_cas_remote_rejected_blobs_total",
+                                         "[cas] remote: fetched bytes that did not match their "
+                                         "digest (not stored).",
+                                         NULL);
+    o->remote_pushed_blobs =
+        metrics_counter(m, "casbox_cas_remote_pushed_blobs_total",
+                        "[cas] remote: blobs written through to the remote.", NULL);
+    o->remote_pushed_bytes =
+        metrics_counter(m, "casbox_cas_remote_pushed_bytes_total",
+                        "[cas] remote: bytes written through to the remote.", NULL);
+    o->remote_find_missing =
+        metrics_counter(m, "casbox_cas_remote_find_missing_calls_total",
+                        "[cas] remote: FindMissingBlobs calls to the remote.", NULL);
+}
+
+static void observe_collect_remote(struct observe *o, struct remote *r)
+{
+    struct remote_stats rs;
+
+    remote_get_stats(r, &rs);
+    metrics_counter_set(o->remote_fetches, NULL, (double)rs.fetched_blobs);
+    metrics_counter_set(o->remote_fetched_bytes, NULL, (double)rs.fetched_bytes);
+    metrics_counter_set(o->remote_fetch_failures, NULL, (double)rs.fetch_failures);
+    metrics_counter_set(o->remote_rejected, NULL, (double)rs.rejected_blobs);
+    metrics_counter_set(o->remote_pushed_blobs, NULL, (double)rs.pushed_blobs);
+    metrics_counter_set(o->remote_pushed_bytes, NULL, (double)rs.pushed_bytes);
+    metrics_counter_set(o->remote_find_missing, NULL, (double)rs.find_missing_calls);
+}
 
 static void observe_register(struct observe *o)
 {
@@ -67,6 +113,7 @@ static void observe_register(struct observe *o)
     o->cas_transfer_bytes = metrics_counter(
         m, "casbox_cas_transfer_bytes_total",
         "Blob bytes written by clients or read by them, by direction and API.", "direction,api");
+    observe_register_remote(o);
     o->find_missing_asked = metrics_counter(m, "casbox_cas_find_missing_digests_total",
                                             "Digests asked about in FindMissingBlobs.", NULL);
     o->find_missing_missing =
@@ -148,6 +195,8 @@ static void observe_collect(void *ctx, struct metrics *m)
                                 (double)fst.requests[i]);
         metrics_counter_set(o->fuse_bytes, NULL, (double)fst.bytes_read);
     }
+    if (d->remote != NULL)
+        observe_collect_remote(o, d->remote);
     web_board_count_stages(o->board, stages);
     for (int i = 0; i < WEB_STAGE_DONE; i++)
         metrics_gauge_set(o->by_stage, METRICS_LABELS(web_stage_name(i)), (double)stages[i]);
