@@ -535,6 +535,7 @@ static int store_new(const struct cas_store_options *opt, struct cas_store **out
         s->headroom_bytes = opt->disk_headroom_bytes;
         s->headroom_percent = opt->disk_headroom_percent;
         s->fsync_mode = opt->fsync;
+        s->max_blob_percent = opt->max_blob_percent;
     }
     atomic_init(&s->space_checked_us, 0);
     atomic_init(&s->name_counter, 0);
@@ -694,7 +695,9 @@ void cas_store_get_stats(struct cas_store *s, struct cas_store_stats *out)
     out->corrupt_blobs = s->corrupt_blobs;
     out->limit_bytes = s->max_bytes;
     out->space_evicted_blobs = s->space_evicted_blobs;
+    out->refused_blobs = s->refused_blobs;
     pthread_mutex_unlock(&s->index_lock);
+    out->max_blob_bytes = cas_store_max_blob_bytes(s);
 }
 
 /* --- the empty blob --- */
@@ -1129,6 +1132,9 @@ int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas
     }
     cas_blob_relpath(d, rel);
     store_space_refresh(s, false);
+    ret = store_space_blob_fits(s, (uint64_t)d->size);
+    if (ret < 0)
+        goto out;
     pthread_mutex_lock(&s->name_lock);
     if (store_has_verified(s, d)) {
         /* Already there and known good: keep it, drop ours. */
@@ -1241,6 +1247,9 @@ int cas_store_commit_moved(struct cas_store *s, int dir_fd, const char *name,
 
     if (cas_digest_is_empty(d))
         return -EAGAIN;
+    ret = store_space_blob_fits(s, (uint64_t)d->size);
+    if (ret < 0)
+        return ret;
     cas_blob_relpath(d, rel);
     pthread_mutex_lock(&s->name_lock);
     if (store_has_verified(s, d)) {

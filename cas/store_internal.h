@@ -53,6 +53,10 @@ struct cas_store {
     uint64_t headroom_percent;
     uint64_t logged_limit;
     uint64_t space_evicted_blobs;
+    uint64_t space_last_limit; /* the limit the last refresh computed (0: none yet) */
+    uint64_t max_blob_percent;
+    uint64_t space_capacity; /* min(configured, filesystem size - headroom); 0: unknown */
+    uint64_t refused_blobs;
     atomic_uint_fast64_t space_checked_us;
     enum cas_fsync_mode fsync_mode;
 
@@ -126,6 +130,9 @@ int store_evict_unlink(struct cas_store *s, struct store_entry *victims);
 void store_space_refresh(struct cas_store *s, bool force);
 /* -ENOSPC or -EDQUOT. */
 bool store_space_is_full(int err);
+/* -EFBIG (counted) when a blob of size bytes is over max_blob_percent of the
+ * limit; takes index_lock. */
+int store_space_blob_fits(struct cas_store *s, uint64_t size);
 /* After an ENOSPC: evicts unpinned least recently used blobs so that `need`
  * bytes plus the headroom are free. 0: retry once; -ENOSPC: nothing to
  * evict, or need exceeds what the filesystem could ever give. */

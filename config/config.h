@@ -54,6 +54,7 @@ struct casbox_config {
     /* free space kept on the store's filesystem: the smaller of bytes and percent */
     uint64_t cas_disk_headroom;
     uint64_t cas_disk_headroom_percent;
+    uint64_t cas_max_blob_percent;
     /* none | data | full (cas.h, cas_fsync_mode_parse) */
     char cas_fsync[8];
     /* seconds start-up waits for a dying predecessor's store lock */
@@ -70,8 +71,8 @@ struct casbox_config {
 
     /* [execution] */
     bool exec_enabled;
-    uint64_t exec_slots;           /* actions running at once; 0 = number of CPUs */
-    uint64_t exec_queue_length;    /* actions waiting for a slot */
+    uint64_t exec_slots;        /* actions running at once; 0 = number of CPUs */
+    uint64_t exec_queue_length; /* actions waiting for a slot */
     /* input subtrees remembered as checked complete; 0 = off */
     uint64_t exec_tree_cache_entries;
     uint64_t exec_default_timeout; /* seconds, when the Action has none */

@@ -43,7 +43,7 @@ struct observe {
         *stage_seconds, *sandbox_setup, *fuse_files, *fuse_bytes, *fuse_requests, *fleet_workers,
         *fleet_losses, *fleet_requeues, *input_bytes, *output_bytes, *by_stage, *remote_fetches,
         *remote_fetched_bytes, *remote_fetch_failures, *remote_rejected, *remote_pushed_blobs,
-        *remote_pushed_bytes, *remote_find_missing;
+        *remote_pushed_bytes, *remote_find_missing, *cas_refused, *cas_limit;
 };
 
 /* [cas] remote: what remote/ counts, read at scrape time (zero without a
@@ -105,6 +105,14 @@ static void observe_register(struct observe *o)
     o->cas_evicted_bytes =
         metrics_counter(m, "casbox_cas_evicted_bytes_total",
                         "Bytes evicted to keep the CAS under [cas] max_bytes.", NULL);
+    o->cas_refused = metrics_counter(m, "casbox_cas_refused_blobs_total",
+                                     "Blobs refused as larger than [cas] max_blob_percent of the "
+                                     "CAS (uploads and action outputs).",
+                                     NULL);
+    o->cas_limit = metrics_gauge(m, "casbox_cas_limit_bytes",
+                                 "The limit the CAS evicts against: the smaller of [cas] "
+                                 "max_bytes and what its filesystem can hold.",
+                                 NULL);
     o->cas_corrupt = metrics_counter(m, "casbox_cas_verification_failures_total",
                                      "Blobs found not to match their digest (and removed).", NULL);
     o->cas_transfer_blobs = metrics_counter(
@@ -186,6 +194,8 @@ static void observe_collect(void *ctx, struct metrics *m)
     metrics_counter_set(o->cas_evicted_blobs, NULL, (double)st.evicted_blobs);
     metrics_counter_set(o->cas_evicted_bytes, NULL, (double)st.evicted_bytes);
     metrics_counter_set(o->cas_corrupt, NULL, (double)st.corrupt_blobs);
+    metrics_counter_set(o->cas_refused, NULL, (double)st.refused_blobs);
+    metrics_gauge_set(o->cas_limit, NULL, (double)st.limit_bytes);
     if (d->fs != NULL) {
         struct casfs_stats fst;
 

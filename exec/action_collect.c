@@ -189,6 +189,15 @@ int action_collect_flush(struct action_collect *c)
             digest = *cas_digest_empty();
             rc = 0;
         }
+        if (rc == -EFBIG) {
+            /* Larger than the store takes ([cas] max_blob_percent): storing
+             * it would evict most of the cache. */
+            reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                             "output '%s' is larger than the largest blob the CAS takes (%" PRIu64
+                             " bytes: [cas] max_blob_percent of its size)",
+                             d->path, cas_store_max_blob_bytes(c->cas));
+            goto out;
+        }
         if (rc != 0) {
             /* A full disk after the store evicted what it could: the
              * client may retry later, the action is not at fault. */
