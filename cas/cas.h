@@ -82,6 +82,10 @@ struct cas_store_options {
      * instead of evicting most of the cache to make room for it; 0 or 100:
      * no bound but the limit itself. */
     uint64_t max_blob_percent;
+    /* Index the blobs already on disk on a thread of its own, answering
+     * meanwhile (a blob not indexed yet is looked up on disk), instead of
+     * before cas_store_open returns. */
+    bool scan_in_background;
     /* How long cas_store_open waits for a dying predecessor's lock before
      * -EBUSY (0: not at all). */
     uint64_t lock_wait_ms;

@@ -105,6 +105,15 @@ def upload(c, data, bytestream):
         return d, -1, str(e)
 
 
+def start_write(c, digest):
+    """(code, message) of a ByteStream.Write of digest's first MiB: 0 when taken."""
+    try:
+        c.bs_write(c.write_name(digest), b"\0" * MiB, finish=False)
+        return 0, ""
+    except grpc.RpcError as e:
+        return e.code(), e.details() or ""
+
+
 def audit(ck, c, state, digests, kind):
     present = [d for d in digests if d.hash not in
                {m.hash for m in c.find_missing(digests)}]
@@ -158,12 +167,7 @@ def run_on(kind, tmp, ck):
            "%d missing" % len(missing))
 
         t0 = time.time()
-        big = rc.re_pb2.Digest(hash="ab" * 32, size_bytes=100 * MiB)
-        try:
-            c.bs_write(c.write_name(big), b"\0" * MiB, finish=False)
-            code, msg = 0, ""
-        except grpc.RpcError as e:
-            code, msg = e.code(), e.details() or ""
+        code, msg = start_write(c, rc.re_pb2.Digest(hash="ab" * 32, size_bytes=100 * MiB))
         ck("%s: a 100 MiB upload is RESOURCE_EXHAUSTED naming the filesystem, at once" % kind,
            code == grpc.StatusCode.RESOURCE_EXHAUSTED and kind in msg and time.time() - t0 < 10,
            "got %s %r" % (code, msg))
@@ -272,12 +276,7 @@ def blob_bound(tmp, ck):
            (resp.status.code != 0 or resp.result.exit_code != 0) and
            "max_blob_percent" in text and not resp.result.output_files,
            "status %s exit %d %r" % (rc.code_name(resp.status.code), resp.result.exit_code, text))
-        big = rc.re_pb2.Digest(hash="cd" * 32, size_bytes=10 * MiB)
-        try:
-            c.bs_write(c.write_name(big), b"\0" * MiB, finish=False)
-            code, msg = 0, ""
-        except grpc.RpcError as e:
-            code, msg = e.code(), e.details() or ""
+        code, msg = start_write(c, rc.re_pb2.Digest(hash="cd" * 32, size_bytes=10 * MiB))
         ck("bound: ... and so does a 10 MiB upload, RESOURCE_EXHAUSTED",
            code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_blob_percent" in msg,
            "got %s %r" % (code, msg))
