@@ -31,6 +31,7 @@ struct casboxd {
     pthread_mutex_t cfg_lock;
     struct cas_store *store;
     struct rpc_server *rpc;
+    struct rpc_server *rpc_workers;  /* [scheduler] worker_listen; NULL: workers use rpc */
     struct sandbox_spawner *spawner; /* NULL when execution is off */
     struct bytestream_uploads *uploads;
     struct exec_service *exec;   /* NULL when execution is off */

@@ -307,7 +307,8 @@ int fleet_scheduler_start(struct exec_service *svc)
     svc->reaper_started = true;
     LOG_I("fleet: scheduler role: workers Synchronize on %s (worker_timeout %" PRIu64
           " s, max_retries %" PRIu64 ")",
-          cfg->listen, cfg->sched_worker_timeout, cfg->sched_max_retries);
+          cfg->sched_worker_listen[0] ? cfg->sched_worker_listen : cfg->listen,
+          cfg->sched_worker_timeout, cfg->sched_max_retries);
     return 0;
 }
 

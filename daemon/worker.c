@@ -246,6 +246,7 @@ static int worker_sync(struct worker_slot *slot, CurrentState *cur, bool prefer_
     req.worker_id = ids;
     req.instance_name_prefix = fw->d->cfg.worker_instance_prefix;
     req.platform = &fw->platform;
+    req.size_class = (uint32_t)fw->d->cfg.worker_size_class;
     req.current_state = cur;
     req.prefer_being_idle = prefer_idle;
     return rpc_client_unary(fw->scheduler, RPC_CLIENT_SYNCHRONIZE, &req.base,
