@@ -771,6 +771,24 @@ void sched_counts_get(const struct sched *s, struct sched_counts *out)
     }
 }
 
+size_t sched_workers_get(const struct sched *s, struct sched_worker_info *out, size_t max)
+{
+    size_t n = 0;
+
+    for (const struct sched_worker *w = s->workers; w != NULL && n < max; w = w->next, n++) {
+        struct sched_worker_info *i = &out[n];
+
+        snprintf(i->id, sizeof(i->id), "%s", w->id);
+        snprintf(i->action, sizeof(i->action), "%s", w->task ? w->task->key : "");
+        sched_platform_format(&w->platform, i->platform, sizeof(i->platform));
+        i->size_class = w->size_class;
+        i->draining = w->prefer_idle || sched_drained(s, w->id);
+        i->since_ms = w->since_ms;
+        i->runs = w->runs;
+    }
+    return n;
+}
+
 void sched_status_print(const struct sched *s, uint64_t now_ms, FILE *out)
 {
     struct sched_counts c;

@@ -162,6 +162,18 @@ struct sched_counts {
     struct sched_queue_count queues[SCHED_MAX_QUEUE_COUNTS];
 };
 void sched_counts_get(const struct sched *s, struct sched_counts *out);
+
+/* The worker slots for a page: copies of at most max of them; returns how
+ * many were copied. */
+struct sched_worker_info {
+    char id[128];
+    char action[96]; /* the key of its task, "" when idle */
+    char platform[96];
+    uint32_t size_class;
+    bool draining; /* drained or prefer_being_idle */
+    uint64_t since_ms, runs;
+};
+size_t sched_workers_get(const struct sched *s, struct sched_worker_info *out, size_t max);
 /* A human-readable status: queues, workers, drains. */
 void sched_status_print(const struct sched *s, uint64_t now_ms, FILE *out);
 

@@ -81,6 +81,9 @@ void web_board_finish(struct web_board *b, const char *instance, const struct ca
 void web_board_note_cache(struct web_board *b, bool hit);
 /* The newest finished entry for digest (any instance); -ENOENT. */
 int web_board_find(struct web_board *b, const struct cas_digest *d, struct web_action *out);
+/* Names the worker running the entry (a fleet scheduler hands it out). */
+void web_board_worker(struct web_board *b, const char *instance, const struct cas_digest *d,
+                      const char *worker);
 
 /* --- the HTTP server (server.c) --- */
 
