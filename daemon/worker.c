@@ -185,6 +185,8 @@ static void *worker_runner_main(void *arg)
     snprintf(cfg.worker_name, sizeof(cfg.worker_name), "%s", run->slot_name);
     cas_digest_hex(&run->digest, hex);
     LOG_I("worker %s: running action %s/%" PRId64, run->slot_name, hex, run->digest.size);
+    /* [http] listen: this worker's own pages and /metrics show its runs */
+    observe_action_queued(fw->d, NULL, run->instance, &run->digest, true);
     if (execution_action_load(fw->d, run->instance, &run->digest, &act, &st) != 0) {
         LOG_I("worker %s: action %s/%" PRId64 ": %s", run->slot_name, hex, run->digest.size,
               st.message);
@@ -193,6 +195,7 @@ static void *worker_runner_main(void *arg)
     }
     worker_run_stage(run, WORKER_RUNNING); /* inputs are staged lazily: fetched as read */
     exec_run_cancellable(&fw->d->env, &cfg, act, false, &run->cancel, &times, &o);
+    observe_action_result(fw->d, run->instance, act, &times, &o);
     if (sandbox_cancel_fired(&run->cancel)) {
         /* nobody wants the result: store nothing, report nothing */
         LOG_I("worker %s: action %s/%" PRId64 " killed: the scheduler gave it up", run->slot_name,
@@ -214,6 +217,7 @@ static void *worker_runner_main(void *arg)
         run->response_len = 0;
     }
 out:
+    observe_action_finished(fw->d, run->instance, &run->digest, run->response, run->response_len);
     exec_cleaner_put(fw->cleaner, o.left);
     exec_outcome_free(&o);
     if (act != NULL)
