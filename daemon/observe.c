@@ -288,6 +288,36 @@ out:
     return rc;
 }
 
+/* The overview's worker table on a scheduler (web_options.fleet_workers). */
+static size_t observe_fleet_workers(void *ctx, struct web_worker_row *rows, size_t max)
+{
+    struct casboxd *d = ctx;
+    struct sched_worker_info *info = calloc(max ? max : 1, sizeof(*info));
+    uint64_t now_ms = clock_mono_us() / 1000, now_us = clock_real_us();
+    size_t n;
+
+    if (info == NULL)
+        return 0;
+    n = fleet_scheduler_workers(d->exec, info, max);
+    for (size_t i = 0; i < n; i++) {
+        struct web_worker_row *r = &rows[i];
+        uint64_t ago_us = now_ms > info[i].since_ms ? (now_ms - info[i].since_ms) * 1000 : 0;
+
+        snprintf(r->id, sizeof(r->id), "%s", info[i].id);
+        snprintf(r->state, sizeof(r->state), "%s",
+                 info[i].draining    ? "draining"
+                 : info[i].action[0] ? "busy"
+                                     : "idle");
+        snprintf(r->action, sizeof(r->action), "%s", info[i].action);
+        snprintf(r->platform, sizeof(r->platform), "%s", info[i].platform);
+        r->size_class = info[i].size_class;
+        r->since_us = now_us > ago_us ? now_us - ago_us : 0;
+        r->runs = info[i].runs;
+    }
+    free(info);
+    return n;
+}
+
 int observe_serve(struct casboxd *d)
 {
     struct observe *o = d->obs;
@@ -310,6 +340,10 @@ int observe_serve(struct casboxd *d)
     w.store = d->store;
     w.metrics = o->metrics;
     w.board = o->board;
+    if (d->exec != NULL && strcmp(d->cfg.role, "scheduler") == 0) {
+        w.fleet_workers = observe_fleet_workers;
+        w.fleet_workers_ctx = d;
+    }
     w.authorize = observe_authorize;
     w.authorize_ctx = d;
     rc = web_server_start(&w, &o->web);

@@ -154,7 +154,7 @@ def _join(ctx):
 
 
 @checks("busy: /metrics show the slot busy and the action executing in its queue, the board "
-        "names the worker; the client leaves: killed on the worker after orphan_timeout")
+        "names the worker and its table the slot; the client leaves: killed on the worker after orphan_timeout")
 def _orphan(ctx):
     ad, cmdline = sleep_action(ctx, 60)
     s = eh.Stream(ctx.c, ad, timeout=300)
@@ -168,6 +168,10 @@ def _orphan(ctx):
     page = http_text(ctx.http_port, "/")
     need(rc.dstr(ad).split("/")[0][:12] in page and "live/0" in page,
          "the scheduler's overview does not show the running action on live/0")
+    table = page.split('id="workers"', 1)[-1].split("</table>", 1)[0]
+    need("hostname=live,slot=0" in table and ">busy<" in table and rc.dstr(ad) in table,
+         "the overview's workers table does not show live's slot busy with the action: %s",
+         table[:600])
     s.cancel()
     # a stream notices its client left at its next keep-alive (30 s), then
     # orphan_timeout (2 s), then the worker's next report (2 s)
