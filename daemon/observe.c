@@ -326,7 +326,11 @@ int observe_serve(struct casboxd *d)
 
     if (o == NULL || d->cfg.http_listen[0] == '\0')
         return 0;
-    snprintf(o->grpc_url, sizeof(o->grpc_url), "grpc://%s", d->cfg.listen);
+    /* the casbox-replay line's CAS: a worker's blobs are in the fleet's */
+    if (strcmp(d->cfg.role, "worker") == 0)
+        snprintf(o->grpc_url, sizeof(o->grpc_url), "%s", d->cfg.cas_remote);
+    else
+        snprintf(o->grpc_url, sizeof(o->grpc_url), "grpc://%s", d->cfg.listen);
     memset(&w, 0, sizeof(w));
     w.listen = d->cfg.http_listen;
     w.max_connections = d->cfg.http_max_connections;
