@@ -405,7 +405,10 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
             LOG_I("worker %s: the scheduler no longer wants this action (cancelled or given "
                   "elsewhere): killing it",
                   slot->name);
-            sandbox_cancel_fire(&run.cancel);
+            int frc = sandbox_cancel_fire(&run.cancel);
+
+            if (frc != 0) /* cannot happen with a live eventfd; the action then runs out */
+                LOG_ERRNO_E(frc, "worker %s: cannot cancel the action", slot->name);
             *next = r;
             break;
         }
