@@ -36,7 +36,9 @@ struct casbox_config {
     char log_level[16];
     uint64_t rpc_threads;        /* threads serving short calls */
     uint64_t stream_threads;     /* threads serving long streams (Execute, WaitExecution) */
-    uint64_t transfer_threads;   /* threads serving ByteStream Read/Write */
+    uint64_t transfer_threads;   /* threads for the blocking steps of ByteStream, FetchBlob */
+    uint64_t event_threads;      /* threads driving event-driven streams */
+    uint64_t max_async_calls;    /* event-driven streams open at once */
     uint64_t max_inflight_calls; /* accepted calls waiting for a thread, per pool */
     uint64_t max_message_bytes;  /* largest gRPC message received or sent */
     uint64_t max_batch_bytes;    /* max_batch_total_size_bytes advertised and enforced */
@@ -70,8 +72,8 @@ struct casbox_config {
 
     /* [execution] */
     bool exec_enabled;
-    uint64_t exec_slots;           /* actions running at once; 0 = number of CPUs */
-    uint64_t exec_queue_length;    /* actions waiting for a slot */
+    uint64_t exec_slots;        /* actions running at once; 0 = number of CPUs */
+    uint64_t exec_queue_length; /* actions waiting for a slot */
     /* input subtrees remembered as checked complete; 0 = off */
     uint64_t exec_tree_cache_entries;
     uint64_t exec_default_timeout; /* seconds, when the Action has none */
