@@ -734,6 +734,11 @@ void rpc_server_stop(struct rpc_server *srv)
     srv->shutting_down = true;
     grpc_server_shutdown_and_notify(srv->server, srv->notify_cq, &srv->shutdown_tag);
     grpc_server_cancel_all_calls(srv->server);
+    /* A parked event-driven call has no batch to fail: wake it (its step
+     * then fails on the cancelled call), so that grpc's shutdown, which
+     * waits for every call, can end. */
+    if (srv->async.initialized)
+        rpc_timers_expedite(&srv->async.timers);
     if (srv->dispatcher_started) {
         pthread_join(srv->dispatcher, NULL);
     } else {
