@@ -77,10 +77,10 @@ struct cas_store_options {
     uint64_t disk_headroom_bytes;
     uint64_t disk_headroom_percent;
     enum cas_fsync_mode fsync;
-    /* A blob larger than this percentage of the store's capacity,
-     * min(max_bytes, filesystem size - headroom), is refused (-EFBIG)
-     * instead of evicting most of the cache to make room for it; 0 or 100:
-     * no bound but the limit itself. */
+    /* An action output larger than this percentage of the store's
+     * capacity, min(max_bytes, filesystem size - headroom), is refused by
+     * cas_store_blob_fits instead of evicting most of the cache to make
+     * room for it; 0 or 100: no bound but the limit itself. */
     uint64_t max_blob_percent;
     /* Index the blobs already on disk on a thread of its own, answering
      * meanwhile (a blob not indexed yet is looked up on disk), instead of
@@ -141,9 +141,12 @@ int cas_store_space_describe(struct cas_store *s, uint64_t need, char *buf, size
  * 0: try again once; -ENOSPC: nothing could be freed. */
 int cas_store_make_room(struct cas_store *s, uint64_t need);
 /* -ENOSPC when a blob of size bytes could not fit on the store's filesystem
- * even with every blob evicted, -EFBIG when it is larger than
- * max_blob_percent of the limit: refuse it before writing anything. */
+ * even with every blob evicted: refuse it before writing anything. */
 int cas_store_space_check(struct cas_store *s, uint64_t size);
+/* An action output of size bytes may be stored: -EFBIG (counted in
+ * refused_blobs) when it is larger than max_blob_percent of the store's
+ * capacity, so that storing it would evict most of the cache. */
+int cas_store_blob_fits(struct cas_store *s, uint64_t size);
 /* The largest blob the store takes (max_blob_percent of its capacity;
  * UINT64_MAX: no bound), for messages. */
 uint64_t cas_store_max_blob_bytes(struct cas_store *s);
@@ -356,7 +359,7 @@ struct cas_store_stats {
     uint64_t limit_bytes;         /* the effective limit (store_space.c) */
     uint64_t space_evicted_blobs; /* of evicted_blobs, those evicted after an ENOSPC */
     uint64_t max_blob_bytes;      /* the largest blob taken now (UINT64_MAX: no bound) */
-    uint64_t refused_blobs;       /* refused as larger than max_blob_bytes */
+    uint64_t refused_blobs;       /* outputs refused as larger than max_blob_bytes */
 };
 void cas_store_get_stats(struct cas_store *s, struct cas_store_stats *out);
 

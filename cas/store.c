@@ -1258,9 +1258,6 @@ int cas_store_commit(struct cas_store *s, const char *tmp_path, const struct cas
     }
     cas_blob_relpath(d, rel);
     store_space_refresh(s, false);
-    ret = store_space_blob_fits(s, (uint64_t)d->size);
-    if (ret < 0)
-        goto out;
     pthread_mutex_lock(&s->name_lock);
     if (store_has_verified(s, d)) {
         /* Already there and known good: keep it, drop ours. */
@@ -1373,9 +1370,6 @@ int cas_store_commit_moved(struct cas_store *s, int dir_fd, const char *name,
 
     if (cas_digest_is_empty(d))
         return -EAGAIN;
-    ret = store_space_blob_fits(s, (uint64_t)d->size);
-    if (ret < 0)
-        return ret;
     cas_blob_relpath(d, rel);
     pthread_mutex_lock(&s->name_lock);
     if (store_has_verified(s, d)) {

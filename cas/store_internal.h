@@ -142,9 +142,6 @@ bool store_space_is_full(int err);
 /* With index_lock held: the entry for hash, or NULL. While the start-up
  * scan runs, a blob file not indexed yet is indexed (unverified) here. */
 struct store_entry *store_find(struct cas_store *s, const uint8_t hash[CAS_HASH_BYTES]);
-/* -EFBIG (counted) when a blob of size bytes is over max_blob_percent of the
- * limit; takes index_lock. */
-int store_space_blob_fits(struct cas_store *s, uint64_t size);
 /* After an ENOSPC: evicts unpinned least recently used blobs so that `need`
  * bytes plus the headroom are free. 0: retry once; -ENOSPC: nothing to
  * evict, or need exceeds what the filesystem could ever give. */

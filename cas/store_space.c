@@ -47,9 +47,11 @@
  * disk for a moment) does not make the store evict down to it; a shrink
  * that lasts two refreshes does. ENOSPC meanwhile is store_space_reclaim's.
  *
- * One huge blob must not evict the rest of the cache: one larger than
- * max_blob_percent of the store's capacity, min(configured max_bytes,
- * filesystem size - headroom), is refused (-EFBIG) before it is committed.
+ * One huge action output must not evict the rest of the cache: exec/ asks
+ * cas_store_blob_fits before it stores one, which refuses (-EFBIG) a blob
+ * larger than max_blob_percent of the store's capacity, min(configured
+ * max_bytes, filesystem size - headroom). Uploads and fetches from a remote
+ * are not bounded so: a client or an action needs those blobs stored.
  * (Not of the effective limit: that counts other files on the disk, an
  * action's scratch dir with the very output being stored among them, and it
  * is in blob bytes, which a store of tiny blobs makes far smaller than the
@@ -298,7 +300,7 @@ uint64_t cas_store_max_blob_bytes(struct cas_store *s)
     return (uint64_t)((long double)limit * (long double)s->max_blob_percent / 100.0L);
 }
 
-int store_space_blob_fits(struct cas_store *s, uint64_t size)
+int cas_store_blob_fits(struct cas_store *s, uint64_t size)
 {
     if (size <= cas_store_max_blob_bytes(s))
         return 0;
@@ -322,7 +324,7 @@ int cas_store_space_check(struct cas_store *s, uint64_t size)
 {
     struct space_fs fs = {0};
 
-    if (space_statvfs(s, &fs) == 0 && size > fs.total - space_headroom(s, &fs))
-        return -ENOSPC;
-    return store_space_blob_fits(s, size); /* else the writes will tell */
+    if (space_statvfs(s, &fs) < 0)
+        return 0; /* the writes will tell */
+    return size > fs.total - space_headroom(s, &fs) ? -ENOSPC : 0;
 }

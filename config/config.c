@@ -103,8 +103,8 @@ static const struct config_key config_keys[] = {
     SIZE("cas", "disk_headroom_percent", cas_disk_headroom_percent, 0, 90,
          "free space kept on the state dir's filesystem, in percent of its size"),
     SIZE("cas", "max_blob_percent", cas_max_blob_percent, 1, 100,
-         "a blob (upload or output) over this percent of the CAS size (max_bytes, or the disk "
-         "less headroom) is refused, not let evict the cache; 100: no bound"),
+         "an action output over this percent of the CAS size (max_bytes, or the disk less "
+         "headroom) fails the action instead of evicting the cache; 100: no bound"),
     STR_KEY(
         "cas", "fsync", cas_fsync,
         "what a commit syncs before a blob or action-cache entry is visible: none, data or full"),

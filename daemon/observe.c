@@ -120,8 +120,8 @@ static void observe_register(struct observe *o)
         metrics_counter(m, "casbox_cas_evicted_bytes_total",
                         "Bytes evicted to keep the CAS under [cas] max_bytes.", NULL);
     o->cas_refused = metrics_counter(m, "casbox_cas_refused_blobs_total",
-                                     "Blobs refused as larger than [cas] max_blob_percent of the "
-                                     "CAS (uploads and action outputs).",
+                                     "Action outputs refused as larger than [cas] "
+                                     "max_blob_percent of the CAS.",
                                      NULL);
     o->cas_limit = metrics_gauge(m, "casbox_cas_limit_bytes",
                                  "The limit the CAS evicts against: the smaller of [cas] "

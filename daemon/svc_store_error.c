@@ -3,14 +3,12 @@
  * ByteStream, BatchUpdateBlobs and the ActionCache so that a full disk is
  * answered the same way everywhere: RESOURCE_EXHAUSTED naming the
  * filesystem and the sizes (the store already evicted what it could and
- * retried once, cas/store_space.c), never INTERNAL; so is a blob over
- * [cas] max_blob_percent of the limit (-EFBIG). Any other write error
+ * retried once, cas/store_space.c), never INTERNAL. Any other write error
  * (EIO, EROFS) fails that call only, as INTERNAL with the errno's text.
  */
 #include "casboxd.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,14 +17,6 @@ grpc_status_code svc_store_error(struct casboxd *d, int rc, uint64_t need, char 
     if (rc == -ENOSPC || rc == -EDQUOT) {
         if (cas_store_space_describe(d->store, need, msg, len) != 0)
             snprintf(msg, len, "no space left on the store's filesystem");
-        return GRPC_STATUS_RESOURCE_EXHAUSTED;
-    }
-    if (rc == -EFBIG) {
-        snprintf(msg, len,
-                 "a blob of %" PRIu64 " bytes is more than the largest the CAS takes (%" PRIu64
-                 " bytes: [cas] max_blob_percent of its size); storing it would evict most of "
-                 "the cache",
-                 need, cas_store_max_blob_bytes(d->store));
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     }
     if (rc == -ENOMEM) {

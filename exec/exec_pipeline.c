@@ -247,14 +247,6 @@ static int exec_result_stdio_only(struct cas_store *store, const struct action_s
     rc = exec_store_stdio(store, scratch->stdout_path, &r->stdout_digest);
     if (rc == 0)
         rc = exec_store_stdio(store, scratch->stderr_path, &r->stderr_digest);
-    if (rc == -EFBIG) {
-        reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                         "stdout or stderr is larger than the largest blob the CAS takes (%" PRIu64
-                         " bytes: [cas] max_blob_percent of its size)",
-                         cas_store_max_blob_bytes(store));
-        action_result_free(r);
-        return rc;
-    }
     if (rc != 0) {
         reapi_status_set(st,
                          rc == -ENOSPC || rc == -EDQUOT ? GRPC_STATUS_RESOURCE_EXHAUSTED
@@ -449,12 +441,13 @@ static int exec_run_collect(const struct exec_env *env, const struct casbox_conf
 }
 
 /* Free bytes under which the scratch filesystem counts as filled by the
- * action: the CAS keeps [cas] disk_headroom free (at least 1 MiB), so only
+ * action: the CAS keeps [cas] disk_headroom free (by default 1 GiB or 5%), so only
  * writes that met ENOSPC leave less. */
 #define EXEC_DISK_FULL_BYTES (1024 * 1024)
 
 /* The action filled the filesystem of its scratch dir (the state dir's):
- * its own writes or casbox's stdout/stderr files met ENOSPC, so its outputs
+ * it failed, or casbox's stdout/stderr files met ENOSPC, with less than
+ * EXEC_DISK_FULL_BYTES left, so its writes met ENOSPC and its outputs
  * and stdio may be cut short. That is RESOURCE_EXHAUSTED naming the
  * filesystem, never a success with truncated files (and never cached). */
 static void exec_check_disk(const struct action_scratch *scratch, struct exec_outcome *out)
@@ -462,6 +455,11 @@ static void exec_check_disk(const struct action_scratch *scratch, struct exec_ou
     struct statvfs sv;
     uint64_t avail, total;
 
+    /* A clean run (exit 0, stdio whole) is left alone: on a disk the CAS
+     * filled to the last block ([cas] disk_headroom = 0) it met no ENOSPC. */
+    if (out->sandbox.exit_code == 0 && out->sandbox.error[0] == '\0' &&
+        !out->sandbox.stdout_truncated && !out->sandbox.stderr_truncated)
+        return;
     if (statvfs(scratch->root, &sv) != 0)
         return; /* cannot tell; the collection's writes will */
     avail = (uint64_t)sv.f_bavail * sv.f_frsize;
