@@ -475,6 +475,23 @@ static int store_scan(struct cas_store *s)
 
 static struct store_entry *store_evict_collect(struct cas_store *s, const struct store_entry *keep);
 
+/* Once the index is whole: the limit read again and the store evicted down
+ * to it (the limit may have been lowered since the last run). */
+static int store_evict_to_limit(struct cas_store *s)
+{
+    struct store_entry *victims;
+    int ret;
+
+    store_space_refresh(s, true);
+    pthread_mutex_lock(&s->name_lock);
+    pthread_mutex_lock(&s->index_lock);
+    victims = store_evict_collect(s, NULL);
+    pthread_mutex_unlock(&s->index_lock);
+    ret = store_evict_unlink(s, victims);
+    pthread_mutex_unlock(&s->name_lock);
+    return ret;
+}
+
 /* Entries inserted per hold of index_lock by the background scan, so that
  * requests are not held up for the whole insertion. */
 #define SCAN_INSERT_BATCH 4096
@@ -517,7 +534,6 @@ static void *store_scan_main(void *arg)
 {
     struct cas_store *s = arg;
     struct scan_list list = {0};
-    struct store_entry *victims;
     uint64_t started_us = clock_mono_us(), removals, bytes;
     size_t count;
     int ret;
@@ -542,13 +558,7 @@ static void *store_scan_main(void *arg)
     pthread_mutex_unlock(&s->index_lock);
     LOG_I("cas: indexed %zu blobs (%" PRIu64 " bytes) in %" PRIu64 " ms, serving meanwhile", count,
           bytes, (clock_mono_us() - started_us) / 1000);
-    store_space_refresh(s, true);
-    pthread_mutex_lock(&s->name_lock);
-    pthread_mutex_lock(&s->index_lock);
-    victims = store_evict_collect(s, NULL);
-    pthread_mutex_unlock(&s->index_lock);
-    ret = store_evict_unlink(s, victims);
-    pthread_mutex_unlock(&s->name_lock);
+    ret = store_evict_to_limit(s);
     if (ret < 0)
         LOG_ERRNO_W(ret, "cas: evicting down to the limit after the scan");
     return NULL;
@@ -678,7 +688,6 @@ int cas_store_open(const char *dir, const struct cas_store_options *opt, struct 
 {
     struct cas_store *s = NULL;
     struct stat blobs_st, tmp_st;
-    struct store_entry *victims;
     char *lock_path = NULL;
     uint64_t started_us;
     int ret;
@@ -759,16 +768,8 @@ int cas_store_open(const char *dir, const struct cas_store_options *opt, struct 
         goto out;
     LOG_I("cas: indexed %zu blobs (%" PRIu64 " bytes) in %" PRIu64 " ms", s->index.count,
           s->index.bytes, (clock_mono_us() - started_us) / 1000);
-    store_space_refresh(s, true);
-
-    /* The limit may have been lowered since the last run. Single-threaded
-     * here, but take the locks as everywhere else. */
-    pthread_mutex_lock(&s->name_lock);
-    pthread_mutex_lock(&s->index_lock);
-    victims = store_evict_collect(s, NULL);
-    pthread_mutex_unlock(&s->index_lock);
-    ret = store_evict_unlink(s, victims);
-    pthread_mutex_unlock(&s->name_lock);
+    /* The limit may have been lowered since the last run. */
+    ret = store_evict_to_limit(s);
     if (ret < 0)
         goto out;
 
