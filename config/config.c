@@ -71,8 +71,13 @@ static const struct config_key config_keys[] = {
     SIZE("server", "stream_threads", stream_threads, 1, 4096,
          "threads serving long streams (Execute, WaitExecution): at most this many at once"),
     SIZE("server", "transfer_threads", transfer_threads, 1, 4096,
-         "threads serving ByteStream Read and Write, which wait on the client: at most this many "
-         "at once"),
+         "threads for the blocking steps of ByteStream Read and Write (a remote fetch or "
+         "write-through) and for remote asset fetches"),
+    SIZE("server", "event_threads", event_threads, 1, 64,
+         "threads driving event-driven streams (ByteStream Read and Write), which hold no "
+         "thread while they wait on the client"),
+    SIZE("server", "max_async_calls", max_async_calls, 1, 1000000,
+         "event-driven streams open at once; beyond it RESOURCE_EXHAUSTED"),
     SIZE("server", "max_inflight_calls", max_inflight_calls, 1, 1000000,
          "accepted calls waiting for a thread, per pool; beyond it RESOURCE_EXHAUSTED"),
     SIZE("server", "max_message_bytes", max_message_bytes, 1 * MIB, 1 * GIB,
@@ -257,6 +262,8 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->rpc_threads = 8;
     cfg->stream_threads = 256;
     cfg->transfer_threads = 64;
+    cfg->event_threads = 2;
+    cfg->max_async_calls = 10000;
     cfg->max_inflight_calls = 1024;
     cfg->stream_stall_timeout = 120;
     cfg->max_message_bytes = 16 * MIB;

@@ -36,7 +36,9 @@ struct casbox_config {
     char log_level[16];
     uint64_t rpc_threads;        /* threads serving short calls */
     uint64_t stream_threads;     /* threads serving long streams (Execute, WaitExecution) */
-    uint64_t transfer_threads;   /* threads serving ByteStream Read/Write */
+    uint64_t transfer_threads;   /* threads for the blocking steps of ByteStream, FetchBlob */
+    uint64_t event_threads;      /* threads driving event-driven streams */
+    uint64_t max_async_calls;    /* event-driven streams open at once */
     uint64_t max_inflight_calls; /* accepted calls waiting for a thread, per pool */
     uint64_t max_message_bytes;  /* largest gRPC message received or sent */
     uint64_t max_batch_bytes;    /* max_batch_total_size_bytes advertised and enforced */

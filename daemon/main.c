@@ -464,6 +464,8 @@ int main(int argc, char **argv)
     ropt.auth = &d.auth;
     ropt.metrics = observe_metrics(&d);
     ropt.stall_timeout_ms = d.cfg.stream_stall_timeout * 1000;
+    ropt.event_threads = d.cfg.event_threads;
+    ropt.max_async_calls = d.cfg.max_async_calls;
     rc = rpc_server_start(&ropt, methods, n_methods, &d, &d.rpc);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot serve on %s: %s\n", d.cfg.listen, strerror(-rc));
