@@ -480,6 +480,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "casboxd: cannot serve workers on %s ([scheduler] worker_listen): %s\n",
                     d.cfg.sched_worker_listen, strerror(-rc));
             rpc_server_stop(d.rpc);
+            d.rpc = NULL;
             goto out_grpc;
         }
         fprintf(stderr, "casboxd: serving workers on %s\n", d.cfg.sched_worker_listen);
