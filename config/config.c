@@ -679,6 +679,15 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         cfg->http_listen[0] = '\0';
     if (strcmp(cfg->role, "worker") == 0 && cfg->ac_remote[0] == '\0')
         snprintf(cfg->ac_remote, sizeof(cfg->ac_remote), "%s", cfg->cas_remote);
+    /* grpc binds with SO_REUSEPORT: the same address twice would split the
+     * connections between the two servers at random */
+    if (cfg->sched_worker_listen[0] != '\0' && strcmp(cfg->sched_worker_listen, cfg->listen) == 0) {
+        snprintf(err, err_len,
+                 "[scheduler] worker_listen %s is [server] listen: give workers another address "
+                 "or leave it empty",
+                 cfg->sched_worker_listen);
+        return -EINVAL;
+    }
     if (cfg->sched_idle_poll >= cfg->sched_worker_timeout) {
         snprintf(err, err_len,
                  "[scheduler] idle_poll %" PRIu64 " must be below worker_timeout %" PRIu64,

@@ -122,7 +122,7 @@ def sleep_action(ctx, seconds):
 
 
 @checks("worker_listen: Synchronize only on the worker address, client services only on the "
-        "client address")
+        "client address; the same address for both is refused")
 def _listen(ctx):
     w = fc.Worker(ctx.d.target, {"hostname": "py", "slot": "0"})
     need(code_of(lambda: w.idle(prefer_idle=True)) == grpc.StatusCode.UNIMPLEMENTED,
@@ -133,6 +133,14 @@ def _listen(ctx):
          "GetCapabilities on the worker address was served")
     c.close()
     need(ctx.c.get_capabilities() is not None, "no Capabilities on the client address")
+    # the same address twice (grpc binds with SO_REUSEPORT) is refused at start
+    port = rc.free_port()
+    p = subprocess.run([ctx.d.binary, "--role", "scheduler", "--listen", "127.0.0.1:%d" % port,
+                        "--set", "scheduler.worker_listen=127.0.0.1:%d" % port,
+                        "--state-dir", os.path.join(ctx.ds.tmp, "state-same")],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    need(p.returncode != 0 and b"worker_listen" in p.stderr,
+         "worker_listen = listen: exit %d, %s", p.returncode, p.stderr[-300:])
 
 
 @checks("a real worker joins on the worker address and runs a client's action; /metrics show "
