@@ -161,12 +161,16 @@ def _join(ctx):
          "the scheduler's /metrics count no finished action")
 
 
-@checks("busy: /metrics show the slot busy and the action executing in its queue, the board "
-        "names the worker and its table the slot; the client leaves: killed on the worker after orphan_timeout")
+@checks("busy: fleet status and /metrics show the slot busy and the action executing in its "
+        "queue (size class 3), the board names the worker and its table the slot; the client "
+        "leaves: killed on the worker after orphan_timeout")
 def _orphan(ctx):
     ad, cmdline = sleep_action(ctx, 60)
     s = eh.Stream(ctx.c, ad, timeout=300)
     poll_until(lambda: procs_with_cmdline(cmdline), 60, "the action's sleep never started")
+    status = fc.admin(ctx.d.target, "Status")
+    need("size class 3" in status and "queue platform (none) size class 3: 0 queued, 1 executing"
+         in status, "fleet status does not show the size class and the queue:\n%s", status)
     m = ctx.metrics()
     need(tw.value(m, "casbox_fleet_workers", state="busy") == 1, "busy gauge %s",
          tw.value(m, "casbox_fleet_workers", state="busy"))
