@@ -215,6 +215,9 @@ static const struct config_key config_keys[] = {
     SIZE("scheduler", "orphan_timeout", sched_orphan_timeout, 1, 86400,
          "seconds an action stays queued or on its worker after its last client left; then it "
          "is cancelled"),
+    STR_KEY("scheduler", "worker_listen", sched_worker_listen,
+            "HOST:PORT serving the worker protocol alone (then not [server] listen, which keeps "
+            "the client services); empty: workers use [server] listen"),
     STR_KEY("worker", "scheduler", worker_scheduler, "grpc://HOST:PORT of the scheduler"),
     STR_KEY("worker", "name", worker_name,
             "NAME in the worker_id {hostname: NAME, slot: N} (same as [server] worker_name)"),
@@ -222,6 +225,9 @@ static const struct config_key config_keys[] = {
             "platform properties announced, NAME=VALUE,NAME=VALUE"),
     STR_KEY("worker", "instance_name_prefix", worker_instance_prefix,
             "instance_name_prefix announced: the instance names this worker serves"),
+    SIZE("worker", "size_class", worker_size_class, 0, 1000000,
+         "size class announced: an action runs in the smallest class whose workers fit it "
+         "(docs/fleet.md)"),
     STR_KEY("http", "listen", http_listen,
             "HOST:PORT of the web pages and /metrics (empty: off; docs/operations.md)"),
     SIZE("http", "history_size", http_history_size, 1, 100000,
@@ -531,6 +537,8 @@ int config_set(struct casbox_config *cfg, const char *section, const char *key, 
                 return -EINVAL;
             }
             memcpy(field, value, strlen(value) + 1);
+            /* a worker serves HTTP only when told to (config_finish) */
+            cfg->http_listen_set |= field == cfg->http_listen;
             return 0;
         case CONFIG_SIZE:
             if (config_parse_size(value, &size) != 0) {
@@ -668,6 +676,8 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
     /* a worker's CAS is the scheduler's unless --cas / [cas] remote says otherwise */
     if (strcmp(cfg->role, "worker") == 0 && cfg->cas_remote[0] == '\0')
         snprintf(cfg->cas_remote, sizeof(cfg->cas_remote), "%s", cfg->worker_scheduler);
+    if (strcmp(cfg->role, "worker") == 0 && !cfg->http_listen_set)
+        cfg->http_listen[0] = '\0';
     if (strcmp(cfg->role, "worker") == 0 && cfg->ac_remote[0] == '\0')
         snprintf(cfg->ac_remote, sizeof(cfg->ac_remote), "%s", cfg->cas_remote);
     if (cfg->sched_idle_poll >= cfg->sched_worker_timeout) {

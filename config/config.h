@@ -124,12 +124,15 @@ struct casbox_config {
     uint64_t sched_grace;             /* seconds after start: unknown platforms UNAVAILABLE */
     uint64_t sched_idle_poll;         /* seconds an idle worker's Synchronize is held */
     uint64_t sched_orphan_timeout;    /* seconds an action nobody waits for is kept */
+    char sched_worker_listen[256];    /* HOST:PORT of Synchronize alone; empty: [server] listen */
     char worker_scheduler[256];       /* grpc://HOST:PORT of the scheduler */
     char worker_platform[1024];       /* "OSFamily=Linux,ISA=x86-64" */
     char worker_instance_prefix[256]; /* instance_name_prefix announced */
+    uint64_t worker_size_class;       /* size_class announced (docs/fleet.md, matching) */
 
     /* [http]: /metrics and the web pages (web/web.h) */
     char http_listen[256];            /* HOST:PORT; empty: off */
+    bool http_listen_set;             /* set by the file or --set (role worker: else off) */
     uint64_t http_history_size;       /* finished actions kept for the pages */
     uint64_t http_max_connections;    /* at once */
     uint64_t http_connection_timeout; /* seconds idle */

@@ -309,7 +309,8 @@ int fleet_scheduler_start(struct exec_service *svc)
     svc->reaper_started = true;
     LOG_I("fleet: scheduler role: workers Synchronize on %s (worker_timeout %" PRIu64
           " s, max_retries %" PRIu64 ")",
-          cfg->listen, cfg->sched_worker_timeout, cfg->sched_max_retries);
+          cfg->sched_worker_listen[0] ? cfg->sched_worker_listen : cfg->listen,
+          cfg->sched_worker_timeout, cfg->sched_max_retries);
     return 0;
 }
 
@@ -336,6 +337,26 @@ void fleet_scheduler_stop(struct exec_service *svc)
     pthread_mutex_unlock(&svc->lock);
     sched_free(svc->sched);
     svc->sched = NULL;
+}
+
+void fleet_scheduler_counts(struct exec_service *svc, struct sched_counts *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&svc->lock);
+    if (svc->sched != NULL)
+        sched_counts_get(svc->sched, out);
+    pthread_mutex_unlock(&svc->lock);
+}
+
+size_t fleet_scheduler_workers(struct exec_service *svc, struct sched_worker_info *out, size_t max)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&svc->lock);
+    if (svc->sched != NULL)
+        n = sched_workers_get(svc->sched, out, max);
+    pthread_mutex_unlock(&svc->lock);
+    return n;
 }
 
 /* --- Synchronize --- */
@@ -442,9 +463,25 @@ static int oq_complete_locked(struct exec_service *svc, struct sched_worker *w, 
         return 0;
     }
     protobuf_c_message_pack(&r->base, done->resp);
+    observe_fleet_result(svc->d, op->instance, &op->action_digest, sched_worker_id(w), r);
     LOG_I("fleet: action %s completed on worker %s (exit %d)", key, sched_worker_id(w),
           r->result ? r->result->exit_code : -1);
     return 0;
+}
+
+/* The stage a busy report names, for the board. */
+static enum observe_fleet_stage oq_stage(const CurrentExecuting *ex)
+{
+    switch (ex->execution_state_case) {
+    case BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_FETCHING_INPUTS:
+        return OBSERVE_FLEET_FETCHING;
+    case BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_RUNNING:
+        return OBSERVE_FLEET_RUNNING;
+    case BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_UPLOADING_OUTPUTS:
+        return OBSERVE_FLEET_UPLOADING;
+    default:
+        return OBSERVE_FLEET_TAKEN;
+    }
 }
 
 static uint64_t oq_busy_interval_s(const struct casbox_config *cfg)
@@ -480,6 +517,8 @@ static void oq_take_locked(struct exec_service *svc, struct sched_worker *w, con
             a->op = op;
             a->suffix = suffix;
             a->next_sync_us = clock_real_us() + oq_busy_interval_s(&svc->d->cfg) * 1000000;
+            observe_fleet_stage(svc->d, op->instance, &op->action_digest, sched_worker_id(w),
+                                OBSERVE_FLEET_TAKEN);
             LOG_D("fleet: action %s to worker %s", sched_task_key(t), sched_worker_id(w));
             return;
         }
@@ -702,6 +741,9 @@ static void oq_synchronize(void *ctx, struct rpc_call *call)
             /* the next action, if one waits; no holding: it may have more to do */
             oq_take_locked(svc, w, desc.instance_prefix ? desc.instance_prefix : "", 0, &a);
         } else if (t != NULL && strcmp(sched_task_key(t), key) == 0) {
+            struct exec_op *op = sched_task_user(t);
+
+            observe_fleet_stage(d, op->instance, &op->action_digest, id, oq_stage(ex));
             a.what = OQ_CARRY_ON;
             a.next_sync_us = clock_real_us() + oq_busy_interval_s(&d->cfg) * 1000000;
         } else {

@@ -238,29 +238,29 @@ def _orphans(ctx):
     queued = eh.upload_action(ctx.c, ["/bin/true"])
     running = eh.upload_action(ctx.c, ["/bin/true"])
     sq, sr = eh.Stream(ctx.c, queued), eh.Stream(ctx.c, running)
-    sq.wait_for(lambda ops: ops, 10)
-    sr.wait_for(lambda ops: ops, 10)
+    # Bounds by the clock, not by a count of tries, so that a loaded machine
+    # (slow calls) does not run out of tries before the timers fire.
+    need(sq.wait_for(lambda ops: ops, 60) and sr.wait_for(lambda ops: ops, 60),
+         "the Execute streams were not answered")
     # the worker takes one of the two (either order), the other stays queued
-    for _ in range(5):
+    deadline = time.time() + 60
+    r = w.idle()
+    while not fc.executing(r) and time.time() < deadline:
         r = w.idle()
-        if fc.executing(r):
-            break
     need(fc.executing(r), "worker given nothing")
     taken = r.desired_state.executing.action_digest
     sq.cancel()
     sr.cancel()
     # Busy reports until the scheduler drops it: a stream notices its client
     # left at its next keep-alive (30 s), then orphan_timeout (2 s) runs.
-    for _ in range(100):
-        if fc.idle_wanted(w.running(taken)):
-            break
+    deadline = time.time() + 150
+    while not fc.idle_wanted(w.running(taken)):
+        if time.time() > deadline:
+            raise eh.Fail("the running orphan was never taken off its worker")
         time.sleep(0.5)
-    else:
-        raise eh.Fail("the running orphan was never taken off its worker")
     lines = ("cancelled on worker hostname=orphan,slot=0", "cancelled while queued")
-    for _ in range(20):  # the queued one goes in the same reaper pass or the next
-        if all(x in ctx.log() for x in lines):
-            break
+    deadline = time.time() + 60  # the queued one goes in the same reaper pass or a later one
+    while not all(x in ctx.log() for x in lines) and time.time() < deadline:
         time.sleep(0.5)
     log = ctx.log()
     need(lines[0] in log, "no log line for the running orphan %s", rc.dstr(taken))
