@@ -69,7 +69,8 @@ static const struct config_key config_keys[] = {
     STR("server", role, "all (one host), scheduler or worker (docs/fleet.md)"),
     SIZE("server", "rpc_threads", rpc_threads, 1, 256, "threads serving short calls"),
     SIZE("server", "stream_threads", stream_threads, 1, 4096,
-         "threads serving long streams (Execute, WaitExecution): at most this many at once"),
+         "threads for Execute's first part (cache lookup, loading the action); its stream then "
+         "waits without a thread"),
     SIZE("server", "transfer_threads", transfer_threads, 1, 4096,
          "threads for the blocking steps of ByteStream Read and Write (a remote fetch or "
          "write-through) and for remote asset fetches"),

@@ -35,7 +35,7 @@ struct casbox_config {
     char worker_name[256];
     char log_level[16];
     uint64_t rpc_threads;        /* threads serving short calls */
-    uint64_t stream_threads;     /* threads serving long streams (Execute, WaitExecution) */
+    uint64_t stream_threads;     /* threads for Execute's first part */
     uint64_t transfer_threads;   /* threads for the blocking steps of ByteStream, FetchBlob */
     uint64_t event_threads;      /* threads driving event-driven streams */
     uint64_t max_async_calls;    /* event-driven streams open at once */
