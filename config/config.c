@@ -103,6 +103,9 @@ static const struct config_key config_keys[] = {
          "disk_headroom_percent); the CAS limit is at most the blobs plus the free space minus it"),
     SIZE("cas", "disk_headroom_percent", cas_disk_headroom_percent, 0, 90,
          "free space kept on the state dir's filesystem, in percent of its size"),
+    SIZE("cas", "max_blob_percent", cas_max_blob_percent, 1, 100,
+         "an action output over this percent of the CAS size (max_bytes, or the disk less "
+         "headroom) fails the action instead of evicting the cache; 100: no bound"),
     STR_KEY(
         "cas", "fsync", cas_fsync,
         "what a commit syncs before a blob or action-cache entry is visible: none, data or full"),
@@ -277,6 +280,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->ingest_threads = 0;
     cfg->cas_disk_headroom = 1 * GIB;
     cfg->cas_disk_headroom_percent = 5;
+    cfg->cas_max_blob_percent = 50;
     snprintf(cfg->cas_fsync, sizeof(cfg->cas_fsync), "none");
     cfg->cas_lock_wait = 10;
     cfg->ingest_queue_depth = 64;

@@ -56,6 +56,7 @@ struct casbox_config {
     /* free space kept on the store's filesystem: the smaller of bytes and percent */
     uint64_t cas_disk_headroom;
     uint64_t cas_disk_headroom_percent;
+    uint64_t cas_max_blob_percent;
     /* none | data | full (cas.h, cas_fsync_mode_parse) */
     char cas_fsync[8];
     /* seconds start-up waits for a dying predecessor's store lock */

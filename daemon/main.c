@@ -395,6 +395,8 @@ int main(int argc, char **argv)
     sopt.max_bytes = d.cfg.cas_max_bytes;
     sopt.disk_headroom_bytes = d.cfg.cas_disk_headroom;
     sopt.disk_headroom_percent = d.cfg.cas_disk_headroom_percent;
+    sopt.max_blob_percent = d.cfg.cas_max_blob_percent;
+    sopt.scan_in_background = true; /* serve while a large store is indexed */
     sopt.lock_wait_ms = d.cfg.cas_lock_wait * 1000;
     (void)cas_fsync_mode_parse(d.cfg.cas_fsync, &sopt.fsync); /* config_finish checked it */
     rc = cas_store_open(path, &sopt, &d.store);
