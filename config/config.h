@@ -70,8 +70,8 @@ struct casbox_config {
 
     /* [execution] */
     bool exec_enabled;
-    uint64_t exec_slots;           /* actions running at once; 0 = number of CPUs */
-    uint64_t exec_queue_length;    /* actions waiting for a slot */
+    uint64_t exec_slots;        /* actions running at once; 0 = number of CPUs */
+    uint64_t exec_queue_length; /* actions waiting for a slot */
     /* input subtrees remembered as checked complete; 0 = off */
     uint64_t exec_tree_cache_entries;
     uint64_t exec_default_timeout; /* seconds, when the Action has none */
@@ -88,6 +88,7 @@ struct casbox_config {
     char exec_staging[16];               /* hardlink | fuse | auto */
     uint64_t exec_fuse_threads;          /* FUSE request threads (fuse/casfs.h) */
     char exec_fuse_passthrough[8];       /* auto | off: FUSE passthrough (docs/fuse.md) */
+    char exec_fuse_uring[8];             /* auto | on | off: FUSE over io_uring (docs/fuse.md) */
     char exec_accepted_properties[1024]; /* comma-separated property names to accept */
 
     /* [asset]: the Remote Asset API (daemon/svc_asset.c) */
