@@ -97,6 +97,9 @@ struct casfs_tree_stats {
     struct cas_fetch_stats fetch; /* opens found in the store, fetched upstream or failed */
     uint64_t lookups;             /* LOOKUP requests in the tree, found or not (the kernel
                                    * caches both answers: each name is asked once) */
+    uint64_t read_errors;         /* reads of its blobs that failed (EIO to the reader; the
+                                   * store made the blob missing); read path only: the
+                                   * kernel reads passthrough files without casfs */
 };
 
 /* The counters of a tree; -ENOENT when there is no such tree. */

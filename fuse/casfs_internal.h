@@ -61,6 +61,7 @@ struct casfs_tree {
     atomic_uint_fast64_t lookups; /* LOOKUP requests of names in the tree */
     atomic_uint_fast64_t files_passthrough;
     atomic_uint_fast64_t bytes_read;
+    atomic_uint_fast64_t read_errors; /* reads of its blobs that failed */
     /* blobs opened: found in the store or fetched upstream */
     struct cas_fetch_counters fetch;
     atomic_uint refs; /* the tree list's while listed, plus one per inode */

@@ -14,8 +14,9 @@
  * Reads: open opens the CAS blob (verified by the store). With passthrough
  * (passthrough.c) the blob becomes the open's backing file and the kernel
  * reads it without asking us; otherwise the fd is kept in fi->fh with
- * keep_cache, and read replies with an fd buffer so that libfuse splices
- * from the blob file to /dev/fuse without a user-space copy.
+ * keep_cache, and read preads the blob and replies the buffer (one copy,
+ * where libfuse's splice would hide a failed read from us: a read error
+ * must reach the store, which makes the damaged blob missing).
  */
 #include "casfs_internal.h"
 
@@ -480,28 +481,60 @@ static void casfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         close(fd); /* interrupted: no release will come */
 }
 
+/* A read of an opened blob failed: the store makes a damaged blob missing
+ * (FindMissingBlobs reports it, a re-upload replaces it), the log names it,
+ * and the reader gets EIO. */
+static void casfs_read_failed(struct casfs *fs, fuse_req_t req, struct casfs_inode *inode, int fd,
+                              int err)
+{
+    char hex[CAS_HASH_HEX + 1];
+    int rc;
+
+    atomic_fetch_add(&inode->tree->read_errors, 1);
+    rc = cas_store_read_failed(fs->cas, &inode->digest, fd, err);
+    cas_digest_hex(&inode->digest, hex);
+    casfs_log(fs, "casfs: tree %s: reading blob %s/%lld failed: %s (EIO)%s", inode->tree->name, hex,
+              (long long)inode->digest.size, strerror(-err),
+              rc == -ENOENT ? "; the blob is missing from the store now" : "");
+    fuse_reply_err(req, EIO);
+}
+
+/* The read path (no passthrough): read into a buffer and reply it, so that
+ * a failed read is seen here, not only by libfuse. */
 static void casfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
     struct casfs *fs = fuse_req_userdata(req);
     struct casfs_inode *inode = casfs_inode_of(fs, ino);
-    struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
     int64_t left = inode->digest.size - off;
+    size_t want = left <= 0 ? 0 : (uint64_t)left < size ? (size_t)left : size, got = 0;
+    char *buf = NULL;
+    int err = 0;
 
     CASFS_COUNT(fs, CASFS_OP_READ);
-    buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-    buf.buf[0].fd = (int)fi->fh;
-    buf.buf[0].pos = off;
-    if (left > 0) {
-        atomic_fetch_add(&inode->tree->bytes_read, (uint64_t)left < size ? (uint64_t)left : size);
-        atomic_fetch_add(&fs->bytes_read, (uint64_t)left < size ? (uint64_t)left : size);
+    if (want > 0 && (buf = malloc(want)) == NULL) {
+        fuse_reply_err(req, ENOMEM);
+        return;
     }
-    /* On a failed read of the blob fuse_reply_data replies the error itself.
-     * A reply over io_uring goes into the ring's buffer, never spliced. */
-    fuse_reply_data(req, &buf,
-                    atomic_load_explicit(&fs->uring.accepted, memory_order_relaxed)
-                        ? FUSE_BUF_NO_SPLICE
-                        : FUSE_BUF_SPLICE_MOVE);
+    while (got < want) {
+        ssize_t n = pread((int)fi->fh, buf + got, want - got, off + (off_t)got);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            err = n < 0 ? -errno : -EIO; /* a blob shorter than its digest says */
+            break;
+        }
+        got += (size_t)n;
+    }
+    if (err != 0) {
+        casfs_read_failed(fs, req, inode, (int)fi->fh, err);
+    } else {
+        atomic_fetch_add(&inode->tree->bytes_read, got);
+        atomic_fetch_add(&fs->bytes_read, got);
+        fuse_reply_buf(req, buf, got);
+    }
+    free(buf);
 }
 
 static void casfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

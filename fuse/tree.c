@@ -265,6 +265,7 @@ static void tree_read_stats(struct casfs_tree *tree, struct casfs_tree_stats *ou
     out->lookups = atomic_load(&tree->lookups);
     out->files_passthrough = atomic_load(&tree->files_passthrough);
     out->bytes_read = atomic_load(&tree->bytes_read);
+    out->read_errors = atomic_load(&tree->read_errors);
     cas_fetch_counters_read(&tree->fetch, &out->fetch);
 }
 

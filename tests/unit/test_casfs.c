@@ -679,6 +679,46 @@ static void test_missing_blob_eio(void **state)
     assert_non_null(strstr(f->log, hex));
 }
 
+/* A blob that fails to read once opened (here: cut short under casfs, as a
+ * damaged disk would answer EIO) gives the reader EIO, and on the read path
+ * the store is told: the blob is missing afterwards. With passthrough the
+ * kernel reads the blob file itself and casfs never sees the read. */
+static void test_read_error_reported(void **state)
+{
+    struct fs_fixture *f = *state;
+    char p[PATH_MAX + 64], blob[PATH_MAX + 160], hex[CAS_HASH_HEX + 1], data[20000], c;
+    struct casfs_tree_stats s;
+    struct cas_digest d, root;
+    Directory *dir;
+    int fd;
+
+    NEED_FUSE(f);
+    if (f->pt)
+        skip(); /* passthrough: the kernel reads the blob file, not casfs */
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (char)(i * 13 + (f->uring == CASFS_URING_OFF ? 1 : 2) + f->mode);
+    th_put(f->env.cas, data, sizeof(data), &d);
+    dir = th_dir_new();
+    th_dir_add_file_digest(dir, "damaged.bin", &d, false);
+    th_dir_put(f->env.cas, dir, &root);
+    assert_int_equal(casfs_tree_add(f->fs, "rerr", &root), 0);
+    path_in(f, "rerr/damaged.bin", p, sizeof(p));
+    fd = open(p, O_RDONLY | O_CLOEXEC); /* the store verifies the blob here */
+    assert_true(fd >= 0);
+    cas_digest_hex(&d, hex);
+    snprintf(blob, sizeof(blob), "%s/blobs/%.2s/%s", f->env.cas_dir, hex, hex);
+    assert_int_equal(truncate(blob, 100), 0);
+    assert_int_equal(pread(fd, &c, 1, 10000), -1);
+    assert_int_equal(errno, EIO);
+    close(fd);
+    assert_int_equal(cas_store_contains(f->env.cas, &d), 0);
+    assert_non_null(strstr(f->log, hex));
+    assert_non_null(strstr(f->log, "missing from the store now"));
+    assert_int_equal(casfs_tree_stats(f->fs, "rerr", &s), 0);
+    assert_true(s.read_errors >= 1); /* the kernel may have read ahead too */
+    assert_int_equal(casfs_tree_remove(f->fs, "rerr", NULL), 0);
+}
+
 static void test_missing_directory_eio(void **state)
 {
     struct fs_fixture *f = *state;
@@ -779,6 +819,7 @@ int main(void)
         cmocka_unit_test(test_remove_tree),
         cmocka_unit_test(test_stale_mount_cleanup),
         cmocka_unit_test(test_uring_mode),
+        cmocka_unit_test(test_read_error_reported),
         cmocka_unit_test(test_uring_parse),
     };
     int failed;
