@@ -206,7 +206,7 @@ bool casfs_uring_accept(struct casfs *fs, uint64_t kernel_flags, uint32_t max_wr
     for (i = 0; i < u->nents; i++) {
         struct casfs_uring_ent *e = &u->ents[i];
 
-        e->hdr = aligned_alloc(64, sizeof(*e->hdr));
+        e->hdr = calloc(1, sizeof(*e->hdr));
         e->payload =
             mmap(NULL, payload, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         /* The request rebuilt for libfuse: header, op struct, payload. */
