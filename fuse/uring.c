@@ -49,7 +49,6 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/sysinfo.h>
 #include <unistd.h>
 
 /* --- kernel ABI, include/uapi/linux/fuse.h (7.42) --- */
@@ -116,6 +115,40 @@ static bool casfs_uring_enabled(char *why, size_t len)
     return true;
 }
 
+/* The kernel's queue count: num_possible_cpus(), the CPUs in
+ * /sys/devices/system/cpu/possible ("0-1", "0-3,6"). A wrong count would
+ * leave the rings never ready, so the kernel's own list is read. */
+static int casfs_uring_possible_cpus(void)
+{
+    char buf[256], *p = buf;
+    int fd = open("/sys/devices/system/cpu/possible", O_RDONLY | O_CLOEXEC), n = 0;
+    ssize_t len;
+
+    if (fd < 0)
+        return -errno;
+    len = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (len <= 0)
+        return -EIO;
+    buf[len] = '\0';
+    while (*p != '\0' && *p != '\n') {
+        char *end;
+        long lo = strtol(p, &end, 10), hi = lo;
+
+        if (end == p || lo < 0)
+            return -EIO;
+        if (*end == '-') {
+            p = end + 1;
+            hi = strtol(p, &end, 10);
+            if (end == p || hi < lo)
+                return -EIO;
+        }
+        n += (int)(hi - lo + 1);
+        p = *end == ',' ? end + 1 : end;
+    }
+    return n > 0 ? n : -EIO;
+}
+
 int casfs_uring_parse(const char *s, enum casfs_uring_mode *out)
 {
     if (strcmp(s, "auto") == 0)
@@ -148,7 +181,14 @@ int casfs_uring_init(struct casfs *fs, enum casfs_uring_mode mode)
         return mode == CASFS_URING_ON ? -EOPNOTSUPP : 0;
     /* The kernel makes a queue per possible CPU and routes requests to
      * the rings only once every queue has an entry. */
-    u->nqueues = (unsigned)get_nprocs_conf();
+    rc = casfs_uring_possible_cpus();
+    if (rc < 0) {
+        snprintf(u->why, sizeof(u->why), "reading /sys/devices/system/cpu/possible: %s",
+                 strerror(-rc));
+        goto out;
+    }
+    u->nqueues = (unsigned)rc;
+    rc = 0;
     per_queue = fs->threads / u->nqueues;
     if (per_queue == 0)
         per_queue = 1;
