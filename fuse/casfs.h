@@ -10,7 +10,8 @@
  * declared. No file content is read until a file is opened: open opens the
  * CAS blob (cas_store_open_blob); with FUSE passthrough (Linux >= 6.9, a
  * daemon with CAP_SYS_ADMIN) the kernel then reads the blob file itself,
- * otherwise reads are spliced from that fd by casfs. Writes of
+ * otherwise casfs reads that fd and replies (a failed read makes the blob
+ * missing in the store: cas_store_read_failed). Writes of
  * any kind fail with EROFS (the mount is read-only); an action writes through
  * an overlay whose lower layer is its tree here. A blob that cannot be read
  * gives EIO and a log line naming the digest.

@@ -53,9 +53,8 @@ static void casfs_init(void *userdata, struct fuse_conn_info *conn)
 {
     /* READDIRPLUS_AUTO: the kernel asks for entries with attributes on the
      * first read of a directory and after lookups in it, plain ones else. */
-    unsigned want = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_CACHE_SYMLINKS |
-                    FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_READ | FUSE_CAP_READDIRPLUS |
-                    FUSE_CAP_READDIRPLUS_AUTO;
+    unsigned want = FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_READ |
+                    FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
 
     (void)userdata;
     conn->want |= want & conn->capable;

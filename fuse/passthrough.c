@@ -266,18 +266,9 @@ static ssize_t casfs_io_writev(int fd, struct iovec *iov, int count, void *userd
     return casfs_io_writev_patch(fs, fd, iov, count);
 }
 
-/* Without it libfuse would copy read replies through memory. */
-static ssize_t casfs_io_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
-                                    unsigned int flags, void *userdata)
-{
-    (void)userdata;
-    return splice(fdin, offin, fdout, offout, len, flags);
-}
-
 static const struct fuse_custom_io casfs_io = {
     .writev = casfs_io_writev,
     .read = casfs_io_read,
-    .splice_send = casfs_io_splice_send,
 };
 
 /* Whether this process has CAP_SYS_ADMIN in the initial user namespace,
