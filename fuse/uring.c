@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -378,6 +379,7 @@ static void *casfs_uring_thread(void *arg)
     struct casfs_uring_ent *e = arg;
     struct casfs_uring *u = &e->fs->uring;
     struct io_uring_cqe *cqe;
+    cpu_set_t cpus;
     bool stop;
     int rc;
 
@@ -389,6 +391,13 @@ static void *casfs_uring_thread(void *arg)
     if (stop)
         return NULL;
     e->self = pthread_self();
+    /* Queue q gets the requests of CPU q (the kernel's task_cpu): served on
+     * that CPU, the asker's wake-up and ours need no other core. */
+    CPU_ZERO(&cpus);
+    CPU_SET(e->qid, &cpus);
+    rc = pthread_setaffinity_np(e->self, sizeof(cpus), &cpus);
+    if (rc != 0)
+        casfs_log(e->fs, "casfs: io_uring queue %u: pinning its thread: %s", e->qid, strerror(rc));
     rc = casfs_uring_register(e);
     pthread_mutex_lock(&u->lock);
     if (rc == 0) {
