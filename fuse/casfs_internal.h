@@ -157,6 +157,7 @@ struct casfs_uring_ent {
     size_t req_size;
     _Atomic uint64_t unique; /* the request being served, 0 between */
     bool replied;            /* its reply was captured */
+    bool registered_ok;      /* its CMD_REGISTER was accepted */
 };
 
 struct casfs_uring {

@@ -399,6 +399,7 @@ static void *casfs_uring_thread(void *arg)
     if (rc != 0)
         casfs_log(e->fs, "casfs: io_uring queue %u: pinning its thread: %s", e->qid, strerror(rc));
     rc = casfs_uring_register(e);
+    e->registered_ok = rc == 0;
     pthread_mutex_lock(&u->lock);
     if (rc == 0) {
         u->registered++;
@@ -449,6 +450,11 @@ static void *casfs_uring_thread(void *arg)
         rc = io_uring_submit(&e->ring);
         rc = rc < 0 ? rc : 0;
     }
+    /* A registration failure was counted above; anything else loses this
+     * entry (its queue keeps its other entries): say so. */
+    if (rc != 0 && e->registered_ok)
+        casfs_log(e->fs, "casfs: io_uring queue %u: a ring thread stops: %s", e->qid,
+                  strerror(-rc));
     return NULL;
 }
 
