@@ -162,6 +162,8 @@ static const struct config_key config_keys[] = {
          "threads serving the FUSE input-tree mount (staging = fuse or auto)"),
     STR("execution", exec_fuse_passthrough,
         "FUSE passthrough for input reads: auto (when the kernel and CAP_SYS_ADMIN allow) or off"),
+    STR("execution", exec_fuse_uring,
+        "FUSE requests over io_uring: auto (when the fuse module offers it), on (required) or off"),
     STR("execution", exec_accepted_properties,
         "comma-separated platform property names accepted and ignored"),
     BOOL("asset", "enabled", asset_enabled,
@@ -305,6 +307,7 @@ void config_init_defaults(struct casbox_config *cfg)
     snprintf(cfg->exec_staging, sizeof(cfg->exec_staging), "auto");
     cfg->exec_fuse_threads = 8;
     snprintf(cfg->exec_fuse_passthrough, sizeof(cfg->exec_fuse_passthrough), "auto");
+    snprintf(cfg->exec_fuse_uring, sizeof(cfg->exec_fuse_uring), "auto");
     cfg->asset_enabled = false;
     cfg->asset_max_bytes = 1 * GIB;
     cfg->asset_timeout = 600;
@@ -730,6 +733,12 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         strcmp(cfg->exec_fuse_passthrough, "off") != 0) {
         snprintf(err, err_len, "[execution] fuse_passthrough '%s' is not auto or off",
                  cfg->exec_fuse_passthrough);
+        return -EINVAL;
+    }
+    if (strcmp(cfg->exec_fuse_uring, "auto") != 0 && strcmp(cfg->exec_fuse_uring, "on") != 0 &&
+        strcmp(cfg->exec_fuse_uring, "off") != 0) {
+        snprintf(err, err_len, "[execution] fuse_uring '%s' is not auto, on or off",
+                 cfg->exec_fuse_uring);
         return -EINVAL;
     }
     if (strcmp(cfg->cas_fsync, "none") != 0 && strcmp(cfg->cas_fsync, "data") != 0 &&

@@ -238,7 +238,8 @@ static int main_staging_start(struct casboxd *d)
     }
     snprintf(mnt, sizeof(mnt), "%s/cas/fuse", d->cfg.state_dir);
     opt.mountpoint = mnt;
-    if (casfs_passthrough_parse(d->cfg.exec_fuse_passthrough, &opt.passthrough) != 0)
+    if (casfs_passthrough_parse(d->cfg.exec_fuse_passthrough, &opt.passthrough) != 0 ||
+        casfs_uring_parse(d->cfg.exec_fuse_uring, &opt.uring) != 0)
         return -EINVAL; /* config_check refuses it first */
     rc = casfs_mount(d->store, &opt, &d->fs);
     if (rc == 0) {
