@@ -58,63 +58,115 @@ static bool cas_check_count(struct casboxd *d, size_t n, struct reapi_status *st
     return true;
 }
 
+/* The request's bytes in one piece (a copy, decompressed if need be: *copy,
+ * to unref); about a millisecond for 100,000 digests. */
+static int cas_request_bytes(struct rpc_call *call, grpc_slice *copy, const uint8_t **buf,
+                             size_t *len)
+{
+    grpc_byte_buffer *bb = rpc_call_request_buffer(call);
+    grpc_byte_buffer_reader reader;
+
+    *copy = grpc_empty_slice();
+    if (bb == NULL || !grpc_byte_buffer_reader_init(&reader, bb))
+        return -EINVAL;
+    *copy = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    *buf = GRPC_SLICE_START_PTR(*copy);
+    *len = GRPC_SLICE_LENGTH(*copy);
+    return 0;
+}
+
+/* A digest the decoder found malformed: INVALID_ARGUMENT naming its index,
+ * worded as for every other request (reapi_digest_from_proto). */
+static void cas_find_missing_bad(const struct find_missing_request *r, struct reapi_status *st)
+{
+    Digest pd = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST__INIT;
+    struct cas_digest ignored;
+    char field[64];
+
+    pd.hash = r->bad_hash;
+    pd.size_bytes = r->bad_size;
+    snprintf(field, sizeof(field), "blob_digests[%zu]", r->bad_index);
+    if (reapi_digest_from_proto(&pd, &ignored, st, field) == 0)
+        reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "%s: not a SHA-256 digest", field);
+}
+
+/* FindMissingBlobs without protobuf-c: 100,000 digests are decoded in one pass
+ * (reapi/find_missing.c), looked up under one index lock and the answer
+ * written into one buffer. The phases are logged at debug level. */
 static void cas_find_missing(void *ctx, struct rpc_call *call)
 {
     struct casboxd *d = ctx;
-    FindMissingBlobsRequest *req = NULL;
-    FindMissingBlobsResponse resp =
-        BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_RESPONSE__INIT;
-    struct cas_digest *digests = NULL;
+    struct find_missing_request req;
     struct reapi_status st;
+    grpc_slice bytes = grpc_empty_slice();
+    const uint8_t *buf = NULL;
+    uint8_t *out = NULL;
+    size_t len = 0, out_len = 0, n_missing = 0;
     bool *missing = NULL;
+    uint64_t t0 = clock_mono_us(), t_decode = 0, t_lookup = 0;
+    int rc;
 
     reapi_status_init(&st);
-    if (rpc_call_request(
-            call, &build__bazel__remote__execution__v2__find_missing_blobs_request__descriptor,
-            (ProtobufCMessage **)&req) != 0) {
+    memset(&req, 0, sizeof(req));
+    rc = cas_request_bytes(call, &bytes, &buf, &len);
+    if (rc == 0)
+        rc = find_missing_request_decode(buf, len, &req);
+    t_decode = clock_mono_us();
+    if (rc == -ENOMEM) {
+        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (rc != 0) {
         reapi_status_set(&st, GRPC_STATUS_INVALID_ARGUMENT,
                          "FindMissingBlobsRequest not parseable");
         goto out;
     }
-    if (rpc_call_authorize(call, req->instance_name ? req->instance_name : "", &st) != 0)
+    if (rpc_call_authorize(call, req.instance_name, &st) != 0)
         goto out;
-    if (reapi_digest_function_check(
-            &req->base, REAPI_FIELD_FIND_MISSING_BLOBS_REQUEST_DIGEST_FUNCTION, &st) != 0)
+    if (reapi_digest_function_check_value(
+            "FindMissingBlobsRequest", REAPI_FIELD_FIND_MISSING_BLOBS_REQUEST_DIGEST_FUNCTION,
+            req.has_digest_function, req.digest_function_malformed, req.digest_function, &st) != 0)
         goto out;
-    if (!cas_check_count(d, req->n_blob_digests, &st, "blob_digests"))
+    if (!cas_check_count(d, req.n_digests, &st, "blob_digests"))
         goto out;
-    digests = calloc(req->n_blob_digests + 1, sizeof(*digests));
-    resp.missing_blob_digests = calloc(req->n_blob_digests + 1, sizeof(*resp.missing_blob_digests));
-    if (digests == NULL || resp.missing_blob_digests == NULL) {
-        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    if (req.has_bad) {
+        cas_find_missing_bad(&req, &st);
         goto out;
     }
-    if (cas_digests_from_request(req->blob_digests, req->n_blob_digests, digests, &st,
-                                 "blob_digests") != 0)
-        goto out;
     /* Answered by the source of truth: with [cas] remote, the remote, never
      * this host's cache (which would make the client skip an upload the
      * remote needs). */
-    missing = calloc(req->n_blob_digests + 1, sizeof(*missing));
+    missing = calloc(req.n_digests + 1, sizeof(*missing));
     if (missing == NULL) {
         reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    if (shared_find_missing(d, digests, req->n_blob_digests, missing, &st) != 0)
+    if (shared_find_missing(d, req.digests, req.n_digests, missing, &st) != 0)
         goto out;
-    for (size_t i = 0; i < req->n_blob_digests; i++) {
-        if (missing[i])
-            resp.missing_blob_digests[resp.n_missing_blob_digests++] = req->blob_digests[i];
+    t_lookup = clock_mono_us();
+    for (size_t i = 0; i < req.n_digests; i++)
+        n_missing += missing[i];
+    if (find_missing_response_encode(req.digests, missing, req.n_digests, &out, &out_len) != 0) {
+        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
     }
-    observe_find_missing(d, req->n_blob_digests, resp.n_missing_blob_digests);
+    observe_find_missing(d, req.n_digests, n_missing);
+    LOG_D("FindMissingBlobs: %zu digests, %zu missing: decode %" PRIu64 " us, lookup %" PRIu64
+          " us, encode %" PRIu64 " us",
+          req.n_digests, n_missing, t_decode - t0, t_lookup - t_decode, clock_mono_us() - t_lookup);
+    /* The answer goes as a message of its own, then the status. */
+    rc = rpc_call_send_raw(call, out, out_len, free, out);
+    out = NULL; /* the send owns it now */
+    if (rc != 0)
+        reapi_status_set(&st, GRPC_STATUS_CANCELLED, "the response could not be sent");
 out:
-    rpc_call_finish(call, reapi_status_ok(&st) ? &resp.base : NULL, &st);
+    rpc_call_finish(call, NULL, &st);
+    free(out);
     free(missing);
-    free(resp.missing_blob_digests);
-    free(digests);
+    find_missing_request_free(&req);
+    grpc_slice_unref(bytes);
     reapi_status_free(&st);
-    if (req != NULL)
-        protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 static void cas_status_fill(Google__Rpc__Status *s, grpc_status_code code, const char *fmt, ...)

@@ -13,6 +13,8 @@
  * WriteRequest (write_request.c): google.bytestream.WriteRequest decoded
  * straight from the grpc byte buffer it arrived in, its data left in grpc's
  * slices.
+ * FindMissingBlobs (find_missing.c): the request decoded and the response
+ * encoded by hand, 100,000 digests without an allocation each.
  * Unknown fields (unknown_fields.c): the REAPI fields newer than Debian's
  * protos, read from and written to a message's unknown fields; API 2.3's
  * digest_function in requests checked with them (digest_function.c).
@@ -215,6 +217,35 @@ struct write_request {
 int write_request_decode(grpc_byte_buffer *bb, struct write_request *r);
 void write_request_free(struct write_request *r);
 
+/* --- FindMissingBlobs, by hand (find_missing.c) --- */
+
+struct find_missing_request {
+    char *instance_name; /* NUL-terminated copy; "" when absent */
+    /* The last digest_function given (0 when none); malformed: the field is
+     * there but is not an enum value. */
+    uint64_t digest_function;
+    bool has_digest_function, digest_function_malformed;
+    /* blob_digests, in order; the entry at a bad digest's index is unset. */
+    struct cas_digest *digests;
+    size_t n_digests, cap_digests;
+    /* The first digest that is not a SHA-256 digest, as protobuf-c would
+     * have given its fields (hash cut at a NUL), for the error message. */
+    bool has_bad;
+    size_t bad_index;
+    char *bad_hash;
+    int64_t bad_size;
+};
+
+/* Decodes a FindMissingBlobsRequest from len contiguous bytes as protobuf
+ * would (see find_missing.c). 0; -EINVAL when it is not a valid message;
+ * -ENOMEM. Always call find_missing_request_free afterwards. */
+int find_missing_request_decode(const uint8_t *buf, size_t len, struct find_missing_request *r);
+void find_missing_request_free(struct find_missing_request *r);
+/* Encodes a FindMissingBlobsResponse listing digests[i] for each missing[i],
+ * in order, into a malloc'd buffer (*out, *out_len). 0 or -ENOMEM. */
+int find_missing_response_encode(const struct cas_digest *digests, const bool *missing, size_t n,
+                                 uint8_t **out, size_t *out_len);
+
 /* --- fields newer than Debian's protos (unknown_fields.c) ---
  *
  * Debian 12's generated protobuf-c types are the v2.2-era REAPI; the fields
@@ -287,6 +318,10 @@ const char *reapi_digest_function_name(uint64_t value);
  * (9) is not supported: this server uses SHA256") and returns -EINVAL. */
 int reapi_digest_function_check(const ProtobufCMessage *req, uint32_t field,
                                 struct reapi_status *st);
+/* The same for a value already read: present says whether the field was
+ * given; message_name and field name it when malformed. */
+int reapi_digest_function_check_value(const char *message_name, uint32_t field, bool present,
+                                      bool malformed, uint64_t value, struct reapi_status *st);
 
 /* --- compression (compression.c) ---
  *
