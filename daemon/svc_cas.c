@@ -58,24 +58,6 @@ static bool cas_check_count(struct casboxd *d, size_t n, struct reapi_status *st
     return true;
 }
 
-/* The request's bytes in one piece (a copy, decompressed if need be: *copy,
- * to unref); about a millisecond for 100,000 digests. */
-static int cas_request_bytes(struct rpc_call *call, grpc_slice *copy, const uint8_t **buf,
-                             size_t *len)
-{
-    grpc_byte_buffer *bb = rpc_call_request_buffer(call);
-    grpc_byte_buffer_reader reader;
-
-    *copy = grpc_empty_slice();
-    if (bb == NULL || !grpc_byte_buffer_reader_init(&reader, bb))
-        return -EINVAL;
-    *copy = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    *buf = GRPC_SLICE_START_PTR(*copy);
-    *len = GRPC_SLICE_LENGTH(*copy);
-    return 0;
-}
-
 /* A digest the decoder found malformed: INVALID_ARGUMENT naming its index,
  * worded as for every other request (reapi_digest_from_proto). */
 static void cas_find_missing_bad(const struct find_missing_request *r, struct reapi_status *st)
@@ -91,28 +73,82 @@ static void cas_find_missing_bad(const struct find_missing_request *r, struct re
         reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "%s: not a SHA-256 digest", field);
 }
 
-/* FindMissingBlobs without protobuf-c: 100,000 digests are decoded in one pass
- * (reapi/find_missing.c), looked up under one index lock and the answer
- * written into one buffer. The phases are logged at debug level. */
+/* One FindMissingBlobs call's state while its digests stream past. */
+struct find_missing_call {
+    struct casboxd *d;
+    struct reapi_status *st;
+    struct find_missing_response resp;
+    bool missing[FIND_MISSING_CHUNK];
+    size_t n_missing;
+    uint64_t lookup_us;
+};
+
+/* A chunk of digests: looked up (one index lock for the chunk), the missing
+ * ones appended to the response. */
+static int cas_find_missing_chunk(void *ctx, const struct cas_digest *dg, size_t n)
+{
+    struct find_missing_call *fc = ctx;
+    uint64_t t0 = clock_mono_us();
+    int rc;
+
+    /* Answered by the source of truth: with [cas] remote, the remote, never
+     * this host's cache (which would make the client skip an upload the
+     * remote needs). */
+    rc = shared_find_missing(fc->d, dg, n, fc->missing, fc->st);
+    fc->lookup_us += clock_mono_us() - t0;
+    if (rc != 0)
+        return rc < 0 ? rc : -EIO;
+    for (size_t i = 0; i < n; i++)
+        fc->n_missing += fc->missing[i];
+    if (find_missing_response_add(&fc->resp, dg, fc->missing, n) != 0) {
+        reapi_status_set(fc->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* The request's slices, read where grpc received them. */
+static int cas_request_spans(struct rpc_call *call, grpc_byte_buffer_reader *reader, bool *live,
+                             struct find_missing_span **spans, size_t *n, size_t *cap)
+{
+    grpc_byte_buffer *bb = rpc_call_request_buffer(call);
+    grpc_slice *s;
+
+    if (bb == NULL || !grpc_byte_buffer_reader_init(reader, bb))
+        return -EINVAL;
+    *live = true;
+    while (grpc_byte_buffer_reader_peek(reader, &s) != 0) {
+        if (array_reserve((void **)spans, cap, *n, sizeof(**spans)) != 0)
+            return -ENOMEM;
+        (*spans)[(*n)++] =
+            (struct find_missing_span){GRPC_SLICE_START_PTR(*s), GRPC_SLICE_LENGTH(*s)};
+    }
+    return 0;
+}
+
+/* FindMissingBlobs without protobuf-c and in bounded memory: the request is
+ * scanned where grpc received it (instance, digest_function, count), then
+ * its digests are parsed, looked up and answered a chunk at a time
+ * (reapi/find_missing.c). The phases are logged at debug level. */
 static void cas_find_missing(void *ctx, struct rpc_call *call)
 {
-    struct casboxd *d = ctx;
+    struct find_missing_call fc = {.d = ctx};
     struct find_missing_request req;
     struct reapi_status st;
-    grpc_slice bytes = grpc_empty_slice();
-    const uint8_t *buf = NULL;
-    uint8_t *out = NULL;
-    size_t len = 0, out_len = 0, n_missing = 0;
-    bool *missing = NULL;
-    uint64_t t0 = clock_mono_us(), t_decode = 0, t_lookup = 0;
+    grpc_byte_buffer_reader reader;
+    bool reader_live = false;
+    struct find_missing_span *spans = NULL;
+    size_t n_spans = 0, cap_spans = 0;
+    uint64_t t0 = clock_mono_us(), t_scan;
     int rc;
 
     reapi_status_init(&st);
+    fc.st = &st;
     memset(&req, 0, sizeof(req));
-    rc = cas_request_bytes(call, &bytes, &buf, &len);
+    rc = cas_request_spans(call, &reader, &reader_live, &spans, &n_spans, &cap_spans);
     if (rc == 0)
-        rc = find_missing_request_decode(buf, len, &req);
-    t_decode = clock_mono_us();
+        rc = find_missing_request_scan(spans, n_spans, &req);
+    t_scan = clock_mono_us();
     if (rc == -ENOMEM) {
         reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -128,44 +164,44 @@ static void cas_find_missing(void *ctx, struct rpc_call *call)
             "FindMissingBlobsRequest", REAPI_FIELD_FIND_MISSING_BLOBS_REQUEST_DIGEST_FUNCTION,
             req.has_digest_function, req.digest_function_malformed, req.digest_function, &st) != 0)
         goto out;
-    if (!cas_check_count(d, req.n_digests, &st, "blob_digests"))
+    if (!cas_check_count(fc.d, req.n_digests, &st, "blob_digests"))
         goto out;
+    /* A bad digest found by the scan: no lookups, only the check for an
+     * earlier one the scan cannot see (a hash that is not hex). */
+    rc = find_missing_request_digests(&req, req.has_bad ? NULL : cas_find_missing_chunk, &fc);
     if (req.has_bad) {
         cas_find_missing_bad(&req, &st);
         goto out;
     }
-    /* Answered by the source of truth: with [cas] remote, the remote, never
-     * this host's cache (which would make the client skip an upload the
-     * remote needs). */
-    missing = calloc(req.n_digests + 1, sizeof(*missing));
-    if (missing == NULL) {
+    if (rc == -ENOMEM)
         reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    else if (rc != 0 && reapi_status_ok(&st)) /* else the chunk's lookup said why */
+        reapi_status_set(&st, GRPC_STATUS_INTERNAL, "FindMissingBlobs: %s", strerror(-rc));
+    if (rc != 0)
         goto out;
+    if (fc.resp.buf == NULL) {
+        fc.resp.buf = malloc(1); /* nothing missing: an empty message */
+        if (fc.resp.buf == NULL) {
+            reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
     }
-    if (shared_find_missing(d, req.digests, req.n_digests, missing, &st) != 0)
-        goto out;
-    t_lookup = clock_mono_us();
-    for (size_t i = 0; i < req.n_digests; i++)
-        n_missing += missing[i];
-    if (find_missing_response_encode(req.digests, missing, req.n_digests, &out, &out_len) != 0) {
-        reapi_status_set(&st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
-    }
-    observe_find_missing(d, req.n_digests, n_missing);
-    LOG_D("FindMissingBlobs: %zu digests, %zu missing: decode %" PRIu64 " us, lookup %" PRIu64
-          " us, encode %" PRIu64 " us",
-          req.n_digests, n_missing, t_decode - t0, t_lookup - t_decode, clock_mono_us() - t_lookup);
+    observe_find_missing(fc.d, req.n_digests, fc.n_missing);
+    LOG_D("FindMissingBlobs: %zu digests, %zu missing: scan %" PRIu64
+          " us, parse+lookup+encode %" PRIu64 " us (lookup %" PRIu64 " us)",
+          req.n_digests, fc.n_missing, t_scan - t0, clock_mono_us() - t_scan, fc.lookup_us);
     /* The answer goes as a message of its own, then the status. */
-    rc = rpc_call_send_raw(call, out, out_len, free, out);
-    out = NULL; /* the send owns it now */
+    rc = rpc_call_send_raw(call, fc.resp.buf, fc.resp.len, free, fc.resp.buf);
+    fc.resp.buf = NULL; /* the send owns it now */
     if (rc != 0)
         reapi_status_set(&st, GRPC_STATUS_CANCELLED, "the response could not be sent");
 out:
     rpc_call_finish(call, NULL, &st);
-    free(out);
-    free(missing);
+    find_missing_response_free(&fc.resp);
     find_missing_request_free(&req);
-    grpc_slice_unref(bytes);
+    free(spans);
+    if (reader_live)
+        grpc_byte_buffer_reader_destroy(&reader);
     reapi_status_free(&st);
 }
 

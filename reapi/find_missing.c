@@ -1,20 +1,27 @@
 /*
  * find_missing.c - FindMissingBlobsRequest decoded and its response encoded
- * by hand.
+ * by hand, in place and in bounded memory.
  *
  * A build asks about 100,000 digests at once. protobuf-c spends most of the
  * call on them: a malloc for every Digest and every hash string, then the
- * handler parses each hash again (87 ms of a 259 ms call). Here the request
- * is read in one pass over contiguous bytes, each hash parsed straight into a
- * struct cas_digest, and the response written into one buffer.
+ * handler parses each hash again (87 ms of a 259 ms call). Copying the
+ * request into one buffer and the digests into one array is no good either:
+ * 11 MB of fresh memory cost 25-55 ms of page faults per call here (5 ms
+ * when malloc happened to reuse warm memory). So the request is read where
+ * grpc received it, as spans of its slices, in two passes: the scan checks
+ * the structure and reads the instance name, digest_function and the count
+ * (so the caller can authorize and check limits before it touches the
+ * store); the second pass parses the hashes and hands them over in chunks
+ * of FIND_MISSING_CHUNK, which the caller looks up and appends to the
+ * response as it goes.
  *
  * FindMissingBlobsRequest: instance_name = 1 (string), blob_digests = 2
  * (repeated Digest), digest_function = 3 (enum, API 2.3). Digest: hash = 1
  * (string), size_bytes = 2 (int64). As protobuf reads them: the last
  * occurrence of a scalar wins, an enum may also come packed, unknown fields
  * are skipped by wire type, a known field with the wrong wire type is an
- * error. A digest that is not a SHA-256 digest does not fail the decode: its
- * index and fields are kept so the caller can say what was wrong with it.
+ * error. A digest that is not a SHA-256 digest does not fail the decode: the
+ * first one's index and fields are kept so the caller can say what was wrong.
  */
 #include "reapi.h"
 
@@ -22,15 +29,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/util.h"
-
 enum { FM_VARINT = 0, FM_I64 = 1, FM_LEN = 2, FM_I32 = 5 };
 
-struct fm_cursor {
+/* Digest messages up to this size are parsed from one contiguous view (a
+ * copy when one straddles two slices); larger ones (unknown fields in them)
+ * are copied into a buffer of their own. */
+#define FM_STITCH 4096
+
+/* --- contiguous bytes (a Digest, a packed run) --- */
+
+struct fm_bytes {
     const uint8_t *p, *end;
 };
 
-static int fm_varint(struct fm_cursor *c, uint64_t *v)
+static int fm_varint(struct fm_bytes *c, uint64_t *v)
 {
     uint64_t x = 0;
 
@@ -51,193 +63,400 @@ static int fm_varint(struct fm_cursor *c, uint64_t *v)
     return -EINVAL;
 }
 
-/* Skips a field of an unknown number by its wire type. */
-static int fm_skip(struct fm_cursor *c, uint64_t wire)
+/* The length of a field of wire type `wire` to skip after its key (for a
+ * varint, the varint is consumed and *len is 0). */
+static int fm_skip_len(struct fm_bytes *c, uint64_t wire, uint64_t *len)
 {
-    uint64_t v;
+    uint64_t ignored;
 
+    *len = 0;
     switch (wire) {
     case FM_VARINT:
-        return fm_varint(c, &v);
+        return fm_varint(c, &ignored);
     case FM_I64:
+        *len = 8;
+        return 0;
     case FM_I32:
-        v = wire == FM_I64 ? 8 : 4;
-        break;
+        *len = 4;
+        return 0;
     case FM_LEN:
-        if (fm_varint(c, &v) != 0)
-            return -EINVAL;
-        break;
+        return fm_varint(c, len);
     default:
         return -EINVAL; /* groups and reserved wire types */
     }
-    if (v > (uint64_t)(c->end - c->p))
-        return -EINVAL;
-    c->p += v;
-    return 0;
-}
-
-/* The length-delimited payload that follows; -EINVAL when it overruns. */
-static int fm_len(struct fm_cursor *c, struct fm_cursor *inner)
-{
-    uint64_t len;
-
-    if (fm_varint(c, &len) != 0 || len > (uint64_t)(c->end - c->p))
-        return -EINVAL;
-    inner->p = c->p;
-    inner->end = c->p + len;
-    c->p += len;
-    return 0;
 }
 
 /* One Digest message: hash and size as protobuf would read them. */
-static int fm_digest(struct fm_cursor *c, const uint8_t **hash, size_t *hash_len, int64_t *size)
+static int fm_digest(struct fm_bytes *c, const uint8_t **hash, size_t *hash_len, int64_t *size)
 {
     *hash = NULL;
     *hash_len = 0;
     *size = 0;
     while (c->p < c->end) {
         uint64_t key, v;
-        struct fm_cursor s;
 
         if (fm_varint(c, &key) != 0 || (key >> 3) == 0)
             return -EINVAL;
-        if ((key >> 3) == 1) {
-            if ((key & 7) != FM_LEN || fm_len(c, &s) != 0)
+        if ((key >> 3) == 1 && (key & 7) == FM_LEN) {
+            if (fm_varint(c, &v) != 0 || v > (uint64_t)(c->end - c->p))
                 return -EINVAL;
-            *hash = s.p;
-            *hash_len = (size_t)(s.end - s.p);
-        } else if ((key >> 3) == 2) {
-            if ((key & 7) != FM_VARINT || fm_varint(c, &v) != 0)
+            *hash = c->p;
+            *hash_len = (size_t)v;
+            c->p += v;
+        } else if ((key >> 3) == 2 && (key & 7) == FM_VARINT) {
+            if (fm_varint(c, &v) != 0)
                 return -EINVAL;
             *size = (int64_t)v;
-        } else if (fm_skip(c, key & 7) != 0) {
-            return -EINVAL;
+        } else if ((key >> 3) <= 2) {
+            return -EINVAL; /* a known field with the wrong wire type */
+        } else {
+            if (fm_skip_len(c, key & 7, &v) != 0 || v > (uint64_t)(c->end - c->p))
+                return -EINVAL;
+            c->p += v;
         }
     }
     return 0;
 }
 
-static int fm_add_digest(struct fm_cursor *c, struct find_missing_request *r)
-{
-    const uint8_t *hash;
-    size_t hash_len;
-    int64_t size;
+/* --- the request's spans --- */
 
-    if (fm_digest(c, &hash, &hash_len, &size) != 0)
-        return -EINVAL;
-    if (array_reserve((void **)&r->digests, &r->cap_digests, r->n_digests, sizeof(*r->digests)) !=
-        0)
-        return -ENOMEM;
-    if (r->has_bad)
-        goto out; /* only the first bad one is reported */
-    if (cas_digest_parse_n((const char *)hash, hash_len, size, &r->digests[r->n_digests]) != 0 ||
-        memchr(hash, '\0', hash_len) != NULL) {
-        /* Kept as protobuf-c would give it: a C string (cut at a NUL). */
-        r->bad_hash = malloc(hash_len + 1);
-        if (r->bad_hash == NULL)
+struct fm_cursor {
+    const struct find_missing_span *spans;
+    size_t n_spans, span;
+    const uint8_t *p, *end; /* within spans[span] */
+    uint8_t stitch[FM_STITCH];
+};
+
+static void fm_cursor_init(struct fm_cursor *c, const struct find_missing_request *r)
+{
+    c->spans = r->spans;
+    c->n_spans = r->n_spans;
+    c->span = 0;
+    c->p = c->end = NULL;
+    if (c->n_spans > 0) {
+        c->p = c->spans[0].data;
+        c->end = c->p + c->spans[0].len;
+    }
+}
+
+/* Moves past exhausted spans; false at the end of the message. */
+static bool fm_more(struct fm_cursor *c)
+{
+    while (c->p == c->end) {
+        if (c->span + 1 >= c->n_spans)
+            return false;
+        c->span++;
+        c->p = c->spans[c->span].data;
+        c->end = c->p + c->spans[c->span].len;
+    }
+    return true;
+}
+
+static int fm_cursor_varint(struct fm_cursor *c, uint64_t *v)
+{
+    uint64_t x = 0;
+
+    if (c->end - c->p >= 10) { /* the common case: all of it in this span */
+        struct fm_bytes b = {c->p, c->end};
+        int rc = fm_varint(&b, v);
+
+        c->p = b.p;
+        return rc;
+    }
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+        uint8_t b;
+
+        if (!fm_more(c))
+            return -EINVAL;
+        b = *c->p++;
+        if (shift == 63 && b > 1)
+            return -EINVAL;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* Consumes len bytes, copying them to out when not NULL. */
+static int fm_cursor_take(struct fm_cursor *c, uint64_t len, uint8_t *out)
+{
+    while (len > 0) {
+        size_t n;
+
+        if (!fm_more(c))
+            return -EINVAL;
+        n = (size_t)(c->end - c->p);
+        if (n > len)
+            n = (size_t)len;
+        if (out != NULL) {
+            memcpy(out, c->p, n);
+            out += n;
+        }
+        c->p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* len bytes as one contiguous view: in place, or copied into the stitch
+ * buffer or (*big, to free) a buffer of their own. */
+static int fm_cursor_view(struct fm_cursor *c, uint64_t len, struct fm_bytes *view, uint8_t **big)
+{
+    uint8_t *dst = c->stitch;
+
+    *big = NULL;
+    if (len == 0 || (fm_more(c) && (uint64_t)(c->end - c->p) >= len)) {
+        view->p = c->p;
+        view->end = c->p + len;
+        c->p += len;
+        return 0;
+    }
+    if (len > FM_STITCH) {
+        *big = malloc((size_t)len);
+        if (*big == NULL)
             return -ENOMEM;
-        if (hash_len > 0)
-            memcpy(r->bad_hash, hash, hash_len);
-        r->bad_hash[hash_len] = '\0';
-        r->has_bad = true;
-        r->bad_index = r->n_digests;
-        r->bad_size = size;
+        dst = *big;
     }
-out:
-    r->n_digests++;
+    if (fm_cursor_take(c, len, dst) != 0)
+        return -EINVAL;
+    view->p = dst;
+    view->end = dst + len;
     return 0;
 }
 
-/* digest_function: a varint, or packed varints of which the last counts. */
-static int fm_digest_function(struct fm_cursor *c, uint64_t wire, struct find_missing_request *r)
+/* The next top-level field: its number and wire type, and for a
+ * length-delimited one its length (not consumed). 0, 1 at the end, -EINVAL. */
+static int fm_cursor_field(struct fm_cursor *c, uint64_t *field, uint64_t *wire, uint64_t *len)
 {
-    struct fm_cursor s;
-    uint64_t v;
+    uint64_t key;
 
-    if (wire == FM_VARINT) {
-        if (fm_varint(c, &v) != 0)
-            return -EINVAL;
-        r->digest_function = v;
-        r->has_digest_function = true;
+    if (!fm_more(c))
+        return 1;
+    if (fm_cursor_varint(c, &key) != 0 || (key >> 3) == 0)
+        return -EINVAL;
+    *field = key >> 3;
+    *wire = key & 7;
+    *len = 0;
+    if (*wire == FM_LEN)
+        return fm_cursor_varint(c, len);
+    if (*wire == FM_VARINT)
+        return 0;
+    if (*wire == FM_I64 || *wire == FM_I32) {
+        *len = *wire == FM_I64 ? 8 : 4;
         return 0;
     }
-    if (wire == FM_LEN) {
-        if (fm_len(c, &s) != 0)
-            return -EINVAL;
-        while (s.p < s.end) {
-            if (fm_varint(&s, &v) != 0) {
-                r->digest_function_malformed = true;
-                return 0;
-            }
-            r->digest_function = v;
-            r->has_digest_function = true;
-        }
-        return 0;
-    }
-    /* Unknown to Debian's protos, so protobuf-c keeps it; reading it as an
-     * enum then fails. */
-    r->digest_function_malformed = true;
-    return fm_skip(c, wire);
+    return -EINVAL;
 }
 
-static int fm_instance(struct fm_cursor *c, struct find_missing_request *r)
+/* --- the scan --- */
+
+static int fm_scan_instance(struct fm_cursor *c, uint64_t len, struct find_missing_request *r)
 {
-    struct fm_cursor s;
-    size_t len;
     char *name;
 
-    if (fm_len(c, &s) != 0)
-        return -EINVAL;
-    len = (size_t)(s.end - s.p);
-    name = malloc(len + 1);
+    if (len > 64 * 1024)
+        return -EINVAL; /* no instance name is that long */
+    name = malloc((size_t)len + 1);
     if (name == NULL)
         return -ENOMEM;
-    memcpy(name, s.p, len);
+    if (fm_cursor_take(c, len, (uint8_t *)name) != 0) {
+        free(name);
+        return -EINVAL;
+    }
     name[len] = '\0';
     free(r->instance_name);
     r->instance_name = name;
     return 0;
 }
 
-int find_missing_request_decode(const uint8_t *buf, size_t len, struct find_missing_request *r)
+/* Notes digest number index as the first bad one, as protobuf-c would give
+ * its fields: the hash a C string (cut at a NUL). */
+static int fm_note_bad(struct find_missing_request *r, size_t index, const uint8_t *hash,
+                       size_t hash_len, int64_t size)
 {
-    struct fm_cursor c = {.p = buf, .end = buf + len}, s;
-    int rc = 0;
+    char *copy = malloc(hash_len + 1);
 
-    memset(r, 0, sizeof(*r));
-    while (rc == 0 && c.p < c.end) {
-        uint64_t key, field, wire;
+    if (copy == NULL)
+        return -ENOMEM;
+    if (hash_len > 0)
+        memcpy(copy, hash, hash_len);
+    copy[hash_len] = '\0';
+    free(r->bad_hash);
+    r->bad_hash = copy;
+    r->has_bad = true;
+    r->bad_index = index;
+    r->bad_size = size;
+    return 0;
+}
 
-        if (fm_varint(&c, &key) != 0 || (key >> 3) == 0) {
-            rc = -EINVAL;
+/* A digest in the scan: its structure, and the checks that need no hex
+ * parsing (the hash's length, the size's sign); the second pass does the rest. */
+static int fm_scan_digest(struct fm_cursor *c, uint64_t len, struct find_missing_request *r)
+{
+    struct fm_bytes view;
+    const uint8_t *hash;
+    size_t hash_len;
+    int64_t size;
+    uint8_t *big;
+    int rc = fm_cursor_view(c, len, &view, &big);
+
+    if (rc == 0)
+        rc = fm_digest(&view, &hash, &hash_len, &size);
+    if (rc == 0 && !r->has_bad && (hash_len != CAS_HASH_HEX || size < 0))
+        rc = fm_note_bad(r, r->n_digests, hash, hash_len, size);
+    if (rc == 0)
+        r->n_digests++;
+    free(big);
+    return rc;
+}
+
+/* digest_function: a varint, or packed varints of which the last counts;
+ * another wire type is kept by protobuf-c as an unknown field and then
+ * fails as an enum. */
+static int fm_scan_digest_function(struct fm_cursor *c, uint64_t wire, uint64_t len,
+                                   struct find_missing_request *r)
+{
+    struct fm_bytes view;
+    uint8_t *big;
+    uint64_t v;
+    int rc;
+
+    if (wire == FM_VARINT) {
+        if (fm_cursor_varint(c, &v) != 0)
+            return -EINVAL;
+        r->digest_function = v;
+        r->has_digest_function = true;
+        return 0;
+    }
+    if (wire != FM_LEN) {
+        r->digest_function_malformed = true;
+        return fm_cursor_take(c, len, NULL);
+    }
+    rc = fm_cursor_view(c, len, &view, &big);
+    while (rc == 0 && view.p < view.end) {
+        if (fm_varint(&view, &v) != 0) {
+            r->digest_function_malformed = true;
             break;
         }
-        field = key >> 3;
-        wire = key & 7;
-        if (field == 1)
-            rc = wire == FM_LEN ? fm_instance(&c, r) : -EINVAL;
-        else if (field == 2)
-            rc = wire == FM_LEN && fm_len(&c, &s) == 0 ? fm_add_digest(&s, r) : -EINVAL;
-        else if (field == 3)
-            rc = fm_digest_function(&c, wire, r);
-        else
-            rc = fm_skip(&c, wire);
+        r->digest_function = v;
+        r->has_digest_function = true;
     }
+    free(big);
+    return rc;
+}
+
+int find_missing_request_scan(const struct find_missing_span *spans, size_t n_spans,
+                              struct find_missing_request *r)
+{
+    struct fm_cursor *c = malloc(sizeof(*c));
+    uint64_t field, wire, len;
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    r->spans = spans;
+    r->n_spans = n_spans;
+    if (c == NULL)
+        return -ENOMEM;
+    fm_cursor_init(c, r);
+    while ((rc = fm_cursor_field(c, &field, &wire, &len)) == 0) {
+        if (field == 1)
+            rc = wire == FM_LEN ? fm_scan_instance(c, len, r) : -EINVAL;
+        else if (field == 2)
+            rc = wire == FM_LEN ? fm_scan_digest(c, len, r) : -EINVAL;
+        else if (field == 3)
+            rc = fm_scan_digest_function(c, wire, len, r);
+        else if (wire == FM_VARINT)
+            rc = fm_cursor_varint(c, &len);
+        else
+            rc = fm_cursor_take(c, len, NULL);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 1)
+        rc = 0; /* the end */
     if (rc == 0 && r->instance_name == NULL) {
         r->instance_name = strdup("");
         if (r->instance_name == NULL)
             rc = -ENOMEM;
     }
+    free(c);
+    return rc;
+}
+
+/* --- the digests --- */
+
+struct fm_pass {
+    struct fm_cursor c;
+    struct cas_digest chunk[FIND_MISSING_CHUNK];
+};
+
+int find_missing_request_digests(struct find_missing_request *r, find_missing_digests_fn fn,
+                                 void *ctx)
+{
+    struct fm_pass *ps = malloc(sizeof(*ps));
+    uint64_t field, wire, len;
+    size_t index = 0, n = 0;
+    int rc;
+
+    if (ps == NULL)
+        return -ENOMEM;
+    fm_cursor_init(&ps->c, r);
+    while ((rc = fm_cursor_field(&ps->c, &field, &wire, &len)) == 0) {
+        struct fm_bytes view;
+        const uint8_t *hash;
+        size_t hash_len;
+        int64_t size;
+        uint8_t *big;
+
+        if (field != 2) { /* the scan checked everything else */
+            rc = wire == FM_VARINT ? fm_cursor_varint(&ps->c, &len)
+                                   : fm_cursor_take(&ps->c, len, NULL);
+            if (rc != 0)
+                break;
+            continue;
+        }
+        if (r->has_bad && index == r->bad_index) {
+            rc = -EINVAL; /* nothing after the first bad digest counts */
+            break;
+        }
+        rc = fm_cursor_view(&ps->c, len, &view, &big);
+        if (rc == 0)
+            rc = fm_digest(&view, &hash, &hash_len, &size);
+        if (rc == 0 &&
+            (cas_digest_parse_n((const char *)hash, hash_len, size, &ps->chunk[n]) != 0 ||
+             memchr(hash, '\0', hash_len) != NULL)) {
+            rc = fm_note_bad(r, index, hash, hash_len, size);
+            if (rc == 0)
+                rc = -EINVAL;
+        }
+        free(big);
+        if (rc != 0)
+            break;
+        index++;
+        if (++n == FIND_MISSING_CHUNK) {
+            rc = fn != NULL ? fn(ctx, ps->chunk, n) : 0;
+            n = 0;
+            if (rc != 0)
+                break;
+        }
+    }
+    if (rc == 1)
+        rc = n > 0 && fn != NULL ? fn(ctx, ps->chunk, n) : 0;
+    free(ps);
     return rc;
 }
 
 void find_missing_request_free(struct find_missing_request *r)
 {
     free(r->instance_name);
-    free(r->digests);
     free(r->bad_hash);
     memset(r, 0, sizeof(*r));
 }
+
+/* --- the response --- */
 
 static size_t fm_varint_len(uint64_t v)
 {
@@ -260,25 +479,32 @@ static uint8_t *fm_put_varint(uint8_t *p, uint64_t v)
     return p;
 }
 
-int find_missing_response_encode(const struct cas_digest *digests, const bool *missing, size_t n,
-                                 uint8_t **out, size_t *out_len)
+int find_missing_response_add(struct find_missing_response *resp, const struct cas_digest *digests,
+                              const bool *missing, size_t n)
 {
-    size_t total = 0;
-    uint8_t *buf, *p;
+    size_t need = 0;
+    uint8_t *p;
 
-    *out = NULL;
-    *out_len = 0;
     /* Each entry: tag, length, then the Digest (hash, and size when not 0,
      * as proto3 leaves zero values out); under 128 bytes, so a one-byte length. */
     for (size_t i = 0; i < n; i++) {
         if (missing[i])
-            total += 4 + CAS_HASH_HEX +
-                     (digests[i].size ? 1 + fm_varint_len((uint64_t)digests[i].size) : 0);
+            need += 4 + CAS_HASH_HEX +
+                    (digests[i].size ? 1 + fm_varint_len((uint64_t)digests[i].size) : 0);
     }
-    buf = malloc(total ? total : 1);
-    if (buf == NULL)
-        return -ENOMEM;
-    p = buf;
+    if (need > resp->cap - resp->len) {
+        size_t cap = resp->cap ? resp->cap : 4096;
+        uint8_t *buf;
+
+        while (cap - resp->len < need)
+            cap *= 2;
+        buf = realloc(resp->buf, cap);
+        if (buf == NULL)
+            return -ENOMEM;
+        resp->buf = buf;
+        resp->cap = cap;
+    }
+    p = resp->buf + resp->len;
     for (size_t i = 0; i < n; i++) {
         char hex[CAS_HASH_HEX + 1];
         uint64_t size = (uint64_t)digests[i].size;
@@ -297,7 +523,12 @@ int find_missing_response_encode(const struct cas_digest *digests, const bool *m
             p = fm_put_varint(p, size);
         }
     }
-    *out = buf;
-    *out_len = (size_t)(p - buf);
+    resp->len = (size_t)(p - resp->buf);
     return 0;
+}
+
+void find_missing_response_free(struct find_missing_response *resp)
+{
+    free(resp->buf);
+    memset(resp, 0, sizeof(*resp));
 }

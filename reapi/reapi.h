@@ -13,8 +13,9 @@
  * WriteRequest (write_request.c): google.bytestream.WriteRequest decoded
  * straight from the grpc byte buffer it arrived in, its data left in grpc's
  * slices.
- * FindMissingBlobs (find_missing.c): the request decoded and the response
- * encoded by hand, 100,000 digests without an allocation each.
+ * FindMissingBlobs (find_missing.c): the request decoded in place, in two
+ * passes and in chunks, and the response encoded by hand: 100,000 digests in
+ * bounded memory, without an allocation each.
  * Unknown fields (unknown_fields.c): the REAPI fields newer than Debian's
  * protos, read from and written to a message's unknown fields; API 2.3's
  * digest_function in requests checked with them (digest_function.c).
@@ -219,32 +220,62 @@ void write_request_free(struct write_request *r);
 
 /* --- FindMissingBlobs, by hand (find_missing.c) --- */
 
+/* A piece of the request as received (a grpc slice). */
+struct find_missing_span {
+    const uint8_t *data;
+    size_t len;
+};
+
 struct find_missing_request {
     char *instance_name; /* NUL-terminated copy; "" when absent */
     /* The last digest_function given (0 when none); malformed: the field is
      * there but is not an enum value. */
     uint64_t digest_function;
     bool has_digest_function, digest_function_malformed;
-    /* blob_digests, in order; the entry at a bad digest's index is unset. */
-    struct cas_digest *digests;
-    size_t n_digests, cap_digests;
+    size_t n_digests; /* blob_digests given */
     /* The first digest that is not a SHA-256 digest, as protobuf-c would
-     * have given its fields (hash cut at a NUL), for the error message. */
+     * have given its fields (hash cut at a NUL), for the error message. The
+     * scan finds wrong lengths and negative sizes; the second pass the rest
+     * (and moves it earlier). */
     bool has_bad;
     size_t bad_index;
     char *bad_hash;
     int64_t bad_size;
+    /* private: the request's bytes, which must outlive r */
+    const struct find_missing_span *spans;
+    size_t n_spans;
 };
 
-/* Decodes a FindMissingBlobsRequest from len contiguous bytes as protobuf
- * would (see find_missing.c). 0; -EINVAL when it is not a valid message;
- * -ENOMEM. Always call find_missing_request_free afterwards. */
-int find_missing_request_decode(const uint8_t *buf, size_t len, struct find_missing_request *r);
+/* Digests handed over by find_missing_request_digests at a time. */
+#define FIND_MISSING_CHUNK 1024
+
+/* Checks a FindMissingBlobsRequest given as n_spans spans and reads all but
+ * its digests, as protobuf would (see find_missing.c). 0; -EINVAL when it is
+ * not a valid message; -ENOMEM. Call find_missing_request_free afterwards,
+ * whatever it returned. */
+int find_missing_request_scan(const struct find_missing_span *spans, size_t n_spans,
+                              struct find_missing_request *r);
+/* Receives the next n (at most FIND_MISSING_CHUNK) digests of the request,
+ * in order; a negative return stops the pass with it. */
+typedef int (*find_missing_digests_fn)(void *ctx, const struct cas_digest *d, size_t n);
+/* The second pass over a scanned request: parses every digest and gives them
+ * to fn (may be NULL: only check). -EINVAL at the first bad digest (r's bad_*
+ * then name it; the chunks given so far are to be thrown away), -ENOMEM, or
+ * fn's error. */
+int find_missing_request_digests(struct find_missing_request *r, find_missing_digests_fn fn,
+                                 void *ctx);
 void find_missing_request_free(struct find_missing_request *r);
-/* Encodes a FindMissingBlobsResponse listing digests[i] for each missing[i],
- * in order, into a malloc'd buffer (*out, *out_len). 0 or -ENOMEM. */
-int find_missing_response_encode(const struct cas_digest *digests, const bool *missing, size_t n,
-                                 uint8_t **out, size_t *out_len);
+
+/* A FindMissingBlobsResponse being written. */
+struct find_missing_response {
+    uint8_t *buf; /* malloc'd; the encoded message is buf[0, len) */
+    size_t len, cap;
+};
+
+/* Appends digests[i] for each missing[i], in order. 0 or -ENOMEM. */
+int find_missing_response_add(struct find_missing_response *resp, const struct cas_digest *digests,
+                              const bool *missing, size_t n);
+void find_missing_response_free(struct find_missing_response *resp);
 
 /* --- fields newer than Debian's protos (unknown_fields.c) ---
  *
