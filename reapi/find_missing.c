@@ -9,11 +9,11 @@
  * 11 MB of fresh memory cost 25-55 ms of page faults per call here (5 ms
  * when malloc happened to reuse warm memory). So the request is read where
  * grpc received it, as spans of its slices, in two passes: the scan checks
- * the structure and reads the instance name, digest_function and the count
- * (so the caller can authorize and check limits before it touches the
- * store); the second pass parses the hashes and hands them over in chunks
- * of FIND_MISSING_CHUNK, which the caller looks up and appends to the
- * response as it goes.
+ * the top-level structure and reads the instance name, digest_function and
+ * the count (so the caller can authorize and check limits before it touches
+ * the store); the second pass checks and parses each Digest and hands them
+ * over in chunks of FIND_MISSING_CHUNK, which the caller looks up and
+ * appends to the response as it goes.
  *
  * FindMissingBlobsRequest: instance_name = 1 (string), blob_digests = 2
  * (repeated Digest), digest_function = 3 (enum, API 2.3). Digest: hash = 1
@@ -292,27 +292,6 @@ static int fm_note_bad(struct find_missing_request *r, size_t index, const uint8
     return 0;
 }
 
-/* A digest in the scan: its structure, and the checks that need no hex
- * parsing (the hash's length, the size's sign); the second pass does the rest. */
-static int fm_scan_digest(struct fm_cursor *c, uint64_t len, struct find_missing_request *r)
-{
-    struct fm_bytes view;
-    const uint8_t *hash;
-    size_t hash_len;
-    int64_t size;
-    uint8_t *big;
-    int rc = fm_cursor_view(c, len, &view, &big);
-
-    if (rc == 0)
-        rc = fm_digest(&view, &hash, &hash_len, &size);
-    if (rc == 0 && !r->has_bad && (hash_len != CAS_HASH_HEX || size < 0))
-        rc = fm_note_bad(r, r->n_digests, hash, hash_len, size);
-    if (rc == 0)
-        r->n_digests++;
-    free(big);
-    return rc;
-}
-
 /* digest_function: a varint, or packed varints of which the last counts;
  * another wire type is kept by protobuf-c as an unknown field and then
  * fails as an enum. */
@@ -365,7 +344,7 @@ int find_missing_request_scan(const struct find_missing_span *spans, size_t n_sp
         if (field == 1)
             rc = wire == FM_LEN ? fm_scan_instance(c, len, r) : -EINVAL;
         else if (field == 2)
-            rc = wire == FM_LEN ? fm_scan_digest(c, len, r) : -EINVAL;
+            rc = wire == FM_LEN ? (r->n_digests++, fm_cursor_take(c, len, NULL)) : -EINVAL;
         else if (field == 3)
             rc = fm_scan_digest_function(c, wire, len, r);
         else if (wire == FM_VARINT)
@@ -411,40 +390,40 @@ int find_missing_request_digests(struct find_missing_request *r, find_missing_di
         int64_t size;
         uint8_t *big;
 
-        if (field != 2) { /* the scan checked everything else */
+        if (field != 2) { /* the scan read everything else */
             rc = wire == FM_VARINT ? fm_cursor_varint(&ps->c, &len)
                                    : fm_cursor_take(&ps->c, len, NULL);
             if (rc != 0)
                 break;
             continue;
         }
-        if (r->has_bad && index == r->bad_index) {
-            rc = -EINVAL; /* nothing after the first bad digest counts */
-            break;
-        }
         rc = fm_cursor_view(&ps->c, len, &view, &big);
-        if (rc == 0)
-            rc = fm_digest(&view, &hash, &hash_len, &size);
-        if (rc == 0 &&
-            (cas_digest_parse_n((const char *)hash, hash_len, size, &ps->chunk[n]) != 0 ||
-             memchr(hash, '\0', hash_len) != NULL)) {
-            rc = fm_note_bad(r, index, hash, hash_len, size);
-            if (rc == 0)
-                rc = -EINVAL;
+        if (rc == 0 && fm_digest(&view, &hash, &hash_len, &size) != 0)
+            rc = -EBADMSG;
+        /* After the first bad digest the rest is only checked for structure
+         * (protobuf-c would not parse the request at all). */
+        if (rc == 0 && !r->has_bad) {
+            if (cas_digest_parse_n((const char *)hash, hash_len, size, &ps->chunk[n]) != 0 ||
+                memchr(hash, '\0', hash_len) != NULL)
+                rc = fm_note_bad(r, index, hash, hash_len, size);
+            else if (++n == FIND_MISSING_CHUNK) {
+                rc = fn != NULL ? fn(ctx, ps->chunk, n) : 0;
+                n = 0;
+            }
         }
         free(big);
         if (rc != 0)
             break;
         index++;
-        if (++n == FIND_MISSING_CHUNK) {
-            rc = fn != NULL ? fn(ctx, ps->chunk, n) : 0;
-            n = 0;
-            if (rc != 0)
-                break;
-        }
     }
-    if (rc == 1)
-        rc = n > 0 && fn != NULL ? fn(ctx, ps->chunk, n) : 0;
+    if (rc == 1) { /* the end */
+        if (r->has_bad)
+            rc = -EINVAL;
+        else
+            rc = n > 0 && fn != NULL ? fn(ctx, ps->chunk, n) : 0;
+    } else if (rc == -EINVAL) {
+        rc = -EBADMSG; /* the scan passed, so this cannot be; say it is malformed */
+    }
     free(ps);
     return rc;
 }

@@ -234,9 +234,8 @@ struct find_missing_request {
     bool has_digest_function, digest_function_malformed;
     size_t n_digests; /* blob_digests given */
     /* The first digest that is not a SHA-256 digest, as protobuf-c would
-     * have given its fields (hash cut at a NUL), for the error message. The
-     * scan finds wrong lengths and negative sizes; the second pass the rest
-     * (and moves it earlier). */
+     * have given its fields (hash cut at a NUL), for the error message
+     * (found by the second pass). */
     bool has_bad;
     size_t bad_index;
     char *bad_hash;
@@ -249,19 +248,20 @@ struct find_missing_request {
 /* Digests handed over by find_missing_request_digests at a time. */
 #define FIND_MISSING_CHUNK 1024
 
-/* Checks a FindMissingBlobsRequest given as n_spans spans and reads all but
- * its digests, as protobuf would (see find_missing.c). 0; -EINVAL when it is
- * not a valid message; -ENOMEM. Call find_missing_request_free afterwards,
- * whatever it returned. */
+/* Checks the top level of a FindMissingBlobsRequest given as n_spans spans
+ * and reads all but its digests (counted), as protobuf would (see
+ * find_missing.c). 0; -EINVAL when it is not a valid message; -ENOMEM. Call
+ * find_missing_request_free afterwards, whatever it returned. */
 int find_missing_request_scan(const struct find_missing_span *spans, size_t n_spans,
                               struct find_missing_request *r);
 /* Receives the next n (at most FIND_MISSING_CHUNK) digests of the request,
  * in order; a negative return stops the pass with it. */
 typedef int (*find_missing_digests_fn)(void *ctx, const struct cas_digest *d, size_t n);
-/* The second pass over a scanned request: parses every digest and gives them
- * to fn (may be NULL: only check). -EINVAL at the first bad digest (r's bad_*
- * then name it; the chunks given so far are to be thrown away), -ENOMEM, or
- * fn's error. */
+/* The second pass over a scanned request: checks and parses every Digest and
+ * gives them to fn (may be NULL: only check). 0; -EINVAL when a digest is
+ * not a SHA-256 digest (r's bad_* name the first); -EBADMSG when a Digest
+ * message is malformed (the request is not parseable); -ENOMEM; fn's error.
+ * On an error the chunks given so far are to be thrown away. */
 int find_missing_request_digests(struct find_missing_request *r, find_missing_digests_fn fn,
                                  void *ctx);
 void find_missing_request_free(struct find_missing_request *r);
