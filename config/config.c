@@ -71,8 +71,13 @@ static const struct config_key config_keys[] = {
     SIZE("server", "stream_threads", stream_threads, 1, 4096,
          "threads serving long streams (Execute, WaitExecution): at most this many at once"),
     SIZE("server", "transfer_threads", transfer_threads, 1, 4096,
-         "threads serving ByteStream Read and Write, which wait on the client: at most this many "
-         "at once"),
+         "threads for the blocking steps of ByteStream Read and Write (a remote fetch or "
+         "write-through) and for remote asset fetches"),
+    SIZE("server", "event_threads", event_threads, 1, 64,
+         "threads driving event-driven streams (ByteStream Read and Write), which hold no "
+         "thread while they wait on the client"),
+    SIZE("server", "max_async_calls", max_async_calls, 1, 1000000,
+         "event-driven streams open at once; beyond it RESOURCE_EXHAUSTED"),
     SIZE("server", "max_inflight_calls", max_inflight_calls, 1, 1000000,
          "accepted calls waiting for a thread, per pool; beyond it RESOURCE_EXHAUSTED"),
     SIZE("server", "max_message_bytes", max_message_bytes, 1 * MIB, 1 * GIB,
@@ -209,6 +214,9 @@ static const struct config_key config_keys[] = {
     SIZE("scheduler", "orphan_timeout", sched_orphan_timeout, 1, 86400,
          "seconds an action stays queued or on its worker after its last client left; then it "
          "is cancelled"),
+    STR_KEY("scheduler", "worker_listen", sched_worker_listen,
+            "HOST:PORT serving the worker protocol alone (then not [server] listen, which keeps "
+            "the client services); empty: workers use [server] listen"),
     STR_KEY("worker", "scheduler", worker_scheduler, "grpc://HOST:PORT of the scheduler"),
     STR_KEY("worker", "name", worker_name,
             "NAME in the worker_id {hostname: NAME, slot: N} (same as [server] worker_name)"),
@@ -216,6 +224,9 @@ static const struct config_key config_keys[] = {
             "platform properties announced, NAME=VALUE,NAME=VALUE"),
     STR_KEY("worker", "instance_name_prefix", worker_instance_prefix,
             "instance_name_prefix announced: the instance names this worker serves"),
+    SIZE("worker", "size_class", worker_size_class, 0, 1000000,
+         "size class announced: an action runs in the smallest class whose workers fit it "
+         "(docs/fleet.md)"),
     STR_KEY("http", "listen", http_listen,
             "HOST:PORT of the web pages and /metrics (empty: off; docs/operations.md)"),
     SIZE("http", "history_size", http_history_size, 1, 100000,
@@ -251,6 +262,8 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->rpc_threads = 8;
     cfg->stream_threads = 256;
     cfg->transfer_threads = 64;
+    cfg->event_threads = 2;
+    cfg->max_async_calls = 10000;
     cfg->max_inflight_calls = 1024;
     cfg->stream_stall_timeout = 120;
     cfg->max_message_bytes = 16 * MIB;
@@ -523,6 +536,8 @@ int config_set(struct casbox_config *cfg, const char *section, const char *key, 
                 return -EINVAL;
             }
             memcpy(field, value, strlen(value) + 1);
+            /* a worker serves HTTP only when told to (config_finish) */
+            cfg->http_listen_set |= field == cfg->http_listen;
             return 0;
         case CONFIG_SIZE:
             if (config_parse_size(value, &size) != 0) {
@@ -660,6 +675,8 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
     /* a worker's CAS is the scheduler's unless --cas / [cas] remote says otherwise */
     if (strcmp(cfg->role, "worker") == 0 && cfg->cas_remote[0] == '\0')
         snprintf(cfg->cas_remote, sizeof(cfg->cas_remote), "%s", cfg->worker_scheduler);
+    if (strcmp(cfg->role, "worker") == 0 && !cfg->http_listen_set)
+        cfg->http_listen[0] = '\0';
     if (strcmp(cfg->role, "worker") == 0 && cfg->ac_remote[0] == '\0')
         snprintf(cfg->ac_remote, sizeof(cfg->ac_remote), "%s", cfg->cas_remote);
     if (cfg->sched_idle_poll >= cfg->sched_worker_timeout) {

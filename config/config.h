@@ -36,7 +36,9 @@ struct casbox_config {
     char log_level[16];
     uint64_t rpc_threads;        /* threads serving short calls */
     uint64_t stream_threads;     /* threads serving long streams (Execute, WaitExecution) */
-    uint64_t transfer_threads;   /* threads serving ByteStream Read/Write */
+    uint64_t transfer_threads;   /* threads for the blocking steps of ByteStream, FetchBlob */
+    uint64_t event_threads;      /* threads driving event-driven streams */
+    uint64_t max_async_calls;    /* event-driven streams open at once */
     uint64_t max_inflight_calls; /* accepted calls waiting for a thread, per pool */
     uint64_t max_message_bytes;  /* largest gRPC message received or sent */
     uint64_t max_batch_bytes;    /* max_batch_total_size_bytes advertised and enforced */
@@ -70,8 +72,8 @@ struct casbox_config {
 
     /* [execution] */
     bool exec_enabled;
-    uint64_t exec_slots;           /* actions running at once; 0 = number of CPUs */
-    uint64_t exec_queue_length;    /* actions waiting for a slot */
+    uint64_t exec_slots;        /* actions running at once; 0 = number of CPUs */
+    uint64_t exec_queue_length; /* actions waiting for a slot */
     /* input subtrees remembered as checked complete; 0 = off */
     uint64_t exec_tree_cache_entries;
     uint64_t exec_default_timeout; /* seconds, when the Action has none */
@@ -122,12 +124,15 @@ struct casbox_config {
     uint64_t sched_grace;             /* seconds after start: unknown platforms UNAVAILABLE */
     uint64_t sched_idle_poll;         /* seconds an idle worker's Synchronize is held */
     uint64_t sched_orphan_timeout;    /* seconds an action nobody waits for is kept */
+    char sched_worker_listen[256];    /* HOST:PORT of Synchronize alone; empty: [server] listen */
     char worker_scheduler[256];       /* grpc://HOST:PORT of the scheduler */
     char worker_platform[1024];       /* "OSFamily=Linux,ISA=x86-64" */
     char worker_instance_prefix[256]; /* instance_name_prefix announced */
+    uint64_t worker_size_class;       /* size_class announced (docs/fleet.md, matching) */
 
     /* [http]: /metrics and the web pages (web/web.h) */
     char http_listen[256];            /* HOST:PORT; empty: off */
+    bool http_listen_set;             /* set by the file or --set (role worker: else off) */
     uint64_t http_history_size;       /* finished actions kept for the pages */
     uint64_t http_max_connections;    /* at once */
     uint64_t http_connection_timeout; /* seconds idle */

@@ -94,7 +94,8 @@ static void auth_setup_reload_tls(struct casboxd *d, const struct casbox_config 
     tls.certificate_chain = files.certificate_chain;
     tls.private_key = files.private_key;
     tls.client_ca = files.client_ca;
-    if (rpc_server_tls_replace(d->rpc, &tls) != 0) {
+    if (rpc_server_tls_replace(d->rpc, &tls) != 0 ||
+        (d->rpc_workers != NULL && rpc_server_tls_replace(d->rpc_workers, &tls) != 0)) {
         LOG_W("reload: cannot use the new TLS files; keeping the current ones");
         auth_tls_files_free(&files);
         return;

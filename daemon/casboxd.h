@@ -31,6 +31,7 @@ struct casboxd {
     pthread_mutex_t cfg_lock;
     struct cas_store *store;
     struct rpc_server *rpc;
+    struct rpc_server *rpc_workers;  /* [scheduler] worker_listen; NULL: workers use rpc */
     struct sandbox_spawner *spawner; /* NULL when execution is off */
     struct bytestream_uploads *uploads;
     struct exec_service *exec;   /* NULL when execution is off */
@@ -206,6 +207,12 @@ int fleet_worker_run(struct casboxd *d, const sigset_t *sigs);
 
 /* Actions waiting for a slot (role scheduler: for a worker), actions running
  * on this host's slots, and (role scheduler) worker slots known. */
+/* Role scheduler: the fleet's counts and worker slots (sched/sched.h), read
+ * under the service's lock (svc_operation_queue.c); zero when not one. */
+struct sched_counts;
+struct sched_worker_info;
+void fleet_scheduler_counts(struct exec_service *svc, struct sched_counts *out);
+size_t fleet_scheduler_workers(struct exec_service *svc, struct sched_worker_info *out, size_t max);
 void exec_service_counts(struct exec_service *svc, uint64_t *queued, uint64_t *running,
                          uint64_t *workers);
 
@@ -226,6 +233,20 @@ void observe_find_missing(struct casboxd *d, uint64_t asked, uint64_t missing);
 /* Role scheduler: a worker slot was lost; requeued: its action goes back to
  * the queue. */
 void observe_fleet_lost(struct casboxd *d, bool requeued);
+/* Role scheduler: an action's worker and the stage it last reported. */
+enum observe_fleet_stage {
+    OBSERVE_FLEET_TAKEN,
+    OBSERVE_FLEET_FETCHING,
+    OBSERVE_FLEET_RUNNING,
+    OBSERVE_FLEET_UPLOADING
+};
+void observe_fleet_stage(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                         const char *worker, enum observe_fleet_stage stage);
+/* Role scheduler: the worker's ExecuteResponse, counted by outcome and
+ * shown with its ExecutedActionMetadata times. */
+void observe_fleet_result(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                          const char *worker,
+                          const Build__Bazel__Remote__Execution__V2__ExecuteResponse *r);
 /* An action's life on the board: queued (call: its Execute, for
  * RequestMetadata), taken by a slot, its result, finished. */
 void observe_action_queued(struct casboxd *d, struct rpc_call *call, const char *instance,

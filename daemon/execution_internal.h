@@ -64,8 +64,13 @@ struct exec_service {
     pthread_cond_t fleet_work;
     pthread_t reaper;
     bool reaper_started;
-    uint64_t held_syncs; /* idle Synchronize calls held now (each takes a stream thread) */
+    uint64_t held_syncs;  /* idle Synchronize calls held now (parked: no thread each) */
+    struct oq_held *held; /* those calls (svc_operation_queue.c) */
 };
+
+/* Wakes the idle Synchronize calls held for work (fleet_work and the
+ * parked ones). With svc->lock held. */
+void fleet_work_wake_locked(struct exec_service *svc);
 
 /* Drops a reference; the last frees op. With svc->lock held. */
 void exec_op_unref_locked(struct exec_op *op);

@@ -299,8 +299,11 @@ static void main_tune_malloc(void)
 }
 
 /* Concatenates the service tables into one method list: execution and the
- * Remote Asset API only when on (else their calls answer UNIMPLEMENTED). */
-static struct rpc_method *main_methods(bool with_exec, bool with_asset, bool with_fleet, size_t *n)
+ * Remote Asset API only when on (else their calls answer UNIMPLEMENTED);
+ * with_queue: the worker protocol, unless [scheduler] worker_listen gives it
+ * an address of its own. */
+static struct rpc_method *main_methods(bool with_exec, bool with_asset, bool with_fleet,
+                                       bool with_queue, size_t *n)
 {
     const struct rpc_method *tables[] = {
         capabilities_methods, cas_methods,   bytestream_methods,      action_cache_methods,
@@ -308,7 +311,7 @@ static struct rpc_method *main_methods(bool with_exec, bool with_asset, bool wit
     const size_t counts[] = {capabilities_n_methods,    cas_n_methods,        bytestream_n_methods,
                              action_cache_n_methods,    execution_n_methods,  asset_n_methods,
                              operation_queue_n_methods, fleet_admin_n_methods};
-    const bool on[] = {true, true, true, true, with_exec, with_asset, with_fleet, with_fleet};
+    const bool on[] = {true, true, true, true, with_exec, with_asset, with_queue, with_fleet};
     size_t total = 0;
     struct rpc_method *m;
 
@@ -422,7 +425,12 @@ int main(int argc, char **argv)
     if (strcmp(d.cfg.role, "worker") == 0) {
         /* no server: one Synchronize loop per slot until SIGTERM (worker.c) */
         grpc_init();
+        /* [http] listen set: /metrics and the pages of this worker's runs */
+        if (observe_serve(&d) != 0)
+            LOG_E("http: the web pages and /metrics are off ([http] listen = %s)",
+                  d.cfg.http_listen);
         rc = fleet_worker_run(&d, &sigs);
+        observe_stop_serving(&d);
         grpc_shutdown();
         status = rc == 0 ? 0 : 1;
         goto out;
@@ -436,8 +444,9 @@ int main(int argc, char **argv)
     }
 
     grpc_init();
-    methods = main_methods(d.exec != NULL, d.asset != NULL,
-                           d.exec != NULL && strcmp(d.cfg.role, "scheduler") == 0, &n_methods);
+    bool fleet = d.exec != NULL && strcmp(d.cfg.role, "scheduler") == 0;
+    methods = main_methods(d.exec != NULL, d.asset != NULL, fleet,
+                           fleet && d.cfg.sched_worker_listen[0] == '\0', &n_methods);
     if (methods == NULL)
         goto out_grpc;
     memset(&ropt, 0, sizeof(ropt));
@@ -455,10 +464,25 @@ int main(int argc, char **argv)
     ropt.auth = &d.auth;
     ropt.metrics = observe_metrics(&d);
     ropt.stall_timeout_ms = d.cfg.stream_stall_timeout * 1000;
+    ropt.event_threads = d.cfg.event_threads;
+    ropt.max_async_calls = d.cfg.max_async_calls;
     rc = rpc_server_start(&ropt, methods, n_methods, &d, &d.rpc);
     if (rc != 0) {
         fprintf(stderr, "casboxd: cannot serve on %s: %s\n", d.cfg.listen, strerror(-rc));
         goto out_grpc;
+    }
+    /* The worker protocol alone, with the same TLS, credentials and bounds */
+    if (fleet && d.cfg.sched_worker_listen[0] != '\0') {
+        ropt.listen = d.cfg.sched_worker_listen;
+        rc = rpc_server_start(&ropt, operation_queue_methods, operation_queue_n_methods, &d,
+                              &d.rpc_workers);
+        if (rc != 0) {
+            fprintf(stderr, "casboxd: cannot serve workers on %s ([scheduler] worker_listen): %s\n",
+                    d.cfg.sched_worker_listen, strerror(-rc));
+            rpc_server_stop(d.rpc);
+            goto out_grpc;
+        }
+        fprintf(stderr, "casboxd: serving workers on %s\n", d.cfg.sched_worker_listen);
     }
     LOG_I("state in %s, CAS limit %" PRIu64 " bytes, execution %s (%" PRIu64
           " slots), remote asset API %s",
@@ -487,6 +511,7 @@ int main(int argc, char **argv)
     if (d.exec != NULL)
         exec_service_begin_stop(d.exec);
     asset_service_begin_stop(d.asset);
+    rpc_server_stop(d.rpc_workers);
     rpc_server_stop(d.rpc);
 out_grpc:
     exec_service_stop(d.exec);

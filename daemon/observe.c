@@ -11,10 +11,10 @@
  * nothing when d->obs is NULL.
  *
  * Adding a metric: register its family in observe_register() and record it
- * where it happens, or add a collector. Fleet metrics (workers by state,
- * per-queue queued/executing, requeues, worker losses) belong with the
- * scheduler: it registers them on observe_metrics(d) the same way, e.g.
- *     metrics_gauge(observe_metrics(d), "casbox_fleet_workers", "...", "state")
+ * where it happens, or add a collector. The fleet's gauges (workers by
+ * state, per-queue queued/executing) are read from sched/ by a collector
+ * on a scheduler; its counters (requeues, worker losses) are counted by
+ * svc_operation_queue.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -27,10 +27,20 @@
 #include "casboxd.h"
 #include "fuse/casfs.h"
 #include "metrics/metrics.h"
+#include "sched/sched.h"
 #include "util/util.h"
 #include "web/web.h"
 
 #define OBSERVE_METADATA_KEY "build.bazel.remote.execution.v2.requestmetadata-bin"
+/* Fleet queue label sets (platform, size class) exported so far: each is
+ * set every scrape (0 once empty); past this many, new ones count as
+ * platform "other", so the series stay bounded. */
+#define OBSERVE_FLEET_QUEUES 64
+
+struct observe_fleet_queue {
+    char platform[96];
+    char size_class[16];
+};
 
 struct observe {
     struct metrics *metrics;
@@ -41,7 +51,11 @@ struct observe {
         *cas_corrupt, *cas_transfer_blobs, *cas_transfer_bytes, *find_missing_asked,
         *find_missing_missing, *ac_lookups, *actions, *queue_length, *running, *queue_wait,
         *stage_seconds, *sandbox_setup, *fuse_files, *fuse_bytes, *fuse_requests, *fleet_workers,
-        *fleet_losses, *fleet_requeues, *input_bytes, *output_bytes;
+        *fleet_losses, *fleet_requeues, *input_bytes, *output_bytes, *fleet_queued,
+        *fleet_executing;
+    struct observe_fleet_queue fleet_queues[OBSERVE_FLEET_QUEUES];
+    size_t n_fleet_queues;
+    pthread_mutex_t fleet_lock; /* the two above: scrapes may run at once */
 };
 
 static void observe_register(struct observe *o)
@@ -86,7 +100,17 @@ static void observe_register(struct observe *o)
         metrics_gauge(m, "casbox_execution_queue_length", "Actions waiting for a slot.", NULL);
     o->running = metrics_gauge(m, "casbox_execution_running", "Actions running on a slot.", NULL);
     o->fleet_workers = metrics_gauge(m, "casbox_fleet_workers",
-                                     "Role scheduler: worker slots known (Synchronize).", NULL);
+                                     "Role scheduler: worker slots known (Synchronize), by state: "
+                                     "idle, busy, draining (drained or stopping).",
+                                     "state");
+    o->fleet_queued = metrics_gauge(m, "casbox_fleet_queued_actions",
+                                    "Role scheduler: actions waiting for a worker, by queue "
+                                    "(platform, size class).",
+                                    "platform,size_class");
+    o->fleet_executing = metrics_gauge(m, "casbox_fleet_executing_actions",
+                                       "Role scheduler: actions on a worker, by queue (platform, "
+                                       "size class).",
+                                       "platform,size_class");
     o->fleet_losses = metrics_counter(m, "casbox_fleet_worker_losses_total",
                                       "Role scheduler: worker slots lost (silent past "
                                       "scheduler.worker_timeout, or restarted).",
@@ -120,6 +144,59 @@ static void observe_register(struct observe *o)
                                       "Bytes of output files collected from actions.", NULL);
 }
 
+/* The index of (platform, size class) among the exported label sets,
+ * adding it while there is room; the last one is "other". */
+static size_t observe_fleet_queue(struct observe *o, const char *platform, uint32_t size_class)
+{
+    struct observe_fleet_queue *q;
+    char cls[16];
+
+    snprintf(cls, sizeof(cls), "%" PRIu32, size_class);
+    for (size_t i = 0; i < o->n_fleet_queues; i++) {
+        q = &o->fleet_queues[i];
+        if (strcmp(q->platform, platform) == 0 && strcmp(q->size_class, cls) == 0)
+            return i;
+    }
+    if (o->n_fleet_queues == OBSERVE_FLEET_QUEUES - 1) {
+        platform = "other";
+        snprintf(cls, sizeof(cls), "any");
+    } else if (o->n_fleet_queues == OBSERVE_FLEET_QUEUES) {
+        return OBSERVE_FLEET_QUEUES - 1;
+    }
+    q = &o->fleet_queues[o->n_fleet_queues++];
+    snprintf(q->platform, sizeof(q->platform), "%s", platform);
+    snprintf(q->size_class, sizeof(q->size_class), "%s", cls);
+    return o->n_fleet_queues - 1;
+}
+
+/* Role scheduler: slots by state, actions by queue (every label set once
+ * exported is set again, 0 when its queue is empty). */
+static void observe_collect_fleet(struct casboxd *d, struct observe *o)
+{
+    struct sched_counts c;
+    double queued[OBSERVE_FLEET_QUEUES] = {0}, executing[OBSERVE_FLEET_QUEUES] = {0};
+
+    fleet_scheduler_counts(d->exec, &c);
+    pthread_mutex_lock(&o->fleet_lock);
+    metrics_gauge_set(o->fleet_workers, METRICS_LABELS("idle"), (double)c.idle);
+    metrics_gauge_set(o->fleet_workers, METRICS_LABELS("busy"), (double)c.busy);
+    metrics_gauge_set(o->fleet_workers, METRICS_LABELS("draining"), (double)c.draining);
+    for (size_t i = 0; i < c.n_queues; i++) {
+        size_t q = observe_fleet_queue(o, c.queues[i].platform, c.queues[i].size_class);
+
+        queued[q] += (double)c.queues[i].queued;
+        executing[q] += (double)c.queues[i].executing;
+    }
+    for (size_t i = 0; i < o->n_fleet_queues; i++) {
+        const char *const *labels =
+            METRICS_LABELS(o->fleet_queues[i].platform, o->fleet_queues[i].size_class);
+
+        metrics_gauge_set(o->fleet_queued, labels, queued[i]);
+        metrics_gauge_set(o->fleet_executing, labels, executing[i]);
+    }
+    pthread_mutex_unlock(&o->fleet_lock);
+}
+
 static void observe_collect(void *ctx, struct metrics *m)
 {
     struct casboxd *d = ctx;
@@ -148,7 +225,7 @@ static void observe_collect(void *ctx, struct metrics *m)
         metrics_gauge_set(o->queue_length, NULL, (double)queued);
         metrics_gauge_set(o->running, NULL, (double)running);
         if (strcmp(d->cfg.role, "scheduler") == 0)
-            metrics_gauge_set(o->fleet_workers, NULL, (double)workers);
+            observe_collect_fleet(d, o);
     }
 }
 
@@ -173,6 +250,7 @@ int observe_start(struct casboxd *d)
         return rc;
     }
     observe_register(o);
+    pthread_mutex_init(&o->fleet_lock, NULL);
     d->obs = o;
     return 0;
 }
@@ -210,6 +288,36 @@ out:
     return rc;
 }
 
+/* The overview's worker table on a scheduler (web_options.fleet_workers). */
+static size_t observe_fleet_workers(void *ctx, struct web_worker_row *rows, size_t max)
+{
+    struct casboxd *d = ctx;
+    struct sched_worker_info *info = calloc(max ? max : 1, sizeof(*info));
+    uint64_t now_ms = clock_mono_us() / 1000, now_us = clock_real_us();
+    size_t n;
+
+    if (info == NULL)
+        return 0;
+    n = fleet_scheduler_workers(d->exec, info, max);
+    for (size_t i = 0; i < n; i++) {
+        struct web_worker_row *r = &rows[i];
+        uint64_t ago_us = now_ms > info[i].since_ms ? (now_ms - info[i].since_ms) * 1000 : 0;
+
+        snprintf(r->id, sizeof(r->id), "%s", info[i].id);
+        snprintf(r->state, sizeof(r->state), "%s",
+                 info[i].draining    ? "draining"
+                 : info[i].action[0] ? "busy"
+                                     : "idle");
+        snprintf(r->action, sizeof(r->action), "%s", info[i].action);
+        snprintf(r->platform, sizeof(r->platform), "%s", info[i].platform);
+        r->size_class = info[i].size_class;
+        r->since_us = now_us > ago_us ? now_us - ago_us : 0;
+        r->runs = info[i].runs;
+    }
+    free(info);
+    return n;
+}
+
 int observe_serve(struct casboxd *d)
 {
     struct observe *o = d->obs;
@@ -218,7 +326,11 @@ int observe_serve(struct casboxd *d)
 
     if (o == NULL || d->cfg.http_listen[0] == '\0')
         return 0;
-    snprintf(o->grpc_url, sizeof(o->grpc_url), "grpc://%s", d->cfg.listen);
+    /* the casbox-replay line's CAS: a worker's blobs are in the fleet's */
+    if (strcmp(d->cfg.role, "worker") == 0)
+        snprintf(o->grpc_url, sizeof(o->grpc_url), "%s", d->cfg.cas_remote);
+    else
+        snprintf(o->grpc_url, sizeof(o->grpc_url), "grpc://%s", d->cfg.listen);
     memset(&w, 0, sizeof(w));
     w.listen = d->cfg.http_listen;
     w.max_connections = d->cfg.http_max_connections;
@@ -232,6 +344,10 @@ int observe_serve(struct casboxd *d)
     w.store = d->store;
     w.metrics = o->metrics;
     w.board = o->board;
+    if (d->exec != NULL && strcmp(d->cfg.role, "scheduler") == 0) {
+        w.fleet_workers = observe_fleet_workers;
+        w.fleet_workers_ctx = d;
+    }
     w.authorize = observe_authorize;
     w.authorize_ctx = d;
     rc = web_server_start(&w, &o->web);
@@ -257,6 +373,7 @@ void observe_stop(struct casboxd *d)
     web_server_stop(o->web);
     web_board_free(o->board);
     metrics_free(o->metrics);
+    pthread_mutex_destroy(&o->fleet_lock);
     free(o);
     d->obs = NULL;
 }
@@ -432,4 +549,61 @@ void observe_action_finished(struct casboxd *d, const char *instance, const stru
             LOG_ERRNO_W(rc, "http: keeping an ExecuteResponse for the web pages failed");
     }
     web_board_finish(d->obs->board, instance, dg, stored ? &rd : NULL);
+}
+
+void observe_fleet_stage(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                         const char *worker, enum observe_fleet_stage stage)
+{
+    if (d->obs == NULL)
+        return;
+    (void)stage; /* the board knows queued and executing only */
+    web_board_stage(d->obs->board, instance, dg, WEB_STAGE_EXECUTING);
+    web_board_worker(d->obs->board, instance, dg, worker);
+}
+
+static uint64_t observe_timestamp_us(const Google__Protobuf__Timestamp *t)
+{
+    return t == NULL || t->seconds <= 0
+               ? 0
+               : (uint64_t)t->seconds * 1000000 + (uint64_t)t->nanos / 1000;
+}
+
+void observe_fleet_result(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                          const char *worker,
+                          const Build__Bazel__Remote__Execution__V2__ExecuteResponse *r)
+{
+    const Build__Bazel__Remote__Execution__V2__ActionResult *res = r->result;
+    const Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata *md =
+        res ? res->execution_metadata : NULL;
+    int code = r->status ? r->status->code : 0;
+    struct web_action a;
+    const char *outcome = code == GRPC_STATUS_DEADLINE_EXCEEDED ? "timeout"
+                          : code != 0                           ? "error"
+                          : res == NULL || res->exit_code != 0  ? "exit_nonzero"
+                                                                : "ok";
+
+    if (d->obs == NULL)
+        return;
+    metrics_counter_add(d->obs->actions, METRICS_LABELS(outcome), 1);
+    memset(&a, 0, sizeof(a));
+    snprintf(a.instance, sizeof(a.instance), "%s", instance);
+    a.digest = *dg;
+    snprintf(a.outcome, sizeof(a.outcome), "%s", outcome);
+    snprintf(a.worker, sizeof(a.worker), "%s",
+             md && md->worker && md->worker[0] ? md->worker : worker);
+    snprintf(a.message, sizeof(a.message), "%s",
+             r->status && r->status->message ? r->status->message : "");
+    a.exit_code = res ? res->exit_code : -1;
+    if (md != NULL)
+        a.times =
+            (struct web_action_times){observe_timestamp_us(md->queued_timestamp),
+                                      observe_timestamp_us(md->worker_start_timestamp),
+                                      observe_timestamp_us(md->input_fetch_start_timestamp),
+                                      observe_timestamp_us(md->input_fetch_completed_timestamp),
+                                      observe_timestamp_us(md->execution_start_timestamp),
+                                      observe_timestamp_us(md->execution_completed_timestamp),
+                                      observe_timestamp_us(md->output_upload_start_timestamp),
+                                      observe_timestamp_us(md->output_upload_completed_timestamp),
+                                      observe_timestamp_us(md->worker_completed_timestamp)};
+    web_board_result(d->obs->board, &a);
 }

@@ -205,8 +205,13 @@ static size_t read_response_header(uint8_t *hdr, size_t len)
  * length); the data starts page-aligned after it. */
 #define READ_HEADER_ROOM 4096
 
-/* One Read stream. Each step below returns 0 or a negative errno with st
- * set; bytestream_read alone ends the call. */
+/* One Read stream, event-driven (rpc.h): bytestream_read checks the
+ * request and opens the blob, then read_pump alternates between producing
+ * messages (one chunk read, or one piece of the blob compressed, into
+ * `queue`) and sending them one at a time, each send's completion calling
+ * it again; a reader that does not read holds its buffers, not a thread.
+ * Each step returns 0 or a negative errno with st set; read_end alone ends
+ * the call. */
 struct read_stream {
     struct casboxd *d;
     struct rpc_call *call;
@@ -220,6 +225,19 @@ struct read_stream {
     uint8_t *msg;
     size_t msg_len;
     bool client_gone;
+    /* the next byte of the blob to read, and (plain reads) where to stop */
+    int64_t offset, plain_end;
+    struct reapi_zstd_encoder *enc; /* compressed reads */
+    uint8_t *in;                    /* compressed reads: the piece read */
+    uint8_t *queue, *queue_tail;    /* messages ready to send (struct read_queued) */
+    bool produced_all;              /* nothing left to read */
+};
+
+/* A message waiting to be sent: kept at the start of its buffer's header
+ * room, which the header (at most 16 bytes, at its end) does not reach. */
+struct read_queued {
+    uint8_t *next;
+    size_t len;
 };
 
 /* Whether the caller may use the resource name's instance (auth/). */
@@ -295,18 +313,19 @@ static int read_open(struct read_stream *rs)
     return rs->fd;
 }
 
-/* Sends the ReadResponse whose len bytes of data start at buf +
- * READ_HEADER_ROOM; buf is freed in every case. */
+/* Queues the ReadResponse whose len bytes of data start at buf +
+ * READ_HEADER_ROOM (buf is the queue's now). */
 static int read_send(struct read_stream *rs, uint8_t *buf, size_t len)
 {
-    uint8_t hdr[16];
-    size_t hlen = read_response_header(hdr, len);
+    struct read_queued *q = (struct read_queued *)buf;
 
-    memcpy(buf + READ_HEADER_ROOM - hlen, hdr, hlen);
-    if (rpc_call_send_raw(rs->call, buf + READ_HEADER_ROOM - hlen, hlen + len, free, buf) != 0) {
-        rs->client_gone = true; /* buf was freed by the send */
-        return -ECANCELED;
-    }
+    q->next = NULL;
+    q->len = len;
+    if (rs->queue_tail != NULL)
+        ((struct read_queued *)rs->queue_tail)->next = buf;
+    else
+        rs->queue = buf;
+    rs->queue_tail = buf;
     return 0;
 }
 
@@ -363,34 +382,31 @@ static int read_failed(struct read_stream *rs, ssize_t got)
     return -EIO;
 }
 
-/* The blob as it is stored, from read_offset, up to read_limit bytes. */
-static int read_plain(struct read_stream *rs)
+/* The next chunk of the blob as it is stored (from read_offset, up to
+ * read_limit bytes). */
+static int read_plain_step(struct read_stream *rs)
 {
-    int64_t offset = rs->req->read_offset, end = rs->res.digest.size;
+    size_t want = (size_t)(rs->plain_end - rs->offset);
+    uint8_t *buf;
+    ssize_t got;
 
-    if (rs->req->read_limit > 0 && rs->req->read_limit < end - offset)
-        end = offset + rs->req->read_limit;
-    while (offset < end) {
-        size_t want = (size_t)(end - offset);
-        uint8_t *buf;
-        ssize_t got;
-
-        if (want > rs->d->cfg.read_chunk_bytes)
-            want = rs->d->cfg.read_chunk_bytes;
+    if (want > rs->d->cfg.read_chunk_bytes)
+        want = rs->d->cfg.read_chunk_bytes;
+    if (want > 0) {
         buf = read_buffer(rs, want);
         if (buf == NULL)
             return -ENOMEM;
-        got = read_full(rs->fd, buf + READ_HEADER_ROOM, want, offset);
+        got = read_full(rs->fd, buf + READ_HEADER_ROOM, want, rs->offset);
         if (got != (ssize_t)want) {
             int rc = read_failed(rs, got);
 
             free(buf);
             return rc;
         }
-        if (read_send(rs, buf, want) != 0)
-            return -ECANCELED;
-        offset += (int64_t)want;
+        read_send(rs, buf, want);
+        rs->offset += (int64_t)want;
     }
+    rs->produced_all = rs->offset >= rs->plain_end;
     return 0;
 }
 
@@ -449,77 +465,180 @@ static int read_compressed_sink(void *ctx, const void *data, size_t len)
     return 0;
 }
 
-/* The blob compressed with zstd as it is read, from read_offset (in
- * compressed bytes), up to read_limit compressed bytes. */
-static int read_compressed(struct read_stream *rs)
+#define READ_PIECE (1 << 20)
+
+/* The next piece of the blob compressed with zstd as it is read; its
+ * output from read_offset (in compressed bytes), up to read_limit
+ * compressed bytes, goes to the queue. */
+static int read_compressed_step(struct read_stream *rs)
 {
-    const size_t piece = 1 << 20;
-    struct reapi_zstd_encoder *enc = NULL;
-    uint8_t *in = aligned_alloc(4096, piece);
-    int64_t offset = 0;
-    bool read_error = false;
+    size_t want = (size_t)(rs->res.digest.size - rs->offset);
+    bool last;
+    ssize_t got;
     int rc;
 
-    rs->end = rs->req->read_limit > 0 && rs->req->read_limit <= INT64_MAX - rs->req->read_offset
-                  ? rs->req->read_offset + rs->req->read_limit
-                  : INT64_MAX;
-    rc = in != NULL ? reapi_zstd_encoder_new(REAPI_ZSTD_LEVEL, rs->res.digest.size, &enc) : -ENOMEM;
-    while (rc == 0) {
-        size_t want = (size_t)(rs->res.digest.size - offset);
-        ssize_t got;
-
-        if (want > piece)
-            want = piece;
-        got = want ? read_full(rs->fd, in, want, offset) : 0;
-        if (got != (ssize_t)want) {
-            rc = read_failed(rs, got); /* sets the status */
-            read_error = true;
-            break;
+    if (rs->enc == NULL) {
+        rs->in = aligned_alloc(4096, READ_PIECE);
+        rc = rs->in != NULL
+                 ? reapi_zstd_encoder_new(REAPI_ZSTD_LEVEL, rs->res.digest.size, &rs->enc)
+                 : -ENOMEM;
+        if (rc != 0) {
+            reapi_status_set(&rs->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                             "compressing blob %s failed: %s", rs->req->resource_name,
+                             strerror(-rc));
+            return rc;
         }
-        offset += (int64_t)want;
-        rc = reapi_zstd_encoder_feed(enc, in, want, offset == rs->res.digest.size,
-                                     read_compressed_sink, rs);
-        if (offset == rs->res.digest.size)
-            break;
     }
-    reapi_zstd_encoder_free(enc);
-    free(in);
-    if (rc == -ECANCELED && !rs->client_gone)
+    if (want > READ_PIECE)
+        want = READ_PIECE;
+    got = want ? read_full(rs->fd, rs->in, want, rs->offset) : 0;
+    if (got != (ssize_t)want)
+        return read_failed(rs, got); /* sets the status */
+    rs->offset += (int64_t)want;
+    last = rs->offset == rs->res.digest.size;
+    rc = reapi_zstd_encoder_feed(rs->enc, rs->in, want, last, read_compressed_sink, rs);
+    if (rc == -ECANCELED) {
         rc = 0; /* read_limit reached */
-    if (!read_error && (rc == -ENOMEM || rc == -EIO))
+        last = true;
+    }
+    if (rc != 0) {
         reapi_status_set(&rs->st,
                          rc == -ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
                          "compressing blob %s failed: %s", rs->req->resource_name, strerror(-rc));
-    if (rc == 0 && rs->seen < rs->req->read_offset) {
+        return rc;
+    }
+    if (!last)
+        return 0;
+    rs->produced_all = true;
+    if (rs->seen < rs->req->read_offset) {
         reapi_status_set(&rs->st, GRPC_STATUS_OUT_OF_RANGE,
                          "read_offset %" PRId64 " is past the end of the compressed blob (%" PRId64
                          " bytes)",
                          rs->req->read_offset, rs->seen);
-        rc = -ERANGE;
+        return -ERANGE;
     }
-    if (rc == 0)
-        rc = read_flush(rs);
-    return rc;
+    return read_flush(rs);
+}
+
+/* Ends the call with rs->st and frees rs. */
+static void read_end(struct read_stream *rs)
+{
+    struct rpc_call *call = rs->call;
+
+    while (rs->queue != NULL) {
+        uint8_t *buf = rs->queue;
+
+        rs->queue = ((struct read_queued *)buf)->next;
+        free(buf);
+    }
+    if (rs->fd >= 0)
+        close(rs->fd);
+    free(rs->msg);
+    reapi_zstd_encoder_free(rs->enc);
+    free(rs->in);
+    if (rs->req != NULL)
+        protobuf_c_message_free_unpacked(&rs->req->base, NULL);
+    rpc_call_finish(call, NULL, &rs->st);
+    reapi_status_free(&rs->st);
+    free(rs);
+}
+
+static void read_sent(void *state, int rc);
+
+/* Sends the next queued message, producing more first when none is queued;
+ * at the end (or on an error), ends the call. */
+static void read_pump(struct read_stream *rs)
+{
+    uint8_t hdr[16];
+    struct read_queued *q;
+    uint8_t *buf;
+    size_t hlen;
+    int rc = 0;
+
+    while (rs->queue == NULL && !rs->produced_all && rc == 0)
+        rc = rs->res.compressor == REAPI_COMPRESSOR_ZSTD ? read_compressed_step(rs)
+                                                         : read_plain_step(rs);
+    if (rc != 0 || rs->queue == NULL) {
+        read_end(rs);
+        return;
+    }
+    buf = rs->queue;
+    q = (struct read_queued *)buf;
+    rs->queue = q->next;
+    if (rs->queue == NULL)
+        rs->queue_tail = NULL;
+    hlen = read_response_header(hdr, q->len);
+    memcpy(buf + READ_HEADER_ROOM - hlen, hdr, hlen);
+    if (rpc_call_async_send_raw(rs->call, buf + READ_HEADER_ROOM - hlen, hlen + q->len, free, buf,
+                                read_sent, rs) != 0) {
+        rs->client_gone = true; /* buf was freed */
+        read_end(rs);
+    }
+}
+
+static void read_sent(void *state, int rc)
+{
+    struct read_stream *rs = state;
+
+    if (rc != 0) {
+        rs->client_gone = true;
+        read_end(rs);
+        return;
+    }
+    read_pump(rs);
+}
+
+/* On a pool thread: the blob's file, which may be fetched from the remote
+ * first ([cas] remote), then the stream as usual. */
+static void read_open_offloaded(void *state, int rc)
+{
+    struct read_stream *rs = state;
+
+    (void)rc;
+    if (read_open(rs) != 0)
+        read_end(rs);
+    else
+        read_pump(rs);
 }
 
 static void bytestream_read(void *ctx, struct rpc_call *call)
 {
-    struct read_stream rs = {.d = ctx, .call = call, .fd = -1};
-    int rc;
+    struct read_stream *rs = calloc(1, sizeof(*rs));
+    struct casboxd *d = ctx;
 
-    reapi_status_init(&rs.st);
-    rc = read_begin(&rs);
-    if (rc == 0)
-        rc = read_open(&rs);
-    if (rc == 0)
-        rc = rs.res.compressor == REAPI_COMPRESSOR_ZSTD ? read_compressed(&rs) : read_plain(&rs);
-    if (rs.fd >= 0)
-        close(rs.fd);
-    free(rs.msg);
-    rpc_call_finish(call, NULL, &rs.st);
-    reapi_status_free(&rs.st);
-    if (rs.req != NULL)
-        protobuf_c_message_free_unpacked(&rs.req->base, NULL);
+    if (rs == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    rs->d = d;
+    rs->call = call;
+    rs->fd = -1;
+    reapi_status_init(&rs->st);
+    if (read_begin(rs) != 0) {
+        read_end(rs);
+        return;
+    }
+    rs->offset = rs->res.compressor == REAPI_COMPRESSOR_ZSTD ? 0 : rs->req->read_offset;
+    rs->plain_end = rs->res.digest.size;
+    if (rs->req->read_limit > 0 && rs->req->read_limit < rs->plain_end - rs->offset)
+        rs->plain_end = rs->offset + rs->req->read_limit;
+    rs->end = rs->req->read_limit > 0 && rs->req->read_limit <= INT64_MAX - rs->req->read_offset
+                  ? rs->req->read_offset + rs->req->read_limit
+                  : INT64_MAX;
+    /* A blob not here is fetched from the remote: that blocks, so not on
+     * this thread. */
+    if (d->remote != NULL && cas_store_contains(d->store, &rs->res.digest) != 1) {
+        if (rpc_call_offload(call, RPC_POOL_TRANSFER, read_open_offloaded, rs) != 0) {
+            reapi_status_set(&rs->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                             "server busy: too many calls in flight (server.max_inflight_calls)");
+            read_end(rs);
+        }
+        return;
+    }
+    if (read_open(rs) != 0)
+        read_end(rs);
+    else
+        read_pump(rs);
 }
 
 /* --- Write --- */
@@ -536,20 +655,16 @@ static void bytestream_recv_done(grpc_byte_buffer **bb, struct write_request *wr
     *bb = NULL;
 }
 
-/* The next WriteRequest of the stream, decoded in place (write_request.c):
- * 1 with *req = wr, 0 at the end of the stream, -EINVAL when it does not
- * parse, -ECANCELED when the call died. */
-static int bytestream_recv(struct rpc_call *call, grpc_byte_buffer **bb, struct write_request *wr,
-                           struct write_request **req)
+/* The WriteRequest received in *bb (rc: what the receive gave), decoded in
+ * place (write_request.c): 1 with *req = wr, 0 at the end of the stream,
+ * -EINVAL when it does not parse, -ECANCELED when the call died. */
+static int bytestream_decode(int rc, grpc_byte_buffer **bb, struct write_request *wr,
+                             struct write_request **req)
 {
-    int rc;
-
-    bytestream_recv_done(bb, wr, req);
-    rc = rpc_call_recv_buffer(call, bb);
     if (rc <= 0)
         return rc;
     rc = write_request_decode(*bb, wr);
-    *req = wr; /* freed by the next call or bytestream_recv_done, also on failure */
+    *req = wr; /* freed by the next receive or bytestream_recv_done, also on failure */
     if (rc != 0)
         return rc == -ENOMEM ? -ECANCELED : -EINVAL;
     return 1;
@@ -576,9 +691,11 @@ static int bytestream_append(struct upload *up, const struct write_request *req)
     return rc;
 }
 
-/* One Write stream, from its first message to the reply. Each step below
- * returns 0 or a negative errno with st set; bytestream_write alone ends
- * the call. */
+/* One Write stream, from its first message to the reply, event-driven
+ * (rpc.h): each message received calls write_got, which appends it (on the
+ * event thread: one chunk of disk I/O) and asks for the next; a writer that
+ * sends nothing holds no thread. Each step below returns 0 or a negative
+ * errno with st set; write_reply alone ends the call. */
 struct write_stream {
     struct casboxd *d;
     struct rpc_call *call;
@@ -599,11 +716,10 @@ static bool write_compressed(const struct write_stream *ws)
     return ws->res.compressor == REAPI_COMPRESSOR_ZSTD;
 }
 
-/* The first message and its resource name. */
-static int write_begin(struct write_stream *ws)
+/* The first message (rc: what its receive gave) and its resource name. */
+static int write_begin(struct write_stream *ws, int rc)
 {
-    int rc = bytestream_recv(ws->call, &ws->bb, &ws->wr, &ws->req);
-
+    rc = bytestream_decode(rc, &ws->bb, &ws->wr, &ws->req);
     if (rc <= 0) {
         reapi_status_set(&ws->st, GRPC_STATUS_INVALID_ARGUMENT,
                          rc == 0 ? "Write stream had no request" : "WriteRequest not parseable");
@@ -842,12 +958,14 @@ static int write_commit(struct write_stream *ws)
     return 0;
 }
 
-/* The stream's next message: 1, or 0 when the client closed the stream
- * without finish_write (the upload is then kept for resumption). */
-static int write_next(struct write_stream *ws)
+/* The stream's next message (rc: what its receive gave): 1, or 0 when the
+ * client closed the stream without finish_write (the upload is then kept
+ * for resumption). */
+static int write_next(struct write_stream *ws, int rc)
 {
     struct reapi_resource again;
-    int rc = bytestream_recv(ws->call, &ws->bb, &ws->wr, &ws->req);
+
+    rc = bytestream_decode(rc, &ws->bb, &ws->wr, &ws->req);
 
     if (rc == 0) {
         ws->committed = ws->existed ? ws->res.digest.size : upload_offset(ws->up);
@@ -873,51 +991,122 @@ static int write_next(struct write_stream *ws)
     return 1;
 }
 
-/* The whole stream: 0 with ws->committed set, or a negative errno with
- * ws->st set. */
-static int bytestream_do_write(struct write_stream *ws)
+/* Ends the call: the reply (committed_size when rc is 0) or ws->st; frees
+ * ws. */
+static void write_reply(struct write_stream *ws, int rc)
 {
-    int rc = write_begin(ws);
+    Google__Bytestream__WriteResponse resp = GOOGLE__BYTESTREAM__WRITE_RESPONSE__INIT;
 
     if (rc == 0)
+        resp.committed_size = ws->committed;
+    if (ws->up != NULL)
+        uploads_release(ws->d->uploads, ws->up, ws->keep && ws->up->writer != NULL);
+    if (!reapi_status_ok(&ws->st) && ws->st.code != GRPC_STATUS_CANCELLED)
+        LOG_I("ByteStream.Write %s: %s", ws->name, ws->st.message);
+    rpc_call_finish(ws->call, &resp.base, &ws->st);
+    reapi_status_free(&ws->st);
+    bytestream_recv_done(&ws->bb, &ws->wr, &ws->req);
+    free(ws);
+}
+
+/* On a pool thread: write-through ([cas] remote) streams the complete blob,
+ * verified here first, to the remote from its file before the client is
+ * answered. */
+static void write_push(void *state, int rc)
+{
+    struct write_stream *ws = state;
+
+    (void)rc;
+    write_reply(ws, shared_push(ws->d, &ws->res.digest, 1, &ws->st));
+}
+
+/* The stream is over (rc 0 with ws->committed set, or a negative errno with
+ * ws->st set). */
+static void write_end(struct write_stream *ws, int rc)
+{
+    if (rc != 0 || !ws->complete || ws->d->remote == NULL) {
+        write_reply(ws, rc);
+        return;
+    }
+    if (rpc_call_offload(ws->call, RPC_POOL_TRANSFER, write_push, ws) != 0) {
+        reapi_status_set(&ws->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                         "server busy: too many calls in flight (server.max_inflight_calls)");
+        write_reply(ws, -EAGAIN);
+    }
+}
+
+static void write_got(void *state, int rc);
+
+/* Asks for the next message; write_got takes it. */
+static void write_recv(struct write_stream *ws, rpc_async_fn done)
+{
+    bytestream_recv_done(&ws->bb, &ws->wr, &ws->req);
+    if (rpc_call_async_recv(ws->call, &ws->bb, done, ws) != 0) {
+        reapi_status_set(&ws->st, GRPC_STATUS_CANCELLED, "client went away");
+        ws->keep = true;
+        write_end(ws, -ECANCELED);
+    }
+}
+
+/* The message at hand: appended; then the commit or the next message. */
+static void write_step(struct write_stream *ws)
+{
+    int rc = write_message(ws);
+
+    if (rc != 0) {
+        write_end(ws, rc);
+        return;
+    }
+    if (ws->req->finish_write) {
+        write_end(ws, write_commit(ws));
+        return;
+    }
+    write_recv(ws, write_got);
+}
+
+static void write_got(void *state, int rc)
+{
+    struct write_stream *ws = state;
+
+    rc = write_next(ws, rc);
+    if (rc <= 0)
+        write_end(ws, rc); /* 0: closed without finish_write */
+    else
+        write_step(ws);
+}
+
+static void write_first(void *state, int rc)
+{
+    struct write_stream *ws = state;
+
+    rc = write_begin(ws, rc);
+    if (rc == 0)
         rc = write_open(ws);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) {
+        write_end(ws, rc);
+        return;
+    }
     if (ws->existed && write_compressed(ws)) {
         ws->committed = -1; /* stored already: done, without reading the rest */
         ws->complete = true;
-        return 0;
+        write_end(ws, 0);
+        return;
     }
-    for (;;) {
-        rc = write_message(ws);
-        if (rc != 0)
-            return rc;
-        if (ws->req->finish_write)
-            return write_commit(ws);
-        rc = write_next(ws);
-        if (rc <= 0)
-            return rc; /* 0: closed without finish_write */
-    }
+    write_step(ws);
 }
 
 static void bytestream_write(void *ctx, struct rpc_call *call)
 {
-    Google__Bytestream__WriteResponse resp = GOOGLE__BYTESTREAM__WRITE_RESPONSE__INIT;
-    struct write_stream ws = {.d = ctx, .call = call};
+    struct write_stream *ws = calloc(1, sizeof(*ws));
 
-    reapi_status_init(&ws.st);
-    /* Write-through ([cas] remote): a complete blob, verified here first, is
-     * streamed to the remote from its file before the client is answered. */
-    if (bytestream_do_write(&ws) == 0 &&
-        (!ws.complete || shared_push(ws.d, &ws.res.digest, 1, &ws.st) == 0))
-        resp.committed_size = ws.committed;
-    if (ws.up != NULL)
-        uploads_release(ws.d->uploads, ws.up, ws.keep && ws.up->writer != NULL);
-    if (!reapi_status_ok(&ws.st) && ws.st.code != GRPC_STATUS_CANCELLED)
-        LOG_I("ByteStream.Write %s: %s", ws.name, ws.st.message);
-    rpc_call_finish(call, &resp.base, &ws.st);
-    reapi_status_free(&ws.st);
-    bytestream_recv_done(&ws.bb, &ws.wr, &ws.req);
+    if (ws == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    ws->d = ctx;
+    ws->call = call;
+    reapi_status_init(&ws->st);
+    write_recv(ws, write_first);
 }
 
 static void bytestream_query_write_status(void *ctx, struct rpc_call *call)
@@ -974,17 +1163,15 @@ out:
 }
 
 /* Read and Write wait on the client (its flow-control window, its next
- * message), so they have a pool of their own (server.transfer_threads): on
- * the short pool, a few uploads whose client is slow to send would hold every
- * thread while calls whose data is already here queue behind them (Bazel
- * starts dozens of small Writes at once at the start of a build; with 8
- * short threads the first wave's uploads queued for about 50 ms), and on the
- * stream pool, Executes waiting for a slot would hold up the uploads of the
- * next actions. */
+ * message), so they are event-driven: a slow reader or a stalled writer
+ * holds its buffers, not a thread (1,000 such streams used to take every
+ * thread of a pool, and a fresh 1 KiB transfer waited seconds behind them).
+ * A step that blocks on the network (a remote fetch or write-through with
+ * [cas] remote) runs on the transfer pool (server.transfer_threads). */
 const struct rpc_method bytestream_methods[] = {
-    {"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, RPC_POOL_TRANSFER, bytestream_read,
+    {"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, RPC_POOL_EVENT, bytestream_read,
      AUTH_PERM_READ},
-    {"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, RPC_POOL_TRANSFER, bytestream_write,
+    {"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, RPC_POOL_EVENT, bytestream_write,
      AUTH_PERM_WRITE},
     {"/google.bytestream.ByteStream/QueryWriteStatus", RPC_UNARY, RPC_POOL_SHORT,
      bytestream_query_write_status, AUTH_PERM_WRITE},

@@ -414,6 +414,8 @@ static void exec_execute(void *ctx, struct rpc_call *call)
         op->next = svc->ops;
         svc->ops = op;
         svc->n_ops++;
+        /* on the board before a worker can finish it (under the lock) */
+        observe_action_queued(d, call, instance, &dg, false);
         pthread_mutex_unlock(&svc->lock);
         exec_watch(svc, call, op);
         goto out;

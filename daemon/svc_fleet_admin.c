@@ -86,7 +86,7 @@ static void admin_drain_change(struct rpc_call *call, struct exec_service *svc, 
     pthread_mutex_lock(&svc->lock);
     rc = add ? sched_drain_add(svc->sched, req->value) : sched_drain_remove(svc->sched, req->value);
     if (rc == 0 && !add)
-        pthread_cond_broadcast(&svc->fleet_work); /* undrained slots may take work */
+        fleet_work_wake_locked(svc); /* undrained slots may take work */
     pthread_mutex_unlock(&svc->lock);
     if (rc == -ENOENT) {
         rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "no drain '%s'", req->value);

@@ -5,7 +5,9 @@
  *
  * Execute queues an operation in the fleet queue (sched/) instead of the
  * local slots. Each worker slot calls Synchronize: an idle one is held up to
- * [scheduler] idle_poll waiting for work (woken by fleet_work), a busy one
+ * [scheduler] idle_poll waiting for work, parked without a thread (rpc.h:
+ * Synchronize is event-driven) in svc->held and resumed by
+ * fleet_work_wake_locked when work comes; a busy one
  * reports its stage and is answered at once with the time of its next report
  * (a third of worker_timeout, at most Buildbarn's 10 s) so a live worker is
  * never taken for lost. A completion publishes the worker's ExecuteResponse
@@ -117,7 +119,7 @@ int fleet_scheduler_submit_locked(struct exec_service *svc, struct exec_op *op,
     switch (rc) {
     case 0:
         op->refs++; /* the task's */
-        pthread_cond_broadcast(&svc->fleet_work);
+        fleet_work_wake_locked(svc);
         break;
     case -ENOSPC:
         reapi_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED,
@@ -203,7 +205,7 @@ static int oq_lost_locked(struct exec_service *svc, const struct sched_lost_even
               sched_task_key(ev->task));
         op->stage = EXEC_QUEUED;
         pthread_cond_broadcast(&op->changed);
-        pthread_cond_broadcast(&svc->fleet_work);
+        fleet_work_wake_locked(svc);
         return 0;
     }
     snprintf(msg, sizeof(msg),
@@ -307,14 +309,15 @@ int fleet_scheduler_start(struct exec_service *svc)
     svc->reaper_started = true;
     LOG_I("fleet: scheduler role: workers Synchronize on %s (worker_timeout %" PRIu64
           " s, max_retries %" PRIu64 ")",
-          cfg->listen, cfg->sched_worker_timeout, cfg->sched_max_retries);
+          cfg->sched_worker_listen[0] ? cfg->sched_worker_listen : cfg->listen,
+          cfg->sched_worker_timeout, cfg->sched_max_retries);
     return 0;
 }
 
 void fleet_scheduler_begin_stop(struct exec_service *svc)
 {
     pthread_mutex_lock(&svc->lock);
-    pthread_cond_broadcast(&svc->fleet_work);
+    fleet_work_wake_locked(svc);
     pthread_mutex_unlock(&svc->lock);
 }
 
@@ -334,6 +337,26 @@ void fleet_scheduler_stop(struct exec_service *svc)
     pthread_mutex_unlock(&svc->lock);
     sched_free(svc->sched);
     svc->sched = NULL;
+}
+
+void fleet_scheduler_counts(struct exec_service *svc, struct sched_counts *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&svc->lock);
+    if (svc->sched != NULL)
+        sched_counts_get(svc->sched, out);
+    pthread_mutex_unlock(&svc->lock);
+}
+
+size_t fleet_scheduler_workers(struct exec_service *svc, struct sched_worker_info *out, size_t max)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&svc->lock);
+    if (svc->sched != NULL)
+        n = sched_workers_get(svc->sched, out, max);
+    pthread_mutex_unlock(&svc->lock);
+    return n;
 }
 
 /* --- Synchronize --- */
@@ -440,9 +463,25 @@ static int oq_complete_locked(struct exec_service *svc, struct sched_worker *w, 
         return 0;
     }
     protobuf_c_message_pack(&r->base, done->resp);
+    observe_fleet_result(svc->d, op->instance, &op->action_digest, sched_worker_id(w), r);
     LOG_I("fleet: action %s completed on worker %s (exit %d)", key, sched_worker_id(w),
           r->result ? r->result->exit_code : -1);
     return 0;
+}
+
+/* The stage a busy report names, for the board. */
+static enum observe_fleet_stage oq_stage(const CurrentExecuting *ex)
+{
+    switch (ex->execution_state_case) {
+    case BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_FETCHING_INPUTS:
+        return OBSERVE_FLEET_FETCHING;
+    case BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_RUNNING:
+        return OBSERVE_FLEET_RUNNING;
+    case BUILDBARN__REMOTEWORKER__CURRENT_STATE__EXECUTING__EXECUTION_STATE_UPLOADING_OUTPUTS:
+        return OBSERVE_FLEET_UPLOADING;
+    default:
+        return OBSERVE_FLEET_TAKEN;
+    }
 }
 
 static uint64_t oq_busy_interval_s(const struct casbox_config *cfg)
@@ -478,6 +517,8 @@ static void oq_take_locked(struct exec_service *svc, struct sched_worker *w, con
             a->op = op;
             a->suffix = suffix;
             a->next_sync_us = clock_real_us() + oq_busy_interval_s(&svc->d->cfg) * 1000000;
+            observe_fleet_stage(svc->d, op->instance, &op->action_digest, sched_worker_id(w),
+                                OBSERVE_FLEET_TAKEN);
             LOG_D("fleet: action %s to worker %s", sched_task_key(t), sched_worker_id(w));
             return;
         }
@@ -506,6 +547,94 @@ static uint64_t oq_hold_us(struct rpc_call *call, const struct casbox_config *cf
     if (dl_us <= 0)
         return 0;
     return (uint64_t)dl_us < hold ? (uint64_t)dl_us : hold;
+}
+
+/* An idle Synchronize parked until work comes or its hold ends: what the
+ * answer needs. The worker's sync stays begun (sched/) while it is held. */
+struct oq_held {
+    struct exec_service *svc;
+    struct rpc_call *call;
+    SyncRequest *req;
+    struct sched_platform plat;
+    struct sched_worker *w;
+    uint64_t until_us; /* clock_mono_us */
+    struct oq_held *prev, *next;
+};
+
+static void oq_held_free(struct oq_held *h)
+{
+    sched_platform_clear(&h->plat);
+    if (h->req != NULL)
+        protobuf_c_message_free_unpacked(&h->req->base, NULL);
+    free(h);
+}
+
+static void oq_held_unlist_locked(struct exec_service *svc, struct oq_held *h)
+{
+    if (h->prev != NULL)
+        h->prev->next = h->next;
+    else
+        svc->held = h->next;
+    if (h->next != NULL)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    svc->held_syncs--;
+}
+
+static void oq_held_woken(void *state, int rc);
+
+/* Parks h's call until fleet_work_wake_locked or its hold ends: 0, or a
+ * negative errno when it could not (then it is not listed). With the lock. */
+static int oq_held_park_locked(struct exec_service *svc, struct oq_held *h)
+{
+    uint64_t now = clock_mono_us();
+    int rc;
+
+    if (now >= h->until_us)
+        return -ETIMEDOUT;
+    h->prev = NULL;
+    h->next = svc->held;
+    if (svc->held != NULL)
+        svc->held->prev = h;
+    svc->held = h;
+    svc->held_syncs++;
+    rc = rpc_call_park(h->call, (h->until_us - now + 999) / 1000, oq_held_woken, h);
+    if (rc != 0)
+        oq_held_unlist_locked(svc, h);
+    return rc;
+}
+
+void fleet_work_wake_locked(struct exec_service *svc)
+{
+    pthread_cond_broadcast(&svc->fleet_work);
+    for (struct oq_held *h = svc->held; h != NULL; h = h->next)
+        rpc_call_resume(h->call); /* listed: still parked */
+}
+
+/* On the timer thread: work came (rc 0) or the hold ended (-ETIMEDOUT). */
+static void oq_held_woken(void *state, int rc)
+{
+    struct oq_held *h = state;
+    struct exec_service *svc = h->svc;
+    const char *prefix = h->req->instance_name_prefix ? h->req->instance_name_prefix : "";
+    struct oq_answer a = {.what = OQ_CARRY_ON};
+
+    pthread_mutex_lock(&svc->lock);
+    oq_held_unlist_locked(svc, h);
+    oq_take_locked(svc, h->w, prefix, 0, &a);
+    if (a.what == OQ_IDLE && rc == 0 && !svc->stopping && oq_held_park_locked(svc, h) == 0) {
+        pthread_mutex_unlock(&svc->lock); /* woken for work another slot took */
+        return;
+    }
+    sched_worker_sync_end(svc->sched, h->w, oq_now_ms());
+    pthread_mutex_unlock(&svc->lock);
+    oq_send(h->call, &a);
+    if (a.op != NULL) {
+        pthread_mutex_lock(&svc->lock);
+        exec_op_unref_locked(a.op);
+        pthread_mutex_unlock(&svc->lock);
+    }
+    oq_held_free(h);
 }
 
 static void oq_synchronize(void *ctx, struct rpc_call *call)
@@ -612,6 +741,9 @@ static void oq_synchronize(void *ctx, struct rpc_call *call)
             /* the next action, if one waits; no holding: it may have more to do */
             oq_take_locked(svc, w, desc.instance_prefix ? desc.instance_prefix : "", 0, &a);
         } else if (t != NULL && strcmp(sched_task_key(t), key) == 0) {
+            struct exec_op *op = sched_task_user(t);
+
+            observe_fleet_stage(d, op->instance, &op->action_digest, id, oq_stage(ex));
             a.what = OQ_CARRY_ON;
             a.next_sync_us = clock_real_us() + oq_busy_interval_s(&d->cfg) * 1000000;
         } else {
@@ -625,15 +757,35 @@ static void oq_synchronize(void *ctx, struct rpc_call *call)
         /* idle while it should run a task: it restarted; the task goes again */
         if (sched_worker_reset(svc->sched, w, &ev) == 0)
             n_done += oq_lost_locked(svc, &ev, "restarted", &done[n_done]);
-        /* Held calls take stream threads, which Execute streams need too: at
-         * most half of [server] stream_threads are held; past that an idle
-         * slot is told to poll again in a second. */
-        bool hold = !req->prefer_being_idle && svc->held_syncs < d->cfg.stream_threads / 2;
+        /* Held calls are parked (no thread each) but open event-driven
+         * calls, which ByteStream needs too: at most half of [server]
+         * max_async_calls are held; past that an idle slot is told to poll
+         * again in a second. */
+        bool hold = !req->prefer_being_idle && svc->held_syncs < d->cfg.max_async_calls / 2;
         uint64_t wait_us = hold ? oq_hold_us(call, &d->cfg) : 0;
 
-        svc->held_syncs += wait_us > 0;
-        oq_take_locked(svc, w, desc.instance_prefix ? desc.instance_prefix : "", wait_us, &a);
-        svc->held_syncs -= wait_us > 0;
+        oq_take_locked(svc, w, desc.instance_prefix ? desc.instance_prefix : "", 0, &a);
+        if (a.what == OQ_IDLE && wait_us > 0) {
+            struct oq_held *h = calloc(1, sizeof(*h));
+
+            if (h != NULL) {
+                *h = (struct oq_held){.svc = svc,
+                                      .call = call,
+                                      .req = req,
+                                      .plat = plat,
+                                      .w = w,
+                                      .until_us = clock_mono_us() + wait_us};
+                if (oq_held_park_locked(svc, h) == 0) {
+                    /* h owns the request and the platform now */
+                    pthread_mutex_unlock(&svc->lock);
+                    oq_publish(svc, done, n_done);
+                    reapi_status_free(&st);
+                    return;
+                }
+                free(h);
+            }
+            a.next_sync_us = clock_real_us(); /* not held after all: poll again */
+        }
         if (!hold && !req->prefer_being_idle && a.what == OQ_IDLE)
             a.next_sync_us = clock_real_us() + OQ_UNHELD_POLL_US;
     }
@@ -660,7 +812,8 @@ out:
 }
 
 const struct rpc_method operation_queue_methods[] = {
-    {"/buildbarn.remoteworker.OperationQueue/Synchronize", RPC_UNARY, RPC_POOL_STREAM,
+    /* event-driven: an idle slot's held call is parked, not a thread */
+    {"/buildbarn.remoteworker.OperationQueue/Synchronize", RPC_UNARY, RPC_POOL_EVENT,
      oq_synchronize, AUTH_PERM_WORKER},
 };
 const size_t operation_queue_n_methods =

@@ -12,7 +12,11 @@
  * only, as bb_worker does); the slot reports `completed` with the
  * ExecuteResponse, whose answer may already name the next action. The
  * worker_id is {hostname: [worker] name, slot: N}; ExecutedActionMetadata
- * names NAME/N. SIGTERM or SIGINT: every slot sends prefer_being_idle, the
+ * names NAME/N. An answer to a busy report that takes the action away
+ * (desired_state idle or another action: cancelled, orphaned, requeued
+ * elsewhere) kills the action's sandbox through its cancel token
+ * (sandbox_cancel), reports nothing for it and goes on with that answer.
+ * SIGTERM or SIGINT: every slot sends prefer_being_idle, the
  * running actions finish and report, then the worker exits.
  */
 #include <errno.h>
@@ -69,6 +73,8 @@ struct worker_run {
     pthread_cond_t done_cond;
     bool done;
     enum worker_stage stage;
+    /* fired by the slot thread when the scheduler gives the action up */
+    struct sandbox_cancel cancel;
     uint8_t *response;
     size_t response_len;
 };
@@ -179,6 +185,8 @@ static void *worker_runner_main(void *arg)
     snprintf(cfg.worker_name, sizeof(cfg.worker_name), "%s", run->slot_name);
     cas_digest_hex(&run->digest, hex);
     LOG_I("worker %s: running action %s/%" PRId64, run->slot_name, hex, run->digest.size);
+    /* [http] listen: this worker's own pages and /metrics show its runs */
+    observe_action_queued(fw->d, NULL, run->instance, &run->digest, true);
     if (execution_action_load(fw->d, run->instance, &run->digest, &act, &st) != 0) {
         LOG_I("worker %s: action %s/%" PRId64 ": %s", run->slot_name, hex, run->digest.size,
               st.message);
@@ -186,7 +194,14 @@ static void *worker_runner_main(void *arg)
         goto out;
     }
     worker_run_stage(run, WORKER_RUNNING); /* inputs are staged lazily: fetched as read */
-    exec_run(&fw->d->env, &cfg, act, false, &times, &o);
+    exec_run_cancellable(&fw->d->env, &cfg, act, false, &run->cancel, &times, &o);
+    observe_action_result(fw->d, run->instance, act, &times, &o);
+    if (sandbox_cancel_fired(&run->cancel)) {
+        /* nobody wants the result: store nothing, report nothing */
+        LOG_I("worker %s: action %s/%" PRId64 " killed: the scheduler gave it up", run->slot_name,
+              hex, run->digest.size);
+        goto out;
+    }
     worker_run_stage(run, WORKER_UPLOADING);
     if (o.result != NULL && worker_store_result(fw->d, run->instance, &run->digest, &o, &st) != 0) {
         LOG_W("worker %s: action %s/%" PRId64 ": %s", run->slot_name, hex, run->digest.size,
@@ -202,6 +217,7 @@ static void *worker_runner_main(void *arg)
         run->response_len = 0;
     }
 out:
+    observe_action_finished(fw->d, run->instance, &run->digest, run->response, run->response_len);
     exec_cleaner_put(fw->cleaner, o.left);
     exec_outcome_free(&o);
     if (act != NULL)
@@ -234,6 +250,7 @@ static int worker_sync(struct worker_slot *slot, CurrentState *cur, bool prefer_
     req.worker_id = ids;
     req.instance_name_prefix = fw->d->cfg.worker_instance_prefix;
     req.platform = &fw->platform;
+    req.size_class = (uint32_t)fw->d->cfg.worker_size_class;
     req.current_state = cur;
     req.prefer_being_idle = prefer_idle;
     return rpc_client_unary(fw->scheduler, RPC_CLIENT_SYNCHRONIZE, &req.base,
@@ -267,9 +284,36 @@ static bool worker_wait_run(struct worker_run *run, uint64_t until_us, enum work
     return done;
 }
 
+/* True when the answer to a busy report takes the action away: any desired
+ * state but "executing this very action" (no desired state: carry on). */
+static bool worker_given_up(const SyncResponse *r, const struct cas_digest *running)
+{
+    const DesiredExecuting *ex;
+    struct cas_digest dg;
+    struct reapi_status st;
+    bool same;
+
+    if (r->desired_state == NULL ||
+        r->desired_state->worker_state_case ==
+            BUILDBARN__REMOTEWORKER__DESIRED_STATE__WORKER_STATE__NOT_SET)
+        return false;
+    if (r->desired_state->worker_state_case !=
+        BUILDBARN__REMOTEWORKER__DESIRED_STATE__WORKER_STATE_EXECUTING)
+        return true;
+    ex = r->desired_state->executing;
+    if (ex == NULL)
+        return false;
+    reapi_status_init(&st);
+    same = reapi_digest_from_proto(ex->action_digest, &dg, &st, "action_digest") == 0 &&
+           cas_digest_equal(&dg, running);
+    reapi_status_free(&st);
+    return !same;
+}
+
 /* Runs ex to completion, reporting on the way; *next is the answer to the
  * completion (may name the next action), or NULL when it could not be
- * delivered. */
+ * delivered. When the scheduler gives the action up, the action is killed
+ * and *next is the answer that said so (idle, or another action). */
 static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
                            SyncResponse **next)
 {
@@ -307,6 +351,13 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
         return;
     }
     reapi_status_free(&st);
+    if (sandbox_cancel_init(&run.cancel) != 0) {
+        /* without a token the action could not be killed: leave it queued
+         * for another slot (the scheduler requeues it once this slot
+         * reports idle) */
+        LOG_W("worker %s: cannot create a cancel token; not taking the action", slot->name);
+        return;
+    }
     pthread_mutex_init(&run.lock, NULL);
     pthread_cond_init(&run.done_cond, NULL);
     reapi_digest_to_proto(&run.digest, &db);
@@ -347,17 +398,27 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
             until = clock_real_us() + 1000000;
             continue;
         }
-        if (r->desired_state != NULL &&
-            r->desired_state->worker_state_case !=
-                BUILDBARN__REMOTEWORKER__DESIRED_STATE__WORKER_STATE_EXECUTING)
-            LOG_W("worker %s: the scheduler no longer wants this action (cancelled or given "
-                  "elsewhere); it runs to its end",
+        if (worker_given_up(r, &run.digest)) {
+            /* Cancelled, orphaned or given elsewhere: kill the sandbox and
+             * hand r back (idle, or the next action) instead of a
+             * completion, which the scheduler would refuse. */
+            LOG_I("worker %s: the scheduler no longer wants this action (cancelled or given "
+                  "elsewhere): killing it",
                   slot->name);
+            int frc = sandbox_cancel_fire(&run.cancel);
+
+            if (frc != 0) /* cannot happen with a live eventfd; the action then runs out */
+                LOG_ERRNO_E(frc, "worker %s: cannot cancel the action", slot->name);
+            *next = r;
+            break;
+        }
         until = worker_next_sync_us(r);
         protobuf_c_message_free_unpacked(&r->base, NULL);
     }
     if (runner_started)
         pthread_join(runner, NULL);
+    if (*next != NULL)
+        goto out; /* given up: nothing to report */
 
     completed = run.response ? build__bazel__remote__execution__v2__execute_response__unpack(
                                    NULL, run.response_len, run.response)
@@ -384,6 +445,8 @@ static void worker_execute(struct worker_slot *slot, const DesiredExecuting *ex,
     }
     if (completed != NULL)
         build__bazel__remote__execution__v2__execute_response__free_unpacked(completed, NULL);
+out:
+    sandbox_cancel_destroy(&run.cancel);
     free(run.response);
     pthread_cond_destroy(&run.done_cond);
     pthread_mutex_destroy(&run.lock);

@@ -471,6 +471,14 @@ void exec_outcome_free(struct exec_outcome *o);
 int exec_run(const struct exec_env *env, const struct casbox_config *cfg, const struct action *act,
              bool dry_run, struct exec_times *times, struct exec_outcome *out);
 
+/* exec_run, with the sandbox killed when cancel (may be NULL) fires (a
+ * fleet worker whose action the scheduler gave up): out->status is then
+ * CANCELLED and no output is collected. */
+int exec_run_cancellable(const struct exec_env *env, const struct casbox_config *cfg,
+                         const struct action *act, bool dry_run,
+                         const struct sandbox_cancel *cancel, struct exec_times *times,
+                         struct exec_outcome *out);
+
 /* Removes and frees what a run left (NULL is fine). The daemon calls it
  * after publishing the result: the client does not wait for the clean-up. */
 void exec_leftovers_remove(const struct exec_env *env, struct exec_leftovers *left);

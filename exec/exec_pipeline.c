@@ -419,13 +419,19 @@ static int exec_run_collect(const struct exec_env *env, const struct casbox_conf
 
 /* The sandbox run and the verdict. */
 static int exec_run_sandbox(const struct exec_env *env, const struct action_scratch *scratch,
-                            struct exec_times *times, struct exec_outcome *out)
+                            const struct sandbox_cancel *cancel, struct exec_times *times,
+                            struct exec_outcome *out)
 {
     int rc;
 
     times->execution_start = clock_real_us();
-    rc = sandbox_spawner_run(env->spawner, &out->spec, &out->sandbox);
+    rc = sandbox_spawner_run_cancellable(env->spawner, &out->spec, cancel, &out->sandbox);
     times->execution_end = clock_real_us();
+    /* Killed on the caller's request: no outputs are worth collecting. */
+    if (cancel != NULL && sandbox_cancel_fired(cancel)) {
+        reapi_status_set(&out->status, GRPC_STATUS_CANCELLED, "the run was cancelled");
+        return -ECANCELED;
+    }
     if (rc != 0) {
         reapi_status_set(&out->status, GRPC_STATUS_INTERNAL, "sandbox could not be started: %s",
                          out->sandbox.error[0] ? out->sandbox.error : strerror(-rc));
@@ -491,6 +497,14 @@ static void exec_run_fetch_stats(struct exec_outcome *out)
 int exec_run(const struct exec_env *env, const struct casbox_config *cfg, const struct action *act,
              bool dry_run, struct exec_times *times, struct exec_outcome *out)
 {
+    return exec_run_cancellable(env, cfg, act, dry_run, NULL, times, out);
+}
+
+int exec_run_cancellable(const struct exec_env *env, const struct casbox_config *cfg,
+                         const struct action *act, bool dry_run,
+                         const struct sandbox_cancel *cancel, struct exec_times *times,
+                         struct exec_outcome *out)
+{
     struct exec_leftovers *l = calloc(1, sizeof(*l));
     int rc;
 
@@ -517,7 +531,7 @@ int exec_run(const struct exec_env *env, const struct casbox_config *cfg, const 
     }
     if (rc != 0 || dry_run)
         goto out;
-    rc = exec_run_sandbox(env, &l->scratch, times, out);
+    rc = exec_run_sandbox(env, &l->scratch, cancel, times, out);
     if (rc != 0)
         goto out;
     times->output_upload_start = clock_real_us();

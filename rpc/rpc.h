@@ -13,6 +13,16 @@
  * queue and plucks its completion, so a handler reads like a blocking
  * server. A full queue answers RESOURCE_EXHAUSTED at once.
  *
+ * Event-driven calls (RPC_POOL_EVENT, server_async.c): a call that waits
+ * on its client (a slow reader, a stalled writer) or on an event (a long
+ * poll) must not hold a thread. Such a method's handler runs once, starts
+ * one operation (rpc_call_async_recv, _send, rpc_call_park, rpc_call_offload)
+ * and returns; the operation's done callback runs later on one of a few
+ * event threads polling one shared completion queue (or on the timer thread,
+ * or a pool thread), and starts the next, until the handler calls
+ * rpc_call_finish, which then returns at once. At most
+ * server.max_async_calls are open; more are refused RESOURCE_EXHAUSTED.
+ *
  * The client. One channel per rpc_client; every call is blocking, has the
  * client's deadline and runs on a completion queue of its own (taken from a
  * small pool, so that any number of threads may call at once), except the
@@ -43,7 +53,15 @@ enum rpc_kind {
  * WaitExecution, each held for an action's life; transfer: ByteStream, whose
  * calls wait on the client's pace. Separate, so that no kind can take the
  * threads another needs. */
-enum rpc_pool { RPC_POOL_SHORT, RPC_POOL_STREAM, RPC_POOL_TRANSFER, RPC_POOL_COUNT };
+enum rpc_pool {
+    RPC_POOL_SHORT,
+    RPC_POOL_STREAM,
+    RPC_POOL_TRANSFER,
+    RPC_POOL_COUNT,
+    /* not a pool: the handler is event-driven (see above) and runs on the
+     * dispatcher or an event thread; it must never block */
+    RPC_POOL_EVENT = RPC_POOL_COUNT,
+};
 
 typedef void (*rpc_handler_fn)(void *ctx, struct rpc_call *call);
 
@@ -84,6 +102,10 @@ struct rpc_server_options {
      * call with RESOURCE_EXHAUSTED, so a stalled client gives its pool
      * thread back; 0 = wait for the call's deadline. */
     uint64_t stall_timeout_ms;
+    /* Event-driven calls: the threads polling their queue, and how many
+     * may be open at once (beyond: RESOURCE_EXHAUSTED). 0: 2 and 10000. */
+    uint64_t event_threads;
+    uint64_t max_async_calls;
 };
 
 /* Binds, starts the dispatcher and the pools. ctx is passed to every handler.
@@ -139,6 +161,40 @@ gpr_timespec rpc_call_deadline(const struct rpc_call *call);
 const char *rpc_call_method(const struct rpc_call *call);
 /* A value of the request metadata, or NULL; *len set to its length. */
 const char *rpc_call_metadata(const struct rpc_call *call, const char *key, size_t *len);
+
+/* --- inside an event-driven handler (RPC_POOL_EVENT, server_async.c) ---
+ *
+ * Each operation below returns 0 when started, and then calls done(state,
+ * rc) exactly once, later, on another thread; or a negative errno when it
+ * could not start (done is not called). One operation at a time per call,
+ * except that a park or offload never overlaps another. rpc_call_request,
+ * rpc_call_authorize and rpc_call_finish (and _fail) work as in a blocking
+ * handler, but rpc_call_finish only starts the end of the call: the call
+ * must not be touched after it. A send or receive that waits longer than
+ * server.stream_stall_timeout cancels the call with RESOURCE_EXHAUSTED. */
+typedef void (*rpc_async_fn)(void *state, int rc);
+
+/* Receives the next message of a client stream into *out (destroy it with
+ * grpc_byte_buffer_destroy): rc 1 with *out set, 0 at the end of the
+ * stream, -ECANCELED when the call died. */
+int rpc_call_async_recv(struct rpc_call *call, grpc_byte_buffer **out, rpc_async_fn done,
+                        void *state);
+/* Sends one message (encoded: data, len; destroy(user_data) once grpc is
+ * done with it, also when it does not start): rc 0, or -ECANCELED. */
+int rpc_call_async_send_raw(struct rpc_call *call, void *data, size_t len, void (*destroy)(void *),
+                            void *user_data, rpc_async_fn done, void *state);
+int rpc_call_async_send(struct rpc_call *call, const ProtobufCMessage *msg, rpc_async_fn done,
+                        void *state);
+/* Parks the call with no thread until rpc_call_resume (rc 0) or timeout_ms
+ * (rc -ETIMEDOUT; 0: the call's deadline); done runs on the timer thread. */
+int rpc_call_park(struct rpc_call *call, uint64_t timeout_ms, rpc_async_fn done, void *state);
+/* Wakes a parked call: true, or false when it had already woken (timed
+ * out). The caller must know the call is still parked (e.g. hold the lock
+ * under which its done callback unlists it). */
+bool rpc_call_resume(struct rpc_call *call);
+/* Runs done(state, 0) on a thread of pool, for a step that blocks (a
+ * remote fetch); -EAGAIN when the pool's queue is full. */
+int rpc_call_offload(struct rpc_call *call, enum rpc_pool pool, rpc_async_fn done, void *state);
 
 /* Authorization (authorize.c). Before a handler runs, its caller's
  * credentials (bearer token, verified client certificate) are resolved:

@@ -19,7 +19,7 @@
  * plucks its completion (rpc_call_finish_wait). Its buffers live in the call
  * until then.
  */
-#include "rpc_internal.h"
+#include "server_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -36,81 +36,22 @@
 
 #define STATUS_DETAILS_KEY "grpc-status-details-bin"
 
-/* What the final batch points to until it completes. */
-struct rpc_finish_state {
-    grpc_byte_buffer *bb;
-    grpc_slice details;
-    grpc_metadata trailer;
-    uint8_t *packed;
-    Google__Rpc__Status *proto;
-    int cancelled;
-    bool started;
-};
-
-struct rpc_call {
-    struct rpc_server *srv;
-    const struct rpc_method *method; /* NULL: the generic (unregistered) request */
-    grpc_call *call;
-    grpc_completion_queue *cq;
-    gpr_timespec deadline;
-    grpc_metadata_array request_md;
-    grpc_byte_buffer *payload;
-    grpc_call_details details; /* generic requests only */
-    bool sent_initial_md;
-    bool finished;
-    struct rpc_finish_state fin; /* the final batch, until it completes */
-    struct rpc_call *next;       /* pool queue link */
-    uint64_t arrived_us;         /* when the dispatcher got it (debug log, latency) */
-    struct rpc_call_auth auth;   /* authorize.c */
-    grpc_status_code status;     /* what the final batch sent (metrics) */
-};
-
-struct rpc_pool_state {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct rpc_call *head, *tail;
-    uint64_t queued;
-    uint64_t max_queued;
-    bool stopping;
-    pthread_t *threads;
-    uint64_t n_threads;
-};
-
-struct rpc_server {
-    grpc_server *server;
-    grpc_completion_queue *notify_cq;
-    const struct rpc_method *methods;
-    void **handles; /* registered method handles, parallel to methods */
-    size_t n_methods;
-    void *ctx;
-    pthread_t dispatcher;
-    bool dispatcher_started;
-    int shutdown_tag;
-    uint64_t pending_requests; /* dispatcher thread only */
-    bool shutting_down;        /* dispatcher thread only */
-    struct rpc_pool_state pools[RPC_POOL_COUNT];
-    struct rpc_server_auth auth;     /* authorize.c */
-    struct rpc_server_tls_state tls; /* tls.c */
-    struct rpc_server_metrics metrics;
-    uint64_t stall_timeout_ms; /* rpc_server_options */
-};
-
-static void rpc_call_free(struct rpc_call *c)
+void rpc_call_free(struct rpc_call *c)
 {
     if (c == NULL)
         return;
     rpc_call_auth_release(c);
     if (c->call != NULL)
         grpc_call_unref(c->call);
-    if (c->fin.started)
+    if (c->fin.started && !c->async)
         rpc_call_finish_wait(c);
     if (c->payload != NULL)
         grpc_byte_buffer_destroy(c->payload);
     grpc_metadata_array_destroy(&c->request_md);
     if (c->method == NULL)
         grpc_call_details_destroy(&c->details);
-    if (c->cq != NULL)
-        rpc_queue_destroy(c->cq);
+    if (c->cq != NULL && !c->async)
+        rpc_queue_destroy(c->cq); /* the shared event queue is the server's */
     free(c);
 }
 
@@ -122,6 +63,10 @@ static int rpc_call_run_batch(struct rpc_call *c, const grpc_op *ops, size_t n)
     grpc_event ev;
     int rc;
 
+    if (c->async) {
+        LOG_E("%s: a blocking operation on an event-driven call", rpc_call_method(c));
+        return -EINVAL;
+    }
     if (c->srv->stall_timeout_ms == 0) {
         rc = rpc_batch_run(c->call, c->cq, ops, n, c);
         goto out;
@@ -259,7 +204,7 @@ int rpc_call_send_raw(struct rpc_call *c, void *data, size_t len, void (*destroy
 }
 
 /* Frees what the final batch needed until its completion. */
-static void rpc_finish_state_free(struct rpc_finish_state *f)
+void rpc_finish_state_free(struct rpc_finish_state *f)
 {
     if (f->bb != NULL)
         grpc_byte_buffer_destroy(f->bb);
@@ -320,9 +265,8 @@ static int rpc_finish_ops(struct rpc_call *c, const ProtobufCMessage *msg,
     return 0;
 }
 
-/* Starts the final batch: 0, -ENOMEM (nothing started) or -EIO. */
-static int rpc_call_finish_begin(struct rpc_call *c, const ProtobufCMessage *msg,
-                                 const struct reapi_status *st)
+int rpc_call_finish_begin(struct rpc_call *c, const ProtobufCMessage *msg,
+                          const struct reapi_status *st, void *tag)
 {
     grpc_op ops[4];
     size_t n;
@@ -336,7 +280,7 @@ static int rpc_call_finish_begin(struct rpc_call *c, const ProtobufCMessage *msg
         refused.code = GRPC_STATUS_INTERNAL;
         snprintf(refused.message, sizeof(refused.message),
                  "internal error: %s answered without an authorization check", rpc_call_method(c));
-        return rpc_call_finish_begin(c, NULL, &refused);
+        return rpc_call_finish_begin(c, NULL, &refused, tag);
     }
     memset(ops, 0, sizeof(ops));
     rc = rpc_finish_ops(c, msg, st, ops, &n);
@@ -345,7 +289,7 @@ static int rpc_call_finish_begin(struct rpc_call *c, const ProtobufCMessage *msg
         return rc;
     }
     c->sent_initial_md = true;
-    e = grpc_call_start_batch(c->call, ops, n, &c->fin, NULL);
+    e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
     if (e != GRPC_CALL_OK) {
         LOG_E("%s: grpc_call_start_batch failed (%d)", rpc_call_method(c), e);
         rpc_finish_state_free(&c->fin);
@@ -363,7 +307,7 @@ int rpc_call_finish_start(struct rpc_call *c, const ProtobufCMessage *msg)
         LOG_E("%s: finished twice", rpc_call_method(c));
         return -EALREADY;
     }
-    rc = rpc_call_finish_begin(c, msg, NULL);
+    rc = c->async ? -EINVAL : rpc_call_finish_begin(c, msg, NULL, &c->fin);
     if (rc == 0)
         c->finished = true;
     return rc;
@@ -393,7 +337,7 @@ static int rpc_call_fail_now(struct rpc_call *c, grpc_status_code code, const ch
     reapi_status_init(&st);
     st.code = code;
     snprintf(st.message, sizeof(st.message), "%s", message);
-    rc = rpc_call_finish_begin(c, NULL, &st);
+    rc = rpc_call_finish_begin(c, NULL, &st, &c->fin);
     return rc != 0 ? rc : rpc_call_finish_wait(c);
 }
 
@@ -401,12 +345,14 @@ int rpc_call_finish(struct rpc_call *c, const ProtobufCMessage *msg, const struc
 {
     int rc;
 
+    if (c->async)
+        return rpc_async_finish(c, msg, st);
     if (c->finished) {
         LOG_E("%s: finished twice", rpc_call_method(c));
         return -EALREADY;
     }
     c->finished = true;
-    rc = rpc_call_finish_begin(c, msg, st);
+    rc = rpc_call_finish_begin(c, msg, st, &c->fin);
     if (rc == -ENOMEM)
         return rpc_call_fail_now(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     if (rc != 0)
@@ -491,7 +437,12 @@ static int rpc_server_post(struct rpc_server *srv, size_t method_index)
         return -ENOMEM;
     c->srv = srv;
     grpc_metadata_array_init(&c->request_md);
-    c->cq = grpc_completion_queue_create_for_pluck(NULL);
+    if (method_index != SIZE_MAX && srv->methods[method_index].pool == RPC_POOL_EVENT) {
+        c->async = true;
+        c->cq = srv->async.cq;
+    } else {
+        c->cq = grpc_completion_queue_create_for_pluck(NULL);
+    }
     if (method_index == SIZE_MAX) {
         grpc_call_details_init(&c->details);
         e = grpc_server_request_call(srv->server, &c->call, &c->details, &c->request_md, c->cq,
@@ -518,9 +469,8 @@ static size_t rpc_server_method_index(const struct rpc_server *srv, const struct
     return c->method == NULL ? SIZE_MAX : (size_t)(c->method - srv->methods);
 }
 
-static void rpc_pool_push(struct rpc_server *srv, struct rpc_call *c)
+bool rpc_pool_enqueue(struct rpc_pool_state *p, struct rpc_call *c)
 {
-    struct rpc_pool_state *p = &srv->pools[c->method->pool];
     bool full;
 
     pthread_mutex_lock(&p->lock);
@@ -536,7 +486,14 @@ static void rpc_pool_push(struct rpc_server *srv, struct rpc_call *c)
         pthread_cond_signal(&p->cond);
     }
     pthread_mutex_unlock(&p->lock);
-    if (full) {
+    return !full;
+}
+
+static void rpc_pool_push(struct rpc_server *srv, struct rpc_call *c)
+{
+    struct rpc_pool_state *p = &srv->pools[c->method->pool];
+
+    if (!rpc_pool_enqueue(p, c)) {
         LOG_W("%s: rejected, %" PRIu64 " calls already queued", c->method->path, p->max_queued);
         rpc_call_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
                         "server busy: too many calls in flight (server.max_inflight_calls)");
@@ -584,7 +541,10 @@ static void *rpc_dispatcher_main(void *arg)
             rpc_call_reject(c, GRPC_STATUS_UNIMPLEMENTED, msg);
             continue;
         }
-        rpc_pool_push(srv, c);
+        if (c->method->pool == RPC_POOL_EVENT)
+            rpc_async_accept(c);
+        else
+            rpc_pool_push(srv, c);
     }
     return NULL;
 }
@@ -611,6 +571,10 @@ static void *rpc_pool_main(void *arg)
         p->queued--;
         pthread_mutex_unlock(&p->lock);
 
+        if (c->async) {
+            rpc_async_run_offloaded(c); /* a step of an event-driven call */
+            continue;
+        }
         srv = c->srv;
         start_us = log_enabled(LOG_LEVEL_DEBUG) ? clock_mono_us() : 0;
         rpc_server_metrics_begin(&srv->metrics, (size_t)(c->method - srv->methods));
@@ -702,6 +666,8 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
     srv->notify_cq = grpc_completion_queue_create_for_next(NULL);
     srv->server = grpc_server_create(&channel_args, NULL);
     grpc_server_register_completion_queue(srv->server, srv->notify_cq, NULL);
+    srv->async.cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->async.cq, NULL);
     for (size_t i = 0; i < n_methods; i++) {
         grpc_server_register_method_payload_handling payload =
             methods[i].kind == RPC_CLIENT_STREAM ? GRPC_SRM_PAYLOAD_NONE
@@ -725,6 +691,9 @@ int rpc_server_start(const struct rpc_server_options *opt, const struct rpc_meth
     }
     grpc_server_start(srv->server);
 
+    rc = rpc_async_start(srv, opt);
+    if (rc != 0)
+        goto fail_started;
     for (int p = 0; p < RPC_POOL_COUNT; p++) {
         rc = rpc_pool_start(&srv->pools[p], opt->threads[p], opt->queue_length[p]);
         if (rc != 0)
@@ -752,6 +721,8 @@ fail_server:
     grpc_server_destroy(srv->server);
     grpc_completion_queue_shutdown(srv->notify_cq);
     grpc_completion_queue_destroy(srv->notify_cq);
+    grpc_completion_queue_shutdown(srv->async.cq);
+    grpc_completion_queue_destroy(srv->async.cq);
 fail:
     rpc_tls_state_destroy(&srv->tls);
     rpc_server_auth_destroy(&srv->auth);
@@ -768,6 +739,11 @@ void rpc_server_stop(struct rpc_server *srv)
     srv->shutting_down = true;
     grpc_server_shutdown_and_notify(srv->server, srv->notify_cq, &srv->shutdown_tag);
     grpc_server_cancel_all_calls(srv->server);
+    /* A parked event-driven call has no batch to fail: wake it (its step
+     * then fails on the cancelled call), so that grpc's shutdown, which
+     * waits for every call, can end. */
+    if (srv->async.initialized)
+        rpc_timers_expedite(&srv->async.timers);
     if (srv->dispatcher_started) {
         pthread_join(srv->dispatcher, NULL);
     } else {
@@ -787,10 +763,15 @@ void rpc_server_stop(struct rpc_server *srv)
             rpc_call_free(ev.tag);
         }
     }
+    /* Parked event-driven calls wake now, and every one ends (their
+     * offloaded steps need the pools); then the pools stop, then the event
+     * threads. */
+    rpc_async_drain(srv);
     for (int p = 0; p < RPC_POOL_COUNT; p++) {
         if (srv->pools[p].threads != NULL)
             rpc_pool_stop(&srv->pools[p]);
     }
+    rpc_async_stop(srv);
     grpc_completion_queue_shutdown(srv->notify_cq);
     while (
         grpc_completion_queue_next(srv->notify_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=

@@ -188,6 +188,21 @@ int sandbox_spawner_start(struct sandbox_spawner **out);
  * runs may be in flight at once. */
 int sandbox_spawner_run(struct sandbox_spawner *sp, const struct sandbox_spec *spec,
                         struct sandbox_result *res);
+/* A per-run cancel token (cancel.c): fire it from any thread to kill the
+ * one run waiting on it (its whole process tree and cgroup, cleaned up as
+ * after a timeout); the run then answers with error "cancelled". */
+struct sandbox_cancel {
+    int fd; /* an eventfd; -1 when not initialised */
+};
+int sandbox_cancel_init(struct sandbox_cancel *c);
+int sandbox_cancel_fire(struct sandbox_cancel *c);
+bool sandbox_cancel_fired(const struct sandbox_cancel *c);
+void sandbox_cancel_destroy(struct sandbox_cancel *c);
+/* sandbox_spawner_run, killed when cancel (may be NULL) fires; a token
+ * fired before the run starts makes it fail at once with -ECANCELED. */
+int sandbox_spawner_run_cancellable(struct sandbox_spawner *sp, const struct sandbox_spec *spec,
+                                    const struct sandbox_cancel *cancel,
+                                    struct sandbox_result *res);
 /* Kills every running sandbox and makes later runs fail at once (for a
  * daemon that is shutting down); sandbox_spawner_stop still frees sp. */
 void sandbox_spawner_cancel(struct sandbox_spawner *sp);

@@ -645,8 +645,35 @@ static int spawner_send_rest(int sock, const uint32_t *len32, const uint8_t *buf
     return rc;
 }
 
+/* Waits until the answer is ready to read on sock; when cancel fires
+ * first, half-closes sock, which the spawner takes as "cancel this run"
+ * (it still answers). */
+static void spawner_wait_answer(int sock, const struct sandbox_cancel *cancel)
+{
+    struct pollfd p[2] = {{.fd = sock, .events = POLLIN}, {.fd = cancel->fd, .events = POLLIN}};
+
+    for (;;) {
+        int n = poll(p, 2, -1);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || p[0].revents != 0)
+            return;
+        if (p[1].revents != 0) {
+            shutdown(sock, SHUT_WR);
+            return;
+        }
+    }
+}
+
 int sandbox_spawner_run(struct sandbox_spawner *sp, const struct sandbox_spec *spec,
                         struct sandbox_result *res)
+{
+    return sandbox_spawner_run_cancellable(sp, spec, NULL, res);
+}
+
+int sandbox_spawner_run_cancellable(struct sandbox_spawner *sp, const struct sandbox_spec *spec,
+                                    const struct sandbox_cancel *cancel, struct sandbox_result *res)
 {
     uint8_t *buf = NULL;
     size_t len = 0, sent = 0;
@@ -669,6 +696,11 @@ int sandbox_spawner_run(struct sandbox_spawner *sp, const struct sandbox_spec *s
         sandbox_error_set(res->error, sizeof(res->error), "socketpair: %s", strerror(errno));
         goto out;
     }
+    if (cancel != NULL && sandbox_cancel_fired(cancel)) {
+        rc = -ECANCELED;
+        sandbox_error_set(res->error, sizeof(res->error), "cancelled");
+        goto out;
+    }
     len32 = (uint32_t)len;
     sent = spawner_send_early(pair[0], &len32, buf, len);
     rc = spawner_send_fd(sp->control_fd, pair[1]);
@@ -679,6 +711,8 @@ int sandbox_spawner_run(struct sandbox_spawner *sp, const struct sandbox_spec *s
     close(pair[1]);
     pair[1] = -1;
     spawner_send_rest(pair[0], &len32, buf, len, sent);
+    if (cancel != NULL)
+        spawner_wait_answer(pair[0], cancel);
     /* A failed send still leaves an answer to read when the spawner
      * rejected the request early. */
     rc = spawner_recv_all(pair[0], res, sizeof(*res));

@@ -36,6 +36,7 @@ struct sched_task {
     struct sched_task *next;      /* in inv's FIFO */
     struct sched_worker *worker;  /* while executing */
     int32_t priority;
+    uint32_t size_class; /* chosen at submit (sched_class_for) */
     char *invocation;
 };
 
@@ -62,13 +63,19 @@ struct sched_worker {
     uint64_t last_ms;  /* end of the last Synchronize (or its start, while in one) */
     uint64_t since_ms; /* joined, or took its task */
     uint64_t runs;     /* tasks taken */
+    size_t announced;  /* its entry in sched.announced; SIZE_MAX: none */
     struct sched_task *task;
     struct sched_worker *next;
 };
 
+/* What workers announced: (prefix, platform, size class), and how many
+ * slots known now announce it (live). Entries are never removed, so an
+ * index stays valid. */
 struct sched_announced {
     char *prefix;
     struct sched_platform platform;
+    uint32_t size_class;
+    uint64_t live;
 };
 
 struct sched {
@@ -194,7 +201,8 @@ void sched_platform_format(const struct sched_platform *p, char *out, size_t len
 
 static bool sched_fits(const struct sched_task *t, const struct sched_worker *w)
 {
-    return strncmp(t->instance, w->instance_prefix, strlen(w->instance_prefix)) == 0 &&
+    return t->size_class == w->size_class &&
+           strncmp(t->instance, w->instance_prefix, strlen(w->instance_prefix)) == 0 &&
            sched_platform_fits(&t->platform, &w->platform);
 }
 
@@ -335,31 +343,45 @@ static int sched_enqueue(struct sched *s, struct sched_task *t, bool front)
     return 0;
 }
 
-static bool sched_announced_fits(const struct sched *s, const struct sched_task_desc *d)
+/* The size class of a new action: the smallest that a slot known now
+ * announces with an instance prefix and platform that fit it; when no such
+ * slot is known (all restarting), the smallest ever announced. false when
+ * nothing that fits was ever announced. */
+static bool sched_class_for(const struct sched *s, const struct sched_task_desc *d,
+                            uint32_t *size_class)
 {
+    bool found = false, live = false;
+
     for (size_t i = 0; i < s->n_announced; i++) {
         const struct sched_announced *a = &s->announced[i];
+        bool now = a->live > 0;
 
-        if (strncmp(d->instance, a->prefix, strlen(a->prefix)) == 0 &&
-            sched_platform_fits(d->platform, &a->platform))
-            return true;
+        if (strncmp(d->instance, a->prefix, strlen(a->prefix)) != 0 ||
+            !sched_platform_fits(d->platform, &a->platform))
+            continue;
+        if (!found || (now && !live) || (now == live && a->size_class < *size_class))
+            *size_class = a->size_class;
+        found = true;
+        live |= now;
     }
-    return false;
+    return found;
 }
 
 int sched_submit(struct sched *s, const struct sched_task_desc *desc, void *user, uint64_t now_ms,
                  struct sched_task **out)
 {
     struct sched_task *t;
+    uint32_t size_class = 0;
     int rc;
 
     if (s->queued >= s->opt.max_queued)
         return -ENOSPC;
-    if (!sched_announced_fits(s, desc))
+    if (!sched_class_for(s, desc, &size_class))
         return now_ms < s->started_ms + s->opt.grace_ms ? -EAGAIN : -ENOENT;
     t = calloc(1, sizeof(*t));
     if (t == NULL)
         return -ENOMEM;
+    t->size_class = size_class;
     t->user = user;
     t->priority = desc->priority;
     t->queued_ms = now_ms;
@@ -417,6 +439,11 @@ struct sched_worker *sched_task_worker(const struct sched_task *t)
     return t->worker;
 }
 
+uint32_t sched_task_size_class(const struct sched_task *t)
+{
+    return t->size_class;
+}
+
 void sched_task_cancel(struct sched *s, struct sched_task *t)
 {
     if (t->state == SCHED_TASK_QUEUED)
@@ -437,18 +464,34 @@ static bool sched_drained(const struct sched *s, const char *id)
     return false;
 }
 
-static int sched_announce(struct sched *s, const struct sched_worker *w)
+/* w's announcement moves to entry i (SIZE_MAX: none). */
+static void sched_announced_move(struct sched *s, struct sched_worker *w, size_t i)
+{
+    if (w->announced != SIZE_MAX)
+        s->announced[w->announced].live--;
+    w->announced = i;
+    if (i != SIZE_MAX)
+        s->announced[i].live++;
+}
+
+static int sched_announce(struct sched *s, struct sched_worker *w)
 {
     struct sched_announced *a;
 
     for (size_t i = 0; i < s->n_announced; i++) {
         a = &s->announced[i];
-        if (strcmp(a->prefix, w->instance_prefix) == 0 &&
-            sched_platform_equal(&a->platform, &w->platform))
+        if (a->size_class == w->size_class && strcmp(a->prefix, w->instance_prefix) == 0 &&
+            sched_platform_equal(&a->platform, &w->platform)) {
+            if (w->announced != i)
+                sched_announced_move(s, w, i);
             return 0;
+        }
     }
-    if (s->n_announced == SCHED_MAX_ANNOUNCED)
-        return 0; /* remembered enough: later ones still take work */
+    if (s->n_announced == SCHED_MAX_ANNOUNCED) {
+        /* remembered enough: later ones still take work */
+        sched_announced_move(s, w, SIZE_MAX);
+        return 0;
+    }
     a = &s->announced[s->n_announced];
     memset(a, 0, sizeof(*a));
     a->prefix = strdup(w->instance_prefix);
@@ -456,7 +499,9 @@ static int sched_announce(struct sched *s, const struct sched_worker *w)
         free(a->prefix);
         return -ENOMEM;
     }
+    a->size_class = w->size_class;
     s->n_announced++;
+    sched_announced_move(s, w, s->n_announced - 1);
     return 0;
 }
 
@@ -494,6 +539,7 @@ int sched_worker_sync_begin(struct sched *s, const char *id, const struct sched_
             return -ENOMEM;
         }
         w->since_ms = now_ms;
+        w->announced = SIZE_MAX;
         w->next = s->workers;
         s->workers = w;
         s->n_workers++;
@@ -622,6 +668,7 @@ size_t sched_expire(struct sched *s, uint64_t now_ms, struct sched_lost_event *e
             continue;
         }
         sched_lose_task(s, w, &events[n++]);
+        sched_announced_move(s, w, SIZE_MAX);
         *pp = w->next;
         s->n_workers--;
         sched_worker_free(w);
@@ -668,11 +715,93 @@ uint64_t sched_workers(const struct sched *s)
     return s->n_workers;
 }
 
+/* Adds one action of platform p, class c to the counts' queue entry. */
+static void sched_counts_add(struct sched_counts *out, const struct sched_platform *p, uint32_t c,
+                             bool executing)
+{
+    struct sched_queue_count *q = NULL;
+    char plat[sizeof(q->platform)];
+
+    sched_platform_format(p, plat, sizeof(plat));
+    for (size_t i = 0; i < out->n_queues && q == NULL; i++) {
+        if (out->queues[i].size_class == c && strcmp(out->queues[i].platform, plat) == 0)
+            q = &out->queues[i];
+    }
+    if (q == NULL && out->n_queues < SCHED_MAX_QUEUE_COUNTS - 1) {
+        q = &out->queues[out->n_queues++];
+        snprintf(q->platform, sizeof(q->platform), "%s", plat);
+        q->size_class = c;
+    }
+    if (q == NULL) {
+        /* past the bound: one last set for everything else */
+        q = &out->queues[SCHED_MAX_QUEUE_COUNTS - 1];
+        if (out->n_queues < SCHED_MAX_QUEUE_COUNTS) {
+            out->n_queues = SCHED_MAX_QUEUE_COUNTS;
+            snprintf(q->platform, sizeof(q->platform), "other");
+            q->size_class = 0;
+        }
+    }
+    if (executing)
+        q->executing++;
+    else
+        q->queued++;
+}
+
+void sched_counts_get(const struct sched *s, struct sched_counts *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (const struct sched_worker *w = s->workers; w != NULL; w = w->next) {
+        if (w->prefer_idle || sched_drained(s, w->id))
+            out->draining++;
+        else if (w->task != NULL)
+            out->busy++;
+        else
+            out->idle++;
+        if (w->task != NULL)
+            sched_counts_add(out, &w->task->platform, w->task->size_class, true);
+    }
+    for (const struct sched_level *l = s->levels; l != NULL; l = l->next) {
+        const struct sched_invocation *inv = l->cursor;
+
+        do {
+            for (const struct sched_task *t = inv->head; t != NULL; t = t->next)
+                sched_counts_add(out, &t->platform, t->size_class, false);
+            inv = inv->next;
+        } while (inv != l->cursor);
+    }
+}
+
+size_t sched_workers_get(const struct sched *s, struct sched_worker_info *out, size_t max)
+{
+    size_t n = 0;
+
+    for (const struct sched_worker *w = s->workers; w != NULL && n < max; w = w->next, n++) {
+        struct sched_worker_info *i = &out[n];
+
+        snprintf(i->id, sizeof(i->id), "%s", w->id);
+        snprintf(i->action, sizeof(i->action), "%s", w->task ? w->task->key : "");
+        sched_platform_format(&w->platform, i->platform, sizeof(i->platform));
+        i->size_class = w->size_class;
+        i->draining = w->prefer_idle || sched_drained(s, w->id);
+        i->since_ms = w->since_ms;
+        i->runs = w->runs;
+    }
+    return n;
+}
+
 void sched_status_print(const struct sched *s, uint64_t now_ms, FILE *out)
 {
+    struct sched_counts c;
     char plat[512];
 
     fprintf(out, "queued %" PRIu64 ", workers %" PRIu64 "\n", s->queued, s->n_workers);
+    sched_counts_get(s, &c);
+    for (size_t i = 0; i < c.n_queues; i++)
+        fprintf(out,
+                "queue platform %s size class %" PRIu32 ": %" PRIu64 " queued, %" PRIu64
+                " executing\n",
+                c.queues[i].platform, c.queues[i].size_class, c.queues[i].queued,
+                c.queues[i].executing);
     for (const struct sched_level *l = s->levels; l != NULL; l = l->next) {
         const struct sched_invocation *inv = l->cursor;
 
@@ -689,10 +818,10 @@ void sched_status_print(const struct sched *s, uint64_t now_ms, FILE *out)
     for (const struct sched_worker *w = s->workers; w != NULL; w = w->next) {
         sched_platform_format(&w->platform, plat, sizeof(plat));
         fprintf(out,
-                "worker %s: %s%s, platform %s, prefix '%s', ran %" PRIu64 ", since %" PRIu64
-                " s%s%s\n",
+                "worker %s: %s%s, platform %s, size class %" PRIu32 ", prefix '%s', ran %" PRIu64
+                ", since %" PRIu64 " s%s%s\n",
                 w->id, w->task ? "executing " : "idle", w->task ? w->task->key : "", plat,
-                w->instance_prefix, w->runs, (now_ms - w->since_ms) / 1000,
+                w->size_class, w->instance_prefix, w->runs, (now_ms - w->since_ms) / 1000,
                 sched_drained(s, w->id) ? ", drained" : "", w->prefer_idle ? ", stopping" : "");
     }
     for (size_t i = 0; i < s->n_drains; i++)

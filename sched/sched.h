@@ -9,7 +9,11 @@
  * worker slot announces an instance-name prefix and its properties; an action
  * fits it when the action's instance name starts with the prefix and every
  * property the action names is among the worker's with the same value
- * (superset match; bb_scheduler compares exactly). Lower priority values go
+ * (superset match; bb_scheduler compares exactly), and the worker's size
+ * class is the action's. An action's size class is chosen when it is
+ * queued: the smallest one announced by a slot known now whose prefix and
+ * platform fit it (when none is known now, the smallest ever announced),
+ * as Buildbarn does without feedback. Lower priority values go
  * first (as the REAPI says); within one priority, invocations
  * (RequestMetadata.tool_invocation_id) take turns, and each invocation's
  * actions go in arrival order. A worker not heard from for worker_timeout is
@@ -85,6 +89,8 @@ uint64_t sched_task_queued_ms(const struct sched_task *t);
 const char *sched_task_lost(const struct sched_task *t);
 /* The worker running it, or NULL. */
 struct sched_worker *sched_task_worker(const struct sched_task *t);
+/* The size class it waits for or runs in (chosen at submit, see below). */
+uint32_t sched_task_size_class(const struct sched_task *t);
 /* Takes a task out of the queue or off its worker (whose next sync then
  * learns to go idle) and frees it. */
 void sched_task_cancel(struct sched *s, struct sched_task *t);
@@ -140,6 +146,34 @@ int sched_drain_remove(struct sched *s, const char *pattern);
 /* Counts, for status and tests. */
 uint64_t sched_queued(const struct sched *s);
 uint64_t sched_workers(const struct sched *s);
+
+/* For /metrics: slots by state and actions by queue, with few label sets
+ * (at most SCHED_MAX_QUEUE_COUNTS; the last one gathers the rest as
+ * platform "other"). */
+#define SCHED_MAX_QUEUE_COUNTS 16
+struct sched_queue_count {
+    char platform[96]; /* sched_platform_format, truncated */
+    uint32_t size_class;
+    uint64_t queued, executing;
+};
+struct sched_counts {
+    uint64_t idle, busy, draining; /* draining: drained or prefer_being_idle, busy or not */
+    size_t n_queues;
+    struct sched_queue_count queues[SCHED_MAX_QUEUE_COUNTS];
+};
+void sched_counts_get(const struct sched *s, struct sched_counts *out);
+
+/* The worker slots for a page: copies of at most max of them; returns how
+ * many were copied. */
+struct sched_worker_info {
+    char id[128];
+    char action[96]; /* the key of its task, "" when idle */
+    char platform[96];
+    uint32_t size_class;
+    bool draining; /* drained or prefer_being_idle */
+    uint64_t since_ms, runs;
+};
+size_t sched_workers_get(const struct sched *s, struct sched_worker_info *out, size_t max);
 /* A human-readable status: queues, workers, drains. */
 void sched_status_print(const struct sched *s, uint64_t now_ms, FILE *out);
 

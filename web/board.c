@@ -248,3 +248,15 @@ void web_board_snapshot_free(struct web_board_snapshot *s)
     free(s->history);
     memset(s, 0, sizeof(*s));
 }
+
+void web_board_worker(struct web_board *b, const char *instance, const struct cas_digest *d,
+                      const char *worker)
+{
+    struct web_running **pp;
+
+    pthread_mutex_lock(&b->lock);
+    pp = web_board_find_running_locked(b, instance, d);
+    if (pp != NULL)
+        snprintf((*pp)->a.worker, sizeof((*pp)->a.worker), "%s", worker);
+    pthread_mutex_unlock(&b->lock);
+}

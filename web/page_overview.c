@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "metrics/metrics.h"
@@ -20,6 +21,7 @@
 #define WEB_OVERVIEW_FINISHED 100
 #define WEB_HISTORY_SHOWN     1000
 #define WEB_REFRESH_S         5
+#define WEB_OVERVIEW_WORKERS  200
 
 static void web_action_link(struct util_buf *b, const struct web_action *a)
 {
@@ -168,6 +170,51 @@ static void web_overview_finished(struct util_buf *b, const struct web_board_sna
     util_buf_str(b, "</table>\n");
 }
 
+/* A fleet's worker slots (at most WEB_OVERVIEW_WORKERS), or this host. */
+static void web_overview_workers(struct util_buf *b, const struct web_options *opt,
+                                 const struct web_board_snapshot *s)
+{
+    struct web_worker_row *rows;
+    uint64_t now = clock_real_us();
+    size_t n;
+
+    util_buf_str(b, "<h2>Workers</h2>\n<table id=\"workers\"><tr><th>worker</th><th>state</th>");
+    if (opt->fleet_workers == NULL) {
+        util_buf_str(b, "<th>running</th></tr>\n<tr><td>");
+        web_buf_html_str(b, opt->worker_name ? opt->worker_name : "");
+        util_buf_printf(b, "</td><td>%s</td><td>%zu</td></tr>\n</table>\n",
+                        s->total_running ? "busy" : "idle", s->total_running);
+        return;
+    }
+    util_buf_str(b, "<th>action</th><th>platform</th><th>size class</th><th>ran</th>"
+                    "<th>since</th></tr>\n");
+    rows = calloc(WEB_OVERVIEW_WORKERS, sizeof(*rows));
+    n = rows ? opt->fleet_workers(opt->fleet_workers_ctx, rows, WEB_OVERVIEW_WORKERS) : 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct web_worker_row *r = &rows[i];
+
+        util_buf_str(b, "<tr><td>");
+        web_buf_html_str(b, r->id);
+        util_buf_printf(b, "</td><td class=\"state\">%s</td><td><code>", r->state);
+        web_buf_html_str(b, r->action);
+        util_buf_str(b, "</code></td><td>");
+        web_buf_html_str(b, r->platform);
+        util_buf_printf(b, "</td><td>%" PRIu32 "</td><td>%" PRIu64 "</td><td>", r->size_class,
+                        r->runs);
+        web_buf_duration(b, now > r->since_us ? now - r->since_us : 0);
+        util_buf_str(b, "</td></tr>\n");
+    }
+    util_buf_str(b, "</table>\n");
+    if (n == WEB_OVERVIEW_WORKERS)
+        util_buf_printf(b,
+                        "<p class=\"muted\">The first %d slots; <code>casbox fleet "
+                        "status</code> lists them all.</p>\n",
+                        WEB_OVERVIEW_WORKERS);
+    if (n == 0)
+        util_buf_str(b, "<p class=\"muted\" id=\"workers-none\">No worker has joined.</p>\n");
+    free(rows);
+}
+
 int web_page_overview(const struct web_options *opt, struct util_buf *b, bool all_history)
 {
     struct web_board_snapshot s;
@@ -181,11 +228,7 @@ int web_page_overview(const struct web_options *opt, struct util_buf *b, bool al
     web_page_begin(b, all_history ? "History" : "casboxd", WEB_REFRESH_S);
     if (!all_history) {
         web_overview_running(b, &s);
-        util_buf_str(b, "<h2>Workers</h2>\n<table id=\"workers\"><tr><th>worker</th><th>state</th>"
-                        "<th>running</th></tr>\n<tr><td>");
-        web_buf_html_str(b, opt->worker_name ? opt->worker_name : "");
-        util_buf_printf(b, "</td><td>%s</td><td>%zu</td></tr>\n</table>\n",
-                        s.total_running ? "busy" : "idle", s.total_running);
+        web_overview_workers(b, opt, &s);
         for (size_t i = 0; i < WEB_RATE_MINUTES; i++) {
             hits += s.minutes[i].hits;
             lookups += s.minutes[i].hits + s.minutes[i].misses;

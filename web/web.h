@@ -82,6 +82,20 @@ void web_board_note_cache(struct web_board *b, bool hit);
 /* The newest finished entry for digest (any instance); -ENOENT. */
 int web_board_find(struct web_board *b, const struct cas_digest *d, struct web_action *out);
 
+/* One worker slot of a fleet, as the overview shows it. */
+struct web_worker_row {
+    char id[128];
+    char state[16]; /* idle, busy, draining */
+    char action[96];
+    char platform[96];
+    uint32_t size_class;
+    uint64_t since_us; /* wall clock: joined or took its action */
+    uint64_t runs;
+};
+/* Names the worker running the entry (a fleet scheduler hands it out). */
+void web_board_worker(struct web_board *b, const char *instance, const struct cas_digest *d,
+                      const char *worker);
+
 /* --- the HTTP server (server.c) --- */
 
 struct web_options {
@@ -94,6 +108,10 @@ struct web_options {
     uint64_t max_message_bytes;  /* largest Action/Command/Directory decoded for a page */
     const char *grpc_url;        /* for the casbox-replay line: grpc://HOST:PORT */
     const char *worker_name;     /* the overview's worker row */
+    /* Role scheduler: the fleet's worker slots for the overview's table
+     * (NULL: this host is the one worker). Fills at most max rows. */
+    size_t (*fleet_workers)(void *ctx, struct web_worker_row *rows, size_t max);
+    void *fleet_workers_ctx;
     struct cas_store *store;
     struct metrics *metrics;
     struct web_board *board;

@@ -154,9 +154,10 @@ def _concurrent(ctx):
     raise eh.Fail("second Synchronize never refused (last: %s %s)" % (code, msg))
 
 
-@checks("past half of stream_threads held, an idle slot is told to poll again later")
+@checks("past half of max_async_calls held, an idle slot is told to poll again later")
 def _held_bound(ctx):
-    d2, _c2 = ctx.ds.get("tight", SCHED_ARGS + ["--set", "server.stream_threads=4"])
+    # held calls are parked (event-driven), bounded by half of max_async_calls
+    d2, _c2 = ctx.ds.get("tight", SCHED_ARGS + ["--set", "server.max_async_calls=4"])
     ws = [fc.Worker(d2.target, {"hostname": "t%d" % i, "slot": "0"}) for i in range(3)]
     for w in ws:
         w.idle(prefer_idle=True)  # joined
@@ -165,11 +166,13 @@ def _held_bound(ctx):
         for t in held:
             t.start()
         time.sleep(0.5)  # both held (idle_poll = 2 s): the bound, 4 / 2
-        t0 = time.time()
         r = ws[2].idle()
+        answered = time.time()
         for t in held:
             t.join()
-        if r.next_synchronization_at.ToNanoseconds() / 1e9 > t0 + 0.5:
+        # told to come back in a second, not held until idle_poll and then
+        # told to come back at once
+        if r.next_synchronization_at.ToNanoseconds() / 1e9 > answered + 0.5:
             for w in ws:
                 w.close()
             return
@@ -235,29 +238,29 @@ def _orphans(ctx):
     queued = eh.upload_action(ctx.c, ["/bin/true"])
     running = eh.upload_action(ctx.c, ["/bin/true"])
     sq, sr = eh.Stream(ctx.c, queued), eh.Stream(ctx.c, running)
-    sq.wait_for(lambda ops: ops, 10)
-    sr.wait_for(lambda ops: ops, 10)
+    # Bounds by the clock, not by a count of tries, so that a loaded machine
+    # (slow calls) does not run out of tries before the timers fire.
+    need(sq.wait_for(lambda ops: ops, 60) and sr.wait_for(lambda ops: ops, 60),
+         "the Execute streams were not answered")
     # the worker takes one of the two (either order), the other stays queued
-    for _ in range(5):
+    deadline = time.time() + 60
+    r = w.idle()
+    while not fc.executing(r) and time.time() < deadline:
         r = w.idle()
-        if fc.executing(r):
-            break
     need(fc.executing(r), "worker given nothing")
     taken = r.desired_state.executing.action_digest
     sq.cancel()
     sr.cancel()
     # Busy reports until the scheduler drops it: a stream notices its client
     # left at its next keep-alive (30 s), then orphan_timeout (2 s) runs.
-    for _ in range(100):
-        if fc.idle_wanted(w.running(taken)):
-            break
+    deadline = time.time() + 150
+    while not fc.idle_wanted(w.running(taken)):
+        if time.time() > deadline:
+            raise eh.Fail("the running orphan was never taken off its worker")
         time.sleep(0.5)
-    else:
-        raise eh.Fail("the running orphan was never taken off its worker")
     lines = ("cancelled on worker hostname=orphan,slot=0", "cancelled while queued")
-    for _ in range(20):  # the queued one goes in the same reaper pass or the next
-        if all(x in ctx.log() for x in lines):
-            break
+    deadline = time.time() + 60  # the queued one goes in the same reaper pass or a later one
+    while not all(x in ctx.log() for x in lines) and time.time() < deadline:
         time.sleep(0.5)
     log = ctx.log()
     need(lines[0] in log, "no log line for the running orphan %s", rc.dstr(taken))

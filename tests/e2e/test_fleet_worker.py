@@ -51,6 +51,7 @@ class Scheduler:
     def __init__(self):
         self.requests = queue.Queue()
         self.assign = queue.Queue()
+        self.give_up = None  # an action digest: its next busy report is answered idle
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         handler = grpc.method_handlers_generic_handler(
             "buildbarn.remoteworker.OperationQueue",
@@ -66,6 +67,12 @@ class Scheduler:
         resp = rw.SynchronizeResponse()
         if req.current_state.WhichOneof("worker_state") == "executing" and \
                 req.current_state.executing.WhichOneof("execution_state") != "completed":
+            if self.give_up is not None and \
+                    req.current_state.executing.action_digest == self.give_up:
+                self.give_up = None
+                resp.desired_state.idle.SetInParent()
+                resp.next_synchronization_at.CopyFrom(ts(0))
+                return resp
             resp.next_synchronization_at.CopyFrom(ts(0.5))
             return resp
         if not req.prefer_being_idle:
@@ -217,6 +224,53 @@ def _missing(ctx):
          resp.status.code, resp.status.message)
     need(cd.hash in str(eh.missing_subjects(resp.status)), "missing blobs %s",
          eh.missing_subjects(resp.status))
+
+
+def procs_with_cmdline(cmdline):
+    """Pids whose /proc/PID/cmdline is exactly cmdline (bytes)."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if f.read() == cmdline:
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def poll_until(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise eh.Fail("%s within %d s" % (what, timeout))
+
+
+@checks("desired_state idle while busy kills the action; the slot goes idle and runs the next")
+def _give_up(ctx):
+    arg = "60.%06d" % (int.from_bytes(os.urandom(3), "big") % 1000000)
+    cmdline = b"/bin/sleep\0" + arg.encode() + b"\0"
+    ad = eh.upload_action(ctx.c, ["/bin/sleep", arg])
+    ex = rw.DesiredState.Executing(action_digest=ad, action=re_action(ctx.c, ad))
+    ex.queued_timestamp.CopyFrom(ts(0))
+    ctx.sched.assign.put(ex)
+    ctx.sched.next_request(lambda r: state(r) == "running", timeout=120)
+    poll_until(lambda: procs_with_cmdline(cmdline), 60, "the action's sleep did not start")
+    ctx.sched.give_up = ad
+    # the sleep (60 s) is killed: gone well before it would end by itself
+    poll_until(lambda: not procs_with_cmdline(cmdline), 30,
+               "the action's sleep was not killed after desired_state idle")
+    _t, req = ctx.sched.next_request(lambda r: state(r) in ("idle", "completed"), timeout=30)
+    need(state(req) == "idle", "after desired idle the slot reported %s, not idle", state(req))
+    need("killed: the scheduler gave it up" in ctx.log(), "no log line for the kill")
+    ad2 = eh.upload_action(ctx.c, ["/bin/sh", "-c", "echo next"])
+    _busy, resp = ctx.run(ad2)
+    need(resp.result.exit_code == 0 and eh.read_blob(ctx.c, resp.result.stdout_digest) == b"next\n",
+         "the next action: exit %d", resp.result.exit_code)
 
 
 @checks("SIGTERM: prefer_being_idle, then exit 0")

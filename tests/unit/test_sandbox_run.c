@@ -1078,6 +1078,72 @@ static void test_spawner_stop_cancels(void **state)
     sandbox_spec_free(&job.spec);
 }
 
+struct cancel_job {
+    struct spawn_job job;
+    struct sandbox_cancel cancel;
+};
+
+static void *cancel_thread(void *arg)
+{
+    struct cancel_job *c = arg;
+
+    c->job.rc = sandbox_spawner_run_cancellable(c->job.sp, &c->job.spec, &c->cancel, &c->job.res);
+    return NULL;
+}
+
+/* A per-run cancel kills that run's whole process tree (a background child
+ * too) and leaves the other run alone; a token fired before the run
+ * refuses it at once. */
+static void test_spawner_cancel_one(void **state)
+{
+    struct sandbox_spawner *sp = NULL;
+    struct cancel_job jobs[2];
+    pthread_t threads[2];
+
+    require_userns();
+    (void)state;
+    assert_int_equal(sandbox_spawner_start(&sp), 0);
+    for (int i = 0; i < 2; i++) {
+        char script[96];
+
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].job.sp = sp;
+        assert_int_equal(sandbox_cancel_init(&jobs[i].cancel), 0);
+        sandbox_spec_init(&jobs[i].job.spec);
+        assert_int_equal(sandbox_spec_set_envp(&jobs[i].job.spec, base_env), 0);
+        snprintf(script, sizeof(script), "sleep 4545.%d & exec sleep 4646.%d", i, i);
+        set_argv(&jobs[i].job.spec, "sh", "-c", script, NULL);
+        assert_int_equal(pthread_create(&threads[i], NULL, cancel_thread, &jobs[i]), 0);
+    }
+    assert_true(wait_for_process("sleep", "4646.0", true, 5000));
+    assert_true(wait_for_process("sleep", "4646.1", true, 5000));
+    assert_false(sandbox_cancel_fired(&jobs[0].cancel));
+    assert_int_equal(sandbox_cancel_fire(&jobs[0].cancel), 0);
+    assert_true(sandbox_cancel_fired(&jobs[0].cancel));
+    assert_int_equal(pthread_join(threads[0], NULL), 0);
+    assert_int_equal(jobs[0].job.rc, 0);
+    assert_string_equal(jobs[0].job.res.error, "cancelled");
+    assert_int_equal(jobs[0].job.res.exit_code, 128 + SIGKILL);
+    assert_true(wait_for_process("sleep", "4646.0", false, 5000));
+    assert_true(wait_for_process("sleep", "4545.0", false, 5000));
+    /* the other run is untouched */
+    assert_true(process_alive("sleep", "4646.1"));
+    assert_true(process_alive("sleep", "4545.1"));
+    /* a token fired before the run: refused, nothing started */
+    assert_int_equal(
+        sandbox_spawner_run_cancellable(sp, &jobs[0].job.spec, &jobs[0].cancel, &jobs[0].job.res),
+        -ECANCELED);
+    assert_int_equal(jobs[0].job.res.exit_code, 125);
+    assert_int_equal(sandbox_cancel_fire(&jobs[1].cancel), 0);
+    assert_int_equal(pthread_join(threads[1], NULL), 0);
+    assert_string_equal(jobs[1].job.res.error, "cancelled");
+    for (int i = 0; i < 2; i++) {
+        sandbox_cancel_destroy(&jobs[i].cancel);
+        sandbox_spec_free(&jobs[i].job.spec);
+    }
+    sandbox_spawner_stop(sp);
+}
+
 /* A stand-in daemon: starts a spawner, runs a long command from a thread,
  * and is then killed without any chance to clean up. */
 static void fake_daemon(void)
@@ -1136,6 +1202,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         RUN_TEST(test_echo_to_file),
+        RUN_TEST(test_spawner_cancel_one),
         RUN_TEST(test_exit_code),
         RUN_TEST(test_killed_by_signal),
         RUN_TEST(test_environment_is_exact),

@@ -359,6 +359,115 @@ static void test_instance_prefix(void **state)
     sched_free(s);
 }
 
+static struct sched_worker *sync_class(struct sched *s, const char *id, const char *plat,
+                                       uint32_t size_class, uint64_t now)
+{
+    struct sched_platform p;
+    struct sched_worker_desc d = {.instance_prefix = "", .platform = &p, .size_class = size_class};
+    struct sched_worker *w = NULL;
+    bool joined;
+
+    platform(&p, plat);
+    assert_int_equal(sched_worker_sync_begin(s, id, &d, now, &w, &joined), 0);
+    sched_platform_clear(&p);
+    return w;
+}
+
+/* An action goes to the smallest size class a live slot that fits it
+ * announces, and only slots of that class take it; when that class's slots
+ * are all lost, new actions go to the next class. */
+static void test_size_class(void **state)
+{
+    struct sched *s = NULL;
+    struct sched_worker *small, *big, *other;
+    struct sched_task *t, *u;
+    struct sched_lost_event ev[4];
+
+    (void)state;
+    assert_int_equal(sched_new(&OPTS, 0, &s), 0);
+    big = sync_class(s, "big", "OSFamily=Linux", 4, 0);
+    sched_worker_sync_end(s, big, 0);
+    small = sync_class(s, "small", "OSFamily=Linux", 1, 0);
+    sched_worker_sync_end(s, small, 0);
+    /* a smaller class whose platform does not fit does not count */
+    other = sync_class(s, "other", "OSFamily=Windows", 0, 0);
+    sched_worker_sync_end(s, other, 0);
+    t = submit(s, "a", "", 0, "OSFamily=Linux", 0);
+    assert_int_equal(sched_task_size_class(t), 1);
+    assert_null(sched_worker_take(s, big, 0));
+    assert_null(sched_worker_take(s, other, 0));
+    assert_ptr_equal(sched_worker_take(s, small, 0), t);
+    finish(s, small, "a");
+    /* the small slot is lost (silent): the next action goes to class 4 */
+    sync_class(s, "big", "OSFamily=Linux", 4, 4000);
+    sched_worker_sync_end(s, big, 4000);
+    sync_class(s, "other", "OSFamily=Windows", 0, 4000);
+    sched_worker_sync_end(s, other, 4000);
+    assert_int_equal(sched_expire(s, 6000, ev, 4), 1);
+    assert_string_equal(ev[0].worker, "small");
+    u = submit(s, "b", "", 0, "OSFamily=Linux", 6000);
+    assert_int_equal(sched_task_size_class(u), 4);
+    assert_ptr_equal(sched_worker_take(s, big, 6000), u);
+    finish(s, big, "b");
+    sched_free(s);
+}
+
+/* The counts /metrics reads: slots by state, actions by (platform, class),
+ * and a bounded number of label sets. */
+static void test_counts(void **state)
+{
+    struct sched *s = NULL;
+    struct sched_worker *a, *b, *c;
+    struct sched_counts n;
+    char key[32], plat[32];
+
+    (void)state;
+    assert_int_equal(sched_new(&OPTS, 0, &s), 0);
+    a = sync_class(s, "a", "OSFamily=Linux", 0, 0);
+    sched_worker_sync_end(s, a, 0);
+    b = sync_class(s, "b", "OSFamily=Linux", 0, 0);
+    sched_worker_sync_end(s, b, 0);
+    c = sync_class(s, "c", "a=1,b=1,c=1,d=1,e=1,f=1", 2, 0);
+    sched_worker_sync_end(s, c, 0);
+    sched_counts_get(s, &n);
+    assert_int_equal(n.idle, 3);
+    assert_int_equal(n.busy + n.draining + n.n_queues, 0);
+    submit(s, "x", "", 0, "OSFamily=Linux", 0);
+    submit(s, "y", "", 0, "OSFamily=Linux", 0);
+    assert_non_null(sched_worker_take(s, a, 0));
+    assert_int_equal(sched_drain_add(s, "b"), 0);
+    sched_counts_get(s, &n);
+    assert_int_equal(n.idle, 1);
+    assert_int_equal(n.busy, 1);
+    assert_int_equal(n.draining, 1);
+    assert_int_equal(n.n_queues, 1);
+    assert_string_equal(n.queues[0].platform, "OSFamily=Linux");
+    assert_int_equal(n.queues[0].size_class, 0);
+    assert_int_equal(n.queues[0].queued, 1);
+    assert_int_equal(n.queues[0].executing, 1);
+    /* many platforms: at most SCHED_MAX_QUEUE_COUNTS sets, the rest "other" */
+    for (int i = 1; i <= 40; i++) {
+        size_t used = 0;
+
+        /* 40 different subsets of c's properties: each fits c */
+        snprintf(key, sizeof(key), "k%d", i);
+        for (int bit = 0; bit < 6; bit++) {
+            if (i & (1 << bit))
+                used += (size_t)snprintf(plat + used, sizeof(plat) - used, "%s%c=1",
+                                         used ? "," : "", 'a' + bit);
+        }
+        submit(s, key, "", 0, plat, 0);
+    }
+    sched_counts_get(s, &n);
+    assert_int_equal(n.n_queues, SCHED_MAX_QUEUE_COUNTS);
+    assert_string_equal(n.queues[SCHED_MAX_QUEUE_COUNTS - 1].platform, "other");
+    uint64_t total = 0;
+    for (size_t i = 0; i < n.n_queues; i++)
+        total += n.queues[i].queued;
+    assert_int_equal(total, 41);
+    sched_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -370,6 +479,8 @@ int main(void)
         cmocka_unit_test(test_reset_and_in_sync_not_expired),
         cmocka_unit_test(test_drain_and_cancel),
         cmocka_unit_test(test_instance_prefix),
+        cmocka_unit_test(test_size_class),
+        cmocka_unit_test(test_counts),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
