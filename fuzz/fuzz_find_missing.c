@@ -9,6 +9,7 @@
  * that protobuf-c must read back to the same digests.
  */
 #include <assert.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -47,8 +48,15 @@ static void compare_with_protobuf_c(const struct find_missing_request *r, const 
         build__bazel__remote__execution__v2__find_missing_blobs_request__unpack(NULL, len, msg);
     size_t i;
 
-    if (m == NULL)
+    /* protobuf-c accepts some malformed unknown fields inside a Digest (a
+     * key with its varint cut off at the end of the message) that Google's
+     * protobuf rejects, as the decoder does: not parseable, and nothing
+     * else to compare. */
+    if (m == NULL || rc == -EBADMSG) {
+        if (m != NULL)
+            build__bazel__remote__execution__v2__find_missing_blobs_request__free_unpacked(m, NULL);
         return;
+    }
     assert(strcmp(r->instance_name, m->instance_name) == 0);
     assert(r->n_digests == m->n_blob_digests);
     for (i = 0; i < m->n_blob_digests; i++) {
@@ -56,7 +64,10 @@ static void compare_with_protobuf_c(const struct find_missing_request *r, const 
 
         if (cas_digest_parse(m->blob_digests[i]->hash, m->blob_digests[i]->size_bytes, &d) != 0)
             break;
-        assert(i < s->n);
+        if (i >= s->n) { /* a chunk not handed over: only when a bad digest follows */
+            assert(rc == -EINVAL);
+            continue;
+        }
         assert(memcmp(&d.hash, &s->d[i].hash, sizeof(d.hash)) == 0);
         assert(d.size == s->d[i].size);
     }

@@ -42,6 +42,7 @@ struct fm_bytes {
     const uint8_t *p, *end;
 };
 
+/* Up to ten bytes; bits past the 64th are dropped, as protobuf-c does. */
 static int fm_varint(struct fm_bytes *c, uint64_t *v)
 {
     uint64_t x = 0;
@@ -52,8 +53,6 @@ static int fm_varint(struct fm_bytes *c, uint64_t *v)
         if (c->p >= c->end)
             return -EINVAL;
         b = *c->p++;
-        if (shift == 63 && b > 1)
-            return -EINVAL; /* more than 64 bits */
         x |= (uint64_t)(b & 0x7f) << shift;
         if ((b & 0x80) == 0) {
             *v = x;
@@ -169,8 +168,6 @@ static int fm_cursor_varint(struct fm_cursor *c, uint64_t *v)
         if (!fm_more(c))
             return -EINVAL;
         b = *c->p++;
-        if (shift == 63 && b > 1)
-            return -EINVAL;
         x |= (uint64_t)(b & 0x7f) << shift;
         if ((b & 0x80) == 0) {
             *v = x;
@@ -201,8 +198,19 @@ static int fm_cursor_take(struct fm_cursor *c, uint64_t len, uint8_t *out)
     return 0;
 }
 
+/* The bytes left in the message from the cursor on. */
+static uint64_t fm_cursor_left(const struct fm_cursor *c)
+{
+    uint64_t left = (uint64_t)(c->end - c->p);
+
+    for (size_t i = c->span + 1; i < c->n_spans; i++)
+        left += c->spans[i].len;
+    return left;
+}
+
 /* len bytes as one contiguous view: in place, or copied into the stitch
- * buffer or (*big, to free) a buffer of their own. */
+ * buffer or (*big, to free) a buffer of their own. -EINVAL when the message
+ * has fewer bytes left (checked before anything is allocated). */
 static int fm_cursor_view(struct fm_cursor *c, uint64_t len, struct fm_bytes *view, uint8_t **big)
 {
     uint8_t *dst = c->stitch;
@@ -214,6 +222,8 @@ static int fm_cursor_view(struct fm_cursor *c, uint64_t len, struct fm_bytes *vi
         c->p += len;
         return 0;
     }
+    if (len > fm_cursor_left(c))
+        return -EINVAL;
     if (len > FM_STITCH) {
         *big = malloc((size_t)len);
         if (*big == NULL)
@@ -257,7 +267,7 @@ static int fm_scan_instance(struct fm_cursor *c, uint64_t len, struct find_missi
 {
     char *name;
 
-    if (len > 64 * 1024)
+    if (len > 64 * 1024 || len > fm_cursor_left(c))
         return -EINVAL; /* no instance name is that long */
     name = malloc((size_t)len + 1);
     if (name == NULL)
@@ -471,6 +481,8 @@ int find_missing_response_add(struct find_missing_response *resp, const struct c
             need += 4 + CAS_HASH_HEX +
                     (digests[i].size ? 1 + fm_varint_len((uint64_t)digests[i].size) : 0);
     }
+    if (need == 0)
+        return 0; /* nothing missing (and perhaps no buffer yet) */
     if (need > resp->cap - resp->len) {
         size_t cap = resp->cap ? resp->cap : 4096;
         uint8_t *buf;
