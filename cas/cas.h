@@ -307,6 +307,10 @@ struct cas_ingest_file {
     int dir_fd;       /* a directory fd, or AT_FDCWD */
     const char *name; /* relative to dir_fd; a final symlink is not followed (-ELOOP) */
     bool move;        /* the file is scratch: its name may be moved into the store */
+    /* The size the caller last saw (0: not known). Only a scheduling hint:
+     * large files are started first, so that no core is left idle while
+     * the last one is hashed. What is ingested is what the engine reads. */
+    uint64_t size_hint;
     /* out */
     struct cas_digest digest;
     uint32_t mode; /* st_mode as ingested */

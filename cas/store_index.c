@@ -170,6 +170,25 @@ void store_index_update(struct store_index *ix, struct store_entry *e, int64_t s
     e->verified = verified;
 }
 
+void store_index_prefetch(const struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES],
+                          int stage)
+{
+    struct store_entry *const *slot = &ix->buckets[index_bucket(ix, hash)];
+
+    if (stage == 0) {
+        __builtin_prefetch(slot);
+    } else if (*slot != NULL) {
+        if (stage == 1) {
+            __builtin_prefetch(*slot, 1);
+        } else {
+            if ((*slot)->lru_prev != NULL)
+                __builtin_prefetch((*slot)->lru_prev, 1);
+            if ((*slot)->lru_next != NULL)
+                __builtin_prefetch((*slot)->lru_next, 1);
+        }
+    }
+}
+
 void store_index_touch(struct store_index *ix, struct store_entry *e)
 {
     if (ix->lru_newest == e)

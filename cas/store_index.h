@@ -70,6 +70,12 @@ void store_index_update(struct store_index *ix, struct store_entry *e, int64_t s
                         bool verified);
 /* Marks an entry the most recently used. */
 void store_index_touch(struct store_index *ix, struct store_entry *e);
+/* Starts loading what a lookup of hash will read, for a batch of lookups:
+ * stage 0 its bucket, stage 1 its first entry (the bucket loaded by then),
+ * stage 2 that entry's LRU neighbours (which a touch writes). Only hints:
+ * nothing is read that might not be there. */
+void store_index_prefetch(const struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES],
+                          int stage);
 /* Unlinks an entry from the table and the LRU list without freeing it (the
  * caller frees it with free()). Its chain_next is left free for the caller to
  * chain removed entries. */

@@ -238,7 +238,8 @@ static int main_staging_start(struct casboxd *d)
     }
     snprintf(mnt, sizeof(mnt), "%s/cas/fuse", d->cfg.state_dir);
     opt.mountpoint = mnt;
-    if (casfs_passthrough_parse(d->cfg.exec_fuse_passthrough, &opt.passthrough) != 0)
+    if (casfs_passthrough_parse(d->cfg.exec_fuse_passthrough, &opt.passthrough) != 0 ||
+        casfs_uring_parse(d->cfg.exec_fuse_uring, &opt.uring) != 0)
         return -EINVAL; /* config_check refuses it first */
     rc = casfs_mount(d->store, &opt, &d->fs);
     if (rc == 0) {
@@ -482,6 +483,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "casboxd: cannot serve workers on %s ([scheduler] worker_listen): %s\n",
                     d.cfg.sched_worker_listen, strerror(-rc));
             rpc_server_stop(d.rpc);
+            d.rpc = NULL;
             goto out_grpc;
         }
         fprintf(stderr, "casboxd: serving workers on %s\n", d.cfg.sched_worker_listen);

@@ -151,6 +151,7 @@ int action_collect_file(struct action_collect *c, int dir_fd, struct action_batc
         fchmodat(dir_fd, name, (st->st_mode & 07777) | 0400, AT_SYMLINK_NOFOLLOW);
     if (batch_add(c, bfd->fd, name, upper, path, dest, false) != 0)
         goto nomem;
+    c->files[c->n_files - 1].size_hint = st->st_size > 0 ? (uint64_t)st->st_size : 0;
     return 0;
 nomem:
     reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
