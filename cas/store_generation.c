@@ -52,7 +52,7 @@ int cas_store_contains_many(struct cas_store *s, const struct cas_digest *d, siz
         if (d[i].size == 0) {
             present[i] = cas_digest_is_empty(&d[i]);
         } else {
-            e = store_index_find(&s->index, d[i].hash);
+            e = store_find(s, d[i].hash);
             present[i] = e != NULL && e->size == d[i].size;
             if (present[i])
                 store_index_touch(&s->index, e);

@@ -60,6 +60,10 @@ struct store_entry *store_index_find(const struct store_index *ix,
  * -ENOMEM on allocation failure. */
 int store_index_insert(struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES], int64_t size,
                        uint64_t ino, bool verified, struct store_entry **out);
+/* The same, as the least recently used: what a background scan finds is
+ * older than anything used since the store opened. */
+int store_index_insert_oldest(struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES],
+                              int64_t size, uint64_t ino, bool verified);
 /* Records that the entry now describes a (re)placed file: new size, inode and
  * verified flag, keeping the byte total right. */
 void store_index_update(struct store_index *ix, struct store_entry *e, int64_t size, uint64_t ino,

@@ -35,7 +35,7 @@ struct casbox_config {
     char worker_name[256];
     char log_level[16];
     uint64_t rpc_threads;        /* threads serving short calls */
-    uint64_t stream_threads;     /* threads serving long streams (Execute, WaitExecution) */
+    uint64_t stream_threads;     /* threads for Execute's first part */
     uint64_t transfer_threads;   /* threads for the blocking steps of ByteStream, FetchBlob */
     uint64_t event_threads;      /* threads driving event-driven streams */
     uint64_t max_async_calls;    /* event-driven streams open at once */
@@ -56,6 +56,7 @@ struct casbox_config {
     /* free space kept on the store's filesystem: the smaller of bytes and percent */
     uint64_t cas_disk_headroom;
     uint64_t cas_disk_headroom_percent;
+    uint64_t cas_max_blob_percent;
     /* none | data | full (cas.h, cas_fsync_mode_parse) */
     char cas_fsync[8];
     /* seconds start-up waits for a dying predecessor's store lock */
@@ -90,6 +91,7 @@ struct casbox_config {
     char exec_staging[16];               /* hardlink | fuse | auto */
     uint64_t exec_fuse_threads;          /* FUSE request threads (fuse/casfs.h) */
     char exec_fuse_passthrough[8];       /* auto | off: FUSE passthrough (docs/fuse.md) */
+    char exec_fuse_uring[8];             /* auto | on | off: FUSE over io_uring (docs/fuse.md) */
     char exec_accepted_properties[1024]; /* comma-separated property names to accept */
 
     /* [asset]: the Remote Asset API (daemon/svc_asset.c) */

@@ -13,13 +13,10 @@
 #include "casboxd.h"
 #include "sched/sched.h"
 
-/* A stream blocked waiting for its operation to change, which the slot may
- * answer (see exec_slot_complete). Lives on the stream thread's stack. */
-enum exec_watcher_state { EXEC_W_WAITING, EXEC_W_TAKEN, EXEC_W_STARTED };
+/* A stream parked (rpc.h: no thread) until its operation changes; listed
+ * in op->waiting, resumed by exec_op_changed_locked. */
 struct exec_watcher {
     struct rpc_call *call;
-    enum exec_watcher_state state;
-    int rc; /* of rpc_call_finish_start, once EXEC_W_STARTED */
     struct exec_watcher *next;
 };
 
@@ -34,7 +31,7 @@ struct exec_op {
     struct exec_times times;
     time_t completed_at;
     pthread_cond_t changed;       /* stage changed, or the service is stopping */
-    struct exec_watcher *waiting; /* streams blocked on changed */
+    struct exec_watcher *waiting; /* streams parked until it changes */
     unsigned refs;                /* the table's reference plus one per watcher/slot */
     struct exec_op *next;         /* all operations */
     struct exec_op *queue_next;   /* the run queue */
@@ -67,6 +64,10 @@ struct exec_service {
     uint64_t held_syncs;  /* idle Synchronize calls held now (parked: no thread each) */
     struct oq_held *held; /* those calls (svc_operation_queue.c) */
 };
+
+/* op changed: wakes its parked streams (and what waits on op->changed).
+ * With svc->lock held. */
+void exec_op_changed_locked(struct exec_op *op);
 
 /* Wakes the idle Synchronize calls held for work (fleet_work and the
  * parked ones). With svc->lock held. */

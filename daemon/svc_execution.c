@@ -5,14 +5,15 @@
  * An operation goes QUEUED -> EXECUTING -> COMPLETED; every change is
  * broadcast on the operation's own condition variable (so a change wakes only
  * the streams watching that operation) and each of them sends the new state
- * as a google.longrunning.Operation. An operation queued while a slot is
+ * as a google.longrunning.Operation. Execute and WaitExecution are
+ * event-driven (rpc.h): a stream waiting for its operation is parked in
+ * op->waiting without a thread, and exec_op_changed_locked resumes it; the
+ * blocking part of Execute (the cache lookup, loading the action) runs on a
+ * stream_threads thread first. An operation queued while a slot is
  * idle starts as EXECUTING: the slot takes it at once, and a QUEUED message
  * followed straight away by an EXECUTING one would cost the stream two sends
  * and the client two wake-ups for nothing. The final Operation carries an
- * ExecuteResponse that always has a result; the slot that completes an
- * operation sends it itself on every stream blocked waiting for it (the
- * stream's thread only collects the completion afterwards), so the client
- * does not wait for a stream thread to wake up. Streams also send the current
+ * ExecuteResponse that always has a result. Streams also send the current
  * state every EXEC_KEEPALIVE_S seconds so proxies do not drop an idle stream.
  * Finished operations stay for execution.operation_retention seconds so that
  * WaitExecution after a broken stream still gets the result.
@@ -112,12 +113,11 @@ static int exec_pack_any(Google__Protobuf__Any *any, const char *type_url,
 }
 
 /* Sends the operation's current state (snapshot taken by the caller). The
- * COMPLETED one goes out with the call's OK status in one batch: it always
- * ends the call, unless start_only, where it is only started
- * (rpc_call_finish_start) and a failure leaves the call as it was. */
+ * COMPLETED one goes out with the call's OK status in one batch and ends
+ * the call; another starts a send, whose completion calls sent(state). */
 static int exec_send_operation(struct rpc_call *call, const char *name, enum exec_stage stage,
                                const struct cas_digest *action_digest, const uint8_t *response,
-                               size_t response_len, bool start_only)
+                               size_t response_len, rpc_async_fn sent, void *state)
 {
     static const Build__Bazel__Remote__Execution__V2__ExecutionStage__Value stages[] = {
         BUILD__BAZEL__REMOTE__EXECUTION__V2__EXECUTION_STAGE__VALUE__QUEUED,
@@ -142,7 +142,7 @@ static int exec_send_operation(struct rpc_call *call, const char *name, enum exe
     reapi_unknown_out_attach(&md_new, &md.base);
     rc = exec_pack_any(&md_any, METADATA_TYPE_URL, &md.base);
     if (rc != 0) {
-        if (stage == EXEC_COMPLETED && !start_only)
+        if (stage == EXEC_COMPLETED)
             rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return rc;
     }
@@ -157,12 +157,10 @@ static int exec_send_operation(struct rpc_call *call, const char *name, enum exe
         op.result_case = GOOGLE__LONGRUNNING__OPERATION__RESULT_RESPONSE;
         op.response = &resp_any;
     }
-    if (stage == EXEC_COMPLETED && start_only)
-        rc = rpc_call_finish_start(call, &op.base);
-    else if (stage == EXEC_COMPLETED)
+    if (stage == EXEC_COMPLETED)
         rc = rpc_call_finish(call, &op.base, NULL);
     else
-        rc = rpc_call_send(call, &op.base);
+        rc = rpc_call_async_send(call, &op.base, sent, state);
     free(md_any.value.data);
     return rc;
 }
@@ -177,86 +175,138 @@ static void exec_watcher_unlink_locked(struct exec_op *op, struct exec_watcher *
     }
 }
 
-/* Waits for op to change (or the keep-alive interval) as a watcher the slot
- * may answer. Returns true when the slot started the final batch on the
- * call; false to carry on (*keepalive set when the wait timed out). */
-static bool exec_watch_wait_locked(struct exec_service *svc, struct exec_op *op,
-                                   struct rpc_call *call, bool *keepalive)
+void exec_op_changed_locked(struct exec_op *op)
 {
-    struct exec_watcher w = {.call = call, .state = EXEC_W_WAITING};
-    struct timespec until;
-
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += EXEC_KEEPALIVE_S;
-    w.next = op->waiting;
-    op->waiting = &w;
-    if (pthread_cond_timedwait(&op->changed, &svc->lock, &until) == ETIMEDOUT)
-        *keepalive = true;
-    if (w.state == EXEC_W_WAITING) {
-        exec_watcher_unlink_locked(op, &w);
-        return false;
-    }
-    while (w.state == EXEC_W_TAKEN)
-        pthread_cond_wait(&op->changed, &svc->lock);
-    return w.rc == 0; /* else send it from here */
+    pthread_cond_broadcast(&op->changed);
+    for (struct exec_watcher *w = op->waiting; w != NULL; w = w->next)
+        rpc_call_resume(w->call); /* listed: still parked */
 }
 
-/* Streams op's states to the client until it completes (the last message
- * ends the call) or the client leaves. Holds a reference on op, dropped here. */
-static void exec_watch(struct exec_service *svc, struct rpc_call *call, struct exec_op *op)
+/* One stream watching op: sends each state it reaches, parked in between
+ * (and resending it every EXEC_KEEPALIVE_S), until the COMPLETED one ends
+ * the call or the client leaves. Holds a reference on op. */
+struct exec_watch {
+    struct exec_service *svc;
+    struct rpc_call *call;
+    struct exec_op *op;
+    struct exec_watcher w; /* in op->waiting while parked */
+    enum exec_stage sent;
+    bool first; /* (re)send the current state: at the start, as a keep-alive */
+    bool listed;
+};
+
+/* Ends the watch: rc -ECANCELED when the send failed or the service stops. */
+static void exec_watch_end(struct exec_watch *ew, int rc)
 {
-    enum exec_stage sent = EXEC_QUEUED;
-    bool first = true, by_slot = false;
-    uint8_t *response = NULL;
-    size_t response_len = 0;
-    int rc = 0;
+    struct exec_service *svc = ew->svc;
+    struct rpc_call *call = ew->call;
+    bool stopping;
 
     pthread_mutex_lock(&svc->lock);
-    for (;;) {
-        enum exec_stage stage = op->stage;
-
-        if (first || stage != sent) {
-            char name[sizeof(op->name)];
-            struct cas_digest dg = op->action_digest;
-
-            memcpy(name, op->name, sizeof(name));
-            if (stage == EXEC_COMPLETED) {
-                response = op->response;
-                response_len = op->response_len;
-            }
-            /* Do not hold the lock over the network; op stays alive by our ref
-             * and its response bytes are immutable once COMPLETED. */
-            pthread_mutex_unlock(&svc->lock);
-            rc = exec_send_operation(call, name, stage, &dg, response, response_len, false);
-            pthread_mutex_lock(&svc->lock);
-            first = false;
-            sent = stage;
-            if (rc != 0 || stage == EXEC_COMPLETED)
-                break;
-            continue;
-        }
-        if (svc->stopping) {
-            rc = -ECANCELED;
-            break;
-        }
-        /* first set on a time-out: resend the current state as a keep-alive */
-        if (exec_watch_wait_locked(svc, op, call, &first)) {
-            by_slot = true;
-            break;
-        }
-    }
-    exec_op_unref_locked(op);
+    stopping = svc->stopping;
+    exec_op_unref_locked(ew->op);
     pthread_mutex_unlock(&svc->lock);
-    if (by_slot) {
-        rpc_call_finish_wait(call); /* the slot sent the final Operation */
-        return;
-    }
-    if (sent == EXEC_COMPLETED)
-        return; /* exec_send_operation ended the call */
-    if (rc == -ECANCELED && svc->stopping)
+    free(ew);
+    if (rc == -ECANCELED && stopping)
         rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "casboxd is shutting down");
     else
         rpc_call_finish(call, NULL, NULL);
+}
+
+static void exec_watch_step(struct exec_watch *ew);
+
+static void exec_watch_sent(void *state, int rc)
+{
+    struct exec_watch *ew = state;
+
+    if (rc != 0)
+        exec_watch_end(ew, -ECANCELED);
+    else
+        exec_watch_step(ew);
+}
+
+static void exec_watch_woken(void *state, int rc)
+{
+    struct exec_watch *ew = state;
+
+    pthread_mutex_lock(&ew->svc->lock);
+    if (ew->listed)
+        exec_watcher_unlink_locked(ew->op, &ew->w);
+    ew->listed = false;
+    if (rc == -ETIMEDOUT)
+        ew->first = true; /* resend the current state as a keep-alive */
+    pthread_mutex_unlock(&ew->svc->lock);
+    exec_watch_step(ew);
+}
+
+static void exec_watch_step(struct exec_watch *ew)
+{
+    struct exec_service *svc = ew->svc;
+    struct exec_op *op = ew->op;
+    enum exec_stage stage;
+    int rc;
+
+    pthread_mutex_lock(&svc->lock);
+    stage = op->stage;
+    if (ew->first || stage != ew->sent) {
+        char name[sizeof(op->name)];
+        struct cas_digest dg = op->action_digest;
+
+        memcpy(name, op->name, sizeof(name));
+        /* Not over the network with the lock: op stays alive by our ref and
+         * its response bytes are immutable once COMPLETED. */
+        pthread_mutex_unlock(&svc->lock);
+        ew->first = false;
+        ew->sent = stage;
+        if (stage == EXEC_COMPLETED) {
+            /* ends the call; the message is packed before it returns */
+            exec_send_operation(ew->call, name, stage, &dg, op->response, op->response_len, NULL,
+                                NULL);
+            pthread_mutex_lock(&svc->lock);
+            exec_op_unref_locked(op);
+            pthread_mutex_unlock(&svc->lock);
+            free(ew);
+            return;
+        }
+        if (exec_send_operation(ew->call, name, stage, &dg, NULL, 0, exec_watch_sent, ew) != 0)
+            exec_watch_end(ew, -ECANCELED);
+        return;
+    }
+    if (svc->stopping) {
+        pthread_mutex_unlock(&svc->lock);
+        exec_watch_end(ew, -ECANCELED);
+        return;
+    }
+    ew->w.call = ew->call;
+    ew->w.next = op->waiting;
+    op->waiting = &ew->w;
+    ew->listed = true;
+    rc = rpc_call_park(ew->call, EXEC_KEEPALIVE_S * 1000, exec_watch_woken, ew);
+    if (rc != 0) {
+        exec_watcher_unlink_locked(op, &ew->w);
+        ew->listed = false;
+    }
+    pthread_mutex_unlock(&svc->lock);
+    if (rc != 0)
+        exec_watch_end(ew, -ECANCELED);
+}
+
+/* Streams op's states to the client until it completes (the last message
+ * ends the call) or the client leaves, without a thread. Takes over a
+ * reference on op. */
+static void exec_watch(struct exec_service *svc, struct rpc_call *call, struct exec_op *op)
+{
+    struct exec_watch *ew = calloc(1, sizeof(*ew));
+
+    if (ew == NULL) {
+        pthread_mutex_lock(&svc->lock);
+        exec_op_unref_locked(op);
+        pthread_mutex_unlock(&svc->lock);
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    *ew = (struct exec_watch){.svc = svc, .call = call, .op = op, .first = true};
+    exec_watch_step(ew);
 }
 
 static void exec_new_name(char *name, size_t len)
@@ -282,7 +332,7 @@ static void exec_answer_now(struct rpc_call *call, const struct cas_digest *dg, 
     char name[64];
 
     exec_new_name(name, sizeof(name));
-    exec_send_operation(call, name, EXEC_COMPLETED, dg, resp, len, false);
+    exec_send_operation(call, name, EXEC_COMPLETED, dg, resp, len, NULL, NULL);
 }
 
 /* A cache hit answers at once; returns true when it did. */
@@ -323,9 +373,18 @@ out:
     return hit;
 }
 
-static void exec_execute(void *ctx, struct rpc_call *call)
+/* Execute's first part, on a stream_threads thread: it may block (the
+ * ActionCache and the action's blobs may be on [cas] remote). */
+struct exec_execute_job {
+    struct casboxd *d;
+    struct rpc_call *call;
+};
+
+static void exec_execute_run(void *state, int unused)
 {
-    struct casboxd *d = ctx;
+    struct exec_execute_job *job = state;
+    struct casboxd *d = job->d;
+    struct rpc_call *call = job->call;
     struct exec_service *svc = d->exec;
     ExecuteRequest *req = NULL;
     struct exec_op *op = NULL;
@@ -337,6 +396,8 @@ static void exec_execute(void *ctx, struct rpc_call *call)
     size_t resp_len;
     int rc;
 
+    (void)unused;
+    free(job);
     reapi_status_init(&st);
     if (rpc_call_request(call, &build__bazel__remote__execution__v2__execute_request__descriptor,
                          (ProtobufCMessage **)&req) != 0) {
@@ -461,6 +522,22 @@ out:
         protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
+static void exec_execute(void *ctx, struct rpc_call *call)
+{
+    struct exec_execute_job *job = malloc(sizeof(*job));
+
+    if (job == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    *job = (struct exec_execute_job){.d = ctx, .call = call};
+    if (rpc_call_offload(call, RPC_POOL_STREAM, exec_execute_run, job) != 0) {
+        free(job);
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                      "server busy: too many calls in flight (server.max_inflight_calls)");
+    }
+}
+
 static void exec_wait_execution(void *ctx, struct rpc_call *call)
 {
     struct casboxd *d = ctx;
@@ -506,15 +583,13 @@ static void exec_wait_execution(void *ctx, struct rpc_call *call)
 void exec_slot_complete(struct exec_service *svc, struct exec_op *op, uint8_t *resp,
                         size_t resp_len, const struct exec_times *times)
 {
-    struct exec_watcher *taken, *w, *next;
-
     pthread_mutex_lock(&svc->lock);
     if (svc->stopping) {
         /* Killed by the stop (or done just as it began): no result to hand
          * out. The op stays EXECUTING, and its watchers, woken here, end
          * their calls UNAVAILABLE so that the client retries elsewhere or
          * later, as they do when they see the stop first. */
-        pthread_cond_broadcast(&op->changed);
+        exec_op_changed_locked(op);
         pthread_mutex_unlock(&svc->lock);
         free(resp);
         return;
@@ -524,23 +599,7 @@ void exec_slot_complete(struct exec_service *svc, struct exec_op *op, uint8_t *r
     op->times = *times;
     op->stage = EXEC_COMPLETED;
     op->completed_at = time(NULL);
-    taken = op->waiting;
-    op->waiting = NULL;
-    for (w = taken; w != NULL; w = w->next)
-        w->state = EXEC_W_TAKEN;
-    pthread_mutex_unlock(&svc->lock);
-
-    /* name and digest are immutable, the response too once COMPLETED */
-    for (w = taken; w != NULL; w = w->next)
-        w->rc = exec_send_operation(w->call, op->name, EXEC_COMPLETED, &op->action_digest,
-                                    op->response, op->response_len, true);
-
-    pthread_mutex_lock(&svc->lock);
-    for (w = taken; w != NULL; w = next) {
-        next = w->next; /* w is gone once its thread sees STARTED */
-        w->state = EXEC_W_STARTED;
-    }
-    pthread_cond_broadcast(&op->changed);
+    exec_op_changed_locked(op); /* its streams send the result */
     pthread_mutex_unlock(&svc->lock);
 }
 
@@ -583,7 +642,7 @@ static void *exec_slot_main(void *arg)
         svc->queued--;
         if (op->stage != EXEC_EXECUTING) {
             op->stage = EXEC_EXECUTING;
-            pthread_cond_broadcast(&op->changed);
+            exec_op_changed_locked(op);
         }
         op->refs++;
         act = op->action;
@@ -691,7 +750,7 @@ void exec_service_begin_stop(struct exec_service *svc)
     svc->stopping = true;
     pthread_cond_broadcast(&svc->work);
     for (struct exec_op *op = svc->ops; op != NULL; op = op->next)
-        pthread_cond_broadcast(&op->changed);
+        exec_op_changed_locked(op);
     pthread_mutex_unlock(&svc->lock);
     if (svc->sched != NULL)
         fleet_scheduler_begin_stop(svc);
@@ -725,9 +784,9 @@ void exec_service_stop(struct exec_service *svc)
 }
 
 const struct rpc_method execution_methods[] = {
-    {"/build.bazel.remote.execution.v2.Execution/Execute", RPC_SERVER_STREAM, RPC_POOL_STREAM,
+    {"/build.bazel.remote.execution.v2.Execution/Execute", RPC_SERVER_STREAM, RPC_POOL_EVENT,
      exec_execute, AUTH_PERM_EXECUTE},
-    {"/build.bazel.remote.execution.v2.Execution/WaitExecution", RPC_SERVER_STREAM, RPC_POOL_STREAM,
+    {"/build.bazel.remote.execution.v2.Execution/WaitExecution", RPC_SERVER_STREAM, RPC_POOL_EVENT,
      exec_wait_execution, AUTH_PERM_EXECUTE},
 };
 const size_t execution_n_methods = sizeof(execution_methods) / sizeof(execution_methods[0]);

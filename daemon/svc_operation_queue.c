@@ -204,7 +204,7 @@ static int oq_lost_locked(struct exec_service *svc, const struct sched_lost_even
         LOG_I("fleet: worker %s left (%s); action %s requeued", ev->worker, why,
               sched_task_key(ev->task));
         op->stage = EXEC_QUEUED;
-        pthread_cond_broadcast(&op->changed);
+        exec_op_changed_locked(op);
         fleet_work_wake_locked(svc);
         return 0;
     }
@@ -511,7 +511,7 @@ static void oq_take_locked(struct exec_service *svc, struct sched_worker *w, con
             op->refs++; /* for the send */
             if (op->stage != EXEC_EXECUTING) {
                 op->stage = EXEC_EXECUTING;
-                pthread_cond_broadcast(&op->changed);
+                exec_op_changed_locked(op);
             }
             a->what = OQ_EXECUTE;
             a->op = op;

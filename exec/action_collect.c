@@ -22,6 +22,14 @@ int action_collect_account(struct action_collect *c, uint64_t bytes, bool is_fil
     struct action_output_stats *s = &c->stats;
     uint64_t entries;
 
+    if (is_file && cas_store_blob_fits(c->cas, bytes) != 0) {
+        /* Storing it would evict most of the cache ([cas] max_blob_percent). */
+        reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                         "output '%s' is %" PRIu64 " bytes, more than the largest output the CAS "
+                         "takes (%" PRIu64 " bytes: [cas] max_blob_percent of its size)",
+                         path, bytes, cas_store_max_blob_bytes(c->cas));
+        return -EFBIG;
+    }
     if (is_file) {
         s->files++;
         s->bytes += bytes;
