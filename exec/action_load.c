@@ -44,9 +44,9 @@ struct load_pending {
 
 /* One walk of an input tree. */
 struct tree_walk {
-    struct exec_tree_cache *trees; /* may be NULL */
-    uint64_t generation;           /* the store's, read before anything was checked */
-    struct action_digest_map files_seen;
+    struct exec_tree_cache *trees;       /* may be NULL */
+    uint64_t generation;                 /* the store's, read before anything was checked */
+    struct action_digest_map files_seen; /* missing files already listed */
     /* Subdirectories the cache knew complete: digest -> index in known[]. */
     struct action_digest_map known_index;
     struct action_tree_totals *known;
@@ -208,14 +208,11 @@ static int visit_dir(struct cas_store *cas, struct action *act, size_t index, si
     rc = action_validate_directory_digests(dir, path, w->digests, st);
     if (rc != 0)
         return rc;
-    /* Each distinct file once, then one index lookup for all of them. */
-    for (size_t i = 0; i < dir->n_files; i++) {
-        rc = action_digest_map_put(&w->files_seen, &w->digests[i], 0, NULL);
-        if (rc < 0)
-            goto nomem;
-        if (rc == 1)
-            w->digests[n_new++] = w->digests[i];
-    }
+    /* One index lookup for all the files, repeats and all: a map to skip
+     * repeated digests first cost more than the lookups it saved (20% of a
+     * cold Execute's CPU over 100,000 distinct files: a 14 MB table of cache
+     * misses and page faults). Only the missing are deduplicated, below. */
+    n_new = dir->n_files;
     rc = cas_store_contains_many(cas, w->digests, n_new, w->present);
     if (rc < 0) {
         reapi_status_set(st, GRPC_STATUS_INTERNAL,
@@ -227,8 +224,15 @@ static int visit_dir(struct cas_store *cas, struct action *act, size_t index, si
     for (size_t i = 0; rc > 0 && i < n_new; i++) {
         struct load_pending *pending = &w->pending;
 
+        int added;
+
         if (w->present[i])
             continue;
+        added = action_digest_map_put(&w->files_seen, &w->digests[i], 0, NULL);
+        if (added < 0)
+            goto nomem;
+        if (added == 0)
+            continue; /* already listed */
         if (cas_store_has_upstream(cas)) {
             if (array_reserve((void **)&pending->digests, &pending->cap, pending->n,
                               sizeof(*pending->digests)) != 0)
