@@ -77,6 +77,15 @@ struct cas_store_options {
     uint64_t disk_headroom_bytes;
     uint64_t disk_headroom_percent;
     enum cas_fsync_mode fsync;
+    /* An action output larger than this percentage of the store's
+     * capacity, min(max_bytes, filesystem size - headroom), is refused by
+     * cas_store_blob_fits instead of evicting most of the cache to make
+     * room for it; 0 or 100: no bound but the limit itself. */
+    uint64_t max_blob_percent;
+    /* Index the blobs already on disk on a thread of its own, answering
+     * meanwhile (a blob not indexed yet is looked up on disk), instead of
+     * before cas_store_open returns. */
+    bool scan_in_background;
     /* How long cas_store_open waits for a dying predecessor's lock before
      * -EBUSY (0: not at all). */
     uint64_t lock_wait_ms;
@@ -134,6 +143,16 @@ int cas_store_make_room(struct cas_store *s, uint64_t need);
 /* -ENOSPC when a blob of size bytes could not fit on the store's filesystem
  * even with every blob evicted: refuse it before writing anything. */
 int cas_store_space_check(struct cas_store *s, uint64_t size);
+/* An action output of size bytes may be stored: -EFBIG (counted in
+ * refused_blobs) when it is larger than max_blob_percent of the store's
+ * capacity, so that storing it would evict most of the cache. */
+int cas_store_blob_fits(struct cas_store *s, uint64_t size);
+/* The largest blob the store takes (max_blob_percent of its capacity;
+ * UINT64_MAX: no bound), for messages. */
+uint64_t cas_store_max_blob_bytes(struct cas_store *s);
+/* Space outside the store changed (an action's scratch dir removed): read
+ * the filesystem's free space again now rather than within the second. */
+void cas_store_space_changed(struct cas_store *s);
 
 /* Path of the blob file (for hardlink staging); -ENOENT when absent. The empty
  * blob is materialised as a file too. */
@@ -288,6 +307,10 @@ struct cas_ingest_file {
     int dir_fd;       /* a directory fd, or AT_FDCWD */
     const char *name; /* relative to dir_fd; a final symlink is not followed (-ELOOP) */
     bool move;        /* the file is scratch: its name may be moved into the store */
+    /* The size the caller last saw (0: not known). Only a scheduling hint:
+     * large files are started first, so that no core is left idle while
+     * the last one is hashed. What is ingested is what the engine reads. */
+    uint64_t size_hint;
     /* out */
     struct cas_digest digest;
     uint32_t mode; /* st_mode as ingested */
@@ -339,6 +362,8 @@ struct cas_store_stats {
     uint64_t corrupt_blobs;       /* found damaged or unreadable (EIO) and removed */
     uint64_t limit_bytes;         /* the effective limit (store_space.c) */
     uint64_t space_evicted_blobs; /* of evicted_blobs, those evicted after an ENOSPC */
+    uint64_t max_blob_bytes;      /* the largest blob taken now (UINT64_MAX: no bound) */
+    uint64_t refused_blobs;       /* outputs refused as larger than max_blob_bytes */
 };
 void cas_store_get_stats(struct cas_store *s, struct cas_store_stats *out);
 

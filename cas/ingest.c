@@ -39,7 +39,7 @@ int cas_ingest_present(struct cas_store *s, const struct cas_digest *d, dev_t de
     int present = 0;
 
     pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, d->hash);
+    e = store_find(s, d->hash);
     if (e != NULL && e->size == d->size &&
         (e->verified || (e->ino == (uint64_t)ino && dev == s->dev))) {
         if (!e->verified)

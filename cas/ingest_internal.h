@@ -47,6 +47,10 @@
 #define INGEST_BATCH_FILES     32
 #define INGEST_BATCH_CAP       (128 * 1024)
 #define INGEST_BATCH_MIN_FILES 8
+/* Threads path: files whose size_hint is at least this are taken first,
+ * largest first (one SHA-256 cannot be split across cores, so a large file
+ * taken last would leave the other cores idle while it is hashed). */
+#define INGEST_LARGE_FIRST (4u * 1024 * 1024)
 
 /* What a file looked like at its first statx; compared after reading. */
 struct ingest_snap {
@@ -76,11 +80,18 @@ struct ingest_worker {
 struct ingest_run {
     struct cas_ingest_file *files;
     size_t n;
-    atomic_size_t next;            /* threads path: next file to take */
+    size_t *order;                 /* threads path: the files in the order taken; NULL: as given */
+    atomic_size_t next;            /* threads path: next position in order to take */
     atomic_uint_fast64_t reserved; /* bytes admitted against max_bytes */
     atomic_bool stop;              /* a run-stopping error: start no more files */
     unsigned workers;              /* pool threads taking part (not the caller) */
 };
+
+/* The file taken at position pos of the run. */
+static inline size_t ingest_run_index(const struct ingest_run *run, size_t pos)
+{
+    return run->order != NULL ? run->order[pos] : pos;
+}
 
 struct ingest_ring; /* ingest_uring.c */
 

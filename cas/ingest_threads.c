@@ -5,6 +5,10 @@
  * page-aligned buffers, hash, commit, close. No queue, no lock, no hand-off
  * between threads, so both cores do useful work with nothing to wake.
  *
+ * Files the caller says are large (INGEST_LARGE_FIRST) are taken first,
+ * largest first: while one core hashes a 256 MiB file, the others do the
+ * small ones, instead of idling at the end while it is hashed alone.
+ *
  * Small files (below INGEST_BATCH_CAP) are taken INGEST_BATCH_FILES at a
  * time and go through the worker's own io_uring: after a statx each (the
  * snapshot, which must precede the reads and tells a FIFO from a file before
@@ -351,7 +355,8 @@ static void threads_batch(struct cas_ingest *ing, struct ingest_worker *w, struc
     struct statx stx;
     unsigned m = 0;
 
-    for (size_t i = first; i < last && !atomic_load(&ing->run->stop); i++) {
+    for (size_t pos = first; pos < last && !atomic_load(&ing->run->stop); pos++) {
+        size_t i = ingest_run_index(ing->run, pos);
         struct cas_ingest_file *f = &ing->run->files[i];
         struct batch_item *x = &it[m];
         bool done;
@@ -405,8 +410,8 @@ static void threads_job(void *arg, unsigned worker)
         if (b != NULL) {
             threads_batch(ing, w, b, first, last);
         } else {
-            for (size_t i = first; i < last && !atomic_load(&run->stop); i++)
-                threads_file(ing, w, i, NULL, 1);
+            for (size_t pos = first; pos < last && !atomic_load(&run->stop); pos++)
+                threads_file(ing, w, ingest_run_index(run, pos), NULL, 1);
         }
         if (b != NULL && b->broken)
             b = NULL;

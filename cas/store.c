@@ -417,11 +417,10 @@ static int store_scan_shard(struct cas_store *s, const char *shard, struct scan_
     return ret;
 }
 
-/* Builds the index from blobs/: the shards, plus removal of stray files at the
- * top level. Blobs go into the LRU list in access-time order. */
-static int store_scan(struct cas_store *s)
+/* Lists blobs/: the shards, plus removal of stray files at the top level;
+ * the list sorted by access time, oldest first. */
+static int store_scan_list(struct cas_store *s, struct scan_list *list)
 {
-    struct scan_list list = {0};
     DIR *dir = NULL;
     struct dirent *de;
     int ret;
@@ -438,7 +437,7 @@ static int store_scan(struct cas_store *s)
         if (S_ISDIR(st.st_mode)) {
             if (strlen(de->d_name) != 2 || !is_lower_hex(de->d_name, 2))
                 continue; /* not ours; left alone */
-            ret = store_scan_shard(s, de->d_name, &list);
+            ret = store_scan_shard(s, de->d_name, list);
             if (ret < 0)
                 break;
             continue;
@@ -449,20 +448,129 @@ static int store_scan(struct cas_store *s)
         }
     }
     closedir(dir);
-    if (ret < 0)
-        goto out;
-    if (list.count > 0)
-        qsort(list.items, list.count, sizeof(*list.items), scan_item_compare);
-    for (size_t i = 0; i < list.count; i++) {
+    if (ret < 0) {
+        free(list->items);
+        list->items = NULL;
+        return ret;
+    }
+    if (list->count > 0)
+        qsort(list->items, list->count, sizeof(*list->items), scan_item_compare);
+    return 0;
+}
+
+/* Builds the index from blobs/ before the store is used. */
+static int store_scan(struct cas_store *s)
+{
+    struct scan_list list = {0};
+    int ret = store_scan_list(s, &list);
+
+    for (size_t i = 0; ret == 0 && i < list.count; i++) {
         const struct scan_item *it = &list.items[i];
 
         ret = store_index_insert(&s->index, it->hash, it->size, it->ino, false, NULL);
-        if (ret < 0)
-            goto out;
     }
-out:
     free(list.items);
     return ret;
+}
+
+static struct store_entry *store_evict_collect(struct cas_store *s, const struct store_entry *keep);
+
+/* Entries inserted per hold of index_lock by the background scan, so that
+ * requests are not held up for the whole insertion. */
+#define SCAN_INSERT_BATCH 4096
+
+/* The background scan's insertion: newest first at the LRU's old end (what
+ * was used since start-up stays newer), skipping blobs indexed meanwhile.
+ * When something was removed meanwhile, a listed file is checked again
+ * before it is indexed, so a removed blob does not come back. */
+static void store_scan_adopt_list(struct cas_store *s, const struct scan_list *list,
+                                  uint64_t removals)
+{
+    for (size_t done = 0; done < list->count && !atomic_load(&s->scan_stop);) {
+        pthread_mutex_lock(&s->name_lock);
+        pthread_mutex_lock(&s->index_lock);
+        for (size_t n = 0; n < SCAN_INSERT_BATCH && done < list->count; n++, done++) {
+            const struct scan_item *it = &list->items[list->count - 1 - done];
+            struct cas_digest d;
+            char rel[CAS_BLOB_RELPATH];
+            struct stat st;
+
+            if (store_index_find(&s->index, it->hash) != NULL)
+                continue;
+            if (s->index.removals != removals) {
+                memcpy(d.hash, it->hash, CAS_HASH_BYTES);
+                d.size = it->size;
+                cas_blob_relpath(&d, rel);
+                if (fstatat(s->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                    (uint64_t)st.st_ino != it->ino)
+                    continue;
+            }
+            if (store_index_insert_oldest(&s->index, it->hash, it->size, it->ino, false) < 0)
+                break; /* out of memory: a later lookup finds the file */
+        }
+        pthread_mutex_unlock(&s->index_lock);
+        pthread_mutex_unlock(&s->name_lock);
+    }
+}
+
+static void *store_scan_main(void *arg)
+{
+    struct cas_store *s = arg;
+    struct scan_list list = {0};
+    struct store_entry *victims;
+    uint64_t started_us = clock_mono_us(), removals, bytes;
+    size_t count;
+    int ret;
+
+    pthread_mutex_lock(&s->index_lock);
+    removals = s->index.removals;
+    pthread_mutex_unlock(&s->index_lock);
+    ret = store_scan_list(s, &list);
+    if (ret == 0)
+        store_scan_adopt_list(s, &list, removals);
+    free(list.items);
+    atomic_store(&s->scanning, false);
+    if (ret < 0) {
+        LOG_ERRNO_E(ret, "cas: the scan of %s stopped; blobs not indexed yet are found on use",
+                    s->blobs_dir);
+        atomic_store(&s->scanning, true); /* keep looking on disk */
+        return NULL;
+    }
+    pthread_mutex_lock(&s->index_lock);
+    count = s->index.count;
+    bytes = s->index.bytes;
+    pthread_mutex_unlock(&s->index_lock);
+    LOG_I("cas: indexed %zu blobs (%" PRIu64 " bytes) in %" PRIu64 " ms, serving meanwhile", count,
+          bytes, (clock_mono_us() - started_us) / 1000);
+    store_space_refresh(s, true);
+    pthread_mutex_lock(&s->name_lock);
+    pthread_mutex_lock(&s->index_lock);
+    victims = store_evict_collect(s, NULL);
+    pthread_mutex_unlock(&s->index_lock);
+    ret = store_evict_unlink(s, victims);
+    pthread_mutex_unlock(&s->name_lock);
+    if (ret < 0)
+        LOG_ERRNO_W(ret, "cas: evicting down to the limit after the scan");
+    return NULL;
+}
+
+struct store_entry *store_find(struct cas_store *s, const uint8_t hash[CAS_HASH_BYTES])
+{
+    struct store_entry *e = store_index_find(&s->index, hash);
+    struct cas_digest d;
+    char rel[CAS_BLOB_RELPATH];
+    struct stat st;
+
+    if (e != NULL || !atomic_load(&s->scanning))
+        return e;
+    memcpy(d.hash, hash, CAS_HASH_BYTES);
+    d.size = 0;
+    cas_blob_relpath(&d, rel);
+    if (fstatat(s->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+        return NULL;
+    if (store_index_insert(&s->index, hash, st.st_size, (uint64_t)st.st_ino, false, &e) < 0)
+        return NULL;
+    return e;
 }
 
 /* --- eviction --- */
@@ -481,8 +589,8 @@ static struct store_entry *store_evict_collect(struct cas_store *s, const struct
 {
     struct store_entry *victims = NULL;
 
-    if (s->max_bytes == 0)
-        return NULL;
+    if (s->max_bytes == 0 || atomic_load(&s->scanning))
+        return NULL; /* no limit, or the index is not whole yet */
     /* Oldest first, skipping `keep` and pinned blobs (inputs of running
      * actions), which may leave the store above its limit for a while. */
     for (struct store_entry *e = store_index_oldest(&s->index), *newer;
@@ -535,8 +643,11 @@ static int store_new(const struct cas_store_options *opt, struct cas_store **out
         s->headroom_bytes = opt->disk_headroom_bytes;
         s->headroom_percent = opt->disk_headroom_percent;
         s->fsync_mode = opt->fsync;
+        s->max_blob_percent = opt->max_blob_percent;
     }
     atomic_init(&s->space_checked_us, 0);
+    atomic_init(&s->scanning, false);
+    atomic_init(&s->scan_stop, false);
     atomic_init(&s->name_counter, 0);
     ret = -pthread_mutex_init(&s->name_lock, NULL);
     if (ret < 0)
@@ -630,6 +741,18 @@ int cas_store_open(const char *dir, const struct cas_store_options *opt, struct 
     ret = store_clean_tmp(s);
     if (ret < 0)
         goto out;
+    if (opt != NULL && opt->scan_in_background) {
+        atomic_store(&s->scanning, true);
+        ret = -pthread_create(&s->scan_thread, NULL, store_scan_main, s);
+        if (ret < 0)
+            goto out;
+        s->scan_thread_started = true;
+        LOG_I("cas: indexing %s in the background; serving meanwhile", s->blobs_dir);
+        store_space_refresh(s, true);
+        *out = s;
+        s = NULL;
+        goto out;
+    }
     started_us = clock_mono_us();
     ret = store_scan(s);
     if (ret < 0)
@@ -661,6 +784,10 @@ void cas_store_close(struct cas_store *s)
 {
     if (s == NULL)
         return;
+    if (s->scan_thread_started) {
+        atomic_store(&s->scan_stop, true);
+        pthread_join(s->scan_thread, NULL);
+    }
     store_upstream_free(s->upstream);
     store_index_destroy(&s->index);
     pthread_mutex_destroy(&s->index_lock);
@@ -694,7 +821,9 @@ void cas_store_get_stats(struct cas_store *s, struct cas_store_stats *out)
     out->corrupt_blobs = s->corrupt_blobs;
     out->limit_bytes = s->max_bytes;
     out->space_evicted_blobs = s->space_evicted_blobs;
+    out->refused_blobs = s->refused_blobs;
     pthread_mutex_unlock(&s->index_lock);
+    out->max_blob_bytes = cas_store_max_blob_bytes(s);
 }
 
 /* --- the empty blob --- */
@@ -772,7 +901,7 @@ static int store_forget_missing(struct cas_store *s, const struct cas_digest *d)
         goto out;
     }
     pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, d->hash);
+    e = store_find(s, d->hash);
     if (e != NULL) {
         store_index_remove(&s->index, e);
         free(e);
@@ -814,7 +943,7 @@ static int store_remove_corrupt(struct cas_store *s, const struct cas_digest *d,
         removed = true;
     }
     pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, d->hash);
+    e = store_find(s, d->hash);
     if (e != NULL) {
         store_index_remove(&s->index, e);
         free(e);
@@ -833,7 +962,7 @@ static void store_mark_verified(struct cas_store *s, const struct cas_digest *ac
     struct store_entry *e;
 
     pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, actual->hash);
+    e = store_find(s, actual->hash);
     if (e != NULL && e->ino == (uint64_t)st->st_ino)
         store_index_update(&s->index, e, actual->size, e->ino, true);
     pthread_mutex_unlock(&s->index_lock);
@@ -878,7 +1007,7 @@ static int store_blob_try_open(struct cas_store *s, const struct cas_digest *d, 
     int ret;
 
     pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, d->hash);
+    e = store_find(s, d->hash);
     if (e == NULL || (e->verified && e->size != d->size)) {
         /* Absent, or a known-good blob asked for with the wrong size. */
         pthread_mutex_unlock(&s->index_lock);
@@ -998,7 +1127,7 @@ int cas_store_contains(struct cas_store *s, const struct cas_digest *d)
     if (d->size == 0)
         return cas_digest_is_empty(d) ? 1 : 0;
     pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, d->hash);
+    e = store_find(s, d->hash);
     ret = e != NULL && e->size == d->size;
     if (ret)
         store_index_touch(&s->index, e);
@@ -1049,7 +1178,7 @@ static bool store_has_verified(struct cas_store *s, const struct cas_digest *d)
     bool has;
 
     pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, d->hash);
+    e = store_find(s, d->hash);
     has = e != NULL && e->verified && e->size == d->size;
     if (has)
         store_index_touch(&s->index, e);
@@ -1098,7 +1227,7 @@ static int store_index_committed(struct cas_store *s, const struct cas_digest *d
     int ret = 0;
 
     pthread_mutex_lock(&s->index_lock);
-    e = store_index_find(&s->index, d->hash);
+    e = store_find(s, d->hash);
     if (e != NULL) {
         store_index_update(&s->index, e, d->size, ino, verified);
         store_index_touch(&s->index, e);

@@ -105,8 +105,19 @@ static void lru_push_newest(struct store_index *ix, struct store_entry *e)
     ix->lru_newest = e;
 }
 
-int store_index_insert(struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES], int64_t size,
-                       uint64_t ino, bool verified, struct store_entry **out)
+static void lru_push_oldest(struct store_index *ix, struct store_entry *e)
+{
+    e->lru_next = NULL;
+    e->lru_prev = ix->lru_oldest;
+    if (ix->lru_oldest != NULL)
+        ix->lru_oldest->lru_next = e;
+    else
+        ix->lru_newest = e;
+    ix->lru_oldest = e;
+}
+
+static int index_insert(struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES], int64_t size,
+                        uint64_t ino, bool verified, bool oldest, struct store_entry **out)
 {
     struct store_entry *e;
     size_t b;
@@ -123,13 +134,28 @@ int store_index_insert(struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES
     b = index_bucket(ix, hash);
     e->chain_next = ix->buckets[b];
     ix->buckets[b] = e;
-    lru_push_newest(ix, e);
+    if (oldest)
+        lru_push_oldest(ix, e);
+    else
+        lru_push_newest(ix, e);
     ix->count++;
     ix->bytes += (uint64_t)size;
     ix->alloc_bytes += store_index_alloc(size);
     if (out != NULL)
         *out = e;
     return 0;
+}
+
+int store_index_insert(struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES], int64_t size,
+                       uint64_t ino, bool verified, struct store_entry **out)
+{
+    return index_insert(ix, hash, size, ino, verified, false, out);
+}
+
+int store_index_insert_oldest(struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES],
+                              int64_t size, uint64_t ino, bool verified)
+{
+    return index_insert(ix, hash, size, ino, verified, true, NULL);
 }
 
 void store_index_update(struct store_index *ix, struct store_entry *e, int64_t size, uint64_t ino,
@@ -142,6 +168,25 @@ void store_index_update(struct store_index *ix, struct store_entry *e, int64_t s
     e->size = size;
     e->ino = ino;
     e->verified = verified;
+}
+
+void store_index_prefetch(const struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES],
+                          int stage)
+{
+    struct store_entry *const *slot = &ix->buckets[index_bucket(ix, hash)];
+
+    if (stage == 0) {
+        __builtin_prefetch(slot);
+    } else if (*slot != NULL) {
+        if (stage == 1) {
+            __builtin_prefetch(*slot, 1);
+        } else {
+            if ((*slot)->lru_prev != NULL)
+                __builtin_prefetch((*slot)->lru_prev, 1);
+            if ((*slot)->lru_next != NULL)
+                __builtin_prefetch((*slot)->lru_next, 1);
+        }
+    }
 }
 
 void store_index_touch(struct store_index *ix, struct store_entry *e)

@@ -60,12 +60,22 @@ struct store_entry *store_index_find(const struct store_index *ix,
  * -ENOMEM on allocation failure. */
 int store_index_insert(struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES], int64_t size,
                        uint64_t ino, bool verified, struct store_entry **out);
+/* The same, as the least recently used: what a background scan finds is
+ * older than anything used since the store opened. */
+int store_index_insert_oldest(struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES],
+                              int64_t size, uint64_t ino, bool verified);
 /* Records that the entry now describes a (re)placed file: new size, inode and
  * verified flag, keeping the byte total right. */
 void store_index_update(struct store_index *ix, struct store_entry *e, int64_t size, uint64_t ino,
                         bool verified);
 /* Marks an entry the most recently used. */
 void store_index_touch(struct store_index *ix, struct store_entry *e);
+/* Starts loading what a lookup of hash will read, for a batch of lookups:
+ * stage 0 its bucket, stage 1 its first entry (the bucket loaded by then),
+ * stage 2 that entry's LRU neighbours (which a touch writes). Only hints:
+ * nothing is read that might not be there. */
+void store_index_prefetch(const struct store_index *ix, const uint8_t hash[CAS_HASH_BYTES],
+                          int stage);
 /* Unlinks an entry from the table and the LRU list without freeing it (the
  * caller frees it with free()). Its chain_next is left free for the caller to
  * chain removed entries. */

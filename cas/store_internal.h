@@ -53,6 +53,10 @@ struct cas_store {
     uint64_t headroom_percent;
     uint64_t logged_limit;
     uint64_t space_evicted_blobs;
+    uint64_t space_last_limit; /* the limit the last refresh computed (0: none yet) */
+    uint64_t max_blob_percent;
+    uint64_t space_capacity; /* min(configured, filesystem size - headroom); 0: unknown */
+    uint64_t refused_blobs;
     atomic_uint_fast64_t space_checked_us;
     enum cas_fsync_mode fsync_mode;
 
@@ -64,7 +68,16 @@ struct cas_store {
     uint64_t corrupt_blobs;
 
     atomic_uint_fast64_t name_counter; /* unique temp names for links */
-    struct store_upstream *upstream;   /* fetcher and pins (upstream_internal.h) */
+
+    /* The start-up scan on a thread of its own (scan_in_background): while
+     * scanning, a lookup that misses the index looks at the blob's file
+     * (store_find), and nothing is evicted against the limit (the index is
+     * not whole yet). */
+    atomic_bool scanning;
+    atomic_bool scan_stop;
+    bool scan_thread_started;
+    pthread_t scan_thread;
+    struct store_upstream *upstream; /* fetcher and pins (upstream_internal.h) */
 };
 
 /* digest.c */
@@ -126,6 +139,9 @@ int store_evict_unlink(struct cas_store *s, struct store_entry *victims);
 void store_space_refresh(struct cas_store *s, bool force);
 /* -ENOSPC or -EDQUOT. */
 bool store_space_is_full(int err);
+/* With index_lock held: the entry for hash, or NULL. While the start-up
+ * scan runs, a blob file not indexed yet is indexed (unverified) here. */
+struct store_entry *store_find(struct cas_store *s, const uint8_t hash[CAS_HASH_BYTES]);
 /* After an ENOSPC: evicts unpinned least recently used blobs so that `need`
  * bytes plus the headroom are free. 0: retry once; -ENOSPC: nothing to
  * evict, or need exceeds what the filesystem could ever give. */

@@ -17,7 +17,10 @@
  * are evicted until the free space would be the headroom plus what the call
  * needs, then the caller retries once. A pinned blob (an input of a running
  * action, pin.c) is skipped, and so is one whose file has other links (a
- * hardlink-staged input): removing its name frees nothing. Nothing evictable, or a need larger
+ * hardlink-staged input): removing its name frees nothing. When the disk is
+ * so full that even the headroom cannot be had (an action filled it from its
+ * scratch dir, which goes away when the action ends), only what the call
+ * needs is evicted, not the whole cache. Nothing evictable, or a need larger
  * than the filesystem could give: -ENOSPC, which the services answer with
  * RESOURCE_EXHAUSTED and cas_store_space_describe()'s text.
  */
@@ -37,6 +40,23 @@
 
 #define SPACE_REFRESH_US  1000000 /* statvfs at most once a second on commits */
 #define SPACE_LOG_PERCENT 5       /* log a shrinking limit once it moved this much */
+
+/*
+ * The limit a refresh applies is the larger of what it and the refresh
+ * before it computed: a one-off dip (an action's scratch dir filling the
+ * disk for a moment) does not make the store evict down to it; a shrink
+ * that lasts two refreshes does. ENOSPC meanwhile is store_space_reclaim's.
+ *
+ * One huge action output must not evict the rest of the cache: exec/ asks
+ * cas_store_blob_fits before it stores one, which refuses (-EFBIG) a blob
+ * larger than max_blob_percent of the store's capacity, min(configured
+ * max_bytes, filesystem size - headroom). Uploads and fetches from a remote
+ * are not bounded so: a client or an action needs those blobs stored.
+ * (Not of the effective limit: that counts other files on the disk, an
+ * action's scratch dir with the very output being stored among them, and it
+ * is in blob bytes, which a store of tiny blobs makes far smaller than the
+ * blocks they use.)
+ */
 
 struct space_fs {
     uint64_t total; /* filesystem size */
@@ -138,7 +158,12 @@ void store_space_refresh(struct cas_store *s, bool force)
         return; /* keep the last limit; a real failure shows in the write */
     pthread_mutex_lock(&s->index_lock);
     limit = space_limit(s, &fs);
-    s->max_bytes = limit;
+    s->max_bytes = limit > s->space_last_limit ? limit : s->space_last_limit;
+    s->space_last_limit = limit;
+    s->space_capacity = fs.total > space_headroom(s, &fs) ? fs.total - space_headroom(s, &fs) : 1;
+    if (s->configured_max_bytes != 0 && s->configured_max_bytes < s->space_capacity)
+        s->space_capacity = s->configured_max_bytes;
+    limit = s->max_bytes;
     bytes = s->index.bytes;
     space_log(s, limit, &fs, bytes);
     pthread_mutex_unlock(&s->index_lock);
@@ -178,7 +203,6 @@ int store_space_reclaim(struct cas_store *s, uint64_t need)
         return ret;
     pthread_mutex_lock(&s->name_lock);
     pthread_mutex_lock(&s->index_lock);
-    s->max_bytes = space_limit(s, &fs);
     room = s->index.alloc_bytes + fs.avail;
     if (need > room) {
         /* Even an empty store could not take it: evicting would only cost. */
@@ -188,7 +212,8 @@ int store_space_reclaim(struct cas_store *s, uint64_t need)
     }
     /* Free space afterwards: the headroom plus what the caller needs (in
      * blocks, as the filesystem counts). */
-    target = room > space_headroom(s, &fs) + need ? room - space_headroom(s, &fs) - need : 0;
+    target = room > space_headroom(s, &fs) + need ? room - space_headroom(s, &fs) - need
+                                                  : room - need; /* need <= room, above */
     for (e = store_index_oldest(&s->index); e != NULL && s->index.alloc_bytes > target; e = prev) {
         prev = e->lru_prev;
         if (space_entry_pinned(s, e))
@@ -259,6 +284,35 @@ int cas_store_space_describe(struct cas_store *s, uint64_t need, char *buf, size
                  space_fs_type(s), s->dir, fs.total, fs.avail, space_headroom(s, &fs), need, bytes,
                  limit);
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+uint64_t cas_store_max_blob_bytes(struct cas_store *s)
+{
+    uint64_t limit;
+
+    if (s->max_blob_percent == 0 || s->max_blob_percent >= 100)
+        return UINT64_MAX;
+    pthread_mutex_lock(&s->index_lock);
+    limit = s->space_capacity != 0 ? s->space_capacity : s->configured_max_bytes;
+    pthread_mutex_unlock(&s->index_lock);
+    if (limit == 0)
+        return UINT64_MAX; /* no limit known at all */
+    return (uint64_t)((long double)limit * (long double)s->max_blob_percent / 100.0L);
+}
+
+int cas_store_blob_fits(struct cas_store *s, uint64_t size)
+{
+    if (size <= cas_store_max_blob_bytes(s))
+        return 0;
+    pthread_mutex_lock(&s->index_lock);
+    s->refused_blobs++;
+    pthread_mutex_unlock(&s->index_lock);
+    return -EFBIG;
+}
+
+void cas_store_space_changed(struct cas_store *s)
+{
+    store_space_refresh(s, true);
 }
 
 int cas_store_make_room(struct cas_store *s, uint64_t need)

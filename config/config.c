@@ -103,6 +103,9 @@ static const struct config_key config_keys[] = {
          "disk_headroom_percent); the CAS limit is at most the blobs plus the free space minus it"),
     SIZE("cas", "disk_headroom_percent", cas_disk_headroom_percent, 0, 90,
          "free space kept on the state dir's filesystem, in percent of its size"),
+    SIZE("cas", "max_blob_percent", cas_max_blob_percent, 1, 100,
+         "an action output over this percent of the CAS size (max_bytes, or the disk less "
+         "headroom) fails the action instead of evicting the cache; 100: no bound"),
     STR_KEY(
         "cas", "fsync", cas_fsync,
         "what a commit syncs before a blob or action-cache entry is visible: none, data or full"),
@@ -159,6 +162,8 @@ static const struct config_key config_keys[] = {
          "threads serving the FUSE input-tree mount (staging = fuse or auto)"),
     STR("execution", exec_fuse_passthrough,
         "FUSE passthrough for input reads: auto (when the kernel and CAP_SYS_ADMIN allow) or off"),
+    STR("execution", exec_fuse_uring,
+        "FUSE requests over io_uring: auto (when the fuse module offers it), on (required) or off"),
     STR("execution", exec_accepted_properties,
         "comma-separated platform property names accepted and ignored"),
     BOOL("asset", "enabled", asset_enabled,
@@ -277,6 +282,7 @@ void config_init_defaults(struct casbox_config *cfg)
     cfg->ingest_threads = 0;
     cfg->cas_disk_headroom = 1 * GIB;
     cfg->cas_disk_headroom_percent = 5;
+    cfg->cas_max_blob_percent = 50;
     snprintf(cfg->cas_fsync, sizeof(cfg->cas_fsync), "none");
     cfg->cas_lock_wait = 10;
     cfg->ingest_queue_depth = 64;
@@ -301,6 +307,7 @@ void config_init_defaults(struct casbox_config *cfg)
     snprintf(cfg->exec_staging, sizeof(cfg->exec_staging), "auto");
     cfg->exec_fuse_threads = 8;
     snprintf(cfg->exec_fuse_passthrough, sizeof(cfg->exec_fuse_passthrough), "auto");
+    snprintf(cfg->exec_fuse_uring, sizeof(cfg->exec_fuse_uring), "auto");
     cfg->asset_enabled = false;
     cfg->asset_max_bytes = 1 * GIB;
     cfg->asset_timeout = 600;
@@ -680,6 +687,15 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         cfg->http_listen[0] = '\0';
     if (strcmp(cfg->role, "worker") == 0 && cfg->ac_remote[0] == '\0')
         snprintf(cfg->ac_remote, sizeof(cfg->ac_remote), "%s", cfg->cas_remote);
+    /* grpc binds with SO_REUSEPORT: the same address twice would split the
+     * connections between the two servers at random */
+    if (cfg->sched_worker_listen[0] != '\0' && strcmp(cfg->sched_worker_listen, cfg->listen) == 0) {
+        snprintf(err, err_len,
+                 "[scheduler] worker_listen %s is [server] listen: give workers another address "
+                 "or leave it empty",
+                 cfg->sched_worker_listen);
+        return -EINVAL;
+    }
     if (cfg->sched_idle_poll >= cfg->sched_worker_timeout) {
         snprintf(err, err_len,
                  "[scheduler] idle_poll %" PRIu64 " must be below worker_timeout %" PRIu64,
@@ -717,6 +733,12 @@ int config_finish(struct casbox_config *cfg, char *err, size_t err_len)
         strcmp(cfg->exec_fuse_passthrough, "off") != 0) {
         snprintf(err, err_len, "[execution] fuse_passthrough '%s' is not auto or off",
                  cfg->exec_fuse_passthrough);
+        return -EINVAL;
+    }
+    if (strcmp(cfg->exec_fuse_uring, "auto") != 0 && strcmp(cfg->exec_fuse_uring, "on") != 0 &&
+        strcmp(cfg->exec_fuse_uring, "off") != 0) {
+        snprintf(err, err_len, "[execution] fuse_uring '%s' is not auto, on or off",
+                 cfg->exec_fuse_uring);
         return -EINVAL;
     }
     if (strcmp(cfg->cas_fsync, "none") != 0 && strcmp(cfg->cas_fsync, "data") != 0 &&

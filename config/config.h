@@ -56,6 +56,7 @@ struct casbox_config {
     /* free space kept on the store's filesystem: the smaller of bytes and percent */
     uint64_t cas_disk_headroom;
     uint64_t cas_disk_headroom_percent;
+    uint64_t cas_max_blob_percent;
     /* none | data | full (cas.h, cas_fsync_mode_parse) */
     char cas_fsync[8];
     /* seconds start-up waits for a dying predecessor's store lock */
@@ -90,6 +91,7 @@ struct casbox_config {
     char exec_staging[16];               /* hardlink | fuse | auto */
     uint64_t exec_fuse_threads;          /* FUSE request threads (fuse/casfs.h) */
     char exec_fuse_passthrough[8];       /* auto | off: FUSE passthrough (docs/fuse.md) */
+    char exec_fuse_uring[8];             /* auto | on | off: FUSE over io_uring (docs/fuse.md) */
     char exec_accepted_properties[1024]; /* comma-separated property names to accept */
 
     /* [asset]: the Remote Asset API (daemon/svc_asset.c) */

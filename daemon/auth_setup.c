@@ -108,6 +108,7 @@ static void auth_setup_reload_tls(struct casboxd *d, const struct casbox_config 
     memcpy(d->cfg.tls_client_ca, fresh->tls_client_ca, sizeof(d->cfg.tls_client_ca));
     pthread_mutex_unlock(&d->cfg_lock);
     LOG_I("reload: TLS certificate %s read again; new connections use it", fresh->tls_certificate);
+    observe_tls_reload(d);
 }
 
 void casboxd_auth_reload(struct casboxd *d, const struct casbox_config *fresh)

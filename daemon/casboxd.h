@@ -222,6 +222,7 @@ int observe_start(struct casboxd *d); /* the registry, the board, the families *
 struct metrics *observe_metrics(struct casboxd *d);
 int observe_serve(struct casboxd *d); /* [http] listen; 0 when empty */
 void observe_stop_serving(struct casboxd *d);
+void observe_tls_reload(struct casboxd *d); /* the listener again with d->tls */
 void observe_stop(struct casboxd *d);
 enum observe_cache { OBSERVE_CACHE_HIT, OBSERVE_CACHE_MISS, OBSERVE_CACHE_MISS_BLOB_GONE };
 /* via: "get_action_result" or "execute" */
@@ -252,6 +253,9 @@ void observe_fleet_result(struct casboxd *d, const char *instance, const struct 
 void observe_action_queued(struct casboxd *d, struct rpc_call *call, const char *instance,
                            const struct cas_digest *dg, bool executing);
 void observe_action_started(struct casboxd *d, const char *instance, const struct cas_digest *dg);
+/* exec_run began a step (input fetch, execution, output upload). */
+void observe_action_step(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                         enum exec_step step);
 void observe_action_result(struct casboxd *d, const char *instance, const struct action *act,
                            const struct exec_times *t, const struct exec_outcome *o);
 /* response: the ExecuteResponse the watchers got (NULL: none), kept in the

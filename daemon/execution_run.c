@@ -179,6 +179,20 @@ void execution_log_line(const struct action *act, const struct exec_times *times
              reapi_status_ok(&o->status) ? "" : o->status.message);
 }
 
+/* exec_run's steps to the board (observe_action_step), while it runs. */
+struct execution_step_ctx {
+    struct casboxd *d;
+    const char *instance;
+    const struct cas_digest *digest;
+};
+
+static void execution_note_step(void *ctx, enum exec_step step)
+{
+    const struct execution_step_ctx *c = ctx;
+
+    observe_action_step(c->d, c->instance, c->digest, step);
+}
+
 int execution_run_action(struct casboxd *d, const char *instance, struct action *act,
                          struct exec_times *times, uint8_t **response, size_t *response_len,
                          char *log_line, size_t log_len, struct exec_leftovers **left)
@@ -188,8 +202,14 @@ int execution_run_action(struct casboxd *d, const char *instance, struct action 
     int rc;
 
     casboxd_config_snapshot(d, &cfg);
+    struct execution_step_ctx step = {d, instance, &act->digest};
+
     exec_outcome_init(&o);
+    times->on_step = execution_note_step;
+    times->on_step_ctx = &step;
     exec_run(&d->env, &cfg, act, false, times, &o);
+    times->on_step = NULL;
+    times->on_step_ctx = NULL;
     if (exec_push_outputs(d, o.result, &o.status) != 0)
         o.cacheable = false; /* o.status: UNAVAILABLE naming the remote */
     if (o.cacheable) {

@@ -238,7 +238,8 @@ static int main_staging_start(struct casboxd *d)
     }
     snprintf(mnt, sizeof(mnt), "%s/cas/fuse", d->cfg.state_dir);
     opt.mountpoint = mnt;
-    if (casfs_passthrough_parse(d->cfg.exec_fuse_passthrough, &opt.passthrough) != 0)
+    if (casfs_passthrough_parse(d->cfg.exec_fuse_passthrough, &opt.passthrough) != 0 ||
+        casfs_uring_parse(d->cfg.exec_fuse_uring, &opt.uring) != 0)
         return -EINVAL; /* config_check refuses it first */
     rc = casfs_mount(d->store, &opt, &d->fs);
     if (rc == 0) {
@@ -395,6 +396,8 @@ int main(int argc, char **argv)
     sopt.max_bytes = d.cfg.cas_max_bytes;
     sopt.disk_headroom_bytes = d.cfg.cas_disk_headroom;
     sopt.disk_headroom_percent = d.cfg.cas_disk_headroom_percent;
+    sopt.max_blob_percent = d.cfg.cas_max_blob_percent;
+    sopt.scan_in_background = true; /* serve while a large store is indexed */
     sopt.lock_wait_ms = d.cfg.cas_lock_wait * 1000;
     (void)cas_fsync_mode_parse(d.cfg.cas_fsync, &sopt.fsync); /* config_finish checked it */
     rc = cas_store_open(path, &sopt, &d.store);
@@ -480,6 +483,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "casboxd: cannot serve workers on %s ([scheduler] worker_listen): %s\n",
                     d.cfg.sched_worker_listen, strerror(-rc));
             rpc_server_stop(d.rpc);
+            d.rpc = NULL;
             goto out_grpc;
         }
         fprintf(stderr, "casboxd: serving workers on %s\n", d.cfg.sched_worker_listen);

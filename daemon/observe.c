@@ -52,11 +52,57 @@ struct observe {
         *find_missing_missing, *ac_lookups, *actions, *queue_length, *running, *queue_wait,
         *stage_seconds, *sandbox_setup, *fuse_files, *fuse_bytes, *fuse_requests, *fleet_workers,
         *fleet_losses, *fleet_requeues, *input_bytes, *output_bytes, *fleet_queued,
-        *fleet_executing;
+        *fleet_executing, *by_stage, *remote_fetches, *remote_fetched_bytes, *remote_fetch_failures,
+        *remote_rejected, *remote_pushed_blobs, *remote_pushed_bytes, *remote_find_missing,
+        *cas_refused, *cas_limit;
     struct observe_fleet_queue fleet_queues[OBSERVE_FLEET_QUEUES];
     size_t n_fleet_queues;
     pthread_mutex_t fleet_lock; /* the two above: scrapes may run at once */
 };
+
+/* [cas] remote: what remote/ counts, read at scrape time (zero without a
+ * remote). */
+static void observe_register_remote(struct observe *o)
+{
+    struct metrics *m = o->metrics;
+
+    o->remote_fetches = metrics_counter(m, "casbox_cas_remote_fetches_total",
+                                        "[cas] remote: blobs fetched from the remote CAS into the "
+                                        "local one (read-through), verified.",
+                                        NULL);
+    o->remote_fetched_bytes = metrics_counter(m, "casbox_cas_remote_fetched_bytes_total",
+                                              "[cas] remote: bytes of the blobs fetched.", NULL);
+    o->remote_fetch_failures = metrics_counter(
+        m, "casbox_cas_remote_fetch_failures_total",
+        "[cas] remote: fetches that failed (not found, unreachable, wrong bytes).", NULL);
+    o->remote_rejected = metrics_counter(m, "casbox_cas_remote_rejected_blobs_total",
+                                         "[cas] remote: fetched bytes that did not match their "
+                                         "digest (not stored).",
+                                         NULL);
+    o->remote_pushed_blobs =
+        metrics_counter(m, "casbox_cas_remote_pushed_blobs_total",
+                        "[cas] remote: blobs written through to the remote.", NULL);
+    o->remote_pushed_bytes =
+        metrics_counter(m, "casbox_cas_remote_pushed_bytes_total",
+                        "[cas] remote: bytes written through to the remote.", NULL);
+    o->remote_find_missing =
+        metrics_counter(m, "casbox_cas_remote_find_missing_calls_total",
+                        "[cas] remote: FindMissingBlobs calls to the remote.", NULL);
+}
+
+static void observe_collect_remote(struct observe *o, struct remote *r)
+{
+    struct remote_stats rs;
+
+    remote_get_stats(r, &rs);
+    metrics_counter_set(o->remote_fetches, NULL, (double)rs.fetched_blobs);
+    metrics_counter_set(o->remote_fetched_bytes, NULL, (double)rs.fetched_bytes);
+    metrics_counter_set(o->remote_fetch_failures, NULL, (double)rs.fetch_failures);
+    metrics_counter_set(o->remote_rejected, NULL, (double)rs.rejected_blobs);
+    metrics_counter_set(o->remote_pushed_blobs, NULL, (double)rs.pushed_blobs);
+    metrics_counter_set(o->remote_pushed_bytes, NULL, (double)rs.pushed_bytes);
+    metrics_counter_set(o->remote_find_missing, NULL, (double)rs.find_missing_calls);
+}
 
 static void observe_register(struct observe *o)
 {
@@ -73,6 +119,14 @@ static void observe_register(struct observe *o)
     o->cas_evicted_bytes =
         metrics_counter(m, "casbox_cas_evicted_bytes_total",
                         "Bytes evicted to keep the CAS under [cas] max_bytes.", NULL);
+    o->cas_refused = metrics_counter(m, "casbox_cas_refused_blobs_total",
+                                     "Action outputs refused as larger than [cas] "
+                                     "max_blob_percent of the CAS.",
+                                     NULL);
+    o->cas_limit = metrics_gauge(m, "casbox_cas_limit_bytes",
+                                 "The limit the CAS evicts against: the smaller of [cas] "
+                                 "max_bytes and what its filesystem can hold.",
+                                 NULL);
     o->cas_corrupt = metrics_counter(m, "casbox_cas_verification_failures_total",
                                      "Blobs found not to match their digest (and removed).", NULL);
     o->cas_transfer_blobs = metrics_counter(
@@ -81,6 +135,7 @@ static void observe_register(struct observe *o)
     o->cas_transfer_bytes = metrics_counter(
         m, "casbox_cas_transfer_bytes_total",
         "Blob bytes written by clients or read by them, by direction and API.", "direction,api");
+    observe_register_remote(o);
     o->find_missing_asked = metrics_counter(m, "casbox_cas_find_missing_digests_total",
                                             "Digests asked about in FindMissingBlobs.", NULL);
     o->find_missing_missing =
@@ -119,6 +174,11 @@ static void observe_register(struct observe *o)
                                         "Role scheduler: actions put back in the queue after "
                                         "their worker was lost.",
                                         NULL);
+    o->by_stage =
+        metrics_gauge(m, "casbox_execution_actions_by_stage",
+                      "Actions queued or running now, by stage: queued, executing (taken, "
+                      "step not reported yet), input_fetch, running, output_upload.",
+                      "stage");
     o->queue_wait = metrics_histogram(m, "casbox_execution_queue_wait_seconds",
                                       "Time actions waited for a slot.", NULL, lat, n_lat);
     o->stage_seconds = metrics_histogram(
@@ -202,7 +262,7 @@ static void observe_collect(void *ctx, struct metrics *m)
     struct casboxd *d = ctx;
     struct observe *o = d->obs;
     struct cas_store_stats st;
-    uint64_t queued = 0, running = 0, workers = 0;
+    uint64_t queued = 0, running = 0, workers = 0, stages[WEB_STAGE_COUNT];
 
     (void)m;
     cas_store_get_stats(d->store, &st);
@@ -211,6 +271,8 @@ static void observe_collect(void *ctx, struct metrics *m)
     metrics_counter_set(o->cas_evicted_blobs, NULL, (double)st.evicted_blobs);
     metrics_counter_set(o->cas_evicted_bytes, NULL, (double)st.evicted_bytes);
     metrics_counter_set(o->cas_corrupt, NULL, (double)st.corrupt_blobs);
+    metrics_counter_set(o->cas_refused, NULL, (double)st.refused_blobs);
+    metrics_gauge_set(o->cas_limit, NULL, (double)st.limit_bytes);
     if (d->fs != NULL) {
         struct casfs_stats fst;
 
@@ -220,6 +282,11 @@ static void observe_collect(void *ctx, struct metrics *m)
                                 (double)fst.requests[i]);
         metrics_counter_set(o->fuse_bytes, NULL, (double)fst.bytes_read);
     }
+    if (d->remote != NULL)
+        observe_collect_remote(o, d->remote);
+    web_board_count_stages(o->board, stages);
+    for (int i = 0; i < WEB_STAGE_DONE; i++)
+        metrics_gauge_set(o->by_stage, METRICS_LABELS(web_stage_name(i)), (double)stages[i]);
     if (d->exec != NULL) {
         exec_service_counts(d->exec, &queued, &running, &workers);
         metrics_gauge_set(o->queue_length, NULL, (double)queued);
@@ -260,25 +327,32 @@ struct metrics *observe_metrics(struct casboxd *d)
     return d->obs ? d->obs->metrics : NULL;
 }
 
-/* [auth] on: the pages need a bearer token with read on every instance (a
- * line without instance prefixes), since they show actions of all of them.
- * The HTTP listener has no TLS, so client certificates cannot count. */
-static int observe_authorize(void *ctx, const char *authorization)
+/* [auth] on: the pages need read on every instance (a line without
+ * instance prefixes), since they show actions of all of them: a bearer
+ * token, or with [tls] client_ca a client certificate, judged as the gRPC
+ * side judges them. */
+static int observe_authorize(void *ctx, const struct web_peer *wp)
 {
     struct casboxd *d = ctx;
     struct auth_policy *p = auth_guard_acquire(&d->auth);
     struct auth_peer peer;
     struct auth_identity id;
+    const char *names[WEB_PEER_NAMES];
     char reason[160];
     int rc = 0;
 
     if (p == NULL || !auth_policy_enabled(p))
         goto out;
     memset(&peer, 0, sizeof(peer));
-    if (authorization != NULL && strncasecmp(authorization, "Bearer ", 7) == 0) {
-        peer.token = authorization + 7;
+    if (wp->authorization != NULL && strncasecmp(wp->authorization, "Bearer ", 7) == 0) {
+        peer.token = wp->authorization + 7;
         peer.token_len = strlen(peer.token);
     }
+    for (size_t i = 0; i < wp->n_names; i++)
+        names[i] = wp->names[i];
+    peer.names = names;
+    peer.n_names = wp->n_names;
+    peer.has_certificate = wp->has_certificate;
     auth_policy_identify(p, &peer, &id);
     if (auth_identity_check(&id, AUTH_PERM_READ, "", reason, sizeof(reason)) != AUTH_OK)
         rc = -EACCES;
@@ -350,10 +424,31 @@ int observe_serve(struct casboxd *d)
     }
     w.authorize = observe_authorize;
     w.authorize_ctx = d;
+    w.tls_certificate = d->tls.certificate_chain;
+    w.tls_private_key = d->tls.private_key;
+    w.tls_client_ca = d->tls.client_ca;
     rc = web_server_start(&w, &o->web);
     if (rc == 0)
-        LOG_I("http: web pages and /metrics on http://%s/", d->cfg.http_listen);
+        LOG_I("http: web pages and /metrics on %s://%s/%s", w.tls_certificate ? "https" : "http",
+              d->cfg.http_listen, w.tls_client_ca ? " (client certificates required)" : "");
     return rc;
+}
+
+/* SIGHUP read new [tls] files: libmicrohttpd cannot swap a certificate in
+ * place, so the listener is closed and opened again with them (open page
+ * loads are cut; the port is closed for that moment). */
+void observe_tls_reload(struct casboxd *d)
+{
+    int rc;
+
+    if (d->obs == NULL || d->obs->web == NULL)
+        return;
+    web_server_stop(d->obs->web);
+    d->obs->web = NULL;
+    rc = observe_serve(d);
+    if (rc != 0)
+        LOG_ERRNO_E(rc, "reload: the web pages and /metrics are off: their listener did not "
+                        "start again with the new [tls] files");
 }
 
 void observe_stop_serving(struct casboxd *d)
@@ -457,6 +552,17 @@ void observe_action_started(struct casboxd *d, const char *instance, const struc
 {
     if (d->obs != NULL)
         web_board_stage(d->obs->board, instance, dg, WEB_STAGE_EXECUTING);
+}
+
+void observe_action_step(struct casboxd *d, const char *instance, const struct cas_digest *dg,
+                         enum exec_step step)
+{
+    static const enum web_stage stages[] = {[EXEC_STEP_INPUT_FETCH] = WEB_STAGE_INPUT_FETCH,
+                                            [EXEC_STEP_EXECUTION] = WEB_STAGE_RUNNING,
+                                            [EXEC_STEP_OUTPUT_UPLOAD] = WEB_STAGE_OUTPUT_UPLOAD};
+
+    if (d->obs != NULL && (unsigned)step < sizeof(stages) / sizeof(stages[0]))
+        web_board_stage(d->obs->board, instance, dg, stages[step]);
 }
 
 static const char *observe_outcome(const struct exec_outcome *o)

@@ -22,6 +22,14 @@ int action_collect_account(struct action_collect *c, uint64_t bytes, bool is_fil
     struct action_output_stats *s = &c->stats;
     uint64_t entries;
 
+    if (is_file && cas_store_blob_fits(c->cas, bytes) != 0) {
+        /* Storing it would evict most of the cache ([cas] max_blob_percent). */
+        reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                         "output '%s' is %" PRIu64 " bytes, more than the largest output the CAS "
+                         "takes (%" PRIu64 " bytes: [cas] max_blob_percent of its size)",
+                         path, bytes, cas_store_max_blob_bytes(c->cas));
+        return -EFBIG;
+    }
     if (is_file) {
         s->files++;
         s->bytes += bytes;
@@ -143,6 +151,7 @@ int action_collect_file(struct action_collect *c, int dir_fd, struct action_batc
         fchmodat(dir_fd, name, (st->st_mode & 07777) | 0400, AT_SYMLINK_NOFOLLOW);
     if (batch_add(c, bfd->fd, name, upper, path, dest, false) != 0)
         goto nomem;
+    c->files[c->n_files - 1].size_hint = st->st_size > 0 ? (uint64_t)st->st_size : 0;
     return 0;
 nomem:
     reapi_status_set(c->st, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");

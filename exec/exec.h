@@ -406,8 +406,14 @@ struct exec_env {
     struct exec_tree_cache *trees; /* input subtrees checked complete; NULL: none */
 };
 
+/* The steps of a run exec_run reports as each begins. */
+enum exec_step { EXEC_STEP_INPUT_FETCH, EXEC_STEP_EXECUTION, EXEC_STEP_OUTPUT_UPLOAD };
+
 /* Wall-clock microseconds of each step, for ExecutedActionMetadata. The
- * caller sets queued and worker_start; exec_run the others. */
+ * caller sets queued and worker_start; exec_run the others. on_step, when
+ * set (zero-initialise the struct), is called on exec_run's thread as each
+ * step begins, so that a running action's step can be shown while it runs;
+ * it must return quickly. */
 struct exec_times {
     uint64_t queued;
     uint64_t worker_start;
@@ -415,6 +421,8 @@ struct exec_times {
     uint64_t execution_start, execution_end;
     uint64_t output_upload_start, output_upload_end;
     uint64_t worker_end;
+    void (*on_step)(void *ctx, enum exec_step step);
+    void *on_step_ctx;
 };
 
 /* What a run leaves behind (its scratch directory, its FUSE tree) until

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "action_internal.h"
@@ -315,6 +316,9 @@ void exec_leftovers_remove(const struct exec_env *env, struct exec_leftovers *le
         return;
     exec_leftovers_clear(env, left);
     free(left);
+    /* Its scratch dir may have filled the disk: the store's limit follows
+     * the free space now, not within the second. */
+    cas_store_space_changed(env->store);
 }
 
 void exec_outcome_init(struct exec_outcome *o)
@@ -395,6 +399,23 @@ static int exec_run_reject_outputs(const struct exec_env *env, const struct acti
     return 0;
 }
 
+/* The action filled the disk (exec_check_disk): its outputs may be cut
+ * short, so none is stored; the result carries stdout and stderr (cut short
+ * too, but what there is helps) and the status stays RESOURCE_EXHAUSTED. */
+static int exec_run_disk_full(const struct exec_env *env, const struct action_scratch *scratch,
+                              struct exec_outcome *out)
+{
+    struct reapi_status kept = out->status;
+
+    int rc;
+
+    reapi_status_init(&out->status);
+    rc = exec_result_stdio_only(env->store, scratch, &out->result, &out->status);
+    reapi_status_free(&out->status);
+    out->status = kept; /* the full disk is the news, not what followed from it */
+    return rc == 0 ? 0 : -EIO;
+}
+
 /* Output collection with cfg's limits and ingestion options. */
 static int exec_run_collect(const struct exec_env *env, const struct casbox_config *cfg,
                             const struct action *act, const struct action_scratch *scratch,
@@ -406,6 +427,8 @@ static int exec_run_collect(const struct exec_env *env, const struct casbox_conf
     };
     struct cas_ingest_options ingest;
 
+    if (out->status.code == GRPC_STATUS_RESOURCE_EXHAUSTED)
+        return exec_run_disk_full(env, scratch, out); /* set by exec_check_disk */
     memset(&ingest, 0, sizeof(ingest));
     ingest.threads = (unsigned)cfg->ingest_threads;
     ingest.queue_depth = (unsigned)cfg->ingest_queue_depth;
@@ -417,6 +440,47 @@ static int exec_run_collect(const struct exec_env *env, const struct casbox_conf
     return exec_run_reject_outputs(env, scratch, out);
 }
 
+/* Free bytes under which the scratch filesystem counts as filled by the
+ * action: the CAS keeps [cas] disk_headroom free (by default 1 GiB or 5%), so only
+ * writes that met ENOSPC leave less. */
+#define EXEC_DISK_FULL_BYTES (1024 * 1024)
+
+/* The action filled the filesystem of its scratch dir (the state dir's):
+ * it failed, or casbox's stdout/stderr files met ENOSPC, with less than
+ * EXEC_DISK_FULL_BYTES left, so its writes met ENOSPC and its outputs
+ * and stdio may be cut short. That is RESOURCE_EXHAUSTED naming the
+ * filesystem, never a success with truncated files (and never cached). */
+static void exec_check_disk(const struct action_scratch *scratch, struct exec_outcome *out)
+{
+    struct statvfs sv;
+    uint64_t avail, total;
+
+    /* A clean run (exit 0, stdio whole) is left alone: on a disk the CAS
+     * filled to the last block ([cas] disk_headroom = 0) it met no ENOSPC. */
+    if (out->sandbox.exit_code == 0 && out->sandbox.error[0] == '\0' &&
+        !out->sandbox.stdout_truncated && !out->sandbox.stderr_truncated)
+        return;
+    if (statvfs(scratch->root, &sv) != 0)
+        return; /* cannot tell; the collection's writes will */
+    avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+    total = (uint64_t)sv.f_blocks * sv.f_frsize;
+    if (avail >= EXEC_DISK_FULL_BYTES)
+        return;
+    snprintf(out->verdict, sizeof(out->verdict),
+             "casbox: the action filled the filesystem holding %s (%" PRIu64
+             " bytes free of %" PRIu64
+             "): its outputs, stdout and stderr may be cut short; free space there or lower "
+             "[cas] max_bytes",
+             scratch->root, avail, total);
+    reapi_status_set(&out->status, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", out->verdict);
+}
+
+static void exec_note_step(const struct exec_times *times, enum exec_step step)
+{
+    if (times->on_step != NULL)
+        times->on_step(times->on_step_ctx, step);
+}
+
 /* The sandbox run and the verdict. */
 static int exec_run_sandbox(const struct exec_env *env, const struct action_scratch *scratch,
                             const struct sandbox_cancel *cancel, struct exec_times *times,
@@ -424,6 +488,7 @@ static int exec_run_sandbox(const struct exec_env *env, const struct action_scra
 {
     int rc;
 
+    exec_note_step(times, EXEC_STEP_EXECUTION);
     times->execution_start = clock_real_us();
     rc = sandbox_spawner_run_cancellable(env->spawner, &out->spec, cancel, &out->sandbox);
     times->execution_end = clock_real_us();
@@ -439,6 +504,7 @@ static int exec_run_sandbox(const struct exec_env *env, const struct action_scra
     }
     out->ran = true;
     exec_describe(&out->sandbox, &out->spec, out->verdict, sizeof(out->verdict));
+    exec_check_disk(scratch, out);
     if (out->verdict[0] != '\0')
         exec_note_stderr(scratch->stderr_path, out->verdict);
     return 0;
@@ -523,6 +589,7 @@ int exec_run_cancellable(const struct exec_env *env, const struct casbox_config 
                          "out of memory pinning the inputs");
         return rc;
     }
+    exec_note_step(times, EXEC_STEP_INPUT_FETCH);
     times->input_fetch_start = clock_real_us();
     rc = exec_run_stage(env, act, l, out);
     if (rc == 0) {
@@ -534,6 +601,7 @@ int exec_run_cancellable(const struct exec_env *env, const struct casbox_config 
     rc = exec_run_sandbox(env, &l->scratch, cancel, times, out);
     if (rc != 0)
         goto out;
+    exec_note_step(times, EXEC_STEP_OUTPUT_UPLOAD);
     times->output_upload_start = clock_real_us();
     rc = exec_run_collect(env, cfg, act, &l->scratch, out);
     times->output_upload_end = clock_real_us();

@@ -94,6 +94,7 @@ void casfs_get_stats(struct casfs *fs, struct casfs_stats *out)
     for (int i = 0; i < CASFS_OP_COUNT; i++)
         out->requests[i] = atomic_load_explicit(&fs->op_counts[i], memory_order_relaxed);
     out->bytes_read = atomic_load_explicit(&fs->bytes_read, memory_order_relaxed);
+    out->ring_requests = atomic_load_explicit(&fs->uring.requests, memory_order_relaxed);
 }
 
 const char *casfs_op_name(enum casfs_op op)
@@ -145,7 +146,13 @@ int casfs_mount(struct cas_store *cas, const struct casfs_options *opt, struct c
     fs->root.mode = S_IFDIR | 0755;
     atomic_init(&fs->root.nlookup, 1);
     casfs_pt_init(fs, opt->passthrough != CASFS_PASSTHROUGH_OFF);
-    rc = casfs_dircache_init(&fs->cache, opt->dir_cache);
+    rc = casfs_uring_init(fs, opt->uring);
+    if (rc != 0)
+        casfs_log(fs, "casfs: FUSE over io_uring is required but off (%s)", fs->uring.why);
+    if (rc == 0)
+        rc = casfs_dircache_init(&fs->cache, opt->dir_cache);
+    if (rc == 0)
+        rc = casfs_children_init(fs);
     if (rc != 0)
         goto out;
     fs->mountpoint = strdup(opt->mountpoint);
@@ -188,6 +195,11 @@ int casfs_mount(struct cas_store *cas, const struct casfs_options *opt, struct c
     }
     fs->dev = st.st_dev;
     casfs_pt_probe(fs);
+    casfs_uring_probe(fs);
+    if (opt->uring == CASFS_URING_ON && !casfs_uring_active(fs)) {
+        rc = -EOPNOTSUPP;
+        goto out;
+    }
     *out = fs;
     return 0;
 out:
@@ -197,8 +209,10 @@ out:
     }
     fuse_opt_free_args(&args);
     casfs_dircache_destroy(&fs->cache);
+    casfs_uring_destroy(fs);
     casfs_pt_destroy(fs);
     pthread_mutex_destroy(&fs->lock);
+    free(fs->children);
     free(fs->mountpoint);
     free(fs);
     return rc;
@@ -233,6 +247,9 @@ void casfs_unmount(struct casfs *fs)
         casfs_abort_connection(fs);
         fuse_session_unmount(fs->se);
     }
+    /* Before the loop: a ring thread holds no request of libfuse's loop,
+     * and a busy mount's connection would keep the rings waiting. */
+    casfs_uring_stop(fs);
     if (fs->loop_started) {
         clock_gettime(CLOCK_REALTIME, &deadline);
         deadline.tv_sec += 10;
@@ -248,6 +265,7 @@ void casfs_unmount(struct casfs *fs)
         return;
     if (fs->se != NULL)
         fuse_session_destroy(fs->se);
+    casfs_uring_destroy(fs);
     casfs_trees_free(fs);
     casfs_dircache_destroy(&fs->cache);
     casfs_pt_destroy(fs);

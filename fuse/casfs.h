@@ -10,13 +10,15 @@
  * declared. No file content is read until a file is opened: open opens the
  * CAS blob (cas_store_open_blob); with FUSE passthrough (Linux >= 6.9, a
  * daemon with CAP_SYS_ADMIN) the kernel then reads the blob file itself,
- * otherwise reads are spliced from that fd by casfs. Writes of
+ * otherwise casfs reads that fd and replies (a failed read makes the blob
+ * missing in the store: cas_store_read_failed). Writes of
  * any kind fail with EROFS (the mount is read-only); an action writes through
  * an overlay whose lower layer is its tree here. A blob that cannot be read
  * gives EIO and a log line naming the digest.
  *
  * libfuse3 low-level API; requests are served by a bounded thread pool
- * (fuse_session_loop_mt) on a thread casfs_mount starts. libfuse installs no
+ * (fuse_session_loop_mt) on a thread casfs_mount starts, or, where the kernel
+ * offers FUSE over io_uring, by threads with rings (uring.c). libfuse installs no
  * signal handlers: the caller owns signals.
  *
  * All functions return 0 or a negative errno and are thread-safe.
@@ -41,11 +43,18 @@ enum casfs_passthrough_mode {
     CASFS_PASSTHROUGH_OFF,      /* reads always served by casfs */
 };
 
+enum casfs_uring_mode {
+    CASFS_URING_AUTO = 0, /* when the kernel offers it (the fuse module's enable_uring) */
+    CASFS_URING_ON,       /* required: casfs_mount fails without it */
+    CASFS_URING_OFF,      /* requests always read from /dev/fuse */
+};
+
 struct casfs_options {
     const char *mountpoint; /* created if missing; a stale mount on it is detached first */
     unsigned threads;       /* request threads, 1 .. CASFS_MAX_THREADS (0: 8) */
     size_t dir_cache;       /* decoded Directory messages kept (0: CASFS_DEFAULT_DIRCACHE) */
     enum casfs_passthrough_mode passthrough;
+    enum casfs_uring_mode uring;
     /* Where error lines go (one line, no newline); NULL: stderr. */
     void (*log)(void *arg, const char *line);
     void *log_arg;
@@ -58,7 +67,8 @@ int casfs_cleanup_stale(const char *mountpoint);
 
 /* Mounts the filesystem on opt->mountpoint and starts serving it. -ENODEV
  * (or the open error) when /dev/fuse cannot be opened, -EPERM when mounting
- * is not permitted. The store must outlive the mount. */
+ * is not permitted, -EOPNOTSUPP when opt->uring is on and io_uring cannot
+ * serve it. The store must outlive the mount. */
 int casfs_mount(struct cas_store *cas, const struct casfs_options *opt, struct casfs **out);
 /* Stops serving and unmounts (lazily, so a busy mount never blocks this;
  * the connection is aborted so that stuck readers get ENOTCONN), frees fs.
@@ -70,6 +80,11 @@ const char *casfs_mountpoint(const struct casfs *fs);
 bool casfs_passthrough_active(const struct casfs *fs);
 /* Parses "auto" or "off"; -EINVAL otherwise. */
 int casfs_passthrough_parse(const char *s, enum casfs_passthrough_mode *out);
+/* Whether requests are served over io_uring (decided at mount, logged once:
+ * "casfs: FUSE over io_uring on: ..." or "... off (why): ..."). */
+bool casfs_uring_active(const struct casfs *fs);
+/* Parses "auto", "on" or "off"; -EINVAL otherwise. */
+int casfs_uring_parse(const char *s, enum casfs_uring_mode *out);
 
 /* Makes <mountpoint>/<name> the tree of root (a Directory digest). Nothing is
  * read from the CAS here. name is one path component; -EEXIST when taken. */
@@ -83,6 +98,9 @@ struct casfs_tree_stats {
     struct cas_fetch_stats fetch; /* opens found in the store, fetched upstream or failed */
     uint64_t lookups;             /* LOOKUP requests in the tree, found or not (the kernel
                                    * caches both answers: each name is asked once) */
+    uint64_t read_errors;         /* reads of its blobs that failed (EIO to the reader; the
+                                   * store made the blob missing); read path only: the
+                                   * kernel reads passthrough files without casfs */
 };
 
 /* The counters of a tree; -ENOENT when there is no such tree. */
@@ -104,6 +122,7 @@ enum casfs_op {
 struct casfs_stats {
     uint64_t requests[CASFS_OP_COUNT];
     uint64_t bytes_read;
+    uint64_t ring_requests; /* of all requests, those that came over io_uring */
 };
 void casfs_get_stats(struct casfs *fs, struct casfs_stats *out);
 /* "lookup" for CASFS_OP_LOOKUP. */

@@ -14,6 +14,7 @@
 #define FUSE_USE_VERSION 312
 
 #include <fuse_lowlevel.h>
+#include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -60,6 +61,7 @@ struct casfs_tree {
     atomic_uint_fast64_t lookups; /* LOOKUP requests of names in the tree */
     atomic_uint_fast64_t files_passthrough;
     atomic_uint_fast64_t bytes_read;
+    atomic_uint_fast64_t read_errors; /* reads of its blobs that failed */
     /* blobs opened: found in the store or fetched upstream */
     struct cas_fetch_counters fetch;
     atomic_uint refs; /* the tree list's while listed, plus one per inode */
@@ -68,6 +70,14 @@ struct casfs_tree {
 
 struct casfs_inode {
     atomic_uint_fast64_t nlookup;
+    /* Identity, for the child table (tree.c): a serial number never reused,
+     * and, for a node of a tree directory, its parent's serial and its index
+     * in the parent's Directory (directories, files, symlinks in turn). */
+    uint64_t serial;
+    uint64_t parent_serial;
+    uint32_t child_index;
+    bool in_children;
+    struct casfs_inode *child_next; /* the child table's chain */
     /* Passthrough (passthrough.c), under fs->pt.lock: the backing file's
      * id while the inode has passthrough opens, how many, and whether its
      * backing open failed (then it stays on the read path). */
@@ -128,6 +138,66 @@ void casfs_pt_backing_put(struct casfs *fs, struct casfs_inode *inode);
 int casfs_pt_reply_open(struct casfs *fs, fuse_req_t req, struct fuse_file_info *fi,
                         int32_t backing_id);
 
+/* --- FUSE over io_uring (uring.c) --- */
+
+struct casfs_uring_req_header; /* the kernel's fuse_uring_req_header */
+
+/* One registered request buffer, served by its own thread and ring. */
+struct casfs_uring_ent {
+    struct casfs *fs;
+    struct io_uring ring;
+    bool ring_ok;
+    uint16_t qid;
+    pthread_t thread, self;
+    bool started;
+    struct casfs_uring_req_header *hdr; /* iov[0]: headers */
+    void *payload;                      /* iov[1] */
+    struct iovec iov[2];
+    uint8_t *req; /* the request in /dev/fuse form, for libfuse */
+    size_t req_size;
+    _Atomic uint64_t unique; /* the request being served, 0 between */
+    bool replied;            /* its reply was captured */
+    bool registered_ok;      /* its CMD_REGISTER was accepted */
+};
+
+struct casfs_uring {
+    enum casfs_uring_mode mode;
+    bool wanted;          /* rings set up: accept it if the kernel offers it */
+    bool offered;         /* INIT offered FUSE_OVER_IO_URING */
+    atomic_bool accepted; /* the INIT reply took it; threads started */
+    atomic_bool active;
+    unsigned nqueues;
+    struct casfs_uring_ent *ents;
+    size_t nents, payload_size;
+    int stop_fd;          /* eventfd polled by every ring: unmount */
+    pthread_mutex_t lock; /* below */
+    pthread_cond_t cond;
+    bool go, stopping;
+    size_t registered, failed;
+    int first_error;
+    _Atomic uint64_t requests; /* served through the rings */
+    char why[200];             /* why it is off */
+};
+
+/* Before the mount: sets the rings up (mode auto/on, the module's
+ * enable_uring on). -EOPNOTSUPP (or the setup's error) with mode on when it
+ * cannot be used, else 0. */
+int casfs_uring_init(struct casfs *fs, enum casfs_uring_mode mode);
+void casfs_uring_destroy(struct casfs *fs);
+/* While libfuse's INIT reply is being written: whether to accept
+ * FUSE_OVER_IO_URING (buffers allocated and threads started, waiting). */
+bool casfs_uring_accept(struct casfs *fs, uint64_t kernel_flags, uint32_t max_write,
+                        uint16_t max_pages);
+/* The INIT reply was written (ok) or not: the threads register or stop. */
+void casfs_uring_init_written(struct casfs *fs, bool ok);
+/* After INIT: waits for the registrations, decides, logs the mode once. */
+void casfs_uring_probe(struct casfs *fs);
+/* The writev hook: a reply to a request a ring thread is serving is copied
+ * into its entry (returns the bytes); -ENOENT for any other write. */
+ssize_t casfs_uring_capture(struct casfs *fs, const struct iovec *iov, int count);
+/* Stops and joins the threads (unmount). */
+void casfs_uring_stop(struct casfs *fs);
+
 /* --- the mount (casfs.c) --- */
 
 struct casfs {
@@ -144,10 +214,15 @@ struct casfs {
 
     struct casfs_dircache cache;
     struct casfs_passthrough pt;
+    struct casfs_uring uring;
 
     pthread_mutex_t lock; /* trees, inodes */
     struct casfs_tree *trees;
     struct casfs_inode *inodes;
+    /* Live nodes of tree directories by (parent serial, index), so that a
+     * LOOKUP and a READDIRPLUS of one name give the kernel one node id. */
+    struct casfs_inode **children;
+    uint64_t next_serial;
     struct casfs_inode root; /* FUSE_ROOT_ID; lists the trees */
 
     void (*log)(void *arg, const char *line);
@@ -170,6 +245,13 @@ struct casfs_inode *casfs_inode_of(struct casfs *fs, fuse_ino_t ino);
 /* A new inode with nlookup 1, holding a tree reference; NULL on ENOMEM. */
 struct casfs_inode *casfs_inode_new(struct casfs *fs, struct casfs_tree *tree, mode_t mode,
                                     const struct cas_digest *digest, const char *target);
+/* The live inode of entry index of the tree directory parent with one more
+ * lookup, or a new one (nlookup 1) made from mode, digest and target; NULL on
+ * ENOMEM. */
+struct casfs_inode *casfs_inode_child(struct casfs *fs, struct casfs_inode *parent, uint32_t index,
+                                      mode_t mode, const struct cas_digest *digest,
+                                      const char *target);
+int casfs_children_init(struct casfs *fs);
 /* Drops n lookups; frees the inode at zero. */
 void casfs_inode_forget(struct casfs *fs, struct casfs_inode *inode, uint64_t n);
 /* The listed tree with this name, with a reference taken; NULL if none. */

@@ -14,8 +14,9 @@
  * Reads: open opens the CAS blob (verified by the store). With passthrough
  * (passthrough.c) the blob becomes the open's backing file and the kernel
  * reads it without asking us; otherwise the fd is kept in fi->fh with
- * keep_cache, and read replies with an fd buffer so that libfuse splices
- * from the blob file to /dev/fuse without a user-space copy.
+ * keep_cache, and read preads the blob and replies the buffer (one copy,
+ * where libfuse's splice would hide a failed read from us: a read error
+ * must reach the store, which makes the damaged blob missing).
  */
 #include "casfs_internal.h"
 
@@ -50,8 +51,10 @@ static void casfs_fill_stat(struct casfs *fs, const struct casfs_inode *inode, f
 
 static void casfs_init(void *userdata, struct fuse_conn_info *conn)
 {
-    unsigned want = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_CACHE_SYMLINKS |
-                    FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_READ;
+    /* READDIRPLUS_AUTO: the kernel asks for entries with attributes on the
+     * first read of a directory and after lookups in it, plain ones else. */
+    unsigned want = FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_READ |
+                    FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
 
     (void)userdata;
     conn->want |= want & conn->capable;
@@ -60,16 +63,16 @@ static void casfs_init(void *userdata, struct fuse_conn_info *conn)
 }
 
 /* Binary search of one sorted list of nodes by name (the cache checked the
- * order). get_name reads element i. */
+ * order): the index of name in arr, or -1. */
 #define CASFS_BSEARCH(arr, n, name, out)                                                           \
     do {                                                                                           \
         size_t lo_ = 0, hi_ = (n);                                                                 \
-        (out) = NULL;                                                                              \
+        (out) = -1;                                                                                \
         while (lo_ < hi_) {                                                                        \
             size_t mid_ = lo_ + (hi_ - lo_) / 2;                                                   \
             int c_ = strcmp((name), (arr)[mid_]->name);                                            \
             if (c_ == 0) {                                                                         \
-                (out) = (arr)[mid_];                                                               \
+                (out) = (long)mid_;                                                                \
                 break;                                                                             \
             }                                                                                      \
             if (c_ < 0)                                                                            \
@@ -86,46 +89,81 @@ static void casfs_digest_of(const Build__Bazel__Remote__Execution__V2__Digest *p
         memset(out, 0, sizeof(*out)); /* checked when decoded: cannot happen */
 }
 
-/* Resolves name in a tree directory into a new inode. */
+/* Entry i of a Directory: directories, then files, then symlinks. */
+struct casfs_entry {
+    const char *name;
+    mode_t mode;
+    struct cas_digest digest;
+    const char *target;
+};
+
+static void casfs_entry_at(const Directory *msg, size_t i, struct casfs_entry *e)
+{
+    memset(e, 0, sizeof(*e));
+    if (i < msg->n_directories) {
+        e->name = msg->directories[i]->name;
+        e->mode = S_IFDIR | 0755;
+        casfs_digest_of(msg->directories[i]->digest, &e->digest);
+        return;
+    }
+    i -= msg->n_directories;
+    if (i < msg->n_files) {
+        e->name = msg->files[i]->name;
+        e->mode = S_IFREG | (msg->files[i]->is_executable ? 0555 : 0444);
+        casfs_digest_of(msg->files[i]->digest, &e->digest);
+        return;
+    }
+    i -= msg->n_files;
+    e->name = msg->symlinks[i]->name;
+    e->mode = S_IFLNK | 0777;
+    e->target = msg->symlinks[i]->target;
+}
+
+/* The index of name in a Directory (as casfs_entry_at counts), or -1. */
+static long casfs_entry_find(const Directory *msg, const char *name)
+{
+    long i;
+
+    CASFS_BSEARCH(msg->directories, msg->n_directories, name, i);
+    if (i >= 0)
+        return i;
+    CASFS_BSEARCH(msg->files, msg->n_files, name, i);
+    if (i >= 0)
+        return (long)msg->n_directories + i;
+    CASFS_BSEARCH(msg->symlinks, msg->n_symlinks, name, i);
+    if (i >= 0)
+        return (long)(msg->n_directories + msg->n_files) + i;
+    return -1;
+}
+
+/* The inode of entry i of parent's Directory (one more lookup). */
+static struct casfs_inode *casfs_entry_inode(struct casfs *fs, struct casfs_inode *parent,
+                                             const Directory *msg, size_t i)
+{
+    struct casfs_entry e;
+
+    casfs_entry_at(msg, i, &e);
+    return casfs_inode_child(fs, parent, (uint32_t)i, e.mode, &e.digest, e.target);
+}
+
+/* Resolves name in a tree directory into its inode. */
 static int casfs_lookup_child(struct casfs *fs, struct casfs_inode *parent, const char *name,
                               struct casfs_inode **out)
 {
-    const DirectoryNode *dn;
-    const FileNode *fn;
-    const SymlinkNode *sn;
     struct casfs_dir *dir;
-    struct cas_digest d;
+    long i;
     int rc;
 
+    *out = NULL;
     rc = casfs_dir_get(fs, &parent->digest, &dir);
     if (rc != 0)
         return -EIO;
-    rc = -ENOENT;
-    *out = NULL;
-    CASFS_BSEARCH(dir->msg->directories, dir->msg->n_directories, name, dn);
-    if (dn != NULL) {
-        casfs_digest_of(dn->digest, &d);
-        *out = casfs_inode_new(fs, parent->tree, S_IFDIR | 0755, &d, NULL);
-        goto out;
-    }
-    CASFS_BSEARCH(dir->msg->files, dir->msg->n_files, name, fn);
-    if (fn != NULL) {
-        casfs_digest_of(fn->digest, &d);
-        *out = casfs_inode_new(fs, parent->tree, S_IFREG | (fn->is_executable ? 0555 : 0444), &d,
-                               NULL);
-        goto out;
-    }
-    CASFS_BSEARCH(dir->msg->symlinks, dir->msg->n_symlinks, name, sn);
-    if (sn != NULL) {
-        memset(&d, 0, sizeof(d));
-        *out = casfs_inode_new(fs, parent->tree, S_IFLNK | 0777, &d, sn->target);
-        goto out;
-    }
+    i = casfs_entry_find(dir->msg, name);
+    if (i < 0)
+        rc = -ENOENT;
+    else if ((*out = casfs_entry_inode(fs, parent, dir->msg, (size_t)i)) == NULL)
+        rc = -ENOMEM;
     casfs_dir_put(fs, dir);
-    return -ENOENT;
-out:
-    casfs_dir_put(fs, dir);
-    rc = *out != NULL ? 0 : -ENOMEM;
     return rc;
 }
 
@@ -228,44 +266,85 @@ static void casfs_readlink(fuse_req_t req, fuse_ino_t ino)
     fuse_reply_readlink(req, inode->target);
 }
 
-/* Adds one entry to a readdir reply buffer; false when it is full. */
-static bool casfs_dirent(fuse_req_t req, char *buf, size_t size, size_t *used, const char *name,
-                         mode_t mode, fuse_ino_t ino, off_t next)
+/* A reply buffer being filled by readdir or readdirplus. */
+struct casfs_dirbuf {
+    fuse_req_t req;
+    char *buf;
+    size_t size, used;
+    bool plus;
+};
+
+/* Adds one entry without a node (".", "..", the mount root's trees, or any
+ * plain readdir entry); false when the buffer is full. */
+static bool casfs_dirent(struct casfs_dirbuf *b, const char *name, mode_t mode, fuse_ino_t ino,
+                         off_t next)
 {
-    struct stat st;
+    struct fuse_entry_param e;
     size_t n;
 
-    memset(&st, 0, sizeof(st));
-    st.st_ino = ino;
-    st.st_mode = mode;
-    n = fuse_add_direntry(req, buf + *used, size - *used, name, &st, next);
-    if (n > size - *used)
+    memset(&e, 0, sizeof(e));
+    e.attr.st_ino = ino;
+    e.attr.st_mode = mode;
+    if (b->plus) /* node id 0: the kernel makes no dentry of it */
+        n = fuse_add_direntry_plus(b->req, b->buf + b->used, b->size - b->used, name, &e, next);
+    else
+        n = fuse_add_direntry(b->req, b->buf + b->used, b->size - b->used, name, &e.attr, next);
+    if (n > b->size - b->used)
         return false;
-    *used += n;
+    b->used += n;
+    return true;
+}
+
+/* Adds entry i of a tree directory with its node and attributes (one more
+ * lookup of it, as for a LOOKUP); false when the buffer is full or memory
+ * ran out. */
+static bool casfs_dirent_plus(struct casfs *fs, struct casfs_dirbuf *b, struct casfs_inode *parent,
+                              const Directory *msg, size_t i)
+{
+    struct casfs_entry ent;
+    struct fuse_entry_param e;
+    struct casfs_inode *inode;
+
+    casfs_entry_at(msg, i, &ent);
+    /* Size first: a node handed out must reach the kernel. */
+    if (fuse_add_direntry_plus(b->req, NULL, 0, ent.name, NULL, 0) > b->size - b->used)
+        return false;
+    inode = casfs_inode_child(fs, parent, (uint32_t)i, ent.mode, &ent.digest, ent.target);
+    if (inode == NULL)
+        return false;
+    memset(&e, 0, sizeof(e));
+    e.ino = (fuse_ino_t)(uintptr_t)inode;
+    e.attr_timeout = CASFS_TIMEOUT;
+    e.entry_timeout = CASFS_TIMEOUT;
+    casfs_fill_stat(fs, inode, e.ino, &e.attr);
+    b->used += fuse_add_direntry_plus(b->req, b->buf + b->used, b->size - b->used, ent.name, &e,
+                                      (off_t)(i + 3));
     return true;
 }
 
 /* Offsets: 0 start, 1 after ".", 2 after "..", 2 + i + 1 after entry i
- * (directories, then files, then symlinks; trees for the root). */
-static void casfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                          struct fuse_file_info *fi)
+ * (directories, then files, then symlinks; trees for the root). With plus
+ * (READDIRPLUS), entries of tree directories carry their node and
+ * attributes, so that `ls -l` or a scan needs no LOOKUP after the listing;
+ * the trees at the mount root come and go, so they are listed without. */
+static void casfs_readdir_any(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
     struct casfs *fs = fuse_req_userdata(req);
     struct casfs_inode *inode = casfs_inode_of(fs, ino);
+    struct casfs_dirbuf b = {.req = req, .size = size, .plus = plus};
     struct casfs_dir *dir = NULL;
-    char *buf = NULL, *names = NULL;
-    size_t used = 0, n = 0, names_len = 0;
+    char *names = NULL;
+    size_t n = 0, names_len = 0;
     const char *p = NULL;
     int rc = 0;
 
     CASFS_COUNT(fs, CASFS_OP_READDIR);
-    (void)fi;
     if (!S_ISDIR(inode->mode)) {
         rc = -ENOTDIR;
         goto out;
     }
-    buf = malloc(size ? size : 1);
-    if (buf == NULL) {
+    b.buf = malloc(size ? size : 1);
+    if (b.buf == NULL) {
         rc = -ENOMEM;
         goto out;
     }
@@ -279,42 +358,53 @@ static void casfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
     }
     if (rc != 0)
         goto out;
-    if (off < 1 && !casfs_dirent(req, buf, size, &used, ".", S_IFDIR, ino, 1))
+    if (off < 1 && !casfs_dirent(&b, ".", S_IFDIR, ino, 1))
         goto reply;
-    if (off < 2 && !casfs_dirent(req, buf, size, &used, "..", S_IFDIR, FUSE_ROOT_ID, 2))
+    if (off < 2 && !casfs_dirent(&b, "..", S_IFDIR, FUSE_ROOT_ID, 2))
         goto reply;
     for (size_t i = 0; i < n; i++) {
-        const char *name;
-        mode_t mode;
+        struct casfs_entry ent = {0};
 
         if (dir == NULL) {
-            name = p;
+            ent.name = p;
+            ent.mode = S_IFDIR;
             p += strlen(p) + 1;
-            mode = S_IFDIR;
-        } else if (i < dir->msg->n_directories) {
-            name = dir->msg->directories[i]->name;
-            mode = S_IFDIR;
-        } else if (i < dir->msg->n_directories + dir->msg->n_files) {
-            name = dir->msg->files[i - dir->msg->n_directories]->name;
-            mode = S_IFREG;
-        } else {
-            name = dir->msg->symlinks[i - dir->msg->n_directories - dir->msg->n_files]->name;
-            mode = S_IFLNK;
+        } else if (!plus) {
+            casfs_entry_at(dir->msg, i, &ent);
         }
         if ((off_t)(i + 3) <= off)
             continue;
-        if (!casfs_dirent(req, buf, size, &used, name, mode, (fuse_ino_t)(i + 2), (off_t)(i + 3)))
+        if (dir != NULL && plus) {
+            if (!casfs_dirent_plus(fs, &b, inode, dir->msg, i))
+                break;
+        } else if (!casfs_dirent(&b, ent.name, ent.mode & S_IFMT, (fuse_ino_t)(i + 2),
+                                 (off_t)(i + 3))) {
             break;
+        }
     }
 reply:
-    fuse_reply_buf(req, buf, used);
+    fuse_reply_buf(req, b.buf, b.used);
 out:
     if (rc != 0)
         fuse_reply_err(req, -rc);
     if (dir != NULL)
         casfs_dir_put(fs, dir);
     free(names);
-    free(buf);
+    free(b.buf);
+}
+
+static void casfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                          struct fuse_file_info *fi)
+{
+    (void)fi;
+    casfs_readdir_any(req, ino, size, off, false);
+}
+
+static void casfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                              struct fuse_file_info *fi)
+{
+    (void)fi;
+    casfs_readdir_any(req, ino, size, off, true);
 }
 
 /* Logs and answers EIO for a blob that cannot be opened. */
@@ -390,24 +480,60 @@ static void casfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         close(fd); /* interrupted: no release will come */
 }
 
+/* A read of an opened blob failed: the store makes a damaged blob missing
+ * (FindMissingBlobs reports it, a re-upload replaces it), the log names it,
+ * and the reader gets EIO. */
+static void casfs_read_failed(struct casfs *fs, fuse_req_t req, struct casfs_inode *inode, int fd,
+                              int err)
+{
+    char hex[CAS_HASH_HEX + 1];
+    int rc;
+
+    atomic_fetch_add(&inode->tree->read_errors, 1);
+    rc = cas_store_read_failed(fs->cas, &inode->digest, fd, err);
+    cas_digest_hex(&inode->digest, hex);
+    casfs_log(fs, "casfs: tree %s: reading blob %s/%lld failed: %s (EIO)%s", inode->tree->name, hex,
+              (long long)inode->digest.size, strerror(-err),
+              rc == -ENOENT ? "; the blob is missing from the store now" : "");
+    fuse_reply_err(req, EIO);
+}
+
+/* The read path (no passthrough): read into a buffer and reply it, so that
+ * a failed read is seen here, not only by libfuse. */
 static void casfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
     struct casfs *fs = fuse_req_userdata(req);
     struct casfs_inode *inode = casfs_inode_of(fs, ino);
-    struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
     int64_t left = inode->digest.size - off;
+    size_t want = left <= 0 ? 0 : (uint64_t)left < size ? (size_t)left : size, got = 0;
+    char *buf = NULL;
+    int err = 0;
 
     CASFS_COUNT(fs, CASFS_OP_READ);
-    buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-    buf.buf[0].fd = (int)fi->fh;
-    buf.buf[0].pos = off;
-    if (left > 0) {
-        atomic_fetch_add(&inode->tree->bytes_read, (uint64_t)left < size ? (uint64_t)left : size);
-        atomic_fetch_add(&fs->bytes_read, (uint64_t)left < size ? (uint64_t)left : size);
+    if (want > 0 && (buf = malloc(want)) == NULL) {
+        fuse_reply_err(req, ENOMEM);
+        return;
     }
-    /* On a failed read of the blob fuse_reply_data replies the error itself. */
-    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+    while (got < want) {
+        ssize_t n = pread((int)fi->fh, buf + got, want - got, off + (off_t)got);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            err = n < 0 ? -errno : -EIO; /* a blob shorter than its digest says */
+            break;
+        }
+        got += (size_t)n;
+    }
+    if (err != 0) {
+        casfs_read_failed(fs, req, inode, (int)fi->fh, err);
+    } else {
+        atomic_fetch_add(&inode->tree->bytes_read, got);
+        atomic_fetch_add(&fs->bytes_read, got);
+        fuse_reply_buf(req, buf, got);
+    }
+    free(buf);
 }
 
 static void casfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -442,6 +568,7 @@ const struct fuse_lowlevel_ops casfs_ops = {
     .getattr = casfs_getattr,
     .readlink = casfs_readlink,
     .readdir = casfs_readdir,
+    .readdirplus = casfs_readdirplus,
     .open = casfs_open,
     .read = casfs_read,
     .release = casfs_release,

@@ -50,12 +50,13 @@
 /* --- kernel ABI, include/uapi/linux/fuse.h (7.40) --- */
 
 /* INIT flags: bits 32..63 travel in flags2 (with FUSE_INIT_EXT). */
-#define CASFS_FUSE_INIT_EXT     (1ULL << 30)
-#define CASFS_FUSE_PASSTHROUGH  (1ULL << 37)
-#define CASFS_FUSE_WRITEBACK    (1ULL << 16) /* FUSE_WRITEBACK_CACHE: excludes passthrough */
-#define CASFS_FOPEN_NOFLUSH     (1U << 5)
-#define CASFS_FOPEN_PASSTHROUGH (1U << 7)
-#define CASFS_FUSE_OPCODE_INIT  26
+#define CASFS_FUSE_INIT_EXT      (1ULL << 30)
+#define CASFS_FUSE_PASSTHROUGH   (1ULL << 37)
+#define CASFS_FUSE_WRITEBACK     (1ULL << 16) /* FUSE_WRITEBACK_CACHE: excludes passthrough */
+#define CASFS_FOPEN_NOFLUSH      (1U << 5)
+#define CASFS_FOPEN_PASSTHROUGH  (1U << 7)
+#define CASFS_FUSE_OPCODE_INIT   26
+#define CASFS_FUSE_OVER_IO_URING (1ULL << 41) /* uring.c's */
 
 /* fuse_init_out, 7.40: max_stack_depth took the first of 7.38's unused[7]. */
 struct casfs_init_out {
@@ -117,7 +118,9 @@ static void casfs_pt_note_init(struct casfs *fs, const void *buf, size_t len)
     if ((flags & CASFS_FUSE_INIT_EXT) && len >= sizeof(*in) + offsetof(struct fuse_init_in, unused))
         flags |= (uint64_t)init->flags2 << 32;
     fs->pt.kernel_flags = flags;
-    if (!fs->pt.wanted || !(flags & CASFS_FUSE_PASSTHROUGH))
+    fs->uring.offered = (flags & CASFS_FUSE_OVER_IO_URING) != 0;
+    if (!(fs->pt.wanted && (flags & CASFS_FUSE_PASSTHROUGH)) &&
+        !(fs->uring.wanted && fs->uring.offered))
         return;
     fs->pt.init_unique = in->unique;
     fs->pt.init_pending = true;
@@ -149,7 +152,8 @@ static bool casfs_iov_gather(const struct iovec *iov, int count, uint8_t *buf, s
     return true;
 }
 
-/* Accepts FUSE_PASSTHROUGH in libfuse's INIT reply. */
+/* Accepts FUSE_PASSTHROUGH and FUSE_OVER_IO_URING (uring.c) in libfuse's
+ * INIT reply, each when wanted and offered. */
 static void casfs_pt_patch_init(struct casfs *fs, uint8_t *buf, size_t len)
 {
     const struct fuse_out_header *out = (const void *)buf;
@@ -158,13 +162,33 @@ static void casfs_pt_patch_init(struct casfs *fs, uint8_t *buf, size_t len)
     if (out->error != 0 || len < sizeof(*out) + offsetof(struct casfs_init_out, unused))
         return;
     memcpy(&init, buf + sizeof(*out), offsetof(struct casfs_init_out, unused));
-    if (init.flags & CASFS_FUSE_WRITEBACK)
-        return;
-    init.flags |= CASFS_FUSE_INIT_EXT;
-    init.flags2 |= (uint32_t)(CASFS_FUSE_PASSTHROUGH >> 32);
-    init.max_stack_depth = 1;
+    if (fs->pt.wanted && (fs->pt.kernel_flags & CASFS_FUSE_PASSTHROUGH) &&
+        !(init.flags & CASFS_FUSE_WRITEBACK)) {
+        init.flags |= CASFS_FUSE_INIT_EXT;
+        init.flags2 |= (uint32_t)(CASFS_FUSE_PASSTHROUGH >> 32);
+        init.max_stack_depth = 1;
+        fs->pt.offered = true;
+    }
+    if (casfs_uring_accept(fs, fs->pt.kernel_flags, init.max_write, init.max_pages)) {
+        init.flags |= CASFS_FUSE_INIT_EXT;
+        init.flags2 |= (uint32_t)(CASFS_FUSE_OVER_IO_URING >> 32);
+    }
     memcpy(buf + sizeof(*out), &init, offsetof(struct casfs_init_out, unused));
-    fs->pt.offered = true;
+}
+
+/* Where every reply and notification goes: into a ring entry when it
+ * answers a request a ring thread serves, else to /dev/fuse. */
+static ssize_t casfs_io_send(struct casfs *fs, int fd, const struct iovec *iov, int count)
+{
+    ssize_t n = casfs_uring_capture(fs, iov, count);
+
+    if (n != -ENOENT) {
+        if (n >= 0)
+            return n;
+        errno = (int)-n;
+        return -1;
+    }
+    return writev(fd, iov, count);
 }
 
 /* The pending OPEN reply of this thread, unlinked; NULL when none. */
@@ -208,22 +232,29 @@ static ssize_t casfs_io_writev_patch(struct casfs *fs, int fd, struct iovec *iov
     const struct fuse_out_header *out = (const void *)buf;
     struct casfs_pt_pending *pend;
     struct iovec one;
+    bool init = false;
     size_t len;
+    ssize_t n;
 
     if (!casfs_iov_gather(iov, count, buf, &len) || len < sizeof(*out))
-        return writev(fd, iov, count);
+        return casfs_io_send(fs, fd, iov, count);
     if (fs->pt.init_pending && out->unique == fs->pt.init_unique) {
         fs->pt.init_pending = false;
         atomic_fetch_sub(&fs->pt.npatch, 1);
         casfs_pt_patch_init(fs, buf, len);
+        init = true;
     } else if ((pend = casfs_pt_take_pending(fs)) != NULL) {
         casfs_pt_patch_open(pend, buf, len);
     } else {
-        return writev(fd, iov, count);
+        return casfs_io_send(fs, fd, iov, count);
     }
     one.iov_base = buf;
     one.iov_len = len;
-    return writev(fd, &one, 1);
+    n = init ? writev(fd, &one, 1) : casfs_io_send(fs, fd, &one, 1);
+    /* The kernel has taken the INIT reply: the rings may register now. */
+    if (init)
+        casfs_uring_init_written(fs, n == (ssize_t)len);
+    return n;
 }
 
 static ssize_t casfs_io_writev(int fd, struct iovec *iov, int count, void *userdata)
@@ -231,22 +262,13 @@ static ssize_t casfs_io_writev(int fd, struct iovec *iov, int count, void *userd
     struct casfs *fs = userdata;
 
     if (atomic_load_explicit(&fs->pt.npatch, memory_order_acquire) == 0)
-        return writev(fd, iov, count);
+        return casfs_io_send(fs, fd, iov, count);
     return casfs_io_writev_patch(fs, fd, iov, count);
-}
-
-/* Without it libfuse would copy read replies through memory. */
-static ssize_t casfs_io_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
-                                    unsigned int flags, void *userdata)
-{
-    (void)userdata;
-    return splice(fdin, offin, fdout, offout, len, flags);
 }
 
 static const struct fuse_custom_io casfs_io = {
     .writev = casfs_io_writev,
     .read = casfs_io_read,
-    .splice_send = casfs_io_splice_send,
 };
 
 /* Whether this process has CAP_SYS_ADMIN in the initial user namespace,

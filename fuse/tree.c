@@ -18,8 +18,59 @@ struct casfs_inode *casfs_inode_of(struct casfs *fs, fuse_ino_t ino)
     return (struct casfs_inode *)(uintptr_t)ino;
 }
 
-struct casfs_inode *casfs_inode_new(struct casfs *fs, struct casfs_tree *tree, mode_t mode,
-                                    const struct cas_digest *digest, const char *target)
+/* Buckets of the child table: chains stay short up to about a million
+ * live nodes, for 512 KiB. */
+#define CASFS_CHILD_BUCKETS (1u << 16)
+
+int casfs_children_init(struct casfs *fs)
+{
+    fs->children = calloc(CASFS_CHILD_BUCKETS, sizeof(*fs->children));
+    fs->next_serial = 1; /* 0: the mount root */
+    return fs->children != NULL ? 0 : -ENOMEM;
+}
+
+static struct casfs_inode **child_bucket(struct casfs *fs, uint64_t parent_serial, uint32_t index)
+{
+    uint64_t h = (parent_serial * 0x9E3779B97F4A7C15ULL) ^ (index * 0xC2B2AE3D27D4EB4FULL);
+
+    return &fs->children[(h >> 32) & (CASFS_CHILD_BUCKETS - 1)];
+}
+
+/* Under fs->lock: the listed child, with a lookup taken; NULL when none is
+ * alive (a child whose count reached 0 is being freed: not revived). */
+static struct casfs_inode *child_take(struct casfs *fs, uint64_t parent_serial, uint32_t index)
+{
+    struct casfs_inode *c = *child_bucket(fs, parent_serial, index);
+
+    for (; c != NULL; c = c->child_next) {
+        uint_fast64_t n;
+
+        if (c->parent_serial != parent_serial || c->child_index != index)
+            continue;
+        n = atomic_load(&c->nlookup);
+        while (n != 0 && !atomic_compare_exchange_weak(&c->nlookup, &n, n + 1))
+            ;
+        return n != 0 ? c : NULL;
+    }
+    return NULL;
+}
+
+/* Under fs->lock. */
+static void child_unlist(struct casfs *fs, struct casfs_inode *inode)
+{
+    struct casfs_inode **p = child_bucket(fs, inode->parent_serial, inode->child_index);
+
+    for (; *p != NULL; p = &(*p)->child_next) {
+        if (*p == inode) {
+            *p = inode->child_next;
+            break;
+        }
+    }
+    inode->in_children = false;
+}
+
+static struct casfs_inode *inode_alloc(struct casfs_tree *tree, mode_t mode,
+                                       const struct cas_digest *digest, const char *target)
 {
     struct casfs_inode *inode = calloc(1, sizeof(*inode));
 
@@ -34,11 +85,28 @@ struct casfs_inode *casfs_inode_new(struct casfs *fs, struct casfs_tree *tree, m
     inode->digest = *digest;
     inode->tree = tree;
     atomic_fetch_add(&tree->refs, 1);
-    pthread_mutex_lock(&fs->lock);
+    return inode;
+}
+
+/* Under fs->lock. */
+static void inode_list(struct casfs *fs, struct casfs_inode *inode)
+{
+    inode->serial = fs->next_serial++;
     inode->next = fs->inodes;
     if (fs->inodes != NULL)
         fs->inodes->prev = inode;
     fs->inodes = inode;
+}
+
+struct casfs_inode *casfs_inode_new(struct casfs *fs, struct casfs_tree *tree, mode_t mode,
+                                    const struct cas_digest *digest, const char *target)
+{
+    struct casfs_inode *inode = inode_alloc(tree, mode, digest, target);
+
+    if (inode == NULL)
+        return NULL;
+    pthread_mutex_lock(&fs->lock);
+    inode_list(fs, inode);
     pthread_mutex_unlock(&fs->lock);
     return inode;
 }
@@ -50,6 +118,40 @@ static void inode_free(struct casfs_inode *inode)
     free(inode);
 }
 
+struct casfs_inode *casfs_inode_child(struct casfs *fs, struct casfs_inode *parent, uint32_t index,
+                                      mode_t mode, const struct cas_digest *digest,
+                                      const char *target)
+{
+    struct casfs_inode *inode, *fresh;
+
+    pthread_mutex_lock(&fs->lock);
+    inode = child_take(fs, parent->serial, index);
+    pthread_mutex_unlock(&fs->lock);
+    if (inode != NULL)
+        return inode;
+    fresh = inode_alloc(parent->tree, mode, digest, target);
+    if (fresh == NULL)
+        return NULL;
+    pthread_mutex_lock(&fs->lock);
+    inode = child_take(fs, parent->serial, index); /* another thread's, meanwhile */
+    if (inode == NULL) {
+        struct casfs_inode **b = child_bucket(fs, parent->serial, index);
+
+        inode = fresh;
+        fresh = NULL;
+        inode_list(fs, inode);
+        inode->parent_serial = parent->serial;
+        inode->child_index = index;
+        inode->in_children = true;
+        inode->child_next = *b;
+        *b = inode;
+    }
+    pthread_mutex_unlock(&fs->lock);
+    if (fresh != NULL)
+        inode_free(fresh);
+    return inode;
+}
+
 void casfs_inode_forget(struct casfs *fs, struct casfs_inode *inode, uint64_t n)
 {
     if (inode == &fs->root)
@@ -57,6 +159,8 @@ void casfs_inode_forget(struct casfs *fs, struct casfs_inode *inode, uint64_t n)
     if (atomic_fetch_sub(&inode->nlookup, n) != n)
         return;
     pthread_mutex_lock(&fs->lock);
+    if (inode->in_children)
+        child_unlist(fs, inode);
     if (inode->prev != NULL)
         inode->prev->next = inode->next;
     else
@@ -161,6 +265,7 @@ static void tree_read_stats(struct casfs_tree *tree, struct casfs_tree_stats *ou
     out->lookups = atomic_load(&tree->lookups);
     out->files_passthrough = atomic_load(&tree->files_passthrough);
     out->bytes_read = atomic_load(&tree->bytes_read);
+    out->read_errors = atomic_load(&tree->read_errors);
     cas_fetch_counters_read(&tree->fetch, &out->fetch);
 }
 
@@ -212,4 +317,6 @@ void casfs_trees_free(struct casfs *fs)
     }
     fs->inodes = NULL;
     fs->trees = NULL;
+    free(fs->children);
+    fs->children = NULL;
 }

@@ -26,20 +26,18 @@ const char *reapi_digest_function_name(uint64_t value)
     return NULL;
 }
 
-int reapi_digest_function_check(const ProtobufCMessage *req, uint32_t field,
-                                struct reapi_status *st)
+int reapi_digest_function_check_value(const char *message_name, uint32_t field, bool present,
+                                      bool malformed, uint64_t value, struct reapi_status *st)
 {
     const char *name;
-    uint64_t value;
-    int rc = reapi_unknown_varint(req, field, &value);
 
-    if (rc < 0) {
+    if (malformed) {
         reapi_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
                          "%s.digest_function (field %" PRIu32 ") is not an enum value",
-                         req->descriptor->short_name, field);
+                         message_name, field);
         return -EINVAL;
     }
-    if (rc == 0 || value == REAPI_DIGEST_FUNCTION_UNSET || value == REAPI_DIGEST_FUNCTION_SHA256)
+    if (!present || value == REAPI_DIGEST_FUNCTION_UNSET || value == REAPI_DIGEST_FUNCTION_SHA256)
         return 0;
     name = reapi_digest_function_name(value);
     if (name != NULL)
@@ -52,4 +50,14 @@ int reapi_digest_function_check(const ProtobufCMessage *req, uint32_t field,
                          "digest_function %" PRIu64 " is not supported: this server uses SHA256",
                          value);
     return -EINVAL;
+}
+
+int reapi_digest_function_check(const ProtobufCMessage *req, uint32_t field,
+                                struct reapi_status *st)
+{
+    uint64_t value = 0;
+    int rc = reapi_unknown_varint(req, field, &value);
+
+    return reapi_digest_function_check_value(req->descriptor->short_name, field, rc > 0, rc < 0,
+                                             value, st);
 }

@@ -13,6 +13,9 @@
  * WriteRequest (write_request.c): google.bytestream.WriteRequest decoded
  * straight from the grpc byte buffer it arrived in, its data left in grpc's
  * slices.
+ * FindMissingBlobs (find_missing.c): the request decoded in place, in two
+ * passes and in chunks, and the response encoded by hand: 100,000 digests in
+ * bounded memory, without an allocation each.
  * Unknown fields (unknown_fields.c): the REAPI fields newer than Debian's
  * protos, read from and written to a message's unknown fields; API 2.3's
  * digest_function in requests checked with them (digest_function.c).
@@ -215,6 +218,65 @@ struct write_request {
 int write_request_decode(grpc_byte_buffer *bb, struct write_request *r);
 void write_request_free(struct write_request *r);
 
+/* --- FindMissingBlobs, by hand (find_missing.c) --- */
+
+/* A piece of the request as received (a grpc slice). */
+struct find_missing_span {
+    const uint8_t *data;
+    size_t len;
+};
+
+struct find_missing_request {
+    char *instance_name; /* NUL-terminated copy; "" when absent */
+    /* The last digest_function given (0 when none); malformed: the field is
+     * there but is not an enum value. */
+    uint64_t digest_function;
+    bool has_digest_function, digest_function_malformed;
+    size_t n_digests; /* blob_digests given */
+    /* The first digest that is not a SHA-256 digest, as protobuf-c would
+     * have given its fields (hash cut at a NUL), for the error message
+     * (found by the second pass). */
+    bool has_bad;
+    size_t bad_index;
+    char *bad_hash;
+    int64_t bad_size;
+    /* private: the request's bytes, which must outlive r */
+    const struct find_missing_span *spans;
+    size_t n_spans;
+};
+
+/* Digests handed over by find_missing_request_digests at a time. */
+#define FIND_MISSING_CHUNK 1024
+
+/* Checks the top level of a FindMissingBlobsRequest given as n_spans spans
+ * and reads all but its digests (counted), as protobuf would (see
+ * find_missing.c). 0; -EINVAL when it is not a valid message; -ENOMEM. Call
+ * find_missing_request_free afterwards, whatever it returned. */
+int find_missing_request_scan(const struct find_missing_span *spans, size_t n_spans,
+                              struct find_missing_request *r);
+/* Receives the next n (at most FIND_MISSING_CHUNK) digests of the request,
+ * in order; a negative return stops the pass with it. */
+typedef int (*find_missing_digests_fn)(void *ctx, const struct cas_digest *d, size_t n);
+/* The second pass over a scanned request: checks and parses every Digest and
+ * gives them to fn (may be NULL: only check). 0; -EINVAL when a digest is
+ * not a SHA-256 digest (r's bad_* name the first); -EBADMSG when a Digest
+ * message is malformed (the request is not parseable); -ENOMEM; fn's error.
+ * On an error the chunks given so far are to be thrown away. */
+int find_missing_request_digests(struct find_missing_request *r, find_missing_digests_fn fn,
+                                 void *ctx);
+void find_missing_request_free(struct find_missing_request *r);
+
+/* A FindMissingBlobsResponse being written. */
+struct find_missing_response {
+    uint8_t *buf; /* malloc'd; the encoded message is buf[0, len) */
+    size_t len, cap;
+};
+
+/* Appends digests[i] for each missing[i], in order. 0 or -ENOMEM. */
+int find_missing_response_add(struct find_missing_response *resp, const struct cas_digest *digests,
+                              const bool *missing, size_t n);
+void find_missing_response_free(struct find_missing_response *resp);
+
 /* --- fields newer than Debian's protos (unknown_fields.c) ---
  *
  * Debian 12's generated protobuf-c types are the v2.2-era REAPI; the fields
@@ -287,6 +349,10 @@ const char *reapi_digest_function_name(uint64_t value);
  * (9) is not supported: this server uses SHA256") and returns -EINVAL. */
 int reapi_digest_function_check(const ProtobufCMessage *req, uint32_t field,
                                 struct reapi_status *st);
+/* The same for a value already read: present says whether the field was
+ * given; message_name and field name it when malformed. */
+int reapi_digest_function_check_value(const char *message_name, uint32_t field, bool present,
+                                      bool malformed, uint64_t value, struct reapi_status *st);
 
 /* --- compression (compression.c) ---
  *

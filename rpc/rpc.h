@@ -126,6 +126,9 @@ void rpc_server_stop(struct rpc_server *srv);
  * client sent none or it does not parse. Free with protobuf_c_message_free_unpacked. */
 int rpc_call_request(struct rpc_call *call, const ProtobufCMessageDescriptor *desc,
                      ProtobufCMessage **out);
+/* The request of a unary or server-streaming call as received (owned by the
+ * call; NULL when the client sent none), for a handler that decodes it itself. */
+grpc_byte_buffer *rpc_call_request_buffer(struct rpc_call *call);
 /* Receives the next message of a client stream: 1 with *out set, 0 at the end
  * of the stream, -EINVAL when it does not parse, -ECANCELED when the call died. */
 int rpc_call_recv(struct rpc_call *call, const ProtobufCMessageDescriptor *desc,

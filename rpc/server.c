@@ -114,6 +114,11 @@ int rpc_call_request(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
     return rpc_unpack(c->payload, desc, out);
 }
 
+grpc_byte_buffer *rpc_call_request_buffer(struct rpc_call *c)
+{
+    return c->payload;
+}
+
 int rpc_call_recv_buffer(struct rpc_call *c, grpc_byte_buffer **out)
 {
     grpc_op ops[2];

@@ -103,15 +103,58 @@ int web_board_begin(struct web_board *b, const struct web_action *a)
     return 0;
 }
 
+const char *web_stage_name(enum web_stage s)
+{
+    static const char *const names[] = {"queued",  "executing",     "input_fetch",
+                                        "running", "output_upload", "done"};
+
+    return (unsigned)s < WEB_STAGE_COUNT ? names[s] : "unknown";
+}
+
+/* Stamps the end of the stage left and the start of the one entered, where
+ * not stamped yet (the pipeline's own times replace them at the result). */
+static void web_board_stamp(struct web_action_times *t, enum web_stage from, enum web_stage to,
+                            uint64_t now)
+{
+    uint64_t *end[WEB_STAGE_COUNT] = {[WEB_STAGE_INPUT_FETCH] = &t->input_fetch_end,
+                                      [WEB_STAGE_RUNNING] = &t->execution_end,
+                                      [WEB_STAGE_OUTPUT_UPLOAD] = &t->output_upload_end};
+    uint64_t *start[WEB_STAGE_COUNT] = {[WEB_STAGE_EXECUTING] = &t->worker_start,
+                                        [WEB_STAGE_INPUT_FETCH] = &t->input_fetch_start,
+                                        [WEB_STAGE_RUNNING] = &t->execution_start,
+                                        [WEB_STAGE_OUTPUT_UPLOAD] = &t->output_upload_start};
+
+    if ((unsigned)from < WEB_STAGE_COUNT && end[from] != NULL && *end[from] == 0)
+        *end[from] = now;
+    if ((unsigned)to < WEB_STAGE_COUNT && start[to] != NULL && *start[to] == 0)
+        *start[to] = now;
+    if (to > WEB_STAGE_EXECUTING && t->worker_start == 0)
+        t->worker_start = now;
+}
+
 void web_board_stage(struct web_board *b, const char *instance, const struct cas_digest *d,
                      enum web_stage stage)
 {
     struct web_running **pp;
 
+    uint64_t now = clock_real_us();
+
     pthread_mutex_lock(&b->lock);
     pp = web_board_find_running_locked(b, instance, d);
-    if (pp != NULL)
+    if (pp != NULL) {
+        web_board_stamp(&(*pp)->a.times, (*pp)->a.stage, stage, now);
         (*pp)->a.stage = stage;
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
+void web_board_count_stages(struct web_board *b, uint64_t *counts)
+{
+    memset(counts, 0, WEB_STAGE_COUNT * sizeof(*counts));
+    pthread_mutex_lock(&b->lock);
+    for (const struct web_running *r = b->running; r != NULL; r = r->next)
+        if ((unsigned)r->a.stage < WEB_STAGE_COUNT)
+            counts[r->a.stage]++;
     pthread_mutex_unlock(&b->lock);
 }
 

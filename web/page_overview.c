@@ -43,9 +43,46 @@ static void web_action_link(struct util_buf *b, const struct web_action *a)
     util_buf_printf(b, "\"><code>%.12s…/%" PRId64 "</code></a>", hex, a->digest.size);
 }
 
-static const char *web_stage_name(enum web_stage s)
+static const char *web_stage_label(enum web_stage s)
 {
-    return s == WEB_STAGE_QUEUED ? "queued" : s == WEB_STAGE_EXECUTING ? "executing" : "done";
+    static const char *const labels[] = {"queued",  "executing",         "fetching inputs",
+                                         "running", "uploading outputs", "done"};
+
+    return (unsigned)s < WEB_STAGE_COUNT ? labels[s] : "unknown";
+}
+
+/* A running action's stage times so far: the stage it is in ends now. */
+static void web_running_times(const struct web_action *a, uint64_t now, struct web_action_times *t)
+{
+    *t = a->times;
+    if (a->stage == WEB_STAGE_QUEUED && t->worker_start == 0)
+        t->worker_start = now;
+    if (a->stage == WEB_STAGE_INPUT_FETCH && t->input_fetch_end == 0)
+        t->input_fetch_end = now;
+    if (a->stage == WEB_STAGE_RUNNING && t->execution_end == 0)
+        t->execution_end = now;
+    if (a->stage == WEB_STAGE_OUTPUT_UPLOAD && t->output_upload_end == 0)
+        t->output_upload_end = now;
+}
+
+/* "queued 12 ms · inputs 0.3 s · running 2.1 s": each stage reached. */
+static void web_running_spans(struct util_buf *b, const struct web_action_times *t)
+{
+    const char *names[] = {"queued", "inputs", "running", "outputs"};
+    const uint64_t from[] = {t->queued, t->input_fetch_start, t->execution_start,
+                             t->output_upload_start};
+    const uint64_t to[] = {t->worker_start, t->input_fetch_end, t->execution_end,
+                           t->output_upload_end};
+    bool first = true;
+
+    for (int i = 0; i < 4; i++) {
+        if (from[i] == 0 || to[i] < from[i])
+            continue;
+        util_buf_printf(b, "%s<span class=\"span-%s\">%s ", first ? "" : " · ", names[i], names[i]);
+        web_buf_duration(b, to[i] - from[i]);
+        util_buf_str(b, "</span>");
+        first = false;
+    }
 }
 
 static void web_overview_running(struct util_buf *b, const struct web_board_snapshot *s)
@@ -61,9 +98,10 @@ static void web_overview_running(struct util_buf *b, const struct web_board_snap
         return;
     }
     util_buf_str(b, "<table id=\"running\"><tr><th>action</th><th>mnemonic</th><th>target</th>"
-                    "<th>worker</th><th>stage</th><th>elapsed</th></tr>\n");
+                    "<th>worker</th><th>stage</th><th>elapsed</th><th>stages</th></tr>\n");
     for (size_t i = 0; i < s->n_running; i++) {
         const struct web_action *a = &s->running[i];
+        struct web_action_times t;
 
         util_buf_str(b, "<tr><td>");
         web_action_link(b, a);
@@ -73,8 +111,14 @@ static void web_overview_running(struct util_buf *b, const struct web_board_snap
         web_buf_html_str(b, a->target);
         util_buf_str(b, "</td><td>");
         web_buf_html_str(b, a->worker);
-        util_buf_printf(b, "</td><td class=\"stage\">%s</td><td>", web_stage_name(a->stage));
+        util_buf_printf(b, "</td><td class=\"stage\" data-stage=\"%s\">%s</td><td>",
+                        web_stage_name(a->stage), web_stage_label(a->stage));
         web_buf_duration(b, a->times.queued && now > a->times.queued ? now - a->times.queued : 0);
+        util_buf_str(b, "</td><td>");
+        web_running_times(a, now, &t);
+        web_buf_stage_bar(b, &t, 160, 0);
+        util_buf_str(b, " ");
+        web_running_spans(b, &t);
         util_buf_str(b, "</td></tr>\n");
     }
     util_buf_str(b, "</table>\n");

@@ -8,10 +8,17 @@
  * HTML from page_*.c, /metrics from the registry, blobs streamed from their
  * CAS file (MHD_create_response_from_fd64: sendfile, never whole in memory).
  *
+ * With [tls] the listener is HTTPS only, with the gRPC side's certificate
+ * and key; with [tls] client_ca a request must come over a connection whose
+ * client certificate GnuTLS verified against that CA, or it is answered 403
+ * (libmicrohttpd asks for the certificate but leaves the verdict to us).
+ *
  * Every response carries a Content-Security-Policy that allows no script
  * and no outside resource: the pages are HTML and inline CSS/SVG only.
  */
 #include <errno.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -34,6 +41,7 @@ struct web_server {
     struct MHD_Daemon *mhd;
     struct web_options opt;
     struct metrics_family *requests;
+    char *tls_certificate, *tls_private_key, *tls_client_ca; /* owned copies */
 };
 
 /* What *con_cls points to between the calls of one request. */
@@ -205,12 +213,73 @@ static enum MHD_Result web_dispatch(struct web_server *s, struct MHD_Connection 
     return web_send_buf(s, con, page, status, &b, "text/html; charset=utf-8");
 }
 
+/* Appends one name, truncated; names past WEB_PEER_NAMES are dropped. */
+static void web_peer_add_name(struct web_peer *peer, const char *v, size_t len)
+{
+    if (peer->n_names == WEB_PEER_NAMES || len == 0)
+        return;
+    if (len >= WEB_PEER_NAME_LEN)
+        len = WEB_PEER_NAME_LEN - 1;
+    memcpy(peer->names[peer->n_names], v, len);
+    peer->names[peer->n_names][len] = '\0';
+    peer->n_names++;
+}
+
+/* The DER certificate's CN, then its DNS, URI and e-mail SANs. */
+static void web_peer_names(const gnutls_datum_t *der, struct web_peer *peer)
+{
+    gnutls_x509_crt_t crt;
+    char v[WEB_PEER_NAME_LEN];
+    size_t len = sizeof(v);
+
+    if (gnutls_x509_crt_init(&crt) != 0)
+        return;
+    if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) != 0)
+        goto out;
+    if (gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, v, &len) == 0)
+        web_peer_add_name(peer, v, len);
+    for (unsigned i = 0; peer->n_names < WEB_PEER_NAMES; i++) {
+        len = sizeof(v);
+        int type = gnutls_x509_crt_get_subject_alt_name(crt, i, v, &len, NULL);
+
+        if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+            break;
+        if (type == GNUTLS_SAN_DNSNAME || type == GNUTLS_SAN_URI || type == GNUTLS_SAN_RFC822NAME)
+            web_peer_add_name(peer, v, len);
+    }
+out:
+    gnutls_x509_crt_deinit(crt);
+}
+
+/* The connection's client certificate chain verifies against [tls]
+ * client_ca (libmicrohttpd loaded it as the session's trust list); its
+ * names into peer. */
+static bool web_peer_certificate(struct MHD_Connection *con, struct web_peer *peer)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(con, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    const gnutls_datum_t *chain;
+    unsigned status = 0, n = 0;
+
+    if (ci == NULL || ci->tls_session == NULL)
+        return false;
+    if (gnutls_certificate_verify_peers2((gnutls_session_t)ci->tls_session, &status) != 0 ||
+        status != 0)
+        return false; /* none, or not signed by client_ca */
+    chain = gnutls_certificate_get_peers((gnutls_session_t)ci->tls_session, &n);
+    if (chain == NULL || n == 0)
+        return false;
+    peer->has_certificate = true;
+    web_peer_names(&chain[0], peer);
+    return true;
+}
+
 static enum MHD_Result web_handle(void *cls, struct MHD_Connection *con, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
     struct web_server *s = cls;
-    const char *auth;
+    struct web_peer peer;
 
     (void)version;
     (void)upload_data;
@@ -229,9 +298,15 @@ static enum MHD_Result web_handle(void *cls, struct MHD_Connection *con, const c
     if (*con_cls == &web_req_body)
         return web_send_error(s, con, "other", 413, "Request body not accepted",
                               "casboxd's pages take no request body.");
+    memset(&peer, 0, sizeof(peer));
+    if (s->opt.tls_client_ca != NULL && !web_peer_certificate(con, &peer))
+        return web_send_error(s, con, "other", 403, "Client certificate required",
+                              "This listener takes requests with a client certificate signed by "
+                              "casboxd's [tls] client_ca.");
     if (s->opt.authorize != NULL) {
-        auth = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        if (s->opt.authorize(s->opt.authorize_ctx, auth) != 0)
+        peer.authorization =
+            MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        if (s->opt.authorize(s->opt.authorize_ctx, &peer) != 0)
             return web_send_error_with(
                 s, con, "other", 401, "Unauthorized",
                 "These pages need a token with read access (Authorization: Bearer).",
@@ -282,6 +357,32 @@ static int web_resolve(const char *listen, struct sockaddr_storage *addr, bool *
     return 0;
 }
 
+static void web_server_free(struct web_server *s)
+{
+    free(s->tls_certificate);
+    free(s->tls_private_key);
+    free(s->tls_client_ca);
+    free(s);
+}
+
+/* The TLS PEM texts copied into s (libmicrohttpd keeps the pointers). */
+static int web_tls_copy(const struct web_options *opt, struct web_server *s)
+{
+    if (opt->tls_certificate == NULL)
+        return 0;
+    if (opt->tls_private_key == NULL)
+        return -EINVAL;
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+        return -ENOTSUP;
+    s->tls_certificate = strdup(opt->tls_certificate);
+    s->tls_private_key = strdup(opt->tls_private_key);
+    s->tls_client_ca = opt->tls_client_ca ? strdup(opt->tls_client_ca) : NULL;
+    if (s->tls_certificate == NULL || s->tls_private_key == NULL ||
+        (opt->tls_client_ca != NULL && s->tls_client_ca == NULL))
+        return -ENOMEM;
+    return 0;
+}
+
 int web_server_start(const struct web_options *opt, struct web_server **out)
 {
     struct web_server *s;
@@ -297,20 +398,40 @@ int web_server_start(const struct web_options *opt, struct web_server **out)
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -ENOMEM;
+    rc = web_tls_copy(opt, s);
+    if (rc != 0) {
+        web_server_free(s);
+        return LOG_ERRNO_E(rc, "[http] cannot serve HTTPS on %s%s", opt->listen,
+                           rc == -ENOTSUP ? " (this libmicrohttpd has no TLS)" : "");
+    }
     s->opt = *opt;
+    s->opt.tls_certificate = s->tls_certificate;
+    s->opt.tls_private_key = s->tls_private_key;
+    s->opt.tls_client_ca = s->tls_client_ca;
     s->requests = metrics_counter(opt->metrics, "casbox_http_requests_total",
                                   "HTTP requests answered, by page and status code.", "page,code");
     if (v6)
         flags |= MHD_USE_IPv6;
-    s->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, web_handle, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)opt->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)opt->request_bytes, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt->threads,
-        MHD_OPTION_EXTERNAL_LOGGER, web_log, NULL, MHD_OPTION_END);
+    if (s->tls_certificate != NULL)
+        flags |= MHD_USE_TLS;
+    /* The TLS options come last: without TLS (or without client_ca) an
+     * MHD_OPTION_END takes the first one's place and the rest is not read. */
+    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, web_handle, s, MHD_OPTION_SOCK_ADDR,
+                              (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)opt->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+                              (unsigned)opt->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                              (size_t)opt->request_bytes, MHD_OPTION_THREAD_POOL_SIZE,
+                              (unsigned)opt->threads, MHD_OPTION_EXTERNAL_LOGGER, web_log, NULL,
+                              s->tls_certificate ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
+                              s->tls_certificate, MHD_OPTION_HTTPS_MEM_KEY, s->tls_private_key,
+                              s->tls_client_ca ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END,
+                              s->tls_client_ca, MHD_OPTION_END);
     if (s->mhd == NULL) {
-        free(s);
-        return LOG_ERRNO_E(-EADDRINUSE, "[http] cannot listen on %s", opt->listen);
+        bool tls = s->tls_certificate != NULL;
+
+        web_server_free(s);
+        return LOG_ERRNO_E(-EADDRINUSE, "[http] cannot listen on %s%s", opt->listen,
+                           tls ? " (or GnuTLS refused the [tls] files)" : "");
     }
     *out = s;
     return 0;
@@ -321,5 +442,5 @@ void web_server_stop(struct web_server *s)
     if (s == NULL)
         return;
     MHD_stop_daemon(s->mhd);
-    free(s);
+    web_server_free(s);
 }

@@ -11,6 +11,9 @@
  * inline and the size of a message decoded for a page. Blobs are streamed
  * from their CAS file in pieces, never read whole into memory.
  *
+ * TLS: with web_options.tls_* set, the listener speaks HTTPS only (GnuTLS
+ * inside libmicrohttpd); a plain HTTP request on it gets no answer.
+ *
  * Access: web_options.authorize, when set, sees every request's
  * Authorization header first and may refuse it (401). The [auth] work plugs
  * its read-token check in there.
@@ -41,7 +44,21 @@ struct web_action_times {
     uint64_t worker_end;
 };
 
-enum web_stage { WEB_STAGE_QUEUED, WEB_STAGE_EXECUTING, WEB_STAGE_DONE };
+/* EXECUTING: taken by a slot or a worker, its step not (yet) reported;
+ * then INPUT_FETCH (staging the input tree), RUNNING (the command in its
+ * sandbox), OUTPUT_UPLOAD (collecting and storing outputs). */
+enum web_stage {
+    WEB_STAGE_QUEUED,
+    WEB_STAGE_EXECUTING,
+    WEB_STAGE_INPUT_FETCH,
+    WEB_STAGE_RUNNING,
+    WEB_STAGE_OUTPUT_UPLOAD,
+    WEB_STAGE_DONE,
+    WEB_STAGE_COUNT
+};
+
+/* "queued", "executing", "input_fetch", "running", "output_upload", "done". */
+const char *web_stage_name(enum web_stage s);
 
 /* One action as the pages show it. Strings are copied in, truncated. */
 struct web_action {
@@ -67,8 +84,12 @@ void web_board_free(struct web_board *b);
 /* An action was queued; (instance, digest) is unique among running ones
  * (identical Executes share one). -ENOMEM. */
 int web_board_begin(struct web_board *b, const struct web_action *a);
+/* The running entry moves to stage; the times of the stage it leaves and
+ * the one it enters are stamped now (the overview's elapsed per stage). */
 void web_board_stage(struct web_board *b, const char *instance, const struct cas_digest *d,
                      enum web_stage stage);
+/* Running entries by stage, for a gauge: counts[WEB_STAGE_COUNT]. */
+void web_board_count_stages(struct web_board *b, uint64_t *counts);
 /* Sets what is known once the run is over (outcome, exit code, worker,
  * times) on the running entry. */
 void web_board_result(struct web_board *b, const struct web_action *a);
@@ -98,6 +119,17 @@ void web_board_worker(struct web_board *b, const char *instance, const struct ca
 
 /* --- the HTTP server (server.c) --- */
 
+#define WEB_PEER_NAMES    8
+#define WEB_PEER_NAME_LEN 256
+
+/* Who sent a request: what authorize judges. */
+struct web_peer {
+    const char *authorization; /* the Authorization header, NULL when none */
+    bool has_certificate;      /* a client certificate verified by [tls] client_ca */
+    size_t n_names;            /* its CN, then its subject alternative names */
+    char names[WEB_PEER_NAMES][WEB_PEER_NAME_LEN];
+};
+
 struct web_options {
     const char *listen;          /* HOST:PORT */
     uint64_t max_connections;    /* at once; more are refused by the listener */
@@ -116,12 +148,21 @@ struct web_options {
     struct metrics *metrics;
     struct web_board *board;
     /* NULL: every request is allowed. Else 0 lets the request through and a
-     * negative errno answers 401; authorization is the header's value or
-     * NULL. */
-    int (*authorize)(void *ctx, const char *authorization);
+     * negative errno answers 401; peer: the header's value and the client
+     * certificate's names. */
+    int (*authorize)(void *ctx, const struct web_peer *peer);
     void *authorize_ctx;
+    /* [tls]: PEM text, copied at start. NULL certificate: plain HTTP. With
+     * client_ca, a request whose TLS peer has no certificate signed by it is
+     * answered 403 before authorize is asked. */
+    const char *tls_certificate;
+    const char *tls_private_key;
+    const char *tls_client_ca;
 };
 
+/* -ENOTSUP: TLS asked of a libmicrohttpd built without it; -EADDRINUSE;
+ * -EINVAL: a listen address that is not HOST:PORT, or TLS files GnuTLS
+ * refuses. */
 int web_server_start(const struct web_options *opt, struct web_server **out);
 /* Closes the listener and every connection; NULL is fine. */
 void web_server_stop(struct web_server *s);

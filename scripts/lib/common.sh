@@ -10,7 +10,7 @@ CASBOX_PACKAGES=(
   build-essential cmake pkg-config
   protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
   libgrpc-dev libfuse3-dev fuse3 liburing-dev libseccomp-dev libcap-dev
-  libcmocka-dev libssl-dev openssl libinih-dev libcurl4-openssl-dev libzstd-dev zstd libmicrohttpd-dev
+  libcmocka-dev libssl-dev openssl curl libinih-dev libcurl4-openssl-dev libzstd-dev zstd libmicrohttpd-dev libgnutls28-dev
   bazel-bootstrap bazel-bootstrap-source
   python3-grpcio python3-protobuf python3-zstandard chromium
   bubblewrap time dpkg-dev clang-format clang libclang-rt-14-dev

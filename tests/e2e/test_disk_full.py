@@ -14,8 +14,12 @@ ENOSPC from the kernel, no mocks). On each:
   - every blob pinned (hard-linked elsewhere, as hardlink staging does) and
     the disk full: RESOURCE_EXHAUSTED, never INTERNAL; GetCapabilities and
     reads keep working; after the filler is removed uploads work again;
-  - an action that fills the disk fails (an error status or a non-zero exit)
-    and the next action runs;
+  - an action that fills the disk (an output file, or stdout) fails
+    RESOURCE_EXHAUSTED naming the filesystem, with no (cut-short) output, and
+    the next action runs (its freshly uploaded inputs were not evicted);
+  - (on a third tmpfs, max_bytes 16 MiB) an output over [cas]
+    max_blob_percent of the store's size fails the action naming that key,
+    and the blobs stored before are all still there;
   - every blob the daemon reports present reads back and verifies, every file
     under cas/blobs hashes to its name, and casboxd exits 0 on SIGTERM.
 Needs root (mount); skips otherwise. Mounts and loop devices are removed in
@@ -101,6 +105,15 @@ def upload(c, data, bytestream):
         return d, -1, str(e)
 
 
+def start_write(c, digest):
+    """(code, message) of a ByteStream.Write of digest's first MiB: 0 when taken."""
+    try:
+        c.bs_write(c.write_name(digest), b"\0" * MiB, finish=False)
+        return 0, ""
+    except grpc.RpcError as e:
+        return e.code(), e.details() or ""
+
+
 def audit(ck, c, state, digests, kind):
     present = [d for d in digests if d.hash not in
                {m.hash for m in c.find_missing(digests)}]
@@ -154,12 +167,7 @@ def run_on(kind, tmp, ck):
            "%d missing" % len(missing))
 
         t0 = time.time()
-        big = rc.re_pb2.Digest(hash="ab" * 32, size_bytes=100 * MiB)
-        try:
-            c.bs_write(c.write_name(big), b"\0" * MiB, finish=False)
-            code, msg = 0, ""
-        except grpc.RpcError as e:
-            code, msg = e.code(), e.details() or ""
+        code, msg = start_write(c, rc.re_pb2.Digest(hash="ab" * 32, size_bytes=100 * MiB))
         ck("%s: a 100 MiB upload is RESOURCE_EXHAUSTED naming the filesystem, at once" % kind,
            code == grpc.StatusCode.RESOURCE_EXHAUSTED and kind in msg and time.time() - t0 < 10,
            "got %s %r" % (code, msg))
@@ -206,17 +214,27 @@ def run_on(kind, tmp, ck):
         digests.append(dg)
         ck("%s: space freed: uploads work again" % kind, code == 0, "got %s %r" % (code, msg))
 
-        # An action that fills the disk from its scratch dir.
-        ad = eh.upload_action(c, ["/bin/sh", "-c", "head -c %d /dev/zero > big"
-                                  % (2 * FS_MIB * MiB)], output_paths=["big"], timeout=60)
-        try:
+        # Actions that fill the disk from their scratch dir: an output file,
+        # and stdout. Each fails RESOURCE_EXHAUSTED naming the filesystem
+        # (never a success with a cut-short file), and the next one runs.
+        for what, script, outs in (
+                ("an output file", "head -c %d /dev/zero > big" % (2 * FS_MIB * MiB), ["big"]),
+                ("stdout", "head -c %d /dev/zero" % (2 * FS_MIB * MiB), [])):
+            ad = eh.upload_action(c, ["/bin/sh", "-c", script], output_paths=outs, timeout=60)
             _ops, resp = eh.execute(c, ad, timeout=120)
-            ok = resp.status.code != 0 or resp.result.exit_code != 0 or \
-                len(resp.result.output_files) == 0
-            why = "status %s exit %d outputs %s stdout %r" % (resp.status, resp.result.exit_code, [(f.path, f.digest.size_bytes) for f in resp.result.output_files], eh.read_blob(c, resp.result.stdout_digest))
-        except grpc.RpcError as e:
-            ok, why = e.code() != grpc.StatusCode.UNAVAILABLE, "call error %s" % e.code()
-        ck("%s: an action filling the disk fails clearly" % kind, ok, why)
+            ck("%s: an action filling the disk through %s is RESOURCE_EXHAUSTED naming the "
+               "filesystem, with no output" % (kind, what),
+               resp.status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] and
+               "filled the filesystem holding " + os.path.join(state, "cas", "exec")
+               in resp.status.message and not resp.result.output_files,
+               "status %s %r exit %d outputs %s" % (
+                   rc.code_name(resp.status.code), resp.status.message, resp.result.exit_code,
+                   [(f.path, f.digest.size_bytes) for f in resp.result.output_files]))
+            ad2 = eh.upload_action(c, ["/bin/sh", "-c", "echo next after %s" % what])
+            _ops, resp = eh.execute(c, ad2)
+            ck("%s: ... and the next action runs (its inputs were not evicted)" % kind,
+               resp.status.code == 0 and resp.result.exit_code == 0, "status %s" % resp.status)
+
         ad = eh.upload_action(c, ["/bin/sh", "-c", "echo hello"])
         _ops, resp = eh.execute(c, ad)
         ck("%s: the next action runs" % kind,
@@ -225,6 +243,48 @@ def run_on(kind, tmp, ck):
         with open(d.log_path) as f:
             log = f.read()
         ck("%s: the log tells the disk was full" % kind, "disk full on" in log, "")
+        c.close()
+        d.stop()
+        d = None
+    finally:
+        if d is not None:
+            d.kill()
+        umount_fs(mnt)
+
+
+def blob_bound(tmp, ck):
+    """One huge output cannot evict the cache: with [cas] max_bytes = 16 MiB
+    and max_blob_percent = 50, 12 x 1 MiB blobs stored, a 10 MiB output (it
+    fits on the disk, and would evict 6 of them) fails the action naming
+    max_blob_percent, and all 12 are still there."""
+    mnt = os.path.join(tmp, "bound")
+    mount_fs("tmpfs", mnt, None)
+    d = None
+    try:
+        d = rc.Casboxd(os.path.join(mnt, "state"), log_path=os.path.join(tmp, "bound-casboxd.log"),
+                       extra_args=["--set", "cas.max_bytes=16M",
+                                   "--set", "cas.max_blob_percent=50"])
+        d.start()
+        c = rc.Client(d.target, timeout=120)
+        kept = [upload(c, os.urandom(MiB), bytestream=False)[0] for _ in range(12)]
+        ad = eh.upload_action(c, ["/bin/sh", "-c", "head -c %d /dev/urandom > big" % (10 * MiB)],
+                              output_paths=["big"], timeout=60)
+        _ops, resp = eh.execute(c, ad, timeout=120)
+        text = resp.status.message + eh.read_blob(c, resp.result.stderr_digest).decode(
+            errors="replace")
+        ck("bound: a 10 MiB output over max_blob_percent of a 16 MiB CAS fails naming it",
+           (resp.status.code != 0 or resp.result.exit_code != 0) and
+           "max_blob_percent" in text and not resp.result.output_files,
+           "status %s exit %d %r" % (rc.code_name(resp.status.code), resp.result.exit_code, text))
+        missing = c.find_missing(kept)
+        ck("bound: ... and the 12 blobs stored before are all still there", missing == [],
+           "%d missing" % len(missing))
+        ad = eh.upload_action(c, ["/bin/sh", "-c", "head -c %d /dev/urandom > small" % (4 * MiB)],
+                              output_paths=["small"])
+        _ops, resp = eh.execute(c, ad)
+        ck("bound: a 4 MiB output is stored", resp.status.code == 0 and
+           resp.result.exit_code == 0 and len(resp.result.output_files) == 1,
+           "status %s exit %d" % (resp.status, resp.result.exit_code))
         c.close()
         d.stop()
         d = None
@@ -246,8 +306,12 @@ def main():
                 run_on(kind, tmp, ck)
             except Exception as e:  # noqa: BLE001 - report and go on to the next filesystem
                 ck("%s: ran to the end" % kind, False, repr(e))
+        try:
+            blob_bound(tmp, ck)
+        except Exception as e:  # noqa: BLE001 - report it as a failure
+            ck("bound: ran to the end", False, repr(e))
     finally:
-        for kind in ("tmpfs", "ext4"):
+        for kind in ("tmpfs", "ext4", "bound"):
             umount_fs(os.path.join(tmp, kind))
         shutil.rmtree(tmp, ignore_errors=True)
     print("\n%s" % ("all passed" if ck.failures == 0 else "%d failed" % ck.failures))

@@ -20,7 +20,8 @@ Each check runs on a daemon with the cache on (the default, FUSE staging as
 root), one with it on and hardlink staging (which reads the remembered
 subtrees' Directories lazily), and one with it off (tree_cache_entries=0),
 which must all answer the same. One daemon per
-mode, with cas.max_bytes = 4 MiB so that two 2 MiB blobs evict the oldest ones.
+mode, with cas.max_bytes = 4 MiB (and max_blob_percent = 100) so that two 2 MiB blobs evict the
+oldest ones.
 
     test_exec_tree_cache.py            start build/bin/casboxd (or $CASBOXD)
     test_exec_tree_cache.py -k evict   only checks whose name contains it
@@ -53,7 +54,7 @@ class Ctx:
 
     def daemons(self):
         for mode, extra in MODES.items():
-            _d, c = self.ds.get(mode, ["--set", "cas.max_bytes=%d" % LIMIT] + extra)
+            _d, c = self.ds.get(mode, ["--set", "cas.max_bytes=%d" % LIMIT, "--set", "cas.max_blob_percent=100"] + extra)
             yield mode, c
 
 
@@ -142,7 +143,7 @@ def check_shared_subtree(ctx):
 
 
 def make_ctx(ds):
-    _d, c = ds.get("cached", ["--set", "cas.max_bytes=%d" % LIMIT])
+    _d, c = ds.get("cached", ["--set", "cas.max_bytes=%d" % LIMIT, "--set", "cas.max_blob_percent=100"])
     need(c.get_capabilities().execution_capabilities.exec_enabled,
          "casboxd does not advertise execution (GetCapabilities: exec_enabled is false)")
     return Ctx(ds)

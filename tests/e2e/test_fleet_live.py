@@ -122,7 +122,7 @@ def sleep_action(ctx, seconds):
 
 
 @checks("worker_listen: Synchronize only on the worker address, client services only on the "
-        "client address")
+        "client address; the same address for both is refused")
 def _listen(ctx):
     w = fc.Worker(ctx.d.target, {"hostname": "py", "slot": "0"})
     need(code_of(lambda: w.idle(prefer_idle=True)) == grpc.StatusCode.UNIMPLEMENTED,
@@ -133,6 +133,14 @@ def _listen(ctx):
          "GetCapabilities on the worker address was served")
     c.close()
     need(ctx.c.get_capabilities() is not None, "no Capabilities on the client address")
+    # the same address twice (grpc binds with SO_REUSEPORT) is refused at start
+    port = rc.free_port()
+    p = subprocess.run([ctx.d.binary, "--role", "scheduler", "--listen", "127.0.0.1:%d" % port,
+                        "--set", "scheduler.worker_listen=127.0.0.1:%d" % port,
+                        "--state-dir", os.path.join(ctx.ds.tmp, "state-same")],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    need(p.returncode != 0 and b"worker_listen" in p.stderr,
+         "worker_listen = listen: exit %d, %s", p.returncode, p.stderr[-300:])
 
 
 @checks("a real worker joins on the worker address and runs a client's action; /metrics show "
@@ -153,12 +161,16 @@ def _join(ctx):
          "the scheduler's /metrics count no finished action")
 
 
-@checks("busy: /metrics show the slot busy and the action executing in its queue, the board "
-        "names the worker and its table the slot; the client leaves: killed on the worker after orphan_timeout")
+@checks("busy: fleet status and /metrics show the slot busy and the action executing in its "
+        "queue (size class 3), the board names the worker and its table the slot; the client "
+        "leaves: killed on the worker after orphan_timeout")
 def _orphan(ctx):
     ad, cmdline = sleep_action(ctx, 60)
     s = eh.Stream(ctx.c, ad, timeout=300)
     poll_until(lambda: procs_with_cmdline(cmdline), 60, "the action's sleep never started")
+    status = fc.admin(ctx.d.target, "Status")
+    need("size class 3" in status and "queue platform (none) size class 3: 0 queued, 1 executing"
+         in status, "fleet status does not show the size class and the queue:\n%s", status)
     m = ctx.metrics()
     need(tw.value(m, "casbox_fleet_workers", state="busy") == 1, "busy gauge %s",
          tw.value(m, "casbox_fleet_workers", state="busy"))

@@ -266,6 +266,10 @@ def _give_up(ctx):
                "the action's sleep was not killed after desired_state idle")
     _t, req = ctx.sched.next_request(lambda r: state(r) in ("idle", "completed"), timeout=30)
     need(state(req) == "idle", "after desired idle the slot reported %s, not idle", state(req))
+    # cleaned up as after any run: no scratch directory is left
+    scratch = os.path.join(ctx.state, "cas", "exec")
+    poll_until(lambda: os.path.isdir(scratch) and not os.listdir(scratch), 30,
+               "the killed action's scratch space was not removed")
     need("killed: the scheduler gave it up" in ctx.log(), "no log line for the kill")
     ad2 = eh.upload_action(ctx.c, ["/bin/sh", "-c", "echo next"])
     _busy, resp = ctx.run(ad2)

@@ -22,7 +22,15 @@ Checks, each a function below:
                the same state dir detaches the stale mount and works; after a
                clean stop nothing is left mounted
 
-    test_fuse_staging.py [-k NAME] [--skip-big]
+  uring mode   casfs logs which way requests come: with --uring on (what
+               test_fuse_staging_uring.sh runs) execution.fuse_uring = on and
+               the fuse module's enable_uring turned on for the run (restored
+               after), and the log must say "FUSE over io_uring on"; with the
+               default --uring auto and enable_uring as the machine has it,
+               the log must say off (and why) exactly when enable_uring is
+               off: the /dev/fuse fallback
+
+    test_fuse_staging.py [-k NAME] [--skip-big] [--uring auto|on]
 
 Needs root (or /dev/fuse usable) and overlayfs over FUSE; exit 77 (skip) when
 FUSE cannot be mounted. Exit 0 pass, 1 fail.
@@ -388,6 +396,33 @@ class T:
             self.daemon = None
 
 
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+def uring_param():
+    """The fuse module's enable_uring (True/False), None without it."""
+    try:
+        with open(URING_PARAM) as f:
+            return f.read().strip() in ("Y", "1")
+    except OSError:
+        return None
+
+
+def uring_param_set(on):
+    with open(URING_PARAM, "w") as f:
+        f.write("1" if on else "0")
+
+
+def check_uring_mode(t, want_on):
+    with open(t.log_path, errors="replace") as f:
+        lines = [ln.strip() for ln in f if "FUSE over io_uring" in ln]
+    need(lines, "no 'FUSE over io_uring' line in %s", t.log_path)
+    on = "FUSE over io_uring on" in lines[-1]
+    need(on == want_on, "FUSE over io_uring should be %s: %s", "on" if want_on else "off",
+         lines[-1])
+    log("io_uring mode: %s" % lines[-1])
+
+
 def fuse_usable():
     try:
         os.close(os.open("/dev/fuse", os.O_RDWR))
@@ -400,15 +435,28 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-k", default="")
     ap.add_argument("--skip-big", action="store_true", help="leave out the 1 GiB check")
+    ap.add_argument("--uring", choices=("auto", "on"), default="auto",
+                    help="on: serve FUSE over io_uring (enable_uring set for the run)")
     args = ap.parse_args()
     if not fuse_usable():
         log("SKIP: /dev/fuse cannot be opened (see docs/fuse.md)")
         return SKIP
+    param = uring_param()
+    if args.uring == "on" and (param is None or os.geteuid() != 0):
+        log("SKIP: FUSE over io_uring needs root and a kernel with %s (Linux >= 6.14, "
+            "CONFIG_FUSE_IO_URING)" % URING_PARAM)
+        return SKIP
+    restore_param = args.uring == "on" and not param
+    if restore_param:
+        uring_param_set(True)
     tmp = tempfile.mkdtemp(prefix="casbox-e2e-fuse.")
-    t = T(tmp, ["--set", "execution.staging=fuse", "--set", "execution.slots=4"])
+    t = T(tmp, ["--set", "execution.staging=fuse", "--set", "execution.slots=4",
+                "--set", "execution.fuse_uring=%s" % args.uring],
+          log_name="casboxd-fuse%s.log" % ("-uring" if args.uring == "on" else ""))
     failed = 0
     try:
         t.start()
+        check_uring_mode(t, args.uring == "on" or bool(param))
         for name, fn in CHECKS:
             if args.k not in name or (args.skip_big and name == "big_file"):
                 continue
@@ -436,6 +484,8 @@ def main():
         subprocess.run(["umount", "-l", os.path.join(t.state, "cas", "fuse")],
                        stderr=subprocess.DEVNULL, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+        if restore_param:
+            uring_param_set(False)
     log("PASS" if not failed else "%d check(s) failed (log %s)" % (failed, t.log_path))
     return 1 if failed else 0
 

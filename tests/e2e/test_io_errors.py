@@ -11,6 +11,10 @@ overwritten on the device makes reads of that blob fail with EIO. Checked:
      read itself fails): NOT_FOUND, and missing afterwards;
   3. every damaged blob can be uploaded again, and then reads back right;
      the undamaged ones kept serving throughout;
+  3b. an input read through FUSE (staging = fuse, fuse_passthrough = off:
+     casboxd serves the reads) whose blob is damaged after verification: the
+     action's cat fails with EIO, and FUSE's read reports it to the store:
+     the blob is missing afterwards and the log names it;
   4. ext4 shut down under casboxd (FS_IOC_SHUTDOWN: every write and read
      fails): uploads fail with a status (not a crash), GetCapabilities still
      answers, and casboxd exits 0 on SIGTERM.
@@ -184,6 +188,41 @@ def btrfs_part(tmp, ck):
         ck("the undamaged rest still serve", codes == [0] * 12, "codes %s" % codes)
         with open(d.log_path) as f:
             ck("the log names the unreadable blobs", "is unreadable" in f.read(), "")
+        c.close()
+        d.stop()
+
+        # 3b. damaged under a FUSE read (casboxd serving the read path).
+        d = rc.Casboxd(state, log_path=os.path.join(tmp, "btrfs-casboxd-fuse.log"),
+                       extra_args=["--set", "execution.staging=fuse",
+                                   "--set", "execution.fuse_passthrough=off"])
+        d.start()
+        c = rc.Client(d.target)
+        x = digs[16]
+        ck("FUSE read path: the blob verifies first", read_code(c, x) == 0, "")
+        with open(image, "r+b") as f:
+            img = f.read()
+            at = img.find(datas[16][4096:8192])
+            f.seek(at)
+            f.write(os.urandom(4096))
+            os.fsync(f.fileno())
+        fd = os.open(blob_path(state, x), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+        tree = rc.re_pb2.Directory()
+        tree.files.add(name="in", digest=x)
+        root = c.upload_message(tree)
+        ad = eh.upload_action(c, ["/bin/sh", "-c", "cat in > /dev/null; echo rc=$? >&2"],
+                              root=root)
+        _ops, resp = eh.execute(c, ad)
+        err = eh.read_blob(c, resp.result.stderr_digest).decode(errors="replace") \
+            if resp.result.HasField("stderr_digest") else resp.result.stderr_raw.decode()
+        ck("FUSE read path: the action's read of the damaged input fails with EIO",
+           "Input/output error" in err and "rc=1" in err, "stderr %r" % err)
+        missing = {m.hash for m in c.find_missing([x])}
+        ck("... and FUSE reported it: the blob is missing", missing == {x.hash},
+           "missing %s" % sorted(missing))
+        with open(d.log_path) as f:
+            ck("... the log names it", "the blob is missing from the store now" in f.read(), "")
         c.close()
         d.stop()
         d = None

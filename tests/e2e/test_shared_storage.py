@@ -8,7 +8,9 @@ code) in a network namespace of this test's own, and a second casboxd
 For each remote: writes through casbox land in the remote (BatchUpdateBlobs,
 ByteStream.Write); FindMissingBlobs is the remote's answer, not the cache's
 (a blob the cache holds but the remote lost is reported missing); a blob only
-in the remote is served (BatchReadBlobs, ByteStream.Read) and then cached; an
+in the remote is served (BatchReadBlobs, ByteStream.Read) and then cached,
+and casbox_cas_remote_fetches_total / _fetched_bytes_total on /metrics move
+by exactly those blobs (rejected wrong bytes move the failure counters); an
 action whose input tree lives only in the remote runs, fetching only the
 files it opens (auxiliary_metadata counts fetched blobs and local hits); its
 outputs and stdout are in the remote; GetActionResult answers NOT_FOUND once
@@ -28,6 +30,7 @@ package.
 import os
 import sys
 import time
+import urllib.request
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -114,10 +117,34 @@ class Ctx:
         """(remote, casboxd in front of it, its client)."""
         if kind not in self.front:
             remote = self.bst if kind == "bst" else CasboxRemote(self.ds)
+            port = rc.free_port()
             dmn, c = self.ds.get("front-" + kind, ["--set", "cas.remote=" + remote.url,
-                                                   "--set", "cas.remote_timeout=20"])
+                                                   "--set", "cas.remote_timeout=20",
+                                                   "--set", "http.listen=127.0.0.1:%d" % port])
+            dmn.http_port = port
             self.front[kind] = (remote, dmn, c)
         return self.front[kind]
+
+
+def remote_counters(dmn):
+    """casbox_cas_remote_* from the front's /metrics: {name: value}."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % dmn.http_port, timeout=30) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("casbox_cas_remote_"):
+            name, value = line.split()
+            out[name] = float(value)
+    need("casbox_cas_remote_fetches_total" in out, "/metrics has no remote fetch counters:\n%s",
+         text[:2000])
+    return out
+
+
+def counters_moved(before, after, expect):
+    for name, want in expect.items():
+        got = after[name] - before[name]
+        need(got == want if want is not None else got >= 1,
+             "%s moved by %g, expected %s", name, got, want if want is not None else ">= 1")
 
 
 def unique(tag):
@@ -174,12 +201,18 @@ def _read_through(ctx, kind):
     ds_ = remote.client().upload_blob(data_s)
     db = remote.client().upload_bytestream(data_b, chunk=512 * KiB)
     need(not os.path.exists(local_blob(dmn, ds_)), "blob already cached before any read")
+    before = remote_counters(dmn)
     r = c.batch_read([ds_]).responses[0]
     need(r.status.code == 0 and r.data == data_s, "BatchReadBlobs of a remote-only blob: %s %r",
          rc.code_name(r.status.code), r.status.message)
     need(c.bs_read(c.read_name(db)) == data_b, "ByteStream.Read of a remote-only blob differs")
     need(os.path.exists(local_blob(dmn, ds_)) and os.path.exists(local_blob(dmn, db)),
          "blobs read through were not kept in the local cache")
+    need(c.bs_read(c.read_name(db)) == data_b, "a second read differs")  # cached: no fetch
+    counters_moved(before, remote_counters(dmn), {
+        "casbox_cas_remote_fetches_total": 2,
+        "casbox_cas_remote_fetched_bytes_total": len(data_s) + len(data_b),
+        "casbox_cas_remote_fetch_failures_total": 0})
 
 
 @for_each_remote("an action whose inputs are only in the remote fetches just what it opens")
@@ -270,6 +303,7 @@ def _wrong_bytes(ctx, kind):
     if kind != "bst":
         eh.read_blob(rcl, d)  # casboxd verifies a blob on first read; then trusts it
     remote.corrupt(d)
+    before = remote_counters(dmn)
     try:
         got = c.bs_read(c.read_name(d))
         raise eh.Fail("casbox served %d bytes for %s from a corrupt remote" % (len(got),
@@ -280,6 +314,10 @@ def _wrong_bytes(ctx, kind):
              "expected UNAVAILABLE naming %s and the remote, got %s %r", d.hash,
              rc.code_name(code), msg)
     need(not os.path.exists(local_blob(dmn, d)), "the corrupt bytes were stored in the cache")
+    counters_moved(before, remote_counters(dmn), {
+        "casbox_cas_remote_fetches_total": 0,
+        "casbox_cas_remote_rejected_blobs_total": None,
+        "casbox_cas_remote_fetch_failures_total": None})
     with open(dmn.log_path, errors="replace") as f:
         need(any(d.hash in line and "do not match" in line for line in f),
              "casboxd's log has no line naming %s as rejected (%s)", d.hash, dmn.log_path)

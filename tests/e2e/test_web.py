@@ -15,6 +15,10 @@ page. Bad input: malformed paths and digests, a huge query string, huge
 headers, a body, other methods, slow clients and more connections than
 [http] max_connections get clear HTTP errors, memory stays bounded and the
 gRPC side keeps answering.
+With [tls] the listener is HTTPS only (curl --cacert; a plain request gets no
+answer), a token is still needed under [auth], SIGHUP serves a new
+certificate there too, and with client_ca a request needs a client
+certificate of that CA whose name has read.
 """
 
 import hashlib
@@ -22,6 +26,7 @@ import http.client
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -434,6 +439,13 @@ def check_overview_running(ctx):
                 eh.stage(o) == "EXECUTING" for o in ops):
             time.sleep(0.1)
         need(any(eh.stage(o) == "EXECUTING" for o in ops), "the action never reached EXECUTING")
+        # The pipeline reports its step: the sleep is in stage running.
+        while time.time() < deadline and value(
+                metrics(ctx), "casbox_execution_actions_by_stage", stage="running") < 1:
+            time.sleep(0.1)
+        fams = metrics(ctx)
+        need(value(fams, "casbox_execution_actions_by_stage", stage="running") == 1,
+             "casbox_execution_actions_by_stage{stage=\"running\"} never reached 1")
         dom = chromium(ctx, "/", screenshot="overview.png")
         m = re.search(r'<table id="running">(.*?)</table>', dom, re.S)
         need(m, "the overview has no running table while %s runs:\n%s", hexsize(ad), dom[:2000])
@@ -442,7 +454,13 @@ def check_overview_running(ctx):
         need("CppCompile&lt;x&gt;" in row, "running table lacks the escaped mnemonic:\n%s", row)
         need("CppCompile<x>" not in row, "the mnemonic was not escaped")
         need("//web:running_target" in row, "running table lacks the target")
-        need("executing" in row, "running row lacks the stage 'executing':\n%s", row)
+        need('data-stage="running">running<' in row, "running row lacks the stage 'running':\n%s",
+             row)
+        need(re.search(r'class="span-queued">queued [0-9.]+ (?:µs|ms|s|min)', row) and
+             re.search(r'class="span-inputs">inputs [0-9.]+ (?:µs|ms|s|min)', row) and
+             re.search(r'class="span-running">running [0-9.]+ (?:µs|ms|s|min)', row) and
+             "span-outputs" not in row,
+             "running row lacks the elapsed time of each stage reached so far:\n%s", row)
         need(re.search(r'id="chart-hit-rate"', dom) and re.search(r'id="chart-throughput"', dom),
              "the overview lacks its charts")
     finally:
@@ -656,6 +674,134 @@ def check_auth(ctx):
     need(status == 200 and b"casbox_grpc_requests_total" in body, "/metrics with read: %d", status)
     status, _w, _b = get("/", "tok-read")
     need(status == 200, "the overview with read: %d", status)
+
+
+def curl(url, *args):
+    """(exit code, HTTP status or 0, body) of curl; never raises."""
+    r = subprocess.run(["curl", "-sS", "--max-time", "30", "-o", "-", "-w", "\n%{http_code}",
+                        *args, url], capture_output=True, timeout=60)
+    out = r.stdout.decode(errors="replace")
+    body, _sep, code = out.rpartition("\n")
+    return r.returncode, int(code) if code.isdigit() else 0, body
+
+
+def wait_log(dmn, start, needle, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(dmn.log_path, errors="replace") as f:
+            text = f.read()[start:]
+        if needle in text:
+            return text
+        time.sleep(0.05)
+    raise Fail("no %r in %s after the SIGHUP" % (needle, dmn.log_path))
+
+
+@checks("[tls]: the pages are HTTPS only with the gRPC certificate, a token still needed, "
+        "SIGHUP serves a new certificate, client_ca needs a client certificate with read")
+def check_tls(ctx):
+    import grpc  # noqa: PLC0415 - only this check speaks TLS
+
+    need(shutil.which("curl"), "curl is not installed")
+    certs = os.path.join(ctx.ds.tmp, "certs")
+    subprocess.run([os.path.join(os.path.dirname(os.path.abspath(__file__)), "auth_certs.sh"),
+                    certs], check=True)
+    crt = lambda name: os.path.join(certs, name)  # noqa: E731
+    with open(crt("ca.pem"), "rb") as f:
+        ca_pem = f.read()
+    rot = os.path.join(ctx.ds.tmp, "tls-rotate")
+    os.makedirs(rot)
+    shutil.copy(crt("server.pem"), os.path.join(rot, "server.pem"))
+    shutil.copy(crt("server.key"), os.path.join(rot, "server.key"))
+    tokens = os.path.join(ctx.ds.tmp, "tokens-tls")
+    with open(tokens, "w") as f:
+        f.write("tok-read read\n")
+    os.chmod(tokens, 0o600)
+    conf = os.path.join(ctx.ds.tmp, "tls.conf")
+    with open(conf, "w") as f:
+        f.write("[tls]\ncertificate = %s/server.pem\nprivate_key = %s/server.key\n"
+                "[auth]\ntokens_file = %s\n" % (rot, rot, tokens))
+    port = rc.free_port()
+    dmn, _c = ctx.ds.get("tls", ["--config", conf, "--set", "http.listen=127.0.0.1:%d" % port])
+    ctx.ds.clients["tls"] = rc.Client(dmn.target, credentials=grpc.ssl_channel_credentials(ca_pem),
+                                      token="tok-read")
+    url = "https://localhost:%d/metrics" % port
+    auth = ["-H", "Authorization: Bearer tok-read"]
+
+    code, status, body = curl("http://127.0.0.1:%d/metrics" % port, *auth)
+    need(code != 0 and status == 0 and "casbox_" not in body,
+         "plain HTTP on the TLS listener: curl %d, HTTP %d, %r", code, status, body[:200])
+    reply = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        reply.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-read"
+                      b"\r\n\r\n")
+        got = b""
+        while len(got) < 65536:
+            chunk = reply.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass
+    finally:
+        reply.close()
+    need(b"HTTP/1." not in got and b"casbox_" not in got,
+         "a plain request on the TLS listener was answered: %r", got[:200])
+    code, status, body = curl(url, "--cacert", crt("ca.pem"), *auth)
+    need(code == 0 and status == 200 and "casbox_grpc_requests_total" in body,
+         "HTTPS /metrics with the CA and the token: curl %d, HTTP %d", code, status)
+    code, status, _b = curl(url, "--cacert", crt("ca.pem"))
+    need(code == 0 and status == 401, "HTTPS without a token: curl %d, HTTP %d", code, status)
+    code, status, _b = curl(url, "--cacert", crt("other-ca.pem"), *auth)
+    need(code != 0 and status == 0, "a client trusting another CA connected: curl %d, HTTP %d",
+         code, status)
+
+    # SIGHUP with the key certified by another CA: the pages serve it.
+    with open(dmn.log_path, errors="replace") as f:
+        start = len(f.read())
+    shutil.copy(crt("server-other.pem"), os.path.join(rot, "server.pem"))
+    dmn.proc.send_signal(signal.SIGHUP)
+    wait_log(dmn, start, "http: web pages and /metrics on https://")
+    with open(crt("other-ca.pem"), "rb") as f:
+        ctx.ds.clients["tls"] = rc.Client(dmn.target, token="tok-read",
+                                          credentials=grpc.ssl_channel_credentials(f.read()))
+    code, status, _b = curl(url, "--cacert", crt("other-ca.pem"), *auth)
+    need(code == 0 and status == 200, "after the reload, a client of the new CA: curl %d, HTTP %d",
+         code, status)
+    code, status, _b = curl(url, "--cacert", crt("ca.pem"), *auth)
+    need(code != 0, "after the reload, the old certificate is still served (curl %d, HTTP %d)",
+         code, status)
+
+    # client_ca: a request must bring a client certificate signed by it.
+    # [auth] certificates_file: the certificate's name must have read.
+    names = os.path.join(ctx.ds.tmp, "names-tls")
+    with open(names, "w") as f:
+        f.write("ci read\n")
+    os.chmod(names, 0o600)
+    conf2 = os.path.join(ctx.ds.tmp, "mtls.conf")
+    with open(conf2, "w") as f:
+        f.write("[tls]\ncertificate = %s\nprivate_key = %s\nclient_ca = %s\n"
+                "[auth]\ncertificates_file = %s\n"
+                % (crt("server.pem"), crt("server.key"), crt("ca.pem"), names))
+    port2 = rc.free_port()
+    dmn2, _c = ctx.ds.get("mtls", ["--config", conf2, "--set", "http.listen=127.0.0.1:%d" % port2])
+    with open(crt("ci.pem"), "rb") as f, open(crt("ci.key"), "rb") as k:
+        ctx.ds.clients["mtls"] = rc.Client(dmn2.target, credentials=grpc.ssl_channel_credentials(
+            ca_pem, k.read(), f.read()))
+    url2 = "https://localhost:%d/metrics" % port2
+    code, status, _b = curl(url2, "--cacert", crt("ca.pem"))
+    need(code == 0 and status == 403, "without a client certificate: curl %d, HTTP %d", code,
+         status)
+    code, status, _b = curl(url2, "--cacert", crt("ca.pem"), "--cert", crt("other.pem"), "--key",
+                            crt("other.key"))
+    need(status != 200, "a client certificate of another CA: curl %d, HTTP %d", code, status)
+    code, status, _b = curl(url2, "--cacert", crt("ca.pem"), "--cert", crt("dev.pem"), "--key",
+                            crt("dev.key"))
+    need(code == 0 and status == 401, "a certificate not in certificates_file: curl %d, HTTP %d",
+         code, status)
+    code, status, body = curl(url2, "--cacert", crt("ca.pem"), "--cert", crt("ci.pem"), "--key",
+                              crt("ci.key"))
+    need(code == 0 and status == 200 and "casbox_" in body,
+         "with a client certificate of client_ca: curl %d, HTTP %d", code, status)
 
 
 if __name__ == "__main__":

@@ -370,6 +370,47 @@ static void test_batch_mixed(void **state)
     }
 }
 
+/* Size hints only order the work (files hinted large go first, largest
+ * first): wrong hints, a missing file hinted large and large files without a
+ * hint still give every file its own digest and error, at its own index. */
+static void test_large_first_hints(void **state)
+{
+    enum { N = 40 };
+    static struct cas_ingest_file files[N];
+    static char names[N][16];
+    static size_t sizes[N];
+    struct cas_ingest_stats stats;
+    char path[PATH_MAX + 32];
+    struct fx f;
+
+    (void)state;
+    fx_setup(&f);
+    for (size_t i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "h%03zu", i);
+        sizes[i] = i % 10 == 3 ? (5u << 20) + i : 100 + i * 37;
+        files[i] = (struct cas_ingest_file){.dir_fd = f.src_fd, .name = names[i]};
+        if (i % 10 == 3 && i != 13)
+            files[i].size_hint = sizes[i]; /* right (13: large, no hint) */
+        else if (i % 10 == 7)
+            files[i].size_hint = (64u << 20) - i; /* small, hinted large */
+        if (i != 27)
+            write_file(f.src_fd, names[i], sizes[i], i, 0644);
+    }
+    ingest(NULL, CAS_INGEST_THREADS, 0, files, N, -ENOENT, &stats);
+    assert_int_equal(stats.files, N - 1);
+    for (size_t i = 0; i < N; i++) {
+        if (i == 27) { /* missing, hinted large */
+            assert_int_equal(files[i].error, -ENOENT);
+            continue;
+        }
+        assert_int_equal(files[i].error, 0);
+        assert_int_equal(files[i].digest.size, (int64_t)sizes[i]);
+        snprintf(path, sizeof(path), "%s/%s", f.src, names[i]);
+        expect_sha256sum(path, &files[i].digest);
+    }
+    fx_teardown(&f);
+}
+
 /* A moved file goes straight to its blob name; when a file already sits
  * there unverified (found by the start-up scan), it takes the route through
  * tmp/ and replaces it. Either way the blob is the content, read-only, and
@@ -1018,8 +1059,9 @@ int main(void)
         cmocka_unit_test(test_open_writer),          cmocka_unit_test(test_no_move),
         cmocka_unit_test(test_byte_limit),           cmocka_unit_test(test_outputs_tree),
         cmocka_unit_test(test_outputs_later_action), cmocka_unit_test(test_outputs_limits),
-        cmocka_unit_test(test_batch_mixed),          cmocka_unit_test(test_commit_routes),
-        cmocka_unit_test(test_uring_ring_sizes),     cmocka_unit_test(test_commit_moved_check),
+        cmocka_unit_test(test_batch_mixed),          cmocka_unit_test(test_large_first_hints),
+        cmocka_unit_test(test_commit_routes),        cmocka_unit_test(test_uring_ring_sizes),
+        cmocka_unit_test(test_commit_moved_check),
     };
 
     signal(SIGPIPE, SIG_IGN);

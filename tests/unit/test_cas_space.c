@@ -8,7 +8,9 @@
  * filesystem holds minus the headroom); many small blobs are counted in
  * disk blocks, so reopening a store never evicts them for want of room; an
  * EIO from a read drops the blob and another error does not; a waiting
- * lock gives up with -EBUSY after lock_wait_ms; fsync modes parse.
+ * lock gives up with -EBUSY after lock_wait_ms; fsync modes parse; an
+ * output over max_blob_percent does not fit; a store
+ * indexed in the background answers right meanwhile.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +28,7 @@
 #include <cmocka.h>
 
 #include "cas/cas.h"
+#include "store_internal.h" /* white-box: the scanning flag */
 
 struct fixture {
     char dir[64];
@@ -119,6 +122,71 @@ static void test_small_blobs_survive_reopen(void **state)
     assert_int_equal(st.evicted_blobs, 0);
 }
 
+/* max_blob_percent: an output over that share of max_bytes is refused
+ * (and counted); one under it fits. */
+static void test_blob_bound(void **state)
+{
+    struct fixture *f = *state;
+    struct cas_store_options opt = {.max_bytes = 100000, .max_blob_percent = 40};
+    struct cas_store_stats st;
+
+    assert_int_equal(cas_store_open(f->dir, &opt, &f->store), 0);
+    assert_int_equal(cas_store_max_blob_bytes(f->store), 40000);
+    assert_int_equal(cas_store_blob_fits(f->store, 40000), 0);
+    assert_int_equal(cas_store_blob_fits(f->store, 40001), -EFBIG);
+    cas_store_get_stats(f->store, &st);
+    assert_int_equal(st.refused_blobs, 1);
+    assert_int_equal(st.max_blob_bytes, 40000);
+    cas_store_close(f->store);
+    opt.max_blob_percent = 100; /* no bound */
+    assert_int_equal(cas_store_open(f->dir, &opt, &f->store), 0);
+    assert_int_equal(cas_store_blob_fits(f->store, UINT64_MAX), 0);
+}
+
+/* scan_in_background: every blob is found at once, whether the scan has
+ * reached it or the lookup finds its file; the count ends right (nothing
+ * indexed twice); and while the flag is up a file the index lacks is found
+ * on disk (deterministically, with the flag raised by hand). */
+static void test_background_scan(void **state)
+{
+    struct fixture *f = *state;
+    struct cas_store_options opt = {.max_bytes = 0, .scan_in_background = true};
+    struct cas_store_stats st;
+    struct cas_digest d[2000], extra;
+    char path[512], hex[CAS_HASH_HEX + 1];
+    uint8_t content[] = "written behind the index";
+    FILE *fp;
+
+    assert_int_equal(cas_store_open(f->dir, NULL, &f->store), 0);
+    for (uint32_t i = 0; i < 2000; i++)
+        put_blob(f->store, i + 1, 64, &d[i]);
+    cas_store_close(f->store);
+    assert_int_equal(cas_store_open(f->dir, &opt, &f->store), 0);
+    for (int i = 1999; i >= 0; i--)
+        assert_int_equal(cas_store_contains(f->store, &d[i]), 1);
+    for (int tries = 0; tries < 2000 && atomic_load(&f->store->scanning); tries++)
+        usleep(5000);
+    assert_false(atomic_load(&f->store->scanning));
+    cas_store_get_stats(f->store, &st);
+    assert_int_equal(st.blobs, 2000);
+
+    /* A file the index does not know: missing, unless the scan is on. */
+    cas_digest_buffer(content, sizeof(content), &extra);
+    cas_digest_hex(&extra, hex);
+    snprintf(path, sizeof(path), "%s/blobs/%.2s/%s", f->dir, hex, hex);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(content, 1, sizeof(content), fp), sizeof(content));
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(cas_store_contains(f->store, &extra), 0);
+    atomic_store(&f->store->scanning, true);
+    assert_int_equal(cas_store_contains(f->store, &extra), 1);
+    atomic_store(&f->store->scanning, false);
+    assert_int_equal(cas_store_contains(f->store, &extra), 1); /* indexed now */
+    cas_store_get_stats(f->store, &st);
+    assert_int_equal(st.blobs, 2001);
+}
+
 static void test_read_failed_eio_drops_blob(void **state)
 {
     struct fixture *f = *state;
@@ -188,6 +256,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_limit_follows_filesystem, setup, teardown),
         cmocka_unit_test_setup_teardown(test_small_blobs_survive_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_failed_eio_drops_blob, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_wait_gives_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_modes, setup, teardown),

@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/utsname.h>
 
 #include "fuse/casfs.h"
@@ -29,7 +30,10 @@ struct fs_fixture {
     enum casfs_passthrough_mode mode;
     bool pt; /* passthrough active */
     char log[1024];
-    char mount_log[1024]; /* the line casfs_mount logged last */
+    char mount_log[1024]; /* the lines casfs_mount logged */
+    bool mounting;
+    enum casfs_uring_mode uring;
+    bool uring_param_set; /* this group turned enable_uring on: restore it */
 };
 
 static const char hello_text[] = "hello, casfs\n";
@@ -39,7 +43,39 @@ static void fixture_log(void *arg, const char *line)
 {
     struct fs_fixture *f = arg;
 
+    size_t used = strlen(f->mount_log);
+
     snprintf(f->log, sizeof(f->log), "%s", line);
+    if (f->mounting)
+        snprintf(f->mount_log + used, sizeof(f->mount_log) - used, "%s\n", line);
+}
+
+static const char uring_param[] = "/sys/module/fuse/parameters/enable_uring";
+
+/* Sets the fuse module's enable_uring; false when there is no such knob. */
+static bool uring_param_write(bool on)
+{
+    int fd = open(uring_param, O_WRONLY | O_CLOEXEC);
+    bool ok;
+
+    if (fd < 0)
+        return false;
+    ok = write(fd, on ? "1" : "0", 1) == 1;
+    close(fd);
+    return ok;
+}
+
+static bool uring_param_on(void)
+{
+    char c = 0;
+    int fd = open(uring_param, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return false;
+    if (read(fd, &c, 1) != 1)
+        c = 0;
+    close(fd);
+    return c == 'Y' || c == '1';
 }
 
 static bool fuse_usable(void)
@@ -55,8 +91,9 @@ static bool fuse_usable(void)
     return true;
 }
 
-static int setup(void **state, enum casfs_passthrough_mode mode)
+static int setup_modes(void **state, enum casfs_passthrough_mode mode, enum casfs_uring_mode uring)
 {
+    bool param_set = false;
     struct fs_fixture *f;
     struct cas_digest empty_dir, nested, sub;
     struct casfs_options opt = {0};
@@ -66,7 +103,17 @@ static int setup(void **state, enum casfs_passthrough_mode mode)
         *state = NULL;
         return 0;
     }
+    if (uring == CASFS_URING_ON && !uring_param_on()) {
+        if (!uring_param_write(true)) {
+            fprintf(stderr, "SKIP: FUSE over io_uring: the kernel has no %s\n", uring_param);
+            *state = NULL;
+            return 0;
+        }
+        param_set = true;
+    }
     f = calloc(1, sizeof(*f));
+    f->uring_param_set = param_set;
+    f->uring = uring;
     assert_non_null(f);
     th_env_setup(&f->env);
     snprintf(f->mnt, sizeof(f->mnt), "%s/mnt", f->env.dir);
@@ -107,23 +154,37 @@ static int setup(void **state, enum casfs_passthrough_mode mode)
     opt.log = fixture_log;
     opt.log_arg = f;
     opt.passthrough = mode;
+    opt.uring = uring;
     f->mode = mode;
+    f->mounting = true;
     assert_int_equal(casfs_mount(f->env.cas, &opt, &f->fs), 0);
+    f->mounting = false;
     f->pt = casfs_passthrough_active(f->fs);
-    snprintf(f->mount_log, sizeof(f->mount_log), "%s", f->log);
     assert_int_equal(casfs_tree_add(f->fs, "t1", &f->root), 0);
     *state = f;
     return 0;
 }
 
+/* /dev/fuse reads, whatever enable_uring says. */
 static int setup_auto(void **state)
 {
-    return setup(state, CASFS_PASSTHROUGH_AUTO);
+    return setup_modes(state, CASFS_PASSTHROUGH_AUTO, CASFS_URING_OFF);
 }
 
 static int setup_off(void **state)
 {
-    return setup(state, CASFS_PASSTHROUGH_OFF);
+    return setup_modes(state, CASFS_PASSTHROUGH_OFF, CASFS_URING_OFF);
+}
+
+/* io_uring required (enable_uring turned on for the group, then restored). */
+static int setup_uring(void **state)
+{
+    return setup_modes(state, CASFS_PASSTHROUGH_AUTO, CASFS_URING_ON);
+}
+
+static int setup_uring_off(void **state)
+{
+    return setup_modes(state, CASFS_PASSTHROUGH_OFF, CASFS_URING_ON);
 }
 
 static int teardown(void **state)
@@ -133,6 +194,8 @@ static int teardown(void **state)
     if (f == NULL)
         return 0;
     casfs_unmount(f->fs);
+    if (f->uring_param_set && !uring_param_write(false))
+        fprintf(stderr, "test_casfs: could not restore %s to N\n", uring_param);
     free(f->big_data);
     th_env_teardown(&f->env);
     free(f);
@@ -144,6 +207,14 @@ static int teardown(void **state)
         if ((f) == NULL)                                                                           \
             skip();                                                                                \
     } while (0)
+
+/* One STATFS request (never cached by the kernel); 0 or -errno. */
+static int statfs_count(const char *mnt)
+{
+    struct statvfs sv;
+
+    return statvfs(mnt, &sv) == 0 ? 0 : -errno;
+}
 
 static void path_in(const struct fs_fixture *f, const char *rel, char *out, size_t len)
 {
@@ -253,6 +324,52 @@ static void test_readdir(void **state)
             n++;
     closedir(dir);
     assert_int_equal(n, 1);
+}
+
+/* A listing answers READDIRPLUS: every entry comes with its node and
+ * attributes, so stat of each name afterwards asks casfs nothing (no LOOKUP),
+ * and the nodes are the ones a LOOKUP gives (the same inode number). */
+static void test_readdirplus(void **state)
+{
+    struct fs_fixture *f = *state;
+    struct casfs_tree_stats s;
+    char p[PATH_MAX + 64], q[PATH_MAX + 320];
+    struct dirent *de;
+    struct stat st;
+    size_t n = 0;
+    DIR *dir;
+
+    NEED_FUSE(f);
+    assert_int_equal(casfs_tree_add(f->fs, "rdp", &f->root), 0);
+    path_in(f, "rdp", p, sizeof(p));
+    dir = opendir(p);
+    assert_non_null(dir);
+    while ((de = readdir(dir)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        snprintf(q, sizeof(q), "%s/%s", p, de->d_name);
+        assert_int_equal(lstat(q, &st), 0);
+        assert_int_equal(st.st_ino, de->d_ino);
+        if (strcmp(de->d_name, "hello.txt") == 0)
+            assert_int_equal(st.st_size, sizeof(hello_text) - 1);
+        n++;
+    }
+    closedir(dir);
+    assert_int_equal(n, 9);
+    assert_int_equal(casfs_tree_stats(f->fs, "rdp", &s), 0);
+    assert_int_equal(s.lookups, 0);
+    /* A name looked up before a listing keeps its node: a second listing of
+     * a directory whose names are all known changes nothing. */
+    snprintf(q, sizeof(q), "%s/sub/hello.txt", p);
+    assert_int_equal(stat(q, &st), 0);
+    snprintf(q, sizeof(q), "%s/sub", p);
+    dir = opendir(q);
+    assert_non_null(dir);
+    while ((de = readdir(dir)) != NULL)
+        if (strcmp(de->d_name, "hello.txt") == 0)
+            assert_int_equal(de->d_ino, st.st_ino);
+    closedir(dir);
+    assert_int_equal(casfs_tree_remove(f->fs, "rdp", NULL), 0);
 }
 
 static void read_all(const char *path, char **buf, size_t *len)
@@ -377,6 +494,51 @@ static void test_passthrough_mode(void **state)
 }
 
 /* The configuration's words (no mount needed). */
+/* Which path served: with io_uring on, requests come through the rings
+ * (the counter moves, and /dev/fuse serves only INIT, FORGET and the like);
+ * with it off, never. */
+static void test_uring_mode(void **state)
+{
+    struct fs_fixture *f = *state;
+    struct casfs_stats before, after;
+    char p[PATH_MAX + 64];
+    struct stat st;
+
+    NEED_FUSE(f);
+    assert_int_equal(casfs_tree_add(f->fs, "um", &f->root), 0);
+    casfs_get_stats(f->fs, &before);
+    path_in(f, "um/sub/e1", p, sizeof(p));
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(statfs_count(f->mnt), 0);
+    casfs_get_stats(f->fs, &after);
+    assert_int_equal(casfs_tree_remove(f->fs, "um", NULL), 0);
+    if (f->uring == CASFS_URING_OFF) {
+        assert_false(casfs_uring_active(f->fs));
+        assert_non_null(strstr(f->mount_log, "FUSE over io_uring off"));
+        assert_int_equal(after.ring_requests, 0);
+        return;
+    }
+    if (!casfs_uring_active(f->fs))
+        fail_msg("io_uring is off with fuse_uring = on: %s", f->mount_log);
+    assert_non_null(strstr(f->mount_log, "FUSE over io_uring on"));
+    /* three LOOKUPs (um, sub, e1) and a STATFS, all through the rings */
+    assert_true(after.ring_requests - before.ring_requests >= 4);
+}
+
+static void test_uring_parse(void **state)
+{
+    enum casfs_uring_mode m = CASFS_URING_OFF;
+
+    (void)state;
+    assert_int_equal(casfs_uring_parse("auto", &m), 0);
+    assert_int_equal(m, CASFS_URING_AUTO);
+    assert_int_equal(casfs_uring_parse("on", &m), 0);
+    assert_int_equal(m, CASFS_URING_ON);
+    assert_int_equal(casfs_uring_parse("off", &m), 0);
+    assert_int_equal(m, CASFS_URING_OFF);
+    assert_int_equal(casfs_uring_parse("yes", &m), -EINVAL);
+}
+
 static void test_passthrough_parse(void **state)
 {
     enum casfs_passthrough_mode m = CASFS_PASSTHROUGH_OFF;
@@ -517,6 +679,46 @@ static void test_missing_blob_eio(void **state)
     assert_non_null(strstr(f->log, hex));
 }
 
+/* A blob that fails to read once opened (here: cut short under casfs, as a
+ * damaged disk would answer EIO) gives the reader EIO, and on the read path
+ * the store is told: the blob is missing afterwards. With passthrough the
+ * kernel reads the blob file itself and casfs never sees the read. */
+static void test_read_error_reported(void **state)
+{
+    struct fs_fixture *f = *state;
+    char p[PATH_MAX + 64], blob[PATH_MAX + 160], hex[CAS_HASH_HEX + 1], data[20000], c;
+    struct casfs_tree_stats s;
+    struct cas_digest d, root;
+    Directory *dir;
+    int fd;
+
+    NEED_FUSE(f);
+    if (f->pt)
+        skip(); /* passthrough: the kernel reads the blob file, not casfs */
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (char)(i * 13 + (f->uring == CASFS_URING_OFF ? 1 : 2) + f->mode);
+    th_put(f->env.cas, data, sizeof(data), &d);
+    dir = th_dir_new();
+    th_dir_add_file_digest(dir, "damaged.bin", &d, false);
+    th_dir_put(f->env.cas, dir, &root);
+    assert_int_equal(casfs_tree_add(f->fs, "rerr", &root), 0);
+    path_in(f, "rerr/damaged.bin", p, sizeof(p));
+    fd = open(p, O_RDONLY | O_CLOEXEC); /* the store verifies the blob here */
+    assert_true(fd >= 0);
+    cas_digest_hex(&d, hex);
+    snprintf(blob, sizeof(blob), "%s/blobs/%.2s/%s", f->env.cas_dir, hex, hex);
+    assert_int_equal(truncate(blob, 100), 0);
+    assert_int_equal(pread(fd, &c, 1, 10000), -1);
+    assert_int_equal(errno, EIO);
+    close(fd);
+    assert_int_equal(cas_store_contains(f->env.cas, &d), 0);
+    assert_non_null(strstr(f->log, hex));
+    assert_non_null(strstr(f->log, "missing from the store now"));
+    assert_int_equal(casfs_tree_stats(f->fs, "rerr", &s), 0);
+    assert_true(s.read_errors >= 1); /* the kernel may have read ahead too */
+    assert_int_equal(casfs_tree_remove(f->fs, "rerr", NULL), 0);
+}
+
 static void test_missing_directory_eio(void **state)
 {
     struct fs_fixture *f = *state;
@@ -603,16 +805,30 @@ static void test_stale_mount_cleanup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_attributes),        cmocka_unit_test(test_readdir),
-        cmocka_unit_test(test_read_and_counters), cmocka_unit_test(test_passthrough_mode),
-        cmocka_unit_test(test_passthrough_parse), cmocka_unit_test(test_concurrent_opens_mmap),
-        cmocka_unit_test(test_overlay_on_top),    cmocka_unit_test(test_writes_fail),
-        cmocka_unit_test(test_missing_blob_eio),  cmocka_unit_test(test_missing_directory_eio),
-        cmocka_unit_test(test_remove_tree),       cmocka_unit_test(test_stale_mount_cleanup),
+        cmocka_unit_test(test_attributes),
+        cmocka_unit_test(test_readdir),
+        cmocka_unit_test(test_readdirplus),
+        cmocka_unit_test(test_read_and_counters),
+        cmocka_unit_test(test_passthrough_mode),
+        cmocka_unit_test(test_passthrough_parse),
+        cmocka_unit_test(test_concurrent_opens_mmap),
+        cmocka_unit_test(test_overlay_on_top),
+        cmocka_unit_test(test_writes_fail),
+        cmocka_unit_test(test_missing_blob_eio),
+        cmocka_unit_test(test_missing_directory_eio),
+        cmocka_unit_test(test_remove_tree),
+        cmocka_unit_test(test_stale_mount_cleanup),
+        cmocka_unit_test(test_uring_mode),
+        cmocka_unit_test(test_read_error_reported),
+        cmocka_unit_test(test_uring_parse),
     };
     int failed;
 
     failed = cmocka_run_group_tests_name("casfs, passthrough auto", tests, setup_auto, teardown);
     failed += cmocka_run_group_tests_name("casfs, passthrough off", tests, setup_off, teardown);
+    failed += cmocka_run_group_tests_name("casfs, io_uring, passthrough auto", tests, setup_uring,
+                                          teardown);
+    failed += cmocka_run_group_tests_name("casfs, io_uring, passthrough off", tests,
+                                          setup_uring_off, teardown);
     return failed;
 }

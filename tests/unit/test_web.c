@@ -145,12 +145,53 @@ static void test_board(void **state)
     web_board_free(b);
 }
 
+/* A running action's steps: each stamps the end of the last and the start
+ * of the next, and the counts by stage follow. */
+static void test_board_stages(void **state)
+{
+    struct web_board *b;
+    struct web_board_snapshot s;
+    struct web_action a = action_n(7), other = action_n(8);
+    uint64_t counts[WEB_STAGE_COUNT];
+    const struct web_action_times *t;
+
+    (void)state;
+    assert_int_equal(web_board_new(3, &b), 0);
+    assert_int_equal(web_board_begin(b, &a), 0);
+    assert_int_equal(web_board_begin(b, &other), 0);
+    web_board_stage(b, "", &a.digest, WEB_STAGE_EXECUTING);
+    web_board_stage(b, "", &a.digest, WEB_STAGE_INPUT_FETCH);
+    web_board_stage(b, "", &a.digest, WEB_STAGE_RUNNING);
+    web_board_count_stages(b, counts);
+    assert_int_equal(counts[WEB_STAGE_QUEUED], 1);
+    assert_int_equal(counts[WEB_STAGE_RUNNING], 1);
+    assert_int_equal(counts[WEB_STAGE_EXECUTING] + counts[WEB_STAGE_INPUT_FETCH], 0);
+    assert_int_equal(web_board_snapshot(b, 10, &s), 0);
+    assert_int_equal(s.n_running, 2);
+    t = &s.running[0].times;
+    assert_int_equal(s.running[0].stage, WEB_STAGE_RUNNING);
+    assert_true(t->worker_start != 0 && t->input_fetch_start >= t->worker_start);
+    assert_true(t->input_fetch_end >= t->input_fetch_start && t->execution_start != 0);
+    assert_int_equal(t->execution_end, 0); /* still running */
+    assert_int_equal(s.running[1].times.worker_start, 0);
+    web_board_snapshot_free(&s);
+    web_board_stage(b, "", &a.digest, WEB_STAGE_OUTPUT_UPLOAD);
+    assert_int_equal(web_board_snapshot(b, 10, &s), 0);
+    assert_true(s.running[0].times.execution_end >= s.running[0].times.execution_start);
+    assert_true(s.running[0].times.output_upload_start != 0);
+    web_board_snapshot_free(&s);
+    assert_string_equal(web_stage_name(WEB_STAGE_OUTPUT_UPLOAD), "output_upload");
+    assert_string_equal(web_stage_name(WEB_STAGE_COUNT), "unknown");
+    web_board_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_escape),
         cmocka_unit_test(test_board),
+        cmocka_unit_test(test_board_stages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
