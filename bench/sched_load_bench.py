@@ -108,14 +108,22 @@ def pct(xs, p):
 
 
 async def run(target, workers, digests, pid):
-    channels = [grpc.aio.insecure_channel(target) for _ in range(16)]
+    # Own connections (no shared subchannel), apart for the slots and for the
+    # Executes, each under casboxd's 1,000 streams per connection: slots
+    # whose connection is full of waiting Executes could not report.
+    def channel():
+        return grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+
+    wchannels = [channel() for _ in range(workers // 500 + 1)]
+    echannels = [channel() for _ in range(len(digests) // 500 + 1)]
+    channels = wchannels + echannels
     syncs = [ch.unary_unary(fc.SYNC, request_serializer=fc.rw.SynchronizeRequest.SerializeToString,
                             response_deserializer=fc.rw.SynchronizeResponse.FromString)
-             for ch in channels]
+             for ch in wchannels]
     execs = [ch.unary_stream(RE + "Execution/Execute",
                              request_serializer=re_pb2.ExecuteRequest.SerializeToString,
                              response_deserializer=rc.operations_pb2.Operation.FromString)
-             for ch in channels]
+             for ch in echannels]
     dispatched, started, finished = {}, {}, {}
     done_evt = asyncio.Event()
     wtasks = [asyncio.ensure_future(worker(i, syncs[i % len(syncs)], dispatched, done_evt))
