@@ -660,10 +660,14 @@ void observe_action_finished(struct casboxd *d, const char *instance, const stru
 void observe_fleet_stage(struct casboxd *d, const char *instance, const struct cas_digest *dg,
                          const char *worker, enum observe_fleet_stage stage)
 {
-    if (d->obs == NULL)
+    static const enum web_stage stages[] = {[OBSERVE_FLEET_TAKEN] = WEB_STAGE_EXECUTING,
+                                            [OBSERVE_FLEET_FETCHING] = WEB_STAGE_INPUT_FETCH,
+                                            [OBSERVE_FLEET_RUNNING] = WEB_STAGE_RUNNING,
+                                            [OBSERVE_FLEET_UPLOADING] = WEB_STAGE_OUTPUT_UPLOAD};
+
+    if (d->obs == NULL || (unsigned)stage >= sizeof(stages) / sizeof(stages[0]))
         return;
-    (void)stage; /* the board knows queued and executing only */
-    web_board_stage(d->obs->board, instance, dg, WEB_STAGE_EXECUTING);
+    web_board_stage(d->obs->board, instance, dg, stages[stage]);
     web_board_worker(d->obs->board, instance, dg, worker);
 }
 

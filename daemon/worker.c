@@ -122,6 +122,18 @@ static void worker_run_stage(struct worker_run *run, enum worker_stage stage)
     pthread_mutex_unlock(&run->lock);
 }
 
+/* exec_run's steps: what the next busy report says, and this worker's own
+ * board ([http] listen) while the action runs. */
+static void worker_note_step(void *ctx, enum exec_step step)
+{
+    struct worker_run *run = ctx;
+
+    worker_run_stage(run, step == EXEC_STEP_INPUT_FETCH ? WORKER_FETCHING
+                          : step == EXEC_STEP_EXECUTION ? WORKER_RUNNING
+                                                        : WORKER_UPLOADING);
+    observe_action_step(run->fw->d, run->instance, &run->digest, step);
+}
+
 /* The outputs go to the fleet's CAS (shared_storage.c's helpers, as --role
  * all with [cas] remote), then, for a clean, cacheable result only, the
  * ActionCache entry naming them. */
@@ -194,7 +206,10 @@ static void *worker_runner_main(void *arg)
         goto out;
     }
     worker_run_stage(run, WORKER_RUNNING); /* inputs are staged lazily: fetched as read */
+    times.on_step = worker_note_step;
+    times.on_step_ctx = run;
     exec_run_cancellable(&fw->d->env, &cfg, act, false, &run->cancel, &times, &o);
+    times.on_step = NULL;
     observe_action_result(fw->d, run->instance, act, &times, &o);
     if (sandbox_cancel_fired(&run->cancel)) {
         /* nobody wants the result: store nothing, report nothing */

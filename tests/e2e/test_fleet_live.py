@@ -177,6 +177,14 @@ def _orphan(ctx):
     need(tw.value(m, "casbox_fleet_executing_actions", **QUEUE) == 1,
          "executing gauge of queue %s: %s", QUEUE,
          tw.value(m, "casbox_fleet_executing_actions", **QUEUE))
+    # the worker's exec steps: its next busy report says running, and the
+    # scheduler's board and its own show that stage
+    poll_until(lambda: tw.value(ctx.metrics(), "casbox_execution_actions_by_stage",
+                                stage="running") == 1, 30,
+               "the scheduler's board never showed the action's stage as running")
+    need(tw.value(tw.parse_exposition(http_text(ctx.worker_http)),
+                  "casbox_execution_actions_by_stage", stage="running") == 1,
+         "the worker's own board does not show the action running")
     page = http_text(ctx.http_port, "/")
     need(rc.dstr(ad).split("/")[0][:12] in page and "live/0" in page,
          "the scheduler's overview does not show the running action on live/0")
