@@ -579,7 +579,43 @@ struct config_load_state {
     char *err;
     size_t err_len;
     int rc;
+    FILE *f;
+    char *line; /* getline's buffer */
+    size_t line_cap;
+    int lineno;
+    size_t max_line; /* longest line inih takes whole, without its newline */
 };
+
+/* inih reads a line into a fixed buffer and parses the rest of a longer one
+ * as the next line: a long value would be cut short silently. So lines are
+ * read here whole, and a line inih cannot take is an error. */
+static char *config_ini_reader(char *str, int num, void *user)
+{
+    struct config_load_state *st = user;
+    ssize_t n;
+    size_t len;
+
+    if (st->rc != 0 || num < 3)
+        return NULL;
+    st->max_line = (size_t)num - 2;
+    n = getline(&st->line, &st->line_cap, st->f);
+    if (n < 0)
+        return NULL;
+    st->lineno++;
+    len = (size_t)n;
+    if (len > 0 && st->line[len - 1] == '\n')
+        len--;
+    if (len > st->max_line || memchr(st->line, '\0', len) != NULL) {
+        snprintf(st->err, st->err_len, "line %d is %s (at most %zu bytes of text)", st->lineno,
+                 len > st->max_line ? "too long" : "not text", st->max_line);
+        st->rc = -EINVAL;
+        return NULL;
+    }
+    memcpy(str, st->line, len);
+    str[len] = '\n';
+    str[len + 1] = '\0';
+    return str;
+}
 
 static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -587,27 +623,47 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 
     if (st->rc != 0)
         return 0;
+    /* what --print-config writes for it must fit on one line too */
+    if (strlen(name) + strlen(" = ") + strlen(value) > st->max_line) {
+        snprintf(st->err, st->err_len, "%s%s%s: the value is too long (a line holds %zu bytes)",
+                 section[0] ? section : "", section[0] ? "." : "", name, st->max_line);
+        st->rc = -EINVAL;
+        return 0;
+    }
+    /* inih strips "value ; comment" on a key's own line but not on an
+     * indented continuation line, so such a value would print back as
+     * something that loads differently (found by fuzz_config). */
+    for (const char *c = strchr(value, ';'); c != NULL; c = strchr(c + 1, ';')) {
+        if (c > value && (c[-1] == ' ' || c[-1] == '\t')) {
+            snprintf(st->err, st->err_len,
+                     "%s%s%s: a ';' comment on an indented continuation line; write each value "
+                     "on one line",
+                     section[0] ? section : "", section[0] ? "." : "", name);
+            st->rc = -EINVAL;
+            return 0;
+        }
+    }
     st->rc = config_set(st->cfg, section[0] ? section : NULL, name, value, st->err, st->err_len);
     return st->rc == 0;
 }
 
 int config_load_file(struct casbox_config *cfg, const char *path, char *err, size_t err_len)
 {
-    struct config_load_state st = {cfg, err, err_len, 0};
     char detail[512] = "";
-    FILE *f;
+    struct config_load_state st = {.cfg = cfg, .err = detail, .err_len = sizeof(detail)};
     int line;
 
-    f = fopen(path, "re");
-    if (f == NULL) {
+    st.f = fopen(path, "re");
+    if (st.f == NULL) {
         int e = errno;
         snprintf(err, err_len, "%s: %s", path, strerror(e));
         return -e;
     }
-    st.err = detail;
-    st.err_len = sizeof(detail);
-    line = ini_parse_file(f, config_ini_handler, &st);
-    fclose(f);
+    line = ini_parse_stream(config_ini_reader, &st, config_ini_handler, &st);
+    fclose(st.f);
+    free(st.line);
+    if (line == 0 && st.rc != 0)
+        line = st.lineno; /* the reader refused a line */
     if (line != 0) {
         snprintf(err, err_len, "%s:%d: %s", path, line, detail[0] ? detail : "syntax error");
         return -EINVAL;

@@ -85,6 +85,38 @@ static void test_file(void **state)
     unlink(path);
 }
 
+/* A ';' comment on an indented continuation line is not stripped by inih:
+ * refused, so that what --print-config writes always loads back the same. */
+static void test_continuation_comment(void **state)
+{
+    struct casbox_config cfg;
+    char path[] = "/tmp/casbox-config-XXXXXX";
+    char err[512];
+    FILE *f;
+    int fd;
+
+    (void)state;
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    fprintf(f, "[server]\nlisten = 127.0.0.1:1 ; a comment\nstate_dir = /a\n  /b ; c\n");
+    fclose(f);
+    config_init_defaults(&cfg);
+    assert_int_equal(config_load_file(&cfg, path, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, ":4:"));
+    assert_non_null(strstr(err, "continuation"));
+    assert_string_equal(cfg.listen, "127.0.0.1:1");
+
+    /* a line longer than inih's buffer is refused, not cut in two */
+    f = fopen(path, "w");
+    fprintf(f, "[server]\nstate_dir = /%0300d\n", 0);
+    fclose(f);
+    config_init_defaults(&cfg);
+    assert_int_equal(config_load_file(&cfg, path, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, ":2: line 2 is too long"));
+    unlink(path);
+}
+
 static void test_finish(void **state)
 {
     struct casbox_config cfg;
@@ -139,7 +171,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sizes),       cmocka_unit_test(test_set_and_bounds),
         cmocka_unit_test(test_file),        cmocka_unit_test(test_finish),
-        cmocka_unit_test(test_remote_urls),
+        cmocka_unit_test(test_remote_urls), cmocka_unit_test(test_continuation_comment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
