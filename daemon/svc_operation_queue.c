@@ -560,6 +560,10 @@ struct oq_held {
     struct sched_platform plat;
     struct sched_worker *w;
     uint64_t until_us; /* clock_mono_us */
+    /* Resumed and not yet run by the timer thread: wake_one skips it, or a
+     * burst of submissions before the timer thread runs would resume this
+     * one call again and again and wake no other slot (issue 15). */
+    bool woken;
     struct oq_held *prev, *next;
 };
 
@@ -594,6 +598,7 @@ static int oq_held_park_locked(struct exec_service *svc, struct oq_held *h)
 
     if (now >= h->until_us)
         return -ETIMEDOUT;
+    h->woken = false;
     h->prev = NULL;
     h->next = svc->held;
     if (svc->held != NULL)
@@ -609,8 +614,11 @@ static int oq_held_park_locked(struct exec_service *svc, struct oq_held *h)
 void fleet_work_wake_locked(struct exec_service *svc)
 {
     pthread_cond_broadcast(&svc->fleet_work);
-    for (struct oq_held *h = svc->held; h != NULL; h = h->next)
-        rpc_call_resume(h->call); /* listed: still parked */
+    for (struct oq_held *h = svc->held; h != NULL; h = h->next) {
+        if (!h->woken)
+            rpc_call_resume(h->call); /* listed: still parked */
+        h->woken = true;
+    }
 }
 
 /* One new task: one held call is woken, the longest held (waking every one
@@ -625,8 +633,10 @@ static void fleet_work_wake_one_locked(struct exec_service *svc)
     while (last != NULL && last->next != NULL)
         last = last->next;
     /* false: its hold ended just now, and its callback will unlist it */
-    while (last != NULL && !rpc_call_resume(last->call))
+    while (last != NULL && (last->woken || !rpc_call_resume(last->call)))
         last = last->prev;
+    if (last != NULL)
+        last->woken = true;
 }
 
 /* On the timer thread: work came (rc 0) or the hold ended (-ETIMEDOUT). */
