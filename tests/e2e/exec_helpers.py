@@ -286,6 +286,32 @@ def need(cond, msg, *args):
         raise Fail(msg % args if args else msg)
 
 
+def poll_until(pred, timeout, what):
+    """pred()'s first true value within timeout seconds, else Fail naming what."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise Fail("%s within %d s" % (what, timeout))
+
+
+def procs_with_cmdline(cmdline):
+    """Pids whose /proc/PID/cmdline is exactly cmdline (bytes)."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if f.read() == cmdline:
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
 class Checks:
     """A list of checks; each is fn(ctx) -> None, raising Fail or Skip."""
 

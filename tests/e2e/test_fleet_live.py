@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,29 +30,6 @@ from exec_helpers import need  # noqa: E402
 
 checks = eh.Checks()
 QUEUE = {"platform": "(none)", "size_class": "3"}  # actions name no property
-
-
-def procs_with_cmdline(cmdline):
-    pids = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    if f.read() == cmdline:
-                        pids.append(int(pid))
-            except OSError:
-                pass
-    return pids
-
-
-def poll_until(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise eh.Fail("%s within %d s" % (what, timeout))
 
 
 def http_text(port, path="/metrics"):
@@ -147,7 +123,7 @@ def _listen(ctx):
         "it idle; its own /metrics are served")
 def _join(ctx):
     ctx.start_worker("live")
-    poll_until(lambda: ctx.gauge("casbox_fleet_workers", state="idle") >= 1, 60,
+    eh.poll_until(lambda: ctx.gauge("casbox_fleet_workers", state="idle") >= 1, 60,
                "the worker never showed up idle on /metrics")
     ad = eh.upload_action(ctx.c, ["/bin/sh", "-c", "echo live"])
     _ops, resp = eh.execute(ctx.c, ad)
@@ -167,7 +143,7 @@ def _join(ctx):
 def _orphan(ctx):
     ad, cmdline = sleep_action(ctx, 60)
     s = eh.Stream(ctx.c, ad, timeout=300)
-    poll_until(lambda: procs_with_cmdline(cmdline), 60, "the action's sleep never started")
+    eh.poll_until(lambda: eh.procs_with_cmdline(cmdline), 60, "the action's sleep never started")
     status = fc.admin(ctx.d.target, "Status")
     need("size class 3" in status and "queue platform (none) size class 3: 0 queued, 1 executing"
          in status, "fleet status does not show the size class and the queue:\n%s", status)
@@ -179,7 +155,7 @@ def _orphan(ctx):
          tw.value(m, "casbox_fleet_executing_actions", **QUEUE))
     # the worker's exec steps: its next busy report says running, and the
     # scheduler's board and its own show that stage
-    poll_until(lambda: tw.value(ctx.metrics(), "casbox_execution_actions_by_stage",
+    eh.poll_until(lambda: tw.value(ctx.metrics(), "casbox_execution_actions_by_stage",
                                 stage="running") == 1, 30,
                "the scheduler's board never showed the action's stage as running")
     need(tw.value(tw.parse_exposition(http_text(ctx.worker_http)),
@@ -195,10 +171,10 @@ def _orphan(ctx):
     s.cancel()
     # a stream notices its client left at its next keep-alive (30 s), then
     # orphan_timeout (2 s), then the worker's next report (2 s)
-    poll_until(lambda: not procs_with_cmdline(cmdline), 120,
+    eh.poll_until(lambda: not eh.procs_with_cmdline(cmdline), 120,
                "the orphaned action's sleep was not killed on the worker")
     need("cancelled on worker hostname=live,slot=0" in ctx.log(), "no cancel line in the log")
-    poll_until(lambda: ctx.gauge("casbox_fleet_workers", state="idle") == 1, 30,
+    eh.poll_until(lambda: ctx.gauge("casbox_fleet_workers", state="idle") == 1, 30,
                "the worker did not go idle")
     need(ctx.gauge("casbox_fleet_executing_actions", **QUEUE) == 0, "still executing")
     ad2 = eh.upload_action(ctx.c, ["/bin/true"])
@@ -214,10 +190,10 @@ def _lost(ctx):
     requeues0 = tw.value(m0, "casbox_fleet_requeues_total")
     ad, cmdline = sleep_action(ctx, 3)
     s = eh.Stream(ctx.c, ad, timeout=300)
-    poll_until(lambda: procs_with_cmdline(cmdline), 60, "the action's sleep never started")
+    eh.poll_until(lambda: eh.procs_with_cmdline(cmdline), 60, "the action's sleep never started")
     ctx.proc.send_signal(signal.SIGKILL)
     ctx.proc.wait()
-    poll_until(lambda: ctx.gauge("casbox_fleet_requeues_total") == requeues0 + 1, 60,
+    eh.poll_until(lambda: ctx.gauge("casbox_fleet_requeues_total") == requeues0 + 1, 60,
                "no requeue counted")
     m = ctx.metrics()
     need(tw.value(m, "casbox_fleet_worker_losses_total") == losses0 + 1, "losses %s -> %s",

@@ -226,30 +226,6 @@ def _missing(ctx):
          eh.missing_subjects(resp.status))
 
 
-def procs_with_cmdline(cmdline):
-    """Pids whose /proc/PID/cmdline is exactly cmdline (bytes)."""
-    pids = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                if f.read() == cmdline:
-                    pids.append(int(pid))
-        except OSError:
-            pass
-    return pids
-
-
-def poll_until(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise eh.Fail("%s within %d s" % (what, timeout))
-
-
 @checks("desired_state idle while busy kills the action; the slot goes idle and runs the next")
 def _give_up(ctx):
     arg = "60.%06d" % (int.from_bytes(os.urandom(3), "big") % 1000000)
@@ -259,16 +235,16 @@ def _give_up(ctx):
     ex.queued_timestamp.CopyFrom(ts(0))
     ctx.sched.assign.put(ex)
     ctx.sched.next_request(lambda r: state(r) == "running", timeout=120)
-    poll_until(lambda: procs_with_cmdline(cmdline), 60, "the action's sleep did not start")
+    eh.poll_until(lambda: eh.procs_with_cmdline(cmdline), 60, "the action's sleep did not start")
     ctx.sched.give_up = ad
     # the sleep (60 s) is killed: gone well before it would end by itself
-    poll_until(lambda: not procs_with_cmdline(cmdline), 30,
+    eh.poll_until(lambda: not eh.procs_with_cmdline(cmdline), 30,
                "the action's sleep was not killed after desired_state idle")
     _t, req = ctx.sched.next_request(lambda r: state(r) in ("idle", "completed"), timeout=30)
     need(state(req) == "idle", "after desired idle the slot reported %s, not idle", state(req))
     # cleaned up as after any run: no scratch directory is left
     scratch = os.path.join(ctx.state, "cas", "exec")
-    poll_until(lambda: os.path.isdir(scratch) and not os.listdir(scratch), 30,
+    eh.poll_until(lambda: os.path.isdir(scratch) and not os.listdir(scratch), 30,
                "the killed action's scratch space was not removed")
     need("killed: the scheduler gave it up" in ctx.log(), "no log line for the kill")
     ad2 = eh.upload_action(ctx.c, ["/bin/sh", "-c", "echo next"])
